@@ -1,0 +1,3 @@
+from eventport.cli import main
+
+main()

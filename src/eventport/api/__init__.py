@@ -1,0 +1,1 @@
+"""The HTTP layer: thin routes that parse, authorize through the control store, and shape."""

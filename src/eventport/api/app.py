@@ -1,0 +1,54 @@
+"""The FastAPI application: routers, error handlers, and the control store's lifetime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from eventport import __version__
+from eventport.api import errors
+from eventport.api.v1 import organizations as v1_organizations
+from eventport.api.v1 import packages as v1_packages
+from eventport.api.v2 import organizations as v2_organizations
+from eventport.api.v2 import packages as v2_packages
+from eventport.api.v2 import pixels as v2_pixels
+from eventport.control.database import ControlDatabase
+from eventport.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        control = ControlDatabase(settings.resolved_database_url())
+        control.migrate()
+        app.state.control = control
+        try:
+            yield
+        finally:
+            control.dispose()
+
+    app = FastAPI(
+        title="eventport",
+        version=__version__,
+        summary="Self-hosted bulk event import and usage analytics, compatible with Scarf's API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """Liveness: answers 200 once the server has started and migrated its store."""
+        return {"status": "ok", "version": __version__}
+
+    # v1's /api/v1/{organization}/... must come after the fixed /api/v1/packages routes.
+    app.include_router(v1_packages.router)
+    app.include_router(v1_organizations.router)
+    app.include_router(v2_packages.router)
+    app.include_router(v2_pixels.router)
+    app.include_router(v2_organizations.router)
+    return app

@@ -1,0 +1,62 @@
+"""Every error leaves as JSON ``{"message": ..., "code": ...}``; bad input is never a 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eventport.domain.errors import BadRequest, DomainError, Forbidden, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+STATUS = {NotFound: 404, Forbidden: 403, InvalidInput: 422, BadRequest: 400}
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"
+
+
+def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"message": message, "code": code, **extra}, status, headers=headers)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+    where = ".".join(location)
+    if error.get("type") == "json_invalid":
+        return f"request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+    if error.get("type") == "missing":
+        return f"{where} is required"
+    message = str(error.get("msg", "is invalid"))
+    return f"{where}: {message}" if where else message
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        status = 401 if isinstance(exc, Unauthorized) else STATUS.get(type(exc), 400)
+        for cls, code in STATUS.items():
+            if isinstance(exc, cls):
+                status = code
+        return error_response(status, exc.message, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [_describe(e) for e in exc.errors()]
+        return error_response(400, "; ".join(problems[:5]), BadRequest.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return error_response(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal server error", "internal-error")

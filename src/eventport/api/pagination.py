@@ -1,0 +1,42 @@
+"""Cursor pages over already-sorted lists: ``after`` names the last item the client saw."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from fastapi import Request
+
+from eventport.domain.errors import BadRequest
+
+T = TypeVar("T")
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 1000
+
+
+def page(
+    items: Sequence[T],
+    after: str | None,
+    per_page: int | None,
+    cursor: Callable[[T], tuple[str, ...]],
+) -> tuple[list[T], str | None]:
+    """The items after the cursor, and the cursor of the next page (None on the last page)."""
+    size = DEFAULT_PER_PAGE if per_page is None else per_page
+    if not 1 <= size <= MAX_PER_PAGE:
+        raise BadRequest(f"per_page must be between 1 and {MAX_PER_PAGE}")
+    start = 0
+    if after is not None:
+        matches = [i for i, item in enumerate(items) if after in cursor(item)]
+        if not matches:
+            raise BadRequest(f"unknown cursor after={after[:80]!r}")
+        start = matches[-1] + 1
+    chunk = list(items[start : start + size])
+    more = start + size < len(items)
+    return chunk, (cursor(chunk[-1])[0] if more and chunk else None)
+
+
+def links(request: Request, next_after: str | None) -> dict[str, Any]:
+    result: dict[str, Any] = {"self": str(request.url)}
+    if next_after is not None:
+        result["next"] = str(request.url.include_query_params(after=next_after))
+    return result

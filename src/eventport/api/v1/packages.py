@@ -1,0 +1,189 @@
+"""v1 packages, permissions, file-package routes and domains."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from sqlalchemy.orm import Session
+
+from eventport.api.deps import Actor, Db
+from eventport.api.v1 import shapes
+from eventport.control import packages as store
+from eventport.control.models import Account, Package
+from eventport.control.packages import PackageFields
+from eventport.domain import names
+from eventport.domain.access import Access, PermissionLevel
+from eventport.domain.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/api/v1/packages", tags=["v1 packages"])
+
+
+def _fields(body: shapes.PackageUpsert, existing: Package | None) -> PackageFields:
+    library = body.library_type or (
+        shapes.V1_TYPE.get(existing.type, existing.type) if existing else "other"
+    )
+    fields = PackageFields(
+        name=body.name,
+        type=shapes.STORE_TYPE.get(library, library),
+        short_description=body.short_description,
+        long_description=body.long_description,
+        website=body.website,
+    )
+    if fields.type == "docker" and (body.backend_url or existing is None):
+        if not body.backend_url:
+            raise InvalidInput("a docker package needs backendUrl", code="invalid-backendUrl")
+        registry, path = names.docker_url_parts(body.backend_url, "backendUrl")
+        fields.backend_registry, fields.repository_name = registry, path
+        if body.public_url:
+            public_host, public_path = names.docker_url_parts(body.public_url, "publicUrl")
+            if public_path != path:
+                raise InvalidInput(
+                    f"publicUrl path {public_path!r} must match backendUrl path {path!r}",
+                    code="invalid-publicUrl",
+                )
+            fields.domains = [public_host.split(":")[0]]
+    return fields
+
+
+def create_in(s: Session, actor: Account, owner: str, body: shapes.PackageUpsert) -> Package:
+    return store.create_package(s, actor, owner, _fields(body, None))
+
+
+def _package(s: Session, actor: Account, ref: str, package_type: str | None, needed: Access) -> Package:
+    """v1 finds a package by uuid, or by name (``packageType`` picks among same-named ones)."""
+    try:
+        return store.package_for(s, actor, ref, needed)
+    except NotFound:
+        pass
+    wanted = shapes.STORE_TYPE.get(package_type, package_type) if package_type else None
+    matches = store.find_packages_by_name(s, actor, ref, wanted)
+    if not matches:
+        raise NotFound(f"package {ref[:80]!r} not found")
+    if len(matches) > 1:
+        kinds = ", ".join(sorted({shapes.V1_TYPE.get(p.type, p.type) for p in matches}))
+        raise InvalidInput(
+            f"several packages are named {ref!r} ({kinds}): add ?packageType= to choose",
+            code="ambiguous-package-name",
+        )
+    return store.package_for(s, actor, matches[0].id, needed)
+
+
+@router.get("")
+def list_packages(db: Db, actor: Actor) -> list[dict[str, Any]]:
+    with db.session() as s:
+        return [shapes.package(p) for p in store.list_visible_packages(s, actor)]
+
+
+@router.post("")
+def create_package(body: shapes.PackageUpsert, db: Db, actor: Actor) -> dict[str, Any]:
+    with db.session() as s:
+        return shapes.package(create_in(s, actor, actor.name, body))
+
+
+@router.get("/{package_id}/permissions")
+def get_permissions(package_id: str, db: Db, actor: Actor) -> list[dict[str, Any]]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.READ)
+        return [
+            {"username": p.user.name, "permissionLevel": p.level}
+            for p in store.explicit_permissions(s, package)
+        ]
+
+
+@router.post("/{package_id}/permissions")
+def set_permissions(
+    package_id: str,
+    body: Annotated[shapes.PermissionSet | list[shapes.PermissionSet], Body()],
+    db: Db,
+    actor: Actor,
+) -> list[dict[str, Any]]:
+    changes = body if isinstance(body, list) else [body]
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        for change in changes:
+            level = PermissionLevel(change.permission_level)
+            store.set_permission(s, actor, package, change.user_query, level)
+        return [
+            {"username": p.user.name, "permissionLevel": p.level}
+            for p in store.explicit_permissions(s, package)
+        ]
+
+
+@router.get("/{package_id}/routes")
+def list_routes(package_id: str, db: Db, actor: Actor) -> list[dict[str, Any]]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.READ)
+        return [shapes.route(r) for r in store.list_routes(s, package)]
+
+
+@router.post("/{package_id}/routes")
+def create_route(package_id: str, body: shapes.RouteCreate, db: Db, actor: Actor) -> dict[str, Any]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        return shapes.route(store.create_route(s, package, body.template_path, body.outgoing_url))
+
+
+@router.delete("/{package_id}/routes/{route_id}", status_code=204)
+def delete_route(package_id: str, route_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        store.delete_route(s, package, route_id)
+    return Response(status_code=204)
+
+
+@router.get("/{package_id}/domains")
+def list_domains(package_id: str, db: Db, actor: Actor) -> list[dict[str, Any]]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.READ)
+        return [shapes.domain(d) for d in store.list_domains(s, package)]
+
+
+@router.post("/{package_id}/domains")
+def create_domain(
+    package_id: str, body: shapes.DomainCreate, db: Db, actor: Actor
+) -> dict[str, Any]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        return shapes.domain(store.create_domain(s, package, body.name))
+
+
+@router.delete("/{package_id}/domains/{domain_id}", status_code=204)
+def delete_domain(package_id: str, domain_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        store.delete_domain(s, package, domain_id)
+    return Response(status_code=204)
+
+
+@router.put("/{package_id}")
+def update_package(
+    package_id: str, body: shapes.PackageUpsert, db: Db, actor: Actor
+) -> dict[str, Any]:
+    with db.session() as s:
+        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        requested = body.library_type
+        if requested is not None and shapes.STORE_TYPE.get(requested, requested) != package.type:
+            raise InvalidInput(
+                "libraryType cannot change after the package is created",
+                code="library-type-is-immutable",
+            )
+        return shapes.package(store.update_package(s, actor, package, _fields(body, package)))
+
+
+@router.delete("/{package_id}", status_code=204)
+def delete_package(package_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        store.delete_package(s, actor, store.package_for(s, actor, package_id, Access.ADMIN))
+    return Response(status_code=204)
+
+
+@router.get("/{package_ref:path}")
+def get_package(
+    package_ref: str,
+    db: Db,
+    actor: Actor,
+    package_type: Annotated[shapes.LibraryType | None, Query(alias="packageType")] = None,
+) -> dict[str, Any]:
+    with db.session() as s:
+        return shapes.package(_package(s, actor, package_ref, package_type, Access.READ))

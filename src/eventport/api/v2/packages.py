@@ -1,0 +1,237 @@
+"""v2 packages, their domains, routes and permissions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from eventport.api.deps import Actor, Db
+from eventport.api.pagination import links, page
+from eventport.api.v2 import shapes
+from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
+from eventport.control import packages as store
+from eventport.control import pixels as pixel_store
+from eventport.control.packages import PackageFields
+from eventport.domain.access import Access, PermissionLevel
+from eventport.domain.errors import InvalidInput
+
+router = APIRouter(prefix="/v2/packages", tags=["v2 packages"])
+
+PerPage = Annotated[int | None, Query()]
+After = Annotated[str | None, Query()]
+
+
+def _fields(body: PackageBody) -> PackageFields:
+    return PackageFields(
+        name=body.name,
+        type=body.type,
+        short_description=body.short_description,
+        long_description=body.long_description,
+        website=body.website,
+        backend_registry=body.backend_registry,
+        repository_url=body.repository_url,
+        domains=[body.domain] if body.domain else [],
+        incoming_path=body.incoming_path,
+        outgoing_url=body.outgoing_url,
+    )
+
+
+@router.get("/{owner}")
+def list_packages(
+    owner: str,
+    request: Request,
+    db: Db,
+    actor: Actor,
+    type: Annotated[list[PackageType] | None, Query()] = None,
+    permission: Annotated[PermissionLevel | None, Query()] = None,
+    after: After = None,
+    per_page: PerPage = None,
+) -> dict[str, Any]:
+    with db.session() as s:
+        rows = store.list_owner_packages(s, actor, owner, list(type) if type else None)
+        if permission is not None:
+            wanted = {"member": Access.READ, "admin": Access.ADMIN, "owner": Access.OWNER}
+            floor = wanted.get(permission.value, Access.READ)
+            rows = [p for p in rows if store.access_to(s, actor, p) >= floor]
+        chunk, next_after = page(rows, after, per_page, lambda p: (p.id, p.name))
+        return {
+            "results": [shapes.package(request, p) for p in chunk],
+            "_links": links(request, next_after),
+        }
+
+
+@router.post("/{owner}", status_code=201)
+def create_package(owner: str, body: PackageBody, request: Request, db: Db, actor: Actor) -> Any:
+    if body.type == "file" and (body.incoming_path is None or body.outgoing_url is None):
+        missing = "incoming_path" if body.incoming_path is None else "outgoing_url"
+        code = "incoming-path-must-not-be-empty" if missing == "incoming_path" else (
+            "outgoing-url-must-not-be-empty"
+        )
+        raise InvalidInput(f"a file package needs {missing}", code=code)
+    with db.session() as s:
+        return shapes.package(request, store.create_package(s, actor, owner, _fields(body)))
+
+
+@router.get("/{owner}/{package_id}/tracking-pixels")
+def package_pixels(
+    owner: str,
+    package_id: str,
+    db: Db,
+    actor: Actor,
+    after: After = None,
+    per_page: PerPage = None,
+) -> list[dict[str, Any]]:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        rows = pixel_store.list_package_pixels(s, package.id)
+        chunk, _ = page(rows, after, per_page, lambda p: (p.id,))
+        return [shapes.pixel(p) for p in chunk]
+
+
+@router.get("/{owner}/{package_id}/domains")
+def list_domains(owner: str, package_id: str, request: Request, db: Db, actor: Actor) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        return [shapes.domain(request, package, d) for d in store.list_domains(s, package)]
+
+
+@router.post("/{owner}/{package_id}/domains", status_code=201)
+def create_domain(
+    owner: str, package_id: str, body: DomainBody, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        return shapes.domain(request, package, store.create_domain(s, package, body.name))
+
+
+@router.get("/{owner}/{package_id}/domains/{domain_id}")
+def get_domain(
+    owner: str, package_id: str, domain_id: str, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        return shapes.domain(request, package, store.get_domain(s, package, domain_id))
+
+
+@router.delete("/{owner}/{package_id}/domains/{domain_id}", status_code=204)
+def delete_domain(owner: str, package_id: str, domain_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        store.delete_domain(s, package, domain_id)
+    return Response(status_code=204)
+
+
+@router.get("/{owner}/{package_id}/routes")
+def list_routes(
+    owner: str,
+    package_id: str,
+    request: Request,
+    db: Db,
+    actor: Actor,
+    after: After = None,
+    per_page: PerPage = None,
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        chunk, _ = page(store.list_routes(s, package), after, per_page, lambda r: (r.id,))
+        return [shapes.route(request, package, r) for r in chunk]
+
+
+@router.post("/{owner}/{package_id}/routes", status_code=201)
+def create_route(
+    owner: str, package_id: str, body: RouteBody, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        route = store.create_route(s, package, body.incoming_path, body.outgoing_url)
+        return shapes.route(request, package, route)
+
+
+@router.get("/{owner}/{package_id}/routes/{route_id}")
+def get_route(
+    owner: str, package_id: str, route_id: str, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        return shapes.route(request, package, store.get_route(s, package, route_id))
+
+
+@router.delete("/{owner}/{package_id}/routes/{route_id}", status_code=204)
+def delete_route(owner: str, package_id: str, route_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        store.delete_route(s, package, route_id)
+    return Response(status_code=204)
+
+
+@router.get("/{owner}/{package_id}/permissions")
+def list_permissions(
+    owner: str,
+    package_id: str,
+    db: Db,
+    actor: Actor,
+    per_page: PerPage = None,
+    after: After = None,
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        rows = store.effective_permissions(s, package)
+        chunk, _ = page(rows, after, per_page, lambda pair: (pair[0].id, pair[0].name))
+        return [shapes.permission(user, level) for user, level in chunk]
+
+
+@router.post("/{owner}/{package_id}/permissions", status_code=204)
+def set_permission(
+    owner: str, package_id: str, body: PermissionBody, db: Db, actor: Actor
+) -> Response:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        level = PermissionLevel(body.permission_level)
+        store.set_permission(s, actor, package, body.username, level)
+    return Response(status_code=204)
+
+
+@router.delete("/{owner}/{package_id}/permissions/{username}", status_code=204)
+def delete_permission(
+    owner: str, package_id: str, username: str, db: Db, actor: Actor
+) -> Response:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        store.delete_permission(s, actor, package, username)
+    return Response(status_code=204)
+
+
+@router.get("/{owner}/{package_id}")
+def get_package(owner: str, package_id: str, request: Request, db: Db, actor: Actor) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        return shapes.package(request, package)
+
+
+@router.put("/{owner}/{package_id}")
+def update_package(
+    owner: str, package_id: str, body: PackageBody, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        fields = _fields(body)
+        fields.domains = []
+        return shapes.package(request, store.update_package(s, actor, package, fields))
+
+
+@router.delete("/{owner}/{package_id}", status_code=204)
+def delete_package(owner: str, package_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        store.delete_package(s, actor, package)
+    return Response(status_code=204)
+
+
+@router.get("/{owner}/{package_type}/{package_name:path}")
+def get_package_by_name(
+    owner: str, package_type: PackageType, package_name: str, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.package_by_type_and_name(s, actor, owner, package_type, package_name)
+        return shapes.package(request, package)

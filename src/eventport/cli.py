@@ -1,0 +1,174 @@
+"""The ``eventport`` command: ``serve`` (the default), ``users`` and ``tokens``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from eventport import __version__
+from eventport.control import accounts
+from eventport.control.database import ControlDatabase
+from eventport.domain.errors import DomainError
+from eventport.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_options(func: F) -> F:
+    """--data-dir and --database-url, shared by every command that opens the store."""
+    func = click.option(
+        "--database-url",
+        default=None,
+        help="Control database URL [env EVENTPORT_DATABASE_URL; default: SQLite in the data dir].",
+    )(func)
+    func = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Directory for embedded data [env EVENTPORT_DATA_DIR; default ./eventport-data].",
+    )(func)
+    return func
+
+
+def load_settings(**overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except Exception as exc:  # pydantic's ValidationError, shown without a traceback
+        raise click.UsageError(f"invalid setting: {exc}") from exc
+
+
+def open_store(settings: Settings) -> ControlDatabase:
+    db = ControlDatabase(settings.resolved_database_url())
+    db.migrate()
+    return db
+
+
+@click.group(invoke_without_command=True)
+@click.version_option(__version__, prog_name="eventport")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """eventport: self-hosted bulk event import and usage analytics (Scarf-compatible API)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address [env EVENTPORT_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [env EVENTPORT_PORT; default 8000].")
+@click.option("--workers", type=int, default=None,
+              help="In-process import workers [env EVENTPORT_WORKERS; default 1; 0 allowed].")
+@store_options
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    """Run the HTTP server (the default command)."""
+    import uvicorn
+
+    from eventport.api.app import create_app
+
+    settings = load_settings(
+        host=host, port=port, workers=workers, data_dir=data_dir, database_url=database_url
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+
+
+@main.group()
+def users() -> None:
+    """Manage user accounts."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--email", required=True, help="The user's email address.")
+@store_options
+def users_create(name: str, email: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Create a user; the last line printed is their API token (shown only once)."""
+    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        with db.session() as session:
+            user, token = accounts.create_user(session, name, email)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.dispose()
+    click.echo(f"created user {user.name} ({user.id})")
+    click.echo("API token (store it now, it is not shown again):")
+    click.echo(token)
+
+
+@main.group()
+def tokens() -> None:
+    """Issue, list and revoke API tokens."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--label", default=None, help="A note to tell this token apart.")
+@store_options
+def tokens_create(
+    name: str, label: str | None, data_dir: Path | None, database_url: str | None
+) -> None:
+    """Issue another API token for user NAME; the last line printed is the token."""
+    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        with db.session() as session:
+            row, token = accounts.issue_token(session, name, label)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.dispose()
+    click.echo(f"token id {row.id}")
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.argument("name")
+@store_options
+def tokens_list(name: str, data_dir: Path | None, database_url: str | None) -> None:
+    """List user NAME's tokens (ids and state; tokens themselves are never stored)."""
+    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        with db.session() as session:
+            rows = accounts.list_tokens(session, name)
+            for row in rows:
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                click.echo(f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}\t{row.label or ''}")
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.dispose()
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@store_options
+def tokens_revoke(token_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Revoke the token with id TOKEN_ID; requests with it get 401 from then on."""
+    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        with db.session() as session:
+            accounts.revoke_token(session, token_id)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.dispose()
+    click.echo(f"revoked token {token_id}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Engine set-up per backend, sessions, and running migrations on start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What differs between the databases we run on, declared once."""
+
+    name: str
+    engine_options: dict[str, Any]
+
+
+def backend_for(url: str) -> Backend:
+    dialect = make_url(url).get_backend_name()
+    if dialect == "sqlite":
+        return Backend("sqlite", {"connect_args": {"check_same_thread": False, "timeout": 30}})
+    if dialect == "postgresql":
+        return Backend(
+            "postgresql", {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+        )
+    raise ValueError(f"unsupported database {dialect!r}: use sqlite or postgresql")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class ControlDatabase:
+    """The control store's connection: one per process, shared by API routes and workers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.backend = backend_for(url)
+        if self.backend.name == "sqlite":
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, **self.backend.engine_options)
+        if self.backend.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration. Safe to call on every start."""
+        from alembic import command
+
+        command.upgrade(alembic_config(self.engine), "head")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends, rolled back if it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config

@@ -1,0 +1,452 @@
+"""Packages of every type, their permissions, file-package routes and domains."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from eventport.control.accounts import account_by_name, namespace_access, require, user_by_query
+from eventport.control.models import (
+    Account,
+    Membership,
+    Package,
+    PackageDomain,
+    PackagePermission,
+    PackageRoute,
+    utcnow,
+)
+from eventport.domain import names
+from eventport.domain.access import ROLE_ACCESS, Access, OrgRole, PermissionLevel, package_access
+from eventport.domain.errors import InvalidInput, NotFound
+
+PACKAGE_TYPES = ("docker", "file", "python", "npm", "hackage", "other")
+DEFAULT_PYTHON_REPOSITORY = "https://pypi.org/simple/"
+
+
+@dataclass
+class PackageFields:
+    """What a create or update may set; the API layers translate v1 and v2 bodies into this."""
+
+    name: str
+    type: str
+    short_description: str | None = None
+    long_description: str | None = None
+    website: str | None = None
+    backend_registry: str | None = None
+    repository_name: str | None = None
+    repository_url: str | None = None
+    domains: list[str] = field(default_factory=list)
+    incoming_path: str | None = None
+    outgoing_url: str | None = None
+
+
+def parse_uuid(value: str, what: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise NotFound(f"{what} {value[:80]!r} not found") from None
+
+
+# --- access ----------------------------------------------------------------------------------
+
+
+def explicit_grant(session: Session, package: Package, user: Account) -> PermissionLevel | None:
+    row = session.get(PackagePermission, (package.id, user.id))
+    return PermissionLevel(row.level) if row is not None else None
+
+
+def access_to(session: Session, actor: Account, package: Package) -> Access:
+    return package_access(
+        namespace_access(session, actor, package.owner), explicit_grant(session, package, actor)
+    )
+
+
+def package_for(session: Session, actor: Account, package_id: str, needed: Access) -> Package:
+    package = session.get(Package, parse_uuid(package_id, "package"))
+    if package is None:
+        raise NotFound(f"package {package_id[:80]!r} not found")
+    require(access_to(session, actor, package), needed, f"package {package_id!r}")
+    return package
+
+
+def owned_package_for(
+    session: Session, actor: Account, owner: str, package_id: str, needed: Access
+) -> Package:
+    """A package addressed under its owner, as v2 does: the owner must match."""
+    package = package_for(session, actor, package_id, Access.READ)
+    if package.owner.name != owner:
+        raise NotFound(f"package {package_id[:80]!r} not found")
+    require(access_to(session, actor, package), needed, f"package {package_id!r}")
+    return package
+
+
+def _visible(session: Session, actor: Account, packages: Iterable[Package]) -> list[Package]:
+    return [p for p in packages if access_to(session, actor, p) >= Access.READ]
+
+
+def list_visible_packages(session: Session, actor: Account) -> list[Package]:
+    """Every package the user can read: their own, their organizations', explicit grants."""
+    org_ids = select(Membership.organization_id).where(Membership.user_id == actor.id)
+    granted = select(PackagePermission.package_id).where(PackagePermission.user_id == actor.id)
+    rows = session.scalars(
+        select(Package)
+        .where(
+            (Package.owner_id == actor.id)
+            | Package.owner_id.in_(org_ids)
+            | Package.id.in_(granted)
+        )
+        .order_by(Package.name, Package.type, Package.id)
+    )
+    return _visible(session, actor, rows)
+
+
+def owner_for_listing(session: Session, actor: Account, owner: str) -> Account:
+    """The owner whose packages are listed: visible through membership or through a grant."""
+    account = account_by_name(session, owner)
+    if account is None:
+        raise NotFound(f"owner {owner!r} not found")
+    if namespace_access(session, actor, account) is Access.NONE:
+        granted = session.scalar(
+            select(PackagePermission.package_id)
+            .join(Package, Package.id == PackagePermission.package_id)
+            .where(Package.owner_id == account.id, PackagePermission.user_id == actor.id)
+            .limit(1)
+        )
+        if granted is None:
+            raise NotFound(f"owner {owner!r} not found")
+    return account
+
+
+def list_owner_packages(
+    session: Session, actor: Account, owner: str, types: list[str] | None = None
+) -> list[Package]:
+    account = owner_for_listing(session, actor, owner)
+    query = select(Package).where(Package.owner_id == account.id)
+    if types:
+        query = query.where(Package.type.in_(types))
+    return _visible(session, actor, session.scalars(query.order_by(Package.name, Package.id)))
+
+
+def find_packages_by_name(
+    session: Session, actor: Account, name: str, type_: str | None
+) -> list[Package]:
+    query = select(Package).where(Package.name == name)
+    if type_ is not None:
+        query = query.where(Package.type == type_)
+    return _visible(session, actor, session.scalars(query.order_by(Package.created_at)))
+
+
+def package_by_type_and_name(
+    session: Session, actor: Account, owner: str, type_: str, name: str
+) -> Package:
+    account = account_by_name(session, owner)
+    package = (
+        session.scalar(
+            select(Package).where(
+                Package.owner_id == account.id, Package.type == type_, Package.name == name
+            )
+        )
+        if account is not None
+        else None
+    )
+    if package is None or access_to(session, actor, package) is Access.NONE:
+        raise NotFound(f"{type_} package {name[:80]!r} of {owner!r} not found")
+    return package
+
+
+# --- create, update, delete ------------------------------------------------------------------
+
+
+def _check_fields(fields: PackageFields) -> None:
+    if fields.type not in PACKAGE_TYPES:
+        raise InvalidInput(
+            f"unknown package type {fields.type[:40]!r}: one of {', '.join(PACKAGE_TYPES)}",
+            code="invalid-package-type",
+        )
+    names.check_package_name(fields.name)
+    names.check_text("short_description", fields.short_description)
+    names.check_text("long_description", fields.long_description)
+    fields.website = names.check_website(fields.website, code="invalid-website")
+    if fields.type == "docker":
+        if fields.repository_name is None:
+            fields.repository_name = names.check_docker_image_name(fields.name)
+        names.check_registry(fields.backend_registry)
+    if fields.type == "python":
+        names.check_python_name(fields.name)
+        fields.repository_url = names.check_repository_url(
+            fields.repository_url or DEFAULT_PYTHON_REPOSITORY
+        )
+    for domain in fields.domains:
+        names.check_domain(domain, prefix="public-domain")
+
+
+def _ensure_unique(session: Session, owner: Account, fields: PackageFields, exclude: str) -> None:
+    clash = session.scalar(
+        select(Package.id).where(
+            Package.owner_id == owner.id,
+            Package.type == fields.type,
+            Package.name == fields.name,
+            Package.id != exclude,
+        )
+    )
+    if clash is not None:
+        raise InvalidInput(
+            f"{owner.name!r} already has a {fields.type} package named {fields.name!r}",
+            code="package-already-exists",
+        )
+
+
+def _ensure_domain_free(session: Session, name: str, code: str) -> None:
+    if session.scalar(select(PackageDomain.id).where(PackageDomain.name == name)) is not None:
+        raise InvalidInput(f"the domain {name!r} is already in use", code=code)
+
+
+def create_package(session: Session, actor: Account, owner: str, fields: PackageFields) -> Package:
+    account = account_by_name(session, owner)
+    if account is None:
+        raise NotFound(f"owner {owner!r} not found")
+    require(namespace_access(session, actor, account), Access.ADMIN, f"packages of {owner!r}")
+    _check_fields(fields)
+    if fields.type == "file" and fields.incoming_path is not None:
+        names.check_route(fields.incoming_path, fields.outgoing_url or "")
+    _ensure_unique(session, account, fields, exclude="")
+    for domain in fields.domains:
+        _ensure_domain_free(session, domain, "public-domain-is-already-in-use")
+    package = Package(
+        owner_id=account.id,
+        name=fields.name,
+        type=fields.type,
+        short_description=fields.short_description,
+        long_description=fields.long_description,
+        website=fields.website,
+        backend_registry=fields.backend_registry,
+        repository_name=fields.repository_name,
+        repository_url=fields.repository_url,
+    )
+    session.add(package)
+    session.flush()
+    for domain in fields.domains:
+        session.add(PackageDomain(package_id=package.id, name=domain))
+    if fields.incoming_path is not None and fields.outgoing_url is not None:
+        session.add(
+            PackageRoute(
+                package_id=package.id,
+                incoming_path=fields.incoming_path,
+                outgoing_url=fields.outgoing_url,
+            )
+        )
+    session.flush()
+    session.refresh(package)
+    return package
+
+
+def update_package(session: Session, actor: Account, package: Package, fields: PackageFields) -> Package:
+    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    if fields.type != package.type:
+        raise InvalidInput(
+            f"the package type cannot change (it is {package.type!r})", code="package-is-conflicting"
+        )
+    if fields.type == "docker":
+        fields.backend_registry = fields.backend_registry or package.backend_registry
+        fields.repository_name = fields.repository_name or package.repository_name
+    _check_fields(fields)
+    _ensure_unique(session, package.owner, fields, exclude=package.id)
+    package.name = fields.name
+    package.short_description = fields.short_description
+    package.long_description = fields.long_description
+    package.website = fields.website
+    package.backend_registry = fields.backend_registry
+    package.repository_name = fields.repository_name
+    package.repository_url = fields.repository_url
+    package.updated_at = utcnow()
+    session.flush()
+    return package
+
+
+def delete_package(session: Session, actor: Account, package: Package) -> None:
+    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    session.delete(package)
+    session.flush()
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+def explicit_permissions(session: Session, package: Package) -> list[PackagePermission]:
+    return list(
+        session.scalars(
+            select(PackagePermission)
+            .join(Account, Account.id == PackagePermission.user_id)
+            .where(PackagePermission.package_id == package.id)
+            .order_by(Account.name)
+        )
+    )
+
+
+def effective_permissions(session: Session, package: Package) -> list[tuple[Account, Access]]:
+    """Everyone who can reach the package and how far, whether by ownership, role or grant."""
+    base: dict[str, tuple[Account, Access]] = {}
+    if package.owner.is_organization:
+        for m in session.scalars(
+            select(Membership).where(Membership.organization_id == package.owner_id)
+        ):
+            base[m.user_id] = (m.user, ROLE_ACCESS[OrgRole(m.role)])
+    else:
+        base[package.owner_id] = (package.owner, Access.OWNER)
+    grants = {p.user_id: p for p in explicit_permissions(session, package)}
+    for user_id, grant in grants.items():
+        base.setdefault(user_id, (grant.user, Access.NONE))
+    result = []
+    for user_id, (user, namespace) in base.items():
+        grant_level = PermissionLevel(grants[user_id].level) if user_id in grants else None
+        level = package_access(namespace, grant_level)
+        if level >= Access.READ:
+            result.append((user, level))
+    return sorted(result, key=lambda pair: pair[0].name)
+
+
+def set_permission(
+    session: Session, actor: Account, package: Package, user_query: str, level: PermissionLevel
+) -> PackagePermission | None:
+    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    user = user_by_query(session, user_query)
+    if level is PermissionLevel.OWNER:
+        raise InvalidInput(
+            "ownership comes from the owning account and cannot be granted per package",
+            code="cannot-grant-owner",
+        )
+    if namespace_access(session, user, package.owner) is Access.OWNER and level in (
+        PermissionLevel.BLOCKED,
+        PermissionLevel.MEMBER,
+    ):
+        raise InvalidInput(
+            f"{user.name!r} owns this package; an owner's access cannot be lowered",
+            code="cannot-change-owner",
+        )
+    row = session.get(PackagePermission, (package.id, user.id))
+    if level is PermissionLevel.DEFAULT:
+        # "default" means no explicit permission: whatever the owner's roles give.
+        if row is not None:
+            session.delete(row)
+            session.flush()
+        return None
+    if row is None:
+        row = PackagePermission(package_id=package.id, user_id=user.id, level=level.value)
+        session.add(row)
+    else:
+        row.level = level.value
+    session.flush()
+    return row
+
+
+def delete_permission(session: Session, actor: Account, package: Package, username: str) -> None:
+    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    user = account_by_name(session, username)
+    if user is None:
+        raise NotFound(f"user {username[:80]!r} not found")
+    if namespace_access(session, user, package.owner) is Access.OWNER:
+        raise InvalidInput(
+            f"{username!r} owns this package and cannot be removed from it",
+            code="cannot-delete-owner",
+        )
+    row = session.get(PackagePermission, (package.id, user.id))
+    if row is None:
+        raise NotFound(f"{username!r} has no permission on this package")
+    session.delete(row)
+    session.flush()
+
+
+# --- routes and domains ----------------------------------------------------------------------
+
+
+def list_routes(session: Session, package: Package) -> list[PackageRoute]:
+    return list(
+        session.scalars(
+            select(PackageRoute)
+            .where(PackageRoute.package_id == package.id)
+            .order_by(PackageRoute.created_at, PackageRoute.id)
+        )
+    )
+
+
+def _require_file_package(package: Package) -> None:
+    if package.type != "file":
+        raise InvalidInput(
+            f"routes belong to file packages; this one is a {package.type} package",
+            code="not-a-file-package",
+        )
+
+
+def create_route(
+    session: Session, package: Package, incoming_path: str, outgoing_url: str
+) -> PackageRoute:
+    _require_file_package(package)
+    names.check_route(incoming_path, outgoing_url)
+    clash = session.scalar(
+        select(PackageRoute.id).where(
+            PackageRoute.package_id == package.id, PackageRoute.incoming_path == incoming_path
+        )
+    )
+    if clash is not None:
+        raise InvalidInput(
+            f"this package already has a route for {incoming_path!r}", code="route-already-exists"
+        )
+    route = PackageRoute(package_id=package.id, incoming_path=incoming_path, outgoing_url=outgoing_url)
+    session.add(route)
+    session.flush()
+    return route
+
+
+def get_route(session: Session, package: Package, route_id: str) -> PackageRoute:
+    route = session.get(PackageRoute, parse_uuid(route_id, "route"))
+    if route is None or route.package_id != package.id:
+        raise NotFound(f"route {route_id[:80]!r} not found")
+    return route
+
+
+def delete_route(session: Session, package: Package, route_id: str) -> None:
+    route = get_route(session, package, route_id)
+    _require_file_package(package)
+    session.delete(route)
+    session.flush()
+
+
+def list_domains(session: Session, package: Package) -> list[PackageDomain]:
+    return list(
+        session.scalars(
+            select(PackageDomain)
+            .where(PackageDomain.package_id == package.id)
+            .order_by(PackageDomain.created_at, PackageDomain.id)
+        )
+    )
+
+
+def create_domain(session: Session, package: Package, name: str) -> PackageDomain:
+    names.check_domain(name)
+    _ensure_domain_free(session, name, "domain-is-already-in-use")
+    domain = PackageDomain(package_id=package.id, name=name)
+    session.add(domain)
+    session.flush()
+    return domain
+
+
+def get_domain(session: Session, package: Package, domain_id: str) -> PackageDomain:
+    domain = session.get(PackageDomain, parse_uuid(domain_id, "domain"))
+    if domain is None or domain.package_id != package.id:
+        raise NotFound(f"domain {domain_id[:80]!r} not found")
+    return domain
+
+
+def delete_domain(session: Session, package: Package, domain_id: str) -> None:
+    domain = get_domain(session, package, domain_id)
+    if package.type == "docker" and len(list_domains(session, package)) == 1:
+        raise InvalidInput(
+            "a docker package keeps at least one domain; add another before removing this one",
+            code="package-must-have-one-domain",
+        )
+    session.delete(domain)
+    session.flush()

@@ -1,0 +1,52 @@
+"""One typed settings object. Every field reads from an ``EVENTPORT_``-prefixed variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVENTPORT_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server.")
+    data_dir: Path = Field(
+        Path("eventport-data"),
+        description="Directory holding all embedded data (control database, events, spool).",
+    )
+    database_url: str | None = Field(
+        None,
+        description=(
+            "Control database URL. Unset: SQLite in the data dir. "
+            "postgresql://user@host/db puts control data (and later events) in PostgreSQL."
+        ),
+    )
+    workers: int = Field(
+        1, ge=0, le=64, description="Import workers run inside `eventport serve` (0 allowed)."
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'control.sqlite3').resolve()}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the plain ``postgresql://`` scheme onto the psycopg 3 driver we ship with."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
