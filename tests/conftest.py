@@ -50,7 +50,9 @@ def _postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """The database URL of one control-store backend, migrated to the newest schema."""
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("sqlite") / "control.sqlite3"

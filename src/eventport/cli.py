@@ -60,8 +60,12 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address [env EVENTPORT_HOST; default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [env EVENTPORT_PORT; default 8000].")
-@click.option("--workers", type=int, default=None,
-              help="In-process import workers [env EVENTPORT_WORKERS; default 1; 0 allowed].")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="In-process import workers [env EVENTPORT_WORKERS; default 1; 0 allowed].",
+)
 @store_options
 def serve(
     host: str | None,

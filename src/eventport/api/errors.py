@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventport.domain.errors import BadRequest, DomainError, Forbidden, InvalidInput, NotFound
 
@@ -26,18 +27,51 @@ def error_response(status: int, message: str, code: str, **extra: Any) -> JSONRe
     return JSONResponse({"message": message, "code": code, **extra}, status, headers=headers)
 
 
+WHOLE_BODY_TYPES = {"model_attributes_type", "model_type", "dict_type"}
+
+
 def _describe(error: dict[str, Any]) -> str:
     location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
     where = ".".join(location)
-    if error.get("type") == "json_invalid":
-        return f"request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-    if error.get("type") == "missing":
-        return f"{where} is required"
-    message = str(error.get("msg", "is invalid"))
+    kind = error.get("type")
+    if kind == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "parse error")
+        return f"request body is not valid JSON ({reason})"
+    if kind == "missing":
+        return f"{where} is required" if where else "a JSON request body is required"
+    if not where and kind in WHOLE_BODY_TYPES:
+        if isinstance(error.get("input"), bytes | str):
+            # FastAPI parses the body as JSON only when the Content-Type says JSON.
+            return "request body must be JSON sent with 'Content-Type: application/json'"
+        return "request body must be a JSON object"
+    if kind == "value_error" and "error" in error.get("ctx", {}):
+        message = str(error["ctx"]["error"])
+    else:
+        message = str(error.get("msg", "is invalid"))
     return f"{where}: {message}" if where else message
 
 
+class RejectNulInUrl:
+    """ASGI middleware: a NUL in the path or query is bad input (PostgreSQL cannot compare it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            response = error_response(
+                400, "the URL must not contain NUL characters (%00)", BadRequest.code
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    app.add_middleware(RejectNulInUrl)
+
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         status = 401 if isinstance(exc, Unauthorized) else STATUS.get(type(exc), 400)

@@ -66,8 +66,9 @@ def issue_token(session: Session, username: str, label: str | None = None) -> tu
     if user is None or user.kind != "user":
         raise NotFound(f"no user named {username!r}")
     token = _new_token()
-    row = ApiToken(user_id=user.id, label=names.check_text("label", label, 200),
-                   token_hash=hash_token(token))
+    row = ApiToken(
+        user_id=user.id, label=names.check_text("label", label, 200), token_hash=hash_token(token)
+    )
     session.add(row)
     session.flush()
     return row, token
@@ -224,11 +225,14 @@ def _membership(session: Session, org: Account, username: str) -> Membership:
 
 
 def _owner_count(session: Session, org: Account) -> int:
-    return session.scalar(
-        select(func.count()).where(
-            Membership.organization_id == org.id, Membership.role == OrgRole.OWNER.value
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Membership.organization_id == org.id, Membership.role == OrgRole.OWNER.value
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 def upsert_member(

@@ -28,9 +28,7 @@ def backend_for(url: str) -> Backend:
     if dialect == "sqlite":
         return Backend("sqlite", {"connect_args": {"check_same_thread": False, "timeout": 30}})
     if dialect == "postgresql":
-        return Backend(
-            "postgresql", {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
-        )
+        return Backend("postgresql", {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20})
     raise ValueError(f"unsupported database {dialect!r}: use sqlite or postgresql")
 
 

@@ -95,9 +95,7 @@ def list_visible_packages(session: Session, actor: Account) -> list[Package]:
     rows = session.scalars(
         select(Package)
         .where(
-            (Package.owner_id == actor.id)
-            | Package.owner_id.in_(org_ids)
-            | Package.id.in_(granted)
+            (Package.owner_id == actor.id) | Package.owner_id.in_(org_ids) | Package.id.in_(granted)
         )
         .order_by(Package.name, Package.type, Package.id)
     )
@@ -244,11 +242,14 @@ def create_package(session: Session, actor: Account, owner: str, fields: Package
     return package
 
 
-def update_package(session: Session, actor: Account, package: Package, fields: PackageFields) -> Package:
+def update_package(
+    session: Session, actor: Account, package: Package, fields: PackageFields
+) -> Package:
     require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
     if fields.type != package.type:
         raise InvalidInput(
-            f"the package type cannot change (it is {package.type!r})", code="package-is-conflicting"
+            f"the package type cannot change (it is {package.type!r})",
+            code="package-is-conflicting",
         )
     if fields.type == "docker":
         fields.backend_registry = fields.backend_registry or package.backend_registry
@@ -395,7 +396,9 @@ def create_route(
         raise InvalidInput(
             f"this package already has a route for {incoming_path!r}", code="route-already-exists"
         )
-    route = PackageRoute(package_id=package.id, incoming_path=incoming_path, outgoing_url=outgoing_url)
+    route = PackageRoute(
+        package_id=package.id, incoming_path=incoming_path, outgoing_url=outgoing_url
+    )
     session.add(route)
     session.flush()
     return route
@@ -409,8 +412,8 @@ def get_route(session: Session, package: Package, route_id: str) -> PackageRoute
 
 
 def delete_route(session: Session, package: Package, route_id: str) -> None:
-    route = get_route(session, package, route_id)
     _require_file_package(package)
+    route = get_route(session, package, route_id)
     session.delete(route)
     session.flush()
 

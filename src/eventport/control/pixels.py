@@ -64,7 +64,8 @@ def _ensure_name_free(session: Session, owner: Account, name: str, exclude: str)
     )
     if clash is not None:
         raise InvalidInput(
-            f"{owner.name!r} already has a tracking pixel named {name!r}", code="name-already-exists"
+            f"{owner.name!r} already has a tracking pixel named {name!r}",
+            code="name-already-exists",
         )
 
 

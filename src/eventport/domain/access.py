@@ -33,7 +33,11 @@ class PermissionLevel(StrEnum):
     OWNER = "owner"
 
 
-ROLE_ACCESS = {OrgRole.MEMBER: Access.READ, OrgRole.ADMIN: Access.ADMIN, OrgRole.OWNER: Access.OWNER}
+ROLE_ACCESS = {
+    OrgRole.MEMBER: Access.READ,
+    OrgRole.ADMIN: Access.ADMIN,
+    OrgRole.OWNER: Access.OWNER,
+}
 
 GRANT_ACCESS = {
     PermissionLevel.DEFAULT: Access.NONE,
@@ -67,5 +71,6 @@ def package_access(namespace_access: Access, grant: PermissionLevel | None) -> A
 
 
 def pixel_access(namespace_access: Access, package: Access | None) -> Access:
-    """A tracking pixel is reachable through its owner or through the package it belongs to."""
-    return max(namespace_access, package or Access.NONE)
+    """A pixel attached to a package shares that package's access (a block included, since its
+    events are the package's events); a free-standing pixel follows its owner namespace."""
+    return namespace_access if package is None else package

@@ -7,7 +7,7 @@ one) and a message that says what was wrong and what is allowed.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from eventport.domain.errors import InvalidInput
 
@@ -15,8 +15,25 @@ ACCOUNT_NAME_MAX = 39
 ACCOUNT_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,37}[a-z0-9])?$")
 # Names that would shadow a route segment of the v1 API (/api/v1/{organization}/...).
 RESERVED_ACCOUNT_NAMES = frozenset(
-    {"api", "v1", "v2", "admin", "organizations", "packages", "pixels", "users", "imports",
-     "tracking-pixels", "search", "healthz", "docs", "openapi", "me", "root", "eventport"}
+    {
+        "api",
+        "v1",
+        "v2",
+        "admin",
+        "organizations",
+        "packages",
+        "pixels",
+        "users",
+        "imports",
+        "tracking-pixels",
+        "search",
+        "healthz",
+        "docs",
+        "openapi",
+        "me",
+        "root",
+        "eventport",
+    }
 )
 
 PACKAGE_NAME_MAX = 214
@@ -24,11 +41,13 @@ PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9@_][A-Za-z0-9._~@/+-]*$")
 PYTHON_NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 DOCKER_SEGMENT_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 DOCKER_NAME_MAX = 255
+REGISTRY_MAX = 255
 HOST_RE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
 REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(?::[0-9]{1,5})?$")
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f\ud800-\udfff]"  # no spaces, control characters or surrogates
+EMAIL_RE = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$")
 TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 TEXT_LIMITS = {
@@ -40,6 +59,25 @@ TEXT_LIMITS = {
 }
 
 
+def unstorable_reason(value: str) -> str | None:
+    """Why a string cannot be stored or echoed back (NUL: PostgreSQL; lone surrogates: UTF-8)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        return "must be valid Unicode text (it contains a lone surrogate)"
+    return None
+
+
+def _split_url(url: str, field: str, code: str) -> SplitResult:
+    """urlsplit, turning its ValueError (bad IPv6 literal, port out of range) into bad input."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"{field} {url[:80]!r} is not a valid URL: {exc}", code=code) from None
+    return parts
+
+
 def check_text(field: str, value: str | None, limit: int | None = None) -> str | None:
     """Free text: bounded length, no control characters that databases or terminals mangle."""
     if value is None:
@@ -49,6 +87,9 @@ def check_text(field: str, value: str | None, limit: int | None = None) -> str |
         raise InvalidInput(f"{field} is too long: {len(value)} characters, at most {limit}")
     if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
         raise InvalidInput(f"{field} contains control characters", code=f"invalid-{field}")
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InvalidInput(f"{field} {reason}", code=f"invalid-{field}")
     return value
 
 
@@ -130,7 +171,11 @@ def check_docker_image_name(name: str) -> str:
 def check_registry(registry: str | None) -> str:
     if not registry:
         raise InvalidInput("backend_registry is empty", code="backend-registry-is-empty")
-    if not REGISTRY_RE.fullmatch(registry) or not HOST_RE.fullmatch(registry.split(":")[0]):
+    if (
+        len(registry) > REGISTRY_MAX
+        or not REGISTRY_RE.fullmatch(registry)
+        or not HOST_RE.fullmatch(registry.split(":")[0])
+    ):
         raise InvalidInput(
             f"backend_registry {registry[:80]!r} must be a host name, optionally with a port",
             code="backend-registry-has-invalid-characters",
@@ -150,9 +195,11 @@ def check_domain(domain: str, *, prefix: str = "domain") -> str:
 
 
 def check_repository_url(url: str) -> str:
-    parts = urlsplit(url)
+    parts = _split_url(url, "repository_url", "repository-url-invalid")
     if not parts.scheme or not parts.netloc or any(c.isspace() for c in url):
-        raise InvalidInput(f"repository_url {url[:80]!r} is not a URL", code="repository-url-invalid")
+        raise InvalidInput(
+            f"repository_url {url[:80]!r} is not a URL", code="repository-url-invalid"
+        )
     if parts.scheme != "https":
         raise InvalidInput("repository_url must use https", code="repository-url-not-https")
     if not url.endswith("/"):
@@ -164,7 +211,7 @@ def check_repository_url(url: str) -> str:
 
 def docker_url_parts(url: str, field: str) -> tuple[str, str]:
     """Split a v1 docker backendUrl/publicUrl into (host, image path), checking each path part."""
-    parts = urlsplit(url if "://" in url else f"https://{url}")
+    parts = _split_url(url if "://" in url else f"https://{url}", field, f"invalid-{field}")
     host = (parts.hostname or "").lower()
     path = parts.path.strip("/")
     if not host or not HOST_RE.fullmatch(host) or any(c.isspace() for c in url):
@@ -174,6 +221,10 @@ def docker_url_parts(url: str, field: str) -> tuple[str, str]:
             f"{field} must have at least one path component, e.g. https://docker.io/library/ubuntu",
             code=f"invalid-{field}",
         )
+    if len(path) > DOCKER_NAME_MAX:
+        raise InvalidInput(
+            f"{field} path is longer than {DOCKER_NAME_MAX} characters", code=f"invalid-{field}"
+        )
     for segment in path.split("/"):
         if not DOCKER_SEGMENT_RE.fullmatch(segment):
             raise InvalidInput(
@@ -181,6 +232,10 @@ def docker_url_parts(url: str, field: str) -> tuple[str, str]:
                 code=f"invalid-{field}",
             )
     netloc = host if parts.port is None else f"{host}:{parts.port}"
+    if len(netloc) > REGISTRY_MAX:
+        raise InvalidInput(
+            f"{field} host is longer than {REGISTRY_MAX} characters", code=f"invalid-{field}"
+        )
     return netloc, path
 
 
@@ -199,7 +254,9 @@ def check_route(incoming_path: str, outgoing_url: str) -> tuple[str, str]:
     if not outgoing_url:
         raise InvalidInput("outgoing_url must not be empty", code="outgoing-url-must-not-be-empty")
     if not incoming_path:
-        raise InvalidInput("incoming_path must not be empty", code="incoming-path-must-not-be-empty")
+        raise InvalidInput(
+            "incoming_path must not be empty", code="incoming-path-must-not-be-empty"
+        )
     check_text("incoming_path", incoming_path, 2_048)
     check_text("outgoing_url", outgoing_url, 2_048)
     if "://" in incoming_path:
@@ -212,7 +269,7 @@ def check_route(incoming_path: str, outgoing_url: str) -> tuple[str, str]:
         )
     incoming_vars = _template_vars(incoming_path, "incoming_path")
     outgoing_vars = _template_vars(outgoing_url, "outgoing_url")
-    parts = urlsplit(outgoing_url)
+    parts = _split_url(outgoing_url, "outgoing_url", "outgoing-url-must-be-absolute")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidInput(
             "outgoing_url must be an absolute http(s) URL", code="outgoing-url-must-be-absolute"

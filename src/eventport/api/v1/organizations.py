@@ -30,9 +30,7 @@ def create_organization(body: shapes.OrganizationUpsert, db: Db, actor: Actor) -
 @router.get("/organizations/{organization_name}")
 def get_organization(organization_name: str, db: Db, actor: Actor) -> dict[str, Any]:
     with db.session() as s:
-        return shapes.organization(
-            store.organization_for(s, actor, organization_name, Access.READ)
-        )
+        return shapes.organization(store.organization_for(s, actor, organization_name, Access.READ))
 
 
 @router.put("/organizations/{organization_name}")

@@ -50,7 +50,9 @@ def create_in(s: Session, actor: Account, owner: str, body: shapes.PackageUpsert
     return store.create_package(s, actor, owner, _fields(body, None))
 
 
-def _package(s: Session, actor: Account, ref: str, package_type: str | None, needed: Access) -> Package:
+def _package(
+    s: Session, actor: Account, ref: str, package_type: str | None, needed: Access
+) -> Package:
     """v1 finds a package by uuid, or by name (``packageType`` picks among same-named ones)."""
     try:
         return store.package_for(s, actor, ref, needed)

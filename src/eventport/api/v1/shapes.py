@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eventport.api.v2.shapes import timestamp
 from eventport.control.models import Account, Membership, Package, PackageDomain, PackageRoute
+from eventport.domain.names import unstorable_reason
 
 V1_TYPE = {"python": "pypi"}
 STORE_TYPE = {"pypi": "python"}
@@ -17,6 +18,14 @@ LibraryType = Literal["docker", "npm", "hackage", "pypi", "other", "file"]
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """No NUL (PostgreSQL rejects it) and no lone surrogates (not encodable) in any string."""
+        if isinstance(value, str) and (reason := unstorable_reason(value)) is not None:
+            raise ValueError(reason)
+        return value
 
 
 class OrganizationUpsert(Body):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-
+from eventport.domain.names import unstorable_reason
 
 PackageType = Literal["docker", "file", "python", "npm", "hackage", "other"]
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """No NUL (PostgreSQL rejects it) and no lone surrogates (not encodable) in any string."""
+        if isinstance(value, str) and (reason := unstorable_reason(value)) is not None:
+            raise ValueError(reason)
+        return value
 
 
 class PackageBody(Body):

@@ -13,6 +13,7 @@ from eventport.api.v2.bodies import MemberBody, OrganizationBody, RoleBody
 from eventport.control import accounts as store
 from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
+from eventport.domain.errors import InvalidInput, NotFound
 
 router = APIRouter(prefix="/v2", tags=["v2 organizations and users"])
 
@@ -20,9 +21,7 @@ router = APIRouter(prefix="/v2", tags=["v2 organizations and users"])
 @router.get("/organizations/{organization_name}")
 def get_organization(organization_name: str, db: Db, actor: Actor) -> dict[str, Any]:
     with db.session() as s:
-        return shapes.organization(
-            store.organization_for(s, actor, organization_name, Access.READ)
-        )
+        return shapes.organization(store.organization_for(s, actor, organization_name, Access.READ))
 
 
 @router.put("/organizations/{organization_name}")
@@ -51,11 +50,17 @@ def list_members(
 
 @router.post("/organizations/{organization_name}/members", status_code=201)
 def add_member(organization_name: str, body: MemberBody, db: Db, actor: Actor) -> dict[str, Any]:
-    with db.session() as s:
-        membership = store.upsert_member(
-            s, actor, organization_name, body.username, OrgRole(body.role)
-        )
-        return shapes.member(membership)
+    try:
+        with db.session() as s:
+            membership = store.upsert_member(
+                s, actor, organization_name, body.username, OrgRole(body.role)
+            )
+            return shapes.member(membership)
+    except InvalidInput as exc:
+        if exc.code != "user-not-found":
+            raise
+        # Scarf's spec answers an unknown user with 404; its 422 codes are about ownership.
+        raise NotFound(exc.message) from None
 
 
 @router.get("/organizations/{organization_name}/members/{organization_member}")
@@ -100,12 +105,14 @@ def user_organizations(
     actor: Actor,
     organization_id: Annotated[str | None, Query()] = None,
     per_page: Annotated[int | None, Query()] = None,
+    after: Annotated[str | None, Query()] = None,
 ) -> dict[str, Any]:
     with db.session() as s:
         rows = store.organizations_of(s, actor, username)
         if organization_id is not None:
             rows = [m for m in rows if m.organization_id == organization_id]
-        chunk, next_after = page(rows, None, per_page, lambda m: (m.organization_id,))
+        # The spec lists no `after` here, but `_links.next` must lead to the next page.
+        chunk, next_after = page(rows, after, per_page, lambda m: (m.organization_id,))
         return {
             "results": [shapes.membership(m) for m in chunk],
             "_links": links(request, next_after),

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from eventport.api.deps import Actor, Db
+from eventport.api.errors import error_response
 from eventport.api.pagination import links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
@@ -65,8 +66,10 @@ def list_packages(
 def create_package(owner: str, body: PackageBody, request: Request, db: Db, actor: Actor) -> Any:
     if body.type == "file" and (body.incoming_path is None or body.outgoing_url is None):
         missing = "incoming_path" if body.incoming_path is None else "outgoing_url"
-        code = "incoming-path-must-not-be-empty" if missing == "incoming_path" else (
-            "outgoing-url-must-not-be-empty"
+        code = (
+            "incoming-path-must-not-be-empty"
+            if missing == "incoming_path"
+            else ("outgoing-url-must-not-be-empty")
         )
         raise InvalidInput(f"a file package needs {missing}", code=code)
     with db.session() as s:
@@ -193,9 +196,7 @@ def set_permission(
 
 
 @router.delete("/{owner}/{package_id}/permissions/{username}", status_code=204)
-def delete_permission(
-    owner: str, package_id: str, username: str, db: Db, actor: Actor
-) -> Response:
+def delete_permission(owner: str, package_id: str, username: str, db: Db, actor: Actor) -> Response:
     with db.session() as s:
         package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
         store.delete_permission(s, actor, package, username)
@@ -213,11 +214,19 @@ def get_package(owner: str, package_id: str, request: Request, db: Db, actor: Ac
 def update_package(
     owner: str, package_id: str, body: PackageBody, request: Request, db: Db, actor: Actor
 ) -> Any:
-    with db.session() as s:
-        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
-        fields = _fields(body)
-        fields.domains = []
-        return shapes.package(request, store.update_package(s, actor, package, fields))
+    package_type: str | None = None
+    try:
+        with db.session() as s:
+            package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+            package_type = package.type
+            fields = _fields(body)
+            fields.domains = []
+            return shapes.package(request, store.update_package(s, actor, package, fields))
+    except InvalidInput as exc:
+        if package_type is None:
+            raise
+        # Scarf's UpdatePackageError is discriminated by the type of the package being updated.
+        return error_response(422, exc.message, exc.code, type=package_type)
 
 
 @router.delete("/{owner}/{package_id}", status_code=204)

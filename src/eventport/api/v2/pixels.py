@@ -26,8 +26,9 @@ def list_pixels(
     per_page: Annotated[int | None, Query()] = None,
 ) -> dict[str, Any]:
     with db.session() as s:
-        chunk, next_after = page(store.list_pixels(s, actor, owner), after, per_page,
-                                 lambda p: (p.id,))
+        chunk, next_after = page(
+            store.list_pixels(s, actor, owner), after, per_page, lambda p: (p.id,)
+        )
         return {"results": [shapes.pixel(p) for p in chunk], "_links": links(request, next_after)}
 
 

@@ -35,7 +35,12 @@ def package_url(request: Request, package: Package) -> str:
 
 
 def package_identifier(package: Package) -> dict[str, Any]:
-    return {"id": package.id, "name": package.name, "owner": package.owner.name, "type": package.type}
+    return {
+        "id": package.id,
+        "name": package.name,
+        "owner": package.owner.name,
+        "type": package.type,
+    }
 
 
 def package(request: Request, p: Package) -> dict[str, Any]:
@@ -83,7 +88,11 @@ def route(request: Request, p: Package, r: PackageRoute) -> dict[str, Any]:
 
 
 def permission(user: Account, access: Access) -> dict[str, Any]:
-    return {"user_id": user.id, "username": user.name, "permission_level": ACCESS_LEVEL_NAME[access]}
+    return {
+        "user_id": user.id,
+        "username": user.name,
+        "permission_level": ACCESS_LEVEL_NAME[access],
+    }
 
 
 def organization(org: Account) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""Settings: one typed object, EVENTPORT_ prefix, every setting documented in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventport.settings import Settings, normalize_database_url
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("EVENTPORT_PORT", "9123")
+    monkeypatch.setenv("EVENTPORT_WORKERS", "0")
+    monkeypatch.setenv("EVENTPORT_DATA_DIR", str(tmp_path))
+    settings = Settings()
+    assert (settings.port, settings.workers, settings.data_dir) == (9123, 0, tmp_path)
+    assert settings.resolved_database_url() == f"sqlite:///{tmp_path / 'control.sqlite3'}"
+
+
+def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTPORT_WORKERS", "-1")
+    with pytest.raises(ValueError, match="workers"):
+        Settings()
+
+
+def test_postgres_urls_use_psycopg() -> None:
+    assert normalize_database_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_database_url("sqlite:///x") == "sqlite:///x"
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_documented(name: str) -> None:
+    assert f"EVENTPORT_{name.upper()}" in README.read_text(), f"document EVENTPORT_{name.upper()}"
