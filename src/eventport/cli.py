@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.orm import Session
 
 from eventport import __version__
 from eventport.control import accounts
@@ -42,10 +44,20 @@ def load_settings(**overrides: Any) -> Settings:
         raise click.UsageError(f"invalid setting: {exc}") from exc
 
 
-def open_store(settings: Settings) -> ControlDatabase:
-    db = ControlDatabase(settings.resolved_database_url())
-    db.migrate()
-    return db
+@contextmanager
+def store_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
+    """One unit of work on the control store; domain errors become clean CLI errors."""
+    db = ControlDatabase(
+        load_settings(data_dir=data_dir, database_url=database_url).resolved_database_url()
+    )
+    try:
+        db.migrate()
+        with db.session() as session:
+            yield session
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.dispose()
 
 
 @click.group(invoke_without_command=True)
@@ -102,14 +114,8 @@ def users() -> None:
 @store_options
 def users_create(name: str, email: str, data_dir: Path | None, database_url: str | None) -> None:
     """Create a user; the last line printed is their API token (shown only once)."""
-    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        with db.session() as session:
-            user, token = accounts.create_user(session, name, email)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        db.dispose()
+    with store_session(data_dir, database_url) as session:
+        user, token = accounts.create_user(session, name, email)
     click.echo(f"created user {user.name} ({user.id})")
     click.echo("API token (store it now, it is not shown again):")
     click.echo(token)
@@ -128,14 +134,8 @@ def tokens_create(
     name: str, label: str | None, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Issue another API token for user NAME; the last line printed is the token."""
-    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        with db.session() as session:
-            row, token = accounts.issue_token(session, name, label)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        db.dispose()
+    with store_session(data_dir, database_url) as session:
+        row, token = accounts.issue_token(session, name, label)
     click.echo(f"token id {row.id}")
     click.echo(token)
 
@@ -145,17 +145,10 @@ def tokens_create(
 @store_options
 def tokens_list(name: str, data_dir: Path | None, database_url: str | None) -> None:
     """List user NAME's tokens (ids and state; tokens themselves are never stored)."""
-    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        with db.session() as session:
-            rows = accounts.list_tokens(session, name)
-            for row in rows:
-                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                click.echo(f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}\t{row.label or ''}")
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        db.dispose()
+    with store_session(data_dir, database_url) as session:
+        for row in accounts.list_tokens(session, name):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            click.echo(f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}\t{row.label or ''}")
 
 
 @tokens.command("revoke")
@@ -163,14 +156,8 @@ def tokens_list(name: str, data_dir: Path | None, database_url: str | None) -> N
 @store_options
 def tokens_revoke(token_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke the token with id TOKEN_ID; requests with it get 401 from then on."""
-    db = open_store(load_settings(data_dir=data_dir, database_url=database_url))
-    try:
-        with db.session() as session:
-            accounts.revoke_token(session, token_id)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from exc
-    finally:
-        db.dispose()
+    with store_session(data_dir, database_url) as session:
+        accounts.revoke_token(session, token_id)
     click.echo(f"revoked token {token_id}")
 
 
