@@ -39,10 +39,10 @@ def _describe(error: dict[str, Any]) -> str:
         return f"request body is not valid JSON ({reason})"
     if kind == "missing":
         return f"{where} is required" if where else "a JSON request body is required"
+    if isinstance(error.get("input"), bytes):
+        # FastAPI parses the body as JSON only when the Content-Type says JSON; else it is bytes.
+        return "request body must be JSON sent with 'Content-Type: application/json'"
     if not where and kind in WHOLE_BODY_TYPES:
-        if isinstance(error.get("input"), bytes | str):
-            # FastAPI parses the body as JSON only when the Content-Type says JSON.
-            return "request body must be JSON sent with 'Content-Type: application/json'"
         return "request body must be a JSON object"
     if kind == "value_error" and "error" in error.get("ctx", {}):
         message = str(error["ctx"]["error"])
@@ -82,13 +82,27 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_describe(e) for e in exc.errors()]
+        problems = list(dict.fromkeys(_describe(e) for e in exc.errors()))
         return error_response(400, "; ".join(problems[:5]), BadRequest.code)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI's bare "There was an error parsing the body": say what was wrong with it.
+            reason = {
+                UnicodeDecodeError: "it is not UTF-8 text",
+                RecursionError: "it is nested too deeply",
+            }.get(type(exc.__cause__), str(exc.__cause__)[:200])
+            message = f"request body is not valid JSON ({reason})"
+            return error_response(400, message, BadRequest.code)
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return error_response(exc.status_code, str(exc.detail), code)
+        message = str(exc.detail)
+        where = f"{request.method} {request.url.path[:200]}"
+        if exc.status_code == 404 and message == "Not Found":  # no route matched
+            message = f"no such endpoint: {where}"
+        elif exc.status_code == 405:
+            message = f"method not allowed: {where}"
+        return error_response(exc.status_code, message, code)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

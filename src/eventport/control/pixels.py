@@ -70,12 +70,15 @@ def _ensure_name_free(session: Session, owner: Account, name: str, exclude: str)
 
 
 def _attachable_package(
-    session: Session, actor: Account, owner: Account, package_id: str | None
+    session: Session, actor: Account, owner: Account, package_id: str | None, *, creating: bool
 ) -> str | None:
     if package_id is None:
         return None
     package = package_for(session, actor, package_id, Access.ADMIN)
     if package.owner_id != owner.id:
+        if creating:
+            # Scarf documents no 422 for this on create: seen from this owner, it is not found.
+            raise NotFound(f"package {package_id[:80]!r} of {owner.name!r} not found")
         raise InvalidInput(
             "a tracking pixel can only belong to a package of the same owner",
             code="invalid-package-owner",
@@ -92,7 +95,7 @@ def create_pixel(
     if package_id is None:
         require(namespace_access(session, actor, account), Access.ADMIN, f"pixels of {owner!r}")
     name = _check_name(name)
-    attached = _attachable_package(session, actor, account, package_id)
+    attached = _attachable_package(session, actor, account, package_id, creating=True)
     _ensure_name_free(session, account, name, exclude="")
     pixel = TrackingPixel(owner_id=account.id, name=name, package_id=attached)
     session.add(pixel)
@@ -105,7 +108,7 @@ def update_pixel(
     session: Session, actor: Account, pixel: TrackingPixel, name: str, package_id: str | None
 ) -> TrackingPixel:
     name = _check_name(name)
-    attached = _attachable_package(session, actor, pixel.owner, package_id)
+    attached = _attachable_package(session, actor, pixel.owner, package_id, creating=False)
     _ensure_name_free(session, pixel.owner, name, exclude=pixel.id)
     pixel.name = name
     pixel.package_id = attached

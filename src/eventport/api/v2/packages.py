@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import error_response
@@ -74,6 +75,32 @@ def create_package(owner: str, body: PackageBody, request: Request, db: Db, acto
         raise InvalidInput(f"a file package needs {missing}", code=code)
     with db.session() as s:
         return shapes.package(request, store.create_package(s, actor, owner, _fields(body)))
+
+
+class PackageTypeSegment(Convertor[str]):
+    """A path segment naming a package type. A package id is a UUID, so never one of these."""
+
+    regex = "|".join(get_args(PackageType))
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("package_type", PackageTypeSegment())
+
+
+# Before the /{owner}/{package_id}/... routes: an npm package may be named "routes" or "domains",
+# and a docker one "domains/x"; by type and name, those are packages, not sub-resources.
+@router.get("/{owner}/{package_type:package_type}/{package_name:path}")
+def get_package_by_name(
+    owner: str, package_type: PackageType, package_name: str, request: Request, db: Db, actor: Actor
+) -> Any:
+    with db.session() as s:
+        package = store.package_by_type_and_name(s, actor, owner, package_type, package_name)
+        return shapes.package(request, package)
 
 
 @router.get("/{owner}/{package_id}/tracking-pixels")
@@ -235,12 +262,3 @@ def delete_package(owner: str, package_id: str, db: Db, actor: Actor) -> Respons
         package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
         store.delete_package(s, actor, package)
     return Response(status_code=204)
-
-
-@router.get("/{owner}/{package_type}/{package_name:path}")
-def get_package_by_name(
-    owner: str, package_type: PackageType, package_name: str, request: Request, db: Db, actor: Actor
-) -> Any:
-    with db.session() as s:
-        package = store.package_by_type_and_name(s, actor, owner, package_type, package_name)
-        return shapes.package(request, package)

@@ -1,0 +1,134 @@
+"""Check eventport's answers against Scarf's published v2 OpenAPI document.
+
+``assert_matches_spec(response)`` takes an ``httpx.Response`` from a test client, finds the
+operation Scarf's spec declares for its method and path, and validates the status code, the
+content type and the JSON body (with the spec's discriminators) through openapi-core. Any drift
+raises :class:`SpecDrift` naming the operation and what is wrong.
+
+The spec names ``https://api.scarf.sh`` as its server, so requests are presented to openapi-core
+under that host with their real path.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from openapi_core import OpenAPI
+from openapi_core.datatypes import RequestParameters
+from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+SPEC_PATH = Path(__file__).parent / "contract" / "api-v2-public.json"
+SCARF_HOST = "https://api.scarf.sh"
+PACKAGE_TYPES = ("docker", "file", "python", "npm", "hackage")
+
+
+class SpecDrift(AssertionError):
+    """A response that Scarf's published spec does not allow."""
+
+
+@cache
+def spec_document() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+    return document
+
+
+@cache
+def scarf_openapi() -> OpenAPI:
+    return OpenAPI.from_dict(spec_document())
+
+
+BY_NAME_PATTERN = "/v2/packages/{owner}/{package_type}/{package_name}"
+
+
+def spec_path_pattern(path: str) -> str | None:
+    """The spec's template for ``path`` where openapi-core's own matching would get it wrong.
+
+    ``GET /v2/packages/{owner}/{package_type}/{package_name}`` takes docker names such as
+    ``library/ubuntu`` (openapi-core matches one segment per variable) and npm names such as
+    ``routes`` (openapi-core would prefer ``/v2/packages/{owner}/{package_id}/routes``). A
+    package id is a UUID, never a package type, so a type in that place names this operation.
+    """
+    parts = path.split("/")
+    # "", "v2", "packages", owner, type, name...
+    if len(parts) > 5 and parts[1:3] == ["v2", "packages"] and parts[4] in PACKAGE_TYPES:
+        return BY_NAME_PATTERN
+    return None
+
+
+class SpecRequest:
+    """openapi-core's Request protocol over an ``httpx.Request``."""
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.host_url = SCARF_HOST
+        self.path = request.url.path
+        self.path_pattern = spec_path_pattern(self.path)
+        self.method = request.method.lower()
+        query = parse_qsl(request.url.query.decode("ascii"), keep_blank_values=True)
+        self.parameters = RequestParameters(
+            query=ImmutableMultiDict(query),
+            header=Headers(list(request.headers.multi_items())),
+            cookie=ImmutableMultiDict(),
+            path={},
+        )
+        content = request.content
+        self.body: bytes | None = content or None
+        self.content_type = request.headers.get("content-type", "").lower()
+
+
+class SpecResponse:
+    """openapi-core's Response protocol over an ``httpx.Response``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.status_code = response.status_code
+        self.content_type = response.headers.get("content-type", "").lower()
+        self.headers = Headers(list(response.headers.multi_items()))
+        self.data: bytes | None = response.content or None
+
+
+def _describe(error: BaseException) -> str:
+    """What openapi-core found, down to each schema error jsonschema reported and where."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    schema_errors = [e for exc in chain for e in getattr(exc, "schema_errors", None) or ()]
+    if not schema_errors:
+        return "\n".join(f"{type(exc).__name__}: {exc}" for exc in chain)
+    lines = [f"{type(error).__name__}: the body does not match the schema"]
+    for inner in schema_errors:
+        for problem in [inner, *(getattr(inner, "context", None) or ())]:
+            where = "/".join(str(part) for part in problem.absolute_path) or "(body)"
+            lines.append(f"  at {where}: {problem.message}")
+    return "\n".join(lines)
+
+
+def assert_matches_spec(response: httpx.Response) -> httpx.Response:
+    """Raise :class:`SpecDrift` unless Scarf's spec allows this exact answer to this request.
+
+    Returns the response, so a test can write ``body = assert_matches_spec(r).json()``.
+    """
+    request = response.request
+    spec_request = SpecRequest(request)
+    try:
+        scarf_openapi().validate_response(spec_request, SpecResponse(response))
+    except Exception as exc:
+        body = response.text if len(response.text) <= 2000 else response.text[:2000] + "..."
+        raise SpecDrift(
+            f"{request.method} {spec_request.path} answered {response.status_code}, "
+            f"which Scarf's v2 spec does not allow:\n{_describe(exc)}\nbody: {body}"
+        ) from exc
+    return response
+
+
+def doctored(response: httpx.Response, body: Any, status: int | None = None) -> httpx.Response:
+    """A copy of ``response`` with another JSON body (and status): for testing the checker."""
+    return httpx.Response(
+        status or response.status_code,
+        headers={"content-type": "application/json"},
+        content=json.dumps(body).encode(),
+        request=response.request,
+    )
