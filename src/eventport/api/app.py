@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from eventport import __version__
 from eventport.api import errors
-from eventport.api.limits import BodyLimit
+from eventport.api.middleware import BodyLimit, RejectNulInUrl
 from eventport.api.v1 import organizations as v1_organizations
 from eventport.api.v1 import packages as v1_packages
 from eventport.api.v2 import organizations as v2_organizations
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RejectNulInUrl)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

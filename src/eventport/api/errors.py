@@ -9,17 +9,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventport.domain.errors import BadRequest, DomainError, Forbidden, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
-STATUS = {NotFound: 404, Forbidden: 403, InvalidInput: 422, BadRequest: 400}
-
 
 class Unauthorized(DomainError):
     code = "unauthorized"
+
+
+STATUS: dict[type[DomainError], int] = {
+    Unauthorized: 401,
+    NotFound: 404,
+    Forbidden: 403,
+    InvalidInput: 422,
+    BadRequest: 400,
+}
+
+
+def status_of(exc: DomainError) -> int:
+    return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 400)
 
 
 def error_response(status: int, message: str, code: str, **extra: Any) -> JSONResponse:
@@ -51,34 +61,10 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
-class RejectNulInUrl:
-    """ASGI middleware: a NUL in the path or query is bad input (PostgreSQL cannot compare it)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (
-            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
-        ):
-            response = error_response(
-                400, "the URL must not contain NUL characters (%00)", BadRequest.code
-            )
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def install(app: FastAPI) -> None:
-    app.add_middleware(RejectNulInUrl)
-
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
-        status = 401 if isinstance(exc, Unauthorized) else STATUS.get(type(exc), 400)
-        for cls, code in STATUS.items():
-            if isinstance(exc, cls):
-                status = code
-        return error_response(status, exc.message, exc.code)
+        return error_response(status_of(exc), exc.message, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

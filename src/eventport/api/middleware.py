@@ -1,20 +1,22 @@
-"""A cap on request bodies for the management API, checked while the body streams in.
-
-Management bodies are a few hundred bytes; without a cap, one request could make the server
-buffer gigabytes. Bulk import routes stream to disk instead and are exempt.
-"""
+"""ASGI middleware that guards every request before routing: URL hygiene and body size."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from eventport.api.errors import error_response
+from eventport.domain.errors import BadRequest
 
 MAX_MANAGEMENT_BODY = 1024 * 1024
 
 
 class BodyLimit:
+    """A cap on management request bodies, checked while the body streams in.
+
+    Management bodies are a few hundred bytes; without a cap one request could make the server
+    buffer gigabytes. Bulk import routes stream to disk instead and are exempt.
+    """
+
     def __init__(self, app: ASGIApp, limit: int = MAX_MANAGEMENT_BODY) -> None:
         self.app = app
         self.limit = limit
@@ -25,7 +27,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         seen = 0
         exceeded = False
@@ -47,24 +49,28 @@ class BodyLimit:
             if not exceeded:
                 await send(message)
             elif message["type"] == "http.response.start":
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
         await self.app(scope, counting_receive, replacing_send)
 
-    async def _refuse(self, send: Send) -> None:
-        body: dict[str, Any] = {
-            "message": f"request body is larger than {self.limit} bytes",
-            "code": "request-too-large",
-        }
-        payload = orjson.dumps(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"request body is larger than {self.limit} bytes"
+        await error_response(413, message, "request-too-large")(scope, receive, send)
+
+
+class RejectNulInUrl:
+    """ASGI middleware: a NUL in the path or query is bad input (PostgreSQL cannot compare it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            response = error_response(
+                400, "the URL must not contain NUL characters (%00)", BadRequest.code
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
