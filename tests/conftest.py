@@ -9,11 +9,13 @@ the reason.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +95,7 @@ def free_port() -> int:
 class Server:
     base_url: str
     control: ControlDatabase
+    settings: Settings
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -108,13 +111,9 @@ class Server:
         return self.client(token)
 
 
-@pytest.fixture(scope="session")
-def live_server(
-    backend: str, control: ControlDatabase, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A real uvicorn server on a free port, serving the app on this backend."""
-    data_dir: Path = tmp_path_factory.mktemp("data")
-    settings = Settings(database_url=backend, data_dir=data_dir, workers=0)
+@contextmanager
+def running_server(settings: Settings, control: ControlDatabase) -> Iterator[Server]:
+    """A real uvicorn server on a free port, in a thread, serving the app with ``settings``."""
     port = free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
@@ -127,15 +126,29 @@ def live_server(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
-    yield Server(f"http://127.0.0.1:{port}", control)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", control, settings=settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    backend: str, control: ControlDatabase, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The shared server on this backend, with no import workers (imports stay waiting)."""
+    data_dir: Path = tmp_path_factory.mktemp("data")
+    settings = Settings(database_url=backend, data_dir=data_dir, workers=0)
+    with running_server(settings, control) as server:
+        yield server
 
 
 @pytest.fixture
 def server(live_server: Server) -> Iterator[Server]:
-    """The live server with an empty store; clients made in the test are closed after it."""
+    """The live server with an empty store and spool; clients made in the test are closed after."""
     truncate_all(live_server.control)
+    shutil.rmtree(live_server.settings.spool_dir, ignore_errors=True)
     yield live_server
     for client in live_server.clients:
         client.close()

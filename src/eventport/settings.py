@@ -28,6 +28,18 @@ class Settings(BaseSettings):
         1, ge=0, le=64, description="Import workers run inside `eventport serve` (0 allowed)."
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    max_active_imports: int = Field(
+        15, ge=1, description="Waiting or running imports one owner may have at once (Scarf: 15)."
+    )
+    max_import_bytes: int = Field(
+        50 * 1024**3, ge=1, description="Largest accepted import upload, in bytes (413 above)."
+    )
+    lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How long a worker's claim on an import lasts without a heartbeat; a dead "
+        "worker's import is resumed by another after this.",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -36,6 +48,11 @@ class Settings(BaseSettings):
         if value not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError("log_level must be one of debug, info, warning, error, critical")
         return value
+
+    @property
+    def spool_dir(self) -> Path:
+        """Uploads wait here for a worker; each file is deleted when its import ends."""
+        return self.data_dir / "spool"
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""

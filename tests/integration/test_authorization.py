@@ -10,13 +10,14 @@ gets 403. ``test_every_route_has_a_row`` fails when a route is added without a r
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from eventport.api.app import create_app
-from eventport.control import accounts, packages, pixels
+from eventport.control import accounts, imports, packages, pixels
 from eventport.control.accounts import OrganizationFields
 from eventport.control.packages import PackageFields
 from eventport.domain.access import OrgRole, PermissionLevel
@@ -54,6 +55,16 @@ POLICIES: dict[str, dict[str, Any]] = {
         "mem": FORBIDDEN,
         "blk": HIDDEN,
         "padm": OK,
+        "out": HIDDEN,
+    },
+    # An import is seen by whoever started it and by the owner's admins (the world's import
+    # was started by boss).
+    "import-admin": {
+        "boss": OK,
+        "adm": OK,
+        "mem": HIDDEN,
+        "blk": HIDDEN,
+        "padm": HIDDEN,
         "out": HIDDEN,
     },
     "self": {
@@ -189,6 +200,20 @@ MATRIX: dict[tuple[str, str], Row] = {
         "package-admin", 200, ORG, body={"name": "renamed", "package_id": "{npm}"}
     ),
     ("DELETE", "/v2/tracking-pixels/{owner}/{tracking_pixel_id}"): Row("package-admin", 204, ORG),
+    # --- v2 event import
+    ("POST", "/v2/packages/{owner}/{package_id}/import"): Row(
+        "package-admin", 200, {**ORG, **PKG}, body={"$time": "2024-06-04T00:00:00Z"}
+    ),
+    ("POST", "/v2/tracking-pixels/{owner}/{tracking_pixel_id}/import"): Row(
+        "package-admin", 200, ORG, body={"$time": "2024-06-04T00:00:00Z"}
+    ),
+    ("POST", "/v2/{owner}/import"): Row(
+        "owner-list", 200, ORG, body={"$time": "2024-06-04T00:00:00Z", "$package": "{npm}"}
+    ),
+    ("GET", "/v2/imports/{owner}"): Row("owner-list", 200, ORG),
+    ("GET", "/v2/imports/{owner}/{event_import_id}"): Row("import-admin", 200, ORG),
+    ("GET", "/v2/imports/{owner}/{event_import_id}/log"): Row("import-admin", 200, ORG),
+    ("POST", "/v2/imports/{owner}/{event_import_id}/abort"): Row("import-admin", 204, ORG),
     # --- v2 organizations, members, users
     ("GET", "/v2/organizations/{organization_name}"): Row("org-read", 200),
     ("PUT", "/v2/organizations/{organization_name}"): Row(
@@ -283,6 +308,19 @@ def build_world(server: Server) -> dict[str, str]:
         world["domain_id"] = packages.create_domain(s, npm, "widget.example").id
         world["route_id"] = packages.list_routes(s, file)[0].id
         world["tracking_pixel_id"] = pixels.create_pixel(s, boss, "acme", "docs", npm.id).id
+        world["event_import_id"] = str(uuid.uuid4())
+        new = imports.NewImport(
+            world["event_import_id"],
+            npm.owner,
+            "package",
+            npm.id,
+            None,
+            "ndjson",
+            "identity",
+            "/nonexistent/spool",
+            0,
+        )
+        imports.create_import(s, boss, new, limit=15)
     return world
 
 
@@ -314,7 +352,7 @@ def test_matrix(server: Server, key: tuple[str, str], row: Row, role: str) -> No
     values = {
         "organization_name": "acme",
         "organization_member": "mem2",
-        **{k: world[k] for k in ("domain_id", "route_id", "tracking_pixel_id")},
+        **{k: world[k] for k in ("domain_id", "route_id", "tracking_pixel_id", "event_import_id")},
         **_substitute(row.params, world),
         "role": role,
     }

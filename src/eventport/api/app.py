@@ -12,6 +12,7 @@ from eventport.api import errors
 from eventport.api.middleware import BodyLimit, RejectNulInUrl
 from eventport.api.v1 import organizations as v1_organizations
 from eventport.api.v1 import packages as v1_packages
+from eventport.api.v2 import imports as v2_imports
 from eventport.api.v2 import organizations as v2_organizations
 from eventport.api.v2 import packages as v2_packages
 from eventport.api.v2 import pixels as v2_pixels
@@ -54,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2_packages.router)
     app.include_router(v2_pixels.router)
     app.include_router(v2_organizations.router)
+    app.include_router(v2_imports.router)
     return app

@@ -19,7 +19,17 @@ class Unauthorized(DomainError):
     code = "unauthorized"
 
 
+class PayloadTooLarge(DomainError):
+    code = "request-too-large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported-media-type"
+
+
 STATUS: dict[type[DomainError], int] = {
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
     Unauthorized: 401,
     NotFound: 404,
     Forbidden: 403,

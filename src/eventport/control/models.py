@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -189,3 +192,69 @@ class TrackingPixel(Base):
 
     owner: Mapped[Account] = relationship(lazy="joined")
     package: Mapped[Package | None] = relationship(lazy="joined")
+
+
+class Import(Base):
+    """A bulk import: an explicit state machine driven by workers holding a lease.
+
+    waiting -> running -> done | aborted | failed. A running import whose lease expired (its
+    worker died) is claimed again and resumes from the event store's checkpoint.
+    """
+
+    __tablename__ = "imports"
+    __table_args__ = (
+        Index("ix_imports_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_imports_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    created_by: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(16))  # package | pixel | multi
+    package_id: Mapped[str | None] = mapped_column(String(36))
+    pixel_id: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    format: Mapped[str] = mapped_column(String(16))  # ndjson | csv
+    compression: Mapped[str] = mapped_column(String(16))  # identity | gzip
+    spool_path: Mapped[str] = mapped_column(Text)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    lines_processed: Mapped[int] = mapped_column(BigInteger, default=0)
+    events_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    events_imported: Mapped[int] = mapped_column(BigInteger, default=0)
+    events_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    warnings: Mapped[int] = mapped_column(BigInteger, default=0)
+    abort_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    owner: Mapped[Account] = relationship(foreign_keys=[owner_id], lazy="joined")
+
+
+class ImportLog(Base):
+    """One entry of an import's log. (import, line, code) is unique, so replaying a batch
+    after a crash writes nothing twice."""
+
+    __tablename__ = "import_logs"
+    __table_args__ = (UniqueConstraint("import_id", "line", "code"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    import_id: Mapped[str] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"))
+    line: Mapped[int] = mapped_column(BigInteger)  # 0 for entries about the whole import
+    level: Mapped[str] = mapped_column(String(16))  # info | warning | error
+    type: Mapped[str] = mapped_column(String(40))
+    code: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    package_id: Mapped[str | None] = mapped_column(String(200))
+    tracking_pixel_id: Mapped[str | None] = mapped_column(String(200))
+    events_count: Mapped[int | None] = mapped_column(BigInteger)
+    failed_events_count: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,260 @@
+"""v2 bulk import: upload streams to a spool file; workers do the rest (Scarf's import API)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from eventport.api.deps import Actor, Db
+from eventport.api.errors import PayloadTooLarge, UnsupportedMediaType
+from eventport.api.pagination import page
+from eventport.api.v2.shapes import timestamp
+from eventport.control import imports as store
+from eventport.control.database import ControlDatabase
+from eventport.control.models import Account, Import, ImportLog, utcnow
+from eventport.control.packages import owned_package_for, owner_for_listing
+from eventport.control.pixels import pixel_for
+from eventport.domain.access import Access
+from eventport.settings import Settings
+
+router = APIRouter(tags=["v2 event import"])
+
+FORMATS = {
+    "application/x-ndjson": "ndjson",
+    "application/ndjson": "ndjson",
+    "application/json": "ndjson",
+    "text/csv": "csv",
+}
+ENCODINGS = {"": "identity", "identity": "identity", "gzip": "gzip", "x-gzip": "gzip"}
+PUBLIC_STATUS = {"waiting": "importing", "running": "importing"}
+StatusFilter = Literal["importing", "done", "aborted", "failed"]
+
+
+def _format_of(request: Request) -> tuple[str, str]:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in FORMATS:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media[:80]!r}: send application/x-ndjson, "
+            "application/ndjson, application/json or text/csv"
+        )
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ENCODINGS:
+        raise UnsupportedMediaType(
+            f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or nothing"
+        )
+    return FORMATS[media], ENCODINGS[encoding]
+
+
+async def _spool(request: Request, path: Path, limit: int) -> int:
+    """Stream the body to disk as it arrives: never whole in memory, capped at ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+    size = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as spool:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+            spool.write(chunk)
+    return size
+
+
+async def _start_import(
+    request: Request,
+    db: ControlDatabase,
+    actor: Account,
+    owner: str,
+    target: str,
+    resolve: Any,
+) -> dict[str, Any]:
+    settings: Settings = request.app.state.settings
+    fmt, compression = _format_of(request)
+
+    def authorize() -> tuple[Account, str | None, str | None]:
+        with db.session() as s:
+            account, package_id, pixel_id = resolve(s)
+            store.ensure_capacity(s, account.id, settings.max_active_imports)
+            return account, package_id, pixel_id
+
+    account, package_id, pixel_id = await run_in_threadpool(authorize)
+    import_id = str(uuid.uuid4())
+    path = settings.spool_dir / f"{import_id}.upload"
+    try:
+        size = await _spool(request, path, settings.max_import_bytes)
+        new = store.NewImport(
+            import_id, account, target, package_id, pixel_id, fmt, compression, str(path), size
+        )
+
+        def create() -> dict[str, Any]:
+            with db.session() as s:
+                return event_import(
+                    s, store.create_import(s, actor, new, settings.max_active_imports)
+                )
+
+        body = await run_in_threadpool(create)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    wake = getattr(request.app.state, "wake_workers", None)
+    if wake is not None:
+        wake()
+    return body
+
+
+@router.post("/v2/packages/{owner}/{package_id}/import")
+async def import_package_events(
+    owner: str, package_id: str, request: Request, db: Db, actor: Actor
+) -> dict[str, Any]:
+    def resolve(s: Session) -> tuple[Account, str | None, str | None]:
+        package = owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        return package.owner, package.id, None
+
+    return await _start_import(request, db, actor, owner, "package", resolve)
+
+
+@router.post("/v2/tracking-pixels/{owner}/{tracking_pixel_id}/import")
+async def import_tracking_pixel_events(
+    owner: str, tracking_pixel_id: str, request: Request, db: Db, actor: Actor
+) -> dict[str, Any]:
+    def resolve(s: Session) -> tuple[Account, str | None, str | None]:
+        pixel = pixel_for(s, actor, owner, tracking_pixel_id, Access.ADMIN)
+        return pixel.owner, None, pixel.id
+
+    return await _start_import(request, db, actor, owner, "pixel", resolve)
+
+
+@router.post("/v2/{owner}/import")
+async def import_events(owner: str, request: Request, db: Db, actor: Actor) -> dict[str, Any]:
+    """Each line names its ``$package`` and/or ``$tracking_pixel`` (or ``$pixel``)."""
+
+    def resolve(s: Session) -> tuple[Account, str | None, str | None]:
+        return owner_for_listing(s, actor, owner), None, None
+
+    return await _start_import(request, db, actor, owner, "multi", resolve)
+
+
+@router.get("/v2/imports/{owner}")
+def list_imports(
+    owner: str,
+    db: Db,
+    actor: Actor,
+    status: Annotated[list[StatusFilter] | None, Query()] = None,
+    after: Annotated[str | None, Query()] = None,
+    per_page: Annotated[int | None, Query()] = None,
+) -> dict[str, Any]:
+    states: list[str] = []
+    for wanted in status or []:
+        states.extend(["waiting", "running"] if wanted == "importing" else [wanted])
+    with db.session() as s:
+        rows = store.list_imports(s, actor, owner, states or None)
+        chunk, _ = page(rows, after, per_page, lambda row: (row.id,))
+        return {"event_imports": [event_import(s, row) for row in chunk]}
+
+
+@router.get("/v2/imports/{owner}/{event_import_id}")
+def get_import(owner: str, event_import_id: str, db: Db, actor: Actor) -> dict[str, Any]:
+    with db.session() as s:
+        return event_import(s, store.import_for(s, actor, owner, event_import_id))
+
+
+@router.get("/v2/imports/{owner}/{event_import_id}/log")
+def get_import_log(owner: str, event_import_id: str, db: Db, actor: Actor) -> StreamingResponse:
+    """Every log entry, streamed as NDJSON page by page (never the whole log in memory)."""
+    with db.session() as s:
+        import_id = store.import_for(s, actor, owner, event_import_id).id
+
+    def lines() -> Iterator[bytes]:
+        after: tuple[int, int] | None = None
+        while True:
+            with db.session() as s:
+                entries = store.log_page(s, import_id, after)
+            if not entries:
+                return
+            yield b"".join(orjson.dumps(log_entry(e)) + b"\n" for e in entries)
+            after = (entries[-1].line, entries[-1].id)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/v2/imports/{owner}/{event_import_id}/abort", status_code=204)
+def abort_import(owner: str, event_import_id: str, db: Db, actor: Actor) -> Response:
+    with db.session() as s:
+        store.request_abort(s, actor, owner, event_import_id)
+    return Response(status_code=204)
+
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+def log_entry(entry: ImportLog) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": entry.type,
+        "class": entry.level,
+        "code": entry.code,
+        "human_friendly_message": entry.message,
+    }
+    if entry.line:
+        body["line"] = entry.line
+    for key in ("package_id", "tracking_pixel_id", "events_count", "failed_events_count"):
+        value = getattr(entry, key)
+        if value is not None:
+            body[key] = value
+    return body
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return max((end or utcnow()) - start, timedelta(microseconds=1)).total_seconds()
+
+
+def event_import(s: Session, row: Import) -> dict[str, Any]:
+    """Scarf's EventImport, plus progress, rate and ETA."""
+    elapsed = _seconds(row.started_at, row.finished_at)
+    finished = row.state in store.FINAL
+    rate = round(row.events_total / elapsed, 1) if elapsed else None
+    eta: float | None = None
+    if row.state == "running" and elapsed and row.bytes_processed:
+        remaining = max(row.bytes_total - row.bytes_processed, 0)
+        eta = round(remaining * elapsed / row.bytes_processed, 1)
+    percent = (
+        100.0
+        if row.state == "done"
+        else (round(100.0 * row.bytes_processed / row.bytes_total, 1) if row.bytes_total else 0.0)
+    )
+    body: dict[str, Any] = {
+        "id": row.id,
+        "owner": row.owner.name,
+        "status": PUBLIC_STATUS.get(row.state, row.state),
+        "state": row.state,
+        "events_total": row.events_total,
+        "events_successfully_imported": row.events_imported,
+        "events_failed_to_import": row.events_failed,
+        "warnings_total": row.warnings,
+        "error_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "error")],
+        "warning_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "warning")],
+        "created_at": timestamp(row.created_at),
+        "updated_at": timestamp(row.updated_at),
+        "bytes_total": row.bytes_total,
+        "bytes_processed": row.bytes_processed,
+        "lines_processed": row.lines_processed,
+        "percent_complete": percent,
+        "events_per_second": rate,
+        "eta_seconds": 0.0 if finished else eta,
+        "started_at": timestamp(row.started_at) if row.started_at else None,
+        "finished_at": timestamp(row.finished_at) if row.finished_at else None,
+    }
+    if row.state == "failed":
+        body["failure_reason"] = row.failure_reason
+    return body

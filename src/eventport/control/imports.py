@@ -1,0 +1,251 @@
+"""Imports in the control store: creation under a limit, visibility, leases, progress, logs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from eventport.control.accounts import account_by_name, namespace_access, require
+from eventport.control.models import Account, Import, ImportLog, utcnow
+from eventport.control.packages import owner_for_listing, parse_uuid
+from eventport.domain.access import Access
+from eventport.domain.errors import InvalidInput, NotFound
+
+ACTIVE = ("waiting", "running")
+FINAL = ("done", "aborted", "failed")
+LOG_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class NewImport:
+    id: str
+    owner: Account
+    target: str  # package | pixel | multi
+    package_id: str | None
+    pixel_id: str | None
+    format: str
+    compression: str
+    spool_path: str
+    bytes_total: int
+
+
+def active_count(session: Session, owner_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(Import.owner_id == owner_id, Import.state.in_(ACTIVE))
+        )
+        or 0
+    )
+
+
+def ensure_capacity(session: Session, owner_id: str, limit: int) -> None:
+    if active_count(session, owner_id) >= limit:
+        raise InvalidInput("too many active imports", code="too-many-active-imports")
+
+
+def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:
+    ensure_capacity(session, new.owner.id, limit)
+    row = Import(
+        id=new.id,
+        owner_id=new.owner.id,
+        created_by=actor.id,
+        target=new.target,
+        package_id=new.package_id,
+        pixel_id=new.pixel_id,
+        format=new.format,
+        compression=new.compression,
+        spool_path=new.spool_path,
+        bytes_total=new.bytes_total,
+    )
+    session.add(row)
+    session.flush()
+    session.refresh(row)
+    return row
+
+
+def _can_see(session: Session, actor: Account, row: Import) -> bool:
+    return row.created_by == actor.id or namespace_access(session, actor, row.owner) >= Access.ADMIN
+
+
+def import_for(session: Session, actor: Account, owner: str, import_id: str) -> Import:
+    row = session.get(Import, parse_uuid(import_id, "import"))
+    if row is None or row.owner.name != owner or not _can_see(session, actor, row):
+        raise NotFound(f"import {import_id[:80]!r} not found")
+    return row
+
+
+def list_imports(
+    session: Session,
+    actor: Account,
+    owner: str,
+    states: Sequence[str] | None,
+) -> list[Import]:
+    """Newest first. An owner's admins see every import; others see the ones they started."""
+    account = owner_for_listing(session, actor, owner)
+    query = select(Import).where(Import.owner_id == account.id)
+    if namespace_access(session, actor, account) < Access.ADMIN:
+        query = query.where(Import.created_by == actor.id)
+    if states:
+        query = query.where(Import.state.in_(states))
+    return list(session.scalars(query.order_by(Import.created_at.desc(), Import.id.desc())))
+
+
+def request_abort(session: Session, actor: Account, owner: str, import_id: str) -> Import:
+    """A waiting import is aborted at once; a running one when its worker next looks (< 1 s)."""
+    row = import_for(session, actor, owner, import_id)
+    account = account_by_name(session, owner)
+    assert account is not None
+    if row.created_by != actor.id:
+        require(namespace_access(session, actor, account), Access.ADMIN, f"import {import_id!r}")
+    if row.state in FINAL:
+        return row
+    row.abort_requested = True
+    if row.state == "waiting":
+        row.state = "aborted"
+        row.finished_at = utcnow()
+    session.flush()
+    return row
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def claim_next(session: Session, worker: str, lease: timedelta) -> Import | None:
+    """Take the oldest waiting import, or a running one whose worker stopped renewing its lease.
+
+    The claim is a compare-and-set UPDATE, so two workers never hold the same import, on
+    SQLite and PostgreSQL alike.
+    """
+    now = utcnow()
+    claimable = (Import.state == "waiting") | (
+        (Import.state == "running") & (Import.lease_expires_at < now)
+    )
+    candidates = session.scalars(
+        select(Import.id).where(claimable).order_by(Import.created_at).limit(5)
+    ).all()
+    for candidate in candidates:
+        result = session.execute(
+            update(Import)
+            .where(Import.id == candidate, claimable)
+            .values(
+                state="running",
+                lease_owner=worker,
+                lease_expires_at=now + lease,
+                attempts=Import.attempts + 1,
+                started_at=func.coalesce(Import.started_at, now),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return session.get(Import, candidate, populate_existing=True)
+    return None
+
+
+def renew_lease(session: Session, import_id: str, worker: str, lease: timedelta) -> bool:
+    """Extend the lease; False when it was lost (another worker took over) or abort was asked."""
+    result = session.execute(
+        update(Import)
+        .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
+        .values(lease_expires_at=utcnow() + lease)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    return not session.scalar(select(Import.abort_requested).where(Import.id == import_id))
+
+
+@dataclass(frozen=True)
+class Progress:
+    lines_processed: int
+    bytes_processed: int
+    events_total: int
+    imported: int
+    failed: int
+    warnings: int
+
+
+def record_progress(session: Session, import_id: str, worker: str, progress: Progress) -> bool:
+    result = session.execute(
+        update(Import)
+        .where(Import.id == import_id, Import.lease_owner == worker)
+        .values(
+            lines_processed=progress.lines_processed,
+            bytes_processed=progress.bytes_processed,
+            events_total=progress.events_total,
+            events_imported=progress.imported,
+            events_failed=progress.failed,
+            warnings=progress.warnings,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish(
+    session: Session, import_id: str, worker: str, state: str, failure_reason: str | None = None
+) -> bool:
+    assert state in FINAL
+    now = utcnow()
+    result = session.execute(
+        update(Import)
+        .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
+        .values(
+            state=state,
+            failure_reason=failure_reason,
+            finished_at=now,
+            updated_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, object]]) -> None:
+    """Insert log entries; an entry already there (same import, line and code) is kept as is."""
+    if not entries:
+        return
+    rows = [{"import_id": import_id, "created_at": utcnow(), **entry} for entry in entries]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(ImportLog).on_conflict_do_nothing(
+        index_elements=["import_id", "line", "code"]
+    )
+    for start in range(0, len(rows), 5000):
+        session.execute(statement, rows[start : start + 5000])
+
+
+def log_sample(session: Session, import_id: str, level: str) -> list[ImportLog]:
+    return list(
+        session.scalars(
+            select(ImportLog)
+            .where(ImportLog.import_id == import_id, ImportLog.level == level)
+            .order_by(ImportLog.line, ImportLog.id)
+            .limit(LOG_SAMPLE)
+        )
+    )
+
+
+def log_page(
+    session: Session, import_id: str, after: tuple[int, int] | None, limit: int = 10_000
+) -> list[ImportLog]:
+    """One page of the whole log in (line, id) order; ``after`` is the last (line, id) seen."""
+    query = select(ImportLog).where(ImportLog.import_id == import_id)
+    if after is not None:
+        line, last_id = after
+        query = query.where(
+            (ImportLog.line > line) | ((ImportLog.line == line) & (ImportLog.id > last_id))
+        )
+    return list(session.scalars(query.order_by(ImportLog.line, ImportLog.id).limit(limit)))

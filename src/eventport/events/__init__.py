@@ -1,0 +1,1 @@
+"""The event store: where imported events live (DuckDB embedded, or PostgreSQL)."""

@@ -1,0 +1,89 @@
+"""The one description of an event row, shared by every event store and the import pipeline.
+
+A batch travels as columns: ``dict[column name, list]``, every list the same length, in the
+order of :data:`COLUMNS`. Columns the import does not fill yet (enrichment, issue 4) stay None.
+Raw IP addresses are never a column: the pipeline keeps them in memory only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ColumnType = Literal["text", "bigint", "integer", "double", "boolean", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+    nullable: bool = True
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", "text", nullable=False),  # $unique_id, or derived from (import id, line)
+    Column("owner_id", "text", nullable=False),  # account that owns the package/pixel
+    Column("package_id", "text"),
+    Column("pixel_id", "text"),
+    Column("import_id", "text", nullable=False),
+    Column("line", "bigint", nullable=False),  # 1-based line of the import file
+    Column("time", "timestamp", nullable=False),  # UTC; the pipeline passes microseconds (int)
+    Column("type", "text"),
+    Column("version", "text"),
+    Column("referer", "text"),
+    Column("user_agent", "text"),
+    Column("domain", "text"),
+    Column("variables", "text"),  # query string key=value&key2=value2
+    Column("headers", "text"),  # JSON array of [name, value]
+    # Filled by enrichment (issue 4) and read by export (issue 5).
+    Column("origin_id", "text"),
+    Column("endpoint_id", "text"),
+    Column("origin_latitude", "double"),
+    Column("origin_longitude", "double"),
+    Column("origin_country", "text"),
+    Column("origin_state", "text"),
+    Column("origin_city", "text"),
+    Column("origin_postal", "text"),
+    Column("origin_connection_type", "text"),
+    Column("origin_company", "text"),
+    Column("origin_domain", "text"),
+    Column("cloud_provider_name", "text"),
+    Column("cloud_provider_domain", "text"),
+    Column("platform", "text"),
+    Column("client", "text"),
+    Column("client_version", "text"),
+    Column("dnt", "boolean"),
+    Column("excluded", "boolean"),  # flagged as a bot or by an owner's exclusion rule
+    Column("confidence", "double"),
+    Column("mtc_quota_exceeded", "boolean"),
+)
+
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+
+Batch = dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where an import stands, committed in the same transaction as the events it covers.
+
+    ``line`` is the next line to read and ``offset`` its byte offset in the decoded (after
+    gzip) stream; ``source_offset`` is the position in the spooled upload, for progress.
+    """
+
+    import_id: str
+    line: int
+    offset: int
+    source_offset: int
+    events_total: int
+    imported: int
+    failed: int
+    warnings: int
+
+
+def empty_batch() -> Batch:
+    return {name: [] for name in COLUMN_NAMES}
+
+
+def batch_length(batch: Batch) -> int:
+    return len(batch["id"])

@@ -1,0 +1,247 @@
+"""The import API's front door: uploads, limits, listing, abort — with no worker running.
+
+Processing is tested in test_import_pipeline.py; here imports stay waiting (EVENTPORT_WORKERS=0).
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server, running_server
+from tests.openapi_check import SpecDrift, assert_log_matches_spec, assert_matches_spec
+
+NDJSON = b'{"$time":"2024-06-04T00:00:00Z","$unique_id":"a"}\n{"$time":1717459200}\n'
+
+
+def setup_package(client: httpx.Client, owner: str) -> str:
+    response = client.post(f"/v2/packages/{owner}", json={"name": "widget", "type": "npm"})
+    assert response.status_code == 201, response.text
+    package_id: str = response.json()["id"]
+    return package_id
+
+
+def upload(
+    client: httpx.Client,
+    path: str,
+    body: bytes,
+    content_type: str = "application/x-ndjson",
+    **headers: str,
+) -> httpx.Response:
+    return client.post(path, content=body, headers={"Content-Type": content_type, **headers})
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    assert_matches_spec(response)
+    return response.json() if response.content else None
+
+
+def test_upload_queues_an_import(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))
+    assert started["status"] == "importing"
+    assert started["state"] == "waiting"
+    assert started["owner"] == "alice"
+    assert started["bytes_total"] == len(NDJSON)
+    assert (started["events_total"], started["percent_complete"]) == (0, 0.0)
+    fetched = ok(alice.get(f"/v2/imports/alice/{started['id']}"))
+    assert fetched["id"] == started["id"]
+    listed = ok(alice.get("/v2/imports/alice"))["event_imports"]
+    assert [i["id"] for i in listed] == [started["id"]]
+    spooled = list((server.settings.spool_dir).glob(f"{started['id']}*"))
+    assert [p.read_bytes() for p in spooled] == [NDJSON]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/json",
+        "text/csv",
+        "application/x-ndjson; charset=utf-8",
+    ],
+)
+def test_accepted_content_types(server: Server, content_type: str) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"$time\n2024-06-04T00:00:00Z\n" if content_type == "text/csv" else NDJSON
+    ok(upload(alice, f"/v2/packages/alice/{package_id}/import", body, content_type))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({"Content-Type": "text/plain"}, 415, "Content-Type"),
+        ({"Content-Type": "application/xml"}, 415, "Content-Type"),
+        (
+            {"Content-Type": "application/x-ndjson", "Content-Encoding": "br"},
+            415,
+            "Content-Encoding",
+        ),
+    ],
+)
+def test_refused_uploads(
+    server: Server, headers: dict[str, str], status: int, message: str
+) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    response = alice.post(
+        f"/v2/packages/alice/{package_id}/import", content=NDJSON, headers=headers
+    )
+    assert response.status_code == status
+    assert message in response.json()["message"]
+    assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
+    assert list(server.settings.spool_dir.glob("*")) == []
+
+
+def test_gzip_upload_is_spooled_as_sent(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = gzip.compress(NDJSON)
+    started = ok(
+        upload(
+            alice, f"/v2/packages/alice/{package_id}/import", body, **{"Content-Encoding": "gzip"}
+        )
+    )
+    assert started["bytes_total"] == len(body)
+
+
+def test_every_import_route(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()
+    one = ok(upload(alice, f"/v2/tracking-pixels/alice/{pixel['id']}/import", NDJSON))
+    many = ok(
+        upload(alice, "/v2/alice/import", b'{"$time":1,"$package":"%s"}' % package_id.encode())
+    )
+    assert {one["id"], many["id"]} == {
+        i["id"] for i in ok(alice.get("/v2/imports/alice"))["event_imports"]
+    }
+
+
+def test_unknown_targets_are_not_found(server: Server) -> None:
+    alice = server.user("alice")
+    server.user("bob")
+    missing = "00000000-0000-0000-0000-000000000000"
+    for path in (
+        f"/v2/packages/alice/{missing}/import",
+        f"/v2/tracking-pixels/alice/{missing}/import",
+        "/v2/nobody/import",
+        "/v2/bob/import",
+    ):
+        response = upload(alice, path, NDJSON)
+        assert response.status_code == 404, path
+        assert "not found" in response.json()["message"]
+
+
+def test_abort_a_waiting_import(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))
+    response = alice.post(f"/v2/imports/alice/{started['id']}/abort")
+    assert response.status_code == 204
+    assert_matches_spec(response)
+    after = ok(alice.get(f"/v2/imports/alice/{started['id']}"))
+    assert after["status"] == "aborted"
+    assert after["finished_at"] is not None
+    # Aborting again is harmless; filters see it where it belongs.
+    assert alice.post(f"/v2/imports/alice/{started['id']}/abort").status_code == 204
+    assert ok(alice.get("/v2/imports/alice", params={"status": "importing"}))["event_imports"] == []
+    aborted = ok(alice.get("/v2/imports/alice", params={"status": "aborted"}))["event_imports"]
+    assert [i["id"] for i in aborted] == [started["id"]]
+
+
+def test_log_of_a_new_import_is_empty_ndjson(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))
+    assert assert_log_matches_spec(alice.get(f"/v2/imports/alice/{started['id']}/log")) == []
+
+
+def test_others_cannot_see_an_import(server: Server) -> None:
+    alice = server.user("alice")
+    bob = server.user("bob")
+    package_id = setup_package(alice, "alice")
+    started = ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))
+    for method, path in (
+        ("GET", f"/v2/imports/alice/{started['id']}"),
+        ("GET", f"/v2/imports/alice/{started['id']}/log"),
+        ("POST", f"/v2/imports/alice/{started['id']}/abort"),
+        ("GET", "/v2/imports/alice"),
+    ):
+        assert bob.request(method, path).status_code == 404
+
+
+def test_list_pagination_newest_first(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    ids = [
+        ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))["id"] for _ in range(5)
+    ]
+    first = ok(alice.get("/v2/imports/alice", params={"per_page": 2}))["event_imports"]
+    rest = ok(alice.get("/v2/imports/alice", params={"per_page": 10, "after": first[-1]["id"]}))
+    seen = [i["id"] for i in first + rest["event_imports"]]
+    assert seen == list(reversed(ids))
+
+
+@pytest.fixture
+def strict_server(server: Server) -> Iterator[Server]:
+    """The same store behind a server with tiny limits: 2 active imports, 1 KiB uploads."""
+    settings = server.settings.model_copy(
+        update={"max_active_imports": 2, "max_import_bytes": 1024}
+    )
+    with running_server(settings, server.control) as strict:
+        yield strict
+        for client in strict.clients:
+            client.close()
+
+
+def test_too_many_active_imports(strict_server: Server) -> None:
+    alice = strict_server.user("alice")
+    package_id = setup_package(alice, "alice")
+    path = f"/v2/packages/alice/{package_id}/import"
+    first = ok(upload(alice, path, NDJSON))
+    ok(upload(alice, path, NDJSON))
+    refused = upload(alice, path, NDJSON)
+    assert refused.status_code == 422
+    assert refused.json()["message"] == "too many active imports"
+    # A finished (here: aborted) import frees its place.
+    assert alice.post(f"/v2/imports/alice/{first['id']}/abort").status_code == 204
+    ok(upload(alice, path, NDJSON))
+
+
+def test_upload_over_the_cap(strict_server: Server) -> None:
+    alice = strict_server.user("alice")
+    package_id = setup_package(alice, "alice")
+    path = f"/v2/packages/alice/{package_id}/import"
+    big = b'{"$time":1}\n' * 200
+    declared = upload(alice, path, big)
+    assert declared.status_code == 413
+    assert "limit of 1024 bytes" in declared.json()["message"]
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(200):
+            yield b'{"$time":1}\n'
+
+    streamed = alice.post(path, content=chunks(), headers={"Content-Type": "application/x-ndjson"})
+    assert streamed.status_code == 413
+    assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
+    assert list(strict_server.settings.spool_dir.glob("*")) == []
+
+
+def test_spec_check_catches_a_bad_import(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    response = upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON)
+    body = response.json()
+    body["status"] = "queued"
+    doctored = httpx.Response(200, json=body, request=response.request)
+    with pytest.raises(SpecDrift, match="queued"):
+        assert_matches_spec(doctored)
