@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from eventport.api.app import create_app
@@ -96,6 +97,7 @@ class Server:
     base_url: str
     control: ControlDatabase
     settings: Settings
+    app: FastAPI
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -115,9 +117,8 @@ class Server:
 def running_server(settings: Settings, control: ControlDatabase) -> Iterator[Server]:
     """A real uvicorn server on a free port, in a thread, serving the app with ``settings``."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -127,7 +128,7 @@ def running_server(settings: Settings, control: ControlDatabase) -> Iterator[Ser
             raise RuntimeError("test server did not start")
         time.sleep(0.02)
     try:
-        yield Server(f"http://127.0.0.1:{port}", control, settings=settings)
+        yield Server(f"http://127.0.0.1:{port}", control, settings=settings, app=app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

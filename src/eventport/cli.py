@@ -103,6 +103,55 @@ def serve(
     )
 
 
+@main.command()
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Import workers in this process [env EVENTPORT_WORKERS; default 1].",
+)
+@store_options
+def worker(workers: int | None, data_dir: Path | None, database_url: str | None) -> None:
+    """Run import workers without the HTTP server (scale out on PostgreSQL).
+
+    With the embedded default, the DuckDB event store can be open in one process only: run
+    workers inside `eventport serve` there, and separate workers with PostgreSQL.
+    """
+    import signal
+    import threading
+    from datetime import timedelta
+
+    from eventport.events.store import open_event_store
+    from eventport.imports.worker import WorkerPool
+
+    settings = load_settings(workers=workers, data_dir=data_dir, database_url=database_url)
+    control = ControlDatabase(settings.resolved_database_url())
+    control.migrate()
+    try:
+        events = open_event_store(settings.database_url, settings.data_dir)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot open the event store ({exc}); with the embedded store, is `eventport serve` "
+            "running? Separate workers need EVENTPORT_DATABASE_URL=postgresql://..."
+        ) from exc
+    events.setup()
+    pool = WorkerPool(
+        control,
+        events,
+        count=max(settings.workers, 1),
+        lease=timedelta(seconds=settings.lease_seconds),
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pool.start()
+    click.echo(f"{len(pool.workers)} import worker(s) running; Ctrl-C to stop")
+    stop.wait()
+    pool.stop()
+    events.close()
+    control.dispose()
+
+
 @main.group()
 def users() -> None:
     """Manage user accounts."""

@@ -7,13 +7,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from eventport.control.database import ControlDatabase
+from eventport.control.database import ControlDatabase, control_objects_only
 from eventport.control.models import Base
 
 
 def test_migrations_match_models(control: ControlDatabase) -> None:
     with control.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        options = {"compare_type": True, "include_object": control_objects_only}
+        context = MigrationContext.configure(connection, opts=options)
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -17,6 +18,8 @@ from eventport.api.v2 import organizations as v2_organizations
 from eventport.api.v2 import packages as v2_packages
 from eventport.api.v2 import pixels as v2_pixels
 from eventport.control.database import ControlDatabase
+from eventport.events.store import open_event_store
+from eventport.imports.worker import WorkerPool
 from eventport.settings import Settings
 
 
@@ -28,9 +31,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         control = ControlDatabase(settings.resolved_database_url())
         control.migrate()
         app.state.control = control
+        events = open_event_store(settings.database_url, settings.data_dir)
+        events.setup()
+        app.state.events = events
+        pool = WorkerPool(
+            control, events, count=settings.workers, lease=timedelta(seconds=settings.lease_seconds)
+        )
+        pool.start()
+        app.state.wake_workers = pool.wake
         try:
             yield
         finally:
+            pool.stop()
+            events.close()
             control.dispose()
 
     app = FastAPI(

@@ -72,6 +72,21 @@ class ControlDatabase:
         self.engine.dispose()
 
 
+def is_event_store_table(name: str | None) -> bool:
+    """Tables the PostgreSQL event store keeps beside ours: not the migrations' business."""
+    return name is not None and (
+        name in ("events", "event_import_checkpoints") or name.startswith("events_")
+    )
+
+
+def control_objects_only(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: compare and generate only the control store's own tables."""
+    table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+    return not is_event_store_table(table)
+
+
 def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 

@@ -161,6 +161,30 @@ def renew_lease(session: Session, import_id: str, worker: str, lease: timedelta)
     return not session.scalar(select(Import.abort_requested).where(Import.id == import_id))
 
 
+def release(session: Session, import_id: str, worker: str) -> None:
+    """Hand a running import back (on shutdown) so the next worker resumes it at once."""
+    session.execute(
+        update(Import)
+        .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
+        .values(state="waiting", lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def still_wanted(session: Session, import_id: str, worker: str) -> bool:
+    """The worker still holds the import and nobody asked to abort it."""
+    row = session.execute(
+        select(Import.lease_owner, Import.state, Import.abort_requested).where(
+            Import.id == import_id
+        )
+    ).one_or_none()
+    return row is not None and row[0] == worker and row[1] == "running" and not row[2]
+
+
+def abort_was_requested(session: Session, import_id: str) -> bool:
+    return bool(session.scalar(select(Import.abort_requested).where(Import.id == import_id)))
+
+
 @dataclass(frozen=True)
 class Progress:
     lines_processed: int
@@ -194,10 +218,12 @@ def finish(
 ) -> bool:
     assert state in FINAL
     now = utcnow()
+    done = {"bytes_processed": Import.bytes_total} if state == "done" else {}
     result = session.execute(
         update(Import)
         .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
         .values(
+            **done,
             state=state,
             failure_reason=failure_reason,
             finished_at=now,

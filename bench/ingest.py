@@ -1,0 +1,254 @@
+"""End-to-end import benchmark: a real server, an HTTP upload, wait until done.
+
+    python bench/ingest.py --events 1000000            # embedded default (SQLite + DuckDB)
+    python bench/ingest.py --events 1000000 --postgres # PostgreSQL (a temporary database)
+
+Prints events/s end to end, the server's peak resident memory, and a baseline on the same
+file: DuckDB's own read_json into a table (embedded), or a plain COPY of the same rows
+(PostgreSQL), with the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+USER_AGENTS = [
+    'pip/24.0 {"ci":null,"cpu":"x86_64","distro":{"name":"Ubuntu","version":"22.04"},'
+    '"implementation":{"name":"CPython","version":"3.11.7"},"installer":{"name":"pip",'
+    '"version":"24.0"},"python":"3.11.7","system":{"name":"Linux","release":"6.1.0"}}',
+    "npm/10.2.4 node/v20.11.0 linux x64 workspaces/false",
+    "docker/24.0.7 go/go1.20.10 git-commit/311b9ff kernel/6.1.0 os/linux arch/amd64",
+    'uv/0.4.18 {"installer":{"name":"uv","version":"0.4.18"}}',
+    "curl/8.5.0",
+    "Wget/1.21.4",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Go-http-client/1.1",
+    "Homebrew/4.2.0 (Macintosh; arm64 Mac OS X 14.2) curl/8.4.0",
+]
+
+
+def generate(path: Path, events: int, seed: int = 7) -> None:
+    """Events shaped like the seed's: ~2% distinct IPs, random $unique_id, realistic agents."""
+    rng = random.Random(seed)
+    addresses = [
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        for _ in range(max(events // 50, 1))
+    ]
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with path.open("wb") as out:
+        for _ in range(events):
+            moment = start + timedelta(seconds=rng.randint(0, 365 * 86400))
+            line = {
+                "$time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "$unique_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "$remote_address": rng.choice(addresses),
+                "$user_agent": rng.choice(USER_AGENTS),
+                "$version": f"1.{rng.randint(0, 30)}.{rng.randint(0, 9)}",
+                "$type": "download",
+                "source": rng.choice(["ci", "laptop", "server"]),
+            }
+            out.write(orjson.dumps(line) + b"\n")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventport", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("server did not start")
+
+
+def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dict[str, object]]:
+    token = subprocess.run(
+        [sys.executable, "-m", "eventport", "users", "create", "bench", "--email", "b@example.com"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    port = free_port()
+    server = run_server(env, port)
+    try:
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=600,
+        )
+        package = client.post("/v2/packages/bench", json={"name": "bench", "type": "npm"}).json()
+        started = time.perf_counter()
+        with path.open("rb") as body:
+            response = client.post(
+                f"/v2/packages/bench/{package['id']}/import",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+        response.raise_for_status()
+        uploaded = time.perf_counter() - started
+        import_id = response.json()["id"]
+        while True:
+            status = client.get(f"/v2/imports/bench/{import_id}").json()
+            if status["status"] != "importing":
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        status["upload_seconds"] = round(uploaded, 2)
+        return elapsed, peak_rss_mb(server.pid), status
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def duckdb_baseline(path: Path) -> float:
+    import duckdb
+
+    with tempfile.TemporaryDirectory() as tmp:
+        con = duckdb.connect(str(Path(tmp) / "baseline.duckdb"))
+        started = time.perf_counter()
+        con.execute(
+            "CREATE TABLE t AS SELECT * FROM read_json(?, format='newline_delimited')", [str(path)]
+        )
+        elapsed = time.perf_counter() - started
+        con.close()
+    return elapsed
+
+
+def copy_baseline(path: Path, url: str) -> float:
+    """A plain COPY of the same rows (parsed to CSV beforehand; the COPY alone is timed)."""
+    import psycopg
+
+    csv_path = path.with_suffix(".csv")
+    with path.open("rb") as src, csv_path.open("w", newline="") as dst:
+        writer = csv.writer(dst)
+        for line in src:
+            event = orjson.loads(line)
+            writer.writerow(
+                [
+                    event["$unique_id"],
+                    event["$time"],
+                    event["$remote_address"],
+                    event["$user_agent"],
+                    event["$version"],
+                    event["$type"],
+                    f"source={event['source']}",
+                ]
+            )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS copy_baseline")
+        conn.execute(
+            "CREATE TABLE copy_baseline (id text, time timestamptz, address text, "
+            "user_agent text, version text, type text, variables text)"
+        )
+        started = time.perf_counter()
+        with (
+            csv_path.open("rb") as data,
+            conn.cursor() as cur,
+            cur.copy("COPY copy_baseline FROM STDIN WITH (FORMAT csv)") as copy,
+        ):
+            while chunk := data.read(1 << 20):
+                copy.write(chunk)
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE copy_baseline")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.ndjson"
+        generate(path, args.events)
+        size_mb = path.stat().st_size / 1e6
+        env = {
+            **os.environ,
+            "EVENTPORT_DATA_DIR": str(Path(tmp) / "data"),
+            "EVENTPORT_WORKERS": str(args.workers),
+            "EVENTPORT_LOG_LEVEL": "warning",
+        }
+        database = None
+        if args.postgres:
+            import psycopg
+
+            database = f"eventport_bench_{os.getpid()}"
+            with psycopg.connect(args.pg_admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
+            env["EVENTPORT_DATABASE_URL"] = args.pg_admin.rsplit("/", 1)[0] + f"/{database}"
+        try:
+            elapsed, rss, status = import_over_http(path, env)
+            rate = args.events / elapsed
+            print(
+                f"events: {args.events:,} ({size_mb:.0f} MB NDJSON), cores: {os.cpu_count()}, "
+                f"workers: {args.workers}, store: {'postgresql' if database else 'embedded'}"
+            )
+            print(
+                f"status: {status['status']}, imported {status['events_successfully_imported']:,}"
+                f", failed {status['events_failed_to_import']:,}"
+            )
+            print(
+                f"end to end: {elapsed:.2f} s = {rate:,.0f} events/s; server peak RSS {rss:.0f} MB"
+            )
+            if database:
+                baseline = copy_baseline(path, env["EVENTPORT_DATABASE_URL"])
+                name = "plain COPY of the same rows"
+            else:
+                baseline = duckdb_baseline(path)
+                name = "DuckDB read_json into a table"
+            print(
+                f"{name}: {baseline:.2f} s = {args.events / baseline:,.0f} events/s; "
+                f"eventport / baseline = {baseline / elapsed:.2f}x"
+            )
+        finally:
+            if database:
+                import psycopg
+
+                with psycopg.connect(args.pg_admin, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

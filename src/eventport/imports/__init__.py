@@ -1,0 +1,1 @@
+"""Bulk event import: reading uploads (formats) and what each line means (records)."""

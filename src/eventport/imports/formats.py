@@ -1,0 +1,581 @@
+"""Streaming readers over a spooled upload: NDJSON or CSV, plain or gzip, resumable.
+
+The upload (possibly gigabytes) is read in blocks of :data:`BLOCK_SIZE` decoded bytes and
+handed out as :class:`Chunk` s of at most ``chunk_lines`` lines (NDJSON) or records (CSV).
+Memory stays bounded by a few blocks plus ``max_line_bytes``, whatever the file size.
+
+Offsets. ``Chunk.next_offset`` is a byte offset in the *decoded* stream (the plain file, or
+the gzip stream's content) just after the chunk's last line, counted from the very first byte
+of that stream, a UTF-8 byte order mark included: a BOM at offset 0 is skipped (its three
+bytes are never part of a line) but still counted, so offsets always mean the same thing
+whether or not the file starts with one. Resuming with ``(start_line, start_offset) =
+(chunk.next_line, chunk.next_offset)`` gives exactly the lines an uninterrupted read would have
+given after that chunk: a plain file is seeked to the offset, a gzip stream is decompressed
+from its start and everything before the offset discarded.
+
+Lines end at ``\\n`` (so ``\\r\\n`` too; the ``\\r`` stays on the NDJSON line, where it is JSON
+whitespace, and is dropped by the CSV reader); a last line without a newline counts. Line
+numbers are 1-based. A line (NDJSON) or record (CSV) longer than ``max_line_bytes`` is handed
+out as ``None`` (CSV: :data:`Code.LINE_TOO_LONG`) and is never held whole in memory.
+
+CSV follows Python's ``csv`` excel dialect (comma, ``"`` quotes, doubled quotes inside
+quotes). A quoted field may contain newlines, so a record can span lines: it is numbered by
+the line it starts on, and chunks end on record boundaries. The first record that is not blank
+is the header; it is re-read from the start of the stream on every resume. A header that
+cannot be read (too long, not UTF-8, not CSV) makes the whole input unusable. Records that
+cannot be read arrive as their :class:`~eventport.imports.records.Code` instead of cells. The
+``csv`` module's per-field size limit is raised (process-wide) to ``max_line_bytes`` when it
+is lower, since records up to that size are accepted.
+
+gzip. Concatenated members are read one after another (as ``gzip -d`` does), and NUL padding
+after a member is ignored. :class:`InputUnusable` is raised for a stream that is empty, not
+gzip, corrupt (bad data or checksum) or truncated (ends before its end marker), and for a
+likely decompression bomb: once more than ``ratio_grace_bytes`` (1 MiB) have been decoded,
+the decoded size may not exceed ``max_ratio`` (100) times the compressed bytes consumed so far;
+the check runs after every decompression step of at most one block, so a bomb is stopped
+after about one block past the grace. Because the stream is checked as it is read, the error
+can come after some chunks were already handed out; those chunks are correct, and the caller
+decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Final, Literal
+
+from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells
+
+__all__ = [
+    "BLOCK_SIZE",
+    "BOM",
+    "MAX_RATIO",
+    "RATIO_GRACE_BYTES",
+    "Chunk",
+    "InputUnusable",
+    "iter_chunks",
+]
+
+BLOCK_SIZE: Final = 1 << 20  # decoded bytes per read
+INPUT_BLOCK: Final = 1 << 16  # compressed bytes per read
+BOM: Final = b"\xef\xbb\xbf"
+GZIP_MAGIC: Final = b"\x1f\x8b"
+MAX_RATIO: Final = 100
+RATIO_GRACE_BYTES: Final = 1 << 20
+
+Format = Literal["ndjson", "csv"]
+
+
+class InputUnusable(Exception):
+    """The input as a whole cannot be read; ``reason`` says why, for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Consecutive lines (NDJSON) or records (CSV) of an upload.
+
+    ``lines``: NDJSON ``(line number, raw bytes without the newline, or None if too long)``.
+    ``header`` and ``rows``: CSV header cells and ``(line where the record starts, cells or
+    an error Code)``. ``next_line``/``next_offset``: where to resume after this chunk.
+    ``source_offset``: bytes of the spool file read so far (for progress).
+    """
+
+    next_line: int
+    next_offset: int
+    source_offset: int
+    lines: list[tuple[int, bytes | None]] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+    rows: list[tuple[int, CsvCells]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.rows)
+
+
+# --- decoded byte streams ---------------------------------------------------------------------
+
+
+class _Gunzip:
+    """Decompresses a gzip file in bounded steps, checking the ratio as it goes."""
+
+    def __init__(self, f: BinaryIO, max_ratio: int, grace: int) -> None:
+        self._f = f
+        self._d = zlib.decompressobj(wbits=31)
+        self._read = 0  # compressed bytes read from the file
+        self._out = 0  # decoded bytes produced
+        self._max_ratio = max_ratio
+        self._grace = grace
+        self._members = 0  # gzip members finished
+        self._head = b""  # first bytes given to the current member
+        self._done = False
+
+    @property
+    def consumed(self) -> int:
+        return self._read
+
+    def _input(self) -> bytes:
+        data = self._f.read(INPUT_BLOCK)
+        self._read += len(data)
+        return data
+
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` decoded bytes (fewer only at the end); b"" at the end."""
+        parts: list[bytes] = []
+        got = 0
+        while got < size and not self._done:
+            d = self._d
+            if d.eof:
+                data = d.unused_data.lstrip(b"\x00")
+                while not data:
+                    data = self._input()
+                    if not data:
+                        self._done = True
+                        break
+                    data = data.lstrip(b"\x00")
+                if self._done:
+                    break
+                self._d = d = zlib.decompressobj(wbits=31)
+                self._members += 1
+                self._head = data[:2]
+            elif d.unconsumed_tail:
+                data = d.unconsumed_tail
+            else:
+                data = self._input()
+                if not data:
+                    if self._read == 0:
+                        raise InputUnusable("The file is empty, so it is not a gzip stream.")
+                    raise InputUnusable(
+                        "The gzip stream is truncated: the file ends (after "
+                        f"{self._read:,} bytes) before the end of the compressed data."
+                    )
+                if len(self._head) < 2:
+                    self._head = (self._head + data)[:2]
+            try:
+                piece = d.decompress(data, size - got)
+            except zlib.error as exc:
+                if self._head != GZIP_MAGIC[: len(self._head)]:
+                    if self._members == 0:
+                        raise InputUnusable("The file is not a gzip stream.") from None
+                    raise InputUnusable(
+                        "The gzip stream is corrupt: data after the end of the compressed "
+                        f"stream (at byte {self._read - len(data):,} or later) is not gzip."
+                    ) from None
+                raise InputUnusable(
+                    f"The gzip stream is corrupt after {self._out:,} decoded bytes ({exc})."
+                ) from None
+            if piece:
+                parts.append(piece)
+                got += len(piece)
+                self._out += len(piece)
+                if self._out > self._grace:
+                    pending = len(self._d.unconsumed_tail) + len(self._d.unused_data)
+                    compressed = max(self._read - pending, 1)
+                    if self._out > self._max_ratio * compressed:
+                        raise InputUnusable(
+                            f"The gzip stream expands more than {self._max_ratio}:1 "
+                            f"({compressed:,} compressed bytes gave over {self._out:,} bytes), "
+                            "which looks like a decompression bomb; it was not imported."
+                        )
+        return b"".join(parts)
+
+
+class _Stream:
+    """Decoded blocks of a file from a given offset, with the BOM handled at offset 0."""
+
+    def __init__(
+        self,
+        f: BinaryIO,
+        *,
+        gzip: bool,
+        start_offset: int,
+        block_size: int,
+        max_ratio: int,
+        ratio_grace_bytes: int,
+    ) -> None:
+        self._f = f
+        self._gz = _Gunzip(f, max_ratio, ratio_grace_bytes) if gzip else None
+        self._block = block_size
+        self.start = start_offset  # decoded offset of the first byte handed out
+        if self._gz is None:
+            f.seek(start_offset)
+            first = f.read(block_size)
+        else:
+            pos = 0
+            while True:
+                first = self._gz.read(block_size)
+                if not first or pos + len(first) > start_offset:
+                    first = first[start_offset - pos :] if first else b""
+                    break
+                pos += len(first)
+        if start_offset == 0:
+            read = f.read if self._gz is None else self._gz.read
+            while 0 < len(first) < len(BOM):  # tiny blocks: make sure a BOM is seen whole
+                more = read(block_size)
+                if not more:
+                    break
+                first += more
+        if start_offset == 0 and first.startswith(BOM):
+            first = first[len(BOM) :]
+            self.start = len(BOM)
+        self._first: bytes | None = first
+
+    @property
+    def consumed(self) -> int:
+        return self._f.tell() if self._gz is None else self._gz.consumed
+
+    def blocks(self) -> Iterator[bytes]:
+        first = self._first
+        self._first = None
+        if first:
+            yield first
+        read = self._f.read if self._gz is None else self._gz.read
+        while block := read(self._block):
+            yield block
+
+
+# --- NDJSON -----------------------------------------------------------------------------------
+
+
+def _ndjson_chunks(
+    stream: _Stream, start_line: int, chunk_lines: int, max_line: int
+) -> Iterator[Chunk]:
+    line_no = start_line
+    base = stream.start  # decoded offset where `carry` (the line being read) starts
+    stream_pos = stream.start  # decoded offset after everything received so far
+    carry = b""
+    discarding = False  # inside a line over the limit whose bytes are being dropped
+    pending: list[tuple[int, bytes | None]] = []
+
+    for block in stream.blocks():
+        block_start = stream_pos
+        stream_pos += len(block)
+        if discarding:
+            i = block.find(b"\n")
+            if i < 0:
+                continue
+            pending.append((line_no, None))
+            line_no += 1
+            base = block_start + i + 1
+            block = block[i + 1 :]
+            discarding = False
+            if len(pending) >= chunk_lines:
+                yield Chunk(line_no, base, stream.consumed, pending)
+                pending = []
+        data = carry + block if carry else block
+        parts = data.split(b"\n")
+        carry = parts.pop()
+        done = 0
+        total = len(parts)
+        while done < total:
+            room = chunk_lines - len(pending)
+            take = parts if done == 0 and total <= room else parts[done : done + room]
+            count = len(take)
+            if max(map(len, take)) > max_line:
+                pending.extend(
+                    (line_no + j, part if len(part) <= max_line else None)
+                    for j, part in enumerate(take)
+                )
+            else:
+                pending.extend(zip(range(line_no, line_no + count), take, strict=True))
+            line_no += count
+            base += sum(map(len, take)) + count
+            done += count
+            if len(pending) >= chunk_lines:
+                yield Chunk(line_no, base, stream.consumed, pending)
+                pending = []
+        if len(carry) > max_line:
+            carry = b""
+            discarding = True
+
+    if discarding or carry:
+        pending.append((line_no, None if discarding else carry))
+        line_no += 1
+        base = stream_pos
+    if pending:
+        yield Chunk(line_no, base, stream.consumed, pending)
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+# Kinds of the pieces _physical_lines hands out.
+_LINE = 0  # a whole line, ended by "\n" (not included)
+_PIECE = 1  # part of a line over the limit; more of the same line follows
+_LAST = 2  # the last line, ended by the end of the stream
+
+# Quote states of the CSV scanner, mirroring Python's csv reader (excel dialect).
+_FIELD_START = 0  # outside quotes, at the start of a field
+_IN_FIELD = 1  # outside quotes, inside a field (a quote here is just a character)
+_IN_QUOTES = 2  # inside a quoted field
+_QUOTE_IN_QUOTES = 3  # inside a quoted field, just after a quote: closing, or half of ""
+
+_QUOTE: Final = 0x22
+_COMMA: Final = 0x2C
+# A line that is a whole record by itself (ends outside quotes), once every "" pair is removed
+# (bytes.replace, left to right). Removing the pairs never changes where csv's quoted parts end:
+# in a run of quotes, csv pairs them from the left too (after the opening one, which stays the
+# run's last quote when the run is odd); so the remaining quotes are single, and the pattern
+# needs no alternation inside quotes. Possessive, so linear time.
+_FIELD_RE: Final = rb'(?:"[^"]*+"[^,]*+|[^,"][^,]*+|)'
+_WHOLE_RECORD = re.compile(_FIELD_RE + rb"(?:," + _FIELD_RE + rb")*+")
+
+
+def _scan(seg: bytes, state: int) -> int:
+    """The quote state after ``seg`` (no newlines in it), starting from ``state``."""
+    n = len(seg)
+    i = 0
+    if not n:
+        return state
+    while True:
+        if state == _QUOTE_IN_QUOTES:
+            if seg[i] == _QUOTE:  # "" inside quotes: a literal quote
+                state = _IN_QUOTES
+                i += 1
+                if i >= n:
+                    return state
+            else:
+                state = _IN_FIELD  # the quote closed the quoted part
+        if state == _IN_QUOTES:
+            j = seg.find(b'"', i)
+            if j < 0:
+                return _IN_QUOTES
+            if j + 1 >= n:
+                return _QUOTE_IN_QUOTES
+            if seg[j + 1] == _QUOTE:
+                i = j + 2
+                if i >= n:
+                    return _IN_QUOTES
+                continue
+            state = _IN_FIELD
+            i = j + 1
+        # outside quotes at position i (< n)
+        j = seg.find(b'"', i)
+        if j < 0:
+            return _FIELD_START if seg[n - 1] == _COMMA else _IN_FIELD
+        if (state == _FIELD_START and j == i) or (j > i and seg[j - 1] == _COMMA):
+            state = _IN_QUOTES
+        else:
+            state = _IN_FIELD
+        i = j + 1
+        if i >= n:
+            return state
+
+
+def _physical_lines(blocks: Iterator[bytes], max_line: int) -> Iterator[tuple[bytes, int]]:
+    carry = b""
+    in_long = False
+    for block in blocks:
+        data = carry + block if carry else block
+        parts = data.split(b"\n")
+        carry = parts.pop()
+        for part in parts:
+            yield part, _LINE
+        in_long = in_long and not parts
+        if len(carry) > max_line:
+            yield carry, _PIECE
+            carry = b""
+            in_long = True
+    if carry or in_long:
+        yield carry, _LAST
+
+
+def _csv_records(
+    stream: _Stream, start_line: int, max_line: int
+) -> Iterator[tuple[int, bytes | None, int, int]]:
+    """(line where the record starts, its bytes or None if too long, next line, next offset)."""
+    line_no = start_line
+    pos = stream.start
+    state = -1  # no record open
+    parts: list[bytes] = []
+    size = 0
+    too_long = False
+    rec_line = 0
+    whole = _WHOLE_RECORD.fullmatch
+    for data, kind in _physical_lines(stream.blocks(), max_line):
+        pos += len(data) + (kind == _LINE)
+        if state < 0:
+            if (
+                kind != _PIECE
+                and len(data) <= max_line
+                and (b'"' not in data or whole(data.replace(b'""', b"")))
+            ):
+                line_no += 1
+                yield line_no - 1, data, line_no, pos
+                continue
+            rec_line = line_no
+            state = _FIELD_START
+            parts = []
+            size = -1
+            too_long = False
+        state = _scan(data, state)
+        if not too_long:
+            size += len(data) + 1
+            if size > max_line:
+                too_long = True
+                parts = []
+            else:
+                parts.append(data)
+        if kind == _PIECE:
+            continue
+        line_no += 1
+        if kind == _LINE and state == _IN_QUOTES:
+            continue  # the quoted field goes on on the next line
+        yield rec_line, None if too_long else b"\n".join(parts), line_no, pos
+        state = -1
+    if state >= 0:  # the stream ended after a newline inside quotes
+        too_long = too_long or size + 1 > max_line
+        yield rec_line, None if too_long else b"\n".join(parts) + b"\n", line_no, pos
+
+
+def _parse_records(texts: list[str]) -> list[list[str] | Code]:
+    """Cells of each record (one text per record), INVALID_CSV where csv refuses one."""
+    out: list[list[str] | Code] = []
+    reader = csv.reader(texts)
+    aligned = True
+    while True:
+        try:
+            row: list[str] | Code = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            row = Code.INVALID_CSV
+        out.append(row)
+        if reader.line_num != len(out):
+            aligned = False  # csv saw a record boundary elsewhere: parse each text on its own
+            break
+    if aligned and len(out) == len(texts):
+        return out
+    out = []
+    for text in texts:
+        try:
+            out.append(next(csv.reader((text,)), []))
+        except csv.Error:
+            out.append(Code.INVALID_CSV)
+    return out
+
+
+def _cells(records: list[tuple[int, bytes | None]]) -> list[tuple[int, CsvCells]]:
+    texts: list[str] = []
+    where: list[int] = []
+    rows: list[tuple[int, CsvCells]] = []
+    for line, raw in records:
+        if raw is None:
+            rows.append((line, Code.LINE_TOO_LONG))
+            continue
+        try:
+            texts.append(raw.decode())
+        except UnicodeDecodeError:
+            rows.append((line, Code.INVALID_UTF8))
+            continue
+        where.append(len(rows))
+        rows.append((line, []))
+    for index, cells in zip(where, _parse_records(texts), strict=True):
+        rows[index] = (rows[index][0], cells)
+    return rows
+
+
+def _is_blank(raw: bytes | None) -> bool:
+    return raw is not None and not raw.replace(b",", b"").strip()
+
+
+def _header(line: int, raw: bytes | None, max_line: int) -> list[str]:
+    if raw is None:
+        raise InputUnusable(
+            f"The CSV header (line {line}) is longer than {max_line:,} bytes, "
+            "so the file cannot be read."
+        )
+    row = _cells([(line, raw)])[0][1]
+    if row == Code.INVALID_UTF8:
+        raise InputUnusable(f"The CSV header (line {line}) is not valid UTF-8 text.")
+    if not isinstance(row, list):
+        raise InputUnusable(f"The CSV header (line {line}) is not valid CSV.")
+    return row
+
+
+def _csv_chunks(
+    stream: _Stream,
+    header_stream: _Stream | None,
+    start_line: int,
+    chunk_lines: int,
+    max_line: int,
+) -> Iterator[Chunk]:
+    header: list[str] | None = None
+    if header_stream is not None:
+        for line, raw, _, _ in _csv_records(header_stream, 1, max_line):
+            if not _is_blank(raw):
+                header = _header(line, raw, max_line)
+                break
+        if header is None:
+            return
+    pending: list[tuple[int, bytes | None]] = []
+    next_line, next_offset = start_line, stream.start
+    for line, raw, next_line, next_offset in _csv_records(stream, start_line, max_line):
+        if header is None:
+            if not _is_blank(raw):
+                header = _header(line, raw, max_line)
+            continue
+        pending.append((line, raw))
+        if len(pending) >= chunk_lines:
+            yield Chunk(
+                next_line, next_offset, stream.consumed, header=header, rows=_cells(pending)
+            )
+            pending = []
+    if pending and header is not None:
+        yield Chunk(next_line, next_offset, stream.consumed, header=header, rows=_cells(pending))
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def iter_chunks(
+    path: Path,
+    *,
+    gzip: bool,
+    fmt: Format,
+    start_line: int = 1,
+    start_offset: int = 0,
+    chunk_lines: int = 50_000,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    block_size: int = BLOCK_SIZE,
+    max_ratio: int = MAX_RATIO,
+    ratio_grace_bytes: int = RATIO_GRACE_BYTES,
+) -> Iterator[Chunk]:
+    """Chunks of the upload at ``path``, from ``(start_line, start_offset)`` on.
+
+    Raises :class:`InputUnusable` (possibly after some chunks) when the input as a whole
+    cannot be read. An empty input, or a CSV without a header, gives no chunks.
+    """
+    if chunk_lines < 1 or max_line_bytes < 1 or block_size < 1:
+        raise ValueError("chunk_lines, max_line_bytes and block_size must be positive")
+
+    def open_stream(f: BinaryIO, offset: int) -> _Stream:
+        return _Stream(
+            f,
+            gzip=gzip,
+            start_offset=offset,
+            block_size=block_size,
+            max_ratio=max_ratio,
+            ratio_grace_bytes=ratio_grace_bytes,
+        )
+
+    with path.open("rb") as f:
+        stream = open_stream(f, start_offset)
+        if fmt == "ndjson":
+            yield from _ndjson_chunks(stream, start_line, chunk_lines, max_line_bytes)
+            return
+        if fmt != "csv":
+            raise ValueError(f"unknown format {fmt!r}")
+        if csv.field_size_limit() < max_line_bytes:
+            csv.field_size_limit(max_line_bytes)
+        if start_offset == 0:
+            yield from _csv_chunks(stream, None, start_line, chunk_lines, max_line_bytes)
+            return
+        with path.open("rb") as hf:  # the header, from the start of the stream
+            header_stream = open_stream(hf, 0)
+            yield from _csv_chunks(stream, header_stream, start_line, chunk_lines, max_line_bytes)

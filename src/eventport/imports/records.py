@@ -1,0 +1,812 @@
+"""What one line of a bulk import means: decoding NDJSON lines and CSV rows into events.
+
+Pure Python, no I/O. This is the hot path of an import, so the common case is kept cheap:
+orjson decodes each line, known ``$`` fields are popped from the decoded dict (what is left
+are the custom variables), aware times already seen are answered from a bounded cache, and
+log entries are only built when something is wrong.
+
+Each input line gives either one :class:`ParsedEvent` or at least one error :class:`LogEntry`
+(plus any number of warnings, which never stop the event). Blank lines give nothing at all and
+are not counted: an import's ``events_total`` is ``len(events) + failed_line_count(entries)``.
+
+Rules chosen here (where Scarf's documentation leaves a choice):
+
+* ``$time``: ISO 8601 (``datetime.fromisoformat`` of Python 3.11, plus a lowercase ``z``
+  suffix) with ``Z`` or an offset is converted to UTC; a naive time or a bare date is taken as
+  UTC with a ``naive-time`` warning. A UNIX timestamp is a JSON number or a string of only
+  ``[+-]digits[.digits][e±digits]`` (so ``"20240604"`` is a timestamp, not a basic-format
+  date); ``|value| >= 1e11`` means milliseconds, otherwise seconds. Strings are stripped of
+  surrounding whitespace first. Anything else, or a time outside years 1..9999 (after
+  conversion to UTC), is ``invalid-time``; so is a number too large for a double (``1e400``,
+  which orjson refuses; such a line is re-read with the standard library to say so).
+* ``null`` for any ``$`` field other than ``$time`` means the field is absent (no warning).
+* Aliases: ``$pixel`` is used only when ``$tracking_pixel`` gives no value (absent, null or
+  ignored), likewise ``$referer`` for ``$referrer``.
+* ``$headers``: every item must have a string ``name`` and a string (or number) ``value``;
+  otherwise the whole field is ignored with one ``invalid-field`` warning. An empty list or
+  object means no headers (``None``). In CSV the cell is JSON text of either shape.
+* Custom variables (fields not starting with ``$``): nested objects flatten to ``a.b``,
+  arrays become their JSON text, booleans ``true``/``false``, numbers their JSON text (as
+  orjson writes it), ``null`` values are skipped; the result is
+  ``urllib.parse.urlencode(pairs)`` (``quote_plus``, spaces as ``+``) in input order.
+* A line can carry several errors (e.g. a bad ``$time`` and a bad ``$unique_id``); all are
+  reported, and :func:`failed_line_count` counts each failed line once.
+* CSV: cells map to the header's names (whitespace around a name is stripped). Empty cells are
+  absent fields. Non-empty cells beyond the header, or under a column whose name is empty, are
+  ignored with one ``extra-cells`` warning per row. With duplicate column names the last
+  non-empty cell wins. A row whose cells are all empty or whitespace is blank (skipped,
+  uncounted), like a blank NDJSON line. A record the CSV reader could not split or decode
+  arrives as its error code (``line-too-long``, ``invalid-utf8``, ``invalid-csv``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, Literal
+from urllib.parse import quote_plus
+
+import orjson
+
+__all__ = [
+    "KNOWN_FIELDS",
+    "MAX_LINE_BYTES",
+    "MAX_UNIQUE_ID_CHARS",
+    "Code",
+    "CsvCells",
+    "Level",
+    "LogEntry",
+    "LogType",
+    "ParsedEvent",
+    "decode_csv",
+    "decode_ndjson",
+    "decode_object",
+    "failed_line_count",
+    "parse_time",
+]
+
+MAX_LINE_BYTES: Final = 1 << 20
+MAX_UNIQUE_ID_CHARS: Final = 512
+MS_THRESHOLD: Final = 100_000_000_000  # |timestamp| >= 1e11 is in milliseconds
+_SHOW_CHARS: Final = 80
+
+Level = Literal["error", "warning", "info"]
+
+
+class LogType(StrEnum):
+    """Scarf's ``ImportLogType`` values used for error entries."""
+
+    FAILED_TO_DECODE = "failed-to-decode"
+    ARTIFACT_NOT_FOUND = "artifact-not-found"
+
+
+class Code(StrEnum):
+    """Every machine-readable reason this module gives, in one place.
+
+    Errors carry ``type`` ``failed-to-decode`` and one of the error codes; warnings carry their
+    code as their ``type`` too.
+    """
+
+    # errors: the line gives no event
+    INVALID_JSON = "invalid-json"
+    NOT_AN_OBJECT = "not-an-object"
+    INVALID_UTF8 = "invalid-utf8"
+    LINE_TOO_LONG = "line-too-long"
+    INVALID_CSV = "invalid-csv"
+    MISSING_TIME = "missing-time"
+    INVALID_TIME = "invalid-time"
+    INVALID_UNIQUE_ID = "invalid-unique-id"
+    # warnings: the event is kept
+    NAIVE_TIME = "naive-time"
+    UNKNOWN_FIELD = "unknown-field"
+    INVALID_FIELD = "invalid-field"
+    EXTRA_CELLS = "extra-cells"
+
+
+ERROR_CODES: Final = frozenset(
+    {
+        Code.INVALID_JSON,
+        Code.NOT_AN_OBJECT,
+        Code.INVALID_UTF8,
+        Code.LINE_TOO_LONG,
+        Code.INVALID_CSV,
+        Code.MISSING_TIME,
+        Code.INVALID_TIME,
+        Code.INVALID_UNIQUE_ID,
+    }
+)
+WARNING_CODES: Final = frozenset(Code) - ERROR_CODES
+
+# A CSV row as the reader hands it over: its cells, or the error code of a record it could not
+# read (line-too-long, invalid-utf8, invalid-csv).
+CsvCells = list[str] | Code
+
+
+@dataclass(slots=True)
+class ParsedEvent:
+    """One decoded event. Strings are as given (nothing is validated beyond type)."""
+
+    line: int
+    time_us: int  # UTC microseconds since the UNIX epoch
+    unique_id: str | None
+    package: str | None
+    pixel: str | None
+    version: str | None
+    type: str | None
+    remote_address: str | None
+    user_agent: str | None
+    domain: str | None
+    referer: str | None
+    headers: list[tuple[str, str]] | None
+    variables: str | None  # urlencoded custom variables, in input order
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One import log entry, shaped like Scarf's ``ImportLog``."""
+
+    line: int | None
+    level: Level
+    type: str
+    code: str
+    message: str
+    package_id: str | None = None
+    tracking_pixel_id: str | None = None
+
+
+def failed_line_count(entries: Iterable[LogEntry]) -> int:
+    """Number of distinct lines that have at least one error entry."""
+    return len({e.line for e in entries if e.level == "error" and e.line is not None})
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """A value as JSON text, cut to about 80 characters."""
+    if type(value) is float and not math.isfinite(value):
+        text = repr(value)
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:
+            text = repr(value)
+    if len(text) > _SHOW_CHARS:
+        text = text[: _SHOW_CHARS - 1] + "…"
+    return text
+
+
+def _show_bytes(raw: bytes) -> str:
+    text = raw[: _SHOW_CHARS * 4].decode("utf-8", "replace")
+    if len(text) > _SHOW_CHARS or len(raw) > _SHOW_CHARS * 4:
+        text = text[: _SHOW_CHARS - 1] + "…"
+    return text
+
+
+_JSON_TYPE_NAMES: Final[dict[type, str]] = {
+    dict: "an object",
+    list: "an array",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    type(None): "null",
+}
+
+
+def _kind(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _error(line: int | None, code: Code, message: str) -> LogEntry:
+    # plain str values, not enum members, so any driver or serializer takes them as they are
+    return LogEntry(line, "error", LogType.FAILED_TO_DECODE.value, code.value, message)
+
+
+def _warning(line: int | None, code: Code, message: str) -> LogEntry:
+    return LogEntry(line, "warning", code.value, code.value, message)
+
+
+def _too_long(line: int, max_line_bytes: int) -> LogEntry:
+    return _error(
+        line,
+        Code.LINE_TOO_LONG,
+        f"The line is longer than the limit of {max_line_bytes:,} bytes, so it was not read.",
+    )
+
+
+def _bad_utf8(line: int, raw: bytes, exc: UnicodeDecodeError) -> LogEntry:
+    bad = raw[exc.start : exc.start + 1].hex()
+    return _error(
+        line,
+        Code.INVALID_UTF8,
+        f"The line is not valid UTF-8 text (byte 0x{bad} at position {exc.start}).",
+    )
+
+
+# --- time -------------------------------------------------------------------------------------
+
+_UTC: Final = UTC
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+MIN_TIME_US: Final = (datetime(1, 1, 1, tzinfo=_UTC) - _EPOCH) // _ONE_US
+MAX_TIME_US: Final = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=_UTC) - _EPOCH) // _ONE_US
+_FLOAT_LIMIT: Final = 1e20  # beyond any valid timestamp in seconds or milliseconds
+_NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INT_TEXT = re.compile(r"[+-]?\d{1,30}", re.ASCII)
+
+# Aware time strings already parsed -> microseconds. Imports are usually sorted by time and
+# repeat each second many times, so this answers most lines with one dict lookup. Cleared when
+# full (bounded memory, and cheap: a sorted import refills it with the seconds it needs next).
+_TIME_CACHE: dict[str, int] = {}
+_TIME_CACHE_MAX: Final = 1 << 16
+_CACHED_TEXT_MAX: Final = 64  # longer texts are never cached (the caches stay small)
+
+
+def _number_us(value: int | float) -> int | None:
+    """A UNIX timestamp in seconds or milliseconds -> microseconds, None if out of range."""
+    if type(value) is int:
+        us = value * 1000 if -MS_THRESHOLD < value < MS_THRESHOLD else value
+        us *= 1000
+    else:
+        if not -_FLOAT_LIMIT < value < _FLOAT_LIMIT:  # also NaN and infinities
+            return None
+        us = (
+            round(value * 1_000_000)
+            if -MS_THRESHOLD < value < MS_THRESHOLD
+            else round(value * 1000)
+        )
+    return us if MIN_TIME_US <= us <= MAX_TIME_US else None
+
+
+def _text_us(text: str) -> tuple[int, bool] | None:
+    """The general time parser: (microseconds, naive) or None."""
+    s = text.strip()
+    if not s or not s.isascii():
+        return None
+    if _NUMERIC.fullmatch(s):
+        us = _number_us(int(s)) if _INT_TEXT.fullmatch(s) else _number_us(float(s))
+        return None if us is None else (us, False)
+    if s[-1] == "z":
+        s = s[:-1] + "Z"
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    naive = dt.tzinfo is None
+    if naive:
+        dt = dt.replace(tzinfo=_UTC)
+    us = (dt - _EPOCH) // _ONE_US
+    if not MIN_TIME_US <= us <= MAX_TIME_US:
+        return None
+    return us, naive
+
+
+def parse_time(value: Any) -> tuple[int, bool] | None:
+    """A ``$time`` value -> (UTC microseconds since the epoch, was_naive), or None if invalid."""
+    tv = type(value)
+    if tv is str:
+        cached = _TIME_CACHE.get(value)
+        if cached is not None:
+            return cached, False
+        parsed = _text_us(value)
+        if parsed is not None and not parsed[1] and len(value) <= _CACHED_TEXT_MAX:
+            if len(_TIME_CACHE) >= _TIME_CACHE_MAX:
+                _TIME_CACHE.clear()
+            _TIME_CACHE[value] = parsed[0]
+        return parsed
+    if tv is int or tv is float:
+        us = _number_us(value)
+        return None if us is None else (us, False)
+    return None  # bool, null, object, array, anything else
+
+
+def _time_problem(value: Any, line: int) -> LogEntry:
+    if type(value) is str:
+        stripped = value.strip()
+        if not stripped:
+            detail = "is empty"
+        elif _NUMERIC.fullmatch(stripped) or _looks_iso(stripped):
+            detail = "is out of range (years 1 to 9999) or not a real date-time"
+        else:
+            detail = "is neither an ISO 8601 date-time nor a UNIX timestamp"
+    elif type(value) is int or type(value) is float:
+        detail = "is out of range (years 1 to 9999) as a UNIX timestamp in seconds or milliseconds"
+    else:
+        detail = f"is {_kind(value)}, not an ISO 8601 date-time string or a UNIX timestamp"
+    return _error(line, Code.INVALID_TIME, f'"$time" value {_show(value)} {detail}.')
+
+
+def _looks_iso(s: str) -> bool:
+    return len(s) >= 10 and s[:4].isdigit() and s[4] == "-"
+
+
+# --- fields -----------------------------------------------------------------------------------
+
+KNOWN_FIELDS: Final = frozenset(
+    {
+        "$time",
+        "$unique_id",
+        "$package",
+        "$tracking_pixel",
+        "$pixel",
+        "$version",
+        "$type",
+        "$remote_address",
+        "$user_agent",
+        "$domain",
+        "$referrer",
+        "$referer",
+        "$headers",
+    }
+)
+# Known fields whose JSON numbers are taken as their text (an id like 3 or a version like 1.5).
+_RARE: Final = KNOWN_FIELDS - {
+    "$time",
+    "$unique_id",
+    "$version",
+    "$type",
+    "$remote_address",
+    "$user_agent",
+}
+_NUMBER_OK: Final = frozenset({"$unique_id", "$package", "$tracking_pixel", "$pixel", "$version"})
+_MISSING: Final[Any] = object()
+
+
+def _number_text(value: int | float) -> str:
+    if type(value) is int:
+        return str(value)
+    return orjson.dumps(value).decode()
+
+
+def _field(key: str, value: Any, line: int, entries: list[LogEntry]) -> str | None:
+    """Slow path of a known string field whose value is not a string."""
+    tv = type(value)
+    if (tv is int or (tv is float and math.isfinite(value))) and key in _NUMBER_OK:
+        return _number_text(value)
+    entries.append(
+        _warning(
+            line,
+            Code.INVALID_FIELD,
+            f'"{key}" should be a string but is {_kind(value)} ({_show(value)}); it was ignored.',
+        )
+    )
+    return None
+
+
+def _header_text(value: Any) -> str | None:
+    tv = type(value)
+    if tv is str:
+        return value  # type: ignore[no-any-return]
+    if tv is int or (tv is float and math.isfinite(value)):
+        return _number_text(value)
+    return None
+
+
+def _headers(value: Any, line: int, entries: list[LogEntry]) -> list[tuple[str, str]] | None:
+    out: list[tuple[str, str]] = []
+    problem = None
+    if type(value) is list:
+        for item in value:
+            if type(item) is not dict:
+                problem = f"an item is {_kind(item)}, not an object"
+                break
+            name = item.get("name")
+            text = _header_text(item.get("value"))
+            if type(name) is not str or text is None:
+                problem = f'the item {_show(item)} lacks a string "name" and "value"'
+                break
+            out.append((name, text))
+    elif type(value) is dict:
+        for name, raw in value.items():
+            text = _header_text(raw)
+            if text is None:
+                problem = f"the value of header {_show(name)} is {_kind(raw)}"
+                break
+            out.append((name, text))
+    else:
+        problem = f"it is {_kind(value)}"
+    if problem is not None:
+        entries.append(
+            _warning(
+                line,
+                Code.INVALID_FIELD,
+                '"$headers" should be an array of {"name": …, "value": …} objects or an object '
+                f"of names to values, but {problem}; it was ignored.",
+            )
+        )
+        return None
+    return out or None
+
+
+def _unique_id(value: Any, line: int, entries: list[LogEntry]) -> str | None:
+    tv = type(value)
+    if tv is int or (tv is float and math.isfinite(value)):
+        value = _number_text(value)
+    elif tv is not str:
+        entries.append(
+            _error(
+                line,
+                Code.INVALID_UNIQUE_ID,
+                f'"$unique_id" must be a string but is {_kind(value)} ({_show(value)}).',
+            )
+        )
+        return None
+    if not value:
+        entries.append(_error(line, Code.INVALID_UNIQUE_ID, '"$unique_id" is an empty string.'))
+        return None
+    if len(value) > MAX_UNIQUE_ID_CHARS:
+        entries.append(
+            _error(
+                line,
+                Code.INVALID_UNIQUE_ID,
+                f'"$unique_id" is {len(value):,} characters long; at most '
+                f"{MAX_UNIQUE_ID_CHARS} are allowed ({_show(value)}).",
+            )
+        )
+        return None
+    return value  # type: ignore[no-any-return]
+
+
+# --- custom variables -------------------------------------------------------------------------
+
+_QUOTED: dict[str, str] = {}  # short texts already quoted (repeated values, nested names)
+_QUOTED_MAX: Final = 4096
+_NAMES: dict[str, str] = {}  # top-level custom variable name -> its quoted "name="
+_NAMES_MAX: Final = 4096
+
+
+def _quote(text: str) -> str:
+    """``urllib.parse.quote_plus(text, safe="")``, with cheap paths for the common cases."""
+    if text.isalnum() and text.isascii():
+        return text
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = quote_plus(text, safe="")
+        if len(text) <= _CACHED_TEXT_MAX:
+            if len(_QUOTED) >= _QUOTED_MAX:
+                _QUOTED.clear()
+            _QUOTED[text] = quoted
+    return quoted
+
+
+def _variable_text(value: Any) -> str | None:
+    """A non-object custom variable value as text; None for null (skipped)."""
+    tv = type(value)
+    if tv is str:
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return None
+    if tv is bool:
+        return "true" if value else "false"
+    if tv is int:
+        return str(value)
+    if tv is float:
+        return orjson.dumps(value).decode() if math.isfinite(value) else repr(value)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
+def _flatten(prefix: str, value: dict[str, Any], parts: list[str]) -> None:
+    """Nested objects as ``a.b`` names, depth first in input order (iterative: no recursion
+    limit, whatever the nesting depth)."""
+    stack = [(prefix, iter(value.items()))]
+    while stack:
+        name, items = stack[-1]
+        for key, item in items:
+            full = f"{name}.{key}"
+            if type(item) is dict:
+                stack.append((full, iter(item.items())))
+                break
+            text = _variable_text(item)
+            if text is not None:
+                parts.append(_quote(full) + "=" + _quote(text))
+        else:
+            stack.pop()
+
+
+# --- one record -------------------------------------------------------------------------------
+
+
+def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEvent | None:
+    """Decode one object, appending log entries; None when the line has an error.
+
+    Consumes ``obj``: known fields are popped, so what is left are the custom variables (and
+    unknown ``$`` fields). Popping costs what ``get`` would, and spares a second pass over
+    the known keys.
+    """
+    pop = obj.pop
+    failed = False
+
+    t = pop("$time", _MISSING)
+    us = _TIME_CACHE.get(t) if type(t) is str else None
+    if us is None:
+        if t is _MISSING:
+            entries.append(
+                _error(line, Code.MISSING_TIME, 'The required field "$time" is missing.')
+            )
+            failed = True
+        else:
+            parsed = parse_time(t)
+            if parsed is None:
+                entries.append(_time_problem(t, line))
+                failed = True
+            else:
+                us = parsed[0]
+                if parsed[1]:
+                    entries.append(
+                        _warning(
+                            line,
+                            Code.NAIVE_TIME,
+                            f'"$time" value {_show(t)} has no time zone; it was taken as UTC.',
+                        )
+                    )
+
+    uid = pop("$unique_id", None)
+    if uid is not None and (type(uid) is not str or not 0 < len(uid) <= MAX_UNIQUE_ID_CHARS):
+        uid = _unique_id(uid, line, entries)
+        if uid is None:
+            failed = True
+    version = pop("$version", None)
+    if version is not None and type(version) is not str:
+        version = _field("$version", version, line, entries)
+    type_ = pop("$type", None)
+    if type_ is not None and type(type_) is not str:
+        type_ = _field("$type", type_, line, entries)
+    remote = pop("$remote_address", None)
+    if remote is not None and type(remote) is not str:
+        remote = _field("$remote_address", remote, line, entries)
+    agent = pop("$user_agent", None)
+    if agent is not None and type(agent) is not str:
+        agent = _field("$user_agent", agent, line, entries)
+    if obj and not _RARE.isdisjoint(obj):  # one C-level test spares seven pops
+        package = pop("$package", None)
+        if package is not None and type(package) is not str:
+            package = _field("$package", package, line, entries)
+        pixel = pop("$tracking_pixel", None)
+        if pixel is not None and type(pixel) is not str:
+            pixel = _field("$tracking_pixel", pixel, line, entries)
+        alias = pop("$pixel", None)
+        if alias is not None and pixel is None:
+            pixel = alias if type(alias) is str else _field("$pixel", alias, line, entries)
+        domain = pop("$domain", None)
+        if domain is not None and type(domain) is not str:
+            domain = _field("$domain", domain, line, entries)
+        referer = pop("$referrer", None)
+        if referer is not None and type(referer) is not str:
+            referer = _field("$referrer", referer, line, entries)
+        alias = pop("$referer", None)
+        if alias is not None and referer is None:
+            referer = alias if type(alias) is str else _field("$referer", alias, line, entries)
+        headers = pop("$headers", None)
+        if headers is not None:
+            headers = _headers(headers, line, entries)
+    else:
+        package = pixel = domain = referer = headers = None
+
+    variables = None
+    if obj:  # custom variables (and unknown $ fields) are what is left
+        parts: list[str] = []
+        unknown: list[str] | None = None
+        for key, value in obj.items():
+            name = _NAMES.get(key)
+            if name is None:
+                if key[:1] == "$":
+                    if unknown is None:
+                        unknown = [key]
+                    else:
+                        unknown.append(key)
+                    continue
+                name = _quote(key) + "="
+                if len(key) <= _CACHED_TEXT_MAX:
+                    if len(_NAMES) >= _NAMES_MAX:
+                        _NAMES.clear()
+                    _NAMES[key] = name
+            if type(value) is str:
+                parts.append(
+                    name + value if value.isalnum() and value.isascii() else name + _quote(value)
+                )
+            elif type(value) is dict:
+                _flatten(key, value, parts)
+            else:
+                text = _variable_text(value)
+                if text is not None:
+                    parts.append(name + _quote(text))
+        if parts:
+            variables = "&".join(parts)
+        if unknown is not None:
+            names = ", ".join(_show(k) for k in sorted(unknown))
+            entries.append(
+                _warning(
+                    line,
+                    Code.UNKNOWN_FIELD,
+                    f"Unknown field{'s' if len(unknown) > 1 else ''} {names} ignored "
+                    '(names starting with "$" are reserved for fields eventport knows).',
+                )
+            )
+
+    if failed or us is None:
+        return None
+    return ParsedEvent(
+        line,
+        us,
+        uid,
+        package,
+        pixel,
+        version,
+        type_,
+        remote,
+        agent,
+        domain,
+        referer,
+        headers,
+        variables,
+    )
+
+
+def decode_object(obj: dict[str, Any], line: int) -> tuple[ParsedEvent | None, list[LogEntry]]:
+    """The meaning of one record (an NDJSON object, or a CSV row as a dict of strings).
+
+    ``obj`` is not changed.
+    """
+    entries: list[LogEntry] = []
+    return _decode(dict(obj), line, entries), entries
+
+
+# --- whole chunks -----------------------------------------------------------------------------
+
+
+def _json_problem(line: int, raw: bytes, exc: orjson.JSONDecodeError) -> LogEntry:
+    try:
+        raw.decode()
+    except UnicodeDecodeError as bad:
+        return _bad_utf8(line, raw, bad)
+    return _error(
+        line,
+        Code.INVALID_JSON,
+        f"The line is not valid JSON ({exc.msg} at character {exc.pos}): {_show_bytes(raw)}",
+    )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_fallback(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """Valid JSON orjson refuses: a number too large for a double (1e400). The standard
+    library reads it as infinity, so the field it is in gets its own, clearer message."""
+    if "infinity" not in exc.msg:
+        return None
+    try:
+        obj = json.loads(raw, parse_constant=_no_constants)
+        json.dumps(obj, ensure_ascii=False).encode()  # refuse lone surrogates, as orjson does
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
+        return None
+    return obj
+
+
+def without_nul(value: Any) -> Any:
+    """Text with U+0000 replaced by U+FFFD: PostgreSQL cannot store NUL, so neither store does.
+
+    Only lines whose raw bytes contain an escaped NUL come here, so the common case pays one
+    substring search per line.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+def decode_ndjson(
+    lines: list[tuple[int, bytes | None]], *, max_line_bytes: int = MAX_LINE_BYTES
+) -> tuple[list[ParsedEvent], list[LogEntry]]:
+    """Decode NDJSON lines: (1-based line number, raw bytes, or None for a line over the limit).
+
+    Blank lines are skipped without an entry. ``max_line_bytes`` only words the message.
+    """
+    events: list[ParsedEvent] = []
+    entries: list[LogEntry] = []
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    append = events.append
+    for line, raw in lines:
+        if raw is None:
+            entries.append(_too_long(line, max_line_bytes))
+            continue
+        try:
+            obj = loads(raw)
+        except decode_error as exc:
+            if raw.isspace() or not raw:
+                continue
+            obj = _json_fallback(raw, exc)
+            if obj is None:
+                entries.append(_json_problem(line, raw, exc))
+                continue
+        if b"\\u0000" in raw:
+            obj = without_nul(obj)
+        if type(obj) is not dict:
+            entries.append(
+                _error(
+                    line,
+                    Code.NOT_AN_OBJECT,
+                    f"The line is {_kind(obj)} ({_show(obj)}), not a JSON object.",
+                )
+            )
+            continue
+        event = _decode(obj, line, entries)
+        if event is not None:
+            append(event)
+    return events, entries
+
+
+_ROW_PROBLEMS: Final = {
+    Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
+    Code.INVALID_CSV: (
+        "The row is not valid CSV (a carriage return outside quotes, or text after a quoted value)."
+    ),
+}
+
+
+def decode_csv(
+    header: list[str],
+    rows: list[tuple[int, CsvCells]],
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> tuple[list[ParsedEvent], list[LogEntry]]:
+    """Decode CSV rows (line number where the record starts, cells) by the header's names."""
+    names = [name.strip() for name in header]
+    width = len(names)
+    unnamed = [i for i, name in enumerate(names) if not name]
+    events: list[ParsedEvent] = []
+    entries: list[LogEntry] = []
+    for line, cells in rows:
+        if not isinstance(cells, list):
+            if cells == Code.LINE_TOO_LONG:
+                entries.append(_too_long(line, max_line_bytes))
+            else:
+                problem = _ROW_PROBLEMS.get(cells, "The row could not be read.")
+                entries.append(_error(line, cells, problem))
+            continue
+        if any("\x00" in cell for cell in cells):
+            cells = without_nul(cells)
+        obj: dict[str, Any] = {name: cell for name, cell in zip(names, cells, strict=False) if cell}
+        when = obj.get("$time")
+        if (when is None or when.isspace()) and all(not c or c.isspace() for c in cells):
+            continue  # blank row
+        extra = [cell for cell in cells[width:] if cell]
+        if unnamed:
+            obj.pop("", None)
+            extra.extend(cells[i] for i in unnamed if i < len(cells) and cells[i])
+        if extra:
+            entries.append(
+                _warning(
+                    line,
+                    Code.EXTRA_CELLS,
+                    f"{len(extra)} cell{'s' if len(extra) > 1 else ''} without a column name "
+                    f"({', '.join(_show(c) for c in extra[:3])}"
+                    f"{', …' if len(extra) > 3 else ''}) ignored.",
+                )
+            )
+        text = obj.get("$headers")
+        if text is not None:
+            try:
+                decoded = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(decoded) is list or type(decoded) is dict:
+                    obj["$headers"] = decoded
+        event = _decode(obj, line, entries)
+        if event is not None:
+            events.append(event)
+    return events, entries

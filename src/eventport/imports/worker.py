@@ -1,0 +1,307 @@
+"""Import workers: claim an import under a lease, process it batch by batch, checkpointing.
+
+Each committed batch carries its checkpoint in the same event-store transaction, so a worker
+killed at any point loses nothing and doubles nothing: whoever claims the import next (after the
+lease runs out) resumes at the last checkpoint. Log entries are written before their batch and
+are idempotent, so a replayed batch adds none twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+from eventport.control import imports as control_imports
+from eventport.control.database import ControlDatabase
+from eventport.control.models import Account, Import, Package, TrackingPixel
+from eventport.control.packages import access_to
+from eventport.control.pixels import access_to_pixel
+from eventport.domain.access import Access
+from eventport.events.schema import Checkpoint
+from eventport.events.store import EventStore
+from eventport.imports.formats import InputUnusable, iter_chunks
+from eventport.imports.pipeline import Lookups, Target, build_batch
+from eventport.imports.records import LogEntry, decode_csv, decode_ndjson
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+ABORT_POLL_SECONDS = 0.25
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _entry(entry: LogEntry) -> dict[str, object]:
+    row = asdict(entry)
+    row["line"] = row["line"] or 0
+    return row
+
+
+class Heartbeat:
+    """Renews the lease in the background and notices an abort or a lost lease within ~0.25 s."""
+
+    def __init__(self, control: ControlDatabase, import_id: str, worker: str, lease: timedelta):
+        self.control, self.import_id, self.worker, self.lease = control, import_id, worker, lease
+        self.stop = threading.Event()  # set: the import must stop (abort, or lease lost)
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{import_id[:8]}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        renew_every = self.lease.total_seconds() / 3
+        waited = 0.0
+        while not self._done.wait(ABORT_POLL_SECONDS):
+            waited += ABORT_POLL_SECONDS
+            try:
+                with self.control.session() as s:
+                    if waited >= renew_every:
+                        waited = 0.0
+                        alive = control_imports.renew_lease(
+                            s, self.import_id, self.worker, self.lease
+                        )
+                    else:
+                        alive = control_imports.still_wanted(s, self.import_id, self.worker)
+            except Exception:  # a blip in the control store: try again next tick
+                log.warning("heartbeat for import %s failed", self.import_id, exc_info=True)
+                continue
+            if not alive:
+                self.stop.set()
+                return
+
+
+class ImportWorker:
+    def __init__(
+        self,
+        control: ControlDatabase,
+        events: EventStore,
+        *,
+        lease: timedelta,
+        name: str | None = None,
+        chunk_lines: int | None = None,
+    ) -> None:
+        self.control = control
+        self.events = events
+        self.lease = lease
+        self.name = name or worker_name()
+        # Big enough batches let DuckDB skip its write-ahead log (bench/event_store.py).
+        self.chunk_lines = chunk_lines or events.capabilities.preferred_batch_rows
+        self.stopping = threading.Event()
+
+    def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Work until ``stop`` is set; idle workers look for new imports twice a second."""
+        self.stopping = stop
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("import worker %s: unexpected error", self.name)
+                worked = False
+            if not worked:
+                if wake is not None:
+                    wake.wait(0.5)
+                    wake.clear()
+                else:
+                    stop.wait(0.5)
+
+    def run_once(self) -> bool:
+        """Claim and process one import; False when there was nothing to claim."""
+        with self.control.session() as s:
+            row = control_imports.claim_next(s, self.name, self.lease)
+        if row is None:
+            return False
+        if row.attempts > MAX_ATTEMPTS:
+            self._finish(row, "failed", f"gave up after {MAX_ATTEMPTS} attempts")
+            return True
+        try:
+            self.process(row)
+        except InputUnusable as exc:
+            self._log(
+                row.id,
+                [
+                    LogEntry(
+                        None,
+                        "error",
+                        "failed-to-decode",
+                        "input-unusable",
+                        f"the import cannot be read: {exc.reason}",
+                    )
+                ],
+            )
+            self._finish(row, "failed", exc.reason)
+        return True
+
+    # --- one import ---------------------------------------------------------------------------
+
+    def process(self, row: Import) -> None:
+        checkpoint = self.events.checkpoint(row.id)
+        if checkpoint is not None:  # resuming: the control store may lag the last commit
+            self._record(row, checkpoint)
+        else:
+            checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0)
+        target = Target(row.target, row.package_id, row.pixel_id)
+        lookups = self._lookups(row)
+        is_csv = row.format == "csv"
+        with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
+            chunks = iter_chunks(
+                Path(row.spool_path),
+                gzip=row.compression == "gzip",
+                fmt="csv" if is_csv else "ndjson",
+                start_line=checkpoint.line,
+                start_offset=checkpoint.offset,
+                chunk_lines=self.chunk_lines,
+            )
+            for chunk in chunks:
+                if heartbeat.stop.is_set():
+                    break
+                if self.stopping.is_set():  # shutting down: hand the import back at once
+                    with self.control.session() as s:
+                        control_imports.release(s, row.id, self.name)
+                    return
+                if is_csv:
+                    events, entries = decode_csv(chunk.header, chunk.rows)
+                else:
+                    events, entries = decode_ndjson(chunk.lines)
+                result = build_batch(
+                    events,
+                    entries,
+                    import_id=row.id,
+                    owner_id=row.owner_id,
+                    target=target,
+                    lookups=lookups,
+                )
+                checkpoint = Checkpoint(
+                    import_id=row.id,
+                    line=chunk.next_line,
+                    offset=chunk.next_offset,
+                    source_offset=chunk.source_offset,
+                    events_total=checkpoint.events_total + result.imported + result.failed,
+                    imported=checkpoint.imported + result.imported,
+                    failed=checkpoint.failed + result.failed,
+                    warnings=checkpoint.warnings + result.warnings,
+                )
+                progress = {
+                    "line": chunk.next_line - 1,
+                    "level": "info",
+                    "type": "progress",
+                    "code": "progress",
+                    "message": f"{checkpoint.imported} events imported, {checkpoint.failed} "
+                    f"failed, up to line {chunk.next_line - 1}",
+                    "events_count": checkpoint.imported,
+                    "failed_events_count": checkpoint.failed,
+                }
+                self._log(row.id, result.logs, progress)
+                self.events.write_batch(row.owner_id, result.batch, checkpoint)
+                if not self._record(row, checkpoint):
+                    return  # the lease went to another worker: it carries on from here
+        if heartbeat.stop.is_set():
+            with self.control.session() as s:
+                aborted = control_imports.abort_was_requested(s, row.id)
+            if aborted:
+                self._finish(row, "aborted")
+            return
+        self._finish(row, "done")
+
+    def _lookups(self, row: Import) -> Lookups:
+        """Who may write where, asked of the control store once per distinct value."""
+
+        def package(ref: str) -> str | None:
+            with self.control.session() as s:
+                importer = s.get(Account, row.created_by)
+                try:
+                    found = s.get(Package, str(uuid.UUID(ref)))
+                except ValueError:
+                    return None
+                if found is None or importer is None or found.owner_id != row.owner_id:
+                    return None
+                return found.id if access_to(s, importer, found) >= Access.ADMIN else None
+
+        def pixel(ref: str) -> str | None:
+            with self.control.session() as s:
+                importer = s.get(Account, row.created_by)
+                try:
+                    found = s.get(TrackingPixel, str(uuid.UUID(ref)))
+                except ValueError:
+                    return None
+                if found is None or importer is None or found.owner_id != row.owner_id:
+                    return None
+                return found.id if access_to_pixel(s, importer, found) >= Access.ADMIN else None
+
+        def existing(ids: Sequence[str]) -> set[str]:
+            return self.events.existing_ids(row.owner_id, ids) if ids else set()
+
+        return Lookups(package=package, pixel=pixel, existing_ids=existing)
+
+    def _log(self, import_id: str, entries: list[LogEntry], *extra: dict[str, object]) -> None:
+        with self.control.session() as s:
+            control_imports.write_logs(s, import_id, [*(_entry(e) for e in entries), *extra])
+
+    def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
+        progress = control_imports.Progress(
+            lines_processed=checkpoint.line - 1,
+            bytes_processed=checkpoint.source_offset,
+            events_total=checkpoint.events_total,
+            imported=checkpoint.imported,
+            failed=checkpoint.failed,
+            warnings=checkpoint.warnings,
+        )
+        with self.control.session() as s:
+            return control_imports.record_progress(s, row.id, self.name, progress)
+
+    def _finish(self, row: Import, state: str, reason: str | None = None) -> None:
+        with self.control.session() as s:
+            finished = control_imports.finish(s, row.id, self.name, state, reason)
+        if finished:
+            Path(row.spool_path).unlink(missing_ok=True)
+
+
+class WorkerPool:
+    """``count`` worker threads sharing one control store and one event store."""
+
+    def __init__(
+        self, control: ControlDatabase, events: EventStore, *, count: int, lease: timedelta
+    ) -> None:
+        self.workers = [ImportWorker(control, events, lease=lease) for _ in range(count)]
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        if self.workers:
+            # The import keeps many small objects alive per batch; the default thresholds make
+            # the cyclic GC run constantly (15-20% of parse time, measured by bench/parse.py).
+            gc.set_threshold(50_000, 20, 100)
+        for worker in self.workers:
+            thread = threading.Thread(
+                target=worker.run, args=(self._stop, self._wake), name=worker.name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """A new import is waiting: idle workers look now rather than at their next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)

@@ -1,0 +1,239 @@
+"""kill -9 a server in the middle of an import; the restarted server finishes it exactly.
+
+The same file is imported, uninterrupted, for a second owner; both owners must end with the
+same counts, the same log and the same stored events: nothing lost, nothing doubled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from eventport.events.store import open_event_store
+from tests.acceptance.test_cli import EVENTPORT
+from tests.conftest import free_port
+
+LINES = 300_000
+
+
+def make_file(path: Path) -> None:
+    """Valid events with and without $unique_id, reused ids, and broken lines, in one file."""
+    rng = random.Random(3)
+    with path.open("wb") as out:
+        for line in range(1, LINES + 1):
+            roll = rng.random()
+            if roll < 0.01:
+                out.write(b'{"$time": "not a time"}\n')
+            elif roll < 0.02:
+                out.write(b'{"$time": 1717459200, "$unique_id": "reused-%d"}\n' % (line % 50))
+            elif roll < 0.10:
+                out.write(b'{"$time": %d, "n": %d}\n' % (1717459200 + line, line))
+            else:
+                event = {
+                    "$time": 1717459200 + line,
+                    "$unique_id": f"u{line}",
+                    "$version": "1.0",
+                    "$remote_address": "10.0.0.1",
+                    "plan": rng.choice(["pro", "free"]),
+                }
+                out.write(orjson.dumps(event) + b"\n")
+
+
+class Serve:
+    """``eventport serve`` as a real process we may kill."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [EVENTPORT, "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def env(tmp_path: Path, backend: str) -> dict[str, str]:
+    values = {
+        **os.environ,
+        "EVENTPORT_DATA_DIR": str(tmp_path / "data"),
+        "EVENTPORT_WORKERS": "1",
+        "EVENTPORT_LEASE_SECONDS": "2",
+        "EVENTPORT_LOG_LEVEL": "warning",
+    }
+    values.pop("EVENTPORT_DATABASE_URL", None)
+    if backend.startswith("postgresql"):
+        values["EVENTPORT_DATABASE_URL"] = backend
+    return values
+
+
+@pytest.fixture
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[Serve]:
+    server = Serve(env, tmp_path / "serve.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def user(env: dict[str, str], name: str) -> str:
+    result = subprocess.run(
+        [EVENTPORT, "users", "create", name, "--email", f"{name}@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout.split()[-1]
+
+
+def upload(url: str, token: str, owner: str, path: Path) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    package = client.post(f"/v2/packages/{owner}", json={"name": "widget", "type": "npm"}).json()
+    with path.open("rb") as body:
+        started = client.post(
+            f"/v2/packages/{owner}/{package['id']}/import",
+            content=body,
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    assert started.status_code == 200, started.text
+    return client, started.json()["id"]
+
+
+def wait_done(client: httpx.Client, owner: str, import_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status: dict[str, Any] = client.get(f"/v2/imports/{owner}/{import_id}").json()
+        if status["status"] != "importing":
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"import never finished: {status}")
+
+
+def comparable(status: dict[str, Any]) -> tuple[int, ...]:
+    return (
+        status["events_total"],
+        status["events_successfully_imported"],
+        status["events_failed_to_import"],
+        status["warnings_total"],
+    )
+
+
+def test_kill_9_mid_import_then_resume(serve: Serve, env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "events.ndjson"
+    make_file(data)
+    victim_token, calm_token = user(env, "victim"), user(env, "calm")
+
+    victim, victim_import = upload(serve.url, victim_token, "victim", data)
+    deadline = time.monotonic() + 120
+    while True:  # kill once the first batches are committed, well before the end
+        status = victim.get(f"/v2/imports/victim/{victim_import}").json()
+        if 0 < status["events_total"] < LINES:
+            break
+        assert status["status"] == "importing", status
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    serve.kill()
+    victim.close()
+
+    serve.start()  # the same data; the dead worker's lease runs out, and the import resumes
+    victim = httpx.Client(
+        base_url=serve.url, headers={"Authorization": f"Bearer {victim_token}"}, timeout=120
+    )
+    resumed = wait_done(victim, "victim", victim_import)
+    calm, calm_import = upload(serve.url, calm_token, "calm", data)
+    uninterrupted = wait_done(calm, "calm", calm_import)
+
+    assert resumed["status"] == uninterrupted["status"] == "done"
+    assert comparable(resumed) == comparable(uninterrupted)
+    assert resumed["events_total"] == LINES
+    logs = []
+    for client, owner, import_id in (
+        (victim, "victim", victim_import),
+        (calm, "calm", calm_import),
+    ):
+        lines = client.get(f"/v2/imports/{owner}/{import_id}/log").text.splitlines()
+        entries = [orjson.loads(line) for line in lines]
+        logs.append([(e.get("line"), e["code"]) for e in entries if e["type"] != "progress"])
+    assert logs[0] == logs[1]
+    victim.close()
+    calm.close()
+    serve.stop()
+
+    store = open_event_store(env.get("EVENTPORT_DATABASE_URL"), Path(env["EVENTPORT_DATA_DIR"]))
+    try:
+        owners = _owner_ids(env)
+        stored = []
+        for owner in ("victim", "calm"):
+            rows = store.rows(owners[owner])
+            stored.append(
+                sorted(
+                    (
+                        r["id"].split(":")[-1] if ":" in r["id"] else r["id"],
+                        r["line"],
+                        r["time"],
+                        r["version"],
+                        r["variables"],
+                    )
+                    for r in rows
+                )
+            )
+    finally:
+        store.close()
+    assert len(stored[0]) == len(stored[1]) > 0
+    assert stored[0] == stored[1]
+
+
+def _owner_ids(env: dict[str, str]) -> dict[str, str]:
+    from eventport.control.accounts import account_by_name
+    from eventport.control.database import ControlDatabase
+    from eventport.settings import Settings
+
+    settings = Settings(
+        data_dir=Path(env["EVENTPORT_DATA_DIR"]), database_url=env.get("EVENTPORT_DATABASE_URL")
+    )
+    db = ControlDatabase(settings.resolved_database_url())
+    try:
+        with db.session() as s:
+            result = {}
+            for name in ("victim", "calm"):
+                account = account_by_name(s, name)
+                assert account is not None
+                result[name] = account.id
+            return result
+    finally:
+        db.dispose()

@@ -1,0 +1,64 @@
+"""`eventport worker` as a process of its own: the way to scale out on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.test_cli import EVENTPORT
+from tests.acceptance.test_crash_recovery import Serve, upload, user, wait_done
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path, backend: str) -> dict[str, str]:
+    if not backend.startswith("postgresql"):
+        pytest.skip("separate worker processes share the store through PostgreSQL")
+    return {
+        **os.environ,
+        "EVENTPORT_DATA_DIR": str(tmp_path / "data"),
+        "EVENTPORT_DATABASE_URL": backend,
+        "EVENTPORT_LEASE_SECONDS": "2",
+        "EVENTPORT_LOG_LEVEL": "warning",
+    }
+
+
+def test_separate_worker_processes_share_the_work(pg_env: dict[str, str], tmp_path: Path) -> None:
+    serve = Serve({**pg_env, "EVENTPORT_WORKERS": "0"}, tmp_path / "serve.log")
+    serve.start()
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        token = user(pg_env, "wendy")
+        data = tmp_path / "events.ndjson"
+        data.write_bytes(
+            b"".join(b'{"$time":%d,"$unique_id":"e%d"}\n' % (i, i) for i in range(1, 20_001))
+        )
+        client, first = upload(serve.url, token, "wendy", data)
+        time.sleep(1)
+        waiting = client.get(f"/v2/imports/wendy/{first}").json()
+        assert waiting["state"] == "waiting"  # the server itself runs no worker
+        with (tmp_path / "workers.log").open("ab") as output:
+            for _ in range(2):
+                workers.append(
+                    subprocess.Popen(
+                        [EVENTPORT, "worker", "--workers", "1"],
+                        env=pg_env,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        done = wait_done(client, "wendy", first)
+        assert (done["status"], done["events_successfully_imported"]) == ("done", 20_000)
+        client.close()
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            assert process.wait(timeout=30) == 0
+        serve.stop()
+    log = (tmp_path / "workers.log").read_text()
+    assert log.count("import worker(s) running") == 2

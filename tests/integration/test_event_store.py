@@ -1,0 +1,453 @@
+"""The event store: the same tests on DuckDB (the ``sqlite`` backend) and on PostgreSQL.
+
+The ``backend`` parameter names the control-store backend; the event store follows it the way
+the server does: embedded DuckDB beside SQLite, PostgreSQL beside PostgreSQL. Backend-specific
+behaviour is selected through the store's capability flags, never by asking for the backend.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, empty_batch
+from eventport.events.store import (
+    CHECKPOINTS_TABLE,
+    EVENTS_TABLE,
+    EventStore,
+    EventStoreError,
+    is_postgres_url,
+    libpq_url,
+    open_event_store,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T0 = 1_700_000_000_123_456  # 2023-11-14T22:13:20.123456Z
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass
+class Opener:
+    """Opens event stores on the test's backend; closes them all after the test."""
+
+    url: str | None
+    data_dir: Path
+    opened: list[EventStore] = field(default_factory=list)
+
+    def __call__(self) -> EventStore:
+        store = open_event_store(self.url, self.data_dir)
+        self.opened.append(store)
+        return store
+
+
+def _drop_event_tables(url: str) -> None:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {EVENTS_TABLE}, {CHECKPOINTS_TABLE} CASCADE")
+
+
+@pytest.fixture
+def open_store(backend: str, tmp_path: Path) -> Iterator[Opener]:
+    url = backend if is_postgres_url(backend) else None
+    if url is not None:  # the session's database: start from no event tables
+        _drop_event_tables(url)
+    opener = Opener(url, tmp_path / "data")
+    yield opener
+    for store in opener.opened:
+        store.close()
+    if url is not None:  # and leave none behind (the migration tests compare the schema)
+        _drop_event_tables(url)
+
+
+@pytest.fixture
+def event_store(open_store: Opener) -> EventStore:
+    """An empty, set-up event store on the test's backend."""
+    return open_store()
+
+
+def make_batch(
+    ids: list[str],
+    *,
+    owner: str = "owner-a",
+    import_id: str = "import-1",
+    first_line: int = 1,
+    time: int = T0,
+    **columns: Any,
+) -> Batch:
+    """A batch of one event per id; ``columns`` gives one value for every row of a column."""
+    batch = empty_batch()
+    for offset, event_id in enumerate(ids):
+        values: dict[str, Any] = dict.fromkeys(COLUMN_NAMES)
+        values.update(
+            id=event_id,
+            owner_id=owner,
+            import_id=import_id,
+            line=first_line + offset,
+            time=time + offset,
+            type="download",
+        )
+        values.update(columns)
+        for name in COLUMN_NAMES:
+            batch[name].append(values[name])
+    return batch
+
+
+def checkpoint(import_id: str = "import-1", line: int = 1, **fields: int) -> Checkpoint:
+    values = {"offset": line * 100, "source_offset": line * 40, "events_total": line - 1}
+    values |= {"imported": line - 1, "failed": 0, "warnings": 0} | fields
+    return Checkpoint(import_id=import_id, line=line, **values)
+
+
+def expected_rows(batch: Batch) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(len(batch["id"])):
+        row = {name: batch[name][i] for name in COLUMN_NAMES}
+        row["time"] = EPOCH + timedelta(microseconds=row["time"])
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["import_id"], r["line"], r["id"]))
+
+
+def snapshot(store: EventStore, *owners: str) -> tuple[list[list[dict[str, Any]]], int]:
+    return [store.rows(owner) for owner in owners], store.count()
+
+
+# -- round trips ----------------------------------------------------------------------------------
+
+FULL_VALUES: dict[str, Any] = {
+    "text": 'Zürich ✓ 東京 🚀 "quoted", comma; back\\slash\ttab\nnewline',
+    "bigint": 2**53 + 1,
+    "integer": -(2**31),
+    "double": -33.868820123456789,
+    "boolean": True,
+}
+
+
+def test_every_column_round_trips_including_none_and_unicode(event_store: EventStore) -> None:
+    full: dict[str, Any] = {}
+    for column in COLUMNS:
+        if column.name not in ("id", "owner_id", "import_id", "line", "time"):
+            value = FULL_VALUES[column.type]
+            full[column.name] = f"{column.name}: {value}" if column.type == "text" else value
+    batch = make_batch(["évènement-1"], **full)
+    empties = make_batch(["", "ascii-2"], first_line=2, type=None)  # every nullable column None
+    odd = make_batch(["☃-3"], first_line=4, dnt=False, excluded=False, referer="", confidence=0.0)
+    for name in COLUMN_NAMES:
+        batch[name] += empties[name] + odd[name]
+    event_store.write_batch("owner-a", batch, checkpoint(line=5))
+
+    rows = event_store.rows("owner-a")
+    assert rows == expected_rows(batch)
+    assert rows[0]["headers"] == full["headers"]
+    assert (rows[1]["id"], rows[1]["type"], rows[1]["dnt"]) == ("", None, None)
+    assert (rows[3]["dnt"], rows[3]["referer"], rows[3]["confidence"]) == (False, "", 0.0)
+    assert [type(v) for v in rows[0].values()] == [
+        type(v) for v in expected_rows(batch)[0].values()
+    ]
+
+
+def test_time_keeps_microseconds_and_is_utc_even_far_from_now(event_store: EventStore) -> None:
+    moments = [
+        EPOCH,
+        EPOCH + timedelta(microseconds=1),
+        EPOCH - timedelta(microseconds=1),
+        datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2024, 3, 1, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1901, 6, 15, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2150, 3, 3, 3, 3, 3, 3, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+    ]
+    batch = make_batch([f"e{i}" for i in range(len(moments))])
+    batch["time"] = [micros(m) for m in moments]
+    event_store.write_batch("owner-a", batch, checkpoint())
+
+    times = [row["time"] for row in event_store.rows("owner-a")]
+    assert times == moments
+    assert all(t.utcoffset() == timedelta(0) for t in times)
+
+
+# -- replacement by id ----------------------------------------------------------------------------
+
+
+def test_reused_id_replaces_the_event_of_the_same_owner_only(event_store: EventStore) -> None:
+    other = make_batch(["shared"], owner="owner-b", import_id="import-b", version="b")
+    event_store.write_batch("owner-b", other, checkpoint("import-b"))
+    first = make_batch(["shared", "kept"], import_id="import-1", version="1")
+    event_store.write_batch("owner-a", first, checkpoint("import-1"))
+    again = make_batch(["shared"], import_id="import-2", first_line=7, version="2")
+    event_store.write_batch("owner-a", again, checkpoint("import-2"))
+
+    rows = {row["id"]: row for row in event_store.rows("owner-a")}
+    assert sorted(rows) == ["kept", "shared"]
+    assert (rows["shared"]["import_id"], rows["shared"]["line"]) == ("import-2", 7)
+    assert (rows["shared"]["version"], rows["kept"]["version"]) == ("2", "1")
+    assert event_store.rows("owner-b") == expected_rows(other)
+    assert event_store.count() == 3
+
+
+def test_existing_ids(event_store: EventStore) -> None:
+    assert event_store.existing_ids("owner-a", ["a", "b"]) == set()
+    ids = [f"id-{i:05d}" for i in range(20_000)]
+    event_store.write_batch("owner-a", make_batch(ids), checkpoint())
+    event_store.write_batch(
+        "owner-b", make_batch(["only-b"], owner="owner-b", import_id="b"), checkpoint("b")
+    )
+
+    asked = [*ids[::2], "nope", "only-b", "ID-00000"]
+    assert event_store.existing_ids("owner-a", asked) == set(ids[::2])
+    assert event_store.existing_ids("owner-b", ["only-b", "id-00000"]) == {"only-b"}
+    assert event_store.existing_ids("owner-c", ids[:10]) == set()
+    assert event_store.existing_ids("owner-a", []) == set()
+
+
+# -- atomicity ------------------------------------------------------------------------------------
+
+
+def test_a_failure_inside_the_transaction_leaves_nothing_behind(
+    event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event_store.write_batch("owner-a", make_batch(["a", "b"], version="1"), checkpoint(line=3))
+    before = snapshot(event_store, "owner-a")
+
+    def fail() -> None:
+        raise RuntimeError("disk on fire")
+
+    # The hook runs after the delete, the insert and the checkpoint upsert, before COMMIT.
+    monkeypatch.setattr(event_store, "_before_commit", fail)
+    replacing = make_batch(["b", "c", "d"], first_line=3, version="2")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        event_store.write_batch("owner-a", replacing, checkpoint(line=6))
+    assert snapshot(event_store, "owner-a") == before
+    assert event_store.checkpoint("import-1") == checkpoint(line=3)
+    assert event_store.existing_ids("owner-a", ["b", "c", "d"]) == {"b"}
+
+    monkeypatch.undo()  # the store is still usable, and the retry lands
+    event_store.write_batch("owner-a", replacing, checkpoint(line=6))
+    assert [r["version"] for r in event_store.rows("owner-a")] == ["1", "2", "2", "2"]
+    assert event_store.checkpoint("import-1") == checkpoint(line=6)
+
+
+def _uneven(batch: Batch) -> None:
+    batch["user_agent"].pop()
+
+
+def _missing(batch: Batch) -> None:
+    del batch["headers"]
+
+
+def _unknown(batch: Batch) -> None:
+    batch["ip"] = ["192.0.2.1"] * len(batch["id"])
+
+
+def _null_required(batch: Batch) -> None:
+    batch["line"][1] = None
+
+
+def _foreign_owner(batch: Batch) -> None:
+    batch["owner_id"][0] = "owner-b"
+
+
+def _time_out_of_range(batch: Batch) -> None:
+    batch["time"][0] = micros(datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)) + 1
+
+
+@pytest.mark.parametrize(
+    "spoil", [_uneven, _missing, _unknown, _null_required, _foreign_owner, _time_out_of_range]
+)
+def test_a_malformed_batch_is_refused_whole(event_store: EventStore, spoil: Any) -> None:
+    event_store.write_batch("owner-a", make_batch(["a", "b"]), checkpoint(line=3))
+    before = snapshot(event_store, "owner-a", "owner-b")
+    batch = make_batch(["b", "c"], first_line=3, version="2")
+    spoil(batch)
+    with pytest.raises(ValueError, match="batch"):
+        event_store.write_batch("owner-a", batch, checkpoint(line=5))
+    assert snapshot(event_store, "owner-a", "owner-b") == before
+    assert event_store.checkpoint("import-1") == checkpoint(line=3)
+
+
+def test_nul_in_text_round_trips_or_fails_the_whole_batch(event_store: EventStore) -> None:
+    event_store.write_batch("owner-a", make_batch(["a"], version="1"), checkpoint(line=2))
+    before = snapshot(event_store, "owner-a")
+    batch = make_batch(["a", "b"], version="2", user_agent="curl\x00/8")
+    if event_store.capabilities.text_allows_nul:
+        event_store.write_batch("owner-a", batch, checkpoint(line=4))
+        assert [r["user_agent"] for r in event_store.rows("owner-a")] == ["curl\x00/8"] * 2
+    else:  # the server refuses it mid-COPY, after the delete of "a": all of it must roll back
+        with pytest.raises(psycopg.Error):
+            event_store.write_batch("owner-a", batch, checkpoint(line=4))
+        assert snapshot(event_store, "owner-a") == before
+        assert event_store.checkpoint("import-1") == checkpoint(line=2)
+
+
+# -- checkpoints and counts -----------------------------------------------------------------------
+
+
+def test_checkpoint_upsert_and_read(event_store: EventStore) -> None:
+    assert event_store.checkpoint("import-1") is None
+    first = checkpoint(line=1, offset=0, source_offset=0)
+    event_store.write_batch("owner-a", empty_batch(), first)  # an empty batch still checkpoints
+    assert event_store.checkpoint("import-1") == first
+    assert event_store.count() == 0
+
+    later = Checkpoint("import-1", 50_001, 2**40, 2**33, 50_000, 49_990, 10, 3)
+    event_store.write_batch("owner-a", make_batch(["x"]), later)
+    other = replace(later, import_id="import-2", line=2)
+    event_store.write_batch("owner-a", make_batch(["y"], import_id="import-2"), other)
+    assert event_store.checkpoint("import-1") == later
+    assert event_store.checkpoint("import-2") == other
+    assert event_store.checkpoint("import-3") is None
+
+
+def test_counts_by_owner_and_import(event_store: EventStore) -> None:
+    event_store.write_batch(
+        "a", make_batch(["1", "2", "3"], owner="a", import_id="i1"), checkpoint("i1")
+    )
+    event_store.write_batch(
+        "a", make_batch(["4", "5"], owner="a", import_id="i2"), checkpoint("i2")
+    )
+    event_store.write_batch("b", make_batch(["1"], owner="b", import_id="i3"), checkpoint("i3"))
+
+    assert event_store.count() == 6
+    assert event_store.count(owner_id="a") == 5
+    assert event_store.count(owner_id="b") == 1
+    assert event_store.count(owner_id="c") == 0
+    assert event_store.count(import_id="i2") == 2
+    assert event_store.count(owner_id="a", import_id="i1") == 3
+    assert event_store.count(owner_id="b", import_id="i1") == 0
+
+
+# -- life cycle -----------------------------------------------------------------------------------
+
+
+def test_setup_twice_is_harmless(event_store: EventStore) -> None:
+    event_store.write_batch("owner-a", make_batch(["a", "b"]), checkpoint(line=3))
+    event_store.setup()
+    event_store.setup()
+    assert event_store.count() == 2
+    assert event_store.checkpoint("import-1") == checkpoint(line=3)
+    event_store.write_batch("owner-a", make_batch(["b", "c"], first_line=3), checkpoint(line=5))
+    assert [r["id"] for r in event_store.rows("owner-a")] == ["a", "b", "c"]
+
+
+def test_reopening_keeps_events_and_checkpoints(open_store: Opener) -> None:
+    store = open_store()
+    batch = make_batch([f"e{i}" for i in range(1000)], referer="https://example.com/ü")
+    store.write_batch("owner-a", batch, checkpoint(line=1001))
+    store.close()
+    with pytest.raises(EventStoreError, match="closed"):
+        store.count()
+
+    reopened = open_store()
+    assert reopened.rows("owner-a") == expected_rows(batch)
+    assert reopened.checkpoint("import-1") == checkpoint(line=1001)
+    assert reopened.existing_ids("owner-a", ["e0", "e999", "e1000"]) == {"e0", "e999"}
+
+
+def test_threads_write_at_once(event_store: EventStore) -> None:
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for b in range(5):
+                ids = [f"t{n}-b{b}-{i}" for i in range(200)]
+                batch = make_batch(ids, import_id=f"imp-{n}", first_line=b * 200 + 1)
+                event_store.write_batch("owner-a", batch, checkpoint(f"imp-{n}", (b + 1) * 200 + 1))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert event_store.count(owner_id="owner-a") == 4 * 5 * 200
+    assert [
+        event_store.checkpoint(f"imp-{n}") == checkpoint(f"imp-{n}", 1001) for n in range(4)
+    ] == [True] * 4
+
+
+# -- backend-specific, chosen by capability -------------------------------------------------------
+
+
+def test_rows_land_in_their_monthly_partition(event_store: EventStore, open_store: Opener) -> None:
+    if not event_store.capabilities.time_partitions:
+        pytest.skip("this backend does not partition events by time")
+    assert open_store.url is not None
+    moments = {
+        "jan": datetime(2023, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        "feb": datetime(2023, 2, 1, tzinfo=UTC),
+        "old": datetime(1901, 6, 15, tzinfo=UTC),
+        "far": datetime(2150, 3, 3, tzinfo=UTC),
+        "end": datetime(9999, 12, 31, tzinfo=UTC),
+    }
+    batch = make_batch(list(moments))
+    batch["time"] = [micros(m) for m in moments.values()]
+    event_store.write_batch("owner-a", batch, checkpoint())
+    event_store.write_batch(
+        "owner-b",
+        make_batch(["feb2"], owner="owner-b", time=micros(datetime(2023, 2, 14, tzinfo=UTC))),
+        checkpoint("import-b"),
+    )
+
+    with psycopg.connect(libpq_url(open_store.url)) as conn:
+        placed: dict[str, str] = dict(
+            conn.execute(f"SELECT id, tableoid::regclass::text FROM {EVENTS_TABLE}").fetchall()
+        )
+        partitions = {
+            row[0]
+            for row in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass",
+                (EVENTS_TABLE,),
+            )
+        }
+        default_rows = conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}_default").fetchone()
+    assert placed == {
+        "jan": "events_p202301",
+        "feb": "events_p202302",
+        "feb2": "events_p202302",
+        "old": "events_p190106",
+        "far": "events_p215003",
+        "end": "events_p999912",
+    }
+    assert partitions == {*placed.values(), "events_default"}
+    assert default_rows == (0,)
+
+
+def test_a_second_process_cannot_open_the_embedded_file(
+    event_store: EventStore, open_store: Opener
+) -> None:
+    if event_store.capabilities.multi_process:
+        pytest.skip("this backend is shared between processes")
+    event_store.write_batch("owner-a", make_batch(["a"]), checkpoint())
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from eventport.events.store import EventStoreError, open_event_store\n"
+        "try:\n"
+        "    open_event_store(None, Path(sys.argv[1]))\n"
+        "except EventStoreError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(open_store.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "eventport serve" in result.stdout
+    assert event_store.count() == 1  # and the owner goes on undisturbed

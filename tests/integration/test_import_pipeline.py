@@ -1,0 +1,353 @@
+"""Imports processed end to end by a real server with an in-process worker, on both stores."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from eventport.settings import Settings
+from tests.conftest import Server, running_server, truncate_all
+from tests.openapi_check import assert_log_matches_spec, assert_matches_spec
+
+SEED = (
+    b'{"$remote_address":"152.241.796.177","$time":"2024-06-04T00:00:00Z",'
+    b'"$unique_id":"c20b1271-fb3f-abfa-df12-ef3cda4b2aa0"}\n'
+    b'{"$remote_address":"600.188.717.651","$time":"2024-06-01T00:00:00Z",'
+    b'"$unique_id":"9053a19a-15a9-3695-bd37-b055a45949c1"}\n'
+    b'{"$remote_address":"665.921.984.205","$time":"2024-06-25T00:00:00Z",'
+    b'"$unique_id":"09b5b69a-0af0-8002-2c2b-39df3d5685a4"}\n'
+)
+
+
+@pytest.fixture(scope="module")
+def worker_server(
+    backend: str, control: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server on this backend with one in-process import worker and a 2 s lease."""
+    settings = Settings(
+        database_url=backend,
+        data_dir=tmp_path_factory.mktemp("worker-data"),
+        workers=1,
+        lease_seconds=2,
+    )
+    with running_server(settings, control) as server:
+        yield server
+
+
+@pytest.fixture
+def api(worker_server: Server) -> Iterator[Server]:
+    truncate_all(worker_server.control)
+    yield worker_server
+    for client in worker_server.clients:
+        client.close()
+    worker_server.clients.clear()
+
+
+def package(client: httpx.Client, owner: str, name: str = "widget") -> str:
+    response = client.post(f"/v2/packages/{owner}", json={"name": name, "type": "npm"})
+    assert response.status_code == 201, response.text
+    package_id: str = response.json()["id"]
+    return package_id
+
+
+def start(
+    client: httpx.Client,
+    path: str,
+    body: bytes,
+    content_type: str = "application/x-ndjson",
+    **headers: str,
+) -> dict[str, Any]:
+    response = client.post(path, content=body, headers={"Content-Type": content_type, **headers})
+    assert response.status_code == 200, response.text
+    assert_matches_spec(response)
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def wait_finished(
+    client: httpx.Client, owner: str, import_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/v2/imports/{owner}/{import_id}")
+        body: dict[str, Any] = response.json()
+        if body["status"] != "importing":
+            assert_matches_spec(response)
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"import {import_id} still importing after {timeout}s: {body}")
+
+
+def full_log(client: httpx.Client, owner: str, import_id: str) -> list[dict[str, Any]]:
+    return assert_log_matches_spec(client.get(f"/v2/imports/{owner}/{import_id}/log"))
+
+
+def stored(server: Server, **filters: str) -> int:
+    count: int = server.app.state.events.count(**filters)
+    return count
+
+
+def test_seed_example_imports(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", SEED)
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done"
+    assert (
+        done["events_total"],
+        done["events_successfully_imported"],
+        done["events_failed_to_import"],
+    ) == (3, 3, 0)
+    assert done["percent_complete"] == 100.0
+    assert done["bytes_processed"] == done["bytes_total"] == len(SEED)
+    # The seed's own addresses are not IP addresses: warnings, and the events still count.
+    assert [w["code"] for w in done["warning_log_sample"]] == ["invalid-remote-address"] * 3
+    assert stored(api, import_id=started["id"]) == 3
+    rows = {r["id"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    assert rows["c20b1271-fb3f-abfa-df12-ef3cda4b2aa0"]["package_id"] == package_id
+    assert list(api.settings.spool_dir.glob(f"{started['id']}*")) == []
+
+
+def done_owner_id(server: Server, name: str) -> str:
+    from eventport.control.accounts import account_by_name
+
+    with server.control.session() as s:
+        account = account_by_name(s, name)
+        assert account is not None
+        return account.id
+
+
+def test_bad_lines_are_logged_with_line_numbers(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    body = (
+        b"\n".join(
+            [
+                b'{"$time":"2024-06-04T00:00:00Z"}',  # 1 ok
+                b'{"$time":',  # 2 truncated
+                b"",  # 3 blank: not counted
+                b"[1,2]",  # 4 not an object
+                b'{"$unique_id":"x"}',  # 5 no $time
+                b'{"$time":"yesterday"}',  # 6 bad $time
+                b'{"$time":1717459200, "$colour":"red", "plan":{"tier":"pro"}}',  # 7 ok + warning
+                b'\xff\xfe{"$time":1}',  # 8 invalid UTF-8
+                b'{"$time":"2024-06-04T00:00:00"}\r',  # 9 naive time: warning
+            ]
+        )
+        + b"\n"
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done"
+    assert (
+        done["events_total"],
+        done["events_successfully_imported"],
+        done["events_failed_to_import"],
+    ) == (8, 3, 5)
+    errors = [(e["line"], e["type"]) for e in done["error_log_sample"]]
+    assert errors == [
+        (2, "failed-to-decode"),
+        (4, "failed-to-decode"),
+        (5, "failed-to-decode"),
+        (6, "failed-to-decode"),
+        (8, "failed-to-decode"),
+    ]
+    codes = {e["line"]: e["code"] for e in done["error_log_sample"]}
+    assert codes == {
+        2: "invalid-json",
+        4: "not-an-object",
+        5: "missing-time",
+        6: "invalid-time",
+        8: "invalid-utf8",
+    }
+    assert all(e["human_friendly_message"] for e in done["error_log_sample"])
+    warnings = {(w["line"], w["code"]) for w in done["warning_log_sample"]}
+    assert warnings == {(7, "unknown-field"), (9, "naive-time")}
+    log = full_log(alice, "alice", started["id"])
+    assert [e for e in log if e["type"] == "progress"][-1]["events_count"] == 3
+    assert {e["line"] for e in log if e["class"] == "error"} == {2, 4, 5, 6, 8}
+    assert stored(api, import_id=started["id"]) == 3
+
+
+def test_unique_ids_replace_earlier_events(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    path = f"/v2/packages/alice/{package_id}/import"
+    first = start(alice, path, b'{"$time":1,"$unique_id":"a"}\n{"$time":2,"$unique_id":"b"}\n')
+    wait_finished(alice, "alice", first["id"])
+    second = start(
+        alice,
+        path,
+        b'{"$time":3,"$unique_id":"a"}\n{"$time":4,"$unique_id":"c"}\n'
+        b'{"$time":5,"$unique_id":"c"}\n{"$time":6}\n{"$time":6}\n',
+    )
+    done = wait_finished(alice, "alice", second["id"])
+    assert done["events_successfully_imported"] == 5
+    replaced = sorted((w["line"], w["code"]) for w in done["warning_log_sample"])
+    assert replaced == [(1, "duplicate-unique-id"), (3, "duplicate-unique-id")]
+    owner = done_owner_id(api, "alice")
+    rows = api.app.state.events.rows(owner)
+    by_id = {r["id"]: r for r in rows}
+    assert sorted(by_id) == sorted(["a", "b", "c", f"{second['id']}:4", f"{second['id']}:5"])
+    assert by_id["a"]["import_id"] == second["id"]
+    assert by_id["c"]["line"] == 3
+
+
+def test_multi_artifact_import(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()["id"]
+    bob = api.user("bob")
+    bobs = package(bob, "bob", "bobs")
+    missing = "00000000-0000-0000-0000-000000000000"
+    lines = [
+        {"$time": 1, "$package": package_id},
+        {"$time": 2, "$tracking_pixel": pixel},
+        {"$time": 3, "$pixel": pixel},
+        {"$time": 4, "$package": missing},
+        {"$time": 5, "$package": bobs},
+        {"$time": 6},
+    ]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    done = wait_finished(alice, "alice", start(alice, "/v2/alice/import", body)["id"])
+    assert (done["events_successfully_imported"], done["events_failed_to_import"]) == (3, 3)
+    not_found = [(e["line"], e["type"], e.get("package_id")) for e in done["error_log_sample"]]
+    assert not_found == [
+        (4, "artifact-not-found", missing),
+        (5, "artifact-not-found", bobs),
+        (6, "artifact-not-found", None),
+    ]
+    rows = api.app.state.events.rows(done_owner_id(api, "alice"))
+    assert sorted((r["line"], r["package_id"], r["pixel_id"]) for r in rows) == [
+        (1, package_id, None),
+        (2, None, pixel),
+        (3, None, pixel),
+    ]
+
+
+def test_csv_import(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    body = (
+        b"$time,$unique_id,$version,plan\r\n2024-06-04T00:00:00Z,u1,1.0,pro\r\n"
+        b'1717459200000,u2,"2.0",free\r\nnot-a-time,u3,,\r\n'
+    )
+    done = wait_finished(
+        alice,
+        "alice",
+        start(alice, f"/v2/packages/alice/{package_id}/import", body, "text/csv")["id"],
+    )
+    assert (done["events_total"], done["events_successfully_imported"]) == (3, 2)
+    assert [(e["line"], e["code"]) for e in done["error_log_sample"]] == [(4, "invalid-time")]
+    rows = {r["id"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    assert rows["u1"]["version"] == "1.0"
+    assert rows["u1"]["variables"] == "plan=pro"
+    assert rows["u2"]["time"].isoformat() == "2024-06-04T00:00:00+00:00"
+
+
+def gzip_bomb() -> bytes:
+    return gzip.compress(b"\n" * (300 * 1024 * 1024), compresslevel=9)
+
+
+HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
+    ("empty body", b"", {}, "done", (0, 0, 0)),
+    ("only blank lines", b"\n\n  \r\n\n", {}, "done", (0, 0, 0)),
+    ("bom and crlf", b'\xef\xbb\xbf{"$time":1}\r\n{"$time":2}\r\n', {}, "done", (2, 2, 0)),
+    ("json null", b"null\n", {}, "done", (1, 0, 1)),
+    ("a number", b"42\n", {}, "done", (1, 0, 1)),
+    ("nested time", b'{"$time":{"at":1}}\n', {}, "done", (1, 0, 1)),
+    (
+        "huge number time",
+        b'{"$time":1e300}\n{"$time":100000000000000000000000000000}\n',
+        {},
+        "done",
+        (2, 0, 2),
+    ),
+    ("no final newline", b'{"$time":1}\n{"$time":2}', {}, "done", (2, 2, 0)),
+    (
+        "gzip",
+        gzip.compress(b'{"$time":1}\n' * 10),
+        {"Content-Encoding": "gzip"},
+        "done",
+        (10, 10, 0),
+    ),
+    (
+        "gzip corrupt tail",
+        gzip.compress(b'{"$time":1}\n' * 1000)[:-20] + b"garbage!" * 3,
+        {"Content-Encoding": "gzip"},
+        "failed",
+        (-1, -1, -1),
+    ),
+    ("not gzip at all", b'{"$time":1}\n', {"Content-Encoding": "gzip"}, "failed", (0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "headers", "state", "counts"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_inputs(
+    api: Server,
+    name: str,
+    body: bytes,
+    headers: dict[str, str],
+    state: str,
+    counts: tuple[int, int, int],
+) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    done = wait_finished(
+        alice,
+        "alice",
+        start(alice, f"/v2/packages/alice/{package_id}/import", body, **headers)["id"],
+    )
+    assert done["status"] == state, done
+    got = (
+        done["events_total"],
+        done["events_successfully_imported"],
+        done["events_failed_to_import"],
+    )
+    if counts[0] >= 0:
+        assert got == counts
+    if state == "failed":
+        assert done["failure_reason"]
+        assert done["error_log_sample"][-1]["code"] == "input-unusable"
+
+
+def test_gzip_bomb_fails_cleanly(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    done = wait_finished(
+        alice,
+        "alice",
+        start(
+            alice,
+            f"/v2/packages/alice/{package_id}/import",
+            gzip_bomb(),
+            **{"Content-Encoding": "gzip"},
+        )["id"],
+    )
+    assert done["status"] == "failed"
+    assert "100:1" in done["failure_reason"] or "ratio" in done["failure_reason"]
+
+
+def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
+    alice = api.user("alice")
+    package_id = package(alice, "alice")
+    body = b"".join(b'{"$time":%d,"n":"x"}\n' % i for i in range(1, 400_001))
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    deadline = time.monotonic() + 60
+    while alice.get(f"/v2/imports/alice/{started['id']}").json()["events_total"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert alice.post(f"/v2/imports/alice/{started['id']}/abort").status_code == 204
+    done = wait_finished(alice, "alice", started["id"], timeout=5)
+    assert done["status"] == "aborted"
+    assert 0 < done["events_successfully_imported"] < 400_000
+    assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
