@@ -230,7 +230,8 @@ def main() -> None:
                 f", failed {status['events_failed_to_import']:,}"
             )
             print(
-                f"end to end: {elapsed:.2f} s = {rate:,.0f} events/s; server peak RSS {rss:.0f} MB"
+                f"end to end: {elapsed:.2f} s = {rate:,.0f} events/s (upload "
+                f"{status['upload_seconds']} s of it); server peak RSS {rss:.0f} MB"
             )
             if database:
                 baseline = copy_baseline(path, env["EVENTPORT_DATABASE_URL"])

@@ -147,7 +147,7 @@ class DuckDBEventStore:
         path: Path,
         *,
         threads: int | None = None,
-        memory_limit: str = "1GB",
+        memory_limit: str = "256MB",
         checkpoint_threshold: str = "256MB",
     ) -> None:
         """Open (creating if needed) the file at ``path``.

@@ -27,9 +27,9 @@ from eventport.control.pixels import access_to_pixel
 from eventport.domain.access import Access
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
-from eventport.imports.formats import InputUnusable, iter_chunks
+from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
 from eventport.imports.pipeline import Lookups, Target, build_batch
-from eventport.imports.records import LogEntry, decode_csv, decode_ndjson
+from eventport.imports.records import LogEntry, ParsedEvent, decode_csv, decode_ndjson
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,27 @@ def _entry(entry: LogEntry) -> dict[str, object]:
     row = asdict(entry)
     row["line"] = row["line"] or 0
     return row
+
+
+SLICE_LINES = 20_000  # lines decoded between two looks at the abort flag
+
+
+class _Pending:
+    """Decoded slices waiting to be committed together as one batch."""
+
+    def __init__(self) -> None:
+        self.events: list[ParsedEvent] = []
+        self.entries: list[LogEntry] = []
+        self.last: Chunk | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + len(self.entries)
+
+    def add(self, chunk: Chunk, events: list[ParsedEvent], entries: list[LogEntry]) -> None:
+        self.events.extend(events)
+        self.entries.extend(entries)
+        self.last = chunk
 
 
 class Heartbeat:
@@ -105,6 +126,7 @@ class ImportWorker:
         # Big enough batches let DuckDB skip its write-ahead log (bench/event_store.py).
         self.chunk_lines = chunk_lines or events.capabilities.preferred_batch_rows
         self.stopping = threading.Event()
+        self._cached_lookups: tuple[str, Lookups] | None = None
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Work until ``stop`` is set; idle workers look for new imports twice a second."""
@@ -152,24 +174,24 @@ class ImportWorker:
     # --- one import ---------------------------------------------------------------------------
 
     def process(self, row: Import) -> None:
+        """Read and decode in slices, commit in batches; look for abort between slices."""
         checkpoint = self.events.checkpoint(row.id)
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
         else:
             checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0)
-        target = Target(row.target, row.package_id, row.pixel_id)
-        lookups = self._lookups(row)
         is_csv = row.format == "csv"
+        batch = _Pending()
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
-            chunks = iter_chunks(
+            slices = iter_chunks(
                 Path(row.spool_path),
                 gzip=row.compression == "gzip",
                 fmt="csv" if is_csv else "ndjson",
                 start_line=checkpoint.line,
                 start_offset=checkpoint.offset,
-                chunk_lines=self.chunk_lines,
+                chunk_lines=SLICE_LINES,
             )
-            for chunk in chunks:
+            for chunk in slices:
                 if heartbeat.stop.is_set():
                     break
                 if self.stopping.is_set():  # shutting down: hand the import back at once
@@ -177,41 +199,19 @@ class ImportWorker:
                         control_imports.release(s, row.id, self.name)
                     return
                 if is_csv:
-                    events, entries = decode_csv(chunk.header, chunk.rows)
+                    batch.add(chunk, *decode_csv(chunk.header, chunk.rows))
                 else:
-                    events, entries = decode_ndjson(chunk.lines)
-                result = build_batch(
-                    events,
-                    entries,
-                    import_id=row.id,
-                    owner_id=row.owner_id,
-                    target=target,
-                    lookups=lookups,
-                )
-                checkpoint = Checkpoint(
-                    import_id=row.id,
-                    line=chunk.next_line,
-                    offset=chunk.next_offset,
-                    source_offset=chunk.source_offset,
-                    events_total=checkpoint.events_total + result.imported + result.failed,
-                    imported=checkpoint.imported + result.imported,
-                    failed=checkpoint.failed + result.failed,
-                    warnings=checkpoint.warnings + result.warnings,
-                )
-                progress = {
-                    "line": chunk.next_line - 1,
-                    "level": "info",
-                    "type": "progress",
-                    "code": "progress",
-                    "message": f"{checkpoint.imported} events imported, {checkpoint.failed} "
-                    f"failed, up to line {chunk.next_line - 1}",
-                    "events_count": checkpoint.imported,
-                    "failed_events_count": checkpoint.failed,
-                }
-                self._log(row.id, result.logs, progress)
-                self.events.write_batch(row.owner_id, result.batch, checkpoint)
-                if not self._record(row, checkpoint):
-                    return  # the lease went to another worker: it carries on from here
+                    batch.add(chunk, *decode_ndjson(chunk.lines))
+                del chunk
+                if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
+                    checkpoint = self._commit(row, batch, checkpoint)
+                    if checkpoint is None:
+                        return  # the lease went to another worker: it carries on from here
+                    # Let this batch go before the next is read: peak memory is one batch.
+                    batch = _Pending()
+            unfinished = batch.last is not None and not heartbeat.stop.is_set()
+            if unfinished and self._commit(row, batch, checkpoint) is None:
+                return
         if heartbeat.stop.is_set():
             with self.control.session() as s:
                 aborted = control_imports.abort_was_requested(s, row.id)
@@ -219,6 +219,49 @@ class ImportWorker:
                 self._finish(row, "aborted")
             return
         self._finish(row, "done")
+
+    def _commit(self, row: Import, pending: _Pending, before: Checkpoint) -> Checkpoint | None:
+        """Log entries, then the events with their checkpoint in one transaction, then the
+        progress mirror in the control store. None when the lease turned out to be lost."""
+        chunk = pending.last
+        assert chunk is not None
+        result = build_batch(
+            pending.events,
+            pending.entries,
+            import_id=row.id,
+            owner_id=row.owner_id,
+            target=Target(row.target, row.package_id, row.pixel_id),
+            lookups=self._lookups_for(row),
+        )
+        checkpoint = Checkpoint(
+            import_id=row.id,
+            line=chunk.next_line,
+            offset=chunk.next_offset,
+            source_offset=chunk.source_offset,
+            events_total=before.events_total + result.imported + result.failed,
+            imported=before.imported + result.imported,
+            failed=before.failed + result.failed,
+            warnings=before.warnings + result.warnings,
+        )
+        progress = {
+            "line": chunk.next_line - 1,
+            "level": "info",
+            "type": "progress",
+            "code": "progress",
+            "message": f"{checkpoint.imported} events imported, {checkpoint.failed} failed, "
+            f"up to line {chunk.next_line - 1}",
+            "events_count": checkpoint.imported,
+            "failed_events_count": checkpoint.failed,
+        }
+        self._log(row.id, result.logs, progress)
+        self.events.write_batch(row.owner_id, result.batch, checkpoint)
+        return checkpoint if self._record(row, checkpoint) else None
+
+    def _lookups_for(self, row: Import) -> Lookups:
+        """One set of caches per import, kept across its batches."""
+        if self._cached_lookups is None or self._cached_lookups[0] != row.id:
+            self._cached_lookups = (row.id, self._lookups(row))
+        return self._cached_lookups[1]
 
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
