@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
+from eventport.api.v2.bodies import Body as StrictBody
 from eventport.api.v2.shapes import timestamp
 from eventport.control.models import Account, Membership, Package, PackageDomain, PackageRoute
-from eventport.domain.names import unstorable_reason
 
 V1_TYPE = {"python": "pypi"}
 STORE_TYPE = {"pypi": "python"}
@@ -16,16 +16,10 @@ STORE_TYPE = {"pypi": "python"}
 LibraryType = Literal["docker", "npm", "hackage", "pypi", "other", "file"]
 
 
-class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+class Body(StrictBody):
+    """v1 bodies are camelCase; their Python fields are snake_case aliases."""
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        """No NUL (PostgreSQL rejects it) and no lone surrogates (not encodable) in any string."""
-        if isinstance(value, str) and (reason := unstorable_reason(value)) is not None:
-            raise ValueError(reason)
-        return value
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
 
 
 class OrganizationUpsert(Body):
