@@ -204,13 +204,13 @@ class ImportWorker:
                     batch.add(chunk, *decode_ndjson(chunk.lines))
                 del chunk
                 if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
-                    checkpoint = self._commit(row, batch, checkpoint)
+                    checkpoint = self._commit(row, batch, checkpoint, heartbeat.stop)
                     if checkpoint is None:
                         return  # the lease went to another worker: it carries on from here
                     # Let this batch go before the next is read: peak memory is one batch.
                     batch = _Pending()
             unfinished = batch.last is not None and not heartbeat.stop.is_set()
-            if unfinished and self._commit(row, batch, checkpoint) is None:
+            if unfinished and self._commit(row, batch, checkpoint, heartbeat.stop) is None:
                 return
         if heartbeat.stop.is_set():
             with self.control.session() as s:
@@ -220,9 +220,12 @@ class ImportWorker:
             return
         self._finish(row, "done")
 
-    def _commit(self, row: Import, pending: _Pending, before: Checkpoint) -> Checkpoint | None:
+    def _commit(
+        self, row: Import, pending: _Pending, before: Checkpoint, stop: threading.Event
+    ) -> Checkpoint | None:
         """Log entries, then the events with their checkpoint in one transaction, then the
-        progress mirror in the control store. None when the lease turned out to be lost."""
+        progress mirror in the control store. None when the lease turned out to be lost.
+        An abort noticed while the batch was being built skips the write altogether."""
         chunk = pending.last
         assert chunk is not None
         result = build_batch(
@@ -253,6 +256,8 @@ class ImportWorker:
             "events_count": checkpoint.imported,
             "failed_events_count": checkpoint.failed,
         }
+        if stop.is_set():
+            return before
         self._log(row.id, result.logs, progress)
         self.events.write_batch(row.owner_id, result.batch, checkpoint)
         return checkpoint if self._record(row, checkpoint) else None
