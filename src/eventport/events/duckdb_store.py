@@ -138,7 +138,10 @@ class DuckDBEventStore:
         multi_process=False,
         parallel_writes=False,
         time_partitions=False,
-        preferred_batch_rows=122_880,
+        # Half a DuckDB row group: batches of 122,880 skip the write-ahead log and import ~25%
+        # faster (bench/ingest.py), but hold twice the events in memory; this size keeps a 5M-event
+        # import under 500 MB.
+        preferred_batch_rows=61_440,
         text_allows_nul=True,
     )
 
@@ -147,7 +150,7 @@ class DuckDBEventStore:
         path: Path,
         *,
         threads: int | None = None,
-        memory_limit: str = "256MB",
+        memory_limit: str = "128MB",
         checkpoint_threshold: str = "256MB",
     ) -> None:
         """Open (creating if needed) the file at ``path``.
