@@ -11,16 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import free_port, generate, run_server
+from ingest import bench_client, free_port, generate, run_server
 
 
 def main() -> None:
@@ -36,35 +33,14 @@ def main() -> None:
             "EVENTPORT_DATA_DIR": str(Path(tmp) / "data"),
             "EVENTPORT_LOG_LEVEL": "warning",
         }
-        token = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "eventport",
-                "users",
-                "create",
-                "bench",
-                "--email",
-                "b@example.com",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()[-1]
         port = free_port()
         server = run_server(env, port)
         try:
-            client = httpx.Client(
-                base_url=f"http://127.0.0.1:{port}",
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=600,
-            )
-            package = client.post("/v2/packages/bench", json={"name": "b", "type": "npm"}).json()
+            client, package_id = bench_client(env, port)
             for attempt in range(1, args.tries + 1):
                 with path.open("rb") as body:
                     started = client.post(
-                        f"/v2/packages/bench/{package['id']}/import",
+                        f"/v2/packages/bench/{package_id}/import",
                         content=body,
                         headers={"Content-Type": "application/x-ndjson"},
                     )

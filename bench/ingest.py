@@ -99,7 +99,8 @@ def run_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("server did not start")
 
 
-def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dict[str, object]]:
+def bench_client(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
+    """A user "bench" with an npm package, and a client acting as them: (client, package id)."""
     token = subprocess.run(
         [sys.executable, "-m", "eventport", "users", "create", "bench", "--email", "b@example.com"],
         env=env,
@@ -107,19 +108,24 @@ def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dic
         capture_output=True,
         text=True,
     ).stdout.split()[-1]
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    package = client.post("/v2/packages/bench", json={"name": "bench", "type": "npm"}).json()
+    return client, package["id"]
+
+
+def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dict[str, object]]:
     port = free_port()
     server = run_server(env, port)
     try:
-        client = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=600,
-        )
-        package = client.post("/v2/packages/bench", json={"name": "bench", "type": "npm"}).json()
+        client, package_id = bench_client(env, port)
         started = time.perf_counter()
         with path.open("rb") as body:
             response = client.post(
-                f"/v2/packages/bench/{package['id']}/import",
+                f"/v2/packages/bench/{package_id}/import",
                 content=body,
                 headers={"Content-Type": "application/x-ndjson"},
             )
