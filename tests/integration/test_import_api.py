@@ -7,38 +7,15 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Server, running_server
+from tests.importing import ok, setup_package, upload
 from tests.openapi_check import SpecDrift, assert_log_matches_spec, assert_matches_spec
 
 NDJSON = b'{"$time":"2024-06-04T00:00:00Z","$unique_id":"a"}\n{"$time":1717459200}\n'
-
-
-def setup_package(client: httpx.Client, owner: str) -> str:
-    response = client.post(f"/v2/packages/{owner}", json={"name": "widget", "type": "npm"})
-    assert response.status_code == 201, response.text
-    package_id: str = response.json()["id"]
-    return package_id
-
-
-def upload(
-    client: httpx.Client,
-    path: str,
-    body: bytes,
-    content_type: str = "application/x-ndjson",
-    **headers: str,
-) -> httpx.Response:
-    return client.post(path, content=body, headers={"Content-Type": content_type, **headers})
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    assert_matches_spec(response)
-    return response.json() if response.content else None
 
 
 def test_upload_queues_an_import(server: Server) -> None:

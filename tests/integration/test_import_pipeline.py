@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from eventport.settings import Settings
 from tests.conftest import Server, running_server, truncate_all
-from tests.openapi_check import assert_log_matches_spec, assert_matches_spec
+from tests.importing import counts, full_log, setup_package, start, wait_finished
 
 SEED = (
     b'{"$remote_address":"152.241.796.177","$time":"2024-06-04T00:00:00Z",'
@@ -50,45 +49,6 @@ def api(worker_server: Server) -> Iterator[Server]:
     worker_server.clients.clear()
 
 
-def package(client: httpx.Client, owner: str, name: str = "widget") -> str:
-    response = client.post(f"/v2/packages/{owner}", json={"name": name, "type": "npm"})
-    assert response.status_code == 201, response.text
-    package_id: str = response.json()["id"]
-    return package_id
-
-
-def start(
-    client: httpx.Client,
-    path: str,
-    body: bytes,
-    content_type: str = "application/x-ndjson",
-    **headers: str,
-) -> dict[str, Any]:
-    response = client.post(path, content=body, headers={"Content-Type": content_type, **headers})
-    assert response.status_code == 200, response.text
-    assert_matches_spec(response)
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def wait_finished(
-    client: httpx.Client, owner: str, import_id: str, timeout: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(f"/v2/imports/{owner}/{import_id}")
-        body: dict[str, Any] = response.json()
-        if body["status"] != "importing":
-            assert_matches_spec(response)
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"import {import_id} still importing after {timeout}s: {body}")
-
-
-def full_log(client: httpx.Client, owner: str, import_id: str) -> list[dict[str, Any]]:
-    return assert_log_matches_spec(client.get(f"/v2/imports/{owner}/{import_id}/log"))
-
-
 def stored(server: Server, **filters: str) -> int:
     count: int = server.app.state.events.count(**filters)
     return count
@@ -96,15 +56,11 @@ def stored(server: Server, **filters: str) -> int:
 
 def test_seed_example_imports(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     started = start(alice, f"/v2/packages/alice/{package_id}/import", SEED)
     done = wait_finished(alice, "alice", started["id"])
     assert done["status"] == "done"
-    assert (
-        done["events_total"],
-        done["events_successfully_imported"],
-        done["events_failed_to_import"],
-    ) == (3, 3, 0)
+    assert counts(done) == (3, 3, 0)
     assert done["percent_complete"] == 100.0
     assert done["bytes_processed"] == done["bytes_total"] == len(SEED)
     # The seed's own addresses are not IP addresses: warnings, and the events still count.
@@ -126,7 +82,7 @@ def done_owner_id(server: Server, name: str) -> str:
 
 def test_bad_lines_are_logged_with_line_numbers(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     body = (
         b"\n".join(
             [
@@ -146,11 +102,7 @@ def test_bad_lines_are_logged_with_line_numbers(api: Server) -> None:
     started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
     done = wait_finished(alice, "alice", started["id"])
     assert done["status"] == "done"
-    assert (
-        done["events_total"],
-        done["events_successfully_imported"],
-        done["events_failed_to_import"],
-    ) == (8, 3, 5)
+    assert counts(done) == (8, 3, 5)
     errors = [(e["line"], e["type"]) for e in done["error_log_sample"]]
     assert errors == [
         (2, "failed-to-decode"),
@@ -178,7 +130,7 @@ def test_bad_lines_are_logged_with_line_numbers(api: Server) -> None:
 
 def test_unique_ids_replace_earlier_events(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     path = f"/v2/packages/alice/{package_id}/import"
     first = start(alice, path, b'{"$time":1,"$unique_id":"a"}\n{"$time":2,"$unique_id":"b"}\n')
     wait_finished(alice, "alice", first["id"])
@@ -202,10 +154,10 @@ def test_unique_ids_replace_earlier_events(api: Server) -> None:
 
 def test_multi_artifact_import(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()["id"]
     bob = api.user("bob")
-    bobs = package(bob, "bob", "bobs")
+    bobs = setup_package(bob, "bob", "bobs")
     missing = "00000000-0000-0000-0000-000000000000"
     lines = [
         {"$time": 1, "$package": package_id},
@@ -234,7 +186,7 @@ def test_multi_artifact_import(api: Server) -> None:
 
 def test_csv_import(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     body = (
         b"$time,$unique_id,$version,plan\r\n2024-06-04T00:00:00Z,u1,1.0,pro\r\n"
         b'1717459200000,u2,"2.0",free\r\nnot-a-time,u3,,\r\n'
@@ -290,7 +242,7 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
 
 
 @pytest.mark.parametrize(
-    ("name", "body", "headers", "state", "counts"), HOSTILE, ids=[h[0] for h in HOSTILE]
+    ("name", "body", "headers", "state", "expected"), HOSTILE, ids=[h[0] for h in HOSTILE]
 )
 def test_hostile_inputs(
     api: Server,
@@ -298,23 +250,18 @@ def test_hostile_inputs(
     body: bytes,
     headers: dict[str, str],
     state: str,
-    counts: tuple[int, int, int],
+    expected: tuple[int, int, int],
 ) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     done = wait_finished(
         alice,
         "alice",
         start(alice, f"/v2/packages/alice/{package_id}/import", body, **headers)["id"],
     )
     assert done["status"] == state, done
-    got = (
-        done["events_total"],
-        done["events_successfully_imported"],
-        done["events_failed_to_import"],
-    )
-    if counts[0] >= 0:
-        assert got == counts
+    if expected[0] >= 0:
+        assert counts(done) == expected
     if state == "failed":
         assert done["failure_reason"]
         assert done["error_log_sample"][-1]["code"] == "input-unusable"
@@ -322,7 +269,7 @@ def test_hostile_inputs(
 
 def test_gzip_bomb_fails_cleanly(api: Server) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     done = wait_finished(
         alice,
         "alice",
@@ -339,7 +286,7 @@ def test_gzip_bomb_fails_cleanly(api: Server) -> None:
 
 def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
     alice = api.user("alice")
-    package_id = package(alice, "alice")
+    package_id = setup_package(alice, "alice")
     body = b"".join(b'{"$time":%d,"n":"x"}\n' % i for i in range(1, 400_001))
     started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
     deadline = time.monotonic() + 60

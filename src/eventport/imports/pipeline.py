@@ -49,16 +49,16 @@ class Lookups:
             self.pixels[ref] = self.pixel(ref)
         return self.pixels[ref]
 
-    def valid_address(self, address: str) -> bool:
-        known = self.addresses.get(address)
-        if known is None:
-            try:
-                ipaddress.ip_address(address.strip())
-                known = True
-            except ValueError:
-                known = False
-            if len(self.addresses) < 1_000_000:
-                self.addresses[address] = known
+    def check_address(self, address: str) -> bool:
+        """Parse an address not seen before and remember the answer (build_batch reads the
+        cache itself first, on its hot path)."""
+        try:
+            ipaddress.ip_address(address.strip())
+            known = True
+        except ValueError:
+            known = False
+        if len(self.addresses) < 1_000_000:
+            self.addresses[address] = known
         return known
 
 
@@ -69,11 +69,6 @@ class BatchResult:
     imported: int
     failed: int
     warnings: int
-
-
-def derived_id(import_id: str, line: int) -> str:  # build_batch inlines this on its hot path
-    """The id of an event without ``$unique_id``: stable, so replaying a line never duplicates."""
-    return f"{import_id}:{line}"
 
 
 def _not_found(event: ParsedEvent, message: str) -> LogEntry:
@@ -88,11 +83,8 @@ def _not_found(event: ParsedEvent, message: str) -> LogEntry:
     )
 
 
-def _targets(
-    event: ParsedEvent, target: Target, lookups: Lookups
-) -> tuple[str | None, ...] | LogEntry:
-    if target.kind != "multi":
-        return target.package_id, target.pixel_id
+def _targets(event: ParsedEvent, lookups: Lookups) -> tuple[str | None, ...] | LogEntry:
+    """A multi-artifact line's package and pixel, or why it names none we may write."""
     if event.package is None and event.pixel is None:
         return _not_found(event, "the line names no $package or $tracking_pixel")
     package = lookups.resolve_package(event.package) if event.package is not None else None
@@ -130,7 +122,7 @@ def build_batch(
         if fixed:
             package_id, pixel_id = target.package_id, target.pixel_id
         else:
-            resolved = _targets(event, target, lookups)
+            resolved = _targets(event, lookups)
             if isinstance(resolved, LogEntry):
                 logs.append(resolved)
                 not_found += 1
@@ -140,10 +132,11 @@ def build_batch(
         if address is not None:
             valid = known_addresses.get(address)
             if valid is None:
-                valid = lookups.valid_address(address)
+                valid = lookups.check_address(address)
             if not valid:
                 logs.append(_bad_address(event.line, address))
         unique_id = event.unique_id
+        # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
         event_id = unique_id if unique_id is not None else f"{import_id}:{event.line}"
         if event_id in kept:
             logs.append(

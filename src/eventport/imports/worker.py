@@ -14,17 +14,17 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account, Import, Package, TrackingPixel
-from eventport.control.packages import access_to
-from eventport.control.pixels import access_to_pixel
+from eventport.control.packages import owned_package_for
+from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
+from eventport.domain.errors import DomainError
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
@@ -42,9 +42,17 @@ def worker_name() -> str:
 
 
 def _entry(entry: LogEntry) -> dict[str, object]:
-    row = asdict(entry)
-    row["line"] = row["line"] or 0
-    return row
+    """A log row for the control store (line 0: about the whole import). No asdict: it deep
+    copies, and an import can have a warning on every line."""
+    return {
+        "line": entry.line or 0,
+        "level": entry.level,
+        "type": entry.type,
+        "code": entry.code,
+        "message": entry.message,
+        "package_id": entry.package_id,
+        "tracking_pixel_id": entry.tracking_pixel_id,
+    }
 
 
 SLICE_LINES = 20_000  # lines decoded between two looks at the abort flag
@@ -126,7 +134,6 @@ class ImportWorker:
         # Big enough batches let DuckDB skip its write-ahead log (bench/event_store.py).
         self.chunk_lines = chunk_lines or events.capabilities.preferred_batch_rows
         self.stopping = threading.Event()
-        self._cached_lookups: tuple[str, Lookups] | None = None
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Work until ``stop`` is set; idle workers look for new imports twice a second."""
@@ -181,6 +188,7 @@ class ImportWorker:
         else:
             checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
+        lookups = self._lookups(row)
         batch = _Pending()
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
             slices = iter_chunks(
@@ -204,13 +212,13 @@ class ImportWorker:
                     batch.add(chunk, *decode_ndjson(chunk.lines))
                 del chunk
                 if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
-                    checkpoint = self._commit(row, batch, checkpoint, heartbeat.stop)
+                    checkpoint = self._commit(row, batch, checkpoint, lookups, heartbeat.stop)
                     if checkpoint is None:
                         return  # the lease went to another worker: it carries on from here
                     # Let this batch go before the next is read: peak memory is one batch.
                     batch = _Pending()
             unfinished = batch.last is not None and not heartbeat.stop.is_set()
-            if unfinished and self._commit(row, batch, checkpoint, heartbeat.stop) is None:
+            if unfinished and self._commit(row, batch, checkpoint, lookups, heartbeat.stop) is None:
                 return
         if heartbeat.stop.is_set():
             with self.control.session() as s:
@@ -221,7 +229,12 @@ class ImportWorker:
         self._finish(row, "done")
 
     def _commit(
-        self, row: Import, pending: _Pending, before: Checkpoint, stop: threading.Event
+        self,
+        row: Import,
+        pending: _Pending,
+        before: Checkpoint,
+        lookups: Lookups,
+        stop: threading.Event,
     ) -> Checkpoint | None:
         """Log entries, then the events with their checkpoint in one transaction, then the
         progress mirror in the control store. None when the lease turned out to be lost.
@@ -234,7 +247,7 @@ class ImportWorker:
             import_id=row.id,
             owner_id=row.owner_id,
             target=Target(row.target, row.package_id, row.pixel_id),
-            lookups=self._lookups_for(row),
+            lookups=lookups,
         )
         checkpoint = Checkpoint(
             import_id=row.id,
@@ -262,41 +275,31 @@ class ImportWorker:
         self.events.write_batch(row.owner_id, result.batch, checkpoint)
         return checkpoint if self._record(row, checkpoint) else None
 
-    def _lookups_for(self, row: Import) -> Lookups:
-        """One set of caches per import, kept across its batches."""
-        if self._cached_lookups is None or self._cached_lookups[0] != row.id:
-            self._cached_lookups = (row.id, self._lookups(row))
-        return self._cached_lookups[1]
-
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
 
-        def package(ref: str) -> str | None:
-            with self.control.session() as s:
-                importer = s.get(Account, row.created_by)
-                try:
-                    found = s.get(Package, str(uuid.UUID(ref)))
-                except ValueError:
-                    return None
-                if found is None or importer is None or found.owner_id != row.owner_id:
-                    return None
-                return found.id if access_to(s, importer, found) >= Access.ADMIN else None
+        def writable(find: Callable[..., Package | TrackingPixel]) -> Callable[[str], str | None]:
+            """The control store's own rule: the importer needs admin access to the artifact,
+            and it must belong to the import's owner."""
 
-        def pixel(ref: str) -> str | None:
-            with self.control.session() as s:
-                importer = s.get(Account, row.created_by)
-                try:
-                    found = s.get(TrackingPixel, str(uuid.UUID(ref)))
-                except ValueError:
-                    return None
-                if found is None or importer is None or found.owner_id != row.owner_id:
-                    return None
-                return found.id if access_to_pixel(s, importer, found) >= Access.ADMIN else None
+            def look_up(ref: str) -> str | None:
+                with self.control.session() as s:
+                    importer = s.get(Account, row.created_by)
+                    if importer is None:
+                        return None
+                    try:
+                        return find(s, importer, row.owner.name, ref, Access.ADMIN).id
+                    except DomainError:
+                        return None
+
+            return look_up
 
         def existing(ids: Sequence[str]) -> set[str]:
             return self.events.existing_ids(row.owner_id, ids) if ids else set()
 
-        return Lookups(package=package, pixel=pixel, existing_ids=existing)
+        return Lookups(
+            package=writable(owned_package_for), pixel=writable(pixel_for), existing_ids=existing
+        )
 
     def _log(self, import_id: str, entries: list[LogEntry], *extra: dict[str, object]) -> None:
         with self.control.session() as s:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +37,8 @@ FORMATS = {
 ENCODINGS = {"": "identity", "identity": "identity", "gzip": "gzip", "x-gzip": "gzip"}
 PUBLIC_STATUS = {"waiting": "importing", "running": "importing"}
 StatusFilter = Literal["importing", "done", "aborted", "failed"]
+# Authorizes an import's target: (owner account, package id, pixel id).
+Resolve = Callable[[Session], tuple[Account, str | None, str | None]]
 
 
 def _format_of(request: Request) -> tuple[str, str]:
@@ -76,7 +78,7 @@ async def _start_import(
     actor: Account,
     owner: str,
     target: str,
-    resolve: Any,
+    resolve: Resolve,
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
     fmt, compression = _format_of(request)

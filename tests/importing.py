@@ -1,0 +1,73 @@
+"""Helpers shared by the import tests: a package to import into, uploads, waiting, reading."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from tests.openapi_check import assert_log_matches_spec, assert_matches_spec
+
+
+def setup_package(client: httpx.Client, owner: str, name: str = "widget") -> str:
+    response = client.post(f"/v2/packages/{owner}", json={"name": name, "type": "npm"})
+    assert response.status_code == 201, response.text
+    package_id: str = response.json()["id"]
+    return package_id
+
+
+def upload(
+    client: httpx.Client,
+    path: str,
+    body: bytes,
+    content_type: str = "application/x-ndjson",
+    **headers: str,
+) -> httpx.Response:
+    return client.post(path, content=body, headers={"Content-Type": content_type, **headers})
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """Assert the status, check the answer against Scarf's spec, return its JSON."""
+    assert response.status_code == status, response.text
+    assert_matches_spec(response)
+    return response.json() if response.content else None
+
+
+def start(
+    client: httpx.Client,
+    path: str,
+    body: bytes,
+    content_type: str = "application/x-ndjson",
+    **headers: str,
+) -> dict[str, Any]:
+    """Upload and return the EventImport the server answered."""
+    started: dict[str, Any] = ok(upload(client, path, body, content_type, **headers))
+    return started
+
+
+def wait_finished(
+    client: httpx.Client, owner: str, import_id: str, timeout: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/v2/imports/{owner}/{import_id}")
+        body: dict[str, Any] = response.json()
+        if body["status"] != "importing":
+            assert_matches_spec(response)
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"import {import_id} still importing after {timeout}s: {body}")
+
+
+def counts(status: dict[str, Any]) -> tuple[int, int, int]:
+    """(events_total, events_successfully_imported, events_failed_to_import)."""
+    return (
+        status["events_total"],
+        status["events_successfully_imported"],
+        status["events_failed_to_import"],
+    )
+
+
+def full_log(client: httpx.Client, owner: str, import_id: str) -> list[dict[str, Any]]:
+    return assert_log_matches_spec(client.get(f"/v2/imports/{owner}/{import_id}/log"))
