@@ -214,6 +214,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v2/imports/{owner}/{event_import_id}"): Row("import-admin", 200, ORG),
     ("GET", "/v2/imports/{owner}/{event_import_id}/log"): Row("import-admin", 200, ORG),
     ("POST", "/v2/imports/{owner}/{event_import_id}/abort"): Row("import-admin", 204, ORG),
+    # --- v2 event settings (eventport's own)
+    ("GET", "/v2/{owner}/settings"): Row("org-read", 200, ORG),
+    ("PATCH", "/v2/{owner}/settings"): Row(
+        "org-admin", 200, ORG, body={"exclude_bots": False, "excluded_user_agents": ["curl/"]}
+    ),
     # --- v2 organizations, members, users
     ("GET", "/v2/organizations/{organization_name}"): Row("org-read", 200),
     ("PUT", "/v2/organizations/{organization_name}"): Row(
@@ -236,7 +241,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v2/users/{username}/organizations"): Row("self", 200, {"username": "boss"}),
 }
 
-# Extra rows for the same routes where the body changes who may act: only owners grant ownership.
+# Extra rows for the same routes where the body or the owner changes who may act: only owners
+# grant ownership; a user's own settings are theirs alone.
 EXTRA_ROWS: list[tuple[tuple[str, str], Row]] = [
     (
         ("POST", "/v2/organizations/{organization_name}/members"),
@@ -249,6 +255,11 @@ EXTRA_ROWS: list[tuple[tuple[str, str], Row]] = [
     (
         ("PUT", "/v2/organizations/{organization_name}/members/{organization_member}"),
         Row("org-owner", 200, body={"role": "owner"}),
+    ),
+    (("GET", "/v2/{owner}/settings"), Row("self", 200, {"owner": "boss"})),
+    (
+        ("PATCH", "/v2/{owner}/settings"),
+        Row("self", 200, {"owner": "boss"}, body={"exclude_bots": False}),
     ),
 ]
 

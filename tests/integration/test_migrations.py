@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from eventport.control.database import ControlDatabase, control_objects_only
-from eventport.control.models import Base
+from eventport.control import accounts
+from eventport.control.database import ControlDatabase, alembic_config, control_objects_only
+from eventport.control.event_settings import ExclusionRules, exclusion_rules
+from eventport.control.models import Base, Import
+from tests.conftest import _postgres_database
 
 
 def test_migrations_match_models(control: ControlDatabase) -> None:
@@ -42,3 +50,63 @@ def test_sqlite_pragmas(control: ControlDatabase) -> None:
         assert cursor.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
         assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+
+
+@pytest.fixture
+def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database on this backend, for walking the migrations step by step."""
+    if backend.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    else:
+        yield from _postgres_database()
+
+
+def test_event_settings_migration_keeps_existing_rows(fresh_url: str) -> None:
+    """0003 gives accounts and imports that existed before it their defaults, and going back
+    down drops only its columns: on SQLite, rebuilding `accounts` would cascade into the
+    tables that refer to it."""
+    db = ControlDatabase(fresh_url)
+    before_0003 = [
+        "INSERT INTO accounts (id, name, kind, email, created_at, updated_at) "
+        "VALUES ('u1', 'alice', 'user', 'alice@example.com', :now, :now)",
+        "INSERT INTO api_tokens (id, user_id, token_hash, created_at) "
+        "VALUES ('t1', 'u1', :digest, :now)",
+        "INSERT INTO imports (id, owner_id, created_by, target, state, format, compression, "
+        "spool_path, bytes_total, bytes_processed, lines_processed, events_total, "
+        "events_imported, events_failed, warnings, abort_requested, attempts, created_at, "
+        "updated_at) VALUES ('i1', 'u1', 'u1', 'multi', 'done', 'ndjson', 'identity', "
+        "'/spool', 0, 0, 0, 5, 5, 0, 0, false, 1, :now, :now)",
+    ]
+    values = {"now": datetime.now(UTC), "digest": accounts.hash_token("ep_old")}
+    try:
+        command.upgrade(alembic_config(db.engine), "0002")
+        with db.engine.begin() as connection:
+            for statement in before_0003:
+                connection.execute(text(statement), values)
+
+        command.upgrade(alembic_config(db.engine), "head")
+        with db.session() as s:
+            assert exclusion_rules(s, "u1") == ExclusionRules(True, ())
+            row = s.get(Import, "i1")
+            assert row is not None
+            assert (row.excluded, row.do_not_track, row.events_imported) == (0, 0, 5)
+
+        command.downgrade(alembic_config(db.engine), "0002")
+        inspector = inspect(db.engine)
+        assert not {"exclude_bots", "excluded_user_agents"} & {
+            c["name"] for c in inspector.get_columns("accounts")
+        }
+        assert not {"excluded", "do_not_track"} & {
+            c["name"] for c in inspector.get_columns("imports")
+        }
+        with db.engine.connect() as connection:
+            for table in ("accounts", "api_tokens", "imports"):
+                assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 1
+
+        command.upgrade(alembic_config(db.engine), "head")
+        with db.session() as s:
+            user = accounts.authenticate(s, "ep_old")
+            assert user is not None
+            assert (user.exclude_bots, user.excluded_user_agents) == (True, [])
+    finally:
+        db.dispose()

@@ -115,3 +115,34 @@ def test_text_rejects_control_characters_and_length() -> None:
         names.check_text("description", "bell\x07")
     with pytest.raises(InvalidInput, match="too long"):
         names.check_text("short_description", "x" * 1001)
+
+
+def test_user_agent_substrings_are_stripped_and_deduplicated_ignoring_case() -> None:
+    given = [" curl/ ", "Wget", "CURL/", "wget", "\tpython-requests\n"]
+    assert names.check_user_agent_substrings(given) == ["curl/", "Wget", "python-requests"]
+    assert names.check_user_agent_substrings([]) == []
+
+
+def test_user_agent_substring_limits_are_inclusive() -> None:
+    hundred = ["x" * 200, *(f"agent-{i}" for i in range(99))]
+    assert names.check_user_agent_substrings(hundred) == hundred
+    assert len(names.check_user_agent_substrings([*hundred, "AGENT-1"])) == 100
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ([f"a{i}" for i in range(101)], "101 distinct substrings, at most 100"),
+        (["ok", " "], r"excluded_user_agents\[1\] is empty"),
+        (["x" * 201], r"excluded_user_agents\[0\] is too long: 201 characters, at most 200"),
+        (["a\x00b"], "control characters"),
+        (["a\nb"], "control characters"),
+        (["a\x7fb"], "control characters"),
+        (["a\x9bb"], "control characters"),
+        (["a\ud800b"], "lone surrogate"),
+    ],
+)
+def test_bad_user_agent_substrings(given: list[str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as raised:
+        names.check_user_agent_substrings(given)
+    assert raised.value.code == "invalid-excluded-user-agents"

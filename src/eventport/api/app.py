@@ -17,6 +17,7 @@ from eventport.api.v2 import imports as v2_imports
 from eventport.api.v2 import organizations as v2_organizations
 from eventport.api.v2 import packages as v2_packages
 from eventport.api.v2 import pixels as v2_pixels
+from eventport.api.v2 import settings as v2_settings
 from eventport.control.database import ControlDatabase
 from eventport.events.store import open_event_store
 from eventport.imports.worker import WorkerPool
@@ -69,4 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2_pixels.router)
     app.include_router(v2_organizations.router)
     app.include_router(v2_imports.router)
+    # /v2/{owner}/settings last: before them it would take e.g. GET /v2/imports/settings.
+    app.include_router(v2_settings.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -62,6 +64,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class StringList(TypeDecorator[list[str]]):
+    """A list of strings kept as JSON text: the same on every backend, and comparable (unlike
+    PostgreSQL's ``json``, which has no equality operator)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(list(value), ensure_ascii=False)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[str] | None:
+        if value is None:
+            return None
+        assert isinstance(value, str)
+        loaded = json.loads(value)
+        assert isinstance(loaded, list)
+        return [str(item) for item in loaded]
+
+
+def empty_list() -> list[str]:
+    return []
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -78,6 +103,11 @@ class Account(Base):
     description: Mapped[str | None] = mapped_column(Text)
     website: Mapped[str | None] = mapped_column(Text)
     billing_email: Mapped[str | None] = mapped_column(String(254))
+    # Event settings: flag known bots, and events whose user agent contains one of these.
+    exclude_bots: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    excluded_user_agents: Mapped[list[str]] = mapped_column(
+        StringList, default=empty_list, server_default="[]"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -224,6 +254,10 @@ class Import(Base):
     events_imported: Mapped[int] = mapped_column(BigInteger, default=0)
     events_failed: Mapped[int] = mapped_column(BigInteger, default=0)
     warnings: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Events kept but flagged: excluded from aggregates (known bots, the owner's user-agent
+    # substrings), and those that carried Do Not Track or Global Privacy Control.
+    excluded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    do_not_track: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     abort_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -7,6 +7,7 @@ one) and a message that says what was wrong and what is allowed.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import SplitResult, urlsplit
 
 from eventport.domain.errors import InvalidInput
@@ -49,6 +50,9 @@ REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(?::[0-9]{1,5})?$")
 _EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f\ud800-\udfff]"  # no spaces, control characters or surrogates
 EMAIL_RE = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$")
 TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+USER_AGENT_SUBSTRINGS_MAX = 100
+USER_AGENT_SUBSTRING_MAX = 200
 
 TEXT_LIMITS = {
     "short_description": 1_000,
@@ -282,3 +286,32 @@ def check_route(incoming_path: str, outgoing_url: str) -> tuple[str, str]:
             code="incoming-path-missing-variables",
         )
     return incoming_path, outgoing_url
+
+
+def check_user_agent_substrings(values: list[str]) -> list[str]:
+    """An owner's excluded user-agent substrings, as stored: each stripped, and of entries that
+    differ only in case the first kept (user agents are matched without regard to case)."""
+    field, code = "excluded_user_agents", "invalid-excluded-user-agents"
+    kept: dict[str, str] = {}
+    for index, value in enumerate(values):
+        where = f"{field}[{index}]"
+        substring = value.strip()
+        if not substring:
+            raise InvalidInput(f"{where} is empty", code=code)
+        if len(substring) > USER_AGENT_SUBSTRING_MAX:
+            raise InvalidInput(
+                f"{where} is too long: {len(substring)} characters, "
+                f"at most {USER_AGENT_SUBSTRING_MAX}",
+                code=code,
+            )
+        if any(unicodedata.category(c) == "Cc" for c in substring):
+            raise InvalidInput(f"{where} contains control characters", code=code)
+        if (reason := unstorable_reason(substring)) is not None:
+            raise InvalidInput(f"{where} {reason}", code=code)
+        kept.setdefault(substring.casefold(), substring)
+    if len(kept) > USER_AGENT_SUBSTRINGS_MAX:
+        raise InvalidInput(
+            f"{field} has {len(kept)} distinct substrings, at most {USER_AGENT_SUBSTRINGS_MAX}",
+            code=code,
+        )
+    return list(kept.values())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from eventport.domain.names import unstorable_reason
 
@@ -17,9 +17,11 @@ class Body(BaseModel):
     @field_validator("*", mode="after")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        """No NUL (PostgreSQL rejects it) and no lone surrogates (not encodable) in any string."""
-        if isinstance(value, str) and (reason := unstorable_reason(value)) is not None:
-            raise ValueError(reason)
+        """No NUL (PostgreSQL rejects it) and no lone surrogates (not encodable) in any string,
+        a string in a list included."""
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and (reason := unstorable_reason(item)) is not None:
+                raise ValueError(reason)
         return value
 
 
@@ -71,3 +73,25 @@ class RoleBody(Body):
 class PixelBody(Body):
     name: str
     package_id: str | None = None
+
+
+class SettingsBody(Body):
+    """A partial update of an owner's event settings: a field left out stays as it is.
+
+    eventport's own route, not Scarf's: an unknown field (a typo) is refused rather than
+    silently ignored, and so is null, since neither setting can be unset.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    exclude_bots: bool | None = None
+    excluded_user_agents: list[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("exclude_bots", "excluded_user_agents"):
+                if key in data and data[key] is None:
+                    raise ValueError(f"{key} must not be null: leave it out to keep it as it is")
+        return data
