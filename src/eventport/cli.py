@@ -1,4 +1,5 @@
-"""The ``eventport`` command: ``serve`` (the default), ``users`` and ``tokens``."""
+"""The ``eventport`` command: ``serve`` (the default), ``worker``, ``users``, ``tokens`` and
+``enrichment``."""
 
 from __future__ import annotations
 
@@ -119,7 +120,6 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     """
     import signal
     import threading
-    from datetime import timedelta
 
     from eventport.events.store import open_event_store
     from eventport.imports.worker import WorkerPool
@@ -135,12 +135,7 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
             "running? Separate workers need EVENTPORT_DATABASE_URL=postgresql://..."
         ) from exc
     events.setup()
-    pool = WorkerPool(
-        control,
-        events,
-        count=max(settings.workers, 1),
-        lease=timedelta(seconds=settings.lease_seconds),
-    )
+    pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -212,3 +207,43 @@ def tokens_revoke(token_id: str, data_dir: Path | None, database_url: str | None
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.group()
+def enrichment() -> None:
+    """What imported events are enriched with."""
+
+
+@enrichment.command("info")
+def enrichment_info() -> None:
+    """Print the data sources in use (and their dates) and where the origin-id key comes from."""
+    from eventport.enrich.enricher import open_enricher
+
+    settings = load_settings()
+    if not settings.enrichment:
+        click.echo("enrichment: off (EVENTPORT_ENRICHMENT=false); events are stored as imported")
+        return
+    try:
+        enricher = open_enricher(
+            enabled=True,
+            key=b"\0" * 16,  # not the server's key: nothing is hashed here
+            city_database=settings.geoip_city_database,
+            asn_database=settings.geoip_asn_database,
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    assert enricher is not None
+    click.echo("enrichment: on")
+    for source in enricher.sources():
+        where = f"  {source.path}" if source.path else ""
+        click.echo(f"{source.kind:<11} {source.date or 'undated':<10}  {source.name}{where}")
+    key = (
+        "EVENTPORT_ORIGIN_SECRET"
+        if settings.origin_secret
+        else "generated on first start, kept in the control database"
+    )
+    click.echo(f"origin-id key: {key}")
+    click.echo(
+        "raw IP addresses: "
+        + ("kept (EVENTPORT_KEEP_IP_ADDRESSES)" if settings.keep_ip_addresses else "not kept")
+    )

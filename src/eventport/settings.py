@@ -41,6 +41,34 @@ class Settings(BaseSettings):
         "worker's import is resumed by another after this.",
     )
 
+    enrichment: bool = Field(
+        True,
+        description="Enrich imported events: location, network owner and cloud from the IP, "
+        "client and platform from the user agent, origin ids. false stores events as imported "
+        "(bench/ingest.py measures both).",
+    )
+    geoip_city_database: Path | None = Field(
+        None,
+        description="A MaxMind-format (.mmdb) City or Country database that replaces the "
+        "bundled location data (e.g. a current GeoLite2-City.mmdb).",
+    )
+    geoip_asn_database: Path | None = Field(
+        None,
+        description="A MaxMind-format (.mmdb) ASN database that replaces the bundled network "
+        "owner data (e.g. GeoLite2-ASN.mmdb).",
+    )
+    origin_secret: str | None = Field(
+        None,
+        description="Key of the keyed hashes origin_id (IP and user agent) and endpoint_id (IP). "
+        "Unset: a random key made on first start and kept in the control database, shared by "
+        "every process that uses it.",
+    )
+    keep_ip_addresses: bool = Field(
+        False,
+        description="Store each event's raw IP address (column remote_address). Off by default: "
+        "raw addresses are kept nowhere once an import is done.",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

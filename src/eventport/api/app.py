@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -35,9 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events = open_event_store(settings.database_url, settings.data_dir)
         events.setup()
         app.state.events = events
-        pool = WorkerPool(
-            control, events, count=settings.workers, lease=timedelta(seconds=settings.lease_seconds)
-        )
+        pool = WorkerPool.from_settings(settings, control, events, count=settings.workers)
         pool.start()
         app.state.wake_workers = pool.wake
         try:

@@ -7,8 +7,6 @@ their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy.orm import Session
 
 from eventport.control.accounts import account_by_name, namespace_access, require
@@ -16,14 +14,7 @@ from eventport.control.models import Account
 from eventport.domain import names
 from eventport.domain.access import Access
 from eventport.domain.errors import NotFound
-
-
-@dataclass(frozen=True)
-class ExclusionRules:
-    """What the import worker flags for one owner. Substrings match user agents ignoring case."""
-
-    exclude_bots: bool
-    user_agent_substrings: tuple[str, ...]
+from eventport.domain.exclusions import ExclusionRules
 
 
 def exclusion_rules(session: Session, owner_id: str) -> ExclusionRules:

@@ -189,6 +189,8 @@ class Progress:
     imported: int
     failed: int
     warnings: int
+    excluded: int = 0
+    do_not_track: int = 0
 
 
 def record_progress(session: Session, import_id: str, worker: str, progress: Progress) -> bool:
@@ -202,6 +204,8 @@ def record_progress(session: Session, import_id: str, worker: str, progress: Pro
             events_imported=progress.imported,
             events_failed=progress.failed,
             warnings=progress.warnings,
+            excluded=progress.excluded,
+            do_not_track=progress.do_not_track,
             updated_at=utcnow(),
         )
         .execution_options(synchronize_session=False)

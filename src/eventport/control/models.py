@@ -292,3 +292,14 @@ class ImportLog(Base):
     events_count: Mapped[int | None] = mapped_column(BigInteger)
     failed_events_count: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ServerSecret(Base):
+    """Secrets the server makes for itself on first start, shared by every process that uses
+    this control store (so all API and worker processes hash origin ids with the same key)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # hex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

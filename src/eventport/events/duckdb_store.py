@@ -214,6 +214,22 @@ class DuckDBEventStore:
                 + ", ".join(f"{_q(f)} BIGINT NOT NULL" for f in CHECKPOINT_FIELDS[1:])
                 + ", updated_at TIMESTAMPTZ NOT NULL)",
             )
+            have = {
+                row[0]
+                for row in _run(
+                    con,
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = ?",
+                    [CHECKPOINTS_TABLE],
+                )
+            }
+            for name in CHECKPOINT_FIELDS[1:]:  # counters added since the file was created
+                if name not in have:
+                    _run(
+                        con,
+                        f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN {_q(name)} BIGINT "
+                        "NOT NULL DEFAULT 0",
+                    )
 
     def existing_ids(self, owner_id: str, ids: Sequence[str]) -> set[str]:
         if not ids:

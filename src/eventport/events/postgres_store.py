@@ -209,6 +209,12 @@ class PostgresEventStore:
                     ),
                 )
             )
+            for name in CHECKPOINT_FIELDS[1:]:  # counters added since the table was created
+                conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} bigint NOT NULL DEFAULT 0"
+                    ).format(_C, sql.Identifier(name))
+                )
             known = {
                 row[0]
                 for row in conn.execute(

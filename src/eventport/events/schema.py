@@ -2,7 +2,8 @@
 
 A batch travels as columns: ``dict[column name, list]``, every list the same length, in the
 order of :data:`COLUMNS`. Columns the import does not fill yet (enrichment, issue 4) stay None.
-Raw IP addresses are never a column: the pipeline keeps them in memory only.
+Raw IP addresses are stored only if an operator sets ``EVENTPORT_KEEP_IP_ADDRESSES``;
+otherwise the pipeline keeps them in memory only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("excluded", "boolean"),  # flagged as a bot or by an owner's exclusion rule
     Column("confidence", "double"),
     Column("mtc_quota_exceeded", "boolean"),
+    # Added by enrichment (issue 4), after the columns above so existing stores just grow.
+    Column("client_runtime", "text"),  # e.g. "CPython 3.11.7", where the user agent says
+    Column("ci", "text"),  # the CI system a client announced (pip: "ci")
+    Column("remote_address", "text"),  # only with EVENTPORT_KEEP_IP_ADDRESSES; else never set
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
@@ -79,6 +84,8 @@ class Checkpoint:
     imported: int
     failed: int
     warnings: int
+    excluded: int = 0  # events flagged as bots or by the owner's exclusions
+    do_not_track: int = 0  # events that asked not to be tracked (DNT / Sec-GPC)
 
 
 def empty_batch() -> Batch:

@@ -13,6 +13,7 @@ from operator import itemgetter
 
 import orjson
 
+from eventport.enrich.enricher import NO_PLACE, PLACE_COLUMNS, ImportEnrichment, do_not_track
 from eventport.events.schema import COLUMN_NAMES, Batch
 from eventport.imports.records import LogEntry, ParsedEvent, failed_line_count
 
@@ -35,6 +36,9 @@ class Lookups:
     package: Callable[[str], str | None]  # $package as given -> package id the importer may write
     pixel: Callable[[str], str | None]  # $tracking_pixel -> pixel id the importer may write
     existing_ids: Callable[[Sequence[str]], set[str]]  # ids already stored for this owner
+    # Location, client and ids (None: events are stored as imported, with no enrichment).
+    enrichment: ImportEnrichment | None = None
+    keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
     addresses: dict[str, bool] = field(default_factory=dict)
@@ -49,16 +53,17 @@ class Lookups:
             self.pixels[ref] = self.pixel(ref)
         return self.pixels[ref]
 
-    def check_address(self, address: str) -> bool:
-        """Parse an address not seen before and remember the answer (build_batch reads the
-        cache itself first, on its hot path)."""
-        try:
-            ipaddress.ip_address(address.strip())
-            known = True
-        except ValueError:
-            known = False
-        if len(self.addresses) < 1_000_000:
-            self.addresses[address] = known
+    def valid_address(self, address: str) -> bool:
+        """Whether an address parses (remembered: imports repeat their addresses)."""
+        known = self.addresses.get(address)
+        if known is None:
+            try:
+                ipaddress.ip_address(address.strip())
+                known = True
+            except ValueError:
+                known = False
+            if len(self.addresses) < 1_000_000:
+                self.addresses[address] = known
         return known
 
 
@@ -69,6 +74,8 @@ class BatchResult:
     imported: int
     failed: int
     warnings: int
+    excluded: int = 0
+    do_not_track: int = 0
 
 
 def _not_found(event: ParsedEvent, message: str) -> LogEntry:
@@ -112,11 +119,15 @@ def build_batch(
     """Columns for the event store, plus every log entry for these lines."""
     logs = list(logs)
     undecodable = failed_line_count(logs)  # a line with several errors fails once
-    not_found = 0
+    not_found = excluded = dnt_count = 0
     # One row per event id: a later line with the same $unique_id replaces the earlier one.
     kept: dict[str, tuple[object, ...]] = {}
     lines: dict[str, ParsedEvent] = {}
-    known_addresses = lookups.addresses
+    enrichment = lookups.enrichment
+    keep_ips = lookups.keep_ip_addresses
+    if enrichment is not None:  # each distinct address of the batch, looked up at once
+        distinct = {e.remote_address for e in events if e.remote_address is not None}
+        enrichment.prepare(c for c in map(enrichment.canonical, distinct) if c is not None)
     fixed = target.kind != "multi"
     for event in events:
         if fixed:
@@ -129,12 +140,7 @@ def build_batch(
                 continue
             package_id, pixel_id = resolved
         address = event.remote_address
-        if address is not None:
-            valid = known_addresses.get(address)
-            if valid is None:
-                valid = lookups.check_address(address)
-            if not valid:
-                logs.append(_bad_address(event.line, address))
+        headers = event.headers
         unique_id = event.unique_id
         # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
         event_id = unique_id if unique_id is not None else f"{import_id}:{event.line}"
@@ -144,8 +150,7 @@ def build_batch(
             )
             del kept[event_id]
         lines[event_id] = event
-        headers = event.headers
-        kept[event_id] = (
+        row: tuple[object, ...] = (
             event_id,
             owner_id,
             package_id,
@@ -161,6 +166,36 @@ def build_batch(
             event.variables,
             orjson.dumps(headers).decode() if headers else None,
         )
+        if enrichment is None:
+            if address is not None and not lookups.valid_address(address):
+                logs.append(_bad_address(event.line))
+            kept[event_id] = row + _UNENRICHED + (address if keep_ips else None,)
+            continue
+        canonical_ip = enrichment.canonical(address) if address is not None else None
+        if address is not None and canonical_ip is None:
+            logs.append(_bad_address(event.line))
+        agent_head, agent_tail, flagged = enrichment.agent(event.user_agent)
+        dnt = do_not_track(headers)
+        if dnt:  # no look-up and no ids: only the flag
+            dnt_count += 1
+            origin: tuple[object, ...] = (None, *NO_PLACE)
+        elif canonical_ip is None:
+            origin = (None, *NO_PLACE)
+        else:
+            origin = (
+                enrichment.origin(canonical_ip, event.user_agent),
+                *enrichment.place(canonical_ip),
+            )
+        if flagged:
+            excluded += 1
+        kept[event_id] = (
+            row
+            + origin
+            + agent_head
+            + (dnt, flagged, None, None)
+            + agent_tail
+            + (address if keep_ips else None,)
+        )
     replaced = lookups.existing_ids([i for i in kept if lines[i].unique_id is not None])
     for event_id in replaced:
         logs.append(_replaced(lines[event_id], "an event imported earlier"))
@@ -168,30 +203,48 @@ def build_batch(
     logs.sort(key=lambda entry: entry.line or 0)
     warnings = sum(1 for entry in logs if entry.level == "warning")
     # A line replaced later in the same file was still imported (and then replaced).
-    return BatchResult(batch, logs, len(events) - not_found, undecodable + not_found, warnings)
+    return BatchResult(
+        batch,
+        logs,
+        len(events) - not_found,
+        undecodable + not_found,
+        warnings,
+        excluded,
+        dnt_count,
+    )
 
 
-FILLED = 14  # the leading columns an import fills; the rest wait for enrichment
+# The columns after the fourteen every import fills, as build_batch appends them per event.
+_ENRICHED_LAYOUT = (
+    "origin_id",
+    *PLACE_COLUMNS,
+    "platform",
+    "client",
+    "client_version",
+    "dnt",
+    "excluded",
+    "confidence",
+    "mtc_quota_exceeded",
+    "client_runtime",
+    "ci",
+    "remote_address",
+)
+_UNENRICHED = (None,) * (len(_ENRICHED_LAYOUT) - 1)
 
 
 def _columns(rows: list[tuple[object, ...]]) -> Batch:
-    """Rows to columns (map/itemgetter run in C), the unfilled columns as lists of None."""
-    batch: Batch = {}
-    for index, name in enumerate(COLUMN_NAMES[:FILLED]):
-        batch[name] = list(map(itemgetter(index), rows))
-    for name in COLUMN_NAMES[FILLED:]:
-        batch[name] = [None] * len(rows)
-    return batch
+    """Rows to columns (map/itemgetter run in C)."""
+    return {name: list(map(itemgetter(index), rows)) for index, name in enumerate(COLUMN_NAMES)}
 
 
-def _bad_address(line: int, address: str) -> LogEntry:
+def _bad_address(line: int) -> LogEntry:
+    # The value is not repeated: a log must not keep what could be someone's address.
     return LogEntry(
         line=line,
         level="warning",
         type="invalid-remote-address",
         code="invalid-remote-address",
-        message=f"$remote_address {address[:80]!r} is not an IP address; the event is imported "
-        "without location",
+        message="$remote_address is not an IP address; the event is imported without location",
     )
 
 
@@ -204,3 +257,7 @@ def _replaced(event: ParsedEvent, what: str) -> LogEntry:
         message=f"$unique_id {str(event.unique_id)[:80]!r} was used before: this event replaces "
         f"{what}",
     )
+
+
+if COLUMN_NAMES[14:] != _ENRICHED_LAYOUT:  # the layout above must follow the schema
+    raise RuntimeError("build_batch's column layout is out of step with events.schema")

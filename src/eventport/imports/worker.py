@@ -20,16 +20,20 @@ from pathlib import Path
 
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
+from eventport.control.event_settings import exclusion_rules
 from eventport.control.models import Account, Import, Package, TrackingPixel
 from eventport.control.packages import owned_package_for
 from eventport.control.pixels import pixel_for
+from eventport.control.secrets import ORIGIN_KEY, server_secret
 from eventport.domain.access import Access
 from eventport.domain.errors import DomainError
+from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
 from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry, ParsedEvent, decode_csv, decode_ndjson
+from eventport.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +130,13 @@ class ImportWorker:
         lease: timedelta,
         name: str | None = None,
         chunk_lines: int | None = None,
+        enricher: Enricher | None = None,
+        keep_ip_addresses: bool = False,
     ) -> None:
         self.control = control
         self.events = events
+        self.enricher = enricher
+        self.keep_ip_addresses = keep_ip_addresses
         self.lease = lease
         self.name = name or worker_name()
         # Big enough batches let DuckDB skip its write-ahead log (bench/event_store.py).
@@ -186,7 +194,7 @@ class ImportWorker:
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
         else:
-            checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0)
+            checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
         lookups = self._lookups(row)
         batch = _Pending()
@@ -258,6 +266,8 @@ class ImportWorker:
             imported=before.imported + result.imported,
             failed=before.failed + result.failed,
             warnings=before.warnings + result.warnings,
+            excluded=before.excluded + result.excluded,
+            do_not_track=before.do_not_track + result.do_not_track,
         )
         progress = {
             "line": chunk.next_line - 1,
@@ -297,8 +307,17 @@ class ImportWorker:
         def existing(ids: Sequence[str]) -> set[str]:
             return self.events.existing_ids(row.owner_id, ids) if ids else set()
 
+        enrichment = None
+        if self.enricher is not None:
+            with self.control.session() as s:
+                rules = exclusion_rules(s, row.owner_id)
+            enrichment = self.enricher.for_import(rules)
         return Lookups(
-            package=writable(owned_package_for), pixel=writable(pixel_for), existing_ids=existing
+            package=writable(owned_package_for),
+            pixel=writable(pixel_for),
+            existing_ids=existing,
+            enrichment=enrichment,
+            keep_ip_addresses=self.keep_ip_addresses,
         )
 
     def _log(self, import_id: str, entries: list[LogEntry], *extra: dict[str, object]) -> None:
@@ -313,6 +332,8 @@ class ImportWorker:
             imported=checkpoint.imported,
             failed=checkpoint.failed,
             warnings=checkpoint.warnings,
+            excluded=checkpoint.excluded,
+            do_not_track=checkpoint.do_not_track,
         )
         with self.control.session() as s:
             return control_imports.record_progress(s, row.id, self.name, progress)
@@ -328,12 +349,52 @@ class WorkerPool:
     """``count`` worker threads sharing one control store and one event store."""
 
     def __init__(
-        self, control: ControlDatabase, events: EventStore, *, count: int, lease: timedelta
+        self,
+        control: ControlDatabase,
+        events: EventStore,
+        *,
+        count: int,
+        lease: timedelta,
+        enricher: Enricher | None = None,
+        keep_ip_addresses: bool = False,
     ) -> None:
-        self.workers = [ImportWorker(control, events, lease=lease) for _ in range(count)]
+        self.workers = [
+            ImportWorker(
+                control,
+                events,
+                lease=lease,
+                enricher=enricher,
+                keep_ip_addresses=keep_ip_addresses,
+            )
+            for _ in range(count)
+        ]
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, control: ControlDatabase, events: EventStore, *, count: int
+    ) -> WorkerPool:
+        """The pool ``eventport serve`` and ``eventport worker`` run, enrichment set up (its
+        data loads here, once per process, and only if there are workers to use it)."""
+        enricher = None
+        if count > 0:
+            key = origin_key(settings.origin_secret, lambda: server_secret(control, ORIGIN_KEY))
+            enricher = open_enricher(
+                enabled=settings.enrichment,
+                key=key,
+                city_database=settings.geoip_city_database,
+                asn_database=settings.geoip_asn_database,
+            )
+        return cls(
+            control,
+            events,
+            count=count,
+            lease=timedelta(seconds=settings.lease_seconds),
+            enricher=enricher,
+            keep_ip_addresses=settings.keep_ip_addresses,
+        )
 
     def start(self) -> None:
         if self.workers:

@@ -244,6 +244,8 @@ def event_import(s: Session, row: Import) -> dict[str, Any]:
         "events_successfully_imported": row.events_imported,
         "events_failed_to_import": row.events_failed,
         "warnings_total": row.warnings,
+        "events_excluded": row.excluded,
+        "events_do_not_track": row.do_not_track,
         "error_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "error")],
         "warning_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "warning")],
         "created_at": timestamp(row.created_at),

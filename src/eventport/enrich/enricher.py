@@ -1,0 +1,227 @@
+"""Enrichment as the import pipeline uses it: once per distinct value, never per event.
+
+An :class:`Enricher` lives as long as the process (the IP data and the origin-id key load once);
+each import gets an :class:`ImportEnrichment` with caches of its own, so an address or a user
+agent is looked up once per import however many events repeat it. What it answers is a tuple of
+column values in the order the events table has them, so the pipeline
+only concatenates tuples per event.
+
+Privacy:
+
+* ``origin_id`` is a keyed BLAKE2b hash of the canonical IP address and the user agent;
+  ``endpoint_id`` one of the address alone. Without the key (a server secret) neither can be
+  reversed or even checked against a guessed address.
+* An event whose ``$headers`` carry ``DNT: 1`` or ``Sec-GPC: 1`` gets no IP look-up and no ids:
+  only ``dnt`` true (its client and platform still come from the user agent).
+* Raw addresses are not part of anything this module returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from eventport.domain.exclusions import ExclusionRules
+from eventport.enrich.agents import matches_any, parse_agent
+from eventport.enrich.ip import DataSource, IpEnricher, Place
+
+#: The event columns an address fills, in the order :meth:`ImportEnrichment.place` answers.
+PLACE_COLUMNS = (
+    "endpoint_id",
+    "origin_latitude",
+    "origin_longitude",
+    "origin_country",
+    "origin_state",
+    "origin_city",
+    "origin_postal",
+    "origin_connection_type",
+    "origin_company",
+    "origin_domain",
+    "cloud_provider_name",
+    "cloud_provider_domain",
+)
+NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
+#: A user agent's columns (two groups) and whether the owner excludes it.
+Agentry = tuple[tuple[object, ...], tuple[object, ...], bool]
+NO_AGENT: Agentry = ((None, None, None), (None, None), False)
+_CACHE_MAX = 200_000  # distinct values remembered per import; cleared when full
+
+
+def canonical_address(text: str) -> str | None:
+    """The address in canonical form (IPv4-mapped IPv6 as IPv4), or None if not an address."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def do_not_track(headers: Sequence[tuple[str, str]] | None) -> bool:
+    """The request asked not to be tracked: ``DNT: 1`` or ``Sec-GPC: 1`` (names in any case)."""
+    if not headers:
+        return False
+    return any(
+        name.lower() in ("dnt", "sec-gpc") and value.strip() == "1" for name, value in headers
+    )
+
+
+class Enricher:
+    """Process-wide enrichment: IP data (``ip`` None: no location look-ups) and the id key."""
+
+    def __init__(self, key: bytes, ip: IpEnricher | None) -> None:
+        if len(key) < 16:
+            raise ValueError("the origin-id key must be at least 16 bytes")
+        self._key = key[:64]  # BLAKE2b takes keys of up to 64 bytes
+        self.ip = ip
+
+    def for_import(self, rules: ExclusionRules) -> ImportEnrichment:
+        return ImportEnrichment(self, rules)
+
+    def sources(self) -> list[DataSource]:
+        """Every data source in use, with its date, for ``eventport enrichment info``."""
+        found = list(self.ip.sources()) if self.ip is not None else []
+        for package in ("ua-parser", "ua-parser-builtins"):
+            try:
+                version = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                continue
+            found.append(DataSource(f"{package} {version}", "user-agent", None, None))
+        return found
+
+    def hash(self, text: str, person: bytes) -> str:
+        return hashlib.blake2b(
+            text.encode("utf-8", "surrogatepass"), key=self._key, digest_size=16, person=person
+        ).hexdigest()
+
+
+class ImportEnrichment:
+    """One import's view: caches and the owner's exclusion rules."""
+
+    def __init__(self, enricher: Enricher, rules: ExclusionRules) -> None:
+        self.enricher = enricher
+        self.rules = rules
+        self._canonical: dict[str, str | None] = {}
+        self._places: dict[str, tuple[object, ...]] = {}
+        self._agents: dict[str | None, Agentry] = {}
+        self._origins: dict[tuple[str, str | None], str] = {}
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    def canonical(self, address: str) -> str | None:
+        """The canonical form of an address, None when it is not one (cached)."""
+        found = self._canonical.get(address, _MISSING)
+        if found is _MISSING:
+            found = canonical_address(address)
+            if len(self._canonical) >= _CACHE_MAX:
+                self._canonical.clear()
+            self._canonical[address] = found
+        return found  # type: ignore[return-value]
+
+    def prepare(self, addresses: Iterable[str]) -> None:
+        """Look up a batch's distinct canonical addresses not seen yet, all at once."""
+        new = {a for a in addresses if a not in self._places}
+        if not new:
+            return
+        if len(self._places) + len(new) > _CACHE_MAX:
+            self._places.clear()
+        ip = self.enricher.ip
+        found = ip.lookup_many(new) if ip is not None else {}
+        for address in new:
+            self._places[address] = self._place_values(address, found.get(address))
+
+    def place(self, address: str) -> tuple[object, ...]:
+        """Column values (:data:`PLACE_COLUMNS`) of a canonical address."""
+        values = self._places.get(address)
+        if values is None:
+            self.prepare((address,))
+            values = self._places[address]
+        return values
+
+    def _place_values(self, address: str, place: Place | None) -> tuple[object, ...]:
+        endpoint = self.enricher.hash(address, b"endpoint")
+        if place is None:
+            return (endpoint, *NO_PLACE[1:])
+        return (
+            endpoint,
+            place.latitude,
+            place.longitude,
+            place.country,
+            place.state,
+            place.city,
+            place.postal,
+            place.connection_type,
+            place.company,
+            place.domain,
+            place.cloud_provider_name,
+            place.cloud_provider_domain,
+        )
+
+    def origin(self, address: str, agent: str | None) -> str:
+        key = (address, agent)
+        found = self._origins.get(key)
+        if found is None:
+            found = self.enricher.hash(f"{address}\n{agent or ''}", b"origin")
+            if len(self._origins) >= _CACHE_MAX:
+                self._origins.clear()
+            self._origins[key] = found
+        return found
+
+    # -- user agents ---------------------------------------------------------------------------
+
+    def agent(self, user_agent: str | None) -> Agentry:
+        """Column values of a user agent — ``platform, client, client_version`` and
+        ``client_runtime, ci`` (apart: the event's columns put others between them) — and
+        whether the owner's rules exclude events sent with it."""
+        found = self._agents.get(user_agent)
+        if found is None:
+            parsed = parse_agent(user_agent)
+            excluded = (self.rules.exclude_bots and parsed.bot) or (
+                bool(self.rules.user_agent_substrings)
+                and matches_any(user_agent, self.rules.user_agent_substrings)
+            )
+            found = (
+                (parsed.platform, parsed.client, parsed.client_version),
+                (parsed.runtime, parsed.ci),
+                excluded,
+            )
+            if len(self._agents) >= _CACHE_MAX:
+                self._agents.clear()
+            self._agents[user_agent] = found
+        return found
+
+
+_MISSING: object = object()
+
+
+def origin_key(configured: str | None, stored: Callable[[], bytes]) -> bytes:
+    """The configured key (hex, or any text of at least 16 bytes), else the stored one."""
+    if configured is None:
+        return stored()
+    try:
+        key = bytes.fromhex(configured)
+    except ValueError:
+        key = configured.encode()
+    if len(key) < 16:
+        raise ValueError("EVENTPORT_ORIGIN_SECRET must be at least 16 bytes (32 hex digits)")
+    return key
+
+
+def open_enricher(
+    *,
+    enabled: bool,
+    key: bytes,
+    city_database: Path | None = None,
+    asn_database: Path | None = None,
+) -> Enricher | None:
+    """The process's enricher, its IP data loaded now (not by the first import), or None when
+    enrichment is switched off."""
+    if not enabled:
+        return None
+    ip = IpEnricher(city_database=city_database, asn_database=asn_database)
+    ip.sources()  # loads the data
+    return Enricher(key, ip)

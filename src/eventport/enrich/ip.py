@@ -1,0 +1,327 @@
+"""IP enrichment, offline: where an address is and who owns its network.
+
+Every field comes from the best source installed with eventport, with no network access:
+
+=========================  ===================================================================
+field                      source
+=========================  ===================================================================
+country                    geoip2fast's bundled GeoLite2 country ranges (MaxMind, 2024-06-18):
+                           the newest data that ships offline. GeoLite2 City 2018 answers only
+                           for addresses geoip2fast has no range for.
+state, city, postal,       GeoLite2 City 2018 (maxminddb-geolite2), the only city data that ships
+latitude, longitude        offline, read through maxminddb's C extension. Used only when its
+                           country agrees with the country above: in six years blocks move
+                           between countries, and Seattle as a city of Korea (3.5.140.2) is
+                           worse than no city. Coordinates come only with a city or subdivision:
+                           MaxMind's country-level coordinates (a country's centre) are not a
+                           place anyone is.
+company, domain,           The network owner (geoip2fast's GeoLite2 ASN organisation names,
+connection_type,           2024-06-18) resolved by the curated table and keyword rules in
+cloud_provider_*           :mod:`eventport.enrich.ip_owners`. Cloud traffic that resolves no
+                           further is "hosting", with the provider as company (as Scarf does).
+asn                        Only from a configured ASN database: the bundled data names the
+                           owner but does not carry the AS number.
+=========================  ===================================================================
+
+MaxMind ``.mmdb`` files given to :class:`IpEnricher` replace the bundled data for what they
+cover: a City database for country and all location fields, a Country database for the country
+(the bundled 2018 City data still supplies cities where its country agrees), an ASN or ISP
+database for the owner and AS number. Bundled data that is entirely replaced is never loaded.
+
+Addresses that are not public (invalid, private, loopback, link-local, multicast, reserved,
+unspecified, documentation) get :data:`EMPTY_PLACE`; IPv4-mapped (``::ffff:8.8.8.8``) and 6to4
+IPv6 addresses are looked up as the IPv4 address they carry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import maxminddb
+
+from eventport.enrich.ip_owners import TABLE_REVIEWED, OwnerDirectory
+from eventport.enrich.ip_ranges import (
+    CountryAndOwnerData,
+    PublicAddress,
+    geoip2fast_version,
+    load_bundled_data,
+    parse_public_address,
+)
+
+if TYPE_CHECKING:
+    from maxminddb.types import Record
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """What an IP address tells about where an event came from; None where the data is silent."""
+
+    country: str | None = None
+    state: str | None = None
+    city: str | None = None
+    postal: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    company: str | None = None
+    domain: str | None = None
+    connection_type: str | None = None
+    cloud_provider_name: str | None = None
+    cloud_provider_domain: str | None = None
+    asn: int | None = None
+
+
+EMPTY_PLACE = Place()
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One data set the enricher answers from, for reports of how fresh the answers are."""
+
+    name: str
+    kind: str
+    date: str | None
+    path: str | None
+
+
+_LOCATION_KINDS = {"City": "city", "Enterprise": "city", "Country": "country"}
+_OWNER_KINDS = ("ASN", "ISP")
+
+
+@dataclass(frozen=True)
+class _Database:
+    reader: maxminddb.Reader
+    source: DataSource
+
+    def get(self, address: str) -> Record | None:
+        try:
+            return self.reader.get(address)
+        except (ValueError, maxminddb.InvalidDatabaseError):
+            # an IPv6 address in an IPv4-only database, or a damaged file: nothing known
+            return None
+
+
+def _open_database(path: Path, role: str) -> _Database:
+    """Open a MaxMind database for a role ("location" or "asn"), or say clearly why not."""
+    try:
+        reader = maxminddb.open_database(str(path))
+    except (OSError, maxminddb.InvalidDatabaseError) as error:
+        raise ValueError(f"cannot read MaxMind database {path}: {error}") from error
+    meta = reader.metadata()
+    kind = _database_kind(meta.database_type, role)
+    if kind is None:
+        reader.close()
+        wanted = "a City or Country" if role == "location" else "an ASN or ISP"
+        raise ValueError(f"{path} is a {meta.database_type} database, not {wanted} database")
+    name = f"{meta.database_type} (MaxMind database {path})"
+    return _Database(reader, DataSource(name, kind, _epoch_date(meta.build_epoch), str(path)))
+
+
+def _database_kind(database_type: str, role: str) -> str | None:
+    if role == "asn":
+        return "asn" if any(word in database_type for word in _OWNER_KINDS) else None
+    for word, kind in _LOCATION_KINDS.items():
+        if word in database_type:
+            return kind
+    return None
+
+
+def _epoch_date(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch))
+
+
+def _bundled_city_database() -> _Database:
+    path = Path(str(resources.files("_maxminddb_geolite2") / "GeoLite2-City.mmdb"))
+    database = _open_database(path, "location")
+    version = metadata.version("maxminddb-geolite2")
+    source = DataSource(
+        f"GeoLite2 City (maxminddb-geolite2 {version})",
+        "city",
+        database.source.date,
+        str(path),
+    )
+    return _Database(database.reader, source)
+
+
+class _Sources:
+    """The data actually in use, loaded together the first time anything is looked up."""
+
+    def __init__(self, location: _Database | None, owner: _Database | None) -> None:
+        self.location_override = location
+        self.owner_override = owner
+        if location is not None and location.source.kind == "city":
+            self.city = location
+        else:
+            self.city = _bundled_city_database()
+        needs_bundled = location is None or owner is None
+        self.bundled: CountryAndOwnerData | None = load_bundled_data() if needs_bundled else None
+
+    def describe(self) -> list[DataSource]:
+        described: list[DataSource] = []
+        if self.location_override is not None:
+            described.append(self.location_override.source)
+        bundled = self.bundled
+        if bundled is not None:
+            name = f"geoip2fast {geoip2fast_version()} ({bundled.info})"
+            path = str(bundled.path)
+            if self.location_override is None:
+                described.append(DataSource(name, "country", bundled.date, path))
+            if self.owner_override is None:
+                described.append(DataSource(name, "asn", bundled.date, path))
+        if self.city is not self.location_override:
+            described.append(self.city.source)
+        if self.owner_override is not None:
+            described.append(self.owner_override.source)
+        described.append(
+            DataSource("eventport cloud provider table (ip_owners)", "cloud", TABLE_REVIEWED, None)
+        )
+        return described
+
+
+class IpEnricher:
+    """Looks up addresses offline. Make one per process and keep it: loading costs memory.
+
+    Loading happens once, under a lock, on the first lookup or :meth:`sources` call, and takes
+    0.3-0.7 s. It keeps ~30 MB, plus the pages of the City database that look-ups touch (up to
+    its 57 MB, mapped from the file: shared page cache the kernel can reclaim). While loading,
+    geoip2fast's unpickled lists briefly need ~110 MB more, so call ``sources()`` at start-up
+    rather than let the first import pay for it at its own peak. Look-ups only read (the owner
+    memo's writes are single dict operations) and are safe from several threads.
+    """
+
+    def __init__(
+        self, *, city_database: Path | None = None, asn_database: Path | None = None
+    ) -> None:
+        # Opening a .mmdb only maps it, so a wrong path fails here, at start-up, not mid-import.
+        self._location = _open_database(city_database, "location") if city_database else None
+        self._owner = _open_database(asn_database, "asn") if asn_database else None
+        self._owners = OwnerDirectory()
+        self._sources: _Sources | None = None
+        self._loading = threading.Lock()
+
+    def lookup(self, address: str) -> Place:
+        """The place of one address; EMPTY_PLACE for anything that is not a public address."""
+        parsed = parse_public_address(address.strip()) if isinstance(address, str) else None
+        if parsed is None:
+            return EMPTY_PLACE
+        return self._place(self._loaded(), parsed)
+
+    def lookup_many(self, addresses: Iterable[str]) -> dict[str, Place]:
+        """One entry per distinct input string, each looked up once."""
+        return {address: self.lookup(address) for address in dict.fromkeys(addresses)}
+
+    def sources(self) -> list[DataSource]:
+        """Each data set in use, with its date; loads the data if it is not loaded yet."""
+        return self._loaded().describe()
+
+    def _loaded(self) -> _Sources:
+        sources = self._sources
+        if sources is None:
+            with self._loading:
+                if self._sources is None:
+                    self._sources = _Sources(self._location, self._owner)
+                sources = self._sources
+        return sources
+
+    def _place(self, sources: _Sources, address: PublicAddress) -> Place:
+        text = address.text
+        city_record = sources.city.get(text)
+        bundled = sources.bundled  # loaded whenever an override is missing
+        location_override = sources.location_override
+        if location_override is None:
+            country = bundled.country(address) if bundled else None
+        elif location_override is sources.city:
+            country = _country(city_record)
+        else:
+            country = _country(location_override.get(text))
+        if country is None:
+            country = _country(city_record)
+
+        asn: int | None = None
+        if sources.owner_override is not None:
+            asn, org_name = _asn_and_org(sources.owner_override.get(text))
+        else:
+            org_name = bundled.org_name(address) if bundled else ""
+        owner = self._owners.owner(asn, org_name) if asn is not None or org_name else None
+
+        if country is None and owner is None:
+            return EMPTY_PLACE
+        state = city = postal = None
+        latitude = longitude = None
+        if isinstance(city_record, dict) and _country(city_record) == country:
+            state, city, postal, latitude, longitude = _location(city_record)
+        if owner is None:
+            return Place(country, state, city, postal, latitude, longitude)
+        return Place(
+            country,
+            state,
+            city,
+            postal,
+            latitude,
+            longitude,
+            owner.company,
+            owner.domain,
+            owner.connection_type,
+            owner.cloud_provider_name,
+            owner.cloud_provider_domain,
+            asn,
+        )
+
+
+def _country(record: Record | None) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    country = record.get("country")
+    code = country.get("iso_code") if isinstance(country, dict) else None
+    return code if isinstance(code, str) and code else None
+
+
+def _english_name(entry: Record | None) -> str | None:
+    if not isinstance(entry, dict):
+        return None
+    names = entry.get("names")
+    name = names.get("en") if isinstance(names, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _location(
+    record: dict[str, Record],
+) -> tuple[str | None, str | None, str | None, float | None, float | None]:
+    """(state, city, postal, latitude, longitude) from a MaxMind City record."""
+    city = _english_name(record.get("city"))
+    subdivisions = record.get("subdivisions")
+    state = None
+    if isinstance(subdivisions, list) and subdivisions:
+        first = subdivisions[0]
+        state = _english_name(first)
+        if state is None and isinstance(first, dict) and isinstance(first.get("iso_code"), str):
+            state = str(first["iso_code"])
+    postal_entry = record.get("postal")
+    code = postal_entry.get("code") if isinstance(postal_entry, dict) else None
+    postal = code if isinstance(code, str) and code else None
+    if city is None and state is None:
+        return None, None, postal, None, None
+    location = record.get("location")
+    latitude = longitude = None
+    if isinstance(location, dict):
+        latitude = _coordinate(location.get("latitude"))
+        longitude = _coordinate(location.get("longitude"))
+    return state, city, postal, latitude, longitude
+
+
+def _coordinate(value: Record | None) -> float | None:
+    return value if isinstance(value, float) else None  # MaxMind stores coordinates as doubles
+
+
+def _asn_and_org(record: Record | None) -> tuple[int | None, str]:
+    if not isinstance(record, dict):
+        return None, ""
+    number = record.get("autonomous_system_number")
+    name = record.get("autonomous_system_organization")
+    asn = number if isinstance(number, int) and not isinstance(number, bool) and number else None
+    return asn, name if isinstance(name, str) else ""

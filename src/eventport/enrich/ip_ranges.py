@@ -1,0 +1,252 @@
+"""Public-address parsing and compact range tables built from geoip2fast's bundled data.
+
+geoip2fast ships GeoLite2 country and ASN ranges for IPv4 and IPv6 (MaxMind data of the date
+in the file, 2024-06-18 for geoip2fast 1.2.2) as a gzipped pickle of Python lists. Its own
+reader keeps those lists, ~107 MB of int objects, in module globals (one data set per process).
+Here they are read once and copied into typed arrays (~15 MB) searched with bisect, then the
+lists are dropped and the freed heap is handed back to the operating system.
+
+IPv6 ranges are keyed on their first 64 bits: an IPv6 /64 is one site, and 64-bit keys fit an
+unsigned array. The ~700 bundled IPv6 networks smaller than a /64 (pieces of a handful of /64s)
+resolve at /64 granularity, where the last piece of that /64 wins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import pickle
+import re
+import socket
+from array import array
+from bisect import bisect_left, bisect_right
+from importlib import metadata, resources
+from ipaddress import IPv4Network, IPv6Network
+from itertools import repeat
+from operator import rshift
+from pathlib import Path
+from typing import NamedTuple
+
+GEOIP2FAST_DATA_FILE = "geoip2fast-asn-ipv6.dat.gz"
+# The list layout below is that of geoip2fast's data format 120 (its 1.2.x releases).
+_GEOIP2FAST_FORMAT = 120
+# geoip2fast's first 16 country entries are reserved, private and "not found" placeholders.
+_FIRST_REAL_COUNTRY = 16
+_NO_OWNER_NAMES = frozenset({"", "<unknown>", "IANA.ORG"})
+_IPV4_SPACE = 1 << 32
+
+
+def _ranges(cidrs: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    networks = [IPv4Network(c) if "." in c else IPv6Network(c) for c in cidrs]
+    return tuple((int(n.network_address), int(n.broadcast_address)) for n in networks)
+
+
+# Not "public" for enrichment: IANA special-purpose blocks that are not globally reachable,
+# plus multicast (224/4) and the reserved 240/4 (which includes the broadcast address).
+_IPV4_NON_PUBLIC = _ranges(("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
+                            "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+                            "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+                            "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3"))  # fmt: skip
+_IPV4_NON_PUBLIC_STARTS = [start for start, _ in _IPV4_NON_PUBLIC]
+# Global unicast IPv6 is 2000::/3; within it, IETF protocol assignments (Teredo, ORCHID, ...)
+# and the documentation prefixes are not a user's address. Everything outside 2000::/3
+# (loopback, unspecified, fc00::/7, fe80::/10, ff00::/8, unallocated space) is not public.
+_IPV6_GLOBAL = _ranges(("2000::/3",))[0]
+_IPV6_NON_PUBLIC = _ranges(("2001::/23", "2001:db8::/32", "3fff::/20"))
+_IPV4_MAPPED_PREFIX = 0xFFFF  # ::ffff:0:0/96, as n >> 32
+_SIX_TO_FOUR_PREFIX = 0x2002  # 2002::/16, as n >> 112
+
+
+class PublicAddress(NamedTuple):
+    """A public address as look-ups take it; a tuple, as one is built for every look-up."""
+
+    ipv4: bool
+    key: int  # the IPv4 address, or an IPv6 address's first 64 bits
+    text: str  # for MaxMind readers, which parse text faster than ipaddress objects
+
+
+def parse_public_address(text: str) -> PublicAddress | None:
+    """The public address in text, or None when it is not one (invalid, private, special)."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError, TypeError):
+        return _public_ipv6(text)
+    return _public_ipv4(int.from_bytes(packed, "big"), text)
+
+
+def _public_ipv4(value: int, text: str) -> PublicAddress | None:
+    index = bisect_right(_IPV4_NON_PUBLIC_STARTS, value) - 1
+    if index >= 0 and value <= _IPV4_NON_PUBLIC[index][1]:
+        return None
+    return PublicAddress(True, value, text)
+
+
+def _public_ipv6(text: str) -> PublicAddress | None:
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET6, text), "big")
+    except (OSError, ValueError, TypeError):
+        return None
+    if value >> 32 == _IPV4_MAPPED_PREFIX:
+        embedded = value & 0xFFFFFFFF
+    elif value >> 112 == _SIX_TO_FOUR_PREFIX:
+        embedded = (value >> 80) & 0xFFFFFFFF  # a 6to4 address carries the host's IPv4 address
+    else:
+        first, last = _IPV6_GLOBAL
+        if not first <= value <= last or any(a <= value <= b for a, b in _IPV6_NON_PUBLIC):
+            return None
+        return PublicAddress(False, value >> 64, text)
+    return _public_ipv4(embedded, socket.inet_ntoa(embedded.to_bytes(4, "big")))
+
+
+class RangeTable:
+    """Sorted networks (first key, prefix length), each mapped to an index into a name list."""
+
+    __slots__ = ("_last_offsets", "_lengths", "_starts", "_values")
+
+    def __init__(
+        self, starts: array[int], lengths: array[int], values: array[int], last_offsets: list[int]
+    ) -> None:
+        self._starts = starts
+        self._lengths = lengths
+        self._values = values
+        self._last_offsets = last_offsets  # by prefix length: last key minus first key
+
+    def find(self, key: int) -> int | None:
+        index = bisect_right(self._starts, key) - 1
+        if index >= 0 and key <= self._starts[index] + self._last_offsets[self._lengths[index]]:
+            return self._values[index]
+        return None
+
+
+class CountryAndOwnerData:
+    """geoip2fast's country and ASN-organisation ranges for IPv4 and IPv6, in compact form."""
+
+    def __init__(
+        self,
+        path: Path,
+        info: str,
+        country_codes: list[str | None],
+        org_names: list[str],
+        countries: tuple[RangeTable, RangeTable],
+        owners: tuple[RangeTable, RangeTable],
+    ) -> None:
+        self.path = path
+        self.info = info
+        self.country_codes = country_codes
+        self.org_names = org_names
+        self.countries_v4, self.countries_v6 = countries
+        self.owners_v4, self.owners_v6 = owners
+
+    @property
+    def date(self) -> str | None:
+        """The MaxMind release the data was built from, from the file's own description."""
+        found = re.search(r"(\d{4})(\d{2})(\d{2})$", self.info)
+        return "-".join(found.groups()) if found else None
+
+    def country(self, address: PublicAddress) -> str | None:
+        table = self.countries_v4 if address.ipv4 else self.countries_v6
+        index = table.find(address.key)
+        return self.country_codes[index] if index is not None else None
+
+    def org_name(self, address: PublicAddress) -> str:
+        """The owner's organisation name, or "" when the data has none."""
+        table = self.owners_v4 if address.ipv4 else self.owners_v6
+        index = table.find(address.key)
+        return self.org_names[index] if index is not None else ""
+
+
+def bundled_data_path() -> Path:
+    return Path(str(resources.files("geoip2fast") / GEOIP2FAST_DATA_FILE))
+
+
+def geoip2fast_version() -> str:
+    return metadata.version("geoip2fast")
+
+
+def load_bundled_data() -> CountryAndOwnerData:
+    """Read geoip2fast's country + ASN file (~0.4 s) into compact tables.
+
+    The file is a pickle; reading it trusts the installed geoip2fast package exactly as much as
+    importing its code would.
+    """
+    path = bundled_data_path()
+    try:
+        with gzip.open(path, "rb") as file:
+            data_format, source, _total, lists = pickle.load(file)
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise RuntimeError(f"cannot read geoip2fast's data file {path}: {error}") from error
+    if data_format != _GEOIP2FAST_FORMAT or not (source.get("asn") and source.get("ipv6")):
+        raise RuntimeError(
+            f"{path} is geoip2fast data format {data_format} ({source.get('info')}); "
+            f"eventport reads format {_GEOIP2FAST_FORMAT} with ASN and IPv6 data (geoip2fast 1.2.x)"
+        )
+    (_, _, country_names, org_names, country_starts, owner_starts,
+     country_ids, owner_ids, country_lengths, owner_lengths) = lists  # fmt: skip
+    del lists
+    countries = _tables(country_starts, country_lengths, country_ids)
+    owners = _tables(owner_starts, owner_lengths, owner_ids)
+    del country_starts, country_lengths, country_ids, owner_starts, owner_lengths, owner_ids
+    _return_freed_memory()
+    return CountryAndOwnerData(
+        path,
+        str(source.get("info", "")),
+        [_country_code(entry, index) for index, entry in enumerate(country_names)],
+        [name if name not in _NO_OWNER_NAMES else "" for name in org_names],
+        countries,
+        owners,
+    )
+
+
+def _country_code(entry: str, index: int) -> str | None:
+    code = entry.partition(":")[0]
+    if index < _FIRST_REAL_COUNTRY or len(code) != 2 or not code.isalpha():
+        return None
+    return code.upper()
+
+
+# By prefix length, how far a network's last key is from its first. IPv6 keys are the first 64
+# bits, so every network of /64 or longer is one key.
+_V4_LAST_OFFSETS = [(1 << (32 - length)) - 1 for length in range(33)]
+_V6_LAST_OFFSETS = [(1 << max(64 - length, 0)) - 1 for length in range(129)]
+
+
+def _tables(
+    chunks_of_starts: list[list[int]],
+    chunks_of_lengths: list[list[int]],
+    chunks_of_values: list[list[int]],
+) -> tuple[RangeTable, RangeTable]:
+    """(IPv4, IPv6) tables from geoip2fast's chunked (first address, prefix length, value) lists.
+
+    Each chunk is released as soon as it is copied, so the transient peak stays at the size of
+    the unpickled lists instead of growing by the tables on top of it.
+    """
+    v4_starts, v4_lengths, v4_values = array("I"), array("B"), array("I")
+    v6_starts, v6_lengths, v6_values = array("Q"), array("B"), array("I")
+    for chunk in range(len(chunks_of_starts)):
+        starts, lengths = chunks_of_starts[chunk], chunks_of_lengths[chunk]
+        values = chunks_of_values[chunk]
+        split = bisect_left(starts, _IPV4_SPACE)  # IPv4 addresses sort before all IPv6 ones
+        v4_starts.fromlist(starts[:split])
+        v4_lengths.fromlist(lengths[:split])
+        v4_values.fromlist(values[:split])
+        v6_starts.extend(map(rshift, starts[split:], repeat(64)))
+        v6_lengths.fromlist(lengths[split:])
+        v6_values.fromlist(values[split:])
+        chunks_of_starts[chunk] = chunks_of_lengths[chunk] = chunks_of_values[chunk] = []
+    return (
+        RangeTable(v4_starts, v4_lengths, v4_values, _V4_LAST_OFFSETS),
+        RangeTable(v6_starts, v6_lengths, v6_values, _V6_LAST_OFFSETS),
+    )
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to give the unpickled lists' freed heap back to the system.
+
+    Without it the process keeps ~35 MB of freed but fragmented heap for its whole life. Other
+    C libraries (macOS, musl) have no malloc_trim and manage this themselves, so it is skipped.
+    """
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return
+    malloc_trim(0)

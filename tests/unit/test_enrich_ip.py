@@ -1,0 +1,429 @@
+"""IP enrichment against the real bundled data (geoip2fast 2024-06-18, GeoLite2 City 2018-07-03).
+
+The expected answers were checked by hand against that data; a data update that changes one is
+worth a look rather than a silent pass. Override databases are written here with a minimal
+MaxMind DB writer, since maxminddb can only read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from eventport.enrich.ip import EMPTY_PLACE, IpEnricher, Place
+from eventport.enrich.ip_owners import (
+    KNOWN_NETWORKS,
+    OwnerDirectory,
+    connection_type_for,
+    presentable_company,
+)
+from eventport.enrich.ip_ranges import load_bundled_data
+
+
+@pytest.fixture(scope="module")
+def enricher() -> IpEnricher:
+    return IpEnricher()
+
+
+def test_google_public_dns_is_google_cloud_hosting_in_the_us(enricher: IpEnricher) -> None:
+    # AS15169 carries Google Cloud as well as Google's own services; ASN data cannot tell them
+    # apart, so all of it is reported as Google Cloud, as hosting.
+    place = enricher.lookup("8.8.8.8")
+    assert place.country == "US"
+    assert "Google" in (place.company or "")
+    assert place.domain == "google.com"
+    assert place.connection_type == "hosting"
+    assert place.cloud_provider_name == "Google Cloud"
+    assert place.cloud_provider_domain == "cloud.google.com"
+    assert place.asn is None  # the bundled data names owners but has no AS numbers
+
+
+def test_a_country_level_location_has_no_coordinates(enricher: IpEnricher) -> None:
+    # GeoLite2 knows 8.8.8.8 only as "US", with the country's centre as coordinates.
+    place = enricher.lookup("8.8.8.8")
+    assert (place.city, place.state, place.latitude, place.longitude) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "provider", "provider_domain", "country"),
+    [
+        ("1.1.1.1", "Cloudflare", "cloudflare.com", "AU"),
+        ("52.94.76.1", "Amazon Web Services", "aws.amazon.com", "US"),
+        ("3.5.140.2", "Amazon Web Services", "aws.amazon.com", "KR"),
+        ("20.42.65.92", "Microsoft Azure", "azure.microsoft.com", "US"),
+        ("104.131.0.1", "DigitalOcean", "digitalocean.com", "US"),
+        ("88.198.0.1", "Hetzner", "hetzner.com", "DE"),
+        ("2a01:4f8::1", "Hetzner", "hetzner.com", "DE"),
+        ("51.15.0.1", "Scaleway", "scaleway.com", "FR"),
+        ("45.32.0.1", "Vultr", "vultr.com", "US"),
+        ("139.162.0.1", "Akamai Cloud (Linode)", "linode.com", "SG"),
+        ("129.146.0.1", "Oracle Cloud", "cloud.oracle.com", "US"),
+        ("47.88.0.1", "Alibaba Cloud", "alibabacloud.com", "US"),
+        ("43.128.0.1", "Tencent Cloud", "tencentcloud.com", "HK"),
+        ("169.44.0.1", "IBM Cloud", "cloud.ibm.com", "US"),
+        ("151.101.1.69", "Fastly", "fastly.com", "US"),
+        ("140.82.112.3", "GitHub", "github.com", "US"),
+        ("62.171.128.1", "Contabo", "contabo.com", "DE"),
+    ],
+)
+def test_cloud_traffic_is_hosting_with_the_provider_as_company(
+    enricher: IpEnricher, address: str, provider: str, provider_domain: str, country: str
+) -> None:
+    place = enricher.lookup(address)
+    assert place.cloud_provider_name == provider
+    assert place.cloud_provider_domain == provider_domain
+    assert place.company == provider
+    assert place.connection_type == "hosting"
+    assert place.country == country
+
+
+def test_aws_has_its_company_domain(enricher: IpEnricher) -> None:
+    assert enricher.lookup("52.94.76.1").domain == "amazonaws.com"
+
+
+def test_ipv6_google(enricher: IpEnricher) -> None:
+    place = enricher.lookup("2001:4860:4860::8888")
+    assert place.country == "US"
+    assert place.cloud_provider_name == "Google Cloud"
+    assert place.city == "Mountain View"
+
+
+@pytest.mark.parametrize("address", ["::ffff:8.8.8.8", "::FFFF:0808:0808", "2002:808:808::1"])
+def test_ipv6_carrying_an_ipv4_address_resolves_as_that_address(
+    enricher: IpEnricher, address: str
+) -> None:
+    assert enricher.lookup(address) == enricher.lookup("8.8.8.8")
+
+
+def test_surrounding_whitespace_is_ignored(enricher: IpEnricher) -> None:
+    assert enricher.lookup(" \t8.8.8.8\n") == enricher.lookup("8.8.8.8")
+
+
+def test_city_from_geolite2_city_2018(enricher: IpEnricher) -> None:
+    place = enricher.lookup("128.101.101.101")  # University of Minnesota
+    assert (place.country, place.state, place.city, place.postal) == (
+        "US",
+        "Minnesota",
+        "Minneapolis",
+        "55414",
+    )
+    assert place.latitude == pytest.approx(44.98, abs=0.05)
+    assert place.longitude == pytest.approx(-93.22, abs=0.05)
+    assert place.company == "UMN-SYSTEM"
+    assert place.connection_type is None  # the name does not say
+
+
+def test_a_2018_city_in_another_country_than_todays_is_dropped(enricher: IpEnricher) -> None:
+    # In 2018 this block was Seattle, US; in 2024 it is in Korea.
+    place = enricher.lookup("3.5.140.2")
+    assert place.country == "KR"
+    assert (place.state, place.city, place.postal, place.latitude) == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("address", "company", "connection_type"),
+    [
+        ("5.179.0.1", "University of Latvia", "education"),
+        ("5.44.128.1", "Ministry of Justice of Georgia", "government"),
+        ("2.58.102.1", "Deutsche Telekom AG", "isp"),
+        ("23.24.0.1", "COMCAST", "isp"),
+        ("2.57.88.1", "Hostinger International Limited", "hosting"),
+        ("17.0.0.1", "Apple", "business"),
+        ("31.13.24.1", "Meta", "business"),
+    ],
+)
+def test_connection_type_from_the_network_owner(
+    enricher: IpEnricher, address: str, company: str, connection_type: str
+) -> None:
+    place = enricher.lookup(address)
+    assert place.company == company
+    assert place.connection_type == connection_type
+    assert place.cloud_provider_name is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "fc00::1",
+        "fd12:3456::1",
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "::",
+        "169.254.1.1",
+        "fe80::1",
+        "fe80::1%eth0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "ff02::1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "192.0.2.1",
+        "2001:db8::1",
+        "::ffff:10.0.0.1",
+        "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+        "2001:0:4136:e378::1",  # Teredo
+        "4000::1",  # unallocated
+    ],
+)
+def test_addresses_that_are_not_public_get_an_empty_place(
+    enricher: IpEnricher, address: str
+) -> None:
+    assert enricher.lookup(address) is EMPTY_PLACE
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["152.241.796.177", "", "   ", "abc", "1.2.3", "1.2.3.4.5", "01.2.3.4", "8.8.8.8/32",
+     "8.8.8.8:80", "::g", "8.8.8.8\x00",
+     "\u0661.\u0661.\u0661.\u0661"],  # Arabic-Indic digits
+)  # fmt: skip
+def test_invalid_strings_get_an_empty_place(enricher: IpEnricher, text: str) -> None:
+    assert enricher.lookup(text) is EMPTY_PLACE
+
+
+def test_lookup_many_answers_once_per_distinct_string(enricher: IpEnricher) -> None:
+    addresses = ["8.8.8.8", "1.1.1.1", "8.8.8.8", "abc", "10.0.0.1", " 8.8.8.8"]
+    places = enricher.lookup_many(iter(addresses))
+    assert list(places) == ["8.8.8.8", "1.1.1.1", "abc", "10.0.0.1", " 8.8.8.8"]
+    assert places["8.8.8.8"] == places[" 8.8.8.8"] == enricher.lookup("8.8.8.8")
+    assert places["1.1.1.1"].company == "Cloudflare"
+    assert places["abc"] is places["10.0.0.1"] is EMPTY_PLACE
+    assert enricher.lookup_many([]) == {}
+
+
+def test_sources_name_each_data_set_with_its_date(enricher: IpEnricher) -> None:
+    sources = {source.kind: source for source in enricher.sources()}
+    assert set(sources) == {"country", "asn", "city", "cloud"}
+    assert sources["country"].date == sources["asn"].date == "2024-06-18"
+    assert "geoip2fast" in sources["country"].name
+    assert sources["city"].date == "2018-07-03"
+    assert "GeoLite2 City" in sources["city"].name
+    for source in sources.values():
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", source.date or "")
+        assert source.path is None or Path(source.path).is_file()
+
+
+def test_every_curated_organisation_name_is_in_the_bundled_data() -> None:
+    names = set(load_bundled_data().org_names)
+    missing = [n for net in KNOWN_NETWORKS for n in net.org_names if n not in names]
+    assert missing == []
+
+
+def test_a_curated_as_number_wins_over_the_name() -> None:
+    directory = OwnerDirectory()
+    assert directory.owner(16509, "Renamed Org").cloud_provider_name == "Amazon Web Services"
+    assert directory.owner(64512, "GOOGLE").cloud_provider_name == "Google Cloud"
+    assert directory.owner(64512, "").company is None
+
+
+@pytest.mark.parametrize(
+    ("name", "connection_type"),
+    [
+        ("Federal University of Pernambuco", "education"),
+        ("Federal State Budgetary Educational Institution of Higher Education", "education"),
+        ("Ministerio de Economia", "government"),
+        ("ASCENSION-MINISTRYSERVICECENTER", None),
+        ("The Internet Data Center of Sichuan Mobile Communication Company", "hosting"),
+        ("Charter Communications Inc", "isp"),
+        ("Cellco Partnership DBA Verizon Wireless", "isp"),
+        ("Orange Polska Spolka Akcyjna", "isp"),
+        ("Acme Widgets Inc.", None),
+    ],
+)
+def test_connection_type_rules(name: str, connection_type: str | None) -> None:
+    assert connection_type_for(name) == connection_type
+
+
+@pytest.mark.parametrize(
+    ("name", "presentable"),
+    [
+        ("COMCAST-7922", "COMCAST"),
+        ("AS-COLOCROSSING", "COLOCROSSING"),
+        ("DIGITALOCEAN-ASN", "DIGITALOCEAN"),
+        ("AKAMAI-AS", "AKAMAI"),
+        ("UMN-SYSTEM", "UMN-SYSTEM"),
+        ("Hetzner Online  GmbH", "Hetzner Online GmbH"),
+        ("GOOGLE-2", "GOOGLE"),
+    ],
+)
+def test_presentable_company_trims_as_handle_decoration_only(name: str, presentable: str) -> None:
+    assert presentable_company(name) == presentable
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Uint:
+    """An unsigned integer of a given MaxMind DB type: 5 uint16, 6 uint32, 9 uint64."""
+
+    data_type: int
+    value: int
+
+
+def _encode(value: object) -> bytes:
+    """MaxMind DB data-section encoding of what the tests need (str, Uint, int, list, dict)."""
+    if isinstance(value, str):
+        return _control(2, len(value.encode())) + value.encode()
+    if isinstance(value, int):
+        return _encode(Uint(6, value))
+    if isinstance(value, Uint):
+        payload = value.value.to_bytes((value.value.bit_length() + 7) // 8, "big")
+        return _control(value.data_type, len(payload)) + payload
+    if isinstance(value, list):
+        return _control(11, len(value)) + b"".join(_encode(item) for item in value)
+    if isinstance(value, dict):
+        pairs = b"".join(_encode(k) + _encode(v) for k, v in value.items())
+        return _control(7, len(value)) + pairs
+    raise TypeError(value)
+
+
+def _control(data_type: int, size: int) -> bytes:
+    assert size < 285
+    size_bits, extra = (size, b"") if size < 29 else (29, bytes([size - 29]))
+    if data_type <= 7:
+        return bytes([data_type << 5 | size_bits]) + extra
+    return bytes([size_bits, data_type - 7]) + extra  # extended type: type 0, then type - 7
+
+
+def write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, object]]) -> Path:
+    """An IPv4-only MaxMind DB (32-bit records) mapping each network to its record."""
+    nodes: list[list[int | tuple[str, int] | None]] = [[None, None]]
+    data = b""
+    for cidr, record in networks.items():
+        network = ipaddress.IPv4Network(cidr)
+        leaf = ("data", len(data))
+        data += _encode(record)
+        node = 0
+        bits = int(network.network_address)
+        for depth in range(network.prefixlen):
+            bit = (bits >> (31 - depth)) & 1
+            if depth == network.prefixlen - 1:
+                nodes[node][bit] = leaf
+            else:
+                child = nodes[node][bit]
+                if not isinstance(child, int):
+                    nodes.append([None, None])
+                    child = nodes[node][bit] = len(nodes) - 1
+                node = child
+    count = len(nodes)
+
+    def record_value(entry: int | tuple[str, int] | None) -> int:
+        if entry is None:
+            return count  # "no data"
+        if isinstance(entry, int):
+            return entry
+        return count + 16 + entry[1]
+
+    tree = b"".join(struct.pack(">II", *map(record_value, node)) for node in nodes)
+    metadata = {
+        "binary_format_major_version": Uint(5, 2),
+        "binary_format_minor_version": Uint(5, 0),
+        "build_epoch": Uint(9, 1_700_000_000),  # 2023-11-14
+        "database_type": database_type,
+        "description": {"en": "eventport test database"},
+        "ip_version": Uint(5, 4),
+        "languages": ["en"],
+        "node_count": Uint(6, count),
+        "record_size": Uint(5, 32),
+    }
+    path.write_bytes(tree + bytes(16) + data + b"\xab\xcd\xefMaxMind.com" + _encode(metadata))
+    return path
+
+
+def test_an_asn_database_gives_as_numbers_and_owners(tmp_path: Path) -> None:
+    asn_db = write_mmdb(
+        tmp_path / "asn.mmdb",
+        "GeoLite2-ASN",
+        {
+            "52.94.0.0/16": {
+                "autonomous_system_number": 16509,
+                "autonomous_system_organization": "Some Later Name",
+            },
+            "128.101.0.0/16": {
+                "autonomous_system_number": 217,
+                "autonomous_system_organization": "UMN-SYSTEM",
+            },
+        },
+    )
+    enricher = IpEnricher(asn_database=asn_db)
+    aws = enricher.lookup("52.94.76.1")
+    assert (aws.asn, aws.cloud_provider_name, aws.country) == (16509, "Amazon Web Services", "US")
+    umn = enricher.lookup("128.101.101.101")
+    assert (umn.asn, umn.company, umn.city) == (217, "UMN-SYSTEM", "Minneapolis")
+    # The ASN database replaces the bundled owners: what it does not know has no owner.
+    assert enricher.lookup("8.8.8.8") == Place(country="US")
+    assert enricher.lookup("2001:4860:4860::8888").company is None  # IPv4-only database
+    sources = {source.kind: source for source in enricher.sources()}
+    assert sources["asn"].path == str(asn_db)
+    assert sources["asn"].date == "2023-11-14"
+    assert sources["asn"].name == f"GeoLite2-ASN (MaxMind database {asn_db})"
+
+
+def test_a_country_database_overrides_the_country_and_keeps_agreeing_cities(
+    tmp_path: Path,
+) -> None:
+    country_db = write_mmdb(
+        tmp_path / "country.mmdb",
+        "GeoIP2-Country",
+        {
+            "128.101.0.0/16": {"country": {"iso_code": "US"}},
+            "89.160.0.0/17": {"country": {"iso_code": "NO"}},
+        },
+    )
+    enricher = IpEnricher(city_database=country_db)
+    assert enricher.lookup("128.101.101.101").city == "Minneapolis"
+    moved = enricher.lookup("89.160.20.112")  # Stockholm, SE, in the 2018 city data
+    assert (moved.country, moved.city) == ("NO", None)
+    assert moved.company == "Bredband2 AB"  # owners still come from the bundled data
+    kinds = {source.kind: source.path for source in enricher.sources()}
+    assert kinds["country"] == str(country_db)
+    assert set(kinds) == {"country", "asn", "city", "cloud"}
+
+
+def test_a_city_database_replaces_the_bundled_location_data(tmp_path: Path) -> None:
+    bundled_city = next(s for s in IpEnricher().sources() if s.kind == "city").path
+    assert bundled_city is not None
+    enricher = IpEnricher(city_database=Path(bundled_city))
+    place = enricher.lookup("3.5.140.2")
+    assert (place.country, place.city) == ("US", "Seattle")  # the override's own country
+    sources = enricher.sources()
+    assert [s.kind for s in sources].count("city") == 1
+    assert "country" not in [s.kind for s in sources]
+    city = next(s for s in sources if s.kind == "city")
+    assert city.path == bundled_city
+    assert f"MaxMind database {bundled_city}" in city.name
+
+
+def test_a_missing_database_file_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "GeoIP2-City.mmdb"
+    with pytest.raises(ValueError, match=re.escape(str(missing))):
+        IpEnricher(city_database=missing)
+    with pytest.raises(ValueError, match=re.escape(str(missing))):
+        IpEnricher(asn_database=missing)
+
+
+def test_a_file_that_is_not_a_maxmind_database_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mmdb"
+    junk.write_text("not a database")
+    with pytest.raises(ValueError, match=re.escape(str(junk))):
+        IpEnricher(city_database=junk)
+
+
+def test_a_database_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
+    asn_db = write_mmdb(tmp_path / "asn.mmdb", "GeoLite2-ASN", {})
+    with pytest.raises(ValueError, match="GeoLite2-ASN database, not a City or Country"):
+        IpEnricher(city_database=asn_db)
+    country_db = write_mmdb(tmp_path / "country.mmdb", "GeoLite2-Country", {})
+    with pytest.raises(ValueError, match="not an ASN or ISP"):
+        IpEnricher(asn_database=country_db)
