@@ -3,14 +3,15 @@
     python bench/ingest.py --events 1000000            # embedded default (SQLite + DuckDB)
     python bench/ingest.py --events 1000000 --postgres # PostgreSQL (a temporary database)
 
-Prints events/s end to end, the server's peak resident memory, and a baseline on the same
-file: DuckDB's own read_json into a table (embedded), or a plain COPY of the same rows
-(PostgreSQL), with the ratio of the two.
+Prints events/s end to end with and without enrichment (EVENTPORT_ENRICHMENT), the server's
+peak resident memory, and a baseline on the same file: DuckDB's own read_json into a table
+(embedded), or a plain COPY of the same rows (PostgreSQL), with the ratio of the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import random
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -74,11 +76,19 @@ def free_port() -> int:
         return port
 
 
-def peak_rss_mb(pid: int) -> float:
+def memory_mb(pid: int) -> dict[str, float]:
+    """The server's VmHWM (peak resident), and its current RssAnon and RssFile (mapped files,
+    e.g. the GeoLite2 database pages read so far), in MB."""
+    found = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "RssAnon", "RssFile"):
+            found[name] = int(value.split()[0]) / 1024
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    return memory_mb(pid).get("VmHWM", float("nan"))
 
 
 def run_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -132,11 +142,15 @@ def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dic
         response.raise_for_status()
         uploaded = time.perf_counter() - started
         import_id = response.json()["id"]
+        anon = mapped = 0.0
         while True:
             status = client.get(f"/v2/imports/bench/{import_id}").json()
+            now = memory_mb(server.pid)
+            anon, mapped = max(anon, now["RssAnon"]), max(mapped, now["RssFile"])
             if status["status"] != "importing":
                 break
             time.sleep(0.05)
+        status["peak_anon_mb"], status["peak_file_mb"] = round(anon), round(mapped)
         elapsed = time.perf_counter() - started
         status["upload_seconds"] = round(uploaded, 2)
         return elapsed, peak_rss_mb(server.pid), status
@@ -204,57 +218,73 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--enriched-only", action="store_true", help="skip the run without enrichment"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.ndjson"
         generate(path, args.events)
         size_mb = path.stat().st_size / 1e6
-        env = {
-            **os.environ,
-            "EVENTPORT_DATA_DIR": str(Path(tmp) / "data"),
-            "EVENTPORT_WORKERS": str(args.workers),
-            "EVENTPORT_LOG_LEVEL": "warning",
-        }
-        database = None
+        print(
+            f"events: {args.events:,} ({size_mb:.0f} MB NDJSON), cores: {os.cpu_count()}, "
+            f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}"
+        )
+        rates: dict[bool, float] = {}
+        for enrichment in (True,) if args.enriched_only else (True, False):
+            elapsed = run_once(args, path, Path(tmp) / f"data-{enrichment}", enrichment)
+            rates[enrichment] = args.events / elapsed
+        if len(rates) == 2:
+            print(f"enrichment costs {1 - rates[True] / rates[False]:.0%} of the throughput")
         if args.postgres:
-            import psycopg
+            with temporary_database(args.pg_admin) as url:
+                baseline = copy_baseline(path, url)
+            name = "plain COPY of the same rows"
+        else:
+            baseline = duckdb_baseline(path)
+            name = "DuckDB read_json into a table"
+        print(
+            f"{name}: {baseline:.2f} s = {args.events / baseline:,.0f} events/s; "
+            f"eventport (enriched) / baseline = {rates[True] * baseline / args.events:.2f}x"
+        )
 
-            database = f"eventport_bench_{os.getpid()}"
-            with psycopg.connect(args.pg_admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{database}"')
-            env["EVENTPORT_DATABASE_URL"] = args.pg_admin.rsplit("/", 1)[0] + f"/{database}"
-        try:
-            elapsed, rss, status = import_over_http(path, env)
-            rate = args.events / elapsed
-            print(
-                f"events: {args.events:,} ({size_mb:.0f} MB NDJSON), cores: {os.cpu_count()}, "
-                f"workers: {args.workers}, store: {'postgresql' if database else 'embedded'}"
-            )
-            print(
-                f"status: {status['status']}, imported {status['events_successfully_imported']:,}"
-                f", failed {status['events_failed_to_import']:,}"
-            )
-            print(
-                f"end to end: {elapsed:.2f} s = {rate:,.0f} events/s (upload "
-                f"{status['upload_seconds']} s of it); server peak RSS {rss:.0f} MB"
-            )
-            if database:
-                baseline = copy_baseline(path, env["EVENTPORT_DATABASE_URL"])
-                name = "plain COPY of the same rows"
-            else:
-                baseline = duckdb_baseline(path)
-                name = "DuckDB read_json into a table"
-            print(
-                f"{name}: {baseline:.2f} s = {args.events / baseline:,.0f} events/s; "
-                f"eventport / baseline = {baseline / elapsed:.2f}x"
-            )
-        finally:
-            if database:
-                import psycopg
 
-                with psycopg.connect(args.pg_admin, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+@contextlib.contextmanager
+def temporary_database(admin: str) -> Iterator[str]:
+    import psycopg
+
+    database = f"eventport_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + f"/{database}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: bool) -> float:
+    """One import on a fresh server; prints its figures, returns the seconds it took."""
+    env = {
+        **os.environ,
+        "EVENTPORT_DATA_DIR": str(data_dir),
+        "EVENTPORT_WORKERS": str(args.workers),
+        "EVENTPORT_LOG_LEVEL": "warning",
+        "EVENTPORT_ENRICHMENT": str(enrichment).lower(),
+    }
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
+        elapsed, rss, status = import_over_http(path, env)
+    print(
+        f"{'with' if enrichment else 'without'} enrichment: {status['status']}, imported "
+        f"{status['events_successfully_imported']:,}, failed {status['events_failed_to_import']:,}"
+        f"; end to end {elapsed:.2f} s = {args.events / elapsed:,.0f} events/s (upload "
+        f"{status['upload_seconds']} s of it); server peak RSS {rss:.0f} MB (sampled peaks: "
+        f"anonymous {status['peak_anon_mb']} MB, mapped files {status['peak_file_mb']} MB)"
+    )
+    return elapsed
 
 
 if __name__ == "__main__":

@@ -44,10 +44,9 @@ PLACE_COLUMNS = (
     "cloud_provider_domain",
 )
 NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
-#: A user agent's columns (two groups) and whether the owner excludes it.
-Agentry = tuple[tuple[object, ...], tuple[object, ...], bool]
-NO_AGENT: Agentry = ((None, None, None), (None, None), False)
-_CACHE_MAX = 200_000  # distinct values remembered per import; cleared when full
+# Distinct addresses remembered per import (~300 B each with their shared place): enough for
+# the ~100,000 addresses of a 5M-event import, so each is looked up once; cleared when full.
+_CACHE_MAX = 100_000
 
 
 def canonical_address(text: str) -> str | None:
@@ -93,42 +92,56 @@ class Enricher:
             found.append(DataSource(f"{package} {version}", "user-agent", None, None))
         return found
 
-    def hash(self, text: str, person: bytes) -> str:
-        return hashlib.blake2b(
-            text.encode("utf-8", "surrogatepass"), key=self._key, digest_size=16, person=person
-        ).hexdigest()
+    def hasher(self, person: bytes) -> Callable[[str], str]:
+        """A keyed hash function (BLAKE2b, 128 bits, hex) for one purpose (``person``): the keyed
+        state is made once and copied per value, cheaper than keying each hash."""
+        keyed = hashlib.blake2b(key=self._key, digest_size=16, person=person)
+
+        def digest(text: str) -> str:
+            state = keyed.copy()
+            state.update(text.encode("utf-8", "surrogatepass"))
+            return state.hexdigest()
+
+        return digest
 
 
 class ImportEnrichment:
-    """One import's view: caches and the owner's exclusion rules."""
+    """One import's view: caches and the owner's exclusion rules.
+
+    ``canonical_of`` (raw address → canonical form, None if not an address) is public so the
+    pipeline's loop can read it directly; the methods are the paths for values not seen yet.
+    """
 
     def __init__(self, enricher: Enricher, rules: ExclusionRules) -> None:
         self.enricher = enricher
         self.rules = rules
-        self._canonical: dict[str, str | None] = {}
+        self.canonical_of: dict[str, str | None] = {}
         self._places: dict[str, tuple[object, ...]] = {}
-        self._agents: dict[str | None, Agentry] = {}
-        self._origins: dict[tuple[str, str | None], str] = {}
+        self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
+        self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
+        self._endpoint = enricher.hasher(b"endpoint")
+        self._origin = enricher.hasher(b"origin")
 
     # -- addresses -----------------------------------------------------------------------------
 
     def canonical(self, address: str) -> str | None:
-        """The canonical form of an address, None when it is not one (cached)."""
-        found = self._canonical.get(address, _MISSING)
+        """The canonical form of an address, None when it is not one (remembered)."""
+        found = self.canonical_of.get(address, _MISSING)
         if found is _MISSING:
             found = canonical_address(address)
-            if len(self._canonical) >= _CACHE_MAX:
-                self._canonical.clear()
-            self._canonical[address] = found
+            if len(self.canonical_of) >= _CACHE_MAX:
+                self.canonical_of.clear()
+            self.canonical_of[address] = found
         return found  # type: ignore[return-value]
 
     def prepare(self, addresses: Iterable[str]) -> None:
-        """Look up a batch's distinct canonical addresses not seen yet, all at once."""
+        """Look up the canonical addresses not seen yet, all at once (once per batch)."""
         new = {a for a in addresses if a not in self._places}
         if not new:
             return
         if len(self._places) + len(new) > _CACHE_MAX:
             self._places.clear()
+            self._shared.clear()
         ip = self.enricher.ip
         found = ip.lookup_many(new) if ip is not None else {}
         for address in new:
@@ -143,39 +156,33 @@ class ImportEnrichment:
         return values
 
     def _place_values(self, address: str, place: Place | None) -> tuple[object, ...]:
-        endpoint = self.enricher.hash(address, b"endpoint")
         if place is None:
-            return (endpoint, *NO_PLACE[1:])
-        return (
-            endpoint,
-            place.latitude,
-            place.longitude,
-            place.country,
-            place.state,
-            place.city,
-            place.postal,
-            place.connection_type,
-            place.company,
-            place.domain,
-            place.cloud_provider_name,
-            place.cloud_provider_domain,
-        )
+            located: tuple[object, ...] = NO_PLACE[1:]
+        else:
+            located = (
+                place.latitude,
+                place.longitude,
+                place.country,
+                place.state,
+                place.city,
+                place.postal,
+                place.connection_type,
+                place.company,
+                place.domain,
+                place.cloud_provider_name,
+                place.cloud_provider_domain,
+            )
+            located = self._shared.setdefault(located, located)
+        return (self._endpoint(address), *located)
 
     def origin(self, address: str, agent: str | None) -> str:
-        key = (address, agent)
-        found = self._origins.get(key)
-        if found is None:
-            found = self.enricher.hash(f"{address}\n{agent or ''}", b"origin")
-            if len(self._origins) >= _CACHE_MAX:
-                self._origins.clear()
-            self._origins[key] = found
-        return found
+        """The origin id of a canonical address and a user agent."""
+        return self._origin(f"{address}\n{agent or ''}")
 
     # -- user agents ---------------------------------------------------------------------------
 
-    def agent(self, user_agent: str | None) -> Agentry:
-        """Column values of a user agent — ``platform, client, client_version`` and
-        ``client_runtime, ci`` (apart: the event's columns put others between them) — and
+    def agent(self, user_agent: str | None) -> tuple[tuple[object, ...], bool]:
+        """A user agent's ``platform, client, client_version, client_runtime, ci``, and
         whether the owner's rules exclude events sent with it."""
         found = self._agents.get(user_agent)
         if found is None:
@@ -185,8 +192,13 @@ class ImportEnrichment:
                 and matches_any(user_agent, self.rules.user_agent_substrings)
             )
             found = (
-                (parsed.platform, parsed.client, parsed.client_version),
-                (parsed.runtime, parsed.ci),
+                (
+                    parsed.platform,
+                    parsed.client,
+                    parsed.client_version,
+                    parsed.runtime,
+                    parsed.ci,
+                ),
                 excluded,
             )
             if len(self._agents) >= _CACHE_MAX:

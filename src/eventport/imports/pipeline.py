@@ -9,11 +9,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import repeat
+from operator import add, itemgetter, mul
 
 import orjson
 
-from eventport.enrich.enricher import NO_PLACE, PLACE_COLUMNS, ImportEnrichment, do_not_track
+from eventport.enrich.enricher import (
+    NO_PLACE,
+    PLACE_COLUMNS,
+    ImportEnrichment,
+    do_not_track,
+)
 from eventport.events.schema import COLUMN_NAMES, Batch
 from eventport.imports.records import LogEntry, ParsedEvent, failed_line_count
 
@@ -116,18 +122,27 @@ def build_batch(
     target: Target,
     lookups: Lookups,
 ) -> BatchResult:
-    """Columns for the event store, plus every log entry for these lines."""
+    """Columns for the event store, plus every log entry for these lines.
+
+    The per-event loop only resolves targets and ids. Enrichment works on columns afterwards:
+    each distinct address, user agent and (address, agent) pair of the batch is resolved once in
+    Python, and the event columns are filled from those answers by C-level ``map`` calls.
+    """
     logs = list(logs)
     undecodable = failed_line_count(logs)  # a line with several errors fails once
-    not_found = excluded = dnt_count = 0
+    not_found = dnt_count = 0
+    enrichment = lookups.enrichment
+    # Each distinct address once: canonical form (None: not an address).
+    addresses = {e.remote_address for e in events if e.remote_address is not None}
+    if enrichment is not None:
+        canonical_of = {a: enrichment.canonical(a) for a in addresses}
+    else:
+        canonical_of = {a: a if lookups.valid_address(a) else None for a in addresses}
+    invalid = {a for a, canonical in canonical_of.items() if canonical is None}
     # One row per event id: a later line with the same $unique_id replaces the earlier one.
     kept: dict[str, tuple[object, ...]] = {}
-    lines: dict[str, ParsedEvent] = {}
-    enrichment = lookups.enrichment
-    keep_ips = lookups.keep_ip_addresses
-    if enrichment is not None:  # each distinct address of the batch, looked up at once
-        distinct = {e.remote_address for e in events if e.remote_address is not None}
-        enrichment.prepare(c for c in map(enrichment.canonical, distinct) if c is not None)
+    lines: dict[str, int] = {}
+    unique: set[str] = set()
     fixed = target.kind != "multi"
     for event in events:
         if fixed:
@@ -142,21 +157,29 @@ def build_batch(
         address = event.remote_address
         headers = event.headers
         unique_id = event.unique_id
+        line = event.line
         # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
-        event_id = unique_id if unique_id is not None else f"{import_id}:{event.line}"
+        if unique_id is None:
+            event_id = f"{import_id}:{line}"
+        else:
+            event_id = unique_id
+            unique.add(unique_id)
         if event_id in kept:
-            logs.append(
-                _replaced(event, f"the event from line {lines[event_id].line} of this file")
-            )
+            earlier = f"the event from line {lines[event_id]} of this file"
+            logs.append(_replaced(line, event_id, earlier))
             del kept[event_id]
-        lines[event_id] = event
-        row: tuple[object, ...] = (
+        lines[event_id] = line
+        if invalid and address in invalid:
+            logs.append(_bad_address(line))
+        dnt = headers is not None and do_not_track(headers)
+        dnt_count += dnt
+        kept[event_id] = (
             event_id,
             owner_id,
             package_id,
             pixel_id,
             import_id,
-            event.line,
+            line,
             event.time_us,
             event.type,
             event.version,
@@ -164,42 +187,28 @@ def build_batch(
             event.user_agent,
             event.domain,
             event.variables,
-            orjson.dumps(headers).decode() if headers else None,
+            _headers_text(headers, lookups.keep_ip_addresses) if headers else None,
+            dnt,
+            address,
         )
-        if enrichment is None:
-            if address is not None and not lookups.valid_address(address):
-                logs.append(_bad_address(event.line))
-            kept[event_id] = row + _UNENRICHED + (address if keep_ips else None,)
-            continue
-        canonical_ip = enrichment.canonical(address) if address is not None else None
-        if address is not None and canonical_ip is None:
-            logs.append(_bad_address(event.line))
-        agent_head, agent_tail, flagged = enrichment.agent(event.user_agent)
-        dnt = do_not_track(headers)
-        if dnt:  # no look-up and no ids: only the flag
-            dnt_count += 1
-            origin: tuple[object, ...] = (None, *NO_PLACE)
-        elif canonical_ip is None:
-            origin = (None, *NO_PLACE)
-        else:
-            origin = (
-                enrichment.origin(canonical_ip, event.user_agent),
-                *enrichment.place(canonical_ip),
-            )
-        if flagged:
-            excluded += 1
-        kept[event_id] = (
-            row
-            + origin
-            + agent_head
-            + (dnt, flagged, None, None)
-            + agent_tail
-            + (address if keep_ips else None,)
-        )
-    replaced = lookups.existing_ids([i for i in kept if lines[i].unique_id is not None])
+    replaced = lookups.existing_ids([i for i in kept if i in unique])
     for event_id in replaced:
-        logs.append(_replaced(lines[event_id], "an event imported earlier"))
-    batch = _columns(list(kept.values()))
+        logs.append(_replaced(lines[event_id], event_id, "an event imported earlier"))
+    rows = list(kept.values())
+    del kept, lines
+    batch: Batch = {name: list(map(itemgetter(i), rows)) for i, name in enumerate(_ROW)}
+    del rows
+    excluded = _enrich(batch, enrichment, canonical_of) if enrichment is not None else 0
+    if enrichment is None:
+        for name in _ENRICHED:
+            batch[name] = [None] * len(batch["id"])
+    if not lookups.keep_ip_addresses:
+        batch["remote_address"] = [None] * len(batch["id"])
+    elif dnt_count:  # kept, except where the event asked not to be tracked
+        pairs = zip(batch["remote_address"], batch["dnt"], strict=True)
+        batch["remote_address"] = [None if dnt else address for address, dnt in pairs]
+    for name in _UNFILLED:
+        batch[name] = [None] * len(batch["id"])
     logs.sort(key=lambda entry: entry.line or 0)
     warnings = sum(1 for entry in logs if entry.level == "warning")
     # A line replaced later in the same file was still imported (and then replaced).
@@ -214,27 +223,67 @@ def build_batch(
     )
 
 
-# The columns after the fourteen every import fills, as build_batch appends them per event.
-_ENRICHED_LAYOUT = (
-    "origin_id",
-    *PLACE_COLUMNS,
-    "platform",
-    "client",
-    "client_version",
-    "dnt",
-    "excluded",
-    "confidence",
-    "mtc_quota_exceeded",
-    "client_runtime",
-    "ci",
-    "remote_address",
+def _enrich(batch: Batch, enrichment: ImportEnrichment, canonical_of: dict[str, str | None]) -> int:
+    """Fill the enrichment columns from the batch's distinct values; the number excluded."""
+    enrichment.prepare(c for c in canonical_of.values() if c is not None)
+    canonical_of[None] = None  # type: ignore[index]  # events without an address
+    canonicals = list(map(canonical_of.__getitem__, batch["remote_address"]))
+    if any(batch["dnt"]):  # do-not-track events: no look-up and no ids
+        canonicals = [None if dnt else c for c, dnt in zip(canonicals, batch["dnt"], strict=True)]
+    # Each distinct address and agent gets an index; columns are read through the indexes.
+    addresses = list(dict.fromkeys(canonicals))
+    address_at = list(map({c: i for i, c in enumerate(addresses)}.__getitem__, canonicals))
+    places = [NO_PLACE if c is None else enrichment.place(c) for c in addresses]
+    for name, values in zip(PLACE_COLUMNS, zip(*places, strict=True), strict=True):
+        batch[name] = list(map(values.__getitem__, address_at))
+    agents = list(dict.fromkeys(batch["user_agent"]))
+    agent_at = list(map({a: i for i, a in enumerate(agents)}.__getitem__, batch["user_agent"]))
+    answers = [enrichment.agent(agent) for agent in agents]
+    for name, values in zip(
+        _AGENT_COLUMNS, zip(*(a[0] for a in answers), strict=True), strict=True
+    ):
+        batch[name] = list(map(values.__getitem__, agent_at))
+    batch["excluded"] = list(map([a[1] for a in answers].__getitem__, agent_at))
+    # Origins: each distinct (address, agent) pair, keyed by one int, hashed once.
+    width = len(agents)
+    pairs = list(map(add, map(mul, address_at, repeat(width)), agent_at))
+    origin_of = {}
+    for pair in set(pairs):
+        address = addresses[pair // width]
+        origin_of[pair] = (
+            None if address is None else enrichment.origin(address, agents[pair % width])
+        )
+    batch["origin_id"] = list(map(origin_of.__getitem__, pairs))
+    return sum(batch["excluded"])
+
+
+# What each row carries, in order; the enrichment columns are filled from them afterwards.
+_ROW = (*COLUMN_NAMES[:14], "dnt", "remote_address")
+_AGENT_COLUMNS = ("platform", "client", "client_version", "client_runtime", "ci")
+_ENRICHED = ("origin_id", *PLACE_COLUMNS, *_AGENT_COLUMNS, "excluded")
+_UNFILLED = ("confidence", "mtc_quota_exceeded")
+
+
+# Request headers that carry a client's address: not stored unless addresses are kept.
+ADDRESS_HEADERS = frozenset(
+    {
+        "x-forwarded-for",
+        "x-real-ip",
+        "forwarded",
+        "cf-connecting-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+    }
 )
-_UNENRICHED = (None,) * (len(_ENRICHED_LAYOUT) - 1)
 
 
-def _columns(rows: list[tuple[object, ...]]) -> Batch:
-    """Rows to columns (map/itemgetter run in C)."""
-    return {name: list(map(itemgetter(index), rows)) for index, name in enumerate(COLUMN_NAMES)}
+def _headers_text(headers: list[tuple[str, str]], keep_addresses: bool) -> str | None:
+    if not keep_addresses:
+        headers = [h for h in headers if h[0].lower() not in ADDRESS_HEADERS]
+    return orjson.dumps(headers).decode() if headers else None
 
 
 def _bad_address(line: int) -> LogEntry:
@@ -248,16 +297,15 @@ def _bad_address(line: int) -> LogEntry:
     )
 
 
-def _replaced(event: ParsedEvent, what: str) -> LogEntry:
+def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
     return LogEntry(
-        line=event.line,
+        line=line,
         level="warning",
         type="duplicate-unique-id",
         code="duplicate-unique-id",
-        message=f"$unique_id {str(event.unique_id)[:80]!r} was used before: this event replaces "
-        f"{what}",
+        message=f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}",
     )
 
 
-if COLUMN_NAMES[14:] != _ENRICHED_LAYOUT:  # the layout above must follow the schema
-    raise RuntimeError("build_batch's column layout is out of step with events.schema")
+if {*_ROW, *_ENRICHED, *_UNFILLED} != set(COLUMN_NAMES):  # every column filled, only those
+    raise RuntimeError("build_batch's columns are out of step with events.schema")

@@ -1,0 +1,121 @@
+"""The enrichment glue the pipeline uses: addresses, DNT, ids, keys and the per-import caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventport.domain.exclusions import ExclusionRules
+from eventport.enrich.enricher import (
+    NO_PLACE,
+    PLACE_COLUMNS,
+    Enricher,
+    canonical_address,
+    do_not_track,
+    open_enricher,
+    origin_key,
+)
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def enricher() -> Enricher:
+    made = open_enricher(enabled=True, key=KEY)
+    assert made is not None
+    return made
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("8.8.8.8", "8.8.8.8"),
+        (" 8.8.8.8 ", "8.8.8.8"),
+        ("::ffff:8.8.8.8", "8.8.8.8"),
+        ("2001:4860:4860:0:0:0:0:8888", "2001:4860:4860::8888"),
+        ("152.241.796.177", None),
+        ("", None),
+        ("example.com", None),
+    ],
+)
+def test_canonical_address(text: str, canonical: str | None) -> None:
+    assert canonical_address(text) == canonical
+
+
+@pytest.mark.parametrize(
+    ("headers", "dnt"),
+    [
+        (None, False),
+        ([], False),
+        ([("DNT", "1")], True),
+        ([("dnt", " 1 ")], True),
+        ([("Sec-GPC", "1")], True),
+        ([("DNT", "0")], False),
+        ([("X-DNT", "1")], False),
+        ([("Accept", "*/*"), ("sec-gpc", "1")], True),
+    ],
+)
+def test_do_not_track(headers: list[tuple[str, str]] | None, dnt: bool) -> None:
+    assert do_not_track(headers) is dnt
+
+
+def test_origin_key_prefers_the_setting_and_checks_its_length() -> None:
+    def stored() -> bytes:
+        return b"s" * 32
+
+    assert origin_key(None, stored) == b"s" * 32
+    assert origin_key("00" * 16, stored) == bytes(16)
+    assert origin_key("a passphrase of some length", stored) == b"a passphrase of some length"
+    with pytest.raises(ValueError, match="16 bytes"):
+        origin_key("short", stored)
+    with pytest.raises(ValueError, match="16 bytes"):
+        Enricher(b"short", None)
+
+
+def test_disabled_enrichment_is_none() -> None:
+    assert open_enricher(enabled=False, key=KEY) is None
+
+
+def test_places_and_ids(enricher: Enricher) -> None:
+    run = enricher.for_import(ExclusionRules())
+    run.prepare(["8.8.8.8", "10.0.0.1"])
+    google = dict(zip(PLACE_COLUMNS, run.place("8.8.8.8"), strict=True))
+    assert google["origin_country"] == "US"
+    assert google["cloud_provider_name"] == "Google Cloud"
+    assert google["origin_connection_type"] == "hosting"
+    private = run.place("10.0.0.1")
+    assert private[1:] == NO_PLACE[1:]  # no location for a private address...
+    assert private[0] != google["endpoint_id"]  # ...but an endpoint id of its own
+    # Ids are keyed hashes: stable for the key, different for another key or input.
+    origin = run.origin("8.8.8.8", "curl/8.5.0")
+    assert len(origin) == 32
+    assert int(origin, 16) >= 0
+    assert run.origin("8.8.8.8", "curl/8.5.0") == origin
+    assert run.origin("8.8.8.8", "curl/8.4.0") != origin
+    assert run.origin("8.8.4.4", "curl/8.5.0") != origin
+    other = Enricher(bytes(32), enricher.ip).for_import(ExclusionRules())
+    assert other.origin("8.8.8.8", "curl/8.5.0") != origin
+    assert other.place("8.8.8.8")[0] != google["endpoint_id"]
+    # An origin id is not the endpoint id of the same address.
+    assert origin != google["endpoint_id"]
+
+
+def test_agents_and_owner_rules(enricher: Enricher) -> None:
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    monitor = "My-Monitor/1.0 (+https://example.com)"
+    default = enricher.for_import(ExclusionRules())
+    values, excluded = default.agent(googlebot)
+    assert excluded is True
+    assert values[1] == "googlebot"
+    assert default.agent(monitor)[1] is False
+    assert default.agent(None) == (("unknownplatform", None, None, None, None), False)
+    pip = (
+        'pip/24.0 {"ci":true,"implementation":{"name":"CPython","version":"3.11.7"},'
+        '"system":{"name":"Linux"}}'
+    )
+    assert default.agent(pip) == (("linux", "pip", "24.0", "CPython 3.11.7", "ci"), False)
+
+    custom = enricher.for_import(
+        ExclusionRules(exclude_bots=False, user_agent_substrings=("my-monitor",))
+    )
+    assert custom.agent(googlebot)[1] is False
+    assert custom.agent(monitor)[1] is True
