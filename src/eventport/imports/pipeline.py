@@ -198,8 +198,10 @@ def build_batch(
     del kept, lines
     batch: Batch = {name: list(map(itemgetter(i), rows)) for i, name in enumerate(_ROW)}
     del rows
-    excluded = _enrich(batch, enrichment, canonical_of) if enrichment is not None else 0
-    if enrichment is None:
+    excluded = 0
+    if enrichment is not None and batch["id"]:
+        excluded = _enrich(batch, enrichment, canonical_of)
+    else:
         for name in _ENRICHED:
             batch[name] = [None] * len(batch["id"])
     if not lookups.keep_ip_addresses:
