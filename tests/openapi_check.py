@@ -199,3 +199,26 @@ def assert_log_matches_spec(response: httpx.Response) -> list[dict[str, Any]]:
             raise SpecDrift(f"log line {number} {entry}: {[p.message for p in problems]}")
         entries.append(entry)
     return entries
+
+
+def assert_ndjson_matches_spec(response: httpx.Response, schema: str) -> list[dict[str, Any]]:
+    """A 200 NDJSON answer whose every line is the spec's ``schema`` (e.g. ``Aggregate``), with
+    its formats (``date``) checked. openapi-core reads no NDJSON, so each line is checked with
+    the spec's own schema. Returns the parsed lines."""
+    from openapi_schema_validator import OAS30Validator, oas30_format_checker
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    document = spec_document()
+    validator = OAS30Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": document["components"]},
+        format_checker=oas30_format_checker,
+    )
+    lines = []
+    for number, text in enumerate(response.text.splitlines(), start=1):
+        line = json.loads(text)
+        problems = [p.message for p in validator.iter_errors(line)]
+        if problems:
+            raise SpecDrift(f"line {number} {line} is not a {schema}: {problems}")
+        lines.append(line)
+    return lines

@@ -84,11 +84,16 @@ class Row:
     success: int
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    query: dict[str, str] | None = None
 
 
 PKG = {"package_id": "{npm}"}
 FILE = {"package_id": "{file}"}
 ORG = {"owner": "acme"}
+DATES = {"start_date": "2024-06-01", "end_date": "2024-07-01"}
+DATES_V1 = {"startDate": "2024-06-01", "endDate": "2024-07-01"}
+CSV_FILE = {"filename": "export"}
+
 
 MATRIX: dict[tuple[str, str], Row] = {
     # --- v1 organizations
@@ -139,6 +144,18 @@ MATRIX: dict[tuple[str, str], Row] = {
         "package-admin", 200, PKG, body={"name": "new.widget.example"}
     ),
     ("DELETE", "/api/v1/packages/{package_id}/domains/{domain_id}"): Row("package-admin", 204, PKG),
+    # --- v1 data export (an owner's export covers the packages the caller may read: blk's is
+    # empty; the pixel export covers every pixel the caller may read, of any owner)
+    ("GET", "/api/v1/organizations/{organization_name}/aggregates"): Row(
+        "owner-list", 200, query=DATES_V1
+    ),
+    ("GET", "/api/v1/users/{username}/aggregates"): Row(
+        "self", 200, {"username": "boss"}, query=DATES_V1
+    ),
+    ("GET", "/api/v1/packages/{package_id}/events/{filename}.csv"): Row(
+        "package-read", 200, {**PKG, **CSV_FILE}, query=DATES_V1
+    ),
+    ("GET", "/api/v1/pixels/events/{filename}.csv"): Row("any-user", 200, CSV_FILE, query=DATES_V1),
     # --- v2 packages
     ("GET", "/v2/packages/{owner}"): Row("owner-list", 200, ORG),
     ("POST", "/v2/packages/{owner}"): Row(
@@ -190,6 +207,13 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", "/v2/packages/{owner}/{package_id}/permissions/{username}"): Row(
         "package-admin", 204, {**ORG, **PKG, "username": "grantee"}
     ),
+    # --- v2 data export
+    ("GET", "/v2/packages/{owner}/events"): Row("owner-list", 200, ORG, query=DATES),
+    ("GET", "/v2/packages/{owner}/aggregates"): Row("owner-list", 200, ORG, query=DATES),
+    ("GET", "/v2/packages/{owner}/{package_id}/events"): Row(
+        "package-read", 200, {**ORG, **PKG}, query=DATES
+    ),
+    ("GET", "/v2/tracking-pixels/{owner}/events"): Row("owner-list", 200, ORG, query=DATES),
     # --- v2 tracking pixels (the pixel belongs to the npm package)
     ("GET", "/v2/tracking-pixels/{owner}"): Row("owner-list", 200, ORG),
     ("POST", "/v2/tracking-pixels/{owner}"): Row(
@@ -244,6 +268,12 @@ MATRIX: dict[tuple[str, str], Row] = {
 # Extra rows for the same routes where the body or the owner changes who may act: only owners
 # grant ownership; a user's own settings are theirs alone.
 EXTRA_ROWS: list[tuple[tuple[str, str], Row]] = [
+    # A package's export also takes a tracking pixel's id (the world's pixel is the npm
+    # package's, so it shares the package's access).
+    (
+        ("GET", "/v2/packages/{owner}/{package_id}/events"),
+        Row("package-read", 200, {**ORG, "package_id": "{tracking_pixel_id}"}, query=DATES),
+    ),
     (
         ("POST", "/v2/organizations/{organization_name}/members"),
         Row("org-owner", 201, body={"username": "newbie", "role": "owner"}),
@@ -370,7 +400,7 @@ def test_matrix(server: Server, key: tuple[str, str], row: Row, role: str) -> No
     path = _fill(template, values)
     body = _substitute(row.body, {**world, "role": role})
     client = server.client(None if role == "anonymous" else world[role])
-    response = client.request(method, path, json=body)
+    response = client.request(method, path, json=body, params=row.query)
     expected = 401 if role == "anonymous" else POLICIES[row.policy][role]
     expected = row.success if expected == OK else expected
     assert response.status_code == expected, (

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from eventport import __version__
 from eventport.api import errors
 from eventport.api.middleware import BodyLimit, RejectNulInUrl
+from eventport.api.v1 import export as v1_export
 from eventport.api.v1 import organizations as v1_organizations
 from eventport.api.v1 import packages as v1_packages
+from eventport.api.v2 import export as v2_export
 from eventport.api.v2 import imports as v2_imports
 from eventport.api.v2 import organizations as v2_organizations
 from eventport.api.v2 import packages as v2_packages
@@ -60,10 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: answers 200 once the server has started and migrated its store."""
         return {"status": "ok", "version": __version__}
 
-    # v1's /api/v1/{organization}/... must come after the fixed /api/v1/packages routes.
+    # v1's /api/v1/{organization}/... must come after the fixed /api/v1/packages routes, and
+    # those after the export's /api/v1/packages/{id}/events/{file}.csv (before .../{ref:path}).
+    app.include_router(v1_export.router)
     app.include_router(v1_packages.router)
     app.include_router(v1_organizations.router)
+    # /v2/packages/{owner}/events and /aggregates, /v2/tracking-pixels/{owner}/events before
+    # /v2/packages/{owner}/{package_id} and /v2/tracking-pixels/{owner}/{id}; a package's own
+    # .../{package_id}/events after the packages' by-name route (an npm package "events").
+    app.include_router(v2_export.router)
     app.include_router(v2_packages.router)
+    app.include_router(v2_export.package_router)
     app.include_router(v2_pixels.router)
     app.include_router(v2_organizations.router)
     app.include_router(v2_imports.router)

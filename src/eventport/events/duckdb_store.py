@@ -22,7 +22,11 @@ Layout, chosen for bulk-load speed:
   transaction as the batch.
 
 One connection, guarded by a lock: DuckDB serializes writers anyway, and one transaction at a
-time keeps the ``write_batch`` contract plain.
+time keeps the ``write_batch`` contract plain. Exports and aggregates run on a cursor of their
+own (a second connection to the same database, made under the lock): DuckDB's MVCC lets them
+read a snapshot while imports write, and the lock is not held while their results stream.
+Aggregates are computed from the events at query time; the selected artifacts and the decoded
+``variables`` items travel as registered Arrow tables, never spliced into the SQL.
 """
 
 from __future__ import annotations
@@ -30,14 +34,22 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, ColumnType
+from eventport.events.schema import (
+    ARROW_TYPES,
+    COLUMN_NAMES,
+    COLUMNS,
+    Batch,
+    Checkpoint,
+    ColumnType,
+)
 from eventport.events.store import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_TABLE,
@@ -46,6 +58,16 @@ from eventport.events.store import (
     StoreCapabilities,
     micros_to_datetime,
     validate_batch,
+)
+from eventport.export.query import (
+    BREAKDOWNS,
+    ORGANIZATION_KINDS,
+    AggregateRow,
+    EventQuery,
+    Rollup,
+    check_aggregate,
+    export_schema,
+    variable_pair,
 )
 
 _SQL_TYPES: dict[ColumnType, str] = {
@@ -56,20 +78,15 @@ _SQL_TYPES: dict[ColumnType, str] = {
     "boolean": "BOOLEAN",
     "timestamp": "TIMESTAMPTZ",
 }
-_ARROW_TYPES: dict[ColumnType, pa.DataType] = {
-    "text": pa.string(),
-    "bigint": pa.int64(),
-    "integer": pa.int32(),
-    "double": pa.float64(),
-    "boolean": pa.bool_(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 _ARROW_SCHEMA = pa.schema(
-    [pa.field(c.name, _ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
+    [pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
 )
 
 _BATCH_VIEW = "eventport_batch"
 _IDS_VIEW = "eventport_ids"
+_PACKAGES_VIEW = "eventport_packages"
+_PIXELS_VIEW = "eventport_pixels"
+_ITEMS_VIEW = "eventport_items"
 
 
 def _q(name: str) -> str:
@@ -97,14 +114,142 @@ _UPSERT_CHECKPOINT = (
 )
 
 
+# -- export and aggregates -------------------------------------------------------------------------
+
+# The query's events: one owner, start <= time < end, and of the selected packages or pixels.
+# ``artifact`` is the package when selected, else the pixel's artifact (see EventQuery).
+_SELECTION = (
+    f"FROM {EVENTS_TABLE} e "
+    f"LEFT JOIN {_PACKAGES_VIEW} p ON e.package_id = p.id "
+    f"LEFT JOIN {_PIXELS_VIEW} x ON e.pixel_id = x.id "
+    "WHERE e.owner_id = $owner "
+    "AND e.time >= CAST($start AS TIMESTAMPTZ) AND e.time < CAST($end AS TIMESTAMPTZ) "
+    "AND (p.id IS NOT NULL OR x.id IS NOT NULL)"
+)
+_ARTIFACT = "coalesce(p.id, x.artifact)"
+_COUNTED = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
+_DO_NOT_TRACK = "coalesce(e.dnt, false)"
+# A naive TIMESTAMP of the UTC wall clock: periods then do not depend on the session time zone.
+_UTC = "make_timestamp(epoch_us(e.time))"
+_PERIODS: dict[str, str] = {
+    "daily": f"CAST({_UTC} AS DATE)",
+    "weekly": f"CAST(date_trunc('week', {_UTC}) AS DATE)",  # ISO weeks: Monday
+    "monthly": f"CAST(date_trunc('month', {_UTC}) AS DATE)",
+    "yearly": f"CAST(date_trunc('year', {_UTC}) AS DATE)",
+}
+# by-variable: the items of ``variables``; items holding an escape are decoded in Python
+# (``variable_pair``: DuckDB's url_decode fails on invalid UTF-8 and keeps '+'), the others
+# are split here, the same way (on the first '=').
+_ITEMS = (
+    "SELECT {period} AS d, {artifact} AS artifact, e.id_key, e.origin_id, "
+    "unnest(string_split(e.variables, '&')) AS item "
+    f"{_SELECTION} AND {_COUNTED} AND e.variables <> ''"
+)
+_ESCAPED_ITEMS = (
+    "SELECT DISTINCT item FROM ({items}) WHERE contains(item, '%') OR contains(item, '+')"
+)
+_SPLIT_VARIABLE = (
+    "CASE WHEN strpos(i.item, '=') > 0 THEN left(i.item, strpos(i.item, '=') - 1) ELSE i.item END"
+)
+_SPLIT_VALUE = (
+    "CASE WHEN strpos(i.item, '=') > 0 THEN substr(i.item, strpos(i.item, '=') + 1) ELSE '' END"
+)
+_BY_VARIABLE = (
+    "SELECT d, artifact, variable, value, count(DISTINCT id_key), count(DISTINCT origin_id) "
+    "FROM (SELECT i.d, i.artifact, i.id_key, i.origin_id, "
+    f"coalesce(m.variable, {_SPLIT_VARIABLE}) AS variable, "
+    f"coalesce(m.value, {_SPLIT_VALUE}) AS value "
+    f"FROM ({{items}}) i LEFT JOIN {_ITEMS_VIEW} m ON m.item = i.item WHERE i.item <> '') "
+    "GROUP BY d, artifact, variable, value ORDER BY d, artifact, variable, value"
+)
+
+
+# Exports: events per hour (UTC) plan the windows; a window is a time range within the query's.
+_SORT_KEYS = ("time", "id")
+_EXPORT_PLAN = (
+    f"SELECT epoch_us(date_trunc('hour', {_UTC})) AS hour, count(*) {_SELECTION} "
+    "GROUP BY hour ORDER BY hour"
+)
+_IN_WINDOW = "AND e.time >= CAST($low AS TIMESTAMPTZ) AND e.time < CAST($high AS TIMESTAMPTZ)"
+
+
+def _windows(
+    hours: list[tuple[int, int]], window_rows: int
+) -> Iterator[tuple[int, int | None, int]]:
+    """Consecutive hours ``(start in µs, events)`` gathered into windows of at most
+    ``window_rows`` events (an hour with more is a window of its own): ``(low, high, events)``,
+    ``high`` exclusive, None for the last window (it ends where the query does)."""
+    low, rows = hours[0][0], 0
+    for start, count in hours:
+        if rows and rows + count > window_rows:
+            yield low, start, rows
+            low, rows = start, 0
+        rows += count
+    yield low, None, rows
+
+
+def _values_sql(breakdown: str) -> list[str]:
+    """The breakdown's value expressions over the events (aliased ``e``)."""
+    kind = ORGANIZATION_KINDS.get(breakdown)
+    if kind is None:
+        return [f"e.{_q(name)}" for name in BREAKDOWNS[breakdown]]
+    return [
+        f"CASE WHEN e.origin_connection_type = '{kind}' THEN e.{_q(name)} END"
+        for name in BREAKDOWNS[breakdown]
+    ]
+
+
+def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
+    period = _PERIODS[rollup]
+    values = _values_sql(breakdown)
+    counted = _DO_NOT_TRACK if breakdown == "by-total-do-not-track" else _COUNTED
+    names = [f"v{i}" for i in range(len(values))]
+    select = "".join(f", {expr} AS {name}" for expr, name in zip(values, names, strict=True))
+    keys = ", ".join(["d", "artifact", *names])
+    order = ", ".join(["d", "artifact", *(f"{name} NULLS LAST" for name in names)])
+    return (
+        f"SELECT {keys}, count(*), count(DISTINCT origin_id) FROM ("
+        f"SELECT {period} AS d, {_ARTIFACT} AS artifact, e.origin_id{select} "
+        f"{_SELECTION} AND {counted}) GROUP BY {keys} ORDER BY {order}"
+    )
+
+
+def _utc_text(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"query times must be aware (UTC), not {moment!r}")
+    return moment.astimezone(UTC).isoformat()
+
+
+def _selection_tables(query: EventQuery) -> dict[str, pa.Table]:
+    packages = sorted(set(query.package_ids))
+    pixels = sorted(set(query.pixel_ids))
+    return {
+        _PACKAGES_VIEW: pa.table({"id": pa.array(packages, pa.string())}),
+        _PIXELS_VIEW: pa.table(
+            {
+                "id": pa.array(pixels, pa.string()),
+                "artifact": pa.array(
+                    [query.pixel_artifacts.get(pixel, pixel) for pixel in pixels], pa.string()
+                ),
+            }
+        ),
+    }
+
+
+def _selection_params(query: EventQuery) -> dict[str, object]:
+    return {"owner": query.owner_id, "start": _utc_text(query.start), "end": _utc_text(query.end)}
+
+
 def batch_to_arrow(batch: Batch) -> pa.Table:
     """The batch as an Arrow table with the schema's types (time: µs since epoch, UTC)."""
     length = len(batch["id"])
     arrays = []
     for column in COLUMNS:
         values = batch[column.name]
-        arrow_type = _ARROW_TYPES[column.type]
-        if column.nullable and values.count(None) == length:  # columns not filled yet
+        arrow_type = ARROW_TYPES[column.type]
+        if isinstance(values, pa.Array):  # built in Arrow by the pipeline already
+            arrays.append(values.cast(arrow_type))
+        elif column.nullable and values.count(None) == length:  # columns not filled
             arrays.append(pa.nulls(length, arrow_type))
         elif column.type == "timestamp":  # ints: no per-value conversion
             arrays.append(pa.array(values, pa.int64()).view(arrow_type))
@@ -114,7 +259,9 @@ def batch_to_arrow(batch: Batch) -> pa.Table:
 
 
 def _run(
-    con: duckdb.DuckDBPyConnection, query: str, params: Sequence[object] | None = None
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: Sequence[object] | Mapping[str, object] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Execute and fetch everything: DuckDB refuses other work on a connection (registering a
     table, say) while a result is still unread, so no statement leaves one behind."""
@@ -152,6 +299,7 @@ class DuckDBEventStore:
         threads: int | None = None,
         memory_limit: str = "128MB",
         checkpoint_threshold: str = "256MB",
+        export_window_rows: int = 262_144,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
@@ -159,6 +307,8 @@ class DuckDBEventStore:
         ``checkpoint_threshold`` is the write-ahead-log size at which DuckDB folds the log into
         the file: larger means fewer, bigger checkpoints (the default 16MB checkpoints after
         nearly every 50,000-event batch and halves the insert rate); a crash replays the log.
+        ``export_window_rows`` is about how many events an export sorts at a time (see
+        :meth:`export_batches`): its memory, and the number of scans of a large export.
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +328,7 @@ class DuckDBEventStore:
                 ) from exc
             raise
         self._lock = threading.Lock()
+        self._window_rows = export_window_rows
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -285,6 +436,29 @@ class DuckDBEventStore:
                 if table is not None:
                     con.unregister(_BATCH_VIEW)
 
+    def export_batches(
+        self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """See :class:`~eventport.events.store.EventStore`. DuckDB's ORDER BY of millions of
+        wide rows runs out of a small buffer pool (and is slow when it does not), so the events
+        go out in time windows of about ``export_window_rows`` events, planned from per-hour
+        counts and each sorted by Arrow; every window reads the same snapshot. Where events
+        were imported in time order, each window reads only its own row groups."""
+        schema = export_schema(columns)
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be positive, not {batch_rows}")
+        params = _selection_params(query)
+        self._connection()  # a closed store says so now, not at the first batch
+        return self._export(query, params, schema, batch_rows)
+
+    def aggregate(
+        self, query: EventQuery, rollup: Rollup, breakdown: str
+    ) -> Iterator[AggregateRow]:
+        check_aggregate(rollup, breakdown)
+        params = _selection_params(query)
+        self._connection()
+        return self._aggregate(query, rollup, breakdown, params)
+
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         with self._lock:
             found = _run(
@@ -335,5 +509,89 @@ class DuckDBEventStore:
             raise EventStoreError("the event store is closed")
         return self._con
 
+    @contextlib.contextmanager
+    def _reader(self, query: EventQuery) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own with the query's selection tables registered, closed after."""
+        with self._lock:
+            cursor = self._connection().cursor()
+        try:
+            for name, table in _selection_tables(query).items():
+                cursor.register(name, table)
+            yield cursor
+        finally:
+            cursor.close()
+
+    def _export(
+        self, query: EventQuery, params: dict[str, object], schema: pa.Schema, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        if not (query.package_ids or query.pixel_ids):
+            return
+        names = list(schema.names)
+        fetched = [*names, *(key for key in _SORT_KEYS if key not in names)]
+        listed = ", ".join(f"e.{_q(name)}" for name in fetched)
+        with self._reader(query) as cursor:
+            _run(cursor, "BEGIN TRANSACTION")  # one snapshot for the plan and every window
+            hours = _run(cursor, _EXPORT_PLAN, params)
+            windows = _windows(hours, self._window_rows) if hours else iter(())
+            for low, high, rows in windows:
+                window = params | {
+                    "low": _utc_text(micros_to_datetime(low)),
+                    "high": params["end"] if high is None else _utc_text(micros_to_datetime(high)),
+                }
+                statement = f"SELECT {listed} {_SELECTION} {_IN_WINDOW}"
+                if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
+                    statement += " ORDER BY e.time, e.id"
+                    reader = cursor.sql(statement, params=window).to_arrow_reader(batch_rows)
+                    try:
+                        for batch in reader:
+                            yield batch.select(names).cast(schema)
+                    finally:
+                        reader.close()
+                    continue
+                table = cursor.sql(statement, params=window).to_arrow_table()
+                table = table.sort_by([("time", "ascending"), ("id", "ascending")])
+                for batch in table.select(names).to_batches(max_chunksize=batch_rows):
+                    yield batch.cast(schema)  # time's zone: DuckDB's name for UTC is Etc/UTC
+                del table
+
+    def _aggregate(
+        self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
+    ) -> Iterator[AggregateRow]:
+        if not (query.package_ids or query.pixel_ids):
+            return
+        with self._reader(query) as cursor:
+            if breakdown != "by-variable":
+                statement = _aggregate_sql(rollup, breakdown)
+            else:
+                items = _ITEMS.format(period=_PERIODS[rollup], artifact=_ARTIFACT)
+                # One snapshot for both statements: an item imported in between stays decoded.
+                _run(cursor, "BEGIN TRANSACTION")
+                escaped = _run(cursor, _ESCAPED_ITEMS.format(items=items), params)
+                pairs = [variable_pair(row[0]) for row in escaped]
+                decoded = pa.table(
+                    {
+                        "item": pa.array([row[0] for row in escaped], pa.string()),
+                        "variable": pa.array([pair[0] for pair in pairs], pa.string()),
+                        "value": pa.array([pair[1] for pair in pairs], pa.string()),
+                    }
+                )
+                cursor.register(_ITEMS_VIEW, decoded)
+                statement = _BY_VARIABLE.format(items=items)
+            reader = cursor.sql(statement, params=params).to_arrow_reader(10_000)
+            try:
+                for batch in reader:
+                    yield from _aggregate_rows(batch, breakdown)
+            finally:
+                reader.close()
+
     def _before_commit(self) -> None:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""
+
+
+def _aggregate_rows(batch: pa.RecordBatch, breakdown: str) -> Iterator[AggregateRow]:
+    """Rows of (date, artifact, value..., total, total_unique) as AggregateRows."""
+    columns = [column.to_pylist() for column in batch.columns]
+    dates, artifacts, totals, uniques = columns[0], columns[1], columns[-2], columns[-1]
+    values = list(zip(*columns[2:-2], strict=True)) if len(columns) > 4 else [()] * batch.num_rows
+    for i in range(batch.num_rows):
+        yield AggregateRow(dates[i], artifacts[i], breakdown, values[i], totals[i], uniques[i])

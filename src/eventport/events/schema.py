@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pyarrow as pa
+
 ColumnType = Literal["text", "bigint", "integer", "double", "boolean", "timestamp"]
 
 
@@ -65,7 +67,18 @@ COLUMNS: tuple[Column, ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
-Batch = dict[str, list[Any]]
+#: Each column type's Arrow type (batches may carry Arrow arrays; exports stream Arrow batches).
+ARROW_TYPES: dict[ColumnType, pa.DataType] = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "integer": pa.int32(),
+    "double": pa.float64(),
+    "boolean": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+#: Columns as Python lists, or Arrow arrays where the pipeline built them in Arrow already.
+Batch = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,16 @@ all of it is visible afterwards or none of it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint
+from eventport.export.query import AggregateRow, EventQuery, Rollup
 
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "event_import_checkpoints"
@@ -79,6 +82,23 @@ class EventStore(Protocol):
 
         Ids must be unique within the batch (the caller guarantees it).
         """
+
+    def export_batches(
+        self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """The selected events' ``columns`` (names from COLUMNS, any order), ordered by time
+        then id, as Arrow record batches of at most ``batch_rows`` rows with the Arrow types of
+        :data:`~eventport.events.schema.ARROW_TYPES`. Streams: memory stays bounded whatever
+        the result's size, and concurrent imports are not blocked while it is consumed."""
+        ...
+
+    def aggregate(
+        self, query: EventQuery, rollup: Rollup, breakdown: str
+    ) -> Iterator[AggregateRow]:
+        """Counts of the selected events grouped by period, artifact and the breakdown's
+        values, ordered by date, artifact, then values (NULLs last); see
+        :mod:`eventport.export.query` for the counting rules."""
+        ...
 
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         """The last committed checkpoint of an import, or None when it has none."""

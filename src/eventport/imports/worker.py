@@ -74,6 +74,11 @@ class _Pending:
     def size(self) -> int:
         return len(self.events) + len(self.entries)
 
+    def take_events(self) -> list[ParsedEvent]:
+        """The events, handed over (this batch keeps no reference to them)."""
+        events, self.events = self.events, []
+        return events
+
     def add(self, chunk: Chunk, events: list[ParsedEvent], entries: list[LogEntry]) -> None:
         self.events.extend(events)
         self.entries.extend(entries)
@@ -250,7 +255,7 @@ class ImportWorker:
         chunk = pending.last
         assert chunk is not None
         result = build_batch(
-            pending.events,
+            pending.take_events(),
             pending.entries,
             import_id=row.id,
             owner_id=row.owner_id,

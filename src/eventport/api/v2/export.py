@@ -1,0 +1,400 @@
+"""v2 data export (Scarf's): events as CSV, aggregated counts as NDJSON.
+
+Who may export what follows who may read what: a package's events (its tracking pixels'
+included) to whoever may read the package; an owner's to whoever may list the owner's packages
+(or pixels), covering the ones they may read. The event store answers an
+:class:`~eventport.export.query.EventQuery`; answers stream batch by batch, never whole.
+
+Errors are Scarf's ``PackageEventExportError``, whose ``code`` is one of ``not-found``,
+``not-a-pro-member``, ``range-too-long`` and ``invalid-package-query``. Scarf defines no code for
+a malformed parameter, so every one (a missing or malformed date, an end not after the start,
+an unknown rollup or breakdown, a bad ``extra_columns``, the unsupported ``query``) answers 400
+with ``invalid-package-query`` and a message saying what was wrong.
+
+``/v2/packages/{owner}/events`` and ``/aggregates`` (and ``/v2/tracking-pixels/{owner}/events``)
+are in :data:`router`, which the app includes before the packages and pixels routers so that
+they win over ``/v2/packages/{owner}/{package_id}``. ``/v2/packages/{owner}/{package_id}/events``
+is in :data:`package_router`, included after them, so that a package named ``events`` is still
+found by type and name (``/v2/packages/{owner}/npm/events``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Final, TypeVar
+
+import anyio
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.types import Send
+
+from eventport.api.deps import Actor, Db
+from eventport.control.models import Account, Package, TrackingPixel
+from eventport.control.packages import list_owner_packages, owned_package_for, owner_for_listing
+from eventport.control.pixels import list_package_pixels, list_pixels, pixel_for
+from eventport.domain.access import Access
+from eventport.domain.errors import BadRequest, NotFound
+from eventport.events.store import EventStore
+from eventport.export.csv import CsvLayout, csv_chunks, v2_layout
+from eventport.export.dates import INVALID, MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
+from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery, Rollup
+
+router = APIRouter(tags=["v2 data export"])
+package_router = APIRouter(tags=["v2 data export"])
+
+T = TypeVar("T")
+
+#: Breakdown -> the fields of Scarf's ``Aggregate`` its values go to, in the order of
+#: :data:`~eventport.export.query.BREAKDOWNS`. Two are not in Scarf's schema (which allows
+#: fields it does not list): ``client_version``, since a by-client row is one client *and
+#: version* and unique counts of several versions cannot be added up; and ``referer``.
+AGGREGATE_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "by-total": (),
+    "by-total-do-not-track": (),
+    "by-country": ("country",),
+    "by-company": ("company_name", "company_domain"),
+    "by-cloudprovider": ("cloud_provider_name", "cloud_provider_domain"),
+    "by-platform": ("platform",),
+    "by-version": ("version",),
+    "by-client": ("client", "client_version"),
+    "by-domain": ("domain",),
+    "by-referer": ("referer",),
+    "by-educational-organization": ("company_name", "company_domain"),
+    "by-govermental-organization": ("company_name", "company_domain"),
+    "by-variable": ("variable", "value"),
+}
+ROLLUP_NAMES: Final[dict[str, Rollup]] = {r: r for r in ROLLUPS}
+NDJSON: Final = "application/x-ndjson"
+CSV: Final = "text/csv; charset=utf-8"
+
+
+# --- what a caller may export ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The artifacts of one owner that an export covers, and the names of its packages."""
+
+    owner_id: str
+    package_ids: tuple[str, ...] = ()
+    pixel_ids: tuple[str, ...] = ()
+    pixel_artifacts: Mapping[str, str] = field(default_factory=dict)
+    package_names: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.package_ids and not self.pixel_ids
+
+    def query(self, start: datetime, end: datetime) -> EventQuery:
+        return EventQuery(
+            owner_id=self.owner_id,
+            start=start,
+            end=end,
+            package_ids=self.package_ids,
+            pixel_ids=self.pixel_ids,
+            pixel_artifacts=dict(self.pixel_artifacts),
+        )
+
+
+def packages_selection(s: Session, owner: Account, packages: Iterable[Package]) -> Selection:
+    """The packages and every tracking pixel attached to them, counted as their package."""
+    packages = list(packages)
+    artifacts = {
+        p.id: package.id for package in packages for p in list_package_pixels(s, package.id)
+    }
+    return Selection(
+        owner.id,
+        package_ids=tuple(p.id for p in packages),
+        pixel_ids=tuple(artifacts),
+        pixel_artifacts=artifacts,
+        package_names={p.id: p.name for p in packages},
+    )
+
+
+def pixels_selection(owner: Account, pixels: Iterable[TrackingPixel]) -> Selection:
+    """The pixels, each its own artifact unless attached to a package."""
+    pixels = list(pixels)
+    return Selection(
+        owner.id,
+        pixel_ids=tuple(p.id for p in pixels),
+        pixel_artifacts={p.id: p.package_id or p.id for p in pixels},
+        package_names={p.package.id: p.package.name for p in pixels if p.package is not None},
+    )
+
+
+def owner_packages(s: Session, actor: Account, owner: str, kind: str | None = None) -> Selection:
+    """Every package of ``owner`` the caller may read (and their pixels). 404 when the caller
+    may not list the owner's packages, or the owner is not of ``kind`` (user/organization)."""
+    account = owner_for_listing(s, actor, owner)
+    if kind is not None and account.kind != kind:
+        raise NotFound(f"{kind} {owner[:80]!r} not found")
+    return packages_selection(s, account, list_owner_packages(s, actor, owner))
+
+
+def package_or_pixel(
+    s: Session, actor: Account, owner: str, artifact_id: str
+) -> tuple[Selection, str]:
+    """A package of ``owner`` with its pixels, or (as Scarf's spec allows) one tracking pixel;
+    and its name."""
+    try:
+        package = owned_package_for(s, actor, owner, artifact_id, Access.READ)
+    except NotFound:
+        try:
+            pixel = pixel_for(s, actor, owner, artifact_id, Access.READ)
+        except NotFound:
+            raise NotFound(f"package {artifact_id[:80]!r} of {owner[:80]!r} not found") from None
+        return pixels_selection(pixel.owner, [pixel]), pixel.name
+    return packages_selection(s, package.owner, [package]), package.name
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+def event_store(request: Request) -> EventStore:
+    events: EventStore = request.app.state.events
+    return events
+
+
+Events = Annotated[EventStore, Depends(event_store)]
+Many = Annotated[list[str] | None, Query()]
+
+
+def reject_query(query: str | None) -> None:
+    if query:
+        raise BadRequest("the query parameter is not supported by this server", code=INVALID)
+
+
+def flag(name: str, value: str | None) -> bool:
+    if value is None or value.lower() in ("false", "0", ""):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise BadRequest(f"{name} {value[:40]!r} is not a boolean (true or false)", code=INVALID)
+
+
+def choices(name: str, given: list[str] | None, allowed: Iterable[str], default: str) -> list[str]:
+    """The distinct values given, in order, each checked against ``allowed``."""
+    allowed = tuple(allowed)
+    wanted = list(dict.fromkeys(given or [default]))
+    for value in wanted:
+        if value not in allowed:
+            raise BadRequest(
+                f"unknown {name} {value[:40]!r}: one of {', '.join(allowed)}", code=INVALID
+            )
+    return wanted
+
+
+# --- streaming -------------------------------------------------------------------------------
+
+
+def primed(items: Iterator[T]) -> Iterator[T]:
+    """``items`` with its first item fetched now: a store that fails at once fails while the
+    answer can still be an error, not a 200 cut short. The rest stays lazy."""
+    try:
+        first = next(items)
+    except StopIteration:
+        return iter(())
+    except BaseException:
+        _close(items)
+        raise
+    return _prepend(first, items)
+
+
+def _prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        _close(rest)
+
+
+def _close(items: Iterator[Any]) -> None:
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
+
+
+async def _from_thread(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """Each chunk computed in a worker thread; the generator closed however the stream ends."""
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close, chunks)
+
+
+class ClosingStream(StreamingResponse):
+    """Streams a sync generator of chunks and closes it when the stream ends, completed or
+    not (the client went away): the store's cursor is released at once, not when the garbage
+    collector gets to it."""
+
+    def __init__(self, chunks: Iterator[bytes], media_type: str, **kwargs: Any) -> None:
+        self._body = _from_thread(chunks)
+        super().__init__(self._body, media_type=media_type, **kwargs)
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await self._body.aclose()
+
+
+def attachment(filename: str) -> dict[str, str]:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename)[:200]
+    return {"Content-Disposition": f'attachment; filename="{safe}"'}
+
+
+def events_csv(
+    events: EventStore,
+    selections: Iterable[Selection],
+    start: datetime,
+    end: datetime,
+    layout: CsvLayout,
+    filename: str,
+) -> ClosingStream:
+    """The selections' events as one CSV file (one header), streamed."""
+    selections = [s for s in selections if not s.empty]
+    names = {k: v for s in selections for k, v in s.package_names.items()}
+
+    def batches() -> Iterator[Any]:
+        for selection in selections:
+            yield from events.export_batches(selection.query(start, end), layout.sources)
+
+    chunks = csv_chunks(primed(batches()), layout, names)
+    return ClosingStream(chunks, CSV, headers=attachment(filename))
+
+
+def ndjson(lines: Iterable[dict[str, Any]], lines_per_chunk: int = 1000) -> Iterator[bytes]:
+    buffered: list[bytes] = []
+    for line in lines:
+        buffered.append(orjson.dumps(line))
+        if len(buffered) >= lines_per_chunk:
+            yield b"\n".join(buffered) + b"\n"
+            buffered.clear()
+    if buffered:
+        yield b"\n".join(buffered) + b"\n"
+
+
+def aggregate_rows(
+    events: EventStore, query: EventQuery, rollups: Iterable[Rollup], breakdowns: Iterable[str]
+) -> Iterator[tuple[Rollup, AggregateRow]]:
+    for rollup in rollups:
+        for breakdown in breakdowns:
+            for row in events.aggregate(query, rollup, breakdown):
+                yield rollup, row
+
+
+def aggregate_line(rollup: str, row: AggregateRow) -> dict[str, Any]:
+    """Scarf's ``Aggregate``; a field whose value is unknown is left out (the schema's fields
+    are non-nullable strings)."""
+    line: dict[str, Any] = {
+        "date": row.date.isoformat(),
+        "artifact": row.artifact,
+        "rollup": rollup,
+        "breakdown": row.breakdown,
+    }
+    for name, value in zip(AGGREGATE_FIELDS[row.breakdown], row.values, strict=True):
+        if value is not None:
+            line[name] = value
+    line["total"] = row.total
+    line["total_unique"] = row.total_unique
+    return line
+
+
+# --- routes ----------------------------------------------------------------------------------
+
+
+@router.get("/v2/packages/{owner}/events")
+def export_owner_package_events(
+    owner: str,
+    db: Db,
+    actor: Actor,
+    events: Events,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    query: str | None = None,
+    extra_columns: str | None = None,
+) -> StreamingResponse:
+    """Events of every package of the owner the caller may read, their pixels' included, as
+    CSV. ``extra_columns=true`` appends eventport's own columns to Scarf's."""
+    start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
+    reject_query(query)
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    with db.session() as s:
+        selection = owner_packages(s, actor, owner)
+    name = f"{owner}-packages-{start_date}-{end_date}.csv"
+    return events_csv(events, [selection], start, end, layout, name)
+
+
+@router.get("/v2/packages/{owner}/aggregates")
+def export_aggregates(
+    owner: str,
+    db: Db,
+    actor: Actor,
+    events: Events,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    query: str | None = None,
+    rollup: Many = None,
+    breakdown: Many = None,
+) -> StreamingResponse:
+    """Counts of the events of every package of the owner the caller may read (a pixel's count
+    as its package's), as NDJSON of Scarf's ``Aggregate``: for each rollup (default daily),
+    each breakdown (default by-total), one line per period, package and breakdown value."""
+    start, end = parse_range(start_date, end_date, max_days=MAX_AGGREGATE_DAYS)
+    reject_query(query)
+    rollups = [ROLLUP_NAMES[r] for r in choices("rollup", rollup, ROLLUPS, "daily")]
+    breakdowns = choices("breakdown", breakdown, BREAKDOWNS, "by-total")
+    with db.session() as s:
+        selection = owner_packages(s, actor, owner)
+    rows: Iterator[tuple[Rollup, AggregateRow]] = iter(())
+    if not selection.empty:
+        rows = primed(aggregate_rows(events, selection.query(start, end), rollups, breakdowns))
+    return ClosingStream(ndjson(aggregate_line(*pair) for pair in rows), NDJSON)
+
+
+@router.get("/v2/tracking-pixels/{owner}/events")
+def export_owner_pixel_events(
+    owner: str,
+    db: Db,
+    actor: Actor,
+    events: Events,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    extra_columns: str | None = None,
+) -> StreamingResponse:
+    """Events of every tracking pixel of the owner the caller may read, as CSV."""
+    start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    with db.session() as s:
+        account = owner_for_listing(s, actor, owner)
+        selection = pixels_selection(account, list_pixels(s, actor, owner))
+    name = f"{owner}-tracking-pixels-{start_date}-{end_date}.csv"
+    return events_csv(events, [selection], start, end, layout, name)
+
+
+@package_router.get("/v2/packages/{owner}/{package_id}/events")
+def export_package_events(
+    owner: str,
+    package_id: str,
+    db: Db,
+    actor: Actor,
+    events: Events,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    extra_columns: str | None = None,
+) -> StreamingResponse:
+    """Events of one package, its tracking pixels' included (or of one tracking pixel), as
+    CSV."""
+    start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    with db.session() as s:
+        selection, label = package_or_pixel(s, actor, owner, package_id)
+    name = f"{owner}-{label}-{start_date}-{end_date}.csv"
+    return events_csv(events, [selection], start, end, layout, name)

@@ -1,0 +1,1 @@
+"""Data export: events as CSV and aggregates as NDJSON (issue 5)."""
