@@ -1,0 +1,167 @@
+"""End-to-end export benchmark: a real server, exports over HTTP.
+
+    python bench/export.py --events 10000000             # embedded default (SQLite + DuckDB)
+    python bench/export.py --events 1000000 --postgres   # PostgreSQL (a temporary database)
+
+Makes a user and a package through a real server, fills the event store with ``--events``
+enriched-looking events of that package spread over 2024 (``write_batch`` straight into the
+store while the server is stopped: importing them over HTTP would take far longer than the
+export being measured), starts the server again and prints:
+
+* CSV export rows/s of a 31-day ``GET /v2/packages/{owner}/{package_id}/events`` (and MB/s);
+* the server's resident memory before and its peak during that export (sampled every 20 ms);
+* the latency of a 31-day daily by-country ``GET /v2/packages/{owner}/aggregates`` (median of
+  five, after one warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import export_store  # the event generator shared with the store benchmark
+from ingest import bench_client, free_port, memory_mb, run_server
+
+from eventport.control.accounts import account_by_name
+from eventport.control.database import ControlDatabase
+from eventport.events.store import open_event_store
+from eventport.settings import Settings
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    server = run_server(env, port)
+    try:
+        yield port, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def sampled_peak(pid: int, stop: threading.Event, peak: list[float]) -> None:
+    while not stop.wait(0.02):
+        rss = memory_mb(pid).get("RssAnon", 0.0) + memory_mb(pid).get("RssFile", 0.0)
+        peak[0] = max(peak[0], rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        env = {
+            **os.environ,
+            "EVENTPORT_DATA_DIR": str(Path(tmp) / "data"),
+            "EVENTPORT_WORKERS": "0",
+            "EVENTPORT_LOG_LEVEL": "warning",
+        }
+        if args.postgres:
+            from ingest import temporary_database
+
+            env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
+        with serving(env) as (port, _):
+            client, package_id = bench_client(env, port)
+            client.close()
+        settings = Settings(
+            data_dir=Path(env["EVENTPORT_DATA_DIR"]),
+            database_url=env.get("EVENTPORT_DATABASE_URL"),
+        )
+        control = ControlDatabase(settings.resolved_database_url())
+        with control.session() as s:
+            owner = account_by_name(s, "bench")
+            assert owner is not None
+            export_store.OWNER, export_store.PACKAGE = owner.id, package_id
+        control.dispose()
+        store = open_event_store(settings.database_url, settings.data_dir)
+        started = time.perf_counter()
+        export_store.fill(store, args.events, 500_000 if not args.postgres else 100_000, True)
+        store.close()
+        print(
+            f"events: {args.events:,} over 2024, store: "
+            f"{'postgresql' if args.postgres else 'embedded'}, cores: {os.cpu_count()} "
+            f"(filled in {time.perf_counter() - started:.0f} s)"
+        )
+
+        with serving(env) as (port, pid):
+            client, _ = bench_client_again(env, port)
+            before = memory_mb(pid)
+            stop, peak = threading.Event(), [0.0]
+            watcher = threading.Thread(target=sampled_peak, args=(pid, stop, peak), daemon=True)
+            watcher.start()
+            rows = size = 0
+            started = time.perf_counter()
+            with client.stream(
+                "GET",
+                f"/v2/packages/bench/{package_id}/events",
+                params={"start_date": "2024-06-01", "end_date": "2024-07-02"},
+            ) as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes(1 << 20):
+                    size += len(chunk)
+                    rows += chunk.count(b"\n")
+            elapsed = time.perf_counter() - started
+            stop.set()
+            watcher.join()
+            rows -= 1  # the header
+            print(
+                f"31-day CSV export: {rows:,} rows, {size / 1e6:.0f} MB in {elapsed:.2f} s = "
+                f"{rows / elapsed:,.0f} rows/s ({size / 1e6 / elapsed:.0f} MB/s); server "
+                f"resident {before['RssAnon'] + before['RssFile']:.0f} MB before, peak "
+                f"{peak[0]:.0f} MB during"
+            )
+            latencies = []
+            params = {
+                "start_date": "2024-06-01",
+                "end_date": "2024-07-02",
+                "rollup": "daily",
+                "breakdown": "by-country",
+            }
+            for attempt in range(6):
+                started = time.perf_counter()
+                response = client.get("/v2/packages/bench/aggregates", params=params)
+                response.raise_for_status()
+                if attempt:
+                    latencies.append(time.perf_counter() - started)
+            lines = response.text.count("\n")
+            print(
+                "31-day daily by-country aggregate: median "
+                f"{statistics.median(latencies) * 1000:.0f} ms over HTTP ({lines:,} lines)"
+            )
+
+
+def bench_client_again(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
+    """A client for the existing user "bench" (a new token through the CLI)."""
+    import subprocess
+
+    token = subprocess.run(
+        [sys.executable, "-m", "eventport", "tokens", "create", "bench"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[-1]
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    )
+    return client, token
+
+
+if __name__ == "__main__":
+    main()
