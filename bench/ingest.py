@@ -226,13 +226,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.ndjson"
         generate(path, args.events)
+        # Flush the file to disk now: otherwise the first server run competes with the kernel
+        # writing it back (measured: the first run was up to 40% slower than later ones).
+        os.sync()
         size_mb = path.stat().st_size / 1e6
         print(
             f"events: {args.events:,} ({size_mb:.0f} MB NDJSON), cores: {os.cpu_count()}, "
             f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}"
         )
         rates: dict[bool, float] = {}
-        for enrichment in (True,) if args.enriched_only else (True, False):
+        for enrichment in (True,) if args.enriched_only else (False, True):
             elapsed = run_once(args, path, Path(tmp) / f"data-{enrichment}", enrichment)
             rates[enrichment] = args.events / elapsed
         if len(rates) == 2:
