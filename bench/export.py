@@ -27,11 +27,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).parent))
 import export_store  # the event generator shared with the store benchmark
-from ingest import bench_client, free_port, memory_mb, run_server
+from ingest import bench_client, cli_token, client_with, free_port, memory_mb, run_server
 
 from eventport.control.accounts import account_by_name
 from eventport.control.database import ControlDatabase
@@ -98,7 +96,7 @@ def main() -> None:
         )
 
         with serving(env) as (port, pid):
-            client, _ = bench_client_again(env, port)
+            client = client_with(cli_token(env, "tokens", "create", "bench"), port)
             before = memory_mb(pid)
             stop, peak = threading.Event(), [0.0]
             watcher = threading.Thread(target=sampled_peak, args=(pid, stop, peak), daemon=True)
@@ -142,25 +140,6 @@ def main() -> None:
                 "31-day daily by-country aggregate: median "
                 f"{statistics.median(latencies) * 1000:.0f} ms over HTTP ({lines:,} lines)"
             )
-
-
-def bench_client_again(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
-    """A client for the existing user "bench" (a new token through the CLI)."""
-    import subprocess
-
-    token = subprocess.run(
-        [sys.executable, "-m", "eventport", "tokens", "create", "bench"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[-1]
-    client = httpx.Client(
-        base_url=f"http://127.0.0.1:{port}",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=600,
-    )
-    return client, token
 
 
 if __name__ == "__main__":

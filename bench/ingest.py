@@ -109,20 +109,29 @@ def run_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("server did not start")
 
 
-def bench_client(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
-    """A user "bench" with an npm package, and a client acting as them: (client, package id)."""
-    token = subprocess.run(
-        [sys.executable, "-m", "eventport", "users", "create", "bench", "--email", "b@example.com"],
+def cli_token(env: dict[str, str], *args: str) -> str:
+    """Run an ``eventport`` command that prints a token on its last line; the token."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventport", *args],
         env=env,
         check=True,
         capture_output=True,
         text=True,
     ).stdout.split()[-1]
-    client = httpx.Client(
+
+
+def client_with(token: str, port: int) -> httpx.Client:
+    return httpx.Client(
         base_url=f"http://127.0.0.1:{port}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=600,
     )
+
+
+def bench_client(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
+    """A user "bench" with an npm package, and a client acting as them: (client, package id)."""
+    token = cli_token(env, "users", "create", "bench", "--email", "b@example.com")
+    client = client_with(token, port)
     package = client.post("/v2/packages/bench", json={"name": "bench", "type": "npm"}).json()
     return client, package["id"]
 

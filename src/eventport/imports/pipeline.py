@@ -6,7 +6,6 @@ stores (who may write where, which ids exist already) as callables.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -20,6 +19,7 @@ from eventport.enrich.enricher import (
     NO_PLACE,
     PLACE_COLUMNS,
     ImportEnrichment,
+    canonical_address,
     do_not_track,
 )
 from eventport.events.schema import ARROW_TYPES, COLUMN_NAMES, COLUMNS, Batch
@@ -49,7 +49,6 @@ class Lookups:
     keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
-    addresses: dict[str, bool] = field(default_factory=dict)
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -61,18 +60,6 @@ class Lookups:
             self.pixels[ref] = self.pixel(ref)
         return self.pixels[ref]
 
-    def valid_address(self, address: str) -> bool:
-        """Whether an address parses (remembered: imports repeat their addresses)."""
-        known = self.addresses.get(address)
-        if known is None:
-            try:
-                ipaddress.ip_address(address.strip())
-                known = True
-            except ValueError:
-                known = False
-            if len(self.addresses) < 1_000_000:
-                self.addresses[address] = known
-        return known
 
 
 @dataclass
@@ -137,10 +124,8 @@ def build_batch(
     enrichment = lookups.enrichment
     # Each distinct address once: canonical form (None: not an address).
     addresses = {e.remote_address for e in events if e.remote_address is not None}
-    if enrichment is not None:
-        canonical_of = {a: enrichment.canonical(a) for a in addresses}
-    else:
-        canonical_of = {a: a if lookups.valid_address(a) else None for a in addresses}
+    canonical = enrichment.canonical if enrichment is not None else canonical_address
+    canonical_of = {a: canonical(a) for a in addresses}
     invalid = {a for a, canonical in canonical_of.items() if canonical is None}
     # One row per event id: a later line with the same $unique_id replaces the earlier one.
     kept: dict[str, tuple[object, ...]] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query
@@ -74,8 +73,18 @@ def aggregate_v1(name: str, row: AggregateRow) -> dict[str, Any]:
 
 
 def _aggregates(
-    selection: Selection, events: Events, start: datetime, end: datetime
+    db: Db,
+    actor: Actor,
+    events: Events,
+    owner: str,
+    kind: str,
+    start_date: str | None,
+    end_date: str | None,
 ) -> StreamingResponse:
+    """Daily counts of every package of the ``kind`` account ``owner`` the caller may read."""
+    start, end = parse_range(start_date, end_date, max_days=MAX_AGGREGATE_DAYS, names=V1_DATES)
+    with db.session() as s:
+        selection = owner_packages(s, actor, owner, kind=kind)
     query = selection.query(start, end)
 
     def lines() -> Iterator[dict[str, Any]]:
@@ -98,10 +107,7 @@ def organization_aggregates(
     end_date: EndDate = None,
 ) -> StreamingResponse:
     """Daily counts of every package of the organization the caller may read."""
-    start, end = parse_range(start_date, end_date, max_days=MAX_AGGREGATE_DAYS, names=V1_DATES)
-    with db.session() as s:
-        selection = owner_packages(s, actor, organization_name, kind="organization")
-    return _aggregates(selection, events, start, end)
+    return _aggregates(db, actor, events, organization_name, "organization", start_date, end_date)
 
 
 @router.get("/users/{username}/aggregates")
@@ -114,10 +120,7 @@ def user_aggregates(
     end_date: EndDate = None,
 ) -> StreamingResponse:
     """Daily counts of every package of the user the caller may read."""
-    start, end = parse_range(start_date, end_date, max_days=MAX_AGGREGATE_DAYS, names=V1_DATES)
-    with db.session() as s:
-        selection = owner_packages(s, actor, username, kind="user")
-    return _aggregates(selection, events, start, end)
+    return _aggregates(db, actor, events, username, "user", start_date, end_date)
 
 
 @router.get("/packages/{package_id}/events/{filename}.csv")
