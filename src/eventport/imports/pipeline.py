@@ -61,7 +61,6 @@ class Lookups:
         return self.pixels[ref]
 
 
-
 @dataclass
 class BatchResult:
     batch: Batch
