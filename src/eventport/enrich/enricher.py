@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -49,10 +50,20 @@ NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
 _CACHE_MAX = 100_000
 
 
+# A dotted-quad IPv4 address without leading zeros is its own canonical form (ipaddress
+# refuses leading zeros): the common case, answered without building an address object.
+_PLAIN_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
+
+
 def canonical_address(text: str) -> str | None:
     """The address in canonical form (IPv4-mapped IPv6 as IPv4), or None if not an address."""
+    text = text.strip()
+    if _PLAIN_IPV4.fullmatch(text):
+        return text
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -106,16 +117,12 @@ class Enricher:
 
 
 class ImportEnrichment:
-    """One import's view: caches and the owner's exclusion rules.
-
-    ``canonical_of`` (raw address → canonical form, None if not an address) is public so the
-    pipeline's loop can read it directly; the methods are the paths for values not seen yet.
-    """
+    """One import's view: caches and the owner's exclusion rules. Addresses are canonical
+    (:func:`canonical_address`) by the time they come here."""
 
     def __init__(self, enricher: Enricher, rules: ExclusionRules) -> None:
         self.enricher = enricher
         self.rules = rules
-        self.canonical_of: dict[str, str | None] = {}
         self._places: dict[str, tuple[object, ...]] = {}
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
@@ -123,16 +130,6 @@ class ImportEnrichment:
         self._origin = enricher.hasher(b"origin")
 
     # -- addresses -----------------------------------------------------------------------------
-
-    def canonical(self, address: str) -> str | None:
-        """The canonical form of an address, None when it is not one (remembered)."""
-        found = self.canonical_of.get(address, _MISSING)
-        if found is _MISSING:
-            found = canonical_address(address)
-            if len(self.canonical_of) >= _CACHE_MAX:
-                self.canonical_of.clear()
-            self.canonical_of[address] = found
-        return found  # type: ignore[return-value]
 
     def prepare(self, addresses: Iterable[str]) -> None:
         """Look up the canonical addresses not seen yet, all at once (once per batch)."""
@@ -205,9 +202,6 @@ class ImportEnrichment:
                 self._agents.clear()
             self._agents[user_agent] = found
         return found
-
-
-_MISSING: object = object()
 
 
 def origin_key(configured: str | None, stored: Callable[[], bytes]) -> bytes:

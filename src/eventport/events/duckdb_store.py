@@ -43,7 +43,6 @@ import duckdb
 import pyarrow as pa
 
 from eventport.events.schema import (
-    ARROW_TYPES,
     COLUMN_NAMES,
     COLUMNS,
     Batch,
@@ -56,8 +55,8 @@ from eventport.events.store import (
     EVENTS_TABLE,
     EventStoreError,
     StoreCapabilities,
+    batch_table,
     micros_to_datetime,
-    validate_batch,
 )
 from eventport.export.query import (
     BREAKDOWNS,
@@ -78,9 +77,6 @@ _SQL_TYPES: dict[ColumnType, str] = {
     "boolean": "BOOLEAN",
     "timestamp": "TIMESTAMPTZ",
 }
-_ARROW_SCHEMA = pa.schema(
-    [pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
-)
 
 _BATCH_VIEW = "eventport_batch"
 _IDS_VIEW = "eventport_ids"
@@ -240,24 +236,6 @@ def _selection_params(query: EventQuery) -> dict[str, object]:
     return {"owner": query.owner_id, "start": _utc_text(query.start), "end": _utc_text(query.end)}
 
 
-def batch_to_arrow(batch: Batch) -> pa.Table:
-    """The batch as an Arrow table with the schema's types (time: µs since epoch, UTC)."""
-    length = len(batch["id"])
-    arrays = []
-    for column in COLUMNS:
-        values = batch[column.name]
-        arrow_type = ARROW_TYPES[column.type]
-        if isinstance(values, pa.Array):  # built in Arrow by the pipeline already
-            arrays.append(values.cast(arrow_type))
-        elif column.nullable and values.count(None) == length:  # columns not filled
-            arrays.append(pa.nulls(length, arrow_type))
-        elif column.type == "timestamp":  # ints: no per-value conversion
-            arrays.append(pa.array(values, pa.int64()).view(arrow_type))
-        else:
-            arrays.append(pa.array(values, arrow_type))
-    return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
-
-
 def _run(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -382,10 +360,10 @@ class DuckDBEventStore:
                         "NOT NULL DEFAULT 0",
                     )
 
-    def existing_ids(self, owner_id: str, ids: Sequence[str]) -> set[str]:
-        if not ids:
+    def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
+        if not len(ids):
             return set()
-        table = pa.table({"id": pa.array(ids, pa.string())})
+        table = pa.table({"id": ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())})
         key = _KEY_SQL.format(owner="?", id="b.id")
         with self._lock:
             con = self._connection()
@@ -402,8 +380,8 @@ class DuckDBEventStore:
         return {row[0] for row in found}
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
-        length = validate_batch(owner_id, batch)
-        table = batch_to_arrow(batch) if length else None  # outside the lock: plain CPU work
+        checked = batch_table(owner_id, batch)  # outside the lock: plain CPU work
+        table = checked if checked.num_rows else None
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
         with self._lock:
             con = self._connection()

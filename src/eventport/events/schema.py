@@ -9,7 +9,7 @@ otherwise the pipeline keeps them in memory only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 
@@ -77,8 +77,14 @@ ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
-#: Columns as Python lists, or Arrow arrays where the pipeline built them in Arrow already.
-Batch = dict[str, Any]
+#: The events table as Arrow: what the import pipeline builds and the stores write.
+ARROW_SCHEMA: pa.Schema = pa.schema(
+    [pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
+)
+
+#: A batch of events: an Arrow table of ARROW_SCHEMA, or columns as Python lists (or Arrow
+#: arrays) by name, times as microseconds since the epoch.
+Batch: TypeAlias = pa.Table | dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint
+from eventport.events.schema import (
+    ARROW_SCHEMA,
+    ARROW_TYPES,
+    COLUMN_NAMES,
+    COLUMNS,
+    Batch,
+    Checkpoint,
+)
 from eventport.export.query import AggregateRow, EventQuery, Rollup
 
 EVENTS_TABLE = "events"
@@ -71,8 +79,9 @@ class EventStore(Protocol):
     def setup(self) -> None:
         """Create whatever is missing of the schema. Idempotent; call it at every start."""
 
-    def existing_ids(self, owner_id: str, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` already name an event of this owner."""
+    def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
+        """Which of ``ids`` (a list, or an Arrow string array) already name an event of this
+        owner."""
         ...
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
@@ -117,32 +126,53 @@ class EventStore(Protocol):
         """Release connections and files. Further calls raise :class:`EventStoreError`."""
 
 
-def validate_batch(owner_id: str, batch: Batch) -> int:
-    """Check a batch against :data:`~eventport.events.schema.COLUMNS`; return its length.
+def batch_table(owner_id: str, batch: Batch) -> pa.Table:
+    """A batch as an Arrow table of :data:`~eventport.events.schema.ARROW_SCHEMA`, checked.
 
-    Raises :class:`ValueError` naming what is wrong. Cheap next to the write (a few
-    C-level passes over the required columns), so every store runs it before writing.
+    Raises :class:`ValueError` naming what is wrong. Cheap next to the write (a few C-level
+    passes over the required columns), so every store runs it before writing.
     """
-    missing = [name for name in COLUMN_NAMES if name not in batch]
-    unknown = sorted(set(batch) - set(COLUMN_NAMES))
+    names = batch.column_names if isinstance(batch, pa.Table) else list(batch)
+    missing = [name for name in COLUMN_NAMES if name not in names]
+    unknown = sorted(set(names) - set(COLUMN_NAMES))
     if missing or unknown:
         raise ValueError(f"batch columns wrong: missing {missing}, unknown {unknown}")
+    table = (
+        batch.select(COLUMN_NAMES).cast(ARROW_SCHEMA)
+        if isinstance(batch, pa.Table)
+        else (_dict_table(batch))
+    )
+    if table.num_rows == 0:
+        return table
+    for name in _REQUIRED:
+        if table.column(name).null_count:
+            raise ValueError(f"batch column {name!r} holds None; it is required")
+    if not pc.all(pc.equal(table.column("owner_id"), owner_id)).as_py():
+        owners = pc.unique(table.column("owner_id")).to_pylist()
+        raise ValueError(f"batch holds events of owners {sorted(owners)}, not only {owner_id!r}")
+    times = pc.min_max(pc.cast(table.column("time"), pa.int64())).as_py()
+    if times["min"] < MIN_TIME_US or times["max"] > MAX_TIME_US:
+        raise ValueError("batch column 'time' holds a time outside years 1 to 9999")
+    return table
+
+
+def _dict_table(batch: dict[str, Any]) -> pa.Table:
+    """Columns by name (lists or Arrow arrays; times as microseconds) as a table."""
     length = len(batch["id"])
     uneven = [name for name in COLUMN_NAMES if len(batch[name]) != length]
     if uneven:
         raise ValueError(f"batch columns {uneven} do not have the {length} values of 'id'")
-    if length == 0:
-        return 0
-    for name in _REQUIRED:
-        if None in batch[name]:
-            raise ValueError(f"batch column {name!r} holds None; it is required")
-    owners = set(batch["owner_id"])
-    if owners != {owner_id}:
-        raise ValueError(f"batch holds events of owners {sorted(owners)}, not only {owner_id!r}")
-    times = batch["time"]
-    if min(times) < MIN_TIME_US or max(times) > MAX_TIME_US:
-        raise ValueError("batch column 'time' holds a time outside years 1 to 9999")
-    return length
+    arrays = []
+    for column in COLUMNS:
+        values = batch[column.name]
+        arrow_type = ARROW_TYPES[column.type]
+        if isinstance(values, pa.Array | pa.ChunkedArray):  # built in Arrow already
+            arrays.append(values.cast(arrow_type))
+        elif column.type == "timestamp":  # ints: no per-value conversion
+            arrays.append(pa.array(values, pa.int64()).cast(arrow_type))
+        else:
+            arrays.append(pa.array(values, arrow_type))
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 
 def micros_to_datetime(micros: int) -> datetime:

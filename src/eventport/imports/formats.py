@@ -50,6 +50,23 @@ from typing import BinaryIO, Final, Literal
 
 from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells
 
+try:  # memchr in C, where bytes.count compares byte by byte and a find loop is Python
+    from eventport.imports._plainline import count_lines as _count_lines
+    from eventport.imports._plainline import line_end as _line_end
+except ImportError:
+
+    def _count_lines(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:  # type: ignore[misc]
+        return buffer.count(b"\n", start, stop if stop >= 0 else len(buffer))
+
+    def _line_end(buffer: bytes, start: int, n: int, /) -> int:  # type: ignore[misc]
+        end = start - 1
+        for _ in range(n):
+            end = buffer.find(b"\n", end + 1)
+            if end < 0:
+                return -1
+        return end + 1
+
+
 __all__ = [
     "BLOCK_SIZE",
     "BOM",
@@ -61,6 +78,7 @@ __all__ = [
 ]
 
 BLOCK_SIZE: Final = 1 << 20  # decoded bytes per read
+CHUNK_BYTES: Final = 8 << 20  # an NDJSON chunk ends at the first line end past this size
 INPUT_BLOCK: Final = 1 << 16  # compressed bytes per read
 BOM: Final = b"\xef\xbb\xbf"
 GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -82,21 +100,42 @@ class InputUnusable(Exception):
 class Chunk:
     """Consecutive lines (NDJSON) or records (CSV) of an upload.
 
-    ``lines``: NDJSON ``(line number, raw bytes without the newline, or None if too long)``.
-    ``header`` and ``rows``: CSV header cells and ``(line where the record starts, cells or
-    an error Code)``. ``next_line``/``next_offset``: where to resume after this chunk.
+    NDJSON: ``block`` holds ``line_count`` whole lines from line ``first_line`` on, each ended
+    by ``\n`` but perhaps the last line of the stream; a line longer than ``max_line_bytes``
+    that was dropped while it was read is an empty placeholder line whose index (from 0) is in
+    ``dropped``. ``lines`` gives them as ``(line number, raw bytes, or None if too long)``.
+    CSV: ``header`` cells and ``rows``, ``(line where the record starts, cells or an error
+    Code)``. ``next_line``/``next_offset``: where to resume after this chunk.
     ``source_offset``: bytes of the spool file read so far (for progress).
     """
 
     next_line: int
     next_offset: int
     source_offset: int
-    lines: list[tuple[int, bytes | None]] = field(default_factory=list)
+    first_line: int = 1
+    line_count: int = 0
+    block: bytes = b""
+    dropped: frozenset[int] = frozenset()
+    max_line_bytes: int = MAX_LINE_BYTES
     header: list[str] = field(default_factory=list)
     rows: list[tuple[int, CsvCells]] = field(default_factory=list)
 
+    @property
+    def lines(self) -> list[tuple[int, bytes | None]]:
+        """The NDJSON lines one by one (a copy of each: for tests and the slow path)."""
+        if not self.line_count:
+            return []
+        parts = self.block.split(b"\n")
+        if len(parts) > self.line_count:
+            parts.pop()  # after the last newline
+        limit, dropped = self.max_line_bytes, self.dropped
+        return [
+            (self.first_line + i, None if i in dropped or len(part) > limit else part)
+            for i, part in enumerate(parts)
+        ]
+
     def __len__(self) -> int:
-        return len(self.lines) + len(self.rows)
+        return self.line_count + len(self.rows)
 
 
 # --- decoded byte streams ---------------------------------------------------------------------
@@ -244,62 +283,90 @@ class _Stream:
 
 
 def _ndjson_chunks(
-    stream: _Stream, start_line: int, chunk_lines: int, max_line: int
+    stream: _Stream, start_line: int, chunk_lines: int, chunk_bytes: int, max_line: int
 ) -> Iterator[Chunk]:
-    line_no = start_line
-    base = stream.start  # decoded offset where `carry` (the line being read) starts
-    stream_pos = stream.start  # decoded offset after everything received so far
-    carry = b""
-    discarding = False  # inside a line over the limit whose bytes are being dropped
-    pending: list[tuple[int, bytes | None]] = []
+    """Chunks of whole lines, with few copies: each block is searched for its last newline
+    only, and lines are counted with ``bytes.count``.
+
+    A line that grows over the limit before its newline arrives is dropped as it is read and
+    stands in the chunk as an empty placeholder line; ``extra`` remembers how many more bytes
+    of the stream it was, so offsets stay those of the stream.
+    """
+    line_no = start_line  # number of the first pending line
+    base = stream.start  # decoded offset of the first pending line
+    pending = bytearray()  # whole lines (each with its newline, but the stream's last)
+    count = 0  # lines in pending
+    dropped: dict[int, int] = {}  # placeholder index in pending -> extra stream bytes
+    carry = b""  # the line being read
+    discarding = 0  # bytes of a line over the limit dropped so far (0: not dropping)
+
+    def chunk(size: int, lines: int) -> Chunk:
+        """The first ``lines`` pending lines (``size`` bytes) as a chunk."""
+        nonlocal pending, count, dropped, line_no, base
+        block = bytes(pending[:size])
+        del pending[:size]
+        gone = {i: extra for i, extra in dropped.items() if i < lines}
+        dropped = {i - lines: extra for i, extra in dropped.items() if i >= lines}
+        stream_size = size + sum(gone.values())
+        made = Chunk(
+            line_no + lines,
+            base + stream_size,
+            stream.consumed,
+            first_line=line_no,
+            line_count=lines,
+            block=block,
+            dropped=frozenset(gone),
+            max_line_bytes=max_line,
+        )
+        line_no += lines
+        base += stream_size
+        count -= lines
+        return made
+
+    def drop(length: int) -> None:
+        """A placeholder for a dropped line of ``length`` stream bytes (its newline included)."""
+        nonlocal count
+        dropped[count] = length - 1
+        pending.extend(b"\n")
+        count += 1
+
+    def ready(final: bool) -> Iterator[Chunk]:
+        while count >= chunk_lines:
+            end = _line_end(pending, 0, chunk_lines)
+            if end < 0:  # the stream's last line, without a newline
+                end = len(pending)
+            yield chunk(end, chunk_lines)
+        if count and (final or len(pending) >= chunk_bytes):
+            yield chunk(len(pending), count)
 
     for block in stream.blocks():
-        block_start = stream_pos
-        stream_pos += len(block)
         if discarding:
             i = block.find(b"\n")
             if i < 0:
+                discarding += len(block)
                 continue
-            pending.append((line_no, None))
-            line_no += 1
-            base = block_start + i + 1
+            drop(discarding + i + 1)
+            discarding = 0
             block = block[i + 1 :]
-            discarding = False
-            if len(pending) >= chunk_lines:
-                yield Chunk(line_no, base, stream.consumed, pending)
-                pending = []
-        data = carry + block if carry else block
-        parts = data.split(b"\n")
-        carry = parts.pop()
-        done = 0
-        total = len(parts)
-        while done < total:
-            room = chunk_lines - len(pending)
-            take = parts if done == 0 and total <= room else parts[done : done + room]
-            count = len(take)
-            if max(map(len, take)) > max_line:
-                pending.extend(
-                    (line_no + j, part if len(part) <= max_line else None)
-                    for j, part in enumerate(take)
-                )
-            else:
-                pending.extend(zip(range(line_no, line_no + count), take, strict=True))
-            line_no += count
-            base += sum(map(len, take)) + count
-            done += count
-            if len(pending) >= chunk_lines:
-                yield Chunk(line_no, base, stream.consumed, pending)
-                pending = []
+        last = block.rfind(b"\n")
+        if last < 0:
+            carry += block
+        else:
+            count += _count_lines(block, 0, last + 1)  # carry has none
+            pending += carry
+            pending += memoryview(block)[: last + 1]
+            carry = block[last + 1 :]
         if len(carry) > max_line:
+            discarding = len(carry)
             carry = b""
-            discarding = True
+        yield from ready(False)
 
-    if discarding or carry:
-        pending.append((line_no, None if discarding else carry))
-        line_no += 1
-        base = stream_pos
-    if pending:
-        yield Chunk(line_no, base, stream.consumed, pending)
+    if discarding:
+        drop(discarding)  # the last line: no newline of its own, the placeholder's stands in
+    elif carry:
+        pending += carry
+        count += 1
+    yield from ready(True)
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -541,6 +608,7 @@ def iter_chunks(
     start_line: int = 1,
     start_offset: int = 0,
     chunk_lines: int = 50_000,
+    chunk_bytes: int = CHUNK_BYTES,
     max_line_bytes: int = MAX_LINE_BYTES,
     block_size: int = BLOCK_SIZE,
     max_ratio: int = MAX_RATIO,
@@ -551,8 +619,8 @@ def iter_chunks(
     Raises :class:`InputUnusable` (possibly after some chunks) when the input as a whole
     cannot be read. An empty input, or a CSV without a header, gives no chunks.
     """
-    if chunk_lines < 1 or max_line_bytes < 1 or block_size < 1:
-        raise ValueError("chunk_lines, max_line_bytes and block_size must be positive")
+    if min(chunk_lines, chunk_bytes, max_line_bytes, block_size) < 1:
+        raise ValueError("chunk_lines, chunk_bytes, max_line_bytes and block_size must be positive")
 
     def open_stream(f: BinaryIO, offset: int) -> _Stream:
         return _Stream(
@@ -567,7 +635,7 @@ def iter_chunks(
     with path.open("rb") as f:
         stream = open_stream(f, start_offset)
         if fmt == "ndjson":
-            yield from _ndjson_chunks(stream, start_line, chunk_lines, max_line_bytes)
+            yield from _ndjson_chunks(stream, start_line, chunk_lines, chunk_bytes, max_line_bytes)
             return
         if fmt != "csv":
             raise ValueError(f"unknown format {fmt!r}")

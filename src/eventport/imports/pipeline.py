@@ -1,17 +1,18 @@
-"""From decoded lines to an event batch: targets, identity, replacement — once per batch.
+"""From decoded events to an event batch: targets, identity, replacement, enrichment.
 
-Plain Python with no HTTP or database: the worker hands in the two look-ups that need the
-stores (who may write where, which ids exist already) as callables.
+Column at a time on Arrow tables, with no Python work per event: each distinct package or
+pixel reference, address, user agent and (address, agent) pair is resolved once in Python and
+the event columns are taken from those answers by index (C++). Python loops only over the lines
+that get a log entry. The worker hands in the look-ups that need the stores (who may write
+where, which ids exist already) as callables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import add, itemgetter, mul
+from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,12 +21,14 @@ from eventport.enrich.enricher import (
     PLACE_COLUMNS,
     ImportEnrichment,
     canonical_address,
-    do_not_track,
 )
-from eventport.events.schema import ARROW_TYPES, COLUMN_NAMES, COLUMNS, Batch
-from eventport.imports.records import LogEntry, ParsedEvent, failed_line_count
+from eventport.events.schema import ARROW_SCHEMA
+from eventport.imports.records import LogEntry, failed_line_count
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
+_AGENT_COLUMNS = ("platform", "client", "client_version", "client_runtime", "ci")
+_ORIGIN_CACHE_MAX = 250_000  # (address, agent) pairs remembered per import
+_CANONICAL_CACHE_MAX = 100_000  # raw addresses remembered per import
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,26 @@ class Lookups:
 
     package: Callable[[str], str | None]  # $package as given -> package id the importer may write
     pixel: Callable[[str], str | None]  # $tracking_pixel -> pixel id the importer may write
-    existing_ids: Callable[[Sequence[str]], set[str]]  # ids already stored for this owner
+    existing_ids: Callable[[pa.Array], set[str]]  # ids already stored for this owner
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
+    origins: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    canonicals: dict[str, str | None] = field(default_factory=dict)
+    # $unique_ids of the batch built before this one: it may still be being written (the
+    # worker writes a batch while it builds the next), so the store may not show them yet.
+    previous_ids: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+
+    def canonical(self, address: str) -> str | None:
+        """An address in canonical form, None if it is not one (remembered per import)."""
+        if address in self.canonicals:
+            return self.canonicals[address]
+        if len(self.canonicals) >= _CANONICAL_CACHE_MAX:
+            self.canonicals.clear()
+        found = self.canonicals[address] = canonical_address(address)
+        return found
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -63,7 +80,7 @@ class Lookups:
 
 @dataclass
 class BatchResult:
-    batch: Batch
+    batch: pa.Table  # the events table's columns (events.schema.ARROW_SCHEMA)
     logs: list[LogEntry]
     imported: int
     failed: int
@@ -72,221 +89,270 @@ class BatchResult:
     do_not_track: int = 0
 
 
-def _not_found(event: ParsedEvent, message: str) -> LogEntry:
-    return LogEntry(
-        line=event.line,
-        level="error",
-        type=ARTIFACT_NOT_FOUND,
-        code=ARTIFACT_NOT_FOUND,
-        message=message,
-        package_id=event.package,
-        tracking_pixel_id=event.pixel,
-    )
+def _distinct(column: pa.ChunkedArray | pa.Array) -> tuple[list[Any], pa.Array]:
+    """The distinct values of a column (Python list) and each row's index into them."""
+    values = pc.unique(column)
+    return values.to_pylist(), pc.index_in(column, value_set=values)
 
 
-def _targets(event: ParsedEvent, lookups: Lookups) -> tuple[str | None, ...] | LogEntry:
-    """A multi-artifact line's package and pixel, or why it names none we may write."""
-    if event.package is None and event.pixel is None:
-        return _not_found(event, "the line names no $package or $tracking_pixel")
-    package = lookups.resolve_package(event.package) if event.package is not None else None
-    if event.package is not None and package is None:
-        return _not_found(
-            event, f"package {event.package[:80]!r} not found, or you may not import into it"
-        )
-    pixel = lookups.resolve_pixel(event.pixel) if event.pixel is not None else None
-    if event.pixel is not None and pixel is None:
-        return _not_found(
-            event, f"tracking pixel {event.pixel[:80]!r} not found, or you may not import into it"
-        )
-    return package, pixel
+def _mapped(index: pa.Array, answers: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """``answers[index[i]]`` for every row, as an Arrow array (null where index is null)."""
+    return pa.array(answers, type_).take(index)
 
 
 def build_batch(
-    events: list[ParsedEvent],
-    logs: list[LogEntry],
+    events: pa.Table,
+    logs: Sequence[LogEntry],
     *,
     import_id: str,
     owner_id: str,
     target: Target,
     lookups: Lookups,
 ) -> BatchResult:
-    """Columns for the event store, plus every log entry for these lines. ``events`` is
-    handed over: the caller keeps no reference, so the decoded events are freed mid-way.
-
-    The per-event loop only resolves targets and ids. Enrichment works on columns afterwards:
-    each distinct address, user agent and (address, agent) pair of the batch is resolved once in
-    Python, and the event columns are filled from those answers by C-level ``map`` calls.
-    """
-    logs = list(logs)
+    """The events table's columns for ``events`` (a table of decoding.DECODED_SCHEMA, ordered
+    by line), plus every log entry for these lines."""
     undecodable = failed_line_count(logs)  # a line with several errors fails once
-    not_found = dnt_count = 0
-    enrichment = lookups.enrichment
-    # Each distinct address once: canonical form (None: not an address).
-    addresses = {e.remote_address for e in events if e.remote_address is not None}
-    canonical = enrichment.canonical if enrichment is not None else canonical_address
-    canonical_of = {a: canonical(a) for a in addresses}
-    invalid = {a for a, canonical in canonical_of.items() if canonical is None}
-    # One row per event id: a later line with the same $unique_id replaces the earlier one.
-    kept: dict[str, tuple[object, ...]] = {}
-    lines: dict[str, int] = {}
-    unique: set[str] = set()
-    fixed = target.kind != "multi"
-    for event in events:
-        if fixed:
-            package_id, pixel_id = target.package_id, target.pixel_id
-        else:
-            resolved = _targets(event, lookups)
-            if isinstance(resolved, LogEntry):
-                logs.append(resolved)
-                not_found += 1
-                continue
-            package_id, pixel_id = resolved
-        address = event.remote_address
-        headers = event.headers
-        unique_id = event.unique_id
-        line = event.line
-        # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
-        if unique_id is None:
-            event_id = f"{import_id}:{line}"
-        else:
-            event_id = unique_id
-            unique.add(unique_id)
-        if event_id in kept:
-            earlier = f"the event from line {lines[event_id]} of this file"
-            logs.append(_replaced(line, event_id, earlier))
-            del kept[event_id]
-        lines[event_id] = line
-        if invalid and address in invalid:
-            logs.append(_bad_address(line))
-        dnt = headers is not None and do_not_track(headers)
-        dnt_count += dnt
-        kept[event_id] = (
-            event_id,
-            owner_id,
-            package_id,
-            pixel_id,
-            import_id,
-            line,
-            event.time_us,
-            event.type,
-            event.version,
-            event.referer,
-            event.user_agent,
-            event.domain,
-            event.variables,
-            _headers_text(headers, lookups.keep_ip_addresses) if headers else None,
-            dnt,
-            address,
-        )
-    total = len(events)
-    del events  # the caller hands the list over: its events go now, before the columns exist
-    replaced = lookups.existing_ids([i for i in kept if i in unique])
-    for event_id in replaced:
-        logs.append(_replaced(lines[event_id], event_id, "an event imported earlier"))
-    rows = list(kept.values())
-    del kept, lines
-    batch: Batch = {name: list(map(itemgetter(i), rows)) for i, name in enumerate(_ROW)}
-    del rows
-    excluded = 0
-    if enrichment is not None and batch["id"]:
-        excluded = _enrich(batch, enrichment, canonical_of)
+    events = events.combine_chunks()
+    total = events.num_rows
+    not_found: list[LogEntry] = []
+    if target.kind == "multi":
+        events, not_found = _resolve_targets(events, lookups)
+        package_ids, pixel_ids = events.column("package_id"), events.column("pixel_id")
     else:
-        for name in _ENRICHED:
-            batch[name] = [None] * len(batch["id"])
-    if not lookups.keep_ip_addresses:
-        batch["remote_address"] = [None] * len(batch["id"])
-    elif dnt_count:  # kept, except where the event asked not to be tracked
-        pairs = zip(batch["remote_address"], batch["dnt"], strict=True)
-        batch["remote_address"] = [None if dnt else address for address, dnt in pairs]
-    for name in _UNFILLED:
-        batch[name] = [None] * len(batch["id"])
-    logs.sort(key=lambda entry: entry.line or 0)
-    warnings = sum(1 for entry in logs if entry.level == "warning")
+        package_ids = pa.repeat(pa.scalar(target.package_id, pa.string()), events.num_rows)
+        pixel_ids = pa.repeat(pa.scalar(target.pixel_id, pa.string()), events.num_rows)
+    lines = events.column("line")
+    unique_ids = events.column("unique_id")
+    # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
+    derived = pc.binary_join_element_wise(f"{import_id}:", pc.cast(lines, pa.string()), "")
+    ids = pc.coalesce(unique_ids, derived)
+
+    addresses, address_at = _distinct(events.column("remote_address"))
+    canonical = lookups.canonical
+    canonicals = [None if a is None else canonical(a) for a in addresses]
+    invalid = [i for i, c in enumerate(canonicals) if c is None and addresses[i] is not None]
+    bad_addresses = _lines_where(lines, pc.is_in(address_at, pa.array(invalid, pa.int32())))
+
+    # One row per id: a later line with the same $unique_id replaces the earlier one.
+    in_file: list[LogEntry] = []
+    keep = None
+    if total and pc.max(pc.value_counts(ids).field("counts")).as_py() > 1:
+        keep, in_file = _last_of_each_id(ids, lines)
+    columns: dict[str, Any] = {
+        "id": ids,
+        "package_id": package_ids,
+        "pixel_id": pixel_ids,
+        "address_at": address_at,
+    }
+    for name in ("line", "time", "type", "version", "referer", "user_agent", "domain"):
+        columns[name] = events.column(name)
+    for name in ("variables", "headers", "dnt", "unique_id", "remote_address"):
+        columns[name] = events.column(name)
+    table = pa.table(columns)
+    if keep is not None:
+        table = table.filter(keep)
+
+    earlier: list[LogEntry] = []
+    with_unique_id = table.filter(pc.is_valid(table.column("unique_id")))
+    unique = with_unique_id.column("id").combine_chunks()
+    if with_unique_id.num_rows:
+        found = lookups.existing_ids(unique)
+        if len(lookups.previous_ids):
+            found.update(pc.filter(unique, pc.is_in(unique, lookups.previous_ids)).to_pylist())
+        if found:
+            known = pa.array(list(found), pa.string())
+            hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), known))
+            earlier = [
+                _replaced(line, event_id, "an event imported earlier")
+                for line, event_id in zip(
+                    hit.column("line").to_pylist(), hit.column("id").to_pylist(), strict=True
+                )
+            ]
+
+    lookups.previous_ids = unique
+    batch, excluded, dnt_count = _columns(table, owner_id, import_id, canonicals, lookups)
+    entries = sorted(
+        [*logs, *not_found, *in_file, *(_bad_address(n) for n in bad_addresses), *earlier],
+        key=lambda entry: entry.line or 0,
+    )
+    warnings = sum(1 for entry in entries if entry.level == "warning")
     # A line replaced later in the same file was still imported (and then replaced).
     return BatchResult(
         batch,
-        logs,
-        total - not_found,
-        undecodable + not_found,
+        entries,
+        total - len(not_found),
+        undecodable + len(not_found),
         warnings,
         excluded,
         dnt_count,
     )
 
 
-def _enrich(batch: Batch, enrichment: ImportEnrichment, canonical_of: dict[str, str | None]) -> int:
-    """Fill the enrichment columns from the batch's distinct values; the number excluded.
-
-    The place and agent columns are Arrow arrays taken (in C++) from a small table of the
-    batch's distinct answers: no per-event Python work, and nothing left to convert for the
-    store.
-    """
-    enrichment.prepare(c for c in canonical_of.values() if c is not None)
-    canonical_of[None] = None  # type: ignore[index]  # events without an address
-    canonicals = list(map(canonical_of.__getitem__, batch["remote_address"]))
-    if any(batch["dnt"]):  # do-not-track events: no look-up and no ids
-        canonicals = [None if dnt else c for c, dnt in zip(canonicals, batch["dnt"], strict=True)]
-    # Each distinct address and agent gets an index; columns are taken through the indexes.
-    addresses = list(dict.fromkeys(canonicals))
-    address_at = list(map({c: i for i, c in enumerate(addresses)}.__getitem__, canonicals))
-    places = [NO_PLACE if c is None else enrichment.place(c) for c in addresses]
-    _take(batch, PLACE_COLUMNS, places, address_at)
-    agents = list(dict.fromkeys(batch["user_agent"]))
-    agent_at = list(map({a: i for i, a in enumerate(agents)}.__getitem__, batch["user_agent"]))
-    answers = [(*values, excluded) for values, excluded in map(enrichment.agent, agents)]
-    _take(batch, (*_AGENT_COLUMNS, "excluded"), answers, agent_at)
-    # Origins: each distinct (address, agent) pair, keyed by one int, hashed once.
-    width = len(agents)
-    pairs = list(map(add, map(mul, address_at, repeat(width)), agent_at))
-    origin_of = {}
-    for pair in set(pairs):
-        address = addresses[pair // width]
-        origin_of[pair] = (
-            None if address is None else enrichment.origin(address, agents[pair % width])
-        )
-    batch["origin_id"] = pa.array(list(map(origin_of.__getitem__, pairs)), pa.string())
-    return int(pc.sum(batch["excluded"]).as_py() or 0)
+def _lines_where(lines: pa.Array, mask: pa.Array) -> list[int]:
+    return pc.filter(lines, mask).to_pylist() if pc.any(mask).as_py() else []
 
 
-def _take(
-    batch: Batch, names: Sequence[str], answers: list[tuple[object, ...]], at: list[int]
-) -> None:
-    """Columns ``names`` of the events: ``answers[at[i]]`` for event i, as Arrow arrays."""
-    indexes = pa.array(at, pa.int32())
-    for name, values in zip(names, zip(*answers, strict=True), strict=True):
-        batch[name] = pa.array(values, _ARROW_TYPE_OF[name]).take(indexes)
+def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list[LogEntry]]:
+    """A multi-artifact import's rows with their package and pixel ids, and an entry for every
+    line that names none the importer may write."""
+    packages, package_at = _distinct(events.column("package"))
+    pixels, pixel_at = _distinct(events.column("pixel"))
+    package_ids = [None if p is None else lookups.resolve_package(p) for p in packages]
+    pixel_ids = [None if p is None else lookups.resolve_pixel(p) for p in pixels]
+    package_id = _mapped(package_at, package_ids, pa.string())
+    pixel_id = _mapped(pixel_at, pixel_ids, pa.string())
+    package, pixel = events.column("package"), events.column("pixel")
+    bad = pc.or_(
+        pc.and_(pc.is_null(package), pc.is_null(pixel)),
+        pc.or_(
+            pc.and_(pc.is_valid(package), pc.is_null(package_id)),
+            pc.and_(pc.is_valid(pixel), pc.is_null(pixel_id)),
+        ),
+    )
+    entries: list[LogEntry] = []
+    if pc.any(bad).as_py():
+        rejected = events.filter(bad)
+        for line, ref, pixel_ref in zip(
+            rejected.column("line").to_pylist(),
+            rejected.column("package").to_pylist(),
+            rejected.column("pixel").to_pylist(),
+            strict=True,
+        ):
+            entries.append(_not_found(line, ref, pixel_ref, lookups))
+    events = events.append_column("package_id", package_id).append_column("pixel_id", pixel_id)
+    return (events.filter(pc.invert(bad)) if entries else events), entries
 
 
-_ARROW_TYPE_OF = {column.name: ARROW_TYPES[column.type] for column in COLUMNS}
+def _not_found(line: int, package: str | None, pixel: str | None, lookups: Lookups) -> LogEntry:
+    if package is None and pixel is None:
+        message = "the line names no $package or $tracking_pixel"
+    elif package is not None and lookups.resolve_package(package) is None:
+        message = f"package {package[:80]!r} not found, or you may not import into it"
+    else:
+        message = f"tracking pixel {str(pixel)[:80]!r} not found, or you may not import into it"
+    return LogEntry(
+        line=line,
+        level="error",
+        type=ARTIFACT_NOT_FOUND,
+        code=ARTIFACT_NOT_FOUND,
+        message=message,
+        package_id=package,
+        tracking_pixel_id=pixel,
+    )
 
 
-# What each row carries, in order; the enrichment columns are filled from them afterwards.
-_ROW = (*COLUMN_NAMES[:14], "dnt", "remote_address")
-_AGENT_COLUMNS = ("platform", "client", "client_version", "client_runtime", "ci")
-_ENRICHED = ("origin_id", *PLACE_COLUMNS, *_AGENT_COLUMNS, "excluded")
-_UNFILLED = ("confidence", "mtc_quota_exceeded")
+def _last_of_each_id(ids: pa.Array, lines: pa.Array) -> tuple[pa.Array, list[LogEntry]]:
+    """Which rows to keep (the last of each id) and a warning for each line that replaced an
+    earlier one of the same file. Python looks only at the ids used more than once."""
+    counts = pc.value_counts(ids)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    mask = pc.is_in(ids, value_set=repeated)
+    rows = pc.indices_nonzero(mask).to_pylist()
+    previous: dict[str, tuple[int, int]] = {}  # id -> (row, line) of its latest line so far
+    dropped: list[int] = []
+    entries: list[LogEntry] = []
+    for row, event_id, line in zip(
+        rows, pc.filter(ids, mask).to_pylist(), pc.filter(lines, mask).to_pylist(), strict=True
+    ):
+        if event_id in previous:
+            earlier_row, earlier_line = previous[event_id]
+            entries.append(
+                _replaced(line, event_id, f"the event from line {earlier_line} of this file")
+            )
+            dropped.append(earlier_row)
+        previous[event_id] = (row, line)
+    everything = pa.array(range(len(ids)), pa.int64())
+    keep = pc.invert(pc.is_in(everything, pa.array(dropped, pa.int64())))
+    return keep, entries
 
 
-# Request headers that carry a client's address: not stored unless addresses are kept.
-ADDRESS_HEADERS = frozenset(
-    {
-        "x-forwarded-for",
-        "x-real-ip",
-        "forwarded",
-        "cf-connecting-ip",
-        "true-client-ip",
-        "x-client-ip",
-        "x-cluster-client-ip",
-        "fastly-client-ip",
-        "x-originating-ip",
+def _columns(
+    table: pa.Table,
+    owner_id: str,
+    import_id: str,
+    canonicals: list[str | None],
+    lookups: Lookups,
+) -> tuple[pa.Table, int, int]:
+    """The batch in the events table's layout; how many events are excluded and DNT."""
+    rows = table.num_rows
+    dnt = table.column("dnt")
+    dnt_count = int(pc.sum(dnt).as_py() or 0)
+    address_at = table.column("address_at")
+    if dnt_count:  # do-not-track events: no look-up and no ids
+        address_at = pc.if_else(dnt, pa.scalar(None, pa.int32()), address_at)
+    columns: dict[str, Any] = {
+        "id": table.column("id"),
+        "owner_id": pa.repeat(pa.scalar(owner_id), rows),
+        "package_id": table.column("package_id"),
+        "pixel_id": table.column("pixel_id"),
+        "import_id": pa.repeat(pa.scalar(import_id), rows),
+        "line": table.column("line"),
+        "time": pc.cast(table.column("time"), pa.int64()),
+        "dnt": dnt,
     }
-)
+    for name in ("type", "version", "referer", "user_agent", "domain", "variables", "headers"):
+        columns[name] = table.column(name)
+    enrichment = lookups.enrichment
+    excluded = 0
+    if enrichment is not None and rows:
+        excluded = _enrich(columns, table, address_at, canonicals, enrichment, lookups)
+    if lookups.keep_ip_addresses:  # kept as given, except where the event asked not to be
+        raw = table.column("remote_address")
+        columns["remote_address"] = pc.if_else(dnt, pa.scalar(None, pa.string()), raw)
+    arrays = []
+    for column in ARROW_SCHEMA:
+        values = columns.get(column.name)
+        if values is None:
+            arrays.append(pa.nulls(rows, column.type))
+        else:
+            arrays.append(pc.cast(values, column.type) if values.type != column.type else values)
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA), excluded, dnt_count
 
 
-def _headers_text(headers: list[tuple[str, str]], keep_addresses: bool) -> str | None:
-    if not keep_addresses:
-        headers = [h for h in headers if h[0].lower() not in ADDRESS_HEADERS]
-    return orjson.dumps(headers).decode() if headers else None
+def _enrich(
+    columns: dict[str, Any],
+    table: pa.Table,
+    address_at: pa.Array,
+    canonicals: list[str | None],
+    enrichment: ImportEnrichment,
+    lookups: Lookups,
+) -> int:
+    """Fill the enrichment columns from the batch's distinct values; the number excluded."""
+    # Each distinct canonical address once (several raw spellings may share one).
+    distinct = list(dict.fromkeys(c for c in canonicals if c is not None))
+    enrichment.prepare(distinct)
+    position = {c: i for i, c in enumerate(distinct)}
+    to_place = pa.array([None if c is None else position[c] for c in canonicals], pa.int32())
+    place_at = to_place.take(address_at)
+    places = [enrichment.place(c) for c in distinct] or [NO_PLACE]
+    for name, values in zip(PLACE_COLUMNS, zip(*places, strict=True), strict=True):
+        columns[name] = _mapped(place_at, values, ARROW_SCHEMA.field(name).type)
+    agents, agent_at = _distinct(table.column("user_agent"))
+    answers = [enrichment.agent(a) for a in agents]
+    for k, name in enumerate(_AGENT_COLUMNS):
+        columns[name] = _mapped(agent_at, [a[0][k] for a in answers], pa.string())
+    columns["excluded"] = _mapped(agent_at, [a[1] for a in answers], pa.bool_())
+    # Origins: each distinct (address, agent) pair, keyed by one integer, hashed once.
+    width = max(len(agents), 1)
+    pair_key = pc.add(
+        pc.multiply(pc.cast(place_at, pa.int64()), width), pc.cast(agent_at, pa.int64())
+    )
+    pairs, pair_at = _distinct(pair_key)
+    origins = lookups.origins
+    if len(origins) > _ORIGIN_CACHE_MAX:
+        origins.clear()
+    found: list[str | None] = []
+    for pair in pairs:
+        if pair is None:
+            found.append(None)
+            continue
+        key = (distinct[pair // width], agents[pair % width])
+        origin = origins.get(key)
+        if origin is None:
+            origin = origins[key] = enrichment.origin(*key)
+        found.append(origin)
+    columns["origin_id"] = _mapped(pair_at, found, pa.string())
+    return int(pc.sum(columns["excluded"]).as_py() or 0)
 
 
 def _bad_address(line: int) -> LogEntry:
@@ -308,7 +374,3 @@ def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
         code="duplicate-unique-id",
         message=f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}",
     )
-
-
-if {*_ROW, *_ENRICHED, *_UNFILLED} != set(COLUMN_NAMES):  # every column filled, only those
-    raise RuntimeError("build_batch's columns are out of step with events.schema")

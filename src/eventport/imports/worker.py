@@ -11,12 +11,16 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+
+import pyarrow as pa
 
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
@@ -30,9 +34,10 @@ from eventport.domain.errors import DomainError
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
+from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
-from eventport.imports.pipeline import Lookups, Target, build_batch
-from eventport.imports.records import LogEntry, ParsedEvent, decode_csv, decode_ndjson
+from eventport.imports.pipeline import BatchResult, Lookups, Target, build_batch
+from eventport.imports.records import LogEntry
 from eventport.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,30 +64,92 @@ def _entry(entry: LogEntry) -> dict[str, object]:
     }
 
 
-SLICE_LINES = 20_000  # lines decoded between two looks at the abort flag
+# Read and decoded between two looks at the abort flag: records or lines, and at most 8 MiB.
+SLICE_LINES = 20_000
+SLICE_BYTES = 8 << 20
 
 
 class _Pending:
     """Decoded slices waiting to be committed together as one batch."""
 
     def __init__(self) -> None:
-        self.events: list[ParsedEvent] = []
+        self.tables: list[pa.Table] = []
+        self.rows = 0
         self.entries: list[LogEntry] = []
         self.last: Chunk | None = None
 
     @property
     def size(self) -> int:
-        return len(self.events) + len(self.entries)
+        return self.rows + len(self.entries)
 
-    def take_events(self) -> list[ParsedEvent]:
+    def take_events(self) -> pa.Table:
         """The events, handed over (this batch keeps no reference to them)."""
-        events, self.events = self.events, []
-        return events
+        tables, self.tables = self.tables, []
+        return pa.concat_tables(tables) if tables else DECODED_SCHEMA.empty_table()
 
-    def add(self, chunk: Chunk, events: list[ParsedEvent], entries: list[LogEntry]) -> None:
-        self.events.extend(events)
+    def add(self, chunk: Chunk, events: pa.Table, entries: list[LogEntry]) -> None:
+        self.tables.append(events)
+        self.rows += events.num_rows
         self.entries.extend(entries)
         self.last = chunk
+
+
+@dataclass
+class _Prepared:
+    """A built batch and the checkpoint it takes the import to."""
+
+    result: BatchResult
+    checkpoint: Checkpoint
+
+
+class _Writer:
+    """Commits prepared batches in order on a thread of its own, so that the next batch is
+    read, decoded and built while one is written (DuckDB and psycopg release the GIL).
+
+    At most one batch is being written and one waits for it: memory holds two batches. A
+    failed write is raised again by :meth:`submit` or :meth:`close`; a write that finds the
+    lease lost sets :attr:`lost`, and later batches are dropped.
+    """
+
+    def __init__(self, write: Callable[[_Prepared], bool]) -> None:
+        self._write = write
+        self._queue: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
+        self._free = threading.Semaphore(1)  # released when a write is done
+        self._failure: BaseException | None = None
+        self.lost = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: _Prepared) -> Checkpoint:
+        """Queue a batch once the one before it is written; its checkpoint."""
+        self._free.acquire()
+        self._raise()
+        self._queue.put(item)
+        return item.checkpoint
+
+    def close(self) -> None:
+        """Wait for the queued batches to be written (or dropped)."""
+        if self._thread.is_alive():
+            self._free.acquire()
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                if self._failure is None and not self.lost.is_set() and not self._write(item):
+                    self.lost.set()
+            except BaseException as exc:  # handed to the import's thread
+                self._failure = exc
+            finally:
+                del item
+                self._free.release()
 
 
 class Heartbeat:
@@ -194,7 +261,8 @@ class ImportWorker:
     # --- one import ---------------------------------------------------------------------------
 
     def process(self, row: Import) -> None:
-        """Read and decode in slices, commit in batches; look for abort between slices."""
+        """Read and decode in slices, build batches, and commit each on a writer thread while
+        the next is built; look for abort between slices."""
         checkpoint = self.events.checkpoint(row.id)
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
@@ -204,35 +272,37 @@ class ImportWorker:
         lookups = self._lookups(row)
         batch = _Pending()
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
-            slices = iter_chunks(
-                Path(row.spool_path),
-                gzip=row.compression == "gzip",
-                fmt="csv" if is_csv else "ndjson",
-                start_line=checkpoint.line,
-                start_offset=checkpoint.offset,
-                chunk_lines=SLICE_LINES,
-            )
-            for chunk in slices:
-                if heartbeat.stop.is_set():
-                    break
-                if self.stopping.is_set():  # shutting down: hand the import back at once
-                    with self.control.session() as s:
-                        control_imports.release(s, row.id, self.name)
-                    return
-                if is_csv:
-                    batch.add(chunk, *decode_csv(chunk.header, chunk.rows))
-                else:
-                    batch.add(chunk, *decode_ndjson(chunk.lines))
-                del chunk
-                if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
-                    checkpoint = self._commit(row, batch, checkpoint, lookups, heartbeat.stop)
-                    if checkpoint is None:
-                        return  # the lease went to another worker: it carries on from here
-                    # Let this batch go before the next is read: peak memory is one batch.
-                    batch = _Pending()
-            unfinished = batch.last is not None and not heartbeat.stop.is_set()
-            if unfinished and self._commit(row, batch, checkpoint, lookups, heartbeat.stop) is None:
-                return
+            writer = _Writer(lambda item: self._write(row, item, heartbeat.stop))
+            try:
+                slices = iter_chunks(
+                    Path(row.spool_path),
+                    gzip=row.compression == "gzip",
+                    fmt="csv" if is_csv else "ndjson",
+                    start_line=checkpoint.line,
+                    start_offset=checkpoint.offset,
+                    chunk_lines=SLICE_LINES,
+                    chunk_bytes=SLICE_BYTES,
+                )
+                for chunk in slices:
+                    if heartbeat.stop.is_set() or writer.lost.is_set():
+                        break
+                    if self.stopping.is_set():  # shutting down: hand the import back at once
+                        writer.close()
+                        with self.control.session() as s:
+                            control_imports.release(s, row.id, self.name)
+                        return
+                    decoded = decode_chunk(chunk, csv=is_csv, keep_addresses=self.keep_ip_addresses)
+                    batch.add(chunk, *decoded)
+                    del chunk, decoded
+                    if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
+                        checkpoint = writer.submit(self._prepare(row, batch, checkpoint, lookups))
+                        batch = _Pending()  # the writer has the last one; let it go here
+                if batch.last is not None and not heartbeat.stop.is_set():
+                    writer.submit(self._prepare(row, batch, checkpoint, lookups))
+            finally:
+                writer.close()
+            if writer.lost.is_set():
+                return  # the lease went to another worker: it carries on from the checkpoint
         if heartbeat.stop.is_set():
             with self.control.session() as s:
                 aborted = control_imports.abort_was_requested(s, row.id)
@@ -241,17 +311,10 @@ class ImportWorker:
             return
         self._finish(row, "done")
 
-    def _commit(
-        self,
-        row: Import,
-        pending: _Pending,
-        before: Checkpoint,
-        lookups: Lookups,
-        stop: threading.Event,
-    ) -> Checkpoint | None:
-        """Log entries, then the events with their checkpoint in one transaction, then the
-        progress mirror in the control store. None when the lease turned out to be lost.
-        An abort noticed while the batch was being built skips the write altogether."""
+    def _prepare(
+        self, row: Import, pending: _Pending, before: Checkpoint, lookups: Lookups
+    ) -> _Prepared:
+        """The batch built from decoded slices, with its log entries and checkpoint."""
         chunk = pending.last
         assert chunk is not None
         result = build_batch(
@@ -274,21 +337,28 @@ class ImportWorker:
             excluded=before.excluded + result.excluded,
             do_not_track=before.do_not_track + result.do_not_track,
         )
+        return _Prepared(result, checkpoint)
+
+    def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
+        """Log entries, then the events with their checkpoint in one transaction, then the
+        progress mirror in the control store. False when the lease turned out to be lost.
+        An abort noticed before the write skips it altogether."""
+        checkpoint = item.checkpoint
         progress = {
-            "line": chunk.next_line - 1,
+            "line": checkpoint.line - 1,
             "level": "info",
             "type": "progress",
             "code": "progress",
             "message": f"{checkpoint.imported} events imported, {checkpoint.failed} failed, "
-            f"up to line {chunk.next_line - 1}",
+            f"up to line {checkpoint.line - 1}",
             "events_count": checkpoint.imported,
             "failed_events_count": checkpoint.failed,
         }
         if stop.is_set():
-            return before
-        self._log(row.id, result.logs, progress)
-        self.events.write_batch(row.owner_id, result.batch, checkpoint)
-        return checkpoint if self._record(row, checkpoint) else None
+            return True
+        self._log(row.id, item.result.logs, progress)
+        self.events.write_batch(row.owner_id, item.result.batch, checkpoint)
+        return self._record(row, checkpoint)
 
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
@@ -309,8 +379,8 @@ class ImportWorker:
 
             return look_up
 
-        def existing(ids: Sequence[str]) -> set[str]:
-            return self.events.existing_ids(row.owner_id, ids) if ids else set()
+        def existing(ids: pa.Array) -> set[str]:
+            return self.events.existing_ids(row.owner_id, ids) if len(ids) else set()
 
         enrichment = None
         if self.enricher is not None:
