@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from eventport.domain.exclusions import ExclusionRules
+from eventport.enrich import enricher as enricher_module
 from eventport.enrich.enricher import (
     NO_PLACE,
     PLACE_COLUMNS,
@@ -119,3 +121,42 @@ def test_agents_and_owner_rules(enricher: Enricher) -> None:
     )
     assert custom.agent(googlebot)[1] is False
     assert custom.agent(monitor)[1] is True
+
+
+TEXTS = [
+    "",
+    "8.8.8.8\ncurl/8.5.0",
+    "2001:db8::1\n",
+    "x" * 127,
+    "y" * 128,  # one block exactly
+    "z" * 129,
+    "é€😀" * 100,  # several blocks of multi-byte text
+]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["C", "hashlib"])
+def test_a_column_hashes_as_each_value_does(
+    enricher: Enricher, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not compiled:
+        monkeypatch.setattr(enricher_module, "_keyed", None)
+    elif enricher_module._keyed is None:
+        pytest.skip("the _keyed extension is not compiled")
+    one = enricher.hasher(b"origin")
+    column = enricher.column_hasher(b"origin")
+    texts = pa.array(["ignored", *TEXTS])[1:]  # a sliced array: offsets start past 0
+    assert column(texts).to_pylist() == [one(t) for t in TEXTS]
+    assert column(pa.array([], pa.string())).to_pylist() == []
+    with pytest.raises(ValueError, match="missing"):
+        column(pa.array(["a", None]))
+
+
+def test_origins_of_two_columns_are_the_single_origins(enricher: Enricher) -> None:
+    run = enricher.for_import(ExclusionRules())
+    addresses = pa.array(["8.8.8.8", "8.8.8.8", "2001:db8::1"])
+    agents = pa.array(["curl/8.5.0", None, "pip/24"])
+    assert run.origins(addresses, agents).to_pylist() == [
+        run.origin("8.8.8.8", "curl/8.5.0"),
+        run.origin("8.8.8.8", None),
+        run.origin("2001:db8::1", "pip/24"),
+    ]

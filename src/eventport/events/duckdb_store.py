@@ -42,6 +42,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from eventport.events.batch import AGENT_FIELDS, PLACE_FIELDS, ROW_SCHEMA
 from eventport.events.schema import (
     COLUMN_NAMES,
     COLUMNS,
@@ -55,7 +56,7 @@ from eventport.events.store import (
     EVENTS_TABLE,
     EventStoreError,
     StoreCapabilities,
-    batch_table,
+    checked_batch,
     micros_to_datetime,
 )
 from eventport.export.query import (
@@ -69,6 +70,11 @@ from eventport.export.query import (
     variable_pair,
 )
 
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
 _SQL_TYPES: dict[ColumnType, str] = {
     "text": "VARCHAR",
     "bigint": "BIGINT",
@@ -78,15 +84,26 @@ _SQL_TYPES: dict[ColumnType, str] = {
     "timestamp": "TIMESTAMPTZ",
 }
 
+# The events live in three tables: a row per event, and the distinct places and agents the rows
+# name by key (events/batch.py). The view EVENTS_TABLE joins them back into the events table's
+# columns (plus id_key), so every read (export, aggregates, rows) is written against it.
+ROWS_TABLE = "event_rows"
+PLACES_TABLE = "event_places"
+AGENTS_TABLE = "event_agents"
+_ROW_FIELDS = [f for f in ROW_SCHEMA if f.name not in ("place_key", "agent_key")]
+_ROW_COLUMNS = [c for c in COLUMNS if c.name in ROW_SCHEMA.names]
+_ROW_NAMES_SQL = ", ".join(_q(c.name) for c in _ROW_COLUMNS) + ", place_key, agent_key"
+_DIMENSION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (PLACES_TABLE, "place_key", PLACE_FIELDS),
+    (AGENTS_TABLE, "agent_key", AGENT_FIELDS),
+)
+_BATCH_PLACES = "eventport_batch_places"
+_BATCH_AGENTS = "eventport_batch_agents"
 _BATCH_VIEW = "eventport_batch"
 _IDS_VIEW = "eventport_ids"
 _PACKAGES_VIEW = "eventport_packages"
 _PIXELS_VIEW = "eventport_pixels"
 _ITEMS_VIEW = "eventport_items"
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
 
 
 def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
@@ -96,6 +113,21 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
 _COLUMNS_SQL = ", ".join(_q(n) for n in COLUMN_NAMES)
 # Must stay the same expression in every statement: it is how stored keys are found again.
 _KEY_SQL = "md5_number({owner} || chr(0) || {id})"
+_COLUMN_OF = {c.name: c for c in COLUMNS}
+
+
+def _view_sql() -> str:
+    """The events table's columns, in order, from the row and dimension tables."""
+    sources = dict.fromkeys(PLACE_FIELDS, "p") | dict.fromkeys(AGENT_FIELDS, "a")
+    listed = ", ".join(f"{sources.get(name, 'r')}.{_q(name)}" for name in COLUMN_NAMES)
+    return (
+        f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT r.id_key, {listed} "
+        f"FROM {ROWS_TABLE} r "
+        f"LEFT JOIN {PLACES_TABLE} p ON p.place_key = r.place_key "
+        f"LEFT JOIN {AGENTS_TABLE} a ON a.agent_key = r.agent_key"
+    )
+
+
 # Times leave DuckDB as epoch microseconds: fetching TIMESTAMPTZ as Python objects needs pytz.
 _SELECT_COLUMNS = ", ".join(
     f"epoch_us({_q(c.name)})" if c.type == "timestamp" else _q(c.name) for c in COLUMNS
@@ -314,52 +346,70 @@ class DuckDBEventStore:
     def setup(self) -> None:
         with self._lock:
             con = self._connection()
-            columns = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in COLUMNS)
+            _run(con, "BEGIN TRANSACTION")
+            try:
+                self._create_tables(con)
+                _run(con, "COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    _run(con, "ROLLBACK")
+                raise
+
+    def _create_tables(self, con: duckdb.DuckDBPyConnection) -> None:
+        wide = _run(
+            con,
+            "SELECT table_type FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            [EVENTS_TABLE],
+        )
+        old = bool(wide) and wide[0][0] == "BASE TABLE"  # a file from before the row tables
+        if old:
+            _run(con, f"ALTER TABLE {EVENTS_TABLE} RENAME TO {_OLD_EVENTS}")
+        rows = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in _ROW_COLUMNS)
+        _run(
+            con,
+            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
+            "place_key BIGINT, agent_key BIGINT)",
+        )
+        for table, key, fields in _DIMENSION_TABLES:
+            listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
             _run(
                 con,
-                f"CREATE TABLE IF NOT EXISTS {EVENTS_TABLE} (id_key UHUGEINT NOT NULL, {columns})",
+                f"CREATE TABLE IF NOT EXISTS {table} ({key} BIGINT PRIMARY KEY, {listed})",
             )
-            existing = {
-                row[0]
-                for row in _run(
-                    con,
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = ?",
-                    [EVENTS_TABLE],
-                )
-            }
-            for column in COLUMNS:  # columns added to the schema since the file was created
-                if column.name not in existing:
+        for table, wanted in (
+            (ROWS_TABLE, _ROW_COLUMNS),
+            (PLACES_TABLE, [_COLUMN_OF[n] for n in PLACE_FIELDS]),
+            (AGENTS_TABLE, [_COLUMN_OF[n] for n in AGENT_FIELDS]),
+        ):
+            have = _columns_of(con, table)
+            for column in wanted:  # columns added to the schema since the file was created
+                if column.name not in have:
                     if not column.nullable:
                         raise EventStoreError(f"cannot add required column {column.name!r}")
                     _run(
                         con,
-                        f"ALTER TABLE {EVENTS_TABLE} ADD COLUMN "
+                        f"ALTER TABLE {table} ADD COLUMN "
                         f"{_column_sql(column.name, column.type, True)}",
                     )
-            _run(
-                con,
-                f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} ("
-                "import_id VARCHAR PRIMARY KEY, "
-                + ", ".join(f"{_q(f)} BIGINT NOT NULL" for f in CHECKPOINT_FIELDS[1:])
-                + ", updated_at TIMESTAMPTZ NOT NULL)",
-            )
-            have = {
-                row[0]
-                for row in _run(
+        if old:
+            _migrate_wide_events(con)
+        _run(con, _view_sql())
+        _run(
+            con,
+            f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} ("
+            "import_id VARCHAR PRIMARY KEY, "
+            + ", ".join(f"{_q(f)} BIGINT NOT NULL" for f in CHECKPOINT_FIELDS[1:])
+            + ", updated_at TIMESTAMPTZ NOT NULL)",
+        )
+        have = _columns_of(con, CHECKPOINTS_TABLE)
+        for name in CHECKPOINT_FIELDS[1:]:  # counters added since the file was created
+            if name not in have:
+                _run(
                     con,
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = ?",
-                    [CHECKPOINTS_TABLE],
+                    f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN {_q(name)} BIGINT "
+                    "NOT NULL DEFAULT 0",
                 )
-            }
-            for name in CHECKPOINT_FIELDS[1:]:  # counters added since the file was created
-                if name not in have:
-                    _run(
-                        con,
-                        f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN {_q(name)} BIGINT "
-                        "NOT NULL DEFAULT 0",
-                    )
 
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
         """On a cursor of its own: the lookup reads the last committed snapshot and does not
@@ -378,7 +428,7 @@ class DuckDBEventStore:
                 found = _run(
                     cursor,
                     f"SELECT b.id FROM {_IDS_VIEW} b "
-                    f"WHERE {key} IN (SELECT id_key FROM {EVENTS_TABLE})",
+                    f"WHERE {key} IN (SELECT id_key FROM {ROWS_TABLE})",
                     [owner_id],
                 )
             finally:
@@ -386,26 +436,43 @@ class DuckDBEventStore:
         return {row[0] for row in found}
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
-        checked = batch_table(owner_id, batch)  # outside the lock: plain CPU work
-        table = checked if checked.num_rows else None
+        checked = checked_batch(owner_id, batch)  # outside the lock: plain CPU work
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
+        registered = (
+            (
+                (_BATCH_VIEW, checked.rows),
+                (_BATCH_PLACES, checked.places),
+                (_BATCH_AGENTS, checked.agents),
+            )
+            if checked.num_rows
+            else ()
+        )
         with self._lock:
             con = self._connection()
             _run(con, "BEGIN TRANSACTION")
             try:
-                if table is not None:
-                    con.register(_BATCH_VIEW, table)
+                for name, table in registered:
+                    con.register(name, table)
+                if registered:
+                    for (table, key, _), source in zip(
+                        _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
+                    ):
+                        _run(
+                            con,
+                            f"INSERT INTO {table} SELECT * FROM {source} "
+                            f"WHERE {key} NOT IN (SELECT {key} FROM {table})",
+                        )
                     key = _KEY_SQL.format(owner="?", id="id")
                     _run(
                         con,
-                        f"DELETE FROM {EVENTS_TABLE} "
+                        f"DELETE FROM {ROWS_TABLE} "
                         f"WHERE id_key IN (SELECT {key} FROM {_BATCH_VIEW})",
                         [owner_id],
                     )
                     _run(
                         con,
-                        f"INSERT INTO {EVENTS_TABLE} (id_key, {_COLUMNS_SQL}) SELECT "
-                        f"{_KEY_SQL.format(owner='owner_id', id='id')}, {_COLUMNS_SQL} "
+                        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}) SELECT "
+                        f"{_KEY_SQL.format(owner='owner_id', id='id')}, {_ROW_NAMES_SQL} "
                         f"FROM {_BATCH_VIEW}",
                     )
                 _run(con, _UPSERT_CHECKPOINT, values)
@@ -417,8 +484,8 @@ class DuckDBEventStore:
                     _run(con, "ROLLBACK")
                 raise
             finally:
-                if table is not None:
-                    con.unregister(_BATCH_VIEW)
+                for name, _ in registered:
+                    con.unregister(name)
 
     def export_batches(
         self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536
@@ -462,7 +529,7 @@ class DuckDBEventStore:
             params.append(import_id)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
-            found = _run(self._connection(), f"SELECT count(*) FROM {EVENTS_TABLE}{where}", params)
+            found = _run(self._connection(), f"SELECT count(*) FROM {ROWS_TABLE}{where}", params)
         return int(found[0][0])
 
     def rows(self, owner_id: str) -> list[dict[str, Any]]:
@@ -582,3 +649,52 @@ def _aggregate_rows(batch: pa.RecordBatch, breakdown: str) -> Iterator[Aggregate
     values = list(zip(*columns[2:-2], strict=True)) if len(columns) > 4 else [()] * batch.num_rows
     for i in range(batch.num_rows):
         yield AggregateRow(dates[i], artifacts[i], breakdown, values[i], totals[i], uniques[i])
+
+
+_OLD_EVENTS = "events_before_row_tables"
+
+
+def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {
+        row[0]
+        for row in _run(
+            con,
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?",
+            [table],
+        )
+    }
+
+
+def _migrate_wide_events(con: duckdb.DuckDBPyConnection) -> None:
+    """Move the events of a file from before the row tables into them (in setup's
+    transaction). Places and agents get negative keys, numbered here: content-hash keys
+    (events/batch.py) are never negative, so the two never meet."""
+    have = _columns_of(con, _OLD_EVENTS)
+
+    def value(name: str, table: str = "") -> str:
+        if name in have:
+            return f"{table}{_q(name)}"
+        return f"CAST(NULL AS {_SQL_TYPES[_COLUMN_OF[name].type].split()[0]})"
+
+    for table, key, fields in _DIMENSION_TABLES:
+        listed = ", ".join(value(n) for n in fields)
+        known = " OR ".join(f"{value(n)} IS NOT NULL" for n in fields)
+        _run(
+            con,
+            f"INSERT INTO {table} ({key}, {', '.join(_q(n) for n in fields)}) "
+            f"SELECT -row_number() OVER (), * FROM (SELECT DISTINCT {listed} "
+            f"FROM {_OLD_EVENTS} WHERE {known})",
+        )
+    joins = []
+    for alias, (table, _, fields) in zip(("p", "a"), _DIMENSION_TABLES, strict=True):
+        on = " AND ".join(f"{alias}.{_q(n)} IS NOT DISTINCT FROM {value(n, 'o.')}" for n in fields)
+        joins.append(f"LEFT JOIN {table} {alias} ON {on}")
+    listed = ", ".join(value(c.name, "o.") for c in _ROW_COLUMNS)
+    _run(
+        con,
+        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}) "
+        f"SELECT o.id_key, {listed}, p.place_key, a.agent_key FROM {_OLD_EVENTS} o "
+        + " ".join(joins),
+    )
+    _run(con, f"DROP TABLE {_OLD_EVENTS}")

@@ -82,9 +82,10 @@ ARROW_SCHEMA: pa.Schema = pa.schema(
     [pa.field(c.name, ARROW_TYPES[c.type], nullable=c.nullable) for c in COLUMNS]
 )
 
-#: A batch of events: an Arrow table of ARROW_SCHEMA, or columns as Python lists (or Arrow
-#: arrays) by name, times as microseconds since the epoch.
-Batch: TypeAlias = pa.Table | dict[str, Any]
+#: A batch of events: an ``events.batch.EventBatch`` (what the import pipeline builds), an
+#: Arrow table of ARROW_SCHEMA, or columns as Python lists (or Arrow arrays) by name, times as
+#: microseconds since the epoch.
+Batch: TypeAlias = Any
 
 
 @dataclass(frozen=True)

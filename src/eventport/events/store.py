@@ -22,6 +22,14 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eventport.events.batch import (
+    AGENT_SCHEMA,
+    PLACE_SCHEMA,
+    ROW_SCHEMA,
+    EventBatch,
+    normalize,
+    widen,
+)
 from eventport.events.schema import (
     ARROW_SCHEMA,
     ARROW_TYPES,
@@ -127,23 +135,50 @@ class EventStore(Protocol):
 
 
 def batch_table(owner_id: str, batch: Batch) -> pa.Table:
-    """A batch as an Arrow table of :data:`~eventport.events.schema.ARROW_SCHEMA`, checked.
-
-    Raises :class:`ValueError` naming what is wrong. Cheap next to the write (a few C-level
-    passes over the required columns), so every store runs it before writing.
-    """
+    """A batch as a wide Arrow table of :data:`~eventport.events.schema.ARROW_SCHEMA`,
+    checked (see :func:`checked_batch`)."""
+    if isinstance(batch, EventBatch):
+        return widen(checked_batch(owner_id, batch))
     names = batch.column_names if isinstance(batch, pa.Table) else list(batch)
     missing = [name for name in COLUMN_NAMES if name not in names]
     unknown = sorted(set(names) - set(COLUMN_NAMES))
     if missing or unknown:
         raise ValueError(f"batch columns wrong: missing {missing}, unknown {unknown}")
-    table = (
-        batch.select(COLUMN_NAMES).cast(ARROW_SCHEMA)
-        if isinstance(batch, pa.Table)
-        else (_dict_table(batch))
-    )
+    if isinstance(batch, pa.Table):
+        table = batch.select(COLUMN_NAMES).cast(ARROW_SCHEMA)
+    else:
+        table = _dict_table(batch)
+    _check_rows(owner_id, table)
+    return table
+
+
+def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
+    """A batch as an :class:`~eventport.events.batch.EventBatch`, checked.
+
+    Raises :class:`ValueError` naming what is wrong: missing, unknown or uneven columns, a
+    required value missing, an event of another owner, a time outside years 1 to 9999, a
+    place or agent key that the batch does not define. Cheap next to the write (a few C-level
+    passes over the required columns), so every store runs it before writing.
+    """
+    if not isinstance(batch, EventBatch):
+        return normalize(batch_table(owner_id, batch))
+    try:
+        rows = batch.rows.select(ROW_SCHEMA.names).cast(ROW_SCHEMA)
+        places = batch.places.select(PLACE_SCHEMA.names).cast(PLACE_SCHEMA)
+        agents = batch.agents.select(AGENT_SCHEMA.names).cast(AGENT_SCHEMA)
+    except (KeyError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"batch columns wrong: {exc}") from exc
+    _check_rows(owner_id, rows)
+    for keys, table, name in ((rows, places, "place_key"), (rows, agents, "agent_key")):
+        used = pc.drop_null(pc.unique(keys.column(name)))
+        if len(used) and not pc.all(pc.is_in(used, value_set=table.column(name))).as_py():
+            raise ValueError(f"batch rows name a {name} the batch does not define")
+    return EventBatch(rows, places, agents)
+
+
+def _check_rows(owner_id: str, table: pa.Table) -> None:
     if table.num_rows == 0:
-        return table
+        return
     for name in _REQUIRED:
         if table.column(name).null_count:
             raise ValueError(f"batch column {name!r} holds None; it is required")
@@ -153,7 +188,6 @@ def batch_table(owner_id: str, batch: Batch) -> pa.Table:
     times = pc.min_max(pc.cast(table.column("time"), pa.int64())).as_py()
     if times["min"] < MIN_TIME_US or times["max"] > MAX_TIME_US:
         raise ValueError("batch column 'time' holds a time outside years 1 to 9999")
-    return table
 
 
 def _dict_table(batch: dict[str, Any]) -> pa.Table:

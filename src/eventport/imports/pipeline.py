@@ -16,19 +16,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import (
-    NO_PLACE,
-    PLACE_COLUMNS,
-    ImportEnrichment,
-    canonical_address,
+from eventport.enrich.enricher import PLACE_COLUMNS, ImportEnrichment, canonical_address
+from eventport.events.batch import (
+    AGENT_FIELDS,
+    AGENT_SCHEMA,
+    PLACE_FIELDS,
+    PLACE_SCHEMA,
+    ROW_SCHEMA,
+    EventBatch,
+    dimension_key,
 )
-from eventport.events.schema import ARROW_SCHEMA
 from eventport.imports.records import LogEntry, failed_line_count
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-_AGENT_COLUMNS = ("platform", "client", "client_version", "client_runtime", "ci")
-_ORIGIN_CACHE_MAX = 250_000  # (address, agent) pairs remembered per import
-_CANONICAL_CACHE_MAX = 100_000  # raw addresses remembered per import
+_CANONICAL_CACHE_MAX = 100_000  # raw addresses (and place keys) remembered per import
+_UNSEEN: Any = object()
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,10 @@ class Lookups:
     keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
-    origins: dict[tuple[str, str | None], str] = field(default_factory=dict)
     canonicals: dict[str, str | None] = field(default_factory=dict)
+    dimension_keys: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    addresses: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    places: dict[int, tuple[object, ...]] = field(default_factory=dict)  # by place key
     # $unique_ids of the batch built before this one: it may still be being written (the
     # worker writes a batch while it builds the next), so the store may not show them yet.
     previous_ids: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
@@ -66,6 +70,30 @@ class Lookups:
             self.canonicals.clear()
         found = self.canonicals[address] = canonical_address(address)
         return found
+
+    def located(self, address: str, enrichment: ImportEnrichment) -> tuple[str, int | None]:
+        """A canonical address's endpoint id and place key (its values go to ``places``),
+        remembered per import."""
+        found = self.addresses.get(address)
+        if found is None:
+            endpoint, *values = enrichment.place(address)
+            key = self.dimension_key(values)
+            if key is not None:
+                self.places[key] = tuple(values)
+            if len(self.addresses) >= _CANONICAL_CACHE_MAX:
+                self.addresses.clear()
+            found = self.addresses[address] = (str(endpoint), key)
+        return found
+
+    def dimension_key(self, values: Sequence[object]) -> int | None:
+        """A place's or agent's key (events/batch.py), remembered per import."""
+        key = tuple(values)
+        found = self.dimension_keys.get(key, _UNSEEN)
+        if found is _UNSEEN:
+            if len(self.dimension_keys) >= _CANONICAL_CACHE_MAX:
+                self.dimension_keys.clear()
+            found = self.dimension_keys[key] = dimension_key(key)
+        return found  # type: ignore[no-any-return]
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -80,7 +108,7 @@ class Lookups:
 
 @dataclass
 class BatchResult:
-    batch: pa.Table  # the events table's columns (events.schema.ARROW_SCHEMA)
+    batch: EventBatch
     logs: list[LogEntry]
     imported: int
     failed: int
@@ -124,8 +152,10 @@ def build_batch(
     lines = events.column("line")
     unique_ids = events.column("unique_id")
     # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
-    derived = pc.binary_join_element_wise(f"{import_id}:", pc.cast(lines, pa.string()), "")
-    ids = pc.coalesce(unique_ids, derived)
+    ids = unique_ids
+    if unique_ids.null_count:
+        derived = pc.binary_join_element_wise(f"{import_id}:", pc.cast(lines, pa.string()), "")
+        ids = pc.coalesce(unique_ids, derived)
 
     addresses, address_at = _distinct(events.column("remote_address"))
     canonical = lookups.canonical
@@ -153,7 +183,9 @@ def build_batch(
         table = table.filter(keep)
 
     earlier: list[LogEntry] = []
-    with_unique_id = table.filter(pc.is_valid(table.column("unique_id")))
+    with_unique_id = table.select(["id", "line"])
+    if table.column("unique_id").null_count:
+        with_unique_id = with_unique_id.filter(pc.is_valid(table.column("unique_id")))
     unique = with_unique_id.column("id").combine_chunks()
     if with_unique_id.num_rows:
         found = lookups.existing_ids(unique)
@@ -272,8 +304,8 @@ def _columns(
     import_id: str,
     canonicals: list[str | None],
     lookups: Lookups,
-) -> tuple[pa.Table, int, int]:
-    """The batch in the events table's layout; how many events are excluded and DNT."""
+) -> tuple[EventBatch, int, int]:
+    """The batch, normalized (events/batch.py); how many events are excluded and DNT."""
     rows = table.num_rows
     dnt = table.column("dnt")
     dnt_count = int(pc.sum(dnt).as_py() or 0)
@@ -294,19 +326,23 @@ def _columns(
         columns[name] = table.column(name)
     enrichment = lookups.enrichment
     excluded = 0
+    places, agents = PLACE_SCHEMA.empty_table(), AGENT_SCHEMA.empty_table()
     if enrichment is not None and rows:
-        excluded = _enrich(columns, table, address_at, canonicals, enrichment, lookups)
+        excluded, places, agents = _enrich(
+            columns, table, address_at, canonicals, enrichment, lookups
+        )
     if lookups.keep_ip_addresses:  # kept as given, except where the event asked not to be
         raw = table.column("remote_address")
         columns["remote_address"] = pc.if_else(dnt, pa.scalar(None, pa.string()), raw)
     arrays = []
-    for column in ARROW_SCHEMA:
+    for column in ROW_SCHEMA:
         values = columns.get(column.name)
         if values is None:
             arrays.append(pa.nulls(rows, column.type))
         else:
             arrays.append(pc.cast(values, column.type) if values.type != column.type else values)
-    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA), excluded, dnt_count
+    batch = EventBatch(pa.Table.from_arrays(arrays, schema=ROW_SCHEMA), places, agents)
+    return batch, excluded, dnt_count
 
 
 def _enrich(
@@ -316,43 +352,57 @@ def _enrich(
     canonicals: list[str | None],
     enrichment: ImportEnrichment,
     lookups: Lookups,
-) -> int:
-    """Fill the enrichment columns from the batch's distinct values; the number excluded."""
+) -> tuple[int, pa.Table, pa.Table]:
+    """Fill the enrichment columns from the batch's distinct values: the number excluded, and
+    the places and agents the events name by key."""
     # Each distinct canonical address once (several raw spellings may share one).
     distinct = list(dict.fromkeys(c for c in canonicals if c is not None))
     enrichment.prepare(distinct)
     position = {c: i for i, c in enumerate(distinct)}
     to_place = pa.array([None if c is None else position[c] for c in canonicals], pa.int32())
     place_at = to_place.take(address_at)
-    places = [enrichment.place(c) for c in distinct] or [NO_PLACE]
-    for name, values in zip(PLACE_COLUMNS, zip(*places, strict=True), strict=True):
-        columns[name] = _mapped(place_at, values, ARROW_SCHEMA.field(name).type)
+    located = [lookups.located(c, enrichment) for c in distinct]
+    columns["endpoint_id"] = _mapped(place_at, [e for e, _ in located], pa.string())
+    columns["place_key"] = _mapped(place_at, [k for _, k in located], pa.int64())
+    keys = {k for _, k in located if k is not None}
+    places = _dimension_table(PLACE_SCHEMA, list(keys), [lookups.places[k] for k in keys])
+
     agents, agent_at = _distinct(table.column("user_agent"))
-    answers = [enrichment.agent(a) for a in agents]
-    for k, name in enumerate(_AGENT_COLUMNS):
-        columns[name] = _mapped(agent_at, [a[0][k] for a in answers], pa.string())
-    columns["excluded"] = _mapped(agent_at, [a[1] for a in answers], pa.bool_())
+    readings = [enrichment.agent(a) for a in agents]
+    agent_keys = [lookups.dimension_key(values) for values, _ in readings]
+    columns["agent_key"] = _mapped(agent_at, agent_keys, pa.int64())
+    agent_table = _dimension_table(AGENT_SCHEMA, agent_keys, [values for values, _ in readings])
+    columns["excluded"] = _mapped(agent_at, [excluded for _, excluded in readings], pa.bool_())
+
     # Origins: each distinct (address, agent) pair, keyed by one integer, hashed once.
     width = max(len(agents), 1)
     pair_key = pc.add(
         pc.multiply(pc.cast(place_at, pa.int64()), width), pc.cast(agent_at, pa.int64())
     )
-    pairs, pair_at = _distinct(pair_key)
-    origins = lookups.origins
-    if len(origins) > _ORIGIN_CACHE_MAX:
-        origins.clear()
-    found: list[str | None] = []
-    for pair in pairs:
-        if pair is None:
-            found.append(None)
-            continue
-        key = (distinct[pair // width], agents[pair % width])
-        origin = origins.get(key)
-        if origin is None:
-            origin = origins[key] = enrichment.origin(*key)
-        found.append(origin)
-    columns["origin_id"] = _mapped(pair_at, found, pa.string())
-    return int(pc.sum(columns["excluded"]).as_py() or 0)
+    pairs = pc.drop_null(pc.unique(pair_key))
+    pair_at = pc.index_in(pair_key, value_set=pairs)
+    address_of = pc.divide(pairs, width)  # integer division of non-negative integers
+    agent_of = pc.subtract(pairs, pc.multiply(address_of, width))
+    origins = enrichment.origins(
+        pa.array(distinct, pa.string()).take(address_of),
+        pa.array(agents, pa.string()).take(agent_of),
+    )
+    columns["origin_id"] = origins.take(pair_at)
+    return int(pc.sum(columns["excluded"]).as_py() or 0), places, agent_table
+
+
+def _dimension_table(
+    schema: pa.Schema, keys: Sequence[int | None], values: Sequence[Sequence[object]]
+) -> pa.Table:
+    """The distinct keyed value sets as a table of ``schema`` (key first)."""
+    unique = {key: row for key, row in zip(keys, values, strict=True) if key is not None}
+    columns = [list(unique)] + [list(column) for column in zip(*unique.values(), strict=True)]
+    if not unique:
+        return schema.empty_table()
+    return pa.Table.from_arrays(
+        [pa.array(c, field.type) for c, field in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
 
 
 def _bad_address(line: int) -> LogEntry:
@@ -374,3 +424,8 @@ def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
         code="duplicate-unique-id",
         message=f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}",
     )
+
+
+# Enrichment answers a place as (endpoint_id, *PLACE_FIELDS) and an agent as AGENT_FIELDS.
+if ("endpoint_id", *PLACE_FIELDS) != PLACE_COLUMNS or len(AGENT_FIELDS) != 5:
+    raise RuntimeError("pipeline's enrichment columns are out of step with events.batch")

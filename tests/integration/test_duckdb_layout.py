@@ -1,0 +1,101 @@
+"""The embedded store's own layout: rows plus tables of places and agents, and the upgrade of a
+file written before them (one wide events table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from eventport.events.duckdb_store import AGENTS_TABLE, PLACES_TABLE, ROWS_TABLE, DuckDBEventStore
+from eventport.events.schema import COLUMNS
+from eventport.events.store import EVENTS_TABLE
+from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
+
+_OLD_TYPES = {
+    "text": "VARCHAR",
+    "bigint": "BIGINT",
+    "integer": "INTEGER",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+}
+
+
+def test_places_and_agents_are_stored_once(tmp_path: Path) -> None:
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        batch = make_batch(
+            [f"e{i}" for i in range(50)], origin_country="DE", origin_city="Berlin", client="pip"
+        )
+        store.write_batch("owner-a", batch, checkpoint(line=51))
+        again = make_batch(["f"], first_line=51, origin_country="DE", origin_city="Berlin")
+        store.write_batch("owner-a", again, checkpoint(line=52))
+        assert store.rows("owner-a") == expected_rows(batch) + expected_rows(again)
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "events.duckdb"))
+    try:
+        counts = [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()
+            for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
+        ]
+        assert counts == [(51,), (1,), (1,)]
+    finally:
+        con.close()
+
+
+def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
+    """Events written by the earlier layout read back the same after the upgrade."""
+    path = tmp_path / "events.duckdb"
+    old = [c for c in COLUMNS if c.name not in ("client_runtime", "ci", "remote_address")]
+    con = duckdb.connect(str(path))
+    columns = ", ".join(f'"{c.name}" {_OLD_TYPES[c.type]}' for c in old)
+    con.execute(f"CREATE TABLE {EVENTS_TABLE} (id_key UHUGEINT NOT NULL, {columns})")
+    batches = [
+        make_batch(["a", "b"], origin_country="DE", origin_city="Berlin", platform="linux"),
+        make_batch(["c"], first_line=3, origin_country="FR", origin_latitude=48.8566),
+        make_batch(["d"], first_line=4),  # nothing known
+    ]
+    for batch in batches:
+        for i in range(len(batch["id"])):
+            names = ", ".join(f'"{c.name}"' for c in old)
+            marks = ", ".join("?" for _ in old)
+            values = [batch[c.name][i] for c in old]
+            time = values[[c.name for c in old].index("time")]
+            values[[c.name for c in old].index("time")] = None
+            con.execute(
+                f"INSERT INTO {EVENTS_TABLE} (id_key, {names}) VALUES "
+                f"(md5_number(? || chr(0) || ?), {marks})",
+                ["owner-a", batch["id"][i], *values],
+            )
+            con.execute(
+                f"UPDATE {EVENTS_TABLE} SET time = make_timestamptz(?::BIGINT) WHERE id = ?",
+                [time, batch["id"][i]],
+            )
+    con.close()
+
+    store = DuckDBEventStore(path)
+    store.setup()
+    try:
+        expected = [row for batch in batches for row in expected_rows(batch)]
+        assert store.rows("owner-a") == expected
+        assert store.existing_ids("owner-a", ["a", "d", "zz"]) == {"a", "d"}
+        store.write_batch("owner-a", make_batch(["a"], version="2"), checkpoint(line=2))
+        assert [r["version"] for r in store.rows("owner-a") if r["id"] == "a"] == ["2"]
+    finally:
+        store.close()
+    con = duckdb.connect(str(path))
+    try:
+        kinds = dict(
+            con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            ).fetchall()
+        )
+        assert kinds[EVENTS_TABLE] == "VIEW"
+        assert con.execute(f"SELECT count(*) FROM {PLACES_TABLE}").fetchone() == (2,)
+        assert con.execute(f"SELECT min(place_key) FROM {PLACES_TABLE}").fetchone()[0] < 0
+    finally:
+        con.close()
