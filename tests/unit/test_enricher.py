@@ -139,9 +139,9 @@ def test_a_column_hashes_as_each_value_does(
     enricher: Enricher, compiled: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not compiled:
-        monkeypatch.setattr(enricher_module, "_keyed", None)
-    elif enricher_module._keyed is None:
-        pytest.skip("the _keyed extension is not compiled")
+        monkeypatch.setattr(enricher_module, "_hashing", None)
+    elif enricher_module._hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
     one = enricher.hasher(b"origin")
     column = enricher.column_hasher(b"origin")
     texts = pa.array(["ignored", *TEXTS])[1:]  # a sliced array: offsets start past 0

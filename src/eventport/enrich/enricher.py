@@ -33,9 +33,9 @@ from eventport.enrich.agents import matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
 
 try:
-    from eventport.enrich import _keyed
+    from eventport import _hashing
 except ImportError:  # not compiled: hashlib, one value at a time
-    _keyed = None  # type: ignore[assignment]
+    _hashing = None  # type: ignore[assignment]
 
 #: The event columns an address fills, in the order :meth:`ImportEnrichment.place` answers.
 PLACE_COLUMNS = (
@@ -125,19 +125,21 @@ class Enricher:
 
     def column_hasher(self, person: bytes) -> Callable[[pa.Array], pa.Array]:
         """:meth:`hasher` for a whole Arrow string column (no nulls) at once: in C where the
-        ``_keyed`` extension is compiled, else one hashlib call per value."""
+        ``_hashing`` extension is compiled, else one hashlib call per value."""
         one = self.hasher(person)
         key = self._key
 
         def digests(texts: pa.Array) -> pa.Array:
             if texts.null_count:
                 raise ValueError("cannot hash a missing text")
-            if _keyed is None:
+            if _hashing is None:
                 return pa.array([one(t) for t in texts.to_pylist()], pa.string())
+            if isinstance(texts, pa.ChunkedArray):
+                texts = texts.combine_chunks()
             texts = pa.concat_arrays([texts.cast(pa.string())])  # no offset, int32 offsets
             _, offsets, data = texts.buffers()
             count = len(texts)
-            hex_text = _keyed.hex_digests(key, person, offsets, data or b"", count)
+            hex_text = _hashing.hex_digests(key, person, offsets, data or b"", count)
             ends = pa.array(range(0, 32 * count + 1, 32), pa.int32())
             return pa.Array.from_buffers(
                 pa.string(), count, [None, ends.buffers()[1], pa.py_buffer(hex_text)]

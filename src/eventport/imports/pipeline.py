@@ -28,6 +28,11 @@ from eventport.events.batch import (
 )
 from eventport.imports.records import LogEntry, failed_line_count
 
+try:
+    from eventport import _hashing
+except ImportError:  # not compiled: ids are compared as texts
+    _hashing = None  # type: ignore[assignment]
+
 ARTIFACT_NOT_FOUND = "artifact-not-found"
 _CANONICAL_CACHE_MAX = 100_000  # raw addresses (and place keys) remembered per import
 _UNSEEN: Any = object()
@@ -60,7 +65,9 @@ class Lookups:
     places: dict[int, tuple[object, ...]] = field(default_factory=dict)  # by place key
     # $unique_ids of the batch built before this one: it may still be being written (the
     # worker writes a batch while it builds the next), so the store may not show them yet.
-    previous_ids: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    previous_ids: tuple[pa.Array, pa.Array] = field(
+        default_factory=lambda: (pa.array([], pa.string()), pa.array([], pa.int64()))
+    )  # and their text_hashes
 
     def canonical(self, address: str) -> str | None:
         """An address in canonical form, None if it is not one (remembered per import)."""
@@ -166,8 +173,9 @@ def build_batch(
     # One row per id: a later line with the same $unique_id replaces the earlier one.
     in_file: list[LogEntry] = []
     keep = None
-    if total and pc.max(pc.value_counts(ids).field("counts")).as_py() > 1:
-        keep, in_file = _last_of_each_id(ids, lines)
+    id_hashes = text_hashes(ids)
+    if total and pc.max(pc.value_counts(id_hashes).field("counts")).as_py() > 1:
+        keep, in_file = _last_of_each_id(ids, lines, id_hashes)
     columns: dict[str, Any] = {
         "id": ids,
         "package_id": package_ids,
@@ -183,14 +191,15 @@ def build_batch(
         table = table.filter(keep)
 
     earlier: list[LogEntry] = []
-    with_unique_id = table.select(["id", "line"])
+    table = table.append_column("id_hash", id_hashes if keep is None else id_hashes.filter(keep))
+    with_unique_id = table.select(["id", "line", "id_hash"])
     if table.column("unique_id").null_count:
         with_unique_id = with_unique_id.filter(pc.is_valid(table.column("unique_id")))
     unique = with_unique_id.column("id").combine_chunks()
+    unique_hashes = with_unique_id.column("id_hash").combine_chunks()
     if with_unique_id.num_rows:
         found = lookups.existing_ids(unique)
-        if len(lookups.previous_ids):
-            found.update(pc.filter(unique, pc.is_in(unique, lookups.previous_ids)).to_pylist())
+        found.update(_also_in(unique, unique_hashes, *lookups.previous_ids))
         if found:
             known = pa.array(list(found), pa.string())
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), known))
@@ -201,7 +210,7 @@ def build_batch(
                 )
             ]
 
-    lookups.previous_ids = unique
+    lookups.previous_ids = (unique, unique_hashes)
     batch, excluded, dnt_count = _columns(table, owner_id, import_id, canonicals, lookups)
     entries = sorted(
         [*logs, *not_found, *in_file, *(_bad_address(n) for n in bad_addresses), *earlier],
@@ -273,12 +282,40 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
     )
 
 
-def _last_of_each_id(ids: pa.Array, lines: pa.Array) -> tuple[pa.Array, list[LogEntry]]:
+def text_hashes(texts: pa.Array) -> pa.Array:
+    """A 64-bit hash of each text (no nulls): equal texts, equal hashes. Comparing hashes
+    (integers) finds the candidate repeats among many ids several times faster than comparing
+    the texts; candidates are then compared as texts. Without the C extension, the texts."""
+    if _hashing is None:
+        return texts
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    texts = pa.concat_arrays([texts.cast(pa.string())])  # no offset, int32 offsets
+    _, offsets, data = texts.buffers()
+    found = _hashing.hashes(offsets, data or b"", len(texts))
+    return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
+
+
+def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa.Array) -> set[str]:
+    """The ``ids`` that are also among ``others`` (each list with its text_hashes)."""
+    if not len(others):
+        return set()
+    candidates = pc.is_in(hashes, value_set=other_hashes)
+    if not pc.any(candidates).as_py():
+        return set()
+    maybe = pc.filter(ids, candidates)
+    theirs = pc.filter(others, pc.is_in(other_hashes, value_set=pc.filter(hashes, candidates)))
+    return set(maybe.to_pylist()) & set(theirs.to_pylist())
+
+
+def _last_of_each_id(
+    ids: pa.Array, lines: pa.Array, hashes: pa.Array
+) -> tuple[pa.Array, list[LogEntry]]:
     """Which rows to keep (the last of each id) and a warning for each line that replaced an
-    earlier one of the same file. Python looks only at the ids used more than once."""
-    counts = pc.value_counts(ids)
+    earlier one of the same file. Python looks only at the ids whose hash repeats."""
+    counts = pc.value_counts(hashes)
     repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-    mask = pc.is_in(ids, value_set=repeated)
+    mask = pc.is_in(hashes, value_set=repeated)
     rows = pc.indices_nonzero(mask).to_pylist()
     previous: dict[str, tuple[int, int]] = {}  # id -> (row, line) of its latest line so far
     dropped: list[int] = []

@@ -1,5 +1,7 @@
 /*
- * Keyed BLAKE2b over a column of texts at once: the origin and endpoint ids of an import batch.
+ * Hashes of a column of texts at once (an Arrow string array's buffers), with the GIL released.
+ *
+ * Keyed BLAKE2b: the origin ids of an import batch.
  *
  * enrich/enricher.py defines an id as hashlib.blake2b(text, key=K, digest_size=16, person=P)
  * in hex. Calling hashlib once per distinct (address, agent) pair costs ~1.5 us of Python each;
@@ -9,6 +11,7 @@
  *
  * hex_digests(key, person, offsets, data, count) -> bytes of count * 32 lowercase hex digits,
  * for the texts data[offsets[i]:offsets[i+1]] (int32 offsets, as an Arrow string array has).
+ * hashes(offsets, data, count) -> count native-endian 64-bit hashes, to find equal texts fast.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -177,15 +180,71 @@ done:
     return result;
 }
 
+/* A fast 64-bit hash of bytes (not keyed, not cryptographic): 8-byte words mixed with the
+ * multiply-xorshift of splitmix64, length folded in. Used to find candidate equal texts
+ * among many (equal hashes are then compared as texts), never as an id. */
+static inline uint64_t mix(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBULL;
+    x ^= x >> 31;
+    return x;
+}
+
+static uint64_t hash_bytes(const uint8_t *p, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    while (n >= 8) {
+        h = mix(h ^ load64(p));
+        p += 8;
+        n -= 8;
+    }
+    uint64_t tail = 0;
+    for (size_t i = 0; i < n; i++) tail |= (uint64_t)p[i] << (8 * i);
+    return mix(h ^ tail ^ ((uint64_t)n << 59));
+}
+
+static PyObject *hashes(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer offsets, data;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*y*n", &offsets, &data, &count)) return NULL;
+    PyObject *result = NULL;
+    if (count < 0 || offsets.len < (Py_ssize_t)sizeof(int32_t) * (count + 1)) {
+        PyErr_SetString(PyExc_ValueError, "offsets too short");
+        goto done;
+    }
+    const int32_t *off = offsets.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(NULL, count * 8);
+    if (!result) goto done;
+    uint64_t *out = (uint64_t *)PyBytes_AS_STRING(result);
+    const uint8_t *bytes = data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count; i++)
+        out[i] = hash_bytes(bytes + off[i], (size_t)(off[i + 1] - off[i]));
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"hashes", hashes, METH_VARARGS,
+     "hashes(offsets, data, count) -> count unkeyed 64-bit hashes (to find equal texts)"},
     {"hex_digests", hex_digests, METH_VARARGS,
      "hex_digests(key, person, offsets, data, count) -> count * 32 hex digits"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_keyed", "Keyed BLAKE2b over a column of texts.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_hashing", "Hashes of a column of texts at once.", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__keyed(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__hashing(void) { return PyModule_Create(&module); }
