@@ -303,7 +303,7 @@ def _ndjson_chunks(
     def chunk(size: int, lines: int) -> Chunk:
         """The first ``lines`` pending lines (``size`` bytes) as a chunk."""
         nonlocal pending, count, dropped, line_no, base
-        block = bytes(pending[:size])
+        block = bytes(memoryview(pending)[:size])
         del pending[:size]
         gone = {i: extra for i, extra in dropped.items() if i < lines}
         dropped = {i - lines: extra for i, extra in dropped.items() if i >= lines}
