@@ -72,6 +72,25 @@ class EventBatch:
         return int(self.rows.num_rows)
 
 
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns of ``schema``, in its order and of its types, except that a text
+    column may stay dictionary-encoded (each distinct text held once). Raises KeyError for a
+    missing column and ArrowInvalid for one that cannot be cast."""
+    columns = []
+    fields = []
+    for field in schema:
+        column = table.column(field.name)
+        kind = column.type
+        if pa.types.is_dictionary(kind) and kind.value_type == field.type == pa.string():
+            fields.append(pa.field(field.name, kind, nullable=field.nullable))
+        else:
+            if kind != field.type:
+                column = column.cast(field.type)
+            fields.append(field)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
 def dimension_key(values: Sequence[Any]) -> int | None:
     """The key of a place's or agent's values; None when every value is None (nothing known).
 
@@ -103,7 +122,7 @@ def normalize(wide: pa.Table) -> EventBatch:
     agent_keys, agents = _dimension(wide, AGENT_FIELDS, AGENT_SCHEMA)
     rows = wide.drop_columns(list(_DIMENSIONS))
     rows = rows.append_column("place_key", place_keys).append_column("agent_key", agent_keys)
-    return EventBatch(rows.select(ROW_SCHEMA.names).cast(ROW_SCHEMA), places, agents)
+    return EventBatch(conform(rows, ROW_SCHEMA), places, agents)
 
 
 def _dimension(

@@ -27,6 +27,7 @@ from eventport.events.batch import (
     PLACE_SCHEMA,
     ROW_SCHEMA,
     EventBatch,
+    conform,
     normalize,
     widen,
 )
@@ -163,7 +164,7 @@ def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
     if not isinstance(batch, EventBatch):
         return normalize(batch_table(owner_id, batch))
     try:
-        rows = batch.rows.select(ROW_SCHEMA.names).cast(ROW_SCHEMA)
+        rows = conform(batch.rows, ROW_SCHEMA)
         places = batch.places.select(PLACE_SCHEMA.names).cast(PLACE_SCHEMA)
         agents = batch.agents.select(AGENT_SCHEMA.names).cast(AGENT_SCHEMA)
     except (KeyError, pa.ArrowInvalid) as exc:
@@ -182,12 +183,24 @@ def _check_rows(owner_id: str, table: pa.Table) -> None:
     for name in _REQUIRED:
         if table.column(name).null_count:
             raise ValueError(f"batch column {name!r} holds None; it is required")
-    if not pc.all(pc.equal(table.column("owner_id"), owner_id)).as_py():
-        owners = pc.unique(table.column("owner_id")).to_pylist()
+    owners = _distinct_texts(table.column("owner_id"))
+    if owners != [owner_id]:
         raise ValueError(f"batch holds events of owners {sorted(owners)}, not only {owner_id!r}")
     times = pc.min_max(pc.cast(table.column("time"), pa.int64())).as_py()
     if times["min"] < MIN_TIME_US or times["max"] > MAX_TIME_US:
         raise ValueError("batch column 'time' holds a time outside years 1 to 9999")
+
+
+def _distinct_texts(column: pa.ChunkedArray) -> list[str]:
+    """The distinct values of a text column, plain or dictionary-encoded (without decoding it
+    row by row)."""
+    if pa.types.is_dictionary(column.type):
+        found: set[str] = set()
+        for chunk in column.chunks:
+            used = pc.unique(chunk.indices)
+            found.update(chunk.dictionary.take(pc.drop_null(used)).to_pylist())
+        return sorted(found)
+    return sorted(pc.unique(column).to_pylist())
 
 
 def _dict_table(batch: dict[str, Any]) -> pa.Table:

@@ -24,6 +24,7 @@ from eventport.events.batch import (
     PLACE_SCHEMA,
     ROW_SCHEMA,
     EventBatch,
+    conform,
     dimension_key,
 )
 from eventport.imports.records import LogEntry, failed_line_count
@@ -130,6 +131,22 @@ def _distinct(column: pa.ChunkedArray | pa.Array) -> tuple[list[Any], pa.Array]:
     return values.to_pylist(), pc.index_in(column, value_set=values)
 
 
+def _encoded(index: pa.Array, answers: Sequence[Any]) -> pa.Array:
+    """``answers[index[i]]`` for every row as a dictionary-encoded text column: each distinct
+    text is held once (the stores take it as text)."""
+    index = pc.cast(index, pa.int32())
+    if isinstance(index, pa.ChunkedArray):  # from_arrays would read it value by value
+        index = index.combine_chunks()
+    return pa.DictionaryArray.from_arrays(index, pa.array(answers, pa.string()))
+
+
+def _constant(text: str | None, rows: int) -> pa.Array:
+    """The same text (or null) in every row, held once."""
+    if text is None:
+        return pa.nulls(rows, pa.string())
+    return _encoded(pa.repeat(pa.scalar(0, pa.int32()), rows), [text])
+
+
 def _mapped(index: pa.Array, answers: Sequence[Any], type_: pa.DataType) -> pa.Array:
     """``answers[index[i]]`` for every row, as an Arrow array (null where index is null)."""
     return pa.array(answers, type_).take(index)
@@ -154,8 +171,8 @@ def build_batch(
         events, not_found = _resolve_targets(events, lookups)
         package_ids, pixel_ids = events.column("package_id"), events.column("pixel_id")
     else:
-        package_ids = pa.repeat(pa.scalar(target.package_id, pa.string()), events.num_rows)
-        pixel_ids = pa.repeat(pa.scalar(target.pixel_id, pa.string()), events.num_rows)
+        package_ids = _constant(target.package_id, events.num_rows)
+        pixel_ids = _constant(target.pixel_id, events.num_rows)
     lines = events.column("line")
     unique_ids = events.column("unique_id")
     # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
@@ -240,8 +257,8 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
     pixels, pixel_at = _distinct(events.column("pixel"))
     package_ids = [None if p is None else lookups.resolve_package(p) for p in packages]
     pixel_ids = [None if p is None else lookups.resolve_pixel(p) for p in pixels]
-    package_id = _mapped(package_at, package_ids, pa.string())
-    pixel_id = _mapped(pixel_at, pixel_ids, pa.string())
+    package_id = _encoded(package_at, package_ids)
+    pixel_id = _encoded(pixel_at, pixel_ids)
     package, pixel = events.column("package"), events.column("pixel")
     bad = pc.or_(
         pc.and_(pc.is_null(package), pc.is_null(pixel)),
@@ -351,10 +368,10 @@ def _columns(
         address_at = pc.if_else(dnt, pa.scalar(None, pa.int32()), address_at)
     columns: dict[str, Any] = {
         "id": table.column("id"),
-        "owner_id": pa.repeat(pa.scalar(owner_id), rows),
+        "owner_id": _constant(owner_id, rows),
         "package_id": table.column("package_id"),
         "pixel_id": table.column("pixel_id"),
-        "import_id": pa.repeat(pa.scalar(import_id), rows),
+        "import_id": _constant(import_id, rows),
         "line": table.column("line"),
         "time": pc.cast(table.column("time"), pa.int64()),
         "dnt": dnt,
@@ -371,14 +388,10 @@ def _columns(
     if lookups.keep_ip_addresses:  # kept as given, except where the event asked not to be
         raw = table.column("remote_address")
         columns["remote_address"] = pc.if_else(dnt, pa.scalar(None, pa.string()), raw)
-    arrays = []
-    for column in ROW_SCHEMA:
-        values = columns.get(column.name)
-        if values is None:
-            arrays.append(pa.nulls(rows, column.type))
-        else:
-            arrays.append(pc.cast(values, column.type) if values.type != column.type else values)
-    batch = EventBatch(pa.Table.from_arrays(arrays, schema=ROW_SCHEMA), places, agents)
+    filled = {
+        field.name: columns.get(field.name, pa.nulls(rows, field.type)) for field in ROW_SCHEMA
+    }
+    batch = EventBatch(conform(pa.table(filled), ROW_SCHEMA), places, agents)
     return batch, excluded, dnt_count
 
 
@@ -399,12 +412,13 @@ def _enrich(
     to_place = pa.array([None if c is None else position[c] for c in canonicals], pa.int32())
     place_at = to_place.take(address_at)
     located = [lookups.located(c, enrichment) for c in distinct]
-    columns["endpoint_id"] = _mapped(place_at, [e for e, _ in located], pa.string())
+    columns["endpoint_id"] = _encoded(place_at, [e for e, _ in located])
     columns["place_key"] = _mapped(place_at, [k for _, k in located], pa.int64())
     keys = {k for _, k in located if k is not None}
     places = _dimension_table(PLACE_SCHEMA, list(keys), [lookups.places[k] for k in keys])
 
     agents, agent_at = _distinct(table.column("user_agent"))
+    columns["user_agent"] = _encoded(agent_at, agents)
     readings = [enrichment.agent(a) for a in agents]
     agent_keys = [lookups.dimension_key(values) for values, _ in readings]
     columns["agent_key"] = _mapped(agent_at, agent_keys, pa.int64())
