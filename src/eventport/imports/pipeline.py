@@ -164,7 +164,6 @@ def build_batch(
     """The events table's columns for ``events`` (a table of decoding.DECODED_SCHEMA, ordered
     by line), plus every log entry for these lines."""
     undecodable = failed_line_count(logs)  # a line with several errors fails once
-    events = events.combine_chunks()
     total = events.num_rows
     not_found: list[LogEntry] = []
     if target.kind == "multi":
