@@ -42,6 +42,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from eventport.events.duckdb_csv import line_sql, sorted_lines, text_of
 from eventport.events.schema import (
     ARROW_TYPES,
     COLUMN_NAMES,
@@ -59,6 +60,7 @@ from eventport.events.store import (
     micros_to_datetime,
     validate_batch,
 )
+from eventport.export.csv import CsvColumn, CsvLayout
 from eventport.export.query import (
     BREAKDOWNS,
     ORGANIZATION_KINDS,
@@ -118,14 +120,17 @@ _UPSERT_CHECKPOINT = (
 
 # The query's events: one owner, start <= time < end, and of the selected packages or pixels.
 # ``artifact`` is the package when selected, else the pixel's artifact (see EventQuery).
-_SELECTION = (
+_SELECTED_FROM = (
     f"FROM {EVENTS_TABLE} e "
     f"LEFT JOIN {_PACKAGES_VIEW} p ON e.package_id = p.id "
     f"LEFT JOIN {_PIXELS_VIEW} x ON e.pixel_id = x.id "
+)
+_SELECTED_WHERE = (
     "WHERE e.owner_id = $owner "
     "AND e.time >= CAST($start AS TIMESTAMPTZ) AND e.time < CAST($end AS TIMESTAMPTZ) "
     "AND (p.id IS NOT NULL OR x.id IS NOT NULL)"
 )
+_SELECTION = _SELECTED_FROM + _SELECTED_WHERE
 _ARTIFACT = "coalesce(p.id, x.artifact)"
 _COUNTED = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
 _DO_NOT_TRACK = "coalesce(e.dnt, false)"
@@ -171,6 +176,28 @@ _EXPORT_PLAN = (
     "GROUP BY hour ORDER BY hour"
 )
 _IN_WINDOW = "AND e.time >= CAST($low AS TIMESTAMPTZ) AND e.time < CAST($high AS TIMESTAMPTZ)"
+
+# CSV exports: each window's rows are the sort keys and the line DuckDB wrote (duckdb_csv).
+_NAMES_VIEW = "eventport_package_names"
+_SORT_TIME, _SORT_ID, _LINE = "sort_time", "sort_id", "line"
+_LOGICAL_TYPES: dict[str, ColumnType] = {c.name: c.type for c in COLUMNS}
+
+
+def _csv_value(column: CsvColumn) -> str:
+    """A CSV column's value, cast to its logical type (a no-op while the stored column has
+    it): the package's name for a v1 package column, else the event column."""
+    if column.package_name:
+        return f"CAST(n.name AS {_SQL_TYPES['text']})"
+    return f"CAST(e.{_q(column.source)} AS {_SQL_TYPES[_LOGICAL_TYPES[column.source]]})"
+
+
+def _names_table(package_names: Mapping[str, str]) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(list(package_names), pa.string()),
+            "name": pa.array(list(package_names.values()), pa.string()),
+        }
+    )
 
 
 def _windows(
@@ -451,6 +478,24 @@ class DuckDBEventStore:
         self._connection()  # a closed store says so now, not at the first batch
         return self._export(query, params, schema, batch_rows)
 
+    def export_csv(
+        self,
+        query: EventQuery,
+        layout: CsvLayout,
+        package_names: Mapping[str, str] | None = None,
+        *,
+        chunk_rows: int = 16_384,
+    ) -> Iterator[bytes]:
+        """See :class:`~eventport.events.store.EventStore`. DuckDB writes the lines itself
+        (:mod:`eventport.events.duckdb_csv`), in the time windows of :meth:`export_batches`;
+        each window's lines are put in order by Arrow and handed on ``chunk_rows`` at a time,
+        as the bytes of the Arrow buffer that holds them."""
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be positive, not {chunk_rows}")
+        params = _selection_params(query)
+        self._connection()
+        return self._export_csv(query, params, layout, package_names or {}, chunk_rows)
+
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
     ) -> Iterator[AggregateRow]:
@@ -521,6 +566,20 @@ class DuckDBEventStore:
         finally:
             cursor.close()
 
+    def _planned_windows(
+        self, cursor: duckdb.DuckDBPyConnection, params: dict[str, object]
+    ) -> Iterator[tuple[dict[str, object], int]]:
+        """The export's time windows as the parameters of each (``params`` plus ``low`` and
+        ``high``) and its number of events, planned from per-hour counts; see
+        :meth:`export_batches`. Call it inside the snapshot every window reads."""
+        hours = _run(cursor, _EXPORT_PLAN, params)
+        for low, high, rows in _windows(hours, self._window_rows) if hours else ():
+            window = params | {
+                "low": _utc_text(micros_to_datetime(low)),
+                "high": params["end"] if high is None else _utc_text(micros_to_datetime(high)),
+            }
+            yield window, rows
+
     def _export(
         self, query: EventQuery, params: dict[str, object], schema: pa.Schema, batch_rows: int
     ) -> Iterator[pa.RecordBatch]:
@@ -529,19 +588,13 @@ class DuckDBEventStore:
         names = list(schema.names)
         fetched = [*names, *(key for key in _SORT_KEYS if key not in names)]
         listed = ", ".join(f"e.{_q(name)}" for name in fetched)
+        statement = f"SELECT {listed} {_SELECTION} {_IN_WINDOW}"
         with self._reader(query) as cursor:
             _run(cursor, "BEGIN TRANSACTION")  # one snapshot for the plan and every window
-            hours = _run(cursor, _EXPORT_PLAN, params)
-            windows = _windows(hours, self._window_rows) if hours else iter(())
-            for low, high, rows in windows:
-                window = params | {
-                    "low": _utc_text(micros_to_datetime(low)),
-                    "high": params["end"] if high is None else _utc_text(micros_to_datetime(high)),
-                }
-                statement = f"SELECT {listed} {_SELECTION} {_IN_WINDOW}"
+            for window, rows in self._planned_windows(cursor, params):
                 if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
-                    statement += " ORDER BY e.time, e.id"
-                    reader = cursor.sql(statement, params=window).to_arrow_reader(batch_rows)
+                    ordered = f"{statement} ORDER BY e.time, e.id"
+                    reader = cursor.sql(ordered, params=window).to_arrow_reader(batch_rows)
                     try:
                         for batch in reader:
                             yield batch.select(names).cast(schema)
@@ -553,6 +606,43 @@ class DuckDBEventStore:
                 for batch in table.select(names).to_batches(max_chunksize=batch_rows):
                     yield batch.cast(schema)  # time's zone: DuckDB's name for UTC is Etc/UTC
                 del table
+
+    def _export_csv(
+        self,
+        query: EventQuery,
+        params: dict[str, object],
+        layout: CsvLayout,
+        package_names: Mapping[str, str],
+        chunk_rows: int,
+    ) -> Iterator[bytes]:
+        if not (query.package_ids or query.pixel_ids):
+            return
+        names = ""
+        if any(column.package_name for column in layout.columns):
+            names = f"LEFT JOIN {_NAMES_VIEW} n ON e.package_id = n.id "
+        line = line_sql(layout, _LOGICAL_TYPES, _csv_value)
+        statement = (
+            f"SELECT e.time AS {_SORT_TIME}, e.id AS {_SORT_ID}, {line} AS {_LINE} "
+            f"{_SELECTED_FROM}{names}{_SELECTED_WHERE} {_IN_WINDOW}"
+        )
+        with self._reader(query) as cursor:
+            if names:
+                cursor.register(_NAMES_VIEW, _names_table(package_names))
+            _run(cursor, "BEGIN TRANSACTION")  # one snapshot for the plan and every window
+            for window, rows in self._planned_windows(cursor, params):
+                if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
+                    ordered = f"{statement} ORDER BY e.time, e.id"
+                    reader = cursor.sql(ordered, params=window).to_arrow_reader(chunk_rows)
+                    try:
+                        for batch in reader:
+                            yield text_of(batch.column(_LINE))
+                    finally:
+                        reader.close()
+                    continue
+                lines = sorted_lines(cursor.sql(statement, params=window).to_arrow_table())
+                for start in range(0, len(lines), chunk_rows):
+                    yield text_of(lines.slice(start, chunk_rows))
+                del lines
 
     def _aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]

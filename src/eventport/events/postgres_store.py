@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -55,6 +55,7 @@ from eventport.events.store import (
     StoreCapabilities,
     validate_batch,
 )
+from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
     BREAKDOWNS,
     ORGANIZATION_KINDS,
@@ -457,6 +458,19 @@ class PostgresEventStore:
             raise ValueError(f"batch_rows must be positive, not {batch_rows}")
         params = _selection_params(query)
         return self._export(query, params, schema, batch_rows)
+
+    def export_csv(
+        self,
+        query: EventQuery,
+        layout: CsvLayout,
+        package_names: Mapping[str, str] | None = None,
+        *,
+        chunk_rows: int = 16_384,
+    ) -> Iterator[bytes]:
+        """See :class:`~eventport.events.store.EventStore`: the batches of
+        :meth:`export_batches` written by :func:`~eventport.export.csv.csv_lines`."""
+        batches = self.export_batches(query, layout.sources, batch_rows=chunk_rows)
+        return csv_lines(batches, layout, package_names)
 
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
