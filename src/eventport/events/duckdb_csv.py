@@ -23,7 +23,7 @@ The rules, those of pyarrow's writer with eventport's formatting (see :mod:`even
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import pyarrow as pa
@@ -31,6 +31,11 @@ import pyarrow.compute as pc
 
 from eventport.events.schema import ColumnType
 from eventport.export.csv import CsvColumn, CsvLayout
+
+#: The columns of a window's rows: the sort keys and the line.
+SORT_TIME: Final = "sort_time"
+SORT_ID: Final = "sort_id"
+LINE: Final = "line"
 
 #: The code points of the first characters that make a spreadsheet read a cell as a formula:
 #: ``=``, ``+``, ``-``, ``@``, tab, carriage return. (``ascii`` gives the first code point, 0 for
@@ -69,47 +74,38 @@ def integer_field(value: str) -> str:
 
 
 def double_field(value: str) -> str:
-    """A double as Arrow writes it (see the module docstring).
+    """A double as Arrow writes it (see the module docstring), from DuckDB's cast, which
+    gives the same shortest digits but lays them out as Python's ``repr`` does: decimal for
+    decimal exponents -4 to 15, else ``d.ddde±XX`` with at least two exponent digits.
 
-    Where both agree on decimal notation (``1e-4 <= |x| < 1e10``, and zero) DuckDB's cast
-    differs only by a trailing ``.0``. Elsewhere the digits and the decimal exponent are taken
-    from DuckDB's shortest text (``d.ddde±XX``, or plain decimals up to 1e16) and laid out
-    again.
+    So: from 1e-4 to 1e10 both write decimals (DuckDB with ``.0`` on whole numbers); from 1e16
+    and below 1e-6 both write exponents (DuckDB's padded: ``e-07``); below 1e-4 Arrow writes
+    the decimals of DuckDB's ``d.ddde-0X``; from 1e10 the exponent of DuckDB's decimals.
+    Comparing with ``1e-4`` and the like picks the right branch: a double's shortest text is
+    below ``10^k`` exactly when the double is below the double nearest ``10^k``.
     """
     x = f"CAST({value} AS DOUBLE)"
     text = f"CAST(abs({x}) AS VARCHAR)"
-    scientific = f"contains({text}, 'e')"
-    exponent = (
-        f"(CASE WHEN {scientific} THEN CAST(split_part({text}, 'e', 2) AS INTEGER) "
-        f"ELSE CAST(strpos({text}, '.') - 2 AS INTEGER) END)"
-    )
-    digits = (
-        f"rtrim(replace(CASE WHEN {scientific} THEN split_part({text}, 'e', 1) "
-        f"ELSE {text} END, '.', ''), '0')"
-    )
     sign = f"CASE WHEN {x} < 0 THEN '-' ELSE '' END"
-    # digits and exponent appear several times below; DuckDB evaluates such shared
-    # subexpressions once per row.
-    decimal = (
-        f"CASE WHEN {exponent} < 0 THEN concat('0.', repeat('0', -{exponent} - 1), {digits}) "
-        f"ELSE concat(rpad({digits}, {exponent} + 1, '0'), "
-        f"CASE WHEN length({digits}) > {exponent} + 1 "
-        f"THEN concat('.', {digits}[{exponent} + 2:]) ELSE '' END) END"
+    small = (  # 1e-6 <= |x| < 1e-4: DuckDB "1.5e-05", Arrow "0.000015"
+        f"concat({sign}, CASE WHEN abs({x}) < 1e-5 THEN '0.00000' ELSE '0.0000' END, "
+        f"replace(split_part({text}, 'e', 1), '.', ''))"
     )
-    exponential = (
-        f"concat({digits}[1], CASE WHEN length({digits}) > 1 THEN concat('.', {digits}[2:]) "
-        f"ELSE '' END, 'e', CASE WHEN {exponent} < 0 THEN '-' ELSE '+' END, "
-        f"CAST(abs({exponent}) AS VARCHAR))"
+    digits = f"rtrim(replace({text}, '.', ''), '0')"
+    large = (  # 1e10 <= |x| < 1e16: DuckDB "12345678901.5", Arrow "1.23456789015e+10"
+        f"concat({sign}, {digits}[1], CASE WHEN length({digits}) > 1 "
+        f"THEN concat('.', {digits}[2:]) ELSE '' END, 'e+', "
+        f"CAST(strpos({text}, '.') - 2 AS VARCHAR))"
     )
     return (
         f"CASE WHEN {x} IS NULL THEN '' "
         f"WHEN {x} = 0 THEN CASE WHEN signbit({x}) THEN '-0' ELSE '0' END "
         f"WHEN abs({x}) >= 1e-4 AND abs({x}) < 1e10 THEN CASE WHEN {x} = trunc({x}) "
         f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END "
-        f"WHEN isnan({x}) THEN 'nan' "
-        f"WHEN isinf({x}) THEN CAST({x} AS VARCHAR) "
-        f"ELSE concat({sign}, CASE WHEN {exponent} >= -6 AND {exponent} < 10 "
-        f"THEN {decimal} ELSE {exponential} END) END"
+        f"WHEN isnan({x}) THEN 'nan' "  # DuckDB writes a NaN with its sign bit set as -nan
+        f"WHEN abs({x}) >= 1e16 OR abs({x}) < 1e-6 THEN replace(CAST({x} AS VARCHAR), 'e-0', 'e-') "
+        f"WHEN abs({x}) < 1e-4 THEN {small} "
+        f"ELSE {large} END"
     )
 
 
@@ -138,15 +134,37 @@ def line_sql(
     return "concat(" + ", ',', ".join(fields) + ", chr(10))"
 
 
-def sorted_lines(table: pa.Table, time: str = "sort_time", id_: str = "sort_id") -> pa.Array:
-    """The ``line`` column of a window's rows, ordered by time then id (ids by their bytes,
-    as DuckDB's ORDER BY has them), as one contiguous string array."""
+def sorted_lines(table: pa.Table) -> pa.Array:
+    """The :data:`LINE` column of a window's rows, ordered by time then id (ids by their
+    bytes, as DuckDB's ORDER BY has them), as one contiguous string array."""
     table = table.combine_chunks()
-    order = pc.sort_indices(table, [(time, "ascending"), (id_, "ascending")])
-    lines = table.column("line").chunk(0) if table.num_rows else pa.array([], pa.string())
+    lines = table.column(LINE).chunk(0) if table.num_rows else pa.array([], pa.string())
     if not pa.types.is_string(lines.type):  # a large or view string type: made plain once
         lines = lines.cast(pa.string())
+    if in_order(table.column(SORT_TIME).chunk(0), table.column(SORT_ID).chunk(0)):
+        return lines  # events imported in time order: the scan's order is the export's
+    order = pc.sort_indices(table, [(SORT_TIME, "ascending"), (SORT_ID, "ascending")])
     return lines.take(order)
+
+
+def in_order(times: pa.Array, ids: pa.Array) -> bool:
+    """Whether the rows are ordered by time, then id (several times cheaper than sorting)."""
+    if len(times) < 2:
+        return True
+    earlier, later = times.slice(0, len(times) - 1), times.slice(1)
+    if not pc.all(pc.less_equal(earlier, later)).as_py():
+        return False
+    ties = pc.equal(earlier, later)
+    if not pc.any(ties).as_py():
+        return True
+    first, second = ids.slice(0, len(ids) - 1), ids.slice(1)
+    return bool(pc.all(pc.or_kleene(pc.invert(ties), pc.less(first, second))).as_py())
+
+
+def chunks_of(lines: pa.Array, rows: int) -> Iterator[bytes]:
+    """The text of ``lines``, ``rows`` lines at a time."""
+    for start in range(0, len(lines), rows):
+        yield text_of(lines.slice(start, rows))
 
 
 def text_of(lines: pa.Array) -> bytes:

@@ -42,7 +42,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from eventport.events.duckdb_csv import line_sql, sorted_lines, text_of
+from eventport.events.duckdb_csv import (
+    LINE,
+    SORT_ID,
+    SORT_TIME,
+    chunks_of,
+    line_sql,
+    sorted_lines,
+    text_of,
+)
+from eventport.events.duckdb_pipeline import WindowPipeline
 from eventport.events.schema import (
     ARROW_TYPES,
     COLUMN_NAMES,
@@ -61,6 +70,7 @@ from eventport.events.store import (
     validate_batch,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
+from eventport.export.periods import split_at_periods
 from eventport.export.query import (
     BREAKDOWNS,
     ORGANIZATION_KINDS,
@@ -179,7 +189,6 @@ _IN_WINDOW = "AND e.time >= CAST($low AS TIMESTAMPTZ) AND e.time < CAST($high AS
 
 # CSV exports: each window's rows are the sort keys and the line DuckDB wrote (duckdb_csv).
 _NAMES_VIEW = "eventport_package_names"
-_SORT_TIME, _SORT_ID, _LINE = "sort_time", "sort_id", "line"
 _LOGICAL_TYPES: dict[str, ColumnType] = {c.name: c.type for c in COLUMNS}
 
 
@@ -304,6 +313,35 @@ def default_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
+def default_export_workers() -> int:
+    """Cursors that build one CSV export's lines side by side: two where there are two cores
+    (one query runs on one thread: the store's ``threads`` setting is global and kept low for
+    imports), one on a single core."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _sorted_window(
+    cursor: duckdb.DuckDBPyConnection, statement: str, window: dict[str, object]
+) -> pa.Array:
+    """One window's CSV lines, in order."""
+    return sorted_lines(cursor.sql(statement, params=window).to_arrow_table())
+
+
+_FirstBatch = tuple[pa.RecordBatch | None, pa.RecordBatchReader]
+
+
+def _first_batch(
+    cursor: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object]
+) -> _FirstBatch:
+    """A query's reader and its first batch: reading that runs the whole of an aggregate
+    (its ORDER BY needs every group), whose rows then wait in DuckDB to be streamed."""
+    reader = cursor.sql(statement, params=params).to_arrow_reader(10_000)
+    try:
+        return reader.read_next_batch(), reader
+    except StopIteration:
+        return None, reader
+
+
 class DuckDBEventStore:
     """The event store in one DuckDB file; see the module docstring."""
 
@@ -326,7 +364,8 @@ class DuckDBEventStore:
         threads: int | None = None,
         memory_limit: str = "128MB",
         checkpoint_threshold: str = "256MB",
-        export_window_rows: int = 262_144,
+        export_window_rows: int = 131_072,
+        export_workers: int | None = None,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
@@ -356,6 +395,7 @@ class DuckDBEventStore:
             raise
         self._lock = threading.Lock()
         self._window_rows = export_window_rows
+        self._export_workers = export_workers or default_export_workers()
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -622,57 +662,123 @@ class DuckDBEventStore:
             names = f"LEFT JOIN {_NAMES_VIEW} n ON e.package_id = n.id "
         line = line_sql(layout, _LOGICAL_TYPES, _csv_value)
         statement = (
-            f"SELECT e.time AS {_SORT_TIME}, e.id AS {_SORT_ID}, {line} AS {_LINE} "
+            f"SELECT e.time AS {SORT_TIME}, e.id AS {SORT_ID}, {line} AS {LINE} "
             f"{_SELECTED_FROM}{names}{_SELECTED_WHERE} {_IN_WINDOW}"
         )
-        with self._reader(query) as cursor:
+        with self._snapshot_readers(query, self._export_workers) as cursors:
             if names:
-                cursor.register(_NAMES_VIEW, _names_table(package_names))
-            _run(cursor, "BEGIN TRANSACTION")  # one snapshot for the plan and every window
-            for window, rows in self._planned_windows(cursor, params):
-                if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
-                    ordered = f"{statement} ORDER BY e.time, e.id"
-                    reader = cursor.sql(ordered, params=window).to_arrow_reader(chunk_rows)
-                    try:
-                        for batch in reader:
-                            yield text_of(batch.column(_LINE))
-                    finally:
-                        reader.close()
-                    continue
-                lines = sorted_lines(cursor.sql(statement, params=window).to_arrow_table())
-                for start in range(0, len(lines), chunk_rows):
-                    yield text_of(lines.slice(start, chunk_rows))
-                del lines
+                for cursor in cursors:
+                    cursor.register(_NAMES_VIEW, _names_table(package_names))
+            windows = list(self._planned_windows(cursors[0], params))
+            sorted_windows: WindowPipeline[pa.Array] = WindowPipeline(cursors)
+            try:
+                for window, rows in windows:
+                    if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
+                        for lines in sorted_windows.drain():
+                            yield from chunks_of(lines, chunk_rows)
+                        ordered = f"{statement} ORDER BY e.time, e.id"
+                        reader = cursors[0].sql(ordered, params=window).to_arrow_reader(chunk_rows)
+                        try:
+                            for batch in reader:
+                                yield text_of(batch.column(LINE))
+                        finally:
+                            reader.close()
+                        continue
+                    done = sorted_windows.submit(_sorted_window, statement, window)
+                    if done is not None:
+                        yield from chunks_of(done, chunk_rows)
+                for lines in sorted_windows.drain():
+                    yield from chunks_of(lines, chunk_rows)
+            finally:
+                sorted_windows.stop()
+
+    @contextlib.contextmanager
+    def _snapshot_readers(
+        self, query: EventQuery, count: int
+    ) -> Iterator[list[duckdb.DuckDBPyConnection]]:
+        """``count`` cursors with the query's selection tables registered, each in a read
+        transaction of its own, all on one snapshot, so that they can share one export's
+        windows. DuckDB takes a transaction's snapshot when it first reads a table, not at
+        BEGIN; every cursor reads one here while holding the lock under which ``write_batch``
+        begins and commits, so no write can commit between them."""
+        cursors: list[duckdb.DuckDBPyConnection] = []
+        try:
+            with self._lock:
+                connection = self._connection()
+                for _ in range(count):
+                    cursors.append(connection.cursor())
+                    _run(cursors[-1], "BEGIN TRANSACTION")
+                    _run(cursors[-1], f"SELECT count(*) FROM {EVENTS_TABLE} WHERE false")
+            for cursor in cursors:
+                for name, table in _selection_tables(query).items():
+                    cursor.register(name, table)
+            yield cursors
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
     def _aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
     ) -> Iterator[AggregateRow]:
         if not (query.package_ids or query.pixel_ids):
             return
+        if breakdown == "by-variable":
+            yield from self._aggregate_variables(query, rollup, params)
+        else:
+            yield from self._aggregate_in_parts(query, rollup, breakdown, params)
+
+    def _aggregate_variables(
+        self, query: EventQuery, rollup: Rollup, params: dict[str, object]
+    ) -> Iterator[AggregateRow]:
+        """by-variable: the items with an escape are decoded in Python, then joined in."""
+        items = _ITEMS.format(period=_PERIODS[rollup], artifact=_ARTIFACT)
         with self._reader(query) as cursor:
-            if breakdown != "by-variable":
-                statement = _aggregate_sql(rollup, breakdown)
-            else:
-                items = _ITEMS.format(period=_PERIODS[rollup], artifact=_ARTIFACT)
-                # One snapshot for both statements: an item imported in between stays decoded.
-                _run(cursor, "BEGIN TRANSACTION")
-                escaped = _run(cursor, _ESCAPED_ITEMS.format(items=items), params)
-                pairs = [variable_pair(row[0]) for row in escaped]
-                decoded = pa.table(
-                    {
-                        "item": pa.array([row[0] for row in escaped], pa.string()),
-                        "variable": pa.array([pair[0] for pair in pairs], pa.string()),
-                        "value": pa.array([pair[1] for pair in pairs], pa.string()),
-                    }
-                )
-                cursor.register(_ITEMS_VIEW, decoded)
-                statement = _BY_VARIABLE.format(items=items)
+            # One snapshot for both statements: an item imported in between stays decoded.
+            _run(cursor, "BEGIN TRANSACTION")
+            escaped = _run(cursor, _ESCAPED_ITEMS.format(items=items), params)
+            pairs = [variable_pair(row[0]) for row in escaped]
+            decoded = pa.table(
+                {
+                    "item": pa.array([row[0] for row in escaped], pa.string()),
+                    "variable": pa.array([pair[0] for pair in pairs], pa.string()),
+                    "value": pa.array([pair[1] for pair in pairs], pa.string()),
+                }
+            )
+            cursor.register(_ITEMS_VIEW, decoded)
+            statement = _BY_VARIABLE.format(items=items)
             reader = cursor.sql(statement, params=params).to_arrow_reader(10_000)
             try:
                 for batch in reader:
-                    yield from _aggregate_rows(batch, breakdown)
+                    yield from _aggregate_rows(batch, "by-variable")
             finally:
                 reader.close()
+
+    def _aggregate_in_parts(
+        self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
+    ) -> Iterator[AggregateRow]:
+        """The aggregate counted in parts of its range cut where periods begin, each on a
+        cursor of its own (one snapshot for all), side by side: one query runs on one thread
+        (see :func:`default_export_workers`), and a part's hash table of distinct origins is
+        a fraction of the whole one, which spills less from a small buffer pool. Each part's
+        rows come out in order and after the previous part's."""
+        parts = split_at_periods(query.start, query.end, rollup, self._export_workers)
+        statement = _aggregate_sql(rollup, breakdown)
+        with self._snapshot_readers(query, len(parts)) as cursors:
+            counted: WindowPipeline[_FirstBatch] = WindowPipeline(cursors)
+            try:
+                for low, high in parts:
+                    part = params | {"start": _utc_text(low), "end": _utc_text(high)}
+                    counted.submit(_first_batch, statement, part)
+                for first, reader in counted.drain():
+                    try:
+                        if first is not None:
+                            yield from _aggregate_rows(first, breakdown)
+                        for batch in reader:
+                            yield from _aggregate_rows(batch, breakdown)
+                    finally:
+                        reader.close()
+            finally:
+                counted.stop()
 
     def _before_commit(self) -> None:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""
