@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,6 +216,44 @@ def test_closing_a_csv_early_releases_it(event_store: EventStore) -> None:
         in_thread(stream.close)
     in_thread(lambda: write(event_store, OWNER, many_events(5, at(2025, 1, 4), "n"), "import-2"))
     assert b"".join(event_store.export_csv(EVERYTHING, v2_layout())).count(b"\n") == 20_005
+
+
+def test_cursors_side_by_side_read_one_snapshot(small_windows: EventStore) -> None:
+    """While a writer keeps moving the same events between two days, every export and every
+    aggregate (read in windows and parts on several cursors, where the store does) sees each
+    event exactly once: all cursors read one snapshot."""
+    store = small_windows
+    count = 30
+
+    def events(move: int) -> list[dict[str, Any]]:
+        day = at(2025, 1, 3) if move % 2 == 0 else at(2025, 1, 5, 20)
+        return [
+            ev(f"s{i:02d}", day + i * timedelta(minutes=3), package_id=P1) for i in range(count)
+        ]
+
+    write(store, OWNER, events(0), "import-0")
+    stop = threading.Event()
+
+    def keep_moving() -> None:
+        for move in itertools.count(1):
+            if stop.wait(0.005):  # a pause, so that readers get the store's lock too
+                return
+            write(store, OWNER, events(move), f"import-{move}")
+
+    mover = threading.Thread(target=keep_moving, daemon=True)
+    mover.start()
+    try:
+        for _ in range(10):
+            text = b"".join(store.export_csv(EVERYTHING, v2_layout()))
+            assert sorted(line[1:4] for line in text.splitlines()) == [
+                f"s{i:02d}".encode() for i in range(count)
+            ]
+            daily = store.aggregate(EVERYTHING, "daily", "by-total")
+            assert sum(row.total for row in daily) == count
+    finally:
+        stop.set()
+        mover.join(30)
+    assert not mover.is_alive()
 
 
 # -- the property: any values, the reference's bytes --------------------------------------------

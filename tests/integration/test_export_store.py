@@ -58,8 +58,10 @@ def event_store(open_store: Opener) -> EventStore:
 @pytest.fixture
 def small_windows(event_store: EventStore, monkeypatch: pytest.MonkeyPatch) -> EventStore:
     """The store, exporting (where it works in windows: DuckDB) a few events at a time, so
-    that small datasets cross window boundaries."""
+    that small datasets cross window boundaries, and (where it does: DuckDB) with three
+    cursors side by side whatever the machine's cores, so that aggregates are cut in parts."""
     monkeypatch.setattr(event_store, "_window_rows", 7, raising=False)
+    monkeypatch.setattr(event_store, "_export_workers", 3, raising=False)
     return event_store
 
 

@@ -54,15 +54,27 @@ def split_at_periods(
     start: datetime, end: datetime, rollup: Rollup, parts: int
 ) -> list[tuple[datetime, datetime]]:
     """``[start, end)`` cut into at most ``parts`` consecutive ranges of about equal length,
-    each cut where a period begins (fewer ranges when fewer periods begin inside)."""
-    cuts = list(period_starts(start, end, rollup))
+    each cut where a period begins (fewer ranges when fewer periods begin inside). Looks only
+    near each cut, so a range of any length costs the same."""
     chosen: list[datetime] = []
     for part in range(1, parts):
-        if not cuts:
-            break
         aim = start + (end - start) * part / parts
-        best = min(cuts, key=lambda cut: abs(cut - aim))
-        if not chosen or best > chosen[-1]:
-            chosen.append(best)
+        near = [cut for cut in _period_starts_around(aim, rollup) if start < cut < end]
+        if near:
+            best = min(near, key=lambda cut: abs(cut - aim))
+            if not chosen or best > chosen[-1]:
+                chosen.append(best)
     bounds = [start, *chosen, end]
     return list(pairwise(bounds))
+
+
+def _period_starts_around(moment: datetime, rollup: Rollup) -> list[datetime]:
+    """The start of the period that holds ``moment`` and of the next one."""
+    first: date | None = period_start(moment.astimezone(UTC).date(), rollup)
+    starts = []
+    for _ in range(2):
+        if first is None:
+            break
+        starts.append(datetime(first.year, first.month, first.day, tzinfo=UTC))
+        first = next_period(first, rollup)
+    return starts
