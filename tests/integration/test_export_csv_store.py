@@ -125,11 +125,21 @@ def awkward_events(store: EventStore) -> list[dict[str, Any]]:
     return events
 
 
+@pytest.fixture(params=["windows", "scattered"])
+def csv_store(small_windows: EventStore, request: pytest.FixtureRequest) -> EventStore:
+    """The store with small windows; ``scattered``: (where it reads in windows: DuckDB) it
+    takes every export's events for scattered over the file, and reads them as one query."""
+    if request.param == "scattered":
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setattr(small_windows, "_scan_bound_seconds", 0, raising=False)
+    return small_windows
+
+
 @pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 def test_the_csv_is_the_reference_writers_byte_for_byte(
-    small_windows: EventStore, layout: CsvLayout
+    csv_store: EventStore, layout: CsvLayout
 ) -> None:
-    store = small_windows
+    store = csv_store
     write(store, OWNER, awkward_events(store), "import-1")
     expected = reference(store, EVERYTHING, layout)
     assert expected.count(b"\n") >= 33  # newlines inside values count too
@@ -165,8 +175,8 @@ def test_a_line_as_written(event_store: EventStore) -> None:
     assert v1.startswith('"download","\'@scope/widget","","2024-06-04T13:05:09.250000Z",')
 
 
-def test_chunks_hold_whole_lines_in_order(small_windows: EventStore) -> None:
-    store = small_windows
+def test_chunks_hold_whole_lines_in_order(csv_store: EventStore) -> None:
+    store = csv_store
     events = many_events(40)
     for i, event in enumerate(events):  # several hours, and one hour with more than a window
         event["time"] = at(2025, 1, 3, i % 3) + timedelta(seconds=i)

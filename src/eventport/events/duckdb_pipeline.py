@@ -11,7 +11,7 @@ so memory holds the windows running plus the one being handed on.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -31,34 +31,36 @@ class WindowPipeline(Generic[T]):
         self._running: deque[tuple[Future[T], Cursor]] = deque()
         self._pool = ThreadPoolExecutor(len(cursors), thread_name_prefix="eventport-export")
 
-    def submit(self, job: Callable[..., T], *args: object) -> T | None:
-        """Start ``job`` on a free cursor. When none is free, first wait for the oldest job
-        and return its result (raising its error), for the caller to hand on while the jobs
-        still running go on; else None."""
-        done: T | None = None
+    @property
+    def full(self) -> bool:
+        """Every cursor has a job whose result has not been taken."""
+        return not self._free
+
+    @property
+    def running(self) -> bool:
+        return bool(self._running)
+
+    def submit(self, job: Callable[..., T], *args: object) -> None:
+        """Start ``job`` on a free cursor (raises when :attr:`full`)."""
         if not self._free:
-            done = self._take_oldest()
+            raise RuntimeError("every cursor is busy: take a result first")
         cursor = self._free.popleft()
         self._running.append((self._pool.submit(job, cursor, *args), cursor))
-        return done
 
-    def drain(self) -> Iterator[T]:
-        """The results of the jobs still running, in order; every cursor is free after."""
-        while self._running:
-            yield self._take_oldest()
-
-    def stop(self) -> None:
-        """Cancel the jobs not started, interrupt those running and wait for the threads.
-        For a stream closed early or failed; harmless after :meth:`drain`."""
-        for future, cursor in self._running:
-            if not future.cancel():
-                cursor.interrupt()
-        self._running.clear()
-        self._pool.shutdown(wait=True)
-
-    def _take_oldest(self) -> T:
+    def take_oldest(self) -> T:
+        """Wait for the oldest job and return its result (raising its error); its cursor is
+        free again."""
         future, cursor = self._running[0]
         result = future.result()
         self._running.popleft()
         self._free.append(cursor)
         return result
+
+    def stop(self) -> None:
+        """Cancel the jobs not started, interrupt those running and wait for the threads.
+        For a stream closed early or failed; harmless once every result was taken."""
+        for future, cursor in self._running:
+            if not future.cancel():
+                cursor.interrupt()
+        self._running.clear()
+        self._pool.shutdown(wait=True)

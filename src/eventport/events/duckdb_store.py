@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +189,12 @@ _EXPORT_PLAN = (
 )
 _IN_WINDOW = "AND e.time >= CAST($low AS TIMESTAMPTZ) AND e.time < CAST($high AS TIMESTAMPTZ)"
 
+# A count of a window's events taking longer than this per event means they are scattered (see
+# DuckDBEventStore._scattered): here 30-50 ns an event in time order, 400 ns in random order
+# (10M events, windows of 131,072).
+_WINDOW_COUNT = f"SELECT count(*) {_SELECTION} {_IN_WINDOW}"
+_SCATTERED_SECONDS_PER_ROW = 150e-9
+
 # CSV exports: each window's rows are the sort keys and the line DuckDB wrote (duckdb_csv).
 _NAMES_VIEW = "eventport_package_names"
 _LOGICAL_TYPES: dict[str, ColumnType] = {c.name: c.type for c in COLUMNS}
@@ -327,6 +335,17 @@ def _sorted_window(
     return sorted_lines(cursor.sql(statement, params=window).to_arrow_table())
 
 
+def _sorted_by_duckdb(
+    cursor: duckdb.DuckDBPyConnection, statement: str, window: dict[str, object], rows: int
+) -> Iterator[bytes]:
+    reader = cursor.sql(statement, params=window).to_arrow_reader(rows)
+    try:
+        for batch in reader:
+            yield text_of(batch.column(LINE))
+    finally:
+        reader.close()
+
+
 _FirstBatch = tuple[pa.RecordBatch | None, pa.RecordBatchReader]
 
 
@@ -396,6 +415,7 @@ class DuckDBEventStore:
         self._lock = threading.Lock()
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
+        self._scan_bound_seconds = _SCATTERED_SECONDS_PER_ROW
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -665,32 +685,55 @@ class DuckDBEventStore:
             f"SELECT e.time AS {SORT_TIME}, e.id AS {SORT_ID}, {line} AS {LINE} "
             f"{_SELECTED_FROM}{names}{_SELECTED_WHERE} {_IN_WINDOW}"
         )
+        ordered = f"{statement} ORDER BY e.time, e.id"
         with self._snapshot_readers(query, self._export_workers) as cursors:
             if names:
                 for cursor in cursors:
                     cursor.register(_NAMES_VIEW, _names_table(package_names))
-            windows = list(self._planned_windows(cursors[0], params))
+            waiting = deque(self._planned_windows(cursors[0], params))
+            if self._scattered(cursors[0], waiting):
+                everything = params | {"low": params["start"], "high": params["end"]}
+                yield from _sorted_by_duckdb(cursors[0], ordered, everything, chunk_rows)
+                return
             sorted_windows: WindowPipeline[pa.Array] = WindowPipeline(cursors)
+
+            def start_windows() -> None:
+                """Start the next windows on the free cursors (not an hour with more events
+                than a window: that one runs alone)."""
+                while waiting and not sorted_windows.full and waiting[0][1] <= self._window_rows:
+                    sorted_windows.submit(_sorted_window, statement, waiting.popleft()[0])
+
             try:
-                for window, rows in windows:
-                    if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
-                        for lines in sorted_windows.drain():
-                            yield from chunks_of(lines, chunk_rows)
-                        ordered = f"{statement} ORDER BY e.time, e.id"
-                        reader = cursors[0].sql(ordered, params=window).to_arrow_reader(chunk_rows)
-                        try:
-                            for batch in reader:
-                                yield text_of(batch.column(LINE))
-                        finally:
-                            reader.close()
+                start_windows()
+                while sorted_windows.running or waiting:
+                    if sorted_windows.running:
+                        finished = sorted_windows.take_oldest()
+                        start_windows()  # before handing this one on, so that they overlap
+                        yield from chunks_of(finished, chunk_rows)
                         continue
-                    done = sorted_windows.submit(_sorted_window, statement, window)
-                    if done is not None:
-                        yield from chunks_of(done, chunk_rows)
-                for lines in sorted_windows.drain():
-                    yield from chunks_of(lines, chunk_rows)
+                    # An hour with more events than a window: DuckDB sorts it (and spills).
+                    window, _ = waiting.popleft()
+                    yield from _sorted_by_duckdb(cursors[0], ordered, window, chunk_rows)
+                    start_windows()
             finally:
                 sorted_windows.stop()
+
+    def _scattered(
+        self, cursor: duckdb.DuckDBPyConnection, windows: Sequence[tuple[dict[str, object], int]]
+    ) -> bool:
+        """Whether the export's events are scattered over the file (imported out of time
+        order), found by timing a count of the first window's events: DuckDB skips the row
+        groups whose times are all outside a window, so a count over clustered events takes
+        time in proportion to them, over scattered ones to the whole table. Then every window
+        would read the whole table again, and one sorted query reads it once instead (on 10M
+        events in random order: 7.9 s in windows, 4.2 s as one query; in time order 1.2-1.6 s
+        in windows, 2.2 s as one query)."""
+        if len(windows) < 2:
+            return False
+        window, rows = windows[0]
+        started = time.perf_counter()
+        _run(cursor, _WINDOW_COUNT, window)
+        return time.perf_counter() - started > rows * self._scan_bound_seconds
 
     @contextlib.contextmanager
     def _snapshot_readers(
@@ -769,7 +812,8 @@ class DuckDBEventStore:
                 for low, high in parts:
                     part = params | {"start": _utc_text(low), "end": _utc_text(high)}
                     counted.submit(_first_batch, statement, part)
-                for first, reader in counted.drain():
+                while counted.running:
+                    first, reader = counted.take_oldest()
                     try:
                         if first is not None:
                             yield from _aggregate_rows(first, breakdown)
