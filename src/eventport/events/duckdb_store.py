@@ -144,6 +144,7 @@ _SELECTED_WHERE = (
 )
 _SELECTION = _SELECTED_FROM + _SELECTED_WHERE
 _ARTIFACT = "coalesce(p.id, x.artifact)"
+_ARTIFACT_NUMBER = "coalesce(p.n, x.n)"  # its place in _artifacts(query): the same order
 _COUNTED = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
 _DO_NOT_TRACK = "coalesce(e.dnt, false)"
 # A naive TIMESTAMP of the UTC wall clock: periods then do not depend on the session time zone.
@@ -253,7 +254,7 @@ def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
     order = ", ".join(["d", "artifact", *(f"{name} NULLS LAST" for name in names)])
     return (
         f"SELECT {keys}, count(*), count(DISTINCT origin_id) FROM ("
-        f"SELECT {period} AS d, {_ARTIFACT} AS artifact, e.origin_id{select} "
+        f"SELECT {period} AS d, {_ARTIFACT_NUMBER} AS artifact, e.origin_id{select} "
         f"{_SELECTION} AND {counted}) GROUP BY {keys} ORDER BY {order}"
     )
 
@@ -264,17 +265,31 @@ def _utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+def _artifacts(query: EventQuery) -> list[str]:
+    """The query's artifacts, sorted (by code point: the byte order of their UTF-8, DuckDB's
+    order): an artifact's number (``n`` in the selection tables) is its place here, so that
+    aggregates group and order by a small integer instead of a 36-character id."""
+    pixels = (query.pixel_artifacts.get(pixel, pixel) for pixel in query.pixel_ids)
+    return sorted({*query.package_ids, *pixels})
+
+
 def _selection_tables(query: EventQuery) -> dict[str, pa.Table]:
     packages = sorted(set(query.package_ids))
     pixels = sorted(set(query.pixel_ids))
+    artifacts = [query.pixel_artifacts.get(pixel, pixel) for pixel in pixels]
+    number = {artifact: n for n, artifact in enumerate(_artifacts(query))}
     return {
-        _PACKAGES_VIEW: pa.table({"id": pa.array(packages, pa.string())}),
+        _PACKAGES_VIEW: pa.table(
+            {
+                "id": pa.array(packages, pa.string()),
+                "n": pa.array([number[package] for package in packages], pa.int32()),
+            }
+        ),
         _PIXELS_VIEW: pa.table(
             {
                 "id": pa.array(pixels, pa.string()),
-                "artifact": pa.array(
-                    [query.pixel_artifacts.get(pixel, pixel) for pixel in pixels], pa.string()
-                ),
+                "artifact": pa.array(artifacts, pa.string()),
+                "n": pa.array([number[artifact] for artifact in artifacts], pa.int32()),
             }
         ),
     }
@@ -806,6 +821,7 @@ class DuckDBEventStore:
         rows come out in order and after the previous part's."""
         parts = split_at_periods(query.start, query.end, rollup, self._export_workers)
         statement = _aggregate_sql(rollup, breakdown)
+        artifacts = _artifacts(query)
         with self._snapshot_readers(query, len(parts)) as cursors:
             counted: WindowPipeline[_FirstBatch] = WindowPipeline(cursors)
             try:
@@ -816,9 +832,9 @@ class DuckDBEventStore:
                     first, reader = counted.take_oldest()
                     try:
                         if first is not None:
-                            yield from _aggregate_rows(first, breakdown)
+                            yield from _aggregate_rows(first, breakdown, artifacts)
                         for batch in reader:
-                            yield from _aggregate_rows(batch, breakdown)
+                            yield from _aggregate_rows(batch, breakdown, artifacts)
                     finally:
                         reader.close()
             finally:
@@ -828,10 +844,15 @@ class DuckDBEventStore:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""
 
 
-def _aggregate_rows(batch: pa.RecordBatch, breakdown: str) -> Iterator[AggregateRow]:
-    """Rows of (date, artifact, value..., total, total_unique) as AggregateRows."""
+def _aggregate_rows(
+    batch: pa.RecordBatch, breakdown: str, artifacts: Sequence[str] | None = None
+) -> Iterator[AggregateRow]:
+    """Rows of (date, artifact, value..., total, total_unique) as AggregateRows; with
+    ``artifacts``, the rows hold artifact numbers, places in that list."""
     columns = [column.to_pylist() for column in batch.columns]
-    dates, artifacts, totals, uniques = columns[0], columns[1], columns[-2], columns[-1]
+    dates, artifacts_, totals, uniques = columns[0], columns[1], columns[-2], columns[-1]
+    if artifacts is not None:
+        artifacts_ = [artifacts[n] for n in artifacts_]
     values = list(zip(*columns[2:-2], strict=True)) if len(columns) > 4 else [()] * batch.num_rows
     for i in range(batch.num_rows):
-        yield AggregateRow(dates[i], artifacts[i], breakdown, values[i], totals[i], uniques[i])
+        yield AggregateRow(dates[i], artifacts_[i], breakdown, values[i], totals[i], uniques[i])
