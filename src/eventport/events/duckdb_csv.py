@@ -32,6 +32,9 @@ import pyarrow.compute as pc
 from eventport.events.schema import ColumnType
 from eventport.export.csv import CsvColumn, CsvLayout
 
+#: SQL expressions whose texts, one after the other, make a field (a NULL one adds nothing).
+Pieces = tuple[str, ...]
+
 #: The columns of a window's rows: the sort keys and the line.
 SORT_TIME: Final = "sort_time"
 SORT_ID: Final = "sort_id"
@@ -43,37 +46,41 @@ LINE: Final = "line"
 _FORMULA_START: Final = "(61, 43, 45, 64, 9, 13)"
 
 
-def text_field(value: str) -> str:
-    """A text value: quoted, quotes doubled, formula starts escaped; NULL is empty."""
-    quoted = f"replace({value}, '\"', '\"\"')"
+# Each field is a few pieces of the line's one ``concat``, which skips NULL pieces: a text's
+# opening quote, its value and its closing quote are three pieces, not a string made first of
+# its own (half the time on a 32-character id), and a NULL value is no piece at all.
+
+
+def text_field(value: str) -> Pieces:
+    """A text value: quoted, quotes doubled, formula starts escaped; NULL is empty. ``replace``
+    copies every string it is given, so only the strings that hold a quote go through it."""
     return (
-        f"CASE WHEN {value} IS NULL THEN '' "
-        f"WHEN ascii({value}) IN {_FORMULA_START} THEN concat('\"''', {quoted}, '\"') "
-        f"ELSE concat('\"', {quoted}, '\"') END"
+        f"CASE WHEN {value} IS NULL THEN '' WHEN ascii({value}) IN {_FORMULA_START} "
+        "THEN '\"''' ELSE '\"' END",
+        f"CASE WHEN contains({value}, '\"') THEN replace({value}, '\"', '\"\"') ELSE {value} END",
+        f"CASE WHEN {value} IS NULL THEN '' ELSE '\"' END",
     )
 
 
-def time_field(value: str) -> str:
+def time_field(value: str) -> Pieces:
     """A timestamp as quoted ISO 8601 in UTC, with microseconds only when it has some."""
     micros = f"epoch_us(CAST({value} AS TIMESTAMPTZ))"
     wall = f"make_timestamp({micros})"  # the UTC wall clock, whatever the session's zone
     return (
-        f"CASE WHEN {micros} IS NULL THEN '' "
-        f"WHEN {micros} % 1000000 = 0 THEN concat('\"', strftime({wall}, '%Y-%m-%dT%H:%M:%S'), "
-        "'Z\"') "
-        f"ELSE concat('\"', strftime({wall}, '%Y-%m-%dT%H:%M:%S.%f'), 'Z\"') END"
+        f"CASE WHEN {micros} % 1000000 = 0 THEN strftime({wall}, '\"%Y-%m-%dT%H:%M:%SZ\"') "
+        f"ELSE strftime({wall}, '\"%Y-%m-%dT%H:%M:%S.%fZ\"') END",
     )
 
 
-def boolean_field(value: str) -> str:
-    return f"CASE WHEN {value} THEN 'true' WHEN NOT {value} THEN 'false' ELSE '' END"
+def boolean_field(value: str) -> Pieces:
+    return (f"CASE WHEN {value} THEN 'true' WHEN NOT {value} THEN 'false' END",)
 
 
-def integer_field(value: str) -> str:
-    return f"coalesce(CAST({value} AS VARCHAR), '')"
+def integer_field(value: str) -> Pieces:
+    return (f"CAST({value} AS VARCHAR)",)
 
 
-def double_field(value: str) -> str:
+def double_field(value: str) -> Pieces:
     """A double as Arrow writes it (see the module docstring), from DuckDB's cast, which
     gives the same shortest digits but lays them out as Python's ``repr`` does: decimal for
     decimal exponents -4 to 15, else ``d.ddde±XX`` with at least two exponent digits.
@@ -105,11 +112,11 @@ def double_field(value: str) -> str:
         f"WHEN isnan({x}) THEN 'nan' "  # DuckDB writes a NaN with its sign bit set as -nan
         f"WHEN abs({x}) >= 1e16 OR abs({x}) < 1e-6 THEN replace(CAST({x} AS VARCHAR), 'e-0', 'e-') "
         f"WHEN abs({x}) < 1e-4 THEN {small} "
-        f"ELSE {large} END"
+        f"ELSE {large} END",
     )
 
 
-FIELDS: Final[dict[ColumnType, Callable[[str], str]]] = {
+FIELDS: Final[dict[ColumnType, Callable[[str], Pieces]]] = {
     "text": text_field,
     "timestamp": time_field,
     "boolean": boolean_field,
@@ -127,11 +134,13 @@ def line_sql(
     """The expression of one CSV line (its newline included) of ``layout``: ``types`` gives
     each event column's type, ``value`` the SQL of a column's value (the package name for a
     v1 package column, which is text)."""
-    fields = []
+    pieces: list[str] = []
     for column in layout.columns:
         kind: ColumnType = "text" if column.package_name else types[column.source]
-        fields.append(FIELDS[kind](value(column)))
-    return "concat(" + ", ',', ".join(fields) + ", chr(10))"
+        if pieces:
+            pieces.append("','")
+        pieces.extend(FIELDS[kind](value(column)))
+    return f"concat({', '.join(pieces)}, chr(10))"
 
 
 def sorted_lines(table: pa.Table) -> pa.Array:
