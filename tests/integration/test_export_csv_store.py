@@ -131,7 +131,7 @@ def csv_store(small_windows: EventStore, request: pytest.FixtureRequest) -> Even
     takes every export's events for scattered over the file, and reads them as one query."""
     if request.param == "scattered":
         monkeypatch = request.getfixturevalue("monkeypatch")
-        monkeypatch.setattr(small_windows, "_scan_bound_seconds", 0, raising=False)
+        monkeypatch.setattr(small_windows, "_scattered_seconds", 0, raising=False)
     return small_windows
 
 

@@ -63,7 +63,7 @@ def small_windows(event_store: EventStore, monkeypatch: pytest.MonkeyPatch) -> E
     timings would say its events are scattered), and (where it does: DuckDB) with three
     cursors side by side whatever the machine's cores, so that aggregates are cut in parts."""
     monkeypatch.setattr(event_store, "_window_rows", 7, raising=False)
-    monkeypatch.setattr(event_store, "_scan_bound_seconds", math.inf, raising=False)
+    monkeypatch.setattr(event_store, "_scattered_seconds", math.inf, raising=False)
     monkeypatch.setattr(event_store, "_export_workers", 3, raising=False)
     return event_store
 

@@ -22,11 +22,18 @@ Layout, chosen for bulk-load speed:
   transaction as the batch.
 
 One connection, guarded by a lock: DuckDB serializes writers anyway, and one transaction at a
-time keeps the ``write_batch`` contract plain. Exports and aggregates run on a cursor of their
-own (a second connection to the same database, made under the lock): DuckDB's MVCC lets them
+time keeps the ``write_batch`` contract plain. Exports and aggregates run on cursors of their
+own (more connections to the same database, made under the lock): DuckDB's MVCC lets them
 read a snapshot while imports write, and the lock is not held while their results stream.
 Aggregates are computed from the events at query time; the selected artifacts and the decoded
 ``variables`` items travel as registered Arrow tables, never spliced into the SQL.
+
+One query runs on one thread (the ``threads`` setting is global and kept low for imports), so
+CSV exports and aggregates use two cursors side by side, opened on one snapshot (see
+``_snapshot_readers``: this relies on ``write_batch`` beginning and committing under the lock).
+A CSV export's lines are written by DuckDB itself (:mod:`eventport.events.duckdb_csv`), in time
+windows spread over the cursors (:mod:`eventport.events.duckdb_pipeline`); an aggregate is cut
+into parts where periods begin (:mod:`eventport.export.periods`), one per cursor.
 """
 
 from __future__ import annotations
@@ -430,7 +437,7 @@ class DuckDBEventStore:
         self._lock = threading.Lock()
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
-        self._scan_bound_seconds = _SCATTERED_SECONDS_PER_ROW
+        self._scattered_seconds = _SCATTERED_SECONDS_PER_ROW
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -748,7 +755,7 @@ class DuckDBEventStore:
         window, rows = windows[0]
         started = time.perf_counter()
         _run(cursor, _WINDOW_COUNT, window)
-        return time.perf_counter() - started > rows * self._scan_bound_seconds
+        return time.perf_counter() - started > rows * self._scattered_seconds
 
     @contextlib.contextmanager
     def _snapshot_readers(
