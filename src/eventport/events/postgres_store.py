@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,7 @@ from eventport.events.store import (
     StoreCapabilities,
     batch_table,
 )
+from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
     BREAKDOWNS,
     ORGANIZATION_KINDS,
@@ -456,6 +457,20 @@ class PostgresEventStore:
             raise ValueError(f"batch_rows must be positive, not {batch_rows}")
         params = _selection_params(query)
         return self._export(query, params, schema, batch_rows)
+
+    def export_csv(
+        self,
+        query: EventQuery,
+        layout: CsvLayout,
+        package_names: Mapping[str, str] | None = None,
+        *,
+        chunk_rows: int = 65_536,
+    ) -> Iterator[bytes]:
+        """See :class:`~eventport.events.store.EventStore`: the batches of
+        :meth:`export_batches` written by :func:`~eventport.export.csv.csv_lines` (larger
+        chunks by default: each batch is a COPY slice parsed by Arrow)."""
+        batches = self.export_batches(query, layout.sources, batch_rows=chunk_rows)
+        return csv_lines(batches, layout, package_names)
 
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str

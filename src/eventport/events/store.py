@@ -13,7 +13,7 @@ all of it is visible afterwards or none of it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ from eventport.events.schema import (
     Batch,
     Checkpoint,
 )
+from eventport.export.csv import CsvLayout
 from eventport.export.query import AggregateRow, EventQuery, Rollup
 
 EVENTS_TABLE = "events"
@@ -108,6 +109,22 @@ class EventStore(Protocol):
         then id, as Arrow record batches of at most ``batch_rows`` rows with the Arrow types of
         :data:`~eventport.events.schema.ARROW_TYPES`. Streams: memory stays bounded whatever
         the result's size, and concurrent imports are not blocked while it is consumed."""
+        ...
+
+    def export_csv(
+        self,
+        query: EventQuery,
+        layout: CsvLayout,
+        package_names: Mapping[str, str] | None = None,
+        *,
+        chunk_rows: int = 16_384,
+    ) -> Iterator[bytes]:
+        """The selected events as the CSV lines of ``layout`` (no header line), in the order
+        of :meth:`export_batches`, in chunks of whole lines (about ``chunk_rows`` each):
+        byte for byte what :func:`~eventport.export.csv.csv_lines` writes for
+        :meth:`export_batches`' batches of ``layout.sources``. ``package_names`` maps package
+        ids to names for a layout with a package-name column. Streams like
+        :meth:`export_batches`."""
         ...
 
     def aggregate(

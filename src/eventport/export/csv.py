@@ -155,6 +155,16 @@ def csv_chunks(
     id it does not know gives an empty field.
     """
     yield layout.header_line
+    yield from csv_lines(batches, layout, package_names)
+
+
+def csv_lines(
+    batches: Iterable[pa.RecordBatch],
+    layout: CsvLayout,
+    package_names: Mapping[str, str] | None = None,
+) -> Iterator[bytes]:
+    """One chunk of CSV lines (no header) per non-empty batch: the export of a store that does
+    not write CSV itself, and the reference that one that does must match byte for byte."""
     for batch in batches:
         if batch.num_rows:
             yield encode_batch(batch, layout, package_names)

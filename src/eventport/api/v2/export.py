@@ -40,7 +40,7 @@ from eventport.control.pixels import list_package_pixels, list_pixels, pixel_for
 from eventport.domain.access import Access
 from eventport.domain.errors import BadRequest, NotFound
 from eventport.events.store import EventStore
-from eventport.export.csv import CsvLayout, csv_chunks, v2_layout
+from eventport.export.csv import CsvLayout, v2_layout
 from eventport.export.dates import INVALID, MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery, Rollup
 
@@ -262,12 +262,16 @@ def events_csv(
     selections = [s for s in selections if not s.empty]
     names = {k: v for s in selections for k, v in s.package_names.items()}
 
-    def batches() -> Iterator[Any]:
+    def lines() -> Iterator[bytes]:
         for selection in selections:
-            yield from events.export_batches(selection.query(start, end), layout.sources)
+            yield from events.export_csv(selection.query(start, end), layout, names)
 
-    chunks = csv_chunks(primed(batches()), layout, names)
-    return ClosingStream(chunks, CSV, headers=attachment(filename))
+    def chunks() -> Iterator[bytes]:
+        yield layout.header_line
+        yield from primed_lines
+
+    primed_lines = primed(lines())
+    return ClosingStream(chunks(), CSV, headers=attachment(filename))
 
 
 def ndjson(lines: Iterable[dict[str, Any]], lines_per_chunk: int = 1000) -> Iterator[bytes]:
