@@ -85,6 +85,18 @@ VERSIONS = ["1.0.0", "1.0.1", "1.1.0", "2.0.0-rc.1", "2.0.0", "2.0.1", "2.1.0", 
 USER_AGENTS = ["pip/24.0 CPython/3.11.8", "npm/10.2.4 node/v20.11.0 linux x64", "curl/8.5.0"]
 
 
+_COORDINATES: dict[tuple[str, int], tuple[float, float]] = {}
+
+
+def city_coordinates(country: str, city: int) -> tuple[float, float]:
+    """The same made-up coordinates for a city every time."""
+    found = _COORDINATES.get((country, city))
+    if found is None:
+        place = random.Random(f"{country}/{city}")
+        found = _COORDINATES[country, city] = (place.uniform(-60, 70), place.uniform(-180, 180))
+    return found
+
+
 def make_batch(
     rnd: random.Random, size: int, first: int, origins: list[str], times: list[int]
 ) -> Batch:
@@ -94,7 +106,9 @@ def make_batch(
     company = rnd.choices(COMPANIES, k=size)
     cloud = rnd.choices(CLOUDS, weights=[1, 1, 8], k=size)
     client = rnd.choices(CLIENTS, k=size)
-    country = rnd.choices(COUNTRIES, k=size)
+    # A place is its city's: coordinates, state and city go together (as in GeoLite data).
+    cities = [(c, rnd.randrange(20)) for c in rnd.choices(COUNTRIES, k=size)]
+    country = [c for c, _ in cities]
     flags = rnd.choices([(False, False), (True, False), (False, True)], [94, 3, 3], k=size)
     batch: Batch = {
         "id": [f"{rnd.getrandbits(128):032x}" for _ in line],
@@ -112,11 +126,11 @@ def make_batch(
         "variables": rnd.choices([None, "os=linux&arch=x64", "os=mac+os&v=%C3%A9"], k=size),
         "origin_id": rnd.choices(origins, k=size),
         "endpoint_id": rnd.choices(origins, k=size),
-        "origin_latitude": [rnd.uniform(-60, 70) for _ in line],
-        "origin_longitude": [rnd.uniform(-180, 180) for _ in line],
+        "origin_latitude": [city_coordinates(c, i)[0] for c, i in cities],
+        "origin_longitude": [city_coordinates(c, i)[1] for c, i in cities],
         "origin_country": country,
-        "origin_state": [f"{c}-{rnd.randrange(5)}" for c in country],
-        "origin_city": [f"City {c}{rnd.randrange(20)}" for c in country],
+        "origin_state": [f"{c}-{i % 5}" for c, i in cities],
+        "origin_city": [f"City {c}{i}" for c, i in cities],
         "origin_postal": [None] * size,
         "origin_connection_type": [c[2] for c in company],
         "origin_company": [c[0] for c in company],

@@ -99,3 +99,29 @@ def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
         assert con.execute(f"SELECT min(place_key) FROM {PLACES_TABLE}").fetchone()[0] < 0
     finally:
         con.close()
+
+
+def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
+    """Aggregates count distinct origin keys (numbers): ids that differ as texts stay apart."""
+    from datetime import UTC, datetime
+
+    from eventport.export.query import EventQuery
+
+    hex_id = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    origins = [hex_id, hex_id.upper(), "o1", hex_id, None, "0" * 31 + "1", "1"]
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        batch = make_batch([f"e{i}" for i in range(len(origins))], package_id="pkg")
+        batch["origin_id"] = origins
+        store.write_batch("owner-a", batch, checkpoint(line=len(origins) + 1))
+        query = EventQuery(
+            owner_id="owner-a",
+            start=datetime(2023, 11, 14, tzinfo=UTC),
+            end=datetime(2023, 11, 15, tzinfo=UTC),
+            package_ids=("pkg",),
+        )
+        (row,) = store.aggregate(query, "daily", "by-total")
+        assert (row.total, row.total_unique) == (7, 5)  # NULL counts in no unique total
+    finally:
+        store.close()

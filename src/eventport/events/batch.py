@@ -42,7 +42,12 @@ PLACE_FIELDS: Final = (
 #: The columns a user agent gives.
 AGENT_FIELDS: Final = ("platform", "client", "client_version", "client_runtime", "ci")
 
-_DIMENSIONS: Final = frozenset(PLACE_FIELDS) | frozenset(AGENT_FIELDS)
+#: Fields of a place that the event row carries too: what aggregates group by most (a daily
+#: by-country count then reads the rows alone; one low-cardinality column costs a write ~2%).
+ROW_PLACE_FIELDS: Final = ("origin_country",)
+_DIMENSIONS: Final = (frozenset(PLACE_FIELDS) - frozenset(ROW_PLACE_FIELDS)) | frozenset(
+    AGENT_FIELDS
+)
 #: An event row of a normalized batch: the events table's other columns, then the two keys.
 ROW_SCHEMA: Final = pa.schema(
     [field for field in ARROW_SCHEMA if field.name not in _DIMENSIONS]

@@ -22,6 +22,7 @@ from eventport.events.batch import (
     AGENT_SCHEMA,
     PLACE_FIELDS,
     PLACE_SCHEMA,
+    ROW_PLACE_FIELDS,
     ROW_SCHEMA,
     EventBatch,
     conform,
@@ -413,6 +414,8 @@ def _enrich(
     located = [lookups.located(c, enrichment) for c in distinct]
     columns["endpoint_id"] = _encoded(place_at, [e for e, _ in located])
     columns["place_key"] = _mapped(place_at, [k for _, k in located], pa.int64())
+    countries = [None if k is None else lookups.places[k][_COUNTRY] for _, k in located]
+    columns["origin_country"] = _encoded(place_at, countries)
     keys = {k for _, k in located if k is not None}
     places = _dimension_table(PLACE_SCHEMA, list(keys), [lookups.places[k] for k in keys])
 
@@ -476,6 +479,12 @@ def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
     )
 
 
-# Enrichment answers a place as (endpoint_id, *PLACE_FIELDS) and an agent as AGENT_FIELDS.
-if ("endpoint_id", *PLACE_FIELDS) != PLACE_COLUMNS or len(AGENT_FIELDS) != 5:
+# Enrichment answers a place as (endpoint_id, *PLACE_FIELDS) and an agent as AGENT_FIELDS; the
+# row carries the country (ROW_PLACE_FIELDS) too.
+_COUNTRY = PLACE_FIELDS.index("origin_country")
+if (
+    ("endpoint_id", *PLACE_FIELDS) != PLACE_COLUMNS
+    or len(AGENT_FIELDS) != 5
+    or ROW_PLACE_FIELDS != ("origin_country",)
+):
     raise RuntimeError("pipeline's enrichment columns are out of step with events.batch")
