@@ -67,6 +67,7 @@ def _entry(entry: LogEntry) -> dict[str, object]:
 # Read and decoded between two looks at the abort flag: records or lines, and at most 8 MiB.
 SLICE_LINES = 20_000
 SLICE_BYTES = 8 << 20
+LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
 
 class _Pending:
@@ -354,9 +355,14 @@ class ImportWorker:
             "events_count": checkpoint.imported,
             "failed_events_count": checkpoint.failed,
         }
+        logs = item.result.logs
+        for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
+            if stop.is_set():
+                return True
+            self._log(row.id, logs[start : start + LOG_CHUNK])
         if stop.is_set():
             return True
-        self._log(row.id, item.result.logs, progress)
+        self._log(row.id, [], progress)
         self.events.write_batch(row.owner_id, item.result.batch, checkpoint)
         return self._record(row, checkpoint)
 
