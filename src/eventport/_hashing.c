@@ -134,23 +134,33 @@ static void finish(Blake2b *s, uint8_t *out, size_t outlen) {
     for (size_t i = 0; i < outlen; i++) out[i] = (uint8_t)(s->h[i >> 3] >> (8 * (i & 7)));
 }
 
+/* Whether count+1 int32 offsets lie in order within data (else a ValueError is set). */
+static int offsets_valid(const Py_buffer *offsets, const Py_buffer *data, Py_ssize_t count) {
+    if (count < 0 || offsets->len < (Py_ssize_t)sizeof(int32_t) * (count + 1)) {
+        PyErr_SetString(PyExc_ValueError, "offsets too short");
+        return 0;
+    }
+    const int32_t *off = offsets->buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data->len) {
+            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer key, person, offsets, data;
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*y*y*n", &key, &person, &offsets, &data, &count)) return NULL;
     PyObject *result = NULL;
-    if (key.len < 1 || key.len > 64 || person.len > 16 || count < 0 ||
-        offsets.len < (Py_ssize_t)sizeof(int32_t) * (count + 1)) {
-        PyErr_SetString(PyExc_ValueError, "key of 1-64 bytes, person of at most 16, offsets");
+    if (key.len < 1 || key.len > 64 || person.len > 16) {
+        PyErr_SetString(PyExc_ValueError, "a key of 1-64 bytes and a person of at most 16");
         goto done;
     }
+    if (!offsets_valid(&offsets, &data, count)) goto done;
     const int32_t *off = offsets.buf;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data.len) {
-            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
-            goto done;
-        }
-    }
     result = PyBytes_FromStringAndSize(NULL, count * 32);
     if (!result) goto done;
     char *out = PyBytes_AS_STRING(result);
@@ -209,17 +219,8 @@ static PyObject *hashes(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*n", &offsets, &data, &count)) return NULL;
     PyObject *result = NULL;
-    if (count < 0 || offsets.len < (Py_ssize_t)sizeof(int32_t) * (count + 1)) {
-        PyErr_SetString(PyExc_ValueError, "offsets too short");
-        goto done;
-    }
+    if (!offsets_valid(&offsets, &data, count)) goto done;
     const int32_t *off = offsets.buf;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (off[i] < 0 || off[i] > off[i + 1] || off[i + 1] > data.len) {
-            PyErr_SetString(PyExc_ValueError, "offsets outside the data");
-            goto done;
-        }
-    }
     result = PyBytes_FromStringAndSize(NULL, count * 8);
     if (!result) goto done;
     uint64_t *out = (uint64_t *)PyBytes_AS_STRING(result);

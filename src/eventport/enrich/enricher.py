@@ -31,27 +31,16 @@ import pyarrow.compute as pc
 from eventport.domain.exclusions import ExclusionRules
 from eventport.enrich.agents import matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
+from eventport.events.batch import PLACE_FIELDS
 
 try:
     from eventport import _hashing
 except ImportError:  # not compiled: hashlib, one value at a time
     _hashing = None  # type: ignore[assignment]
 
-#: The event columns an address fills, in the order :meth:`ImportEnrichment.place` answers.
-PLACE_COLUMNS = (
-    "endpoint_id",
-    "origin_latitude",
-    "origin_longitude",
-    "origin_country",
-    "origin_state",
-    "origin_city",
-    "origin_postal",
-    "origin_connection_type",
-    "origin_company",
-    "origin_domain",
-    "cloud_provider_name",
-    "cloud_provider_domain",
-)
+#: The event columns an address fills, in the order :meth:`ImportEnrichment.place` answers:
+#: its own endpoint id, then what its place gives.
+PLACE_COLUMNS = ("endpoint_id", *PLACE_FIELDS)
 NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
 # Distinct addresses remembered per import (~300 B each with their shared place): enough for
 # the ~100,000 addresses of a 5M-event import, so each is looked up once; cleared when full.

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import PLACE_COLUMNS, ImportEnrichment, canonical_address
+from eventport.enrich.enricher import ImportEnrichment, canonical_address
 from eventport.events.batch import (
     AGENT_FIELDS,
     AGENT_SCHEMA,
@@ -479,12 +479,8 @@ def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
     )
 
 
-# Enrichment answers a place as (endpoint_id, *PLACE_FIELDS) and an agent as AGENT_FIELDS; the
-# row carries the country (ROW_PLACE_FIELDS) too.
+# Enrichment answers a place as PLACE_COLUMNS (endpoint_id, *PLACE_FIELDS) and an agent as
+# AGENT_FIELDS; the row carries the country (ROW_PLACE_FIELDS) too.
 _COUNTRY = PLACE_FIELDS.index("origin_country")
-if (
-    ("endpoint_id", *PLACE_FIELDS) != PLACE_COLUMNS
-    or len(AGENT_FIELDS) != 5
-    or ROW_PLACE_FIELDS != ("origin_country",)
-):
+if len(AGENT_FIELDS) != 5 or ROW_PLACE_FIELDS != ("origin_country",):
     raise RuntimeError("pipeline's enrichment columns are out of step with events.batch")
