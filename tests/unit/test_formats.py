@@ -549,3 +549,19 @@ def test_bad_arguments(tmp_path: Path, bad: dict[str, Any]) -> None:
     path = write(tmp_path, b"a\n", packed=False)
     with pytest.raises(ValueError, match=r"positive|format"):
         chunks(path, **bad)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\n", b"a\nbb\n\nccc", b"no newline", b"\n" * 10, b"x\n" * 1000 + b"tail"]
+)
+def test_line_counting_in_c_and_python_agree(data: bytes) -> None:
+    from eventport.imports import formats
+
+    if formats._count_lines is formats.count_lines_py:
+        pytest.skip("the C scanner is not compiled")
+    for start in range(0, len(data) + 1, max(1, len(data) // 7)):
+        for stop in (start, len(data), -1):
+            args = (data, start, stop) if stop >= 0 else (data, start)
+            assert formats._count_lines(*args) == formats.count_lines_py(*args)
+        for n in (0, 1, 2, 3, 500, 2000):
+            assert formats._line_end(data, start, n) == formats.line_end_py(data, start, n)

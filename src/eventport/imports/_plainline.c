@@ -681,9 +681,10 @@ static PyObject *line_end(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t start, n;
     if (!PyArg_ParseTuple(args, "y*nn", &view, &start, &n)) return NULL;
     if (start < 0) start = 0;
-    const char *base = view.buf, *p = base + (start < view.len ? start : view.len);
+    if (start > view.len) start = view.len;
+    const char *base = view.buf, *p = base + start;
     const char *end = base + view.len;
-    Py_ssize_t found = -1;
+    Py_ssize_t found = n <= 0 ? start : -1; /* no newline to pass: where it starts */
     Py_BEGIN_ALLOW_THREADS
     while (n > 0 && p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
         p++;

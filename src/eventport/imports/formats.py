@@ -50,21 +50,28 @@ from typing import BinaryIO, Final, Literal
 
 from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells
 
+
+def count_lines_py(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:
+    """The newlines in ``buffer[start:stop]`` (``stop`` -1: to the end)."""
+    return buffer.count(b"\n", start, stop if stop >= 0 else len(buffer))
+
+
+def line_end_py(buffer: bytes, start: int, n: int, /) -> int:
+    """The offset just after the ``n``-th newline from ``start``, or -1 if there are fewer."""
+    end = start - 1
+    for _ in range(n):
+        end = buffer.find(b"\n", end + 1)
+        if end < 0:
+            return -1
+    return end + 1
+
+
 try:  # memchr in C, where bytes.count compares byte by byte and a find loop is Python
     from eventport.imports._plainline import count_lines as _count_lines
     from eventport.imports._plainline import line_end as _line_end
 except ImportError:
-
-    def _count_lines(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:  # type: ignore[misc]
-        return buffer.count(b"\n", start, stop if stop >= 0 else len(buffer))
-
-    def _line_end(buffer: bytes, start: int, n: int, /) -> int:  # type: ignore[misc]
-        end = start - 1
-        for _ in range(n):
-            end = buffer.find(b"\n", end + 1)
-            if end < 0:
-                return -1
-        return end + 1
+    _count_lines = count_lines_py  # type: ignore[assignment]
+    _line_end = line_end_py  # type: ignore[assignment]
 
 
 __all__ = [
