@@ -378,3 +378,28 @@ def test_generated_lines_are_mostly_scanned(tmp_path: Path) -> None:
     (chunk,) = chunks_of(tmp_path, b"\n".join(plain))
     same_as_python(chunk)
     assert len(fast_lines(chunk)) == 1000
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.builds(
+                lambda raw, cut, junk: raw[:cut] + junk + raw[cut:],
+                st.sampled_from(PLAIN),
+                st.integers(0, 200),
+                st.binary(min_size=1, max_size=4),
+            ),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_arbitrary_bytes_agree(tmp_path: Path, lines: list[bytes]) -> None:
+    """Plain lines with bytes pushed in anywhere, and bytes that are no JSON at all."""
+    lines = [raw.replace(b"\n", b" ") for raw in lines]
+    for chunk in chunks_of(tmp_path, b"\n".join(lines) + b"\n", max_line_bytes=300):
+        same_as_python(chunk)
