@@ -21,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from eventport.imports.decoding import decode_chunk
 from eventport.imports.formats import iter_chunks
 from eventport.imports.records import decode_csv, decode_ndjson
 
@@ -109,6 +110,17 @@ def main() -> None:
 
             return run
 
+        def shipped(path: Path, packed: bool) -> Callable[[], int]:
+            """What the worker runs: the C scanner for plain lines, records.py for the rest."""
+
+            def run() -> int:
+                return sum(
+                    decode_chunk(c, csv=False, keep_addresses=False)[0].num_rows
+                    for c in iter_chunks(path, gzip=packed, fmt="ndjson")
+                )
+
+            return run
+
         def csv_both() -> int:
             return sum(
                 len(decode_csv(c.header, c.rows)[0])
@@ -123,6 +135,8 @@ def main() -> None:
             ("formats.py + records.py (plain)", both(plain, False)),
             ("formats.py + records.py (gzip)", both(packed, True)),
             ("formats.py + records.py (CSV)", csv_both),
+            ("formats.py + decoding.py (plain)", shipped(plain, False)),
+            ("formats.py + decoding.py (gzip)", shipped(packed, True)),
         ]:
             seconds, count = best_of(3, fn)
             assert count == lines, (name, count)

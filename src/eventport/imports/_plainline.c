@@ -221,6 +221,11 @@ static int scan_string(Cursor *c, int allow_escapes, const char **text, size_t *
     memcpy(out, start, (size_t)(p - start));
     out += p - start;
     while (p < end) {
+        const unsigned char *plain = skip_plain(p, end); /* copy runs, not bytes */
+        memcpy(out, p, (size_t)(plain - p));
+        out += plain - p;
+        p = plain;
+        if (p >= end) break;
         unsigned char ch = *p;
         if (ch == '"') {
             *text = s->data + at;
