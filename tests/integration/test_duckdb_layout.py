@@ -7,19 +7,16 @@ from pathlib import Path
 
 import duckdb
 
-from eventport.events.duckdb_store import AGENTS_TABLE, PLACES_TABLE, ROWS_TABLE, DuckDBEventStore
+from eventport.events.duckdb_store import (
+    _SQL_TYPES,
+    AGENTS_TABLE,
+    PLACES_TABLE,
+    ROWS_TABLE,
+    DuckDBEventStore,
+)
 from eventport.events.schema import COLUMNS
 from eventport.events.store import EVENTS_TABLE
 from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
-
-_OLD_TYPES = {
-    "text": "VARCHAR",
-    "bigint": "BIGINT",
-    "integer": "INTEGER",
-    "double": "DOUBLE",
-    "boolean": "BOOLEAN",
-    "timestamp": "TIMESTAMPTZ",
-}
 
 
 def test_places_and_agents_are_stored_once(tmp_path: Path) -> None:
@@ -51,7 +48,7 @@ def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "events.duckdb"
     old = [c for c in COLUMNS if c.name not in ("client_runtime", "ci", "remote_address")]
     con = duckdb.connect(str(path))
-    columns = ", ".join(f'"{c.name}" {_OLD_TYPES[c.type]}' for c in old)
+    columns = ", ".join(f'"{c.name}" {_SQL_TYPES[c.type]}' for c in old)
     con.execute(f"CREATE TABLE {EVENTS_TABLE} (id_key UHUGEINT NOT NULL, {columns})")
     batches = [
         make_batch(["a", "b"], origin_country="DE", origin_city="Berlin", platform="linux"),

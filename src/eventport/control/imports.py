@@ -260,10 +260,11 @@ def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, obj
     """
     if not entries:
         return
-    created: object = utcnow()
+    now = utcnow()
+    created: object = now
     if session.get_bind().dialect.name == "sqlite":
         # as SQLAlchemy's DateTime keeps it in SQLite: naive UTC text
-        naive = utcnow().astimezone(UTC).replace(tzinfo=None)
+        naive = now.astimezone(UTC).replace(tzinfo=None)
         created = naive.isoformat(sep=" ", timespec="microseconds")
         mark = "?"
     else:

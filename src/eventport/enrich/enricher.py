@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from eventport.domain.exclusions import ExclusionRules
 from eventport.enrich.agents import matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
-from eventport.events.batch import PLACE_FIELDS
+from eventport.events.batch import PLACE_FIELDS, dimension_key
 
 try:
     from eventport import _hashing
@@ -146,6 +146,8 @@ class ImportEnrichment:
         self.rules = rules
         self._places: dict[str, tuple[object, ...]] = {}
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
+        self._place_keys: dict[str, int | None] = {}  # canonical address -> its place's key
+        self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoint = enricher.hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
@@ -159,8 +161,8 @@ class ImportEnrichment:
         if not new:
             return
         if len(self._places) + len(new) > _CACHE_MAX:
-            self._places.clear()
-            self._shared.clear()
+            for cache in (self._places, self._shared, self._place_keys):
+                cache.clear()
         ip = self.enricher.ip
         found = ip.lookup_many(new) if ip is not None else {}
         for address in new:
@@ -192,7 +194,20 @@ class ImportEnrichment:
                 place.cloud_provider_domain,
             )
             located = self._shared.setdefault(located, located)
+        self._place_keys[address] = self._key_of(located)
         return (self._endpoint(address), *located)
+
+    def place_key(self, address: str) -> int | None:
+        """The key of a canonical address's place (events/batch.py; None: no place known)."""
+        self.place(address)
+        return self._place_keys[address]
+
+    def _key_of(self, values: tuple[object, ...]) -> int | None:
+        if values not in self._keys:
+            if len(self._keys) >= _CACHE_MAX:
+                self._keys.clear()
+            self._keys[values] = dimension_key(values)
+        return self._keys[values]
 
     def origin(self, address: str, agent: str | None) -> str:
         """The origin id of a canonical address and a user agent."""
@@ -229,6 +244,10 @@ class ImportEnrichment:
                 self._agents.clear()
             self._agents[user_agent] = found
         return found
+
+    def agent_key(self, user_agent: str | None) -> int | None:
+        """The key of a user agent's reading (events/batch.py; None: nothing known)."""
+        return self._key_of(self.agent(user_agent)[0])
 
 
 def origin_key(configured: str | None, stored: Callable[[], bytes]) -> bytes:

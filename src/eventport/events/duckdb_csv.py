@@ -23,14 +23,13 @@ The rules, those of pyarrow's writer with eventport's formatting (see :mod:`even
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventport.events.schema import ColumnType
-from eventport.export.csv import CsvColumn, CsvLayout
 
 #: SQL expressions whose texts, one after the other, make a field (a NULL one adds nothing).
 Pieces = tuple[str, ...]
@@ -126,21 +125,16 @@ FIELDS: Final[dict[ColumnType, Callable[[str], Pieces]]] = {
 }
 
 
-def line_sql(
-    layout: CsvLayout,
-    types: dict[str, ColumnType],
-    value: Callable[[CsvColumn], str],
-) -> str:
-    """The expression of one CSV line (its newline included) of ``layout``: ``types`` gives
-    each event column's type, ``value`` the SQL of a column's value (the package name for a
-    v1 package column, which is text)."""
+def fields_sql(fields: Iterable[Pieces], *, line: bool = False) -> str:
+    """The expression of fields separated by commas, ended by a newline for a whole ``line``."""
     pieces: list[str] = []
-    for column in layout.columns:
-        kind: ColumnType = "text" if column.package_name else types[column.source]
+    for field in fields:
         if pieces:
             pieces.append("','")
-        pieces.extend(FIELDS[kind](value(column)))
-    return f"concat({', '.join(pieces)}, chr(10))"
+        pieces.extend(field)
+    if line:
+        pieces.append("chr(10)")
+    return f"concat({', '.join(pieces)})"
 
 
 def sorted_lines(table: pa.Table) -> pa.Array:

@@ -57,7 +57,9 @@ from eventport.events.duckdb_csv import (
     LINE,
     SORT_ID,
     SORT_TIME,
+    Pieces,
     chunks_of,
+    fields_sql,
     sorted_lines,
     text_of,
 )
@@ -111,13 +113,22 @@ _SQL_TYPES: dict[ColumnType, str] = {
 ROWS_TABLE = "event_rows"
 PLACES_TABLE = "event_places"
 AGENTS_TABLE = "event_agents"
-_ROW_FIELDS = [f for f in ROW_SCHEMA if f.name not in ("place_key", "agent_key")]
 _ROW_COLUMNS = [c for c in COLUMNS if c.name in ROW_SCHEMA.names]
-_ROW_NAMES_SQL = ", ".join(_q(c.name) for c in _ROW_COLUMNS) + ", place_key, agent_key"
+_ROW_NAMES = [*(_q(c.name) for c in _ROW_COLUMNS), "place_key", "agent_key"]
+_ROW_NAMES_SQL = ", ".join(_ROW_NAMES)
 _DIMENSION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (PLACES_TABLE, "place_key", PLACE_FIELDS),
     (AGENTS_TABLE, "agent_key", AGENT_FIELDS),
 )
+# The events columns a dimension table gives (by its alias; the rest, ROW_PLACE_FIELDS among
+# them, are the row table's), and how each table is joined to the rows (aliased r).
+_JOINED = {n: "p" for n in PLACE_FIELDS if n not in ROW_PLACE_FIELDS} | dict.fromkeys(
+    AGENT_FIELDS, "a"
+)
+_JOINS = {
+    "p": f"LEFT JOIN {PLACES_TABLE} p ON p.place_key = r.place_key",
+    "a": f"LEFT JOIN {AGENTS_TABLE} a ON a.agent_key = r.agent_key",
+}
 _BATCH_PLACES = "eventport_batch_places"
 _BATCH_AGENTS = "eventport_batch_agents"
 _BATCH_VIEW = "eventport_batch"
@@ -149,14 +160,10 @@ _ORIGIN_KEY = (
 
 def _view_sql() -> str:
     """The events table's columns, in order, from the row and dimension tables."""
-    sources = {name: "p" for name in PLACE_FIELDS if name not in ROW_PLACE_FIELDS}
-    sources |= dict.fromkeys(AGENT_FIELDS, "a")
-    listed = ", ".join(f"{sources.get(name, 'r')}.{_q(name)}" for name in COLUMN_NAMES)
+    listed = ", ".join(f"{_JOINED.get(name, 'r')}.{_q(name)}" for name in COLUMN_NAMES)
     return (
         f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT r.id_key, {listed} "
-        f"FROM {ROWS_TABLE} r "
-        f"LEFT JOIN {PLACES_TABLE} p ON p.place_key = r.place_key "
-        f"LEFT JOIN {AGENTS_TABLE} a ON a.agent_key = r.agent_key"
+        f"FROM {ROWS_TABLE} r " + " ".join(_JOINS.values())
     )
 
 
@@ -182,14 +189,12 @@ def _events_from(needed: Iterable[str] = ()) -> str:
     joined in (the view EVENTS_TABLE joins both, and DuckDB does not drop an unused LEFT JOIN):
     a daily count reads the row table alone, a by-country count joins only the places."""
     wanted = set(needed)
-    places = [name for name in PLACE_FIELDS if name in wanted and name not in ROW_PLACE_FIELDS]
-    agents = [name for name in AGENT_FIELDS if name in wanted]
-    if not places and not agents:
+    joined = [name for name in _JOINED if name in wanted]
+    if not joined:
         return f"{ROWS_TABLE} e "
-    listed = ", ".join(["r.*", *(f"p.{_q(n)}" for n in places), *(f"a.{_q(n)}" for n in agents)])
-    joins = (f" LEFT JOIN {PLACES_TABLE} p ON p.place_key = r.place_key" if places else "") + (
-        f" LEFT JOIN {AGENTS_TABLE} a ON a.agent_key = r.agent_key" if agents else ""
-    )
+    listed = ", ".join(["r.*", *(f"{_JOINED[n]}.{_q(n)}" for n in joined)])
+    aliases = {_JOINED[n] for n in joined}
+    joins = "".join(f" {join}" for alias, join in _JOINS.items() if alias in aliases)
     return f"(SELECT {listed} FROM {ROWS_TABLE} r{joins}) e "
 
 
@@ -267,16 +272,19 @@ _NAMES_VIEW = "eventport_package_names"
 _LOGICAL_TYPES: dict[str, ColumnType] = {c.name: c.type for c in COLUMNS}
 
 
-def _csv_value(column: CsvColumn) -> str:
-    """A CSV column's value, cast to its logical type (a no-op while the stored column has
-    it): the package's name for a v1 package column, else the event column."""
+def _csv_field(column: CsvColumn, table: str = "e") -> Pieces:
+    """A CSV column's field, of its value cast to its logical type (a no-op while the stored
+    column has it): the package's name for a v1 package column, else the column of the
+    events (or of the dimension table) aliased ``table``."""
     if column.package_name:
-        return f"CAST(n.name AS {_SQL_TYPES['text']})"
-    return f"CAST(e.{_q(column.source)} AS {_SQL_TYPES[_LOGICAL_TYPES[column.source]]})"
+        return FIELDS["text"](f"CAST(n.name AS {_SQL_TYPES['text']})")
+    kind = _LOGICAL_TYPES[column.source]
+    return FIELDS[kind](f"CAST({table}.{_q(column.source)} AS {_SQL_TYPES[kind]})")
 
 
 _PLACE_TEXTS = "eventport_place_texts"
 _AGENT_TEXTS = "eventport_agent_texts"
+_DIMENSION_OF = dict.fromkeys(PLACE_FIELDS, "place") | dict.fromkeys(AGENT_FIELDS, "agent")
 
 
 class _DimensionTexts:
@@ -292,34 +300,23 @@ class _DimensionTexts:
     def __init__(self, layout: CsvLayout) -> None:
         runs: list[tuple[str, list[CsvColumn]]] = []  # ("row" | "place" | "agent", columns)
         for column in layout.columns:
-            kind = "row"
-            if not column.package_name:
-                kind = (
-                    "place"
-                    if column.source in _PLACE_SET
-                    else ("agent" if column.source in _AGENT_SET else "row")
-                )
+            # A place's fields are all written from its texts, the row's country included.
+            kind = "row" if column.package_name else _DIMENSION_OF.get(column.source, "row")
             if runs and runs[-1][0] == kind != "row":
                 runs[-1][1].append(column)
             else:
                 runs.append((kind, [column]))
         self._runs = {"place": [], "agent": []}  # type: dict[str, list[list[CsvColumn]]]
-        pieces: list[str] = []
+        fields: list[Pieces] = []
         for kind, columns in runs:
-            if pieces:
-                pieces.append("','")
             if kind == "row":
-                column = columns[0]
-                field_kind: ColumnType = (
-                    "text" if column.package_name else _LOGICAL_TYPES[column.source]
-                )
-                pieces.extend(FIELDS[field_kind](_csv_value(column)))
+                fields.append(_csv_field(columns[0]))
                 continue
             alias = "fp" if kind == "place" else "fa"
             number = len(self._runs[kind])
             self._runs[kind].append(columns)
-            pieces.append(f"coalesce({alias}.t{number}, {_literal(',' * (len(columns) - 1))})")
-        self.line = f"concat({', '.join(pieces)}, chr(10))"
+            fields.append((f"coalesce({alias}.t{number}, {_literal(',' * (len(columns) - 1))})",))
+        self.line = fields_sql(fields, line=True)
         self.joins = ""
         if self._runs["place"]:
             self.joins += f"LEFT JOIN {_PLACE_TEXTS} fp ON fp.place_key = e.place_key "
@@ -336,29 +333,15 @@ class _DimensionTexts:
             if not self._runs[kind]:
                 continue
             listed = ", ".join(
-                f"{_run_text(columns)} AS t{n}" for n, columns in enumerate(self._runs[kind])
+                f"{fields_sql(_csv_field(c, 'd') for c in columns)} AS t{n}"
+                for n, columns in enumerate(self._runs[kind])
             )
             made[name] = cursor.sql(f"SELECT {key}, {listed} FROM {table} d").to_arrow_table()
         return made
 
 
-def _run_text(columns: list[CsvColumn]) -> str:
-    """SQL of the CSV text of adjacent dimension fields (table aliased ``d``)."""
-    pieces: list[str] = []
-    for column in columns:
-        if pieces:
-            pieces.append("','")
-        kind = _LOGICAL_TYPES[column.source]
-        pieces.extend(FIELDS[kind](f"CAST(d.{_q(column.source)} AS {_SQL_TYPES[kind]})"))
-    return f"concat({', '.join(pieces)})"
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-_PLACE_SET = frozenset(PLACE_FIELDS)
-_AGENT_SET = frozenset(AGENT_FIELDS)
 
 
 def _names_table(package_names: Mapping[str, str]) -> pa.Table:
@@ -609,8 +592,7 @@ class DuckDBEventStore:
             )
         for table, wanted in (
             (ROWS_TABLE, _ROW_COLUMNS),
-            (PLACES_TABLE, [_COLUMN_OF[n] for n in PLACE_FIELDS]),
-            (AGENTS_TABLE, [_COLUMN_OF[n] for n in AGENT_FIELDS]),
+            *((table, [_COLUMN_OF[n] for n in fields]) for table, _, fields in _DIMENSION_TABLES),
         ):
             have = _columns_of(con, table)
             for column in wanted:  # columns added to the schema since the file was created
@@ -704,7 +686,7 @@ class DuckDBEventStore:
                         f"DELETE FROM {ROWS_TABLE} "
                         f"WHERE id_key IN (SELECT id_key FROM {_BATCH_KEYS})",
                     )
-                    listed = ", ".join(f"b.{name}" for name in _ROW_NAMES_SQL.split(", "))
+                    listed = ", ".join(f"b.{name}" for name in _ROW_NAMES)
                     _run(
                         con,
                         f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) SELECT "

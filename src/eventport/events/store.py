@@ -182,8 +182,8 @@ def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
         return normalize(batch_table(owner_id, batch))
     try:
         rows = conform(batch.rows, ROW_SCHEMA)
-        places = batch.places.select(PLACE_SCHEMA.names).cast(PLACE_SCHEMA)
-        agents = batch.agents.select(AGENT_SCHEMA.names).cast(AGENT_SCHEMA)
+        places = conform(batch.places, PLACE_SCHEMA)
+        agents = conform(batch.agents, AGENT_SCHEMA)
     except (KeyError, pa.ArrowInvalid) as exc:
         raise ValueError(f"batch columns wrong: {exc}") from exc
     _check_rows(owner_id, rows)

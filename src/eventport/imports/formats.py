@@ -293,10 +293,10 @@ def _ndjson_chunks(
     stream: _Stream, start_line: int, chunk_lines: int, chunk_bytes: int, max_line: int
 ) -> Iterator[Chunk]:
     """Chunks of whole lines, with few copies: each block is searched for its last newline
-    only, and lines are counted with ``bytes.count``.
+    only, and lines are counted (``count_lines``) without being split.
 
     A line that grows over the limit before its newline arrives is dropped as it is read and
-    stands in the chunk as an empty placeholder line; ``extra`` remembers how many more bytes
+    stands in the chunk as an empty placeholder line; ``dropped`` remembers how many more bytes
     of the stream it was, so offsets stay those of the stream.
     """
     line_no = start_line  # number of the first pending line

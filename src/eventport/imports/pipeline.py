@@ -16,17 +16,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import ImportEnrichment, canonical_address
+from eventport.enrich.enricher import PLACE_COLUMNS, ImportEnrichment, canonical_address
 from eventport.events.batch import (
-    AGENT_FIELDS,
     AGENT_SCHEMA,
-    PLACE_FIELDS,
     PLACE_SCHEMA,
     ROW_PLACE_FIELDS,
     ROW_SCHEMA,
     EventBatch,
     conform,
-    dimension_key,
 )
 from eventport.imports.records import LogEntry, failed_line_count
 
@@ -36,8 +33,22 @@ except ImportError:  # not compiled: ids are compared as texts
     _hashing = None  # type: ignore[assignment]
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-_CANONICAL_CACHE_MAX = 100_000  # raw addresses (and place keys) remembered per import
-_UNSEEN: Any = object()
+_CANONICAL_CACHE_MAX = 100_000  # raw addresses remembered per import
+# Decoded columns that go on to the batch as they are (or to what builds it).
+_CARRIED = (
+    "line",
+    "time",
+    "type",
+    "version",
+    "referer",
+    "user_agent",
+    "domain",
+    "variables",
+    "headers",
+    "dnt",
+    "unique_id",
+    "remote_address",
+)
 
 
 @dataclass(frozen=True)
@@ -62,9 +73,6 @@ class Lookups:
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
     canonicals: dict[str, str | None] = field(default_factory=dict)
-    dimension_keys: dict[tuple[object, ...], int | None] = field(default_factory=dict)
-    addresses: dict[str, tuple[str, int | None]] = field(default_factory=dict)
-    places: dict[int, tuple[object, ...]] = field(default_factory=dict)  # by place key
     # $unique_ids of the batch built before this one: it may still be being written (the
     # worker writes a batch while it builds the next), so the store may not show them yet.
     previous_ids: tuple[pa.Array, pa.Array] = field(
@@ -79,30 +87,6 @@ class Lookups:
             self.canonicals.clear()
         found = self.canonicals[address] = canonical_address(address)
         return found
-
-    def located(self, address: str, enrichment: ImportEnrichment) -> tuple[str, int | None]:
-        """A canonical address's endpoint id and place key (its values go to ``places``),
-        remembered per import."""
-        found = self.addresses.get(address)
-        if found is None:
-            endpoint, *values = enrichment.place(address)
-            key = self.dimension_key(values)
-            if key is not None:
-                self.places[key] = tuple(values)
-            if len(self.addresses) >= _CANONICAL_CACHE_MAX:
-                self.addresses.clear()
-            found = self.addresses[address] = (str(endpoint), key)
-        return found
-
-    def dimension_key(self, values: Sequence[object]) -> int | None:
-        """A place's or agent's key (events/batch.py), remembered per import."""
-        key = tuple(values)
-        found = self.dimension_keys.get(key, _UNSEEN)
-        if found is _UNSEEN:
-            if len(self.dimension_keys) >= _CANONICAL_CACHE_MAX:
-                self.dimension_keys.clear()
-            found = self.dimension_keys[key] = dimension_key(key)
-        return found  # type: ignore[no-any-return]
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -199,9 +183,7 @@ def build_batch(
         "pixel_id": pixel_ids,
         "address_at": address_at,
     }
-    for name in ("line", "time", "type", "version", "referer", "user_agent", "domain"):
-        columns[name] = events.column(name)
-    for name in ("variables", "headers", "dnt", "unique_id", "remote_address"):
+    for name in _CARRIED:
         columns[name] = events.column(name)
     table = pa.table(columns)
     if keep is not None:
@@ -411,18 +393,19 @@ def _enrich(
     position = {c: i for i, c in enumerate(distinct)}
     to_place = pa.array([None if c is None else position[c] for c in canonicals], pa.int32())
     place_at = to_place.take(address_at)
-    located = [lookups.located(c, enrichment) for c in distinct]
-    columns["endpoint_id"] = _encoded(place_at, [e for e, _ in located])
-    columns["place_key"] = _mapped(place_at, [k for _, k in located], pa.int64())
-    countries = [None if k is None else lookups.places[k][_COUNTRY] for _, k in located]
-    columns["origin_country"] = _encoded(place_at, countries)
-    keys = {k for _, k in located if k is not None}
-    places = _dimension_table(PLACE_SCHEMA, list(keys), [lookups.places[k] for k in keys])
+    answers = [enrichment.place(c) for c in distinct]  # PLACE_COLUMNS
+    place_keys = [enrichment.place_key(c) for c in distinct]
+    columns["endpoint_id"] = _encoded(place_at, [a[0] for a in answers])
+    columns["place_key"] = _mapped(place_at, place_keys, pa.int64())
+    for name in ROW_PLACE_FIELDS:  # the place's fields the row carries too (texts)
+        at = PLACE_COLUMNS.index(name)
+        columns[name] = _encoded(place_at, [a[at] for a in answers])
+    places = _dimension_table(PLACE_SCHEMA, place_keys, [a[1:] for a in answers])
 
     agents, agent_at = _distinct(table.column("user_agent"))
     columns["user_agent"] = _encoded(agent_at, agents)
     readings = [enrichment.agent(a) for a in agents]
-    agent_keys = [lookups.dimension_key(values) for values, _ in readings]
+    agent_keys = [enrichment.agent_key(a) for a in agents]
     columns["agent_key"] = _mapped(agent_at, agent_keys, pa.int64())
     agent_table = _dimension_table(AGENT_SCHEMA, agent_keys, [values for values, _ in readings])
     columns["excluded"] = _mapped(agent_at, [excluded for _, excluded in readings], pa.bool_())
@@ -477,10 +460,3 @@ def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
         code="duplicate-unique-id",
         message=f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}",
     )
-
-
-# Enrichment answers a place as PLACE_COLUMNS (endpoint_id, *PLACE_FIELDS) and an agent as
-# AGENT_FIELDS; the row carries the country (ROW_PLACE_FIELDS) too.
-_COUNTRY = PLACE_FIELDS.index("origin_country")
-if len(AGENT_FIELDS) != 5 or ROW_PLACE_FIELDS != ("origin_country",):
-    raise RuntimeError("pipeline's enrichment columns are out of step with events.batch")
