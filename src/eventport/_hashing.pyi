@@ -7,3 +7,9 @@ def hex_digests(key: Buffer, person: Buffer, offsets: Buffer, data: Buffer, coun
 
 def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` unkeyed 64-bit hashes (native-endian), to find equal texts fast."""
+
+def md5_keys(prefix: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
+    """DuckDB's ``md5_number(prefix || text)`` of each text, as native-endian uint64 halves."""
+
+def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
+    """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves."""

@@ -64,6 +64,12 @@ from eventport.events.duckdb_csv import (
     text_of,
 )
 from eventport.events.duckdb_pipeline import WindowPipeline
+from eventport.events.keys import (
+    KEY_FROM_HALVES_SQL,
+    ORIGIN_KEY_SQL,
+    RecentIdKeys,
+    origin_keys,
+)
 from eventport.events.schema import (
     COLUMN_NAMES,
     COLUMNS,
@@ -132,7 +138,6 @@ _JOINS = {
 _BATCH_PLACES = "eventport_batch_places"
 _BATCH_AGENTS = "eventport_batch_agents"
 _BATCH_VIEW = "eventport_batch"
-_BATCH_KEYS = "eventport_batch_keys"
 _IDS_VIEW = "eventport_ids"
 _PACKAGES_VIEW = "eventport_packages"
 _PIXELS_VIEW = "eventport_pixels"
@@ -144,18 +149,13 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
 
 
 _COLUMNS_SQL = ", ".join(_q(n) for n in COLUMN_NAMES)
-# Must stay the same expression in every statement: it is how stored keys are found again.
-_KEY_SQL = "md5_number({owner} || chr(0) || {id})"
 _COLUMN_OF = {c.name: c for c in COLUMNS}
 # origin_key: the origin id as a 128-bit number, what aggregates count distinct values of
-# (2.3x faster than counting 32-character texts, measured on 10M events). Origin ids are 32
-# lowercase hex digits (enrichment's keyed hashes), read as the number they spell: one key per
-# id, and back. Any other text (ids made elsewhere, as by tests) gets its MD5 instead, which
-# could only meet a real id's number by an MD5 match of a keyed hash.
-_ORIGIN_KEY = (
-    "CASE WHEN regexp_full_match({origin}, '[0-9a-f]{{32}}') "
-    "THEN CAST('0x' || {origin} AS UHUGEINT) ELSE md5_number({origin}) END"
-)
+# (2.3x faster than counting 32-character texts, measured on 10M events); see events/keys.py.
+# A batch brings both keys as UBIGINT halves (computed before the lock); rows stored before
+# get theirs from the SQL definitions.
+_ID_KEY = KEY_FROM_HALVES_SQL.format(prefix="id")
+_ORIGIN_KEY = KEY_FROM_HALVES_SQL.format(prefix="origin")
 
 
 def _view_sql() -> str:
@@ -448,6 +448,16 @@ def _run(
     return con.execute(query, params).fetchall()
 
 
+def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
+    """The batch's rows with the halves of their id and origin keys (events/keys.py)."""
+    halves = {}
+    halves["id_hi"], halves["id_lo"] = id_keys(owner_id, rows.column("id"))
+    halves["origin_hi"], halves["origin_lo"] = origin_keys(rows.column("origin_id"))
+    for name, column in halves.items():
+        rows = rows.append_column(name, column)
+    return rows
+
+
 def default_threads() -> int:
     """Threads DuckDB may use: half the cores, at most 4; import workers parse on the others.
 
@@ -550,6 +560,7 @@ class DuckDBEventStore:
         self._lock = threading.Lock()
         self._lookup: duckdb.DuckDBPyConnection | None = None  # existing_ids' own cursor
         self._lookup_lock = threading.Lock()
+        self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
         self._scattered_seconds = _SCATTERED_SECONDS_PER_ROW
@@ -628,8 +639,9 @@ class DuckDBEventStore:
         wait for a batch being written (the worker looks up the next batch meanwhile)."""
         if not len(ids):
             return set()
-        table = pa.table({"id": ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())})
-        key = _KEY_SQL.format(owner="?", id="b.id")
+        column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        high, low = self._id_keys(owner_id, column)
+        table = pa.table({"id": column, "id_hi": high, "id_lo": low})
         with self._lookup_lock:
             if self._lookup is None:
                 with self._lock:
@@ -639,9 +651,8 @@ class DuckDBEventStore:
             try:
                 found = _run(
                     cursor,
-                    f"SELECT b.id FROM {_IDS_VIEW} b "
-                    f"WHERE {key} IN (SELECT id_key FROM {ROWS_TABLE})",
-                    [owner_id],
+                    f"SELECT id FROM {_IDS_VIEW} "
+                    f"WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})",
                 )
             finally:
                 cursor.unregister(_IDS_VIEW)
@@ -652,7 +663,7 @@ class DuckDBEventStore:
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
         registered = (
             (
-                (_BATCH_VIEW, checked.rows),
+                (_BATCH_VIEW, _with_keys(owner_id, checked.rows, self._id_keys)),
                 (_BATCH_PLACES, checked.places),
                 (_BATCH_AGENTS, checked.agents),
             )
@@ -674,26 +685,16 @@ class DuckDBEventStore:
                             f"INSERT INTO {table} SELECT * FROM {source} "
                             f"WHERE {key} NOT IN (SELECT {key} FROM {table})",
                         )
-                    # Each key computed once (MD5 is most of the cost of both statements).
-                    _run(
-                        con,
-                        f"CREATE OR REPLACE TEMP TABLE {_BATCH_KEYS} AS SELECT "
-                        f"{_KEY_SQL.format(owner='?', id='id')} AS id_key FROM {_BATCH_VIEW}",
-                        [owner_id],
-                    )
                     _run(
                         con,
                         f"DELETE FROM {ROWS_TABLE} "
-                        f"WHERE id_key IN (SELECT id_key FROM {_BATCH_KEYS})",
+                        f"WHERE id_key IN (SELECT {_ID_KEY} FROM {_BATCH_VIEW})",
                     )
-                    listed = ", ".join(f"b.{name}" for name in _ROW_NAMES)
                     _run(
                         con,
-                        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) SELECT "
-                        f"k.id_key, {listed}, {_ORIGIN_KEY.format(origin='b.origin_id')} "
-                        f"FROM {_BATCH_VIEW} b POSITIONAL JOIN {_BATCH_KEYS} k",
+                        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) "
+                        f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_ORIGIN_KEY} FROM {_BATCH_VIEW}",
                     )
-                    _run(con, f"DROP TABLE {_BATCH_KEYS}")
                 _run(con, _UPSERT_CHECKPOINT, values)
                 self._before_commit()
                 _run(con, "COMMIT")
@@ -1079,7 +1080,7 @@ def _migrate_wide_events(con: duckdb.DuckDBPyConnection) -> None:
         con,
         f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) "
         f"SELECT o.id_key, {listed}, p.place_key, a.agent_key, "
-        f"{_ORIGIN_KEY.format(origin=value('origin_id', 'o.'))} FROM {_OLD_EVENTS} o "
+        f"{ORIGIN_KEY_SQL.format(origin=value('origin_id', 'o.'))} FROM {_OLD_EVENTS} o "
         + " ".join(joins),
     )
     _run(con, f"DROP TABLE {_OLD_EVENTS}")

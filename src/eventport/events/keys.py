@@ -1,0 +1,125 @@
+"""The DuckDB event store's 128-bit keys, computed before a batch reaches DuckDB.
+
+Two keys live beside each stored event (see events/duckdb_store.py):
+
+* ``id_key``: ``md5_number(owner_id || chr(0) || id)``, how an id is found again;
+* ``origin_key``: an origin id of 32 lowercase hex digits (enrichment's keyed hashes) read as
+  the number it spells; any other text, its ``md5_number``. Aggregates count distinct keys.
+
+The SQL expressions (:data:`ID_KEY_SQL`, :data:`ORIGIN_KEY_SQL`) define them and compute them for
+rows already stored. For a batch, the ``_hashing`` C extension computes them (about 10x cheaper
+than DuckDB's MD5 and regexp, and on the thread that builds the batch) as two UBIGINT halves
+that DuckDB only joins (:data:`KEY_FROM_HALVES_SQL`). Without the extension hashlib computes the
+same numbers, slower. tests/unit/test_keys.py holds all three to DuckDB's answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import deque
+
+import pyarrow as pa
+
+try:
+    from eventport import _hashing
+except ImportError:  # not compiled
+    _hashing = None  # type: ignore[assignment]
+
+ID_KEY_SQL = "md5_number({owner} || chr(0) || {id})"
+ORIGIN_KEY_SQL = (
+    "CASE WHEN regexp_full_match({origin}, '[0-9a-f]{{32}}') "
+    "THEN CAST('0x' || {origin} AS UHUGEINT) ELSE md5_number({origin}) END"
+)
+KEY_FROM_HALVES_SQL = "((CAST({prefix}_hi AS UHUGEINT) << 64) | {prefix}_lo)"
+_HEX_ID = re.compile(rb"[0-9a-f]{32}")
+_HALF = (1 << 64) - 1
+
+
+def id_keys(owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """``id_key`` of each id (no nulls) of ``owner_id``, as (high, low) uint64 columns."""
+    prefix = owner_id.encode() + b"\0"
+    texts = _plain(ids)
+    if texts.null_count:
+        raise ValueError("an event id cannot be missing")
+    if _hashing is None:
+        return _split([_md5_number(prefix + t) for t in _bytes(texts)])
+    _, offsets, data = texts.buffers()
+    high, low = _hashing.md5_keys(prefix, offsets, data or b"", len(texts))
+    return _halves(high, low, len(texts))
+
+
+class RecentIdKeys:
+    """:func:`id_keys` remembering its last few answers: a batch's ids are keyed once to find
+    which exist already (on the thread that builds the batch) and again to be written (on the
+    writer's thread), ~0.26 us an id each time. An answer is reused only for equal ids of the
+    same owner, so a miss costs a comparison and never gives a wrong key."""
+
+    def __init__(self, size: int = 4) -> None:
+        self._recent: deque[tuple[str, pa.Array, pa.Array, pa.Array]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def __call__(self, owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+        if isinstance(ids, pa.ChunkedArray):
+            ids = ids.combine_chunks()
+        with self._lock:
+            recent = list(self._recent)
+        for owner, known, high, low in reversed(recent):
+            if owner == owner_id and len(known) == len(ids) and known.equals(ids):
+                return high, low
+        high, low = id_keys(owner_id, ids)
+        with self._lock:
+            self._recent.append((owner_id, ids, high, low))
+        return high, low
+
+
+def origin_keys(origin_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    """``origin_key`` of each origin id as (high, low) uint64 columns, null where it is null."""
+    texts = _plain(origin_ids)
+    if _hashing is None:
+        return _split([None if t is None else _origin_number(t) for t in _bytes(texts)])
+    _, offsets, data = texts.buffers()
+    high, low = _hashing.origin_keys(offsets, data or b"", len(texts))
+    if not texts.null_count:
+        return _halves(high, low, len(texts))
+    validity = texts.buffers()[0]
+    return (
+        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(high)]),
+        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(low)]),
+    )
+
+
+def _plain(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One string array with no offset and int32 offsets, as the C functions read it."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    return pa.concat_arrays([texts.cast(pa.string())])
+
+
+def _bytes(texts: pa.Array) -> list[bytes | None]:
+    return texts.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+
+
+def _md5_number(data: bytes) -> int:
+    return int.from_bytes(hashlib.md5(data).digest(), "little")  # a key, not a signature
+
+
+def _origin_number(text: bytes) -> int:
+    if _HEX_ID.fullmatch(text):
+        return int(text, 16)
+    return _md5_number(text)
+
+
+def _split(numbers: list[int | None]) -> tuple[pa.Array, pa.Array]:
+    high = [None if n is None else n >> 64 for n in numbers]
+    low = [None if n is None else n & _HALF for n in numbers]
+    return pa.array(high, pa.uint64()), pa.array(low, pa.uint64())
+
+
+def _halves(high: bytes, low: bytes, count: int) -> tuple[pa.Array, pa.Array]:
+    """The C function's words (native-endian, as Arrow's own) as uint64 columns."""
+    return (
+        pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(high)]),
+        pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(low)]),
+    )

@@ -1,0 +1,126 @@
+"""The DuckDB store's keys computed outside DuckDB equal DuckDB's own (events/keys.py)."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventport.events import keys
+from eventport.events.keys import (
+    ID_KEY_SQL,
+    KEY_FROM_HALVES_SQL,
+    ORIGIN_KEY_SQL,
+    RecentIdKeys,
+    id_keys,
+    origin_keys,
+)
+
+OWNER = "0190c8a2-6e4b-7c1d-9f3e-5a2b1c0d9e8f"
+HEX = "0123456789abcdef"
+TEXTS = [
+    "",
+    "a",
+    "0" * 32,
+    "f" * 32,
+    "0123456789abcdef0123456789abcdef",
+    "0123456789ABCDEF0123456789ABCDEF",  # upper case: not an origin id's spelling
+    "0" * 31,
+    "0" * 33,
+    " " + "0" * 31,
+    "x" * 55,  # MD5 padding: the length fits in the last block
+    "x" * 56,  # ... and does not
+    "x" * 64,
+    "é€😀\x00" * 40,  # several blocks of multi-byte text, a NUL among them
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1a",
+]
+texts_and_hex = st.lists(
+    st.one_of(st.text(max_size=150), st.text(alphabet=HEX, min_size=31, max_size=33)),
+    max_size=30,
+)
+
+
+@pytest.fixture(params=["C", "hashlib"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "hashlib":
+        monkeypatch.setattr(keys, "_hashing", None)
+    elif keys._hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
+    return str(request.param)
+
+
+def keyed(texts: list[str | None]) -> list[tuple[int, int, int | None, int | None]]:
+    """Per text: (DuckDB's id key, the id key from computed halves, DuckDB's origin key, the
+    origin key from computed halves); a null text's id is keyed as ''."""
+    column = pa.array(texts, pa.string())
+    id_high, id_low = id_keys(OWNER, column.fill_null(""))
+    origin_high, origin_low = origin_keys(column)
+    table = pa.table(
+        {
+            "t": column,
+            "id_hi": id_high,
+            "id_lo": id_low,
+            "origin_hi": origin_high,
+            "origin_lo": origin_low,
+        }
+    )
+    con = duckdb.connect()
+    con.register("texts", table)
+    id_key = ID_KEY_SQL.format(owner="?", id="coalesce(t, '')")
+    return con.execute(
+        f"SELECT {id_key}, {KEY_FROM_HALVES_SQL.format(prefix='id')}, "
+        f"{ORIGIN_KEY_SQL.format(origin='t')}, {KEY_FROM_HALVES_SQL.format(prefix='origin')} "
+        "FROM texts",
+        [OWNER],
+    ).fetchall()
+
+
+def check(texts: list[str | None]) -> None:
+    for (want_id, got_id, want_origin, got_origin), text in zip(keyed(texts), texts, strict=True):
+        assert got_id == want_id, text
+        assert got_origin == want_origin, text
+        assert (got_origin is None) == (text is None)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_known_texts_key_as_duckdb_keys_them() -> None:
+    check([*TEXTS, None])
+    assert keyed(["0" * 31 + "1"])[0][2:] == (1, 1)  # an origin id is the number it spells
+
+
+@pytest.mark.usefixtures("compiled")
+def test_sliced_and_chunked_columns() -> None:
+    column = pa.chunked_array([pa.array(["skip", *TEXTS[:5]])[1:], pa.array(TEXTS[5:])])
+    high, low = id_keys(OWNER, column)
+    want = [id_keys(OWNER, pa.array([t])) for t in TEXTS]
+    assert high.to_pylist() == [h[0].as_py() for h, _ in want]
+    assert low.to_pylist() == [lo[0].as_py() for _, lo in want]
+    assert id_keys(OWNER, pa.array([], pa.string()))[0].to_pylist() == []
+
+
+def test_an_id_cannot_be_missing() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        id_keys(OWNER, pa.array(["a", None]))
+
+
+@pytest.mark.usefixtures("compiled")
+@settings(max_examples=60, deadline=None)
+@given(texts_and_hex)
+def test_any_texts_key_as_duckdb_keys_them(texts: list[str]) -> None:
+    check(texts)
+
+
+def test_recent_keys_are_reused_only_for_equal_ids_of_the_same_owner() -> None:
+    recent = RecentIdKeys(size=2)
+    ids = pa.array(["a", "b", "c"])
+    first = recent(OWNER, ids)
+    again = recent(OWNER, pa.chunked_array([pa.array(["a"]), pa.array(["b", "c"])]))
+    assert again[0] is first[0] and again[1] is first[1]  # equal ids: the same answer
+    other_owner = recent("someone-else", ids)
+    assert other_owner[0].to_pylist() == id_keys("someone-else", ids)[0].to_pylist()
+    assert other_owner[0].to_pylist() != first[0].to_pylist()
+    shorter = recent(OWNER, ids[:2])
+    assert shorter[1].to_pylist() == first[1].to_pylist()[:2]
+    assert recent(OWNER, pa.array(["a", "b", "d"]))[0].to_pylist()[2] != first[0][2].as_py()
