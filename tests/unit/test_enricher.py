@@ -79,7 +79,6 @@ def test_disabled_enrichment_is_none() -> None:
 
 def test_places_and_ids(enricher: Enricher) -> None:
     run = enricher.for_import(ExclusionRules())
-    run.prepare(["8.8.8.8", "10.0.0.1"])
     google = dict(zip(PLACE_COLUMNS, run.place("8.8.8.8"), strict=True))
     assert google["origin_country"] == "US"
     assert google["cloud_provider_name"] == "Google Cloud"

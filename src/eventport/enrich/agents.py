@@ -206,6 +206,12 @@ def _resolver() -> Resolver:
     return Resolver(load_lazy_builtins())
 
 
+def load_agent_parser() -> None:
+    """Build and exercise ua-parser's resolver now (at start-up) rather than in the first
+    import's first batch (~0.15 s)."""
+    _resolve("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36")
+
+
 def _os_platform(os: OS | None) -> str:
     if os is None:
         return UNKNOWN_PLATFORM

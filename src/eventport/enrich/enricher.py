@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventport.domain.exclusions import ExclusionRules
-from eventport.enrich.agents import matches_any, parse_agent
+from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
 from eventport.events.batch import PLACE_FIELDS, dimension_key
 
@@ -42,8 +42,8 @@ except ImportError:  # not compiled: hashlib, one value at a time
 #: its own endpoint id, then what its place gives.
 PLACE_COLUMNS = ("endpoint_id", *PLACE_FIELDS)
 NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
-# Distinct addresses remembered per import (~300 B each with their shared place): enough for
-# the ~100,000 addresses of a 5M-event import, so each is looked up once; cleared when full.
+# Distinct places and agents remembered per import; cleared when full. (Addresses are
+# remembered by the import pipeline's address book.)
 _CACHE_MAX = 100_000
 
 
@@ -144,9 +144,7 @@ class ImportEnrichment:
     def __init__(self, enricher: Enricher, rules: ExclusionRules) -> None:
         self.enricher = enricher
         self.rules = rules
-        self._places: dict[str, tuple[object, ...]] = {}
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
-        self._place_keys: dict[str, int | None] = {}  # canonical address -> its place's key
         self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoint = enricher.hasher(b"endpoint")
@@ -155,52 +153,41 @@ class ImportEnrichment:
 
     # -- addresses -----------------------------------------------------------------------------
 
-    def prepare(self, addresses: Iterable[str]) -> None:
-        """Look up the canonical addresses not seen yet, all at once (once per batch)."""
-        new = {a for a in addresses if a not in self._places}
-        if not new:
-            return
-        if len(self._places) + len(new) > _CACHE_MAX:
-            for cache in (self._places, self._shared, self._place_keys):
-                cache.clear()
+    def places(self, addresses: Sequence[str]) -> list[tuple[tuple[object, ...], int | None]]:
+        """For each canonical address: its column values (:data:`PLACE_COLUMNS`) and the key of
+        its place (events/batch.py; None: no place known). Looked up all at once; the caller
+        remembers the answers (the import pipeline's address book)."""
         ip = self.enricher.ip
-        found = ip.lookup_many(new) if ip is not None else {}
-        for address in new:
-            self._places[address] = self._place_values(address, found.get(address))
+        found = ip.lookup_many(addresses) if ip is not None else {}
+        answers = []
+        for address in addresses:
+            located = self._located(found.get(address))
+            answers.append(((self._endpoint(address), *located), self._key_of(located)))
+        return answers
 
     def place(self, address: str) -> tuple[object, ...]:
-        """Column values (:data:`PLACE_COLUMNS`) of a canonical address."""
-        values = self._places.get(address)
-        if values is None:
-            self.prepare((address,))
-            values = self._places[address]
-        return values
+        """Column values (:data:`PLACE_COLUMNS`) of one canonical address."""
+        return self.places([address])[0][0]
 
-    def _place_values(self, address: str, place: Place | None) -> tuple[object, ...]:
+    def _located(self, place: Place | None) -> tuple[object, ...]:
         if place is None:
-            located: tuple[object, ...] = NO_PLACE[1:]
-        else:
-            located = (
-                place.latitude,
-                place.longitude,
-                place.country,
-                place.state,
-                place.city,
-                place.postal,
-                place.connection_type,
-                place.company,
-                place.domain,
-                place.cloud_provider_name,
-                place.cloud_provider_domain,
-            )
-            located = self._shared.setdefault(located, located)
-        self._place_keys[address] = self._key_of(located)
-        return (self._endpoint(address), *located)
-
-    def place_key(self, address: str) -> int | None:
-        """The key of a canonical address's place (events/batch.py; None: no place known)."""
-        self.place(address)
-        return self._place_keys[address]
+            return NO_PLACE[1:]
+        located = (
+            place.latitude,
+            place.longitude,
+            place.country,
+            place.state,
+            place.city,
+            place.postal,
+            place.connection_type,
+            place.company,
+            place.domain,
+            place.cloud_provider_name,
+            place.cloud_provider_domain,
+        )
+        if len(self._shared) >= _CACHE_MAX:
+            self._shared.clear()
+        return self._shared.setdefault(located, located)
 
     def _key_of(self, values: tuple[object, ...]) -> int | None:
         if values not in self._keys:
@@ -276,4 +263,5 @@ def open_enricher(
         return None
     ip = IpEnricher(city_database=city_database, asn_database=asn_database)
     ip.sources()  # loads the data
+    load_agent_parser()
     return Enricher(key, ip)

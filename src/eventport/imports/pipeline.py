@@ -33,7 +33,12 @@ except ImportError:  # not compiled: ids are compared as texts
     _hashing = None  # type: ignore[assignment]
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-_CANONICAL_CACHE_MAX = 100_000  # raw addresses remembered per import
+# Remembered per import, each an Arrow column or two (~100 B an address, ~50 B an origin);
+# cleared when full. An address book holds at least a batch's addresses (122,880 at most).
+_BOOK_MAX = 250_000  # distinct raw $remote_address texts
+_ORIGINS_MAX = 250_000  # distinct (address, user agent) pairs
+_AGENTS_MAX = 100_000  # distinct user agents numbered for the origin pairs
+_PAIR_SHIFT = 31  # an origin pair's key: address row << 31 | agent number
 # Decoded columns that go on to the batch as they are (or to what builds it).
 _CARRIED = (
     "line",
@@ -72,21 +77,15 @@ class Lookups:
     keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
-    canonicals: dict[str, str | None] = field(default_factory=dict)
     # $unique_ids of the batch built before this one: it may still be being written (the
     # worker writes a batch while it builds the next), so the store may not show them yet.
     previous_ids: tuple[pa.Array, pa.Array] = field(
         default_factory=lambda: (pa.array([], pa.string()), pa.array([], pa.int64()))
     )  # and their text_hashes
+    addresses: AddressBook = field(init=False)
 
-    def canonical(self, address: str) -> str | None:
-        """An address in canonical form, None if it is not one (remembered per import)."""
-        if address in self.canonicals:
-            return self.canonicals[address]
-        if len(self.canonicals) >= _CANONICAL_CACHE_MAX:
-            self.canonicals.clear()
-        found = self.canonicals[address] = canonical_address(address)
-        return found
+    def __post_init__(self) -> None:
+        self.addresses = AddressBook(self.enrichment)
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -108,6 +107,110 @@ class BatchResult:
     warnings: int
     excluded: int = 0
     do_not_track: int = 0
+
+
+class AddressBook:
+    """One import's distinct raw ``$remote_address`` texts, each resolved once, as columns.
+
+    A row per raw text: its canonical form (null: not an address) and, with enrichment, its
+    endpoint id, place key and the place fields events carry, plus the import's places (each
+    key once). A batch finds its addresses' rows with one Arrow look-up, resolves only the texts
+    it is the first to bring, and takes every event's columns from the book by row (C++): no
+    Python per address already seen, however many batches repeat it.
+
+    Origin ids are remembered the same way, by (address row, agent number) pair, so each pair is
+    hashed once per import. Everything is cleared when full (see ``_BOOK_MAX``).
+    """
+
+    def __init__(self, enrichment: ImportEnrichment | None) -> None:
+        self.enrichment = enrichment
+        self._clear()
+
+    def _clear(self) -> None:
+        self.raw = pa.array([], pa.string())
+        self.canonical = pa.array([], pa.string())
+        self.endpoint = pa.array([], pa.string())
+        self.place_key = pa.array([], pa.int64())
+        self.fields = {name: pa.array([], pa.string()) for name in ROW_PLACE_FIELDS}
+        self.places = PLACE_SCHEMA.empty_table()
+        self._forget_origins()
+
+    def _forget_origins(self) -> None:
+        """Origins name address rows and agent numbers: they go whenever either is cleared."""
+        self.agent_numbers: dict[str, int] = {}
+        self.agent_texts = pa.array([], pa.string())
+        self.origin_pairs = pa.array([], pa.int64())
+        self.origin_ids = pa.array([], pa.string())
+
+    def rows(self, values: pa.Array) -> pa.Array:
+        """The book's row (int32) of each of ``values`` (distinct raw addresses; null stays
+        null), resolving the new ones."""
+        at = pc.index_in(values, value_set=self.raw)
+        new = pc.and_(pc.is_null(at), pc.is_valid(values))
+        if not pc.any(new).as_py():
+            return at
+        texts = pc.filter(values, new)
+        if len(self.raw) + len(texts) > _BOOK_MAX:
+            self._clear()
+            texts = pc.drop_null(values)
+        self._add(texts.to_pylist())
+        return pc.index_in(values, value_set=self.raw)
+
+    def _add(self, texts: list[str]) -> None:
+        canonicals = [canonical_address(text) for text in texts]
+        self.raw = _extended(self.raw, texts)
+        self.canonical = _extended(self.canonical, canonicals)
+        if self.enrichment is None:
+            return
+        distinct = list(dict.fromkeys(c for c in canonicals if c is not None))
+        answers = dict(zip(distinct, self.enrichment.places(distinct), strict=True))
+        found = [None if c is None else answers[c] for c in canonicals]
+        self.endpoint = _extended(self.endpoint, [None if f is None else f[0][0] for f in found])
+        self.place_key = _extended(self.place_key, [None if f is None else f[1] for f in found])
+        for name in ROW_PLACE_FIELDS:
+            at = PLACE_COLUMNS.index(name)
+            values = [None if f is None else f[0][at] for f in found]
+            self.fields[name] = _extended(self.fields[name], values)
+        known = set(self.places.column("place_key").to_pylist())
+        new_places = {k: v[1:] for v, k in answers.values() if k is not None and k not in known}
+        if new_places:
+            table = _dimension_table(PLACE_SCHEMA, list(new_places), list(new_places.values()))
+            self.places = pa.concat_tables([self.places, table])
+
+    def places_of(self, keys: pa.Array) -> pa.Table:
+        """The places named by ``keys`` (a batch's), each once."""
+        return self.places.filter(pc.is_in(self.places.column("place_key"), value_set=keys))
+
+    def origins(self, rows: pa.Array, agents: pa.Array, enrichment: ImportEnrichment) -> pa.Array:
+        """The origin id of each event's (address row, user agent); null where the row is."""
+        agents = pc.fill_null(agents, "")  # no agent hashes as an empty one
+        distinct, agent_at = _distinct(agents)
+        if len(self.agent_numbers) + len(distinct) > _AGENTS_MAX:
+            self._forget_origins()
+        new = [a for a in distinct if a not in self.agent_numbers]
+        for agent in new:
+            self.agent_numbers[agent] = len(self.agent_numbers)
+        if new:
+            self.agent_texts = _extended(self.agent_texts, new)
+        numbers = pa.array([self.agent_numbers[a] for a in distinct], pa.int64()).take(agent_at)
+        pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
+        pairs = pc.drop_null(pc.unique(pair_key))
+        missing = pc.filter(pairs, pc.invert(pc.is_in(pairs, value_set=self.origin_pairs)))
+        if len(missing):
+            if len(self.origin_pairs) + len(missing) > _ORIGINS_MAX:
+                self.origin_pairs = pa.array([], pa.int64())
+                self.origin_ids = pa.array([], pa.string())
+                missing = pairs
+            addresses = self.canonical.take(pc.shift_right(missing, _PAIR_SHIFT))
+            agent_numbers = pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1)
+            ids = enrichment.origins(addresses, self.agent_texts.take(agent_numbers))
+            self.origin_pairs = pa.concat_arrays([self.origin_pairs, missing])
+            self.origin_ids = pa.concat_arrays([self.origin_ids, ids])
+        return self.origin_ids.take(pc.index_in(pair_key, value_set=self.origin_pairs))
+
+
+def _extended(column: pa.Array, values: Sequence[Any]) -> pa.Array:
+    return pa.concat_arrays([column, pa.array(values, column.type)])
 
 
 def _distinct(column: pa.ChunkedArray | pa.Array) -> tuple[list[Any], pa.Array]:
@@ -165,11 +268,14 @@ def build_batch(
         derived = pc.binary_join_element_wise(f"{import_id}:", pc.cast(lines, pa.string()), "")
         ids = pc.coalesce(unique_ids, derived)
 
-    addresses, address_at = _distinct(events.column("remote_address"))
-    canonical = lookups.canonical
-    canonicals = [None if a is None else canonical(a) for a in addresses]
-    invalid = [i for i, c in enumerate(canonicals) if c is None and addresses[i] is not None]
-    bad_addresses = _lines_where(lines, pc.is_in(address_at, pa.array(invalid, pa.int32())))
+    raw = events.column("remote_address")
+    values = pc.unique(raw)
+    book = lookups.addresses
+    book_at = book.rows(values).take(pc.index_in(raw, value_set=values))
+    invalid = pc.is_null(book.canonical.take(book_at))  # null too where there is no address
+    bad_addresses = _lines_where(lines, pc.and_(invalid, pc.is_valid(raw)))
+    # Each event's address row, where it has an address (the book's canonical is not null).
+    address_at = pc.if_else(invalid, pa.scalar(None, pa.int32()), book_at)
 
     # One row per id: a later line with the same $unique_id replaces the earlier one.
     in_file: list[LogEntry] = []
@@ -210,7 +316,7 @@ def build_batch(
             ]
 
     lookups.previous_ids = (unique, unique_hashes)
-    batch, excluded, dnt_count = _columns(table, owner_id, import_id, canonicals, lookups)
+    batch, excluded, dnt_count = _columns(table, owner_id, import_id, lookups)
     entries = sorted(
         [*logs, *not_found, *in_file, *(_bad_address(n) for n in bad_addresses), *earlier],
         key=lambda entry: entry.line or 0,
@@ -335,11 +441,7 @@ def _last_of_each_id(
 
 
 def _columns(
-    table: pa.Table,
-    owner_id: str,
-    import_id: str,
-    canonicals: list[str | None],
-    lookups: Lookups,
+    table: pa.Table, owner_id: str, import_id: str, lookups: Lookups
 ) -> tuple[EventBatch, int, int]:
     """The batch, normalized (events/batch.py); how many events are excluded and DNT."""
     rows = table.num_rows
@@ -365,7 +467,7 @@ def _columns(
     places, agents = PLACE_SCHEMA.empty_table(), AGENT_SCHEMA.empty_table()
     if enrichment is not None and rows:
         excluded, places, agents = _enrich(
-            columns, table, address_at, canonicals, enrichment, lookups
+            columns, table, address_at, enrichment, lookups.addresses
         )
     if lookups.keep_ip_addresses:  # kept as given, except where the event asked not to be
         raw = table.column("remote_address")
@@ -381,26 +483,17 @@ def _enrich(
     columns: dict[str, Any],
     table: pa.Table,
     address_at: pa.Array,
-    canonicals: list[str | None],
     enrichment: ImportEnrichment,
-    lookups: Lookups,
+    book: AddressBook,
 ) -> tuple[int, pa.Table, pa.Table]:
-    """Fill the enrichment columns from the batch's distinct values: the number excluded, and
-    the places and agents the events name by key."""
-    # Each distinct canonical address once (several raw spellings may share one).
-    distinct = list(dict.fromkeys(c for c in canonicals if c is not None))
-    enrichment.prepare(distinct)
-    position = {c: i for i, c in enumerate(distinct)}
-    to_place = pa.array([None if c is None else position[c] for c in canonicals], pa.int32())
-    place_at = to_place.take(address_at)
-    answers = [enrichment.place(c) for c in distinct]  # PLACE_COLUMNS
-    place_keys = [enrichment.place_key(c) for c in distinct]
-    columns["endpoint_id"] = _encoded(place_at, [a[0] for a in answers])
-    columns["place_key"] = _mapped(place_at, place_keys, pa.int64())
+    """Fill the enrichment columns from the address book (each event's row ``address_at``,
+    null: no place) and the batch's distinct agents: the number excluded, and the places and
+    agents the events name by key."""
+    columns["endpoint_id"] = book.endpoint.take(address_at)
+    columns["place_key"] = book.place_key.take(address_at)
     for name in ROW_PLACE_FIELDS:  # the place's fields the row carries too (texts)
-        at = PLACE_COLUMNS.index(name)
-        columns[name] = _encoded(place_at, [a[at] for a in answers])
-    places = _dimension_table(PLACE_SCHEMA, place_keys, [a[1:] for a in answers])
+        columns[name] = book.fields[name].take(address_at)
+    places = book.places_of(pc.unique(columns["place_key"]))
 
     agents, agent_at = _distinct(table.column("user_agent"))
     columns["user_agent"] = _encoded(agent_at, agents)
@@ -409,21 +502,7 @@ def _enrich(
     columns["agent_key"] = _mapped(agent_at, agent_keys, pa.int64())
     agent_table = _dimension_table(AGENT_SCHEMA, agent_keys, [values for values, _ in readings])
     columns["excluded"] = _mapped(agent_at, [excluded for _, excluded in readings], pa.bool_())
-
-    # Origins: each distinct (address, agent) pair, keyed by one integer, hashed once.
-    width = max(len(agents), 1)
-    pair_key = pc.add(
-        pc.multiply(pc.cast(place_at, pa.int64()), width), pc.cast(agent_at, pa.int64())
-    )
-    pairs = pc.drop_null(pc.unique(pair_key))
-    pair_at = pc.index_in(pair_key, value_set=pairs)
-    address_of = pc.divide(pairs, width)  # integer division of non-negative integers
-    agent_of = pc.subtract(pairs, pc.multiply(address_of, width))
-    origins = enrichment.origins(
-        pa.array(distinct, pa.string()).take(address_of),
-        pa.array(agents, pa.string()).take(agent_of),
-    )
-    columns["origin_id"] = origins.take(pair_at)
+    columns["origin_id"] = book.origins(address_at, table.column("user_agent"), enrichment)
     return int(pc.sum(columns["excluded"]).as_py() or 0), places, agent_table
 
 

@@ -1,0 +1,118 @@
+"""The import pipeline's address book: each address resolved once per import, origins hashed
+once per pair, and the same answers after the book is cleared for being full."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from eventport.domain.exclusions import ExclusionRules
+from eventport.enrich.enricher import PLACE_COLUMNS, Enricher, ImportEnrichment, open_enricher
+from eventport.imports import pipeline
+from eventport.imports.pipeline import AddressBook
+
+KEY = bytes(range(32))
+RAW = ["8.8.8.8", " 8.8.8.8 ", "::ffff:8.8.8.8", "152.241.796.177", "10.0.0.1", "2001:db8::1"]
+
+
+@pytest.fixture(scope="module")
+def enricher() -> Enricher:
+    made = open_enricher(enabled=True, key=KEY)
+    assert made is not None
+    return made
+
+
+class CountingEnrichment(ImportEnrichment):
+    """The real enrichment, counting the addresses it is asked to look up."""
+
+    asked: list[str]
+
+    def places(self, addresses: Any) -> Any:
+        self.asked.extend(addresses)
+        return super().places(addresses)
+
+
+@pytest.fixture
+def run(enricher: Enricher) -> CountingEnrichment:
+    counting = CountingEnrichment(enricher, ExclusionRules())
+    counting.asked = []
+    return counting
+
+
+def resolved(book: AddressBook, raw: list[str | None]) -> list[tuple[Any, ...]]:
+    """Per raw text: (canonical, endpoint id, place key, country) as the book holds them."""
+    rows = book.rows(pa.array(raw, pa.string()))
+    return list(
+        zip(
+            book.canonical.take(rows).to_pylist(),
+            book.endpoint.take(rows).to_pylist(),
+            book.place_key.take(rows).to_pylist(),
+            book.fields["origin_country"].take(rows).to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def test_addresses_resolve_once_per_import(run: CountingEnrichment) -> None:
+    book = AddressBook(run)
+    first = resolved(book, [*RAW, None])
+    assert sorted(run.asked) == ["10.0.0.1", "2001:db8::1", "8.8.8.8"]  # canonical, once each
+    google = run.place("8.8.8.8")
+    assert first[0] == ("8.8.8.8", google[0], first[0][2], "US")
+    assert first[1] == first[2] == first[0]  # other spellings of the same address
+    assert first[3] == (None, None, None, None)  # not an address
+    assert first[6] == (None, None, None, None)  # no address
+    assert first[4][1] is not None
+    assert first[4][3] is None
+    run.asked.clear()
+    again = resolved(book, ["8.8.8.8", "1.1.1.1", "10.0.0.1"])
+    assert run.asked == ["1.1.1.1"]  # only the new one
+    assert again[0] == first[0]
+    assert again[2] == first[4]
+    keys = pa.array([first[0][2]], pa.int64())
+    place = book.places_of(keys).to_pylist()
+    assert len(place) == 1
+    assert place[0]["origin_country"] == "US"
+    assert (
+        place[0]["cloud_provider_name"]
+        == dict(zip(PLACE_COLUMNS, google, strict=True))["cloud_provider_name"]
+    )
+
+
+def test_without_enrichment_the_book_only_knows_addresses() -> None:
+    book = AddressBook(None)
+    rows = book.rows(pa.array(["8.8.8.8", "nope", None]))
+    assert book.canonical.take(rows).to_pylist() == ["8.8.8.8", None, None]
+    assert len(book.endpoint) == 0
+
+
+def test_origins_are_the_single_origins_and_survive_a_full_book(
+    run: CountingEnrichment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_BOOK_MAX", 3)
+    monkeypatch.setattr(pipeline, "_ORIGINS_MAX", 4)
+    book = AddressBook(run)
+    batches = [
+        (["8.8.8.8", "8.8.8.8", "1.1.1.1", None], ["curl/8", None, "curl/8", "curl/8"]),
+        (["1.1.1.1", "9.9.9.9", "8.8.4.4", "8.8.8.8"], ["pip/24", "curl/8", "", "curl/8"]),
+        (["8.8.8.8", "9.9.9.9", "1.1.1.1", "8.8.8.8"], ["a", "b", "c", "curl/8"]),
+    ]
+    cleared = largest = pairs = 0
+    for raw, agents in batches:
+        before = book.raw
+        rows = book.rows(pa.array(raw, pa.string()))
+        origins = book.origins(rows, pa.array(agents, pa.string()), run).to_pylist()
+        want = [
+            None if address is None else run.origin(address, agent)
+            for address, agent in zip(raw, agents, strict=True)
+        ]
+        assert origins == want
+        # Full: cleared, yet a batch's own addresses and pairs always fit.
+        largest = max(largest, len({a for a in raw if a is not None}))
+        pairs = max(pairs, len({(a, g) for a, g in zip(raw, agents, strict=True) if a}))
+        assert len(book.raw) <= max(3, largest)
+        assert len(book.origin_pairs) <= max(4, pairs)
+        cleared += book.raw[: len(before)] != before
+    assert cleared  # the book was cleared at least once
