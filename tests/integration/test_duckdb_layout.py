@@ -122,3 +122,32 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
         assert (row.total, row.total_unique) == (7, 5)  # NULL counts in no unique total
     finally:
         store.close()
+
+
+def test_ids_and_origin_ids_are_stored_uncompressed(tmp_path: Path) -> None:
+    """Nearly all distinct: compressing them costs the write more than it saves (see
+    duckdb_store._UNCOMPRESSED); the other texts keep DuckDB's compression."""
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        ids = [f"event-{i:06d}" for i in range(3000)]
+        batch = make_batch(ids, origin_country="DE")
+        batch["origin_id"] = [f"{i:032x}" for i in range(len(ids))]
+        store.write_batch("owner-a", batch, checkpoint(line=3001))
+        assert len(store.rows("owner-a")) == 3000
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "events.duckdb"))
+    try:
+        con.execute("CHECKPOINT")
+        found = con.execute(
+            "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
+            "WHERE segment_type = 'VARCHAR' GROUP BY column_name",
+            [ROWS_TABLE],
+        ).fetchall()
+    finally:
+        con.close()
+    methods = dict(found)
+    assert methods["id"] == ["Uncompressed"]
+    assert methods["origin_id"] == ["Uncompressed"]
+    assert "Uncompressed" not in methods["origin_country"]

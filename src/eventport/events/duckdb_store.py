@@ -144,8 +144,16 @@ _PIXELS_VIEW = "eventport_pixels"
 _ITEMS_VIEW = "eventport_items"
 
 
+# Texts that are (nearly) all distinct: event ids and origin ids. DuckDB's dictionary and FSST
+# compression of them costs a write ~0.35 us an event each (of ~2.8 us, on 122,880-event
+# batches) and saves ~35 bytes an event each (~30% of the file); stored as they are, the write is
+# ~25% faster. Files made before keep their columns' compression.
+_UNCOMPRESSED = frozenset({"id", "origin_id"})
+
+
 def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
-    return f"{_q(name)} {_SQL_TYPES[type_]}" + ("" if nullable else " NOT NULL")
+    stored = " USING COMPRESSION uncompressed" if name in _UNCOMPRESSED else ""
+    return f"{_q(name)} {_SQL_TYPES[type_]}{stored}" + ("" if nullable else " NOT NULL")
 
 
 _COLUMNS_SQL = ", ".join(_q(n) for n in COLUMN_NAMES)
