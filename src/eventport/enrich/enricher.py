@@ -1,10 +1,11 @@
 """Enrichment as the import pipeline uses it: once per distinct value, never per event.
 
 An :class:`Enricher` lives as long as the process (the IP data and the origin-id key load once);
-each import gets an :class:`ImportEnrichment` with caches of its own, so an address or a user
-agent is looked up once per import however many events repeat it. What it answers is a tuple of
-column values in the order the events table has them, so the pipeline
-only concatenates tuples per event.
+each import gets an :class:`ImportEnrichment`, which remembers user agents and places (each set
+of place values once), while the import pipeline's address book remembers each address's answer
+and each (address, agent) pair's origin id, so every distinct value is looked up once per import
+however many events repeat it. Answers are tuples of column values in the order the events table
+has them; the pipeline takes every event's columns from them by index, with no Python per event.
 
 Privacy:
 
