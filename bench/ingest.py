@@ -46,12 +46,13 @@ USER_AGENTS = [
 ]
 
 
-def generate(path: Path, events: int, seed: int = 7) -> None:
-    """Events shaped like the seed's: ~2% distinct IPs, random $unique_id, realistic agents."""
+def generate(path: Path, events: int, seed: int = 7, address_share: float = 0.02) -> None:
+    """Events shaped like the seed's: ~2% distinct IPs (``address_share``), random $unique_id,
+    realistic agents."""
     rng = random.Random(seed)
     addresses = [
         f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-        for _ in range(max(events // 50, 1))
+        for _ in range(max(int(events * address_share), 1))
     ]
     start = datetime(2024, 1, 1, tzinfo=UTC)
     with path.open("wb") as out:
@@ -230,18 +231,25 @@ def main() -> None:
     parser.add_argument(
         "--enriched-only", action="store_true", help="skip the run without enrichment"
     )
+    parser.add_argument(
+        "--address-share",
+        type=float,
+        default=0.02,
+        help="distinct addresses per event (0.02: the seed's shape; page views have more)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.ndjson"
-        generate(path, args.events)
+        generate(path, args.events, address_share=args.address_share)
         # Flush the file to disk now: otherwise the first server run competes with the kernel
         # writing it back (measured: the first run was up to 40% slower than later ones).
         os.sync()
         size_mb = path.stat().st_size / 1e6
         print(
             f"events: {args.events:,} ({size_mb:.0f} MB NDJSON), cores: {os.cpu_count()}, "
-            f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}"
+            f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}, "
+            f"distinct addresses: {args.address_share:.0%} of events"
         )
         rates: dict[bool, float] = {}
         for enrichment in (True,) if args.enriched_only else (False, True):
