@@ -152,12 +152,12 @@ class AddressBook:
         new = pc.and_(pc.is_null(at), pc.is_valid(values))
         if not pc.any(new).as_py():
             return at
-        texts = pc.filter(values, new)
-        if len(self.raw) + len(texts) > _BOOK_MAX:
+        if len(self.raw) + int(pc.sum(new).as_py()) > _BOOK_MAX:
             self._clear()
-            texts = pc.drop_null(values)
-        self._add(texts.to_pylist())
-        return pc.index_in(values, value_set=self.raw)
+            new = pc.is_valid(values)
+        first = len(self.raw)
+        self._add(pc.filter(values, new).to_pylist())
+        return _appended_at(new, first, at)
 
     def _add(self, texts: list[str]) -> None:
         canonicals = [canonical_address(text) for text in texts]
@@ -198,18 +198,29 @@ class AddressBook:
         numbers = pa.array([self.agent_numbers[a] for a in distinct], pa.int64()).take(agent_at)
         pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
         pairs = pc.drop_null(pc.unique(pair_key))
-        missing = pc.filter(pairs, pc.invert(pc.is_in(pairs, value_set=self.origin_pairs)))
-        if len(missing):
-            if len(self.origin_pairs) + len(missing) > _ORIGINS_MAX:
+        known_at = pc.index_in(pairs, value_set=self.origin_pairs)
+        new = pc.is_null(known_at)
+        if pc.any(new).as_py():
+            if len(self.origin_pairs) + int(pc.sum(new).as_py()) > _ORIGINS_MAX:
                 self.origin_pairs = pa.array([], pa.int64())
                 self.origin_ids = pa.array([], pa.string())
-                missing = pairs
+                new = pc.is_valid(pairs)
+            missing = pc.filter(pairs, new)
             addresses = self.canonical.take(pc.shift_right(missing, _PAIR_SHIFT))
             agent_numbers = pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1)
             ids = enrichment.origins(addresses, self.agent_texts.take(agent_numbers))
+            first = len(self.origin_pairs)
             self.origin_pairs = pa.concat_arrays([self.origin_pairs, missing])
             self.origin_ids = pa.concat_arrays([self.origin_ids, ids])
-        return self.origin_ids.take(pc.index_in(pair_key, value_set=self.origin_pairs))
+            known_at = _appended_at(new, first, known_at)
+        return self.origin_ids.take(known_at.take(pc.index_in(pair_key, value_set=pairs)))
+
+
+def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
+    """Positions after appending the values where ``new`` is true, in order, from ``first``:
+    those get ``first``, ``first + 1``, ...; the others keep ``at`` (int32, null for null)."""
+    appended = pc.add(pc.cumulative_sum(pc.cast(new, pa.int32())), first - 1)
+    return pc.if_else(new, appended, at)
 
 
 def _extended(column: pa.Array, values: Sequence[Any]) -> pa.Array:
