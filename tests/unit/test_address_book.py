@@ -103,7 +103,8 @@ def test_origins_are_the_single_origins_and_survive_a_full_book(
     for raw, agents in batches:
         before = book.raw
         rows = book.rows(pa.array(raw, pa.string()))
-        origins = book.origins(rows, pa.array(agents, pa.string()), run).to_pylist()
+        distinct, agent_at = pipeline._distinct(pa.array(agents, pa.string()))
+        origins = book.origins(rows, distinct, agent_at).to_pylist()
         want = [
             None if address is None else run.origin(address, agent)
             for address, agent in zip(raw, agents, strict=True)

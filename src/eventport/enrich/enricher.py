@@ -33,6 +33,7 @@ from eventport.domain.exclusions import ExclusionRules
 from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
 from eventport.events.batch import PLACE_FIELDS, dimension_key
+from eventport.events.keys import string_buffers
 
 try:
     from eventport import _hashing
@@ -124,12 +125,9 @@ class Enricher:
                 raise ValueError("cannot hash a missing text")
             if _hashing is None:
                 return pa.array([one(t) for t in texts.to_pylist()], pa.string())
-            if isinstance(texts, pa.ChunkedArray):
-                texts = texts.combine_chunks()
-            texts = pa.concat_arrays([texts.cast(pa.string())])  # no offset, int32 offsets
-            _, offsets, data = texts.buffers()
+            texts, offsets, data = string_buffers(texts)
             count = len(texts)
-            hex_text = _hashing.hex_digests(key, person, offsets, data or b"", count)
+            hex_text = _hashing.hex_digests(key, person, offsets, data, count)
             ends = pa.array(range(0, 32 * count + 1, 32), pa.int32())
             return pa.Array.from_buffers(
                 pa.string(), count, [None, ends.buffers()[1], pa.py_buffer(hex_text)]

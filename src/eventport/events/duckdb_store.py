@@ -120,8 +120,7 @@ ROWS_TABLE = "event_rows"
 PLACES_TABLE = "event_places"
 AGENTS_TABLE = "event_agents"
 _ROW_COLUMNS = [c for c in COLUMNS if c.name in ROW_SCHEMA.names]
-_ROW_NAMES = [*(_q(c.name) for c in _ROW_COLUMNS), "place_key", "agent_key"]
-_ROW_NAMES_SQL = ", ".join(_ROW_NAMES)
+_ROW_NAMES_SQL = ", ".join([*(_q(c.name) for c in _ROW_COLUMNS), "place_key", "agent_key"])
 _DIMENSION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (PLACES_TABLE, "place_key", PLACE_FIELDS),
     (AGENTS_TABLE, "agent_key", AGENT_FIELDS),
@@ -458,10 +457,14 @@ def _run(
 
 def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
     """The batch's rows with the halves of their id and origin keys (events/keys.py)."""
-    halves = {}
-    halves["id_hi"], halves["id_lo"] = id_keys(owner_id, rows.column("id"))
-    halves["origin_hi"], halves["origin_lo"] = origin_keys(rows.column("origin_id"))
-    for name, column in halves.items():
+    id_high, id_low = id_keys(owner_id, rows.column("id"))
+    origin_high, origin_low = origin_keys(rows.column("origin_id"))
+    for name, column in (
+        ("id_hi", id_high),
+        ("id_lo", id_low),
+        ("origin_hi", origin_high),
+        ("origin_lo", origin_low),
+    ):
         rows = rows.append_column(name, column)
     return rows
 

@@ -40,14 +40,12 @@ _HALF = (1 << 64) - 1
 def id_keys(owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """``id_key`` of each id (no nulls) of ``owner_id``, as (high, low) uint64 columns."""
     prefix = owner_id.encode() + b"\0"
-    texts = _plain(ids)
+    texts, offsets, data = string_buffers(ids)
     if texts.null_count:
         raise ValueError("an event id cannot be missing")
     if _hashing is None:
         return _split([_md5_number(prefix + t) for t in _bytes(texts)])
-    _, offsets, data = texts.buffers()
-    high, low = _hashing.md5_keys(prefix, offsets, data or b"", len(texts))
-    return _halves(high, low, len(texts))
+    return _halves(*_hashing.md5_keys(prefix, offsets, data, len(texts)), texts)
 
 
 class RecentIdKeys:
@@ -76,25 +74,22 @@ class RecentIdKeys:
 
 def origin_keys(origin_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """``origin_key`` of each origin id as (high, low) uint64 columns, null where it is null."""
-    texts = _plain(origin_ids)
+    texts, offsets, data = string_buffers(origin_ids)
     if _hashing is None:
         return _split([None if t is None else _origin_number(t) for t in _bytes(texts)])
-    _, offsets, data = texts.buffers()
-    high, low = _hashing.origin_keys(offsets, data or b"", len(texts))
-    if not texts.null_count:
-        return _halves(high, low, len(texts))
-    validity = texts.buffers()[0]
-    return (
-        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(high)]),
-        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(low)]),
-    )
+    return _halves(*_hashing.origin_keys(offsets, data, len(texts)), texts)
 
 
-def _plain(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One string array with no offset and int32 offsets, as the C functions read it."""
+def string_buffers(
+    texts: pa.Array | pa.ChunkedArray,
+) -> tuple[pa.Array, pa.Buffer, pa.Buffer | bytes]:
+    """A text column as the ``_hashing`` functions read it: one string array with no offset
+    and int32 offsets, its offsets buffer and its data buffer (b"" when it has none)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    return pa.concat_arrays([texts.cast(pa.string())])
+    texts = pa.concat_arrays([texts.cast(pa.string())])
+    _, offsets, data = texts.buffers()
+    return texts, offsets, data or b""
 
 
 def _bytes(texts: pa.Array) -> list[bytes | None]:
@@ -117,9 +112,11 @@ def _split(numbers: list[int | None]) -> tuple[pa.Array, pa.Array]:
     return pa.array(high, pa.uint64()), pa.array(low, pa.uint64())
 
 
-def _halves(high: bytes, low: bytes, count: int) -> tuple[pa.Array, pa.Array]:
-    """The C function's words (native-endian, as Arrow's own) as uint64 columns."""
+def _halves(high: bytes, low: bytes, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """The C function's words (native-endian, as Arrow's own) as uint64 columns, null where
+    ``texts`` is."""
+    validity = texts.buffers()[0] if texts.null_count else None
     return (
-        pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(high)]),
-        pa.Array.from_buffers(pa.uint64(), count, [None, pa.py_buffer(low)]),
+        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(high)]),
+        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(low)]),
     )

@@ -25,6 +25,7 @@ from eventport.events.batch import (
     EventBatch,
     conform,
 )
+from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
 
 try:
@@ -136,6 +137,7 @@ class AddressBook:
         self.place_key = pa.array([], pa.int64())
         self.fields = {name: pa.array([], pa.string()) for name in ROW_PLACE_FIELDS}
         self.places = PLACE_SCHEMA.empty_table()
+        self._place_keys: set[int] = set()  # those of self.places
         self._forget_origins()
 
     def _forget_origins(self) -> None:
@@ -174,28 +176,32 @@ class AddressBook:
             at = PLACE_COLUMNS.index(name)
             values = [None if f is None else f[0][at] for f in found]
             self.fields[name] = _extended(self.fields[name], values)
-        known = set(self.places.column("place_key").to_pylist())
-        new_places = {k: v[1:] for v, k in answers.values() if k is not None and k not in known}
+        new_places = {
+            k: v[1:] for v, k in answers.values() if k is not None and k not in self._place_keys
+        }
         if new_places:
             table = _dimension_table(PLACE_SCHEMA, list(new_places), list(new_places.values()))
             self.places = pa.concat_tables([self.places, table])
+            self._place_keys.update(new_places)
 
     def places_of(self, keys: pa.Array) -> pa.Table:
         """The places named by ``keys`` (a batch's), each once."""
         return self.places.filter(pc.is_in(self.places.column("place_key"), value_set=keys))
 
-    def origins(self, rows: pa.Array, agents: pa.Array, enrichment: ImportEnrichment) -> pa.Array:
-        """The origin id of each event's (address row, user agent); null where the row is."""
-        agents = pc.fill_null(agents, "")  # no agent hashes as an empty one
-        distinct, agent_at = _distinct(agents)
-        if len(self.agent_numbers) + len(distinct) > _AGENTS_MAX:
+    def origins(self, rows: pa.Array, agents: list[str | None], agent_at: pa.Array) -> pa.Array:
+        """The origin id of each event's (address row, user agent ``agents[agent_at]``); null
+        where the row is."""
+        enrichment = self.enrichment
+        assert enrichment is not None, "origins are an enrichment's"
+        texts = [agent or "" for agent in agents]  # no agent hashes as an empty one
+        if len(self.agent_numbers) + len(texts) > _AGENTS_MAX:
             self._forget_origins()
-        new = [a for a in distinct if a not in self.agent_numbers]
+        new = [a for a in dict.fromkeys(texts) if a not in self.agent_numbers]
         for agent in new:
             self.agent_numbers[agent] = len(self.agent_numbers)
         if new:
             self.agent_texts = _extended(self.agent_texts, new)
-        numbers = pa.array([self.agent_numbers[a] for a in distinct], pa.int64()).take(agent_at)
+        numbers = pa.array([self.agent_numbers[a] for a in texts], pa.int64()).take(agent_at)
         pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
         pairs = pc.drop_null(pc.unique(pair_key))
         known_at = pc.index_in(pairs, value_set=self.origin_pairs)
@@ -407,11 +413,8 @@ def text_hashes(texts: pa.Array) -> pa.Array:
     the texts; candidates are then compared as texts. Without the C extension, the texts."""
     if _hashing is None:
         return texts
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
-    texts = pa.concat_arrays([texts.cast(pa.string())])  # no offset, int32 offsets
-    _, offsets, data = texts.buffers()
-    found = _hashing.hashes(offsets, data or b"", len(texts))
+    texts, offsets, data = string_buffers(texts)
+    found = _hashing.hashes(offsets, data, len(texts))
     return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
 
 
@@ -516,7 +519,7 @@ def _enrich(
     columns["agent_key"] = _mapped(agent_at, agent_keys, pa.int64())
     agent_table = _dimension_table(AGENT_SCHEMA, agent_keys, [values for values, _ in readings])
     columns["excluded"] = _mapped(agent_at, [excluded for _, excluded in readings], pa.bool_())
-    columns["origin_id"] = book.origins(address_at, table.column("user_agent"), enrichment)
+    columns["origin_id"] = book.origins(address_at, agents, agent_at)
     return int(pc.sum(columns["excluded"]).as_py() or 0), places, agent_table
 
 
