@@ -297,12 +297,16 @@ def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: b
         if args.postgres:
             env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
         elapsed, rss, status = import_over_http(path, env)
+    # The embedded store's files once the server has stopped (DuckDB checkpoints on close).
+    stored = sum(f.stat().st_size for f in data_dir.rglob("*.duckdb*") if f.is_file())
+    on_disk = f"; events on disk {stored / 1e6:,.0f} MB" if stored else ""
     print(
         f"{'with' if enrichment else 'without'} enrichment: {status['status']}, imported "
         f"{status['events_successfully_imported']:,}, failed {status['events_failed_to_import']:,}"
         f"; end to end {elapsed:.2f} s = {args.events / elapsed:,.0f} events/s (upload "
         f"{status['upload_seconds']} s of it); server peak RSS {rss:.0f} MB (sampled peaks: "
         f"anonymous {status['peak_anon_mb']} MB, mapped files {status['peak_file_mb']} MB)"
+        f"{on_disk}"
     )
     return elapsed
 

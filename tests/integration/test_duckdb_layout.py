@@ -124,7 +124,7 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
         store.close()
 
 
-def test_ids_and_origin_ids_are_stored_uncompressed(tmp_path: Path) -> None:
+def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path) -> None:
     """Nearly all distinct: compressing them costs the write more than it saves (see
     duckdb_store._UNCOMPRESSED); the other texts keep DuckDB's compression."""
     store = DuckDBEventStore(tmp_path / "events.duckdb")
@@ -133,6 +133,7 @@ def test_ids_and_origin_ids_are_stored_uncompressed(tmp_path: Path) -> None:
         ids = [f"event-{i:06d}" for i in range(3000)]
         batch = make_batch(ids, origin_country="DE")
         batch["origin_id"] = [f"{i:032x}" for i in range(len(ids))]
+        batch["endpoint_id"] = [f"{i % 50:032x}" for i in range(len(ids))]  # repeating
         store.write_batch("owner-a", batch, checkpoint(line=3001))
         assert len(store.rows("owner-a")) == 3000
     finally:
@@ -150,4 +151,5 @@ def test_ids_and_origin_ids_are_stored_uncompressed(tmp_path: Path) -> None:
     methods = dict(found)
     assert methods["id"] == ["Uncompressed"]
     assert methods["origin_id"] == ["Uncompressed"]
+    assert methods["endpoint_id"] == ["Uncompressed"]
     assert "Uncompressed" not in methods["origin_country"]
