@@ -8,14 +8,19 @@ MaxMind DB writer, since maxminddb can only read.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import maxminddb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from eventport.enrich.ip import EMPTY_PLACE, IpEnricher, Place
+from eventport.enrich import ip as ip_module
+from eventport.enrich.ip import EMPTY_PLACE, IpEnricher, Place, _city, _mmdb
 from eventport.enrich.ip_owners import (
     KNOWN_NETWORKS,
     OwnerDirectory,
@@ -296,8 +301,27 @@ def _control(data_type: int, size: int) -> bytes:
     return bytes([size_bits, data_type - 7]) + extra  # extended type: type 0, then type - 7
 
 
-def write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, object]]) -> Path:
-    """An IPv4-only MaxMind DB (32-bit records) mapping each network to its record."""
+def _node(left: int, right: int, record_size: int) -> bytes:
+    if record_size == 32:
+        return struct.pack(">II", left, right)
+    if record_size == 24:
+        return left.to_bytes(3, "big") + right.to_bytes(3, "big")
+    middle = (left >> 24) << 4 | right >> 24  # 28 bits: each record's top nibble in byte 3
+    return (
+        (left & 0xFFFFFF).to_bytes(3, "big")
+        + bytes([middle])
+        + (right & 0xFFFFFF).to_bytes(3, "big")
+    )
+
+
+def write_mmdb(
+    path: Path,
+    database_type: str,
+    networks: dict[str, dict[str, object]],
+    record_size: int = 32,
+) -> Path:
+    """An IPv4-only MaxMind DB (records of ``record_size`` bits) mapping each network to its
+    record."""
     nodes: list[list[int | tuple[str, int] | None]] = [[None, None]]
     data = b""
     for cidr, record in networks.items():
@@ -325,7 +349,7 @@ def write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, obj
             return entry
         return count + 16 + entry[1]
 
-    tree = b"".join(struct.pack(">II", *map(record_value, node)) for node in nodes)
+    tree = b"".join(_node(*map(record_value, node), record_size) for node in nodes)
     metadata = {
         "binary_format_major_version": Uint(5, 2),
         "binary_format_minor_version": Uint(5, 0),
@@ -335,7 +359,7 @@ def write_mmdb(path: Path, database_type: str, networks: dict[str, dict[str, obj
         "ip_version": Uint(5, 4),
         "languages": ["en"],
         "node_count": Uint(6, count),
-        "record_size": Uint(5, 32),
+        "record_size": Uint(5, record_size),
     }
     path.write_bytes(tree + bytes(16) + data + b"\xab\xcd\xefMaxMind.com" + _encode(metadata))
     return path
@@ -427,3 +451,136 @@ def test_a_database_of_the_wrong_kind_is_refused(tmp_path: Path) -> None:
     country_db = write_mmdb(tmp_path / "country.mmdb", "GeoLite2-Country", {})
     with pytest.raises(ValueError, match="not an ASN or ISP"):
         IpEnricher(asn_database=country_db)
+
+
+# -- the search tree walked in C (enrich/_mmdb.c) -------------------------------------------------
+
+needs_mmdb = pytest.mark.skipif(_mmdb is None, reason="the _mmdb extension is not compiled")
+
+
+def _bundled_city() -> Path:
+    path = next(s for s in IpEnricher().sources() if s.kind == "city").path
+    assert path is not None
+    return Path(path)
+
+
+def _pure_records(path: Path, texts: list[str]) -> list[int]:
+    """maxminddb's pure-Python reader's tree walk: the node value each address leads to."""
+    reader = maxminddb.open_database(str(path), maxminddb.MODE_FILE)
+    try:
+        found = []
+        for text in texts:
+            address = ipaddress.ip_address(text)
+            if address.version == 6 and reader.metadata().ip_version == 4:
+                found.append(-1)
+                continue
+            node = reader._find_address_in_tree(address.packed)[0]
+            found.append(node)
+        return found
+    finally:
+        reader.close()
+
+
+def _records(path: Path, texts: list[str]) -> list[int]:
+    reader = maxminddb.open_database(str(path))
+    meta = reader.metadata()
+    reader.close()
+    return _mmdb.records(
+        path.read_bytes(), meta.node_count, meta.record_size, meta.ip_version, texts
+    )
+
+
+_ipv4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+_ipv6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+# Mostly global unicast (2000::/3), where the City data has networks.
+_ipv6_global = st.integers(2**125, 2**126 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+
+
+@needs_mmdb
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(_ipv4, _ipv6, _ipv6_global), min_size=1, max_size=40))
+def test_the_tree_walk_finds_the_records_maxminddb_finds(texts: list[str]) -> None:
+    path = _bundled_city()
+    assert _records(path, texts) == _pure_records(path, texts)
+
+
+@needs_mmdb
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+def test_the_tree_walk_reads_every_record_size(tmp_path: Path, record_size: int) -> None:
+    networks = {
+        "1.2.0.0/16": {"city": {"names": {"en": "A"}}},
+        "1.2.3.0/24": {"city": {"names": {"en": "B"}}},
+        "200.0.0.0/5": {"city": {"names": {"en": "C"}}},
+        "255.255.255.255/32": {"city": {"names": {"en": "D"}}},
+    }
+    path = write_mmdb(tmp_path / "city.mmdb", "GeoIP2-City", networks, record_size)
+    texts = ["1.2.3.4", "1.2.4.4", "1.3.0.0", "200.1.2.3", "207.255.0.1", "208.0.0.1"]
+    texts += ["255.255.255.255", "255.255.255.254", "0.0.0.0", "::1", "2001:db8::1"]
+    found = _records(path, texts)
+    assert found == _pure_records(path, texts)
+    assert found[-2:] == [-1, -1]  # IPv6 addresses in an IPv4 database
+    assert found[5] == found[7] == found[8] == 0  # in no network
+    assert len({found[0], found[1], found[3], found[6]}) == 4  # four records
+    assert found[3] == found[4]  # one network, one record
+
+
+@needs_mmdb
+def test_texts_that_are_not_addresses_find_nothing() -> None:
+    path = _bundled_city()
+    texts: list[object] = [
+        "",
+        "1.2.3",
+        "1.2.3.4.5",
+        "abc",
+        "1.2.3.4\x00",
+        " 1.2.3.4",
+        "::g",
+        None,
+        7,
+    ]
+    texts.append("1" * 200)
+    assert _records(path, texts) == [-1] * len(texts)  # type: ignore[arg-type]
+
+
+@needs_mmdb
+def test_a_damaged_tree_is_an_error_not_a_wrong_answer() -> None:
+    path = _bundled_city()
+    reader = maxminddb.open_database(str(path))
+    meta = reader.metadata()
+    reader.close()
+    truncated = path.read_bytes()[: 1000 * meta.record_size // 4]  # 1,000 of the nodes
+    with pytest.raises(ValueError, match="corrupt search tree"):
+        _mmdb.records(truncated, meta.node_count, meta.record_size, 6, ["8.8.8.8"])
+    with pytest.raises(ValueError, match="unsupported record size"):
+        _mmdb.records(path.read_bytes(), meta.node_count, 30, 6, ["8.8.8.8"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(_ipv4, _ipv6_global), min_size=1, max_size=30))
+def test_city_answers_shared_by_record_equal_those_of_each_address(texts: list[str]) -> None:
+    """Whether or not the tree walk is compiled, what a City record gives each address is what
+    maxminddb's reader decodes for that address."""
+    enricher = IpEnricher()
+    database = enricher._loaded().city
+    expected = [_city(database.reader.get(text)) for text in texts]
+    assert database.cities(texts) == expected
+    assert database.cities(list(reversed(texts))) == list(reversed(expected))  # remembered
+
+
+def test_looking_up_many_addresses_answers_as_one_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(5)
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(300)]
+    texts += [
+        "2a03:2880:f003:c07:face:b00c::2",
+        "::ffff:8.8.8.8",
+        "10.0.0.1",
+        "nonsense",
+        "8.8.8.8",
+    ]
+    together = IpEnricher().lookup_many(texts)
+    monkeypatch.setattr(ip_module, "_mmdb", None)  # the fallback: maxminddb for every address
+    alone = IpEnricher()
+    assert together == {text: alone.lookup(text) for text in texts}
+    assert sum(1 for place in together.values() if place.city) > 50

@@ -35,6 +35,7 @@ IPv6 addresses are looked up as the IPv4 address they carry.
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from collections.abc import Iterable
@@ -53,6 +54,11 @@ from eventport.enrich.ip_ranges import (
     load_bundled_data,
     parse_public_address,
 )
+
+try:
+    from eventport.enrich import _mmdb
+except ImportError:  # not compiled: maxminddb decodes each address's record
+    _mmdb = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from maxminddb.types import Record
@@ -94,10 +100,27 @@ _LOCATION_KINDS = {"City": "city", "Enterprise": "city", "Country": "country"}
 _OWNER_KINDS = ("ASN", "ISP")
 
 
-@dataclass(frozen=True)
+_CITIES_MAX = 100_000  # records remembered by a City database (see _Database.cities)
+# What a City record gives: its country, and (state, city, postal, latitude, longitude).
+CityAnswer = tuple[
+    str | None, tuple[str | None, str | None, str | None, float | None, float | None]
+]
+_NO_CITY: CityAnswer = (None, (None, None, None, None, None))
+
+
 class _Database:
-    reader: maxminddb.Reader
-    source: DataSource
+    """A MaxMind database: maxminddb's reader, and for City look-ups of many addresses at once
+    the search tree walked in C (enrich/_mmdb.c), so that each data record is decoded once."""
+
+    def __init__(self, reader: maxminddb.Reader, source: DataSource, path: Path) -> None:
+        self.reader = reader
+        self.source = source
+        self._tree: memoryview | None = None
+        self._cities: dict[int, CityAnswer] = {}  # by record (its node value)
+        self._path = path
+
+    def with_source(self, source: DataSource) -> _Database:
+        return _Database(self.reader, source, self._path)
 
     def get(self, address: str) -> Record | None:
         try:
@@ -105,6 +128,42 @@ class _Database:
         except (ValueError, maxminddb.InvalidDatabaseError):
             # an IPv6 address in an IPv4-only database, or a damaged file: nothing known
             return None
+
+    def cities(self, texts: list[str]) -> list[CityAnswer]:
+        """:func:`_city` of the record of each address (public addresses' texts). Where the
+        tree walk is compiled, addresses of the same network's record share one decode."""
+        if _mmdb is None or not texts:
+            return [_city(self.get(text)) for text in texts]
+        meta = self.reader.metadata()
+        try:
+            found = _mmdb.records(
+                self._search_tree(), meta.node_count, meta.record_size, meta.ip_version, texts
+            )
+        except ValueError:  # a damaged file: maxminddb says what it can, address by address
+            return [_city(self.get(text)) for text in texts]
+        cities = self._cities
+        answers = []
+        for text, record in zip(texts, found, strict=True):
+            if record <= 0:
+                answers.append(_NO_CITY)
+                continue
+            answer = cities.get(record)
+            if answer is None:
+                if len(cities) >= _CITIES_MAX:
+                    cities.clear()
+                answer = cities[record] = _city(self.get(text))
+            answers.append(answer)
+        return answers
+
+    def _search_tree(self) -> memoryview:
+        """The file's search tree, mapped read-only (shared with the page cache)."""
+        if self._tree is None:
+            meta = self.reader.metadata()
+            size = meta.node_count * meta.record_size // 4
+            with self._path.open("rb") as file:
+                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            self._tree = memoryview(mapped)[:size]
+        return self._tree
 
 
 def _open_database(path: Path, role: str) -> _Database:
@@ -120,7 +179,8 @@ def _open_database(path: Path, role: str) -> _Database:
         wanted = "a City or Country" if role == "location" else "an ASN or ISP"
         raise ValueError(f"{path} is a {meta.database_type} database, not {wanted} database")
     name = f"{meta.database_type} (MaxMind database {path})"
-    return _Database(reader, DataSource(name, kind, _epoch_date(meta.build_epoch), str(path)))
+    source = DataSource(name, kind, _epoch_date(meta.build_epoch), str(path))
+    return _Database(reader, source, path)
 
 
 def _database_kind(database_type: str, role: str) -> str | None:
@@ -146,7 +206,7 @@ def _bundled_city_database() -> _Database:
         database.source.date,
         str(path),
     )
-    return _Database(database.reader, source)
+    return database.with_source(source)
 
 
 class _Sources:
@@ -207,14 +267,24 @@ class IpEnricher:
 
     def lookup(self, address: str) -> Place:
         """The place of one address; EMPTY_PLACE for anything that is not a public address."""
-        parsed = parse_public_address(address.strip()) if isinstance(address, str) else None
-        if parsed is None:
-            return EMPTY_PLACE
-        return self._place(self._loaded(), parsed)
+        return self.lookup_many([address])[address]
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, Place]:
         """One entry per distinct input string, each looked up once."""
-        return {address: self.lookup(address) for address in dict.fromkeys(addresses)}
+        distinct = list(dict.fromkeys(addresses))
+        parsed = [
+            parse_public_address(address.strip()) if isinstance(address, str) else None
+            for address in distinct
+        ]
+        public = [address for address in parsed if address is not None]
+        if not public:
+            return dict.fromkeys(distinct, EMPTY_PLACE)
+        sources = self._loaded()
+        cities = iter(sources.city.cities([address.text for address in public]))
+        return {
+            text: EMPTY_PLACE if address is None else self._place(sources, address, next(cities))
+            for text, address in zip(distinct, parsed, strict=True)
+        }
 
     def sources(self) -> list[DataSource]:
         """Each data set in use, with its date; loads the data if it is not loaded yet."""
@@ -229,19 +299,19 @@ class IpEnricher:
                 sources = self._sources
         return sources
 
-    def _place(self, sources: _Sources, address: PublicAddress) -> Place:
+    def _place(self, sources: _Sources, address: PublicAddress, city: CityAnswer) -> Place:
         text = address.text
-        city_record = sources.city.get(text)
+        city_country, located = city
         bundled = sources.bundled  # loaded whenever an override is missing
         location_override = sources.location_override
         if location_override is None:
             country = bundled.country(address) if bundled else None
         elif location_override is sources.city:
-            country = _country(city_record)
+            country = city_country
         else:
             country = _country(location_override.get(text))
         if country is None:
-            country = _country(city_record)
+            country = city_country
 
         asn: int | None = None
         if sources.owner_override is not None:
@@ -252,16 +322,16 @@ class IpEnricher:
 
         if country is None and owner is None:
             return EMPTY_PLACE
-        state = city = postal = None
+        state = town = postal = None
         latitude = longitude = None
-        if isinstance(city_record, dict) and _country(city_record) == country:
-            state, city, postal, latitude, longitude = _location(city_record)
+        if city_country == country:
+            state, town, postal, latitude, longitude = located
         if owner is None:
-            return Place(country, state, city, postal, latitude, longitude)
+            return Place(country, state, town, postal, latitude, longitude)
         return Place(
             country,
             state,
-            city,
+            town,
             postal,
             latitude,
             longitude,
@@ -272,6 +342,13 @@ class IpEnricher:
             owner.cloud_provider_domain,
             asn,
         )
+
+
+def _city(record: Record | None) -> CityAnswer:
+    """What a City database's record says: its country and its location fields."""
+    if not isinstance(record, dict):
+        return _NO_CITY
+    return _country(record), _location(record)
 
 
 def _country(record: Record | None) -> str | None:

@@ -1,0 +1,135 @@
+/*
+ * Where a MaxMind database's search tree leads for each of many addresses: the record's place in
+ * the data section, not the record itself.
+ *
+ * Why: a GeoLite2 City database shares one data record between all the networks of a city (in
+ * the bundled 2018 file, 20,000 random addresses lead to ~6,800 records, 432,000 to ~72,000).
+ * maxminddb's reader decodes the whole record (names in eight languages and more) for every
+ * address, ~8 us each; finding the record first lets enrich/ip.py decode each record once and
+ * reuse what it took from it. The format is MaxMind's published MMDB spec (search tree of
+ * node_count nodes, records of 24, 28 or 32 bits; IPv4 addresses in an IPv6 tree under ::/96).
+ * tests/unit/test_ip_records.py holds the answers to maxminddb's own.
+ *
+ * records(tree, node_count, record_size, ip_version, texts) -> list of int, one per text:
+ *   0    the address is in no network of the database (what maxminddb answers None for);
+ *   -1   the text is not an address, or an IPv6 one in an IPv4 database;
+ *   n>0  the record's node value (node_count + 16 + its offset in the data section): equal
+ *        values name the same record.
+ * A corrupt tree (a node value between node_count and the tree's end, or a node past the buffer)
+ * raises ValueError.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    const uint8_t *tree;
+    Py_ssize_t size;
+    uint32_t node_count;
+    int record_size;
+} Tree;
+
+/* The record of node `node` on side `bit` (0 left, 1 right); -1 past the buffer. */
+static int64_t child(const Tree *t, uint32_t node, int bit) {
+    const Py_ssize_t width = t->record_size / 4; /* bytes a node takes: 6, 7 or 8 */
+    const Py_ssize_t at = (Py_ssize_t)node * width;
+    if (at + width > t->size) return -1;
+    const uint8_t *p = t->tree + at;
+    switch (t->record_size) {
+        case 24:
+            p += bit * 3;
+            return ((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | p[2];
+        case 28:
+            if (bit == 0)
+                return (((uint32_t)p[3] & 0xF0) << 20) | ((uint32_t)p[0] << 16) |
+                       ((uint32_t)p[1] << 8) | p[2];
+            return (((uint32_t)p[3] & 0x0F) << 24) | ((uint32_t)p[4] << 16) |
+                   ((uint32_t)p[5] << 8) | p[6];
+        default: /* 32 */
+            p += bit * 4;
+            return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+    }
+}
+
+/* Follow `bits` bits of `address` from `node`; the value reached, or -2 for a corrupt tree. */
+static int64_t walk(const Tree *t, int64_t node, const uint8_t *address, int bits) {
+    for (int i = 0; i < bits && node < t->node_count; i++) {
+        node = child(t, (uint32_t)node, (address[i >> 3] >> (7 - (i & 7))) & 1);
+        if (node < 0) return -2;
+    }
+    return node;
+}
+
+static PyObject *records(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer tree;
+    unsigned long node_count;
+    int record_size, ip_version;
+    PyObject *texts;
+    if (!PyArg_ParseTuple(args, "y*kiiO", &tree, &node_count, &record_size, &ip_version, &texts))
+        return NULL;
+    PyObject *result = NULL, *sequence = NULL;
+    if (record_size != 24 && record_size != 28 && record_size != 32) {
+        PyErr_Format(PyExc_ValueError, "unsupported record size %d", record_size);
+        goto done;
+    }
+    Tree t = {tree.buf, tree.len, (uint32_t)node_count, record_size};
+    /* IPv4 addresses: under ::/96 in an IPv6 tree, from the root in an IPv4 one. */
+    static const uint8_t zeros[12] = {0};
+    int64_t ipv4_start = ip_version == 6 ? walk(&t, 0, zeros, 96) : 0;
+    if (ipv4_start == -2) {
+        PyErr_SetString(PyExc_ValueError, "corrupt search tree");
+        goto done;
+    }
+    sequence = PySequence_Fast(texts, "texts must be a sequence");
+    if (sequence == NULL) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
+    result = PyList_New(n);
+    if (result == NULL) goto done;
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t found = -1;
+        Py_ssize_t length;
+        const char *text = PyUnicode_Check(items[i]) ? PyUnicode_AsUTF8AndSize(items[i], &length)
+                                                     : NULL;
+        if (text == NULL) PyErr_Clear();
+        uint8_t address[16];
+        if (text != NULL && length < 64 && strlen(text) == (size_t)length) {
+            if (inet_pton(AF_INET, text, address) == 1) {
+                found = ipv4_start >= t.node_count ? ipv4_start : walk(&t, ipv4_start, address, 32);
+            } else if (ip_version == 6 && inet_pton(AF_INET6, text, address) == 1) {
+                found = walk(&t, 0, address, 128);
+            }
+        }
+        if (found == -2 || (found > t.node_count && found < (int64_t)t.node_count + 16)) {
+            PyErr_SetString(PyExc_ValueError, "corrupt search tree");
+            Py_CLEAR(result);
+            goto done;
+        }
+        if (found == t.node_count) found = 0; /* the empty record: no network */
+        PyObject *value = PyLong_FromLongLong(found);
+        if (value == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, value);
+    }
+done:
+    Py_XDECREF(sequence);
+    PyBuffer_Release(&tree);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"records", records, METH_VARARGS,
+     "records(tree, node_count, record_size, ip_version, texts) -> the record of each address"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_mmdb", "Where a MaxMind database's search tree leads.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__mmdb(void) { return PyModule_Create(&module); }

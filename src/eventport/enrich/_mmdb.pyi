@@ -1,0 +1,8 @@
+"""Where a MaxMind database's search tree leads (see _mmdb.c)."""
+
+from typing_extensions import Buffer
+
+def records(
+    tree: Buffer, node_count: int, record_size: int, ip_version: int, texts: list[str], /
+) -> list[int]:
+    """Each address's record (its node value); 0 in no network, -1 not an address."""
