@@ -29,6 +29,11 @@ TEXTS = [
     "0123456789ABCDEF0123456789ABCDEF",  # upper case: not an origin id's spelling
     "0" * 31,
     "0" * 33,
+    "0" * 31 + "g",  # one byte that is not a digit, anywhere: the last,
+    "/" + "0" * 31,  # just below '0', and just above '9' and 'f' in the middle:
+    "0" * 15 + ":" + "0" * 16,
+    "0" * 16 + "g" + "0" * 15,
+    "0" * 30 + "é",  # 32 bytes, two of them above ASCII
     " " + "0" * 31,
     "x" * 55,  # MD5 padding: the length fits in the last block
     "x" * 56,  # ... and does not
