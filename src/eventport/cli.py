@@ -124,6 +124,12 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     from eventport.events.store import open_event_store
     from eventport.imports.worker import WorkerPool
 
+    # First: a stop asked for while starting (loading the enrichment data takes a second) ends
+    # the process cleanly once it has started, instead of killing it half-way.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    click.echo("starting import workers", nl=True)
     settings = load_settings(workers=workers, data_dir=data_dir, database_url=database_url)
     control = ControlDatabase(settings.resolved_database_url())
     control.migrate()
@@ -136,9 +142,6 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
         ) from exc
     events.setup()
     pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     pool.start()
     click.echo(f"{len(pool.workers)} import worker(s) running; Ctrl-C to stop")
     stop.wait()

@@ -62,3 +62,19 @@ def test_separate_worker_processes_share_the_work(pg_env: dict[str, str], tmp_pa
         serve.stop()
     log = (tmp_path / "workers.log").read_text()
     assert log.count("import worker(s) running") == 2
+
+
+def test_a_worker_stopped_while_it_starts_exits_cleanly(pg_env: dict[str, str]) -> None:
+    """SIGTERM before the workers run (while the enrichment data loads) is a clean stop."""
+    process = subprocess.Popen(
+        [EVENTPORT, "worker", "--workers", "1"],
+        env=pg_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"starting import workers\n"  # data not loaded yet
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output.decode()
+    assert b"import worker(s) running" in output  # it did start, then stopped

@@ -299,3 +299,33 @@ def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
     assert done["status"] == "aborted"
     assert 0 < done["events_successfully_imported"] < 400_000
     assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
+
+
+def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path: Path) -> None:
+    """Batches of exactly the store's preferred size (worker.slice_lines): DuckDB then keeps
+    each batch as one row group of 122,880, with no small ones left between them to merge
+    (which left the file twice the size of its data)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("row groups are the DuckDB store's")
+    settings = Settings(database_url=backend, data_dir=tmp_path / "data", workers=1)
+    with running_server(settings, control) as server:
+        truncate_all(control)
+        alice = server.user("alice")
+        package_id = setup_package(alice, "alice")
+        lines = 2 * 122_880 + 7
+        body = b"".join(b'{"$time":%d}\n' % (1_717_200_000 + i) for i in range(lines))
+        started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+        done = wait_finished(alice, "alice", started["id"])
+        assert counts(done) == (lines, lines, 0)
+        store = server.app.state.events
+        with store._lock:  # the store's one connection, between writes
+            found = (
+                store._connection()
+                .execute(
+                    "SELECT row_group_id, sum(count) FROM pragma_storage_info('event_rows') "
+                    "WHERE column_name = 'line' AND segment_type <> 'VALIDITY' "
+                    "GROUP BY row_group_id ORDER BY row_group_id"
+                )
+                .fetchall()
+            )
+    assert [rows for _, rows in found] == [122_880, 122_880, 7]

@@ -565,3 +565,16 @@ def test_line_counting_in_c_and_python_agree(data: bytes) -> None:
             assert formats._count_lines(*args) == formats.count_lines_py(*args)
         for n in (0, 1, 2, 3, 500, 2000):
             assert formats._line_end(data, start, n) == formats.line_end_py(data, start, n)
+
+
+@pytest.mark.parametrize(
+    ("batch", "expected"), [(122_880, 20_480), (50_000, 12_500), (20_480, 20_480), (7, 7)]
+)
+def test_slices_divide_a_batch_evenly(batch: int, expected: int) -> None:
+    from eventport.imports.worker import SLICE_LINES, slice_lines
+
+    assert slice_lines(batch) == expected
+    for size in (1, 2, 97, 1000, 20_481, 65_536, 99_991, 122_880, 1_000_000):
+        lines = slice_lines(size)
+        assert size % lines == 0, size
+        assert lines <= SLICE_LINES, size

@@ -46,6 +46,19 @@ MAX_ATTEMPTS = 5
 ABORT_POLL_SECONDS = 0.25
 
 
+def slice_lines(batch_lines: int) -> int:
+    """Lines per slice: the most, up to SLICE_LINES, that divides ``batch_lines`` evenly, so
+    that a batch of clean lines holds exactly ``batch_lines`` events. DuckDB stores a table in
+    row groups of 122,880 rows (its preferred batch, 6 slices of 20,480): a batch a little over
+    that leaves a small row group, and DuckDB merging those later left the file twice the size
+    of its data (measured on 1M events: 322 MB, 46% of it free blocks, against 175 MB with
+    batches of exactly 122,880; the same write time)."""
+    for slices in range(-(-batch_lines // SLICE_LINES), batch_lines + 1):
+        if batch_lines % slices == 0:
+            return batch_lines // slices
+    return 1
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -64,8 +77,9 @@ def _entry(entry: LogEntry) -> dict[str, object]:
     }
 
 
-# Read and decoded between two looks at the abort flag: records or lines, and at most 8 MiB.
-SLICE_LINES = 20_000
+# Read and decoded between two looks at the abort flag: at most this many records or lines (see
+# slice_lines), and at most 8 MiB.
+SLICE_LINES = 20_480
 SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
@@ -281,7 +295,7 @@ class ImportWorker:
                     fmt="csv" if is_csv else "ndjson",
                     start_line=checkpoint.line,
                     start_offset=checkpoint.offset,
-                    chunk_lines=SLICE_LINES,
+                    chunk_lines=slice_lines(self.chunk_lines),
                     chunk_bytes=SLICE_BYTES,
                 )
                 for chunk in slices:
