@@ -110,7 +110,8 @@ def fill(env: dict[str, str], args: argparse.Namespace) -> str:
     control.dispose()
     store = open_event_store(settings.database_url, settings.data_dir)
     started = time.perf_counter()
-    batch_rows = 500_000 if not args.postgres else 100_000
+    # Embedded: whole DuckDB row groups (4 x 122,880), as imports write them (worker.slice_lines).
+    batch_rows = 491_520 if not args.postgres else 100_000
     export_store.fill(store, args.events, batch_rows, not args.random_order)
     store.close()
     print(f"  (filled in {time.perf_counter() - started:.0f} s)")

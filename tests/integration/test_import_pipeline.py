@@ -328,4 +328,5 @@ def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path:
                 )
                 .fetchall()
             )
+        alice.close()
     assert [rows for _, rows in found] == [122_880, 122_880, 7]
