@@ -25,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -455,7 +456,118 @@ done:
     return result;
 }
 
+/* -- int64 look-ups -----------------------------------------------------------------------
+ * Arrow's hash kernels (unique, is_in, index_in, value_counts) cost 45-80 ns a 64-bit value
+ * here, mostly building their memo table; a batch's id hashes and (address, agent) pair keys
+ * take several of them per batch on the thread that builds batches. An open-addressing table
+ * of positions does the same in a few ns a value, with the GIL released.
+ *
+ * index_of(values, count, set, set_count) -> count native int32s: the position of each value's
+ *   first occurrence in set, or -1.
+ * has_repeats(values, count) -> whether any value occurs twice.
+ */
+typedef struct {
+    const int64_t *set;
+    uint32_t *slots; /* position + 1 in set; 0: empty */
+    size_t mask;
+} Positions;
+
+static inline size_t slot_of(int64_t value, size_t mask) {
+    uint64_t x = (uint64_t)value; /* a 64-bit finalizer (MurmurHash3's): pair keys are sequential */
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (size_t)x & mask;
+}
+
+static int positions_init(Positions *t, const int64_t *set, Py_ssize_t n) {
+    size_t size = 16;
+    while (size < (size_t)n * 2) size <<= 1;
+    t->set = set;
+    t->mask = size - 1;
+    t->slots = calloc(size, sizeof(uint32_t));
+    return t->slots != NULL;
+}
+
+/* The position of value in the table, or -1; with insert, an absent value is added at `at`
+ * (and -1 still returned). */
+static inline int64_t positions_find(Positions *t, int64_t value, int insert, uint32_t at) {
+    size_t h = slot_of(value, t->mask);
+    while (t->slots[h]) {
+        uint32_t p = t->slots[h] - 1;
+        if (t->set[p] == value) return p;
+        h = (h + 1) & t->mask;
+    }
+    if (insert) t->slots[h] = at + 1;
+    return -1;
+}
+
+static int int64_buffer(const Py_buffer *buffer, Py_ssize_t count, const char *name) {
+    if (count < 0 || count > INT32_MAX - 1 || buffer->len < count * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_Format(PyExc_ValueError, "%s: fewer than the given count of int64 values", name);
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *index_of(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer values, set;
+    Py_ssize_t count, set_count;
+    if (!PyArg_ParseTuple(args, "y*ny*n", &values, &count, &set, &set_count)) return NULL;
+    PyObject *result = NULL;
+    Positions t;
+    if (!int64_buffer(&values, count, "values") || !int64_buffer(&set, set_count, "set")) goto done;
+    result = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int32_t));
+    if (result == NULL) goto done;
+    if (!positions_init(&t, set.buf, set_count)) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *v = values.buf, *known = set.buf;
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < set_count; i++) positions_find(&t, known[i], 1, (uint32_t)i);
+    for (Py_ssize_t i = 0; i < count; i++) out[i] = (int32_t)positions_find(&t, v[i], 0, 0);
+    Py_END_ALLOW_THREADS
+    free(t.slots);
+done:
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&set);
+    return result;
+}
+
+static PyObject *has_repeats(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer values;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*n", &values, &count)) return NULL;
+    PyObject *result = NULL;
+    Positions t;
+    if (!int64_buffer(&values, count, "values")) goto done;
+    if (!positions_init(&t, values.buf, count)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const int64_t *v = values.buf;
+    int repeated = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < count && !repeated; i++)
+        repeated = positions_find(&t, v[i], 1, (uint32_t)i) >= 0;
+    Py_END_ALLOW_THREADS
+    free(t.slots);
+    result = PyBool_FromLong(repeated);
+done:
+    PyBuffer_Release(&values);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"index_of", index_of, METH_VARARGS,
+     "index_of(values, count, set, set_count) -> int32 position of each value in set, or -1"},
+    {"has_repeats", has_repeats, METH_VARARGS,
+     "has_repeats(values, count) -> whether any of the int64 values occurs twice"},
     {"hashes", hashes, METH_VARARGS,
      "hashes(offsets, data, count) -> count unkeyed 64-bit hashes (to find equal texts)"},
     {"hex_digests", hex_digests, METH_VARARGS,

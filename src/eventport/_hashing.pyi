@@ -13,3 +13,9 @@ def md5_keys(prefix: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> tu
 
 def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
     """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves."""
+
+def index_of(values: Buffer, count: int, set: Buffer, set_count: int, /) -> bytes:
+    """Native int32 position of each int64 value's first occurrence in ``set``, or -1."""
+
+def has_repeats(values: Buffer, count: int, /) -> bool:
+    """Whether any of ``count`` int64 values occurs twice."""

@@ -17,6 +17,7 @@ from eventport.events.keys import (
     id_keys,
     origin_keys,
 )
+from tests.unit.extension import with_and_without
 
 OWNER = "0190c8a2-6e4b-7c1d-9f3e-5a2b1c0d9e8f"
 HEX = "0123456789abcdef"
@@ -49,11 +50,7 @@ texts_and_hex = st.lists(
 
 @pytest.fixture(params=["C", "hashlib"])
 def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "hashlib":
-        monkeypatch.setattr(keys, "_hashing", None)
-    elif keys._hashing is None:
-        pytest.skip("the _hashing extension is not compiled")
-    return str(request.param)
+    return with_and_without(request, monkeypatch, keys)
 
 
 def keyed(texts: list[str | None]) -> list[tuple[int, int, int | None, int | None]]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
+from eventport import positions
 from eventport.imports import pipeline
 from eventport.imports.pipeline import _also_in, _last_of_each_id, text_hashes
+from tests.unit.extension import with_and_without
 
 IDS = ["a", "b", "a", "", "é", "b", "a" * 300, "c", "a" * 300]
 
 
 @pytest.fixture(params=["C", "texts"])
-def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.param == "texts":
-        monkeypatch.setattr(pipeline, "_hashing", None)
-    elif pipeline._hashing is None:
-        pytest.skip("the _hashing extension is not compiled")
+def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    return with_and_without(request, monkeypatch, pipeline, positions)
 
 
 @pytest.mark.usefixtures("hashing")

@@ -27,6 +27,7 @@ from eventport.events.batch import (
 )
 from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
+from eventport.positions import has_repeats, index_of
 
 try:
     from eventport import _hashing
@@ -203,23 +204,21 @@ class AddressBook:
             self.agent_texts = _extended(self.agent_texts, new)
         numbers = pa.array([self.agent_numbers[a] for a in texts], pa.int64()).take(agent_at)
         pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
-        pairs = pc.drop_null(pc.unique(pair_key))
-        known_at = pc.index_in(pairs, value_set=self.origin_pairs)
-        new = pc.is_null(known_at)
-        if pc.any(new).as_py():
-            if len(self.origin_pairs) + int(pc.sum(new).as_py()) > _ORIGINS_MAX:
+        at = index_of(pair_key, self.origin_pairs)  # per event; null: no row, or a new pair
+        unknown = pc.and_(pc.is_null(at), pc.is_valid(pair_key))
+        if pc.any(unknown).as_py():
+            missing = pc.unique(pc.filter(pair_key, unknown))
+            if len(self.origin_pairs) + len(missing) > _ORIGINS_MAX:
                 self.origin_pairs = pa.array([], pa.int64())
                 self.origin_ids = pa.array([], pa.string())
-                new = pc.is_valid(pairs)
-            missing = pc.filter(pairs, new)
+                missing = pc.drop_null(pc.unique(pair_key))
             addresses = self.canonical.take(pc.shift_right(missing, _PAIR_SHIFT))
             agent_numbers = pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1)
             ids = enrichment.origins(addresses, self.agent_texts.take(agent_numbers))
-            first = len(self.origin_pairs)
             self.origin_pairs = pa.concat_arrays([self.origin_pairs, missing])
             self.origin_ids = pa.concat_arrays([self.origin_ids, ids])
-            known_at = _appended_at(new, first, known_at)
-        return self.origin_ids.take(known_at.take(pc.index_in(pair_key, value_set=pairs)))
+            at = index_of(pair_key, self.origin_pairs)
+        return self.origin_ids.take(at)
 
 
 def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
@@ -301,7 +300,7 @@ def build_batch(
     in_file: list[LogEntry] = []
     keep = None
     id_hashes = text_hashes(ids)
-    if total and pc.max(pc.value_counts(id_hashes).field("counts")).as_py() > 1:
+    if total and has_repeats(id_hashes):
         keep, in_file = _last_of_each_id(ids, lines, id_hashes)
     columns: dict[str, Any] = {
         "id": ids,
@@ -422,7 +421,7 @@ def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa
     """The ``ids`` that are also among ``others`` (each list with its text_hashes)."""
     if not len(others):
         return set()
-    candidates = pc.is_in(hashes, value_set=other_hashes)
+    candidates = pc.is_valid(index_of(hashes, other_hashes))
     if not pc.any(candidates).as_py():
         return set()
     maybe = pc.filter(ids, candidates)

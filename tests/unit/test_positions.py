@@ -1,0 +1,92 @@
+"""positions.index_of and has_repeats: the C look-ups answer as Arrow's kernels and Python do."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventport import positions
+from tests.unit.extension import with_and_without
+
+# Small values repeat often; the extremes and sequential pair keys are hashed too.
+_int64 = st.one_of(
+    st.integers(-3, 3),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(0, 2**32 - 1).map(lambda n: n << 31),
+)
+
+
+@pytest.fixture(params=["C", "Arrow"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    return with_and_without(request, monkeypatch, positions)
+
+
+def _first_positions(values: list[int | None], known: list[int]) -> list[int | None]:
+    first: dict[int, int] = {}
+    for at, value in enumerate(known):
+        first.setdefault(value, at)
+    return [None if v is None else first.get(v) for v in values]
+
+
+@pytest.mark.usefixtures("compiled")
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), _int64), max_size=60),
+    st.lists(_int64, max_size=60),
+    st.integers(0, 3),
+)
+def test_index_of_gives_each_value_its_first_position(
+    values: list[int | None], known: list[int], skip: int
+) -> None:
+    # Sliced arrays (an offset into their buffers) and chunked ones, as pipelines hand them over.
+    array = pa.array([0] * skip + values, pa.int64())[skip:]
+    found = positions.index_of(array, pa.array(known, pa.int64()))
+    assert found.type == pa.int32()
+    assert found.to_pylist() == _first_positions(values, known)
+    half = len(values) // 2
+    chunked = pa.chunked_array([values[:half], values[half:]], pa.int64())
+    assert positions.index_of(chunked, pa.array(known, pa.int64())).to_pylist() == (
+        _first_positions(values, known)
+    )
+
+
+@pytest.mark.usefixtures("compiled")
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_int64, max_size=80), st.integers(0, 3))
+def test_has_repeats_says_whether_a_value_occurs_twice(values: list[int], skip: int) -> None:
+    array = pa.array([7] * skip + values, pa.int64())[skip:]
+    assert positions.has_repeats(array) == (len(set(values)) < len(values))
+
+
+@pytest.mark.usefixtures("compiled")
+def test_many_values_and_a_large_set() -> None:
+    known = pa.array([n << 31 for n in range(300_000)], pa.int64())
+    values = pa.array([n << 31 for n in range(-5, 300_005, 7)], pa.int64())
+    found = positions.index_of(values, known).to_pylist()
+    assert found == [n if 0 <= n < 300_000 else None for n in range(-5, 300_005, 7)]
+    assert not positions.has_repeats(known)
+    assert positions.has_repeats(pa.concat_arrays([known, known[123_456:123_457]]))
+
+
+def test_other_types_take_arrows_kernels() -> None:
+    texts = pa.array(["a", "b", None, "a"])
+    assert positions.index_of(texts, pa.array(["b", "a"])).to_pylist() == [1, 0, None, 1]
+    assert positions.has_repeats(texts)
+    assert not positions.has_repeats(pa.array([], pa.string()))
+    assert pc.all(
+        pc.is_null(positions.index_of(pa.array([1, 2]), pa.array([], pa.int64())))
+    ).as_py()
+
+
+def test_wrong_buffers_are_errors_not_reads_past_the_end() -> None:
+    if positions._hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
+    with pytest.raises(ValueError, match="values"):
+        positions._hashing.index_of(b"\0" * 8, 2, b"", 0)
+    with pytest.raises(ValueError, match="set"):
+        positions._hashing.index_of(b"", 0, b"\0" * 8, 3)
+    with pytest.raises(ValueError, match="values"):
+        positions._hashing.has_repeats(b"\0" * 15, 2)
