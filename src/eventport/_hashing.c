@@ -160,6 +160,17 @@ static int offsets_valid(const Py_buffer *offsets, const Py_buffer *data, Py_ssi
     return 1;
 }
 
+/* The state's 16-byte digest as 32 lowercase hex digits at out. */
+static void finish_hex(Blake2b *s, char *out) {
+    static const char HEX[] = "0123456789abcdef";
+    uint8_t digest[16];
+    finish(s, digest, 16);
+    for (int k = 0; k < 16; k++) {
+        out[2 * k] = HEX[digest[k] >> 4];
+        out[2 * k + 1] = HEX[digest[k] & 15];
+    }
+}
+
 static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer key, person, offsets, data;
     Py_ssize_t count;
@@ -177,19 +188,13 @@ static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     uint8_t personal[16] = {0};
     memcpy(personal, person.buf, (size_t)person.len);
     Py_BEGIN_ALLOW_THREADS
-    static const char HEX[] = "0123456789abcdef";
     Blake2b keyed, s;
     keyed_init(&keyed, key.buf, (size_t)key.len, personal, 16);
     const uint8_t *bytes = data.buf;
     for (Py_ssize_t i = 0; i < count; i++) {
         s = keyed;
         update(&s, bytes + off[i], (size_t)(off[i + 1] - off[i]));
-        uint8_t digest[16];
-        finish(&s, digest, 16);
-        for (int k = 0; k < 16; k++) {
-            out[32 * i + 2 * k] = HEX[digest[k] >> 4];
-            out[32 * i + 2 * k + 1] = HEX[digest[k] & 15];
-        }
+        finish_hex(&s, out + 32 * i);
     }
     Py_END_ALLOW_THREADS
 done:
@@ -197,6 +202,73 @@ done:
     PyBuffer_Release(&person);
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&data);
+    return result;
+}
+
+/* pair_hex_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at,
+ * b_at, count) -> count * 32 hex digits: hex_digests of the texts a[a_at[i]] + "\n" +
+ * b[b_at[i]], hashed from the two columns where they are (an import's origin ids: its canonical
+ * addresses and its user agents, by pair) instead of from texts joined first. */
+static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit) {
+    if (at->len < count * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "fewer positions than the count");
+        return 0;
+    }
+    const int64_t *p = at->buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (p[i] < 0 || p[i] >= limit) {
+            PyErr_SetString(PyExc_ValueError, "a position outside its column");
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer key, person, a_offsets, a_data, b_offsets, b_data, a_at, b_at;
+    Py_ssize_t a_count, b_count, count;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*ny*y*ny*y*n", &key, &person, &a_offsets, &a_data,
+                          &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count))
+        return NULL;
+    PyObject *result = NULL;
+    if (key.len < 1 || key.len > 64 || person.len > 16) {
+        PyErr_SetString(PyExc_ValueError, "a key of 1-64 bytes and a person of at most 16");
+        goto done;
+    }
+    if (count < 0 || !offsets_valid(&a_offsets, &a_data, a_count) ||
+        !offsets_valid(&b_offsets, &b_data, b_count) || !indices_valid(&a_at, count, a_count) ||
+        !indices_valid(&b_at, count, b_count))
+        goto done;
+    result = PyBytes_FromStringAndSize(NULL, count * 32);
+    if (!result) goto done;
+    char *out = PyBytes_AS_STRING(result);
+    uint8_t personal[16] = {0};
+    memcpy(personal, person.buf, (size_t)person.len);
+    const int32_t *a_off = a_offsets.buf, *b_off = b_offsets.buf;
+    const uint8_t *a = a_data.buf, *b = b_data.buf;
+    const int64_t *ai = a_at.buf, *bi = b_at.buf;
+    Py_BEGIN_ALLOW_THREADS
+    static const char HEX[] = "0123456789abcdef";
+    static const uint8_t NEWLINE = '\n';
+    Blake2b keyed, s;
+    keyed_init(&keyed, key.buf, (size_t)key.len, personal, 16);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        s = keyed;
+        update(&s, a + a_off[ai[i]], (size_t)(a_off[ai[i] + 1] - a_off[ai[i]]));
+        update(&s, &NEWLINE, 1);
+        update(&s, b + b_off[bi[i]], (size_t)(b_off[bi[i] + 1] - b_off[bi[i]]));
+        finish_hex(&s, out + 32 * i);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&a_offsets);
+    PyBuffer_Release(&a_data);
+    PyBuffer_Release(&b_offsets);
+    PyBuffer_Release(&b_data);
+    PyBuffer_Release(&a_at);
+    PyBuffer_Release(&b_at);
     return result;
 }
 
@@ -464,7 +536,7 @@ done:
  *
  * index_of(values, count, set, set_count) -> count native int32s: the position of each value's
  *   first occurrence in set, or -1.
- * has_repeats(values, count) -> whether any value occurs twice.
+ * distinct(values, count) -> the distinct values (native int64s), in the order first seen.
  */
 typedef struct {
     const int64_t *set;
@@ -539,37 +611,43 @@ done:
     return result;
 }
 
-static PyObject *has_repeats(PyObject *Py_UNUSED(self), PyObject *args) {
+static PyObject *distinct(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer values;
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*n", &values, &count)) return NULL;
     PyObject *result = NULL;
     Positions t;
+    int64_t *found = NULL;
     if (!int64_buffer(&values, count, "values")) goto done;
-    if (!positions_init(&t, values.buf, count)) {
+    found = malloc((size_t)(count ? count : 1) * sizeof(int64_t));
+    if (found == NULL || !positions_init(&t, values.buf, count)) {
         PyErr_NoMemory();
         goto done;
     }
     const int64_t *v = values.buf;
-    int repeated = 0;
+    Py_ssize_t n = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count && !repeated; i++)
-        repeated = positions_find(&t, v[i], 1, (uint32_t)i) >= 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (positions_find(&t, v[i], 1, (uint32_t)i) < 0) found[n++] = v[i];
     Py_END_ALLOW_THREADS
     free(t.slots);
-    result = PyBool_FromLong(repeated);
+    result = PyBytes_FromStringAndSize((const char *)found, n * (Py_ssize_t)sizeof(int64_t));
 done:
+    free(found);
     PyBuffer_Release(&values);
     return result;
 }
 
 static PyMethodDef methods[] = {
+    {"distinct", distinct, METH_VARARGS,
+     "distinct(values, count) -> the distinct int64 values, in the order first seen"},
     {"index_of", index_of, METH_VARARGS,
      "index_of(values, count, set, set_count) -> int32 position of each value in set, or -1"},
-    {"has_repeats", has_repeats, METH_VARARGS,
-     "has_repeats(values, count) -> whether any of the int64 values occurs twice"},
     {"hashes", hashes, METH_VARARGS,
      "hashes(offsets, data, count) -> count unkeyed 64-bit hashes (to find equal texts)"},
+    {"pair_hex_digests", pair_hex_digests, METH_VARARGS,
+     "pair_hex_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, "
+     "a_at, b_at, count) -> hex digests of a[a_at[i]] + newline + b[b_at[i]]"},
     {"hex_digests", hex_digests, METH_VARARGS,
      "hex_digests(key, person, offsets, data, count) -> count * 32 hex digits"},
     {"md5_keys", md5_keys, METH_VARARGS,

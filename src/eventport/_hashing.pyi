@@ -5,6 +5,22 @@ from typing_extensions import Buffer
 def hex_digests(key: Buffer, person: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` 16-byte keyed BLAKE2b digests as 32 lowercase hex digits each."""
 
+def pair_hex_digests(
+    key: Buffer,
+    person: Buffer,
+    a_offsets: Buffer,
+    a_data: Buffer,
+    a_count: int,
+    b_offsets: Buffer,
+    b_data: Buffer,
+    b_count: int,
+    a_at: Buffer,
+    b_at: Buffer,
+    count: int,
+    /,
+) -> bytes:
+    """:func:`hex_digests` of ``a[a_at[i]] + "\\n" + b[b_at[i]]`` (int64 positions)."""
+
 def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` unkeyed 64-bit hashes (native-endian), to find equal texts fast."""
 
@@ -17,5 +33,5 @@ def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, by
 def index_of(values: Buffer, count: int, set: Buffer, set_count: int, /) -> bytes:
     """Native int32 position of each int64 value's first occurrence in ``set``, or -1."""
 
-def has_repeats(values: Buffer, count: int, /) -> bool:
-    """Whether any of ``count`` int64 values occurs twice."""
+def distinct(values: Buffer, count: int, /) -> bytes:
+    """The distinct int64 values (native), in the order first seen."""

@@ -51,8 +51,19 @@ def index_of(values: pa.Array | pa.ChunkedArray, known: pa.Array | pa.ChunkedArr
 
 def has_repeats(values: pa.Array | pa.ChunkedArray) -> bool:
     """Whether any value (no nulls) occurs more than once."""
+    if _int64_data(values) is None:
+        return bool(len(values)) and pc.max(pc.value_counts(values).field("counts")).as_py() > 1
+    return len(distinct(values)) < len(values)
+
+
+def distinct(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The distinct values, nulls left out, in the order first seen."""
+    if values.null_count:
+        values = pc.drop_null(values)
     ours = _int64_data(values)
     if ours is None:
-        return bool(len(values)) and pc.max(pc.value_counts(values).field("counts")).as_py() > 1
+        found = pc.unique(values)
+        return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
     array, data = ours
-    return bool(_hashing.has_repeats(data, len(array)))
+    found = _hashing.distinct(data, len(array))
+    return pa.Array.from_buffers(pa.int64(), len(found) // 8, [None, pa.py_buffer(found)])

@@ -16,6 +16,7 @@ from eventport.enrich.enricher import (
     open_enricher,
     origin_key,
 )
+from tests.unit.extension import with_and_without
 
 KEY = bytes(range(32))
 
@@ -133,14 +134,12 @@ TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["C", "hashlib"])
-def test_a_column_hashes_as_each_value_does(
-    enricher: Enricher, compiled: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not compiled:
-        monkeypatch.setattr(enricher_module, "_hashing", None)
-    elif enricher_module._hashing is None:
-        pytest.skip("the _hashing extension is not compiled")
+@pytest.fixture(params=["C", "hashlib"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    return with_and_without(request, monkeypatch, enricher_module) == "C"
+
+
+def test_a_column_hashes_as_each_value_does(enricher: Enricher, compiled: bool) -> None:
     one = enricher.hasher(b"origin")
     column = enricher.column_hasher(b"origin")
     texts = pa.array(["ignored", *TEXTS])[1:]  # a sliced array: offsets start past 0
@@ -159,3 +158,27 @@ def test_origins_of_two_columns_are_the_single_origins(enricher: Enricher) -> No
         run.origin("8.8.8.8", None),
         run.origin("2001:db8::1", "pip/24"),
     ]
+
+
+def test_pairs_hash_as_their_joined_texts(enricher: Enricher, compiled: bool) -> None:
+    """Pairs named by position hash as the text ``first + "\\n" + second`` does, whichever
+    128-byte block the newline falls in (sliced, null-holding and chunked inputs included)."""
+    one = enricher.hasher(b"origin")
+    pairs = enricher.pair_hasher(b"origin")
+    firsts = pa.array(["ignored", "", "8.8.8.8", None, "a" * 127, "b" * 128, "é€😀" * 40])[1:]
+    seconds = pa.chunked_array([["curl/8.5.0", ""], ["c" * 129, "😀" * 70]]).combine_chunks()
+    usable = [i for i in range(len(firsts)) if firsts[i].is_valid]
+    first_at = [i for i in usable for _ in range(len(seconds))]
+    second_at = [j for _ in usable for j in range(len(seconds))]
+    got = pairs(firsts, pa.array(first_at), seconds, pa.array(second_at, pa.int32()))
+    want = [
+        one(f"{firsts[i].as_py()}\n{seconds[j].as_py()}")
+        for i, j in zip(first_at, second_at, strict=True)
+    ]
+    assert got.to_pylist() == want
+    assert (
+        pairs(firsts, pa.array([], pa.int64()), seconds, pa.array([], pa.int64())).to_pylist() == []
+    )
+    if compiled:
+        with pytest.raises(ValueError, match="outside"):
+            pairs(firsts, pa.array([len(firsts)]), seconds, pa.array([0]))

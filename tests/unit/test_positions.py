@@ -1,4 +1,4 @@
-"""positions.index_of and has_repeats: the C look-ups answer as Arrow's kernels and Python do."""
+"""positions.index_of, has_repeats and distinct: the C look-ups answer as Arrow and Python do."""
 
 from __future__ import annotations
 
@@ -62,6 +62,18 @@ def test_has_repeats_says_whether_a_value_occurs_twice(values: list[int], skip: 
 
 
 @pytest.mark.usefixtures("compiled")
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.none(), _int64), max_size=80), st.integers(0, 3))
+def test_distinct_keeps_the_first_of_each_value(values: list[int | None], skip: int) -> None:
+    array = pa.array([7] * skip + values, pa.int64())[skip:]
+    expected = list(dict.fromkeys(v for v in values if v is not None))
+    assert positions.distinct(array).to_pylist() == expected
+    half = len(values) // 2
+    chunked = pa.chunked_array([values[:half], values[half:]], pa.int64())
+    assert positions.distinct(chunked).to_pylist() == expected
+
+
+@pytest.mark.usefixtures("compiled")
 def test_many_values_and_a_large_set() -> None:
     known = pa.array([n << 31 for n in range(300_000)], pa.int64())
     values = pa.array([n << 31 for n in range(-5, 300_005, 7)], pa.int64())
@@ -75,6 +87,7 @@ def test_other_types_take_arrows_kernels() -> None:
     texts = pa.array(["a", "b", None, "a"])
     assert positions.index_of(texts, pa.array(["b", "a"])).to_pylist() == [1, 0, None, 1]
     assert positions.has_repeats(texts)
+    assert positions.distinct(texts).to_pylist() == ["a", "b"]
     assert not positions.has_repeats(pa.array([], pa.string()))
     assert pc.all(
         pc.is_null(positions.index_of(pa.array([1, 2]), pa.array([], pa.int64())))
@@ -89,4 +102,4 @@ def test_wrong_buffers_are_errors_not_reads_past_the_end() -> None:
     with pytest.raises(ValueError, match="set"):
         positions._hashing.index_of(b"", 0, b"\0" * 8, 3)
     with pytest.raises(ValueError, match="values"):
-        positions._hashing.has_repeats(b"\0" * 15, 2)
+        positions._hashing.distinct(b"\0" * 8, 2)

@@ -27,7 +27,7 @@ from eventport.events.batch import (
 )
 from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
-from eventport.positions import has_repeats, index_of
+from eventport.positions import distinct, has_repeats, index_of
 
 try:
     from eventport import _hashing
@@ -207,14 +207,17 @@ class AddressBook:
         at = index_of(pair_key, self.origin_pairs)  # per event; null: no row, or a new pair
         unknown = pc.and_(pc.is_null(at), pc.is_valid(pair_key))
         if pc.any(unknown).as_py():
-            missing = pc.unique(pc.filter(pair_key, unknown))
+            missing = distinct(pc.filter(pair_key, unknown))
             if len(self.origin_pairs) + len(missing) > _ORIGINS_MAX:
                 self.origin_pairs = pa.array([], pa.int64())
                 self.origin_ids = pa.array([], pa.string())
-                missing = pc.drop_null(pc.unique(pair_key))
-            addresses = self.canonical.take(pc.shift_right(missing, _PAIR_SHIFT))
-            agent_numbers = pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1)
-            ids = enrichment.origins(addresses, self.agent_texts.take(agent_numbers))
+                missing = distinct(pair_key)
+            ids = enrichment.origins_of(
+                self.canonical,
+                pc.shift_right(missing, _PAIR_SHIFT),
+                self.agent_texts,
+                pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1),
+            )
             self.origin_pairs = pa.concat_arrays([self.origin_pairs, missing])
             self.origin_ids = pa.concat_arrays([self.origin_ids, ids])
             at = index_of(pair_key, self.origin_pairs)
@@ -509,7 +512,7 @@ def _enrich(
     columns["place_key"] = book.place_key.take(address_at)
     for name in ROW_PLACE_FIELDS:  # the place's fields the row carries too (texts)
         columns[name] = book.fields[name].take(address_at)
-    places = book.places_of(pc.unique(columns["place_key"]))
+    places = book.places_of(distinct(columns["place_key"]))
 
     agents, agent_at = _distinct(table.column("user_agent"))
     columns["user_agent"] = _encoded(agent_at, agents)
