@@ -37,7 +37,7 @@ except ImportError:  # not compiled: ids are compared as texts
 ARTIFACT_NOT_FOUND = "artifact-not-found"
 # Remembered per import, each an Arrow column or two (~90 B an address, ~50 B an origin);
 # cleared when full. An address book holds at least a batch's addresses (122,880 at most).
-# Addresses are what costs (~20 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
+# Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
 _BOOK_MAX = 500_000  # distinct raw $remote_address texts
