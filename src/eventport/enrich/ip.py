@@ -267,6 +267,8 @@ class IpEnricher:
 
     def lookup(self, address: str) -> Place:
         """The place of one address; EMPTY_PLACE for anything that is not a public address."""
+        if not isinstance(address, str):
+            return EMPTY_PLACE
         return self.lookup_many([address])[address]
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, Place]:
