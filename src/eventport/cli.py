@@ -150,6 +150,46 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     control.dispose()
 
 
+@main.command()
+@store_options
+def compact(data_dir: Path | None, database_url: str | None) -> None:
+    """Rewrite the embedded event store in time order and whole row groups.
+
+    Exports and aggregates of events imported out of time order, or by an earlier eventport
+    that left partial row groups, read more of the store than they need; this rewrites it
+    once. Run it with
+    `eventport serve` stopped (the DuckDB file is one process's). PostgreSQL keeps events in
+    monthly partitions and needs no such step.
+    """
+    import time
+
+    from eventport.events.duckdb_store import DuckDBEventStore
+    from eventport.events.store import open_event_store
+
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    try:
+        events = open_event_store(settings.database_url, settings.data_dir)
+    except Exception as exc:
+        raise click.ClickException(
+            f"cannot open the event store ({exc}); stop `eventport serve` first"
+        ) from exc
+    try:
+        if not isinstance(events, DuckDBEventStore):
+            raise click.ClickException(
+                "compact is for the embedded DuckDB store; PostgreSQL keeps events in monthly "
+                "partitions and needs no such step"
+            )
+        events.setup()
+        started = time.monotonic()
+        count, before, after = events.compact()
+        click.echo(
+            f"{count:,} events rewritten in time order in {time.monotonic() - started:.1f} s: "
+            f"{before} row groups before, {after} now"
+        )
+    finally:
+        events.close()
+
+
 @main.group()
 def users() -> None:
     """Manage user accounts."""

@@ -166,3 +166,29 @@ def test_cli_errors_are_clear(env: dict[str, str], args: tuple[str, ...], messag
     assert result.returncode != 0
     assert message in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) -> None:
+    if backend.startswith("postgresql"):
+        result = run("compact", env=env, check=False)
+        assert result.returncode != 0
+        assert "compact is for the embedded DuckDB store" in result.stderr
+        return
+    from eventport.events.duckdb_store import DuckDBEventStore
+    from tests.integration.test_event_store import checkpoint, make_batch
+
+    store = DuckDBEventStore(Path(env["EVENTPORT_DATA_DIR"]) / "events.duckdb")
+    store.setup()
+    store.write_batch("owner-a", make_batch(["b", "a"]), checkpoint(line=3))
+    held = run("compact", env=env, check=False)  # the file is this process's while open
+    assert held.returncode != 0
+    assert "stop `eventport serve` first" in held.stderr
+    store.close()
+
+    result = run("compact", env=env)
+    assert result.stdout.startswith("2 events rewritten in time order in ")
+    again = DuckDBEventStore(Path(env["EVENTPORT_DATA_DIR"]) / "events.duckdb")
+    try:
+        assert {row["id"] for row in again.rows("owner-a")} == {"a", "b"}
+    finally:
+        again.close()

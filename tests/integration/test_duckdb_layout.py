@@ -153,3 +153,73 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
     assert methods["origin_id"] == ["Uncompressed"]
     assert methods["endpoint_id"] == ["Uncompressed"]
     assert "Uncompressed" not in methods["origin_country"]
+
+
+def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: Path) -> None:
+    """Two batches of 125,000 (as earlier versions wrote: a whole row group and a small one
+    each) with times out of order: after compact the same events are in time order, in whole
+    row groups, with this version's column layout, and the store goes on working."""
+    from datetime import UTC, datetime
+
+    from eventport.export.query import EventQuery
+
+    day = 86_400_000_000
+    start = 1_700_000_000_000_000  # 2023-11-14
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        written = []
+        size = 125_000
+        for part in range(2):  # each row group spans all 40 days
+            ids = [f"p{part}-{i}" for i in range(size)]
+            batch = make_batch(ids, package_id="pkg", first_line=part * size + 1)
+            batch["time"] = [start + ((i * 7 + part) % 40) * day + i for i in range(size)]
+            store.write_batch("owner-a", batch, checkpoint(line=(part + 1) * size + 1))
+            written += ids
+        rows_before = sorted((r["id"], r["time"]) for r in store.rows("owner-a"))
+
+        events, before, after = store.compact()
+
+        assert (events, before, after) == (250_000, 4, 3)
+        assert sorted((r["id"], r["time"]) for r in store.rows("owner-a")) == rows_before
+        con = store._connection()
+        times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
+        assert times == sorted(times)  # stored in time order
+        sizes = con.execute(
+            "SELECT row_group_id, sum(count) FROM pragma_storage_info(?) "
+            "WHERE column_name = 'line' AND segment_type <> 'VALIDITY' GROUP BY row_group_id "
+            "ORDER BY row_group_id",
+            [ROWS_TABLE],
+        ).fetchall()
+        assert [n for _, n in sizes] == [122_880, 122_880, 4_240]
+        assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
+        # A replacement after the rewrite still replaces.
+        again = make_batch(["p0-5"], package_id="pkg", time=start + 45 * day)
+        store.write_batch("owner-a", again, checkpoint("import-2", line=2))
+        assert store.count(owner_id="owner-a") == 250_000
+        query = EventQuery(
+            owner_id="owner-a",
+            start=datetime(2023, 12, 29, tzinfo=UTC),
+            end=datetime(2023, 12, 30, tzinfo=UTC),
+            package_ids=("pkg",),
+        )
+        (row,) = store.aggregate(query, "daily", "by-total")
+        assert row.total == 1  # day 45: only the replacement
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "events.duckdb"))
+    try:
+        con.execute("CHECKPOINT")
+        methods = dict(
+            con.execute(
+                "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
+                "WHERE segment_type = 'VARCHAR' GROUP BY column_name",
+                [ROWS_TABLE],
+            ).fetchall()
+        )
+        listed = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        tables = {t for (t,) in listed}
+    finally:
+        con.close()
+    assert methods["id"] == ["Uncompressed"]  # this version's layout
+    assert "event_rows_compacted" not in tables

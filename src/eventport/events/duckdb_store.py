@@ -158,6 +158,14 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
     return f"{_q(name)} {_SQL_TYPES[type_]}{stored}" + ("" if nullable else " NOT NULL")
 
 
+def _rows_table_sql(name: str) -> str:
+    rows = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in _ROW_COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} (id_key UHUGEINT NOT NULL, {rows}, "
+        "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT)"
+    )
+
+
 _COLUMNS_SQL = ", ".join(_q(n) for n in COLUMN_NAMES)
 _COLUMN_OF = {c.name: c for c in COLUMNS}
 # origin_key: the origin id as a 128-bit number, what aggregates count distinct values of
@@ -603,12 +611,7 @@ class DuckDBEventStore:
         old = bool(wide) and wide[0][0] == "BASE TABLE"  # a file from before the row tables
         if old:
             _run(con, f"ALTER TABLE {EVENTS_TABLE} RENAME TO {_OLD_EVENTS}")
-        rows = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in _ROW_COLUMNS)
-        _run(
-            con,
-            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
-            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT)",
-        )
+        _run(con, _rows_table_sql(ROWS_TABLE))
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
             _run(
@@ -798,6 +801,46 @@ class DuckDBEventStore:
             row["time"] = micros_to_datetime(row["time"])
             result.append(row)
         return result
+
+    def compact(self) -> tuple[int, int, int]:
+        """Rewrite the event rows in time order, in whole row groups, with this version's
+        column layout: (events, row groups before, row groups after).
+
+        Events imported out of time order, or by a version that wrote partial row groups, make
+        every export and aggregate read more of the table than its time range (each row group's
+        min and max times cover the whole range); after this, DuckDB skips the row groups
+        outside it. One transaction: readers see the old rows until it commits, and a failure
+        leaves them as they were. DuckDB sorts with its buffer capped and spills to disk, so
+        any size works; it takes about as long as reading and writing the table once or twice.
+        """
+        with self._lock:
+            con = self._connection()
+            before = _row_groups(con)
+            _run(con, "BEGIN TRANSACTION")
+            try:
+                _run(con, f"DROP TABLE IF EXISTS {_COMPACTED}")
+                _run(con, _rows_table_sql(_COMPACTED))
+                names = ", ".join(_q(n) for n in _columns_in_order(con, _COMPACTED))
+                for low, high in _compaction_windows(con):  # each sorted within the buffer
+                    _run(
+                        con,
+                        f"INSERT INTO {_COMPACTED} ({names}) SELECT {names} FROM {ROWS_TABLE} "
+                        "WHERE time >= make_timestamptz(CAST($low AS BIGINT)) "
+                        "AND time < make_timestamptz(CAST($high AS BIGINT)) "
+                        "ORDER BY time, id_key",
+                        {"low": low, "high": high},
+                    )
+                _run(con, f"DROP TABLE {ROWS_TABLE}")
+                _run(con, f"ALTER TABLE {_COMPACTED} RENAME TO {ROWS_TABLE}")
+                _run(con, _view_sql())
+                _run(con, "COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    _run(con, "ROLLBACK")
+                raise
+            _run(con, "CHECKPOINT")
+            events = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
+            return events, before, _row_groups(con)
 
     def close(self) -> None:
         with self._lookup_lock, self._lock:
@@ -1051,6 +1094,53 @@ def _aggregate_rows(
 
 
 _OLD_EVENTS = "events_before_row_tables"
+
+
+_COMPACTED = "event_rows_compacted"
+
+
+def _columns_in_order(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    found = _run(
+        con,
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        [table],
+    )
+    return [row[0] for row in found]
+
+
+_COMPACTION_WINDOW_ROWS = 250_000  # a window of the rows sorted at once (fits 128 MB)
+
+
+def _compaction_windows(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """Consecutive time ranges (epoch microseconds, end exclusive) covering every row, each of
+    about _COMPACTION_WINDOW_ROWS rows (a single busier hour is one window): sorting all rows
+    in one go ran out of DuckDB's 128 MB buffer on 10M events."""
+    hours = _run(
+        con,
+        f"SELECT epoch_us(date_trunc('hour', make_timestamp(epoch_us(time)))) AS h, count(*) "
+        f"FROM {ROWS_TABLE} GROUP BY h ORDER BY h",
+    )
+    windows: list[tuple[int, int]] = []
+    start, rows = None, 0
+    for hour, count in hours:
+        if start is None:
+            start = hour
+        elif rows + count > _COMPACTION_WINDOW_ROWS:
+            windows.append((start, hour))
+            start, rows = hour, 0
+        rows += count
+    if start is not None:
+        windows.append((start, hours[-1][0] + 3_600_000_000))
+    return windows
+
+
+def _row_groups(con: duckdb.DuckDBPyConnection) -> int:
+    found = _run(
+        con,
+        f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{ROWS_TABLE}')",
+    )
+    return int(found[0][0])
 
 
 def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
