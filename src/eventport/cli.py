@@ -163,31 +163,27 @@ def compact(data_dir: Path | None, database_url: str | None) -> None:
     """
     import time
 
-    from eventport.events.duckdb_store import DuckDBEventStore
-    from eventport.events.store import open_event_store
+    from eventport.events.duckdb_store import compact_file
+    from eventport.events.store import EVENTS_FILE, EventStoreError, is_postgres_url
 
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    try:
-        events = open_event_store(settings.database_url, settings.data_dir)
-    except Exception as exc:
+    if settings.database_url and is_postgres_url(settings.database_url):
         raise click.ClickException(
-            f"cannot open the event store ({exc}); stop `eventport serve` first"
-        ) from exc
-    try:
-        if not isinstance(events, DuckDBEventStore):
-            raise click.ClickException(
-                "compact is for the embedded DuckDB store; PostgreSQL keeps events in monthly "
-                "partitions and needs no such step"
-            )
-        events.setup()
-        started = time.monotonic()
-        count, before, after = events.compact()
-        click.echo(
-            f"{count:,} events rewritten in time order in {time.monotonic() - started:.1f} s: "
-            f"{before} row groups before, {after} now"
+            "compact is for the embedded DuckDB store; PostgreSQL keeps events in monthly "
+            "partitions and needs no such step"
         )
-    finally:
-        events.close()
+    path = settings.data_dir / EVENTS_FILE
+    if not path.exists():
+        raise click.ClickException(f"no event store at {path}")
+    started = time.monotonic()
+    try:
+        count, before, after = compact_file(path)
+    except EventStoreError as exc:
+        raise click.ClickException(f"{exc}; stop `eventport serve` first") from exc
+    click.echo(
+        f"{count:,} events rewritten in time order in {time.monotonic() - started:.1f} s: "
+        f"{before} row groups before, {after} now"
+    )
 
 
 @main.group()

@@ -13,9 +13,10 @@ from eventport.events.duckdb_store import (
     PLACES_TABLE,
     ROWS_TABLE,
     DuckDBEventStore,
+    compact_file,
 )
 from eventport.events.schema import COLUMNS
-from eventport.events.store import EVENTS_TABLE
+from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE
 from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
 
 
@@ -158,7 +159,8 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
 def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: Path) -> None:
     """Two batches of 125,000 (as earlier versions wrote: a whole row group and a small one
     each) with times out of order: after compact the same events are in time order, in whole
-    row groups, with this version's column layout, and the store goes on working."""
+    row groups, with this version's column layout, in a new file no larger than the old, and
+    the store goes on working."""
     from datetime import UTC, datetime
 
     from eventport.export.query import EventQuery
@@ -177,10 +179,20 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
             store.write_batch("owner-a", batch, checkpoint(line=(part + 1) * size + 1))
             written += ids
         rows_before = sorted((r["id"], r["time"]) for r in store.rows("owner-a"))
+    finally:
+        store.close()
+    size_before = (tmp_path / "events.duckdb").stat().st_size
 
-        events, before, after = store.compact()
+    events, before, after = compact_file(tmp_path / "events.duckdb")
 
-        assert (events, before, after) == (250_000, 4, 3)
+    # DuckDB merges the small row groups when the file is closed; their times stay mixed.
+    assert (events, after) == (250_000, 3)
+    assert before >= 3
+    assert (tmp_path / "events.duckdb").stat().st_size <= size_before  # a new file, not grown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.duckdb"]
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
         assert sorted((r["id"], r["time"]) for r in store.rows("owner-a")) == rows_before
         con = store._connection()
         times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
@@ -193,6 +205,9 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         ).fetchall()
         assert [n for _, n in sizes] == [122_880, 122_880, 4_240]
         assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
+        stored = store.checkpoint("import-1")  # checkpoints came along
+        assert stored is not None
+        assert stored.line == 2 * size + 1
         # A replacement after the rewrite still replaces.
         again = make_batch(["p0-5"], package_id="pkg", time=start + 45 * day)
         store.write_batch("owner-a", again, checkpoint("import-2", line=2))
@@ -222,4 +237,5 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
     finally:
         con.close()
     assert methods["id"] == ["Uncompressed"]  # this version's layout
-    assert "event_rows_compacted" not in tables
+    # The same tables as before (the old file's are not attached or copied under other names).
+    assert tables == {ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE, CHECKPOINTS_TABLE, EVENTS_TABLE}

@@ -802,46 +802,6 @@ class DuckDBEventStore:
             result.append(row)
         return result
 
-    def compact(self) -> tuple[int, int, int]:
-        """Rewrite the event rows in time order, in whole row groups, with this version's
-        column layout: (events, row groups before, row groups after).
-
-        Events imported out of time order, or by a version that wrote partial row groups, make
-        every export and aggregate read more of the table than its time range (each row group's
-        min and max times cover the whole range); after this, DuckDB skips the row groups
-        outside it. One transaction: readers see the old rows until it commits, and a failure
-        leaves them as they were. DuckDB sorts with its buffer capped and spills to disk, so
-        any size works; it takes about as long as reading and writing the table once or twice.
-        """
-        with self._lock:
-            con = self._connection()
-            before = _row_groups(con)
-            _run(con, "BEGIN TRANSACTION")
-            try:
-                _run(con, f"DROP TABLE IF EXISTS {_COMPACTED}")
-                _run(con, _rows_table_sql(_COMPACTED))
-                names = ", ".join(_q(n) for n in _columns_in_order(con, _COMPACTED))
-                for low, high in _compaction_windows(con):  # each sorted within the buffer
-                    _run(
-                        con,
-                        f"INSERT INTO {_COMPACTED} ({names}) SELECT {names} FROM {ROWS_TABLE} "
-                        "WHERE time >= make_timestamptz(CAST($low AS BIGINT)) "
-                        "AND time < make_timestamptz(CAST($high AS BIGINT)) "
-                        "ORDER BY time, id_key",
-                        {"low": low, "high": high},
-                    )
-                _run(con, f"DROP TABLE {ROWS_TABLE}")
-                _run(con, f"ALTER TABLE {_COMPACTED} RENAME TO {ROWS_TABLE}")
-                _run(con, _view_sql())
-                _run(con, "COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    _run(con, "ROLLBACK")
-                raise
-            _run(con, "CHECKPOINT")
-            events = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
-            return events, before, _row_groups(con)
-
     def close(self) -> None:
         with self._lookup_lock, self._lock:
             if self._lookup is not None:
@@ -1096,14 +1056,78 @@ def _aggregate_rows(
 _OLD_EVENTS = "events_before_row_tables"
 
 
-_COMPACTED = "event_rows_compacted"
+def compact_file(path: Path) -> tuple[int, int, int]:
+    """Rewrite the embedded store at ``path`` into a new file, events in time order and whole
+    row groups, with this version's layout; the new file then replaces the old one: (events,
+    row groups before, after). No process may have the store open (the server stopped).
+
+    Events imported out of time order, or by an earlier version that left partial row groups,
+    make every export and aggregate read more of the table than its time range (each row
+    group's min and max times cover the whole range); after this, DuckDB skips the row groups
+    outside it. The old file stays as it was, and locked, until the new one is complete; a
+    failure leaves it untouched (and a ``.compacting`` file that the next run replaces). A new
+    file, not a rewrite in place, so the store does not keep the old rows' space.
+    """
+    fresh_path = path.with_name(path.name + ".compacting")
+    for leftover in (fresh_path, fresh_path.with_name(fresh_path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    old = DuckDBEventStore(path)  # its setup brings an older file's columns up to date
+    try:
+        old.setup()
+        before = _row_groups(old._connection())
+    finally:
+        old.close()
+    fresh = DuckDBEventStore(fresh_path)
+    try:
+        fresh.setup()
+        con = fresh._connection()
+        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_OLD_STORE} (READ_ONLY)")
+        try:
+            for table in (PLACES_TABLE, AGENTS_TABLE, CHECKPOINTS_TABLE):
+                names = ", ".join(_q(n) for n in _columns_in_order(con, table))
+                _run(
+                    con,
+                    f"INSERT INTO {table} ({names}) SELECT {names} FROM {_OLD_STORE}.{table}",
+                )
+            names = ", ".join(_q(n) for n in _columns_in_order(con, ROWS_TABLE))
+            # One transaction: its rows fill whole row groups across the windows (a commit
+            # per window left a small row group after each: 100 instead of 82 for 10M).
+            _run(con, "BEGIN TRANSACTION")
+            for low, high in _compaction_windows(con, f"{_OLD_STORE}.{ROWS_TABLE}"):
+                _run(
+                    con,
+                    f"INSERT INTO {ROWS_TABLE} ({names}) SELECT {names} "
+                    f"FROM {_OLD_STORE}.{ROWS_TABLE} "
+                    "WHERE time >= make_timestamptz(CAST($low AS BIGINT)) "
+                    "AND time < make_timestamptz(CAST($high AS BIGINT)) "
+                    "ORDER BY time, id_key",
+                    {"low": low, "high": high},
+                )
+            _run(con, "COMMIT")
+            _run(con, "CHECKPOINT")
+            events = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
+            after = _row_groups(con)
+        finally:
+            _run(con, f"DETACH {_OLD_STORE}")
+    finally:
+        fresh.close()
+    fresh_path.replace(path)
+    return events, before, after
+
+
+_OLD_STORE = "eventport_old_store"
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _columns_in_order(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     found = _run(
         con,
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = "
+        "current_database() AND table_schema = current_schema() AND table_name = ? "
+        "ORDER BY ordinal_position",
         [table],
     )
     return [row[0] for row in found]
@@ -1112,14 +1136,14 @@ def _columns_in_order(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 _COMPACTION_WINDOW_ROWS = 250_000  # a window of the rows sorted at once (fits 128 MB)
 
 
-def _compaction_windows(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+def _compaction_windows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[int, int]]:
     """Consecutive time ranges (epoch microseconds, end exclusive) covering every row, each of
     about _COMPACTION_WINDOW_ROWS rows (a single busier hour is one window): sorting all rows
     in one go ran out of DuckDB's 128 MB buffer on 10M events."""
     hours = _run(
         con,
         f"SELECT epoch_us(date_trunc('hour', make_timestamp(epoch_us(time)))) AS h, count(*) "
-        f"FROM {ROWS_TABLE} GROUP BY h ORDER BY h",
+        f"FROM {table} GROUP BY h ORDER BY h",
     )
     windows: list[tuple[int, int]] = []
     start, rows = None, 0

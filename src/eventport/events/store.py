@@ -244,6 +244,10 @@ def micros_to_datetime(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+#: The embedded store's file in the data dir.
+EVENTS_FILE = "events.duckdb"
+
+
 def is_postgres_url(url: str | None) -> bool:
     return url is not None and url.startswith(
         ("postgresql://", "postgres://", "postgresql+psycopg://")
@@ -271,7 +275,7 @@ def open_event_store(database_url: str | None, data_dir: Path) -> EventStore:
     else:
         from eventport.events.duckdb_store import DuckDBEventStore
 
-        store = DuckDBEventStore(data_dir / "events.duckdb")
+        store = DuckDBEventStore(data_dir / EVENTS_FILE)
     try:
         store.setup()
     except BaseException:
