@@ -1107,8 +1107,9 @@ def compact_file(path: Path) -> tuple[int, int, int]:
             _run(con, "CHECKPOINT")
             events = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
             after = _row_groups(con)
-        finally:
-            _run(con, f"DETACH {_OLD_STORE}")
+        finally:  # after a failure the open transaction may refuse; closing detaches anyway
+            with contextlib.suppress(duckdb.Error):
+                _run(con, f"DETACH {_OLD_STORE}")
     finally:
         fresh.close()
     fresh_path.replace(path)
