@@ -171,25 +171,32 @@ static void finish_hex(Blake2b *s, char *out) {
     }
 }
 
+/* The keyed state every digest of a call starts from; 0 (ValueError set) for a key or person
+ * BLAKE2b does not take. */
+static int keyed_start(const Py_buffer *key, const Py_buffer *person, Blake2b *keyed) {
+    if (key->len < 1 || key->len > 64 || person->len > 16) {
+        PyErr_SetString(PyExc_ValueError, "a key of 1-64 bytes and a person of at most 16");
+        return 0;
+    }
+    uint8_t personal[16] = {0};
+    memcpy(personal, person->buf, (size_t)person->len);
+    keyed_init(keyed, key->buf, (size_t)key->len, personal, 16);
+    return 1;
+}
+
 static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer key, person, offsets, data;
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*y*y*n", &key, &person, &offsets, &data, &count)) return NULL;
     PyObject *result = NULL;
-    if (key.len < 1 || key.len > 64 || person.len > 16) {
-        PyErr_SetString(PyExc_ValueError, "a key of 1-64 bytes and a person of at most 16");
-        goto done;
-    }
+    Blake2b keyed, s;
+    if (!keyed_start(&key, &person, &keyed)) goto done;
     if (!offsets_valid(&offsets, &data, count)) goto done;
     const int32_t *off = offsets.buf;
     result = PyBytes_FromStringAndSize(NULL, count * 32);
     if (!result) goto done;
     char *out = PyBytes_AS_STRING(result);
-    uint8_t personal[16] = {0};
-    memcpy(personal, person.buf, (size_t)person.len);
     Py_BEGIN_ALLOW_THREADS
-    Blake2b keyed, s;
-    keyed_init(&keyed, key.buf, (size_t)key.len, personal, 16);
     const uint8_t *bytes = data.buf;
     for (Py_ssize_t i = 0; i < count; i++) {
         s = keyed;
@@ -231,10 +238,8 @@ static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
                           &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count))
         return NULL;
     PyObject *result = NULL;
-    if (key.len < 1 || key.len > 64 || person.len > 16) {
-        PyErr_SetString(PyExc_ValueError, "a key of 1-64 bytes and a person of at most 16");
-        goto done;
-    }
+    Blake2b keyed, s;
+    if (!keyed_start(&key, &person, &keyed)) goto done;
     if (count < 0 || !offsets_valid(&a_offsets, &a_data, a_count) ||
         !offsets_valid(&b_offsets, &b_data, b_count) || !indices_valid(&a_at, count, a_count) ||
         !indices_valid(&b_at, count, b_count))
@@ -242,16 +247,11 @@ static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     result = PyBytes_FromStringAndSize(NULL, count * 32);
     if (!result) goto done;
     char *out = PyBytes_AS_STRING(result);
-    uint8_t personal[16] = {0};
-    memcpy(personal, person.buf, (size_t)person.len);
     const int32_t *a_off = a_offsets.buf, *b_off = b_offsets.buf;
     const uint8_t *a = a_data.buf, *b = b_data.buf;
     const int64_t *ai = a_at.buf, *bi = b_at.buf;
     Py_BEGIN_ALLOW_THREADS
-    static const char HEX[] = "0123456789abcdef";
     static const uint8_t NEWLINE = '\n';
-    Blake2b keyed, s;
-    keyed_init(&keyed, key.buf, (size_t)key.len, personal, 16);
     for (Py_ssize_t i = 0; i < count; i++) {
         s = keyed;
         update(&s, a + a_off[ai[i]], (size_t)(a_off[ai[i] + 1] - a_off[ai[i]]));

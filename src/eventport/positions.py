@@ -19,17 +19,22 @@ except ImportError:  # not compiled
     _hashing = None  # type: ignore[assignment]
 
 
-def _int64_data(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Buffer] | None:
-    """``values`` as one int64 array and its value buffer from its first value (nulls hold
-    whatever their slots hold); None when the C look-ups do not apply."""
-    if _hashing is None or not pa.types.is_int64(values.type):
-        return None
+def int64_values(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Buffer]:
+    """``values`` (int64) as one array and its value buffer from its first value, as the C
+    functions take them (nulls hold whatever their slots hold)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     data = values.buffers()[1]
     if data is None:  # no values at all
         return values, pa.py_buffer(b"")
     return values, data.slice(values.offset * 8, len(values) * 8)
+
+
+def _int64_data(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Buffer] | None:
+    """:func:`int64_values`, or None when the C look-ups do not apply."""
+    if _hashing is None or not pa.types.is_int64(values.type):
+        return None
+    return int64_values(values)
 
 
 def index_of(values: pa.Array | pa.ChunkedArray, known: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -51,8 +56,6 @@ def index_of(values: pa.Array | pa.ChunkedArray, known: pa.Array | pa.ChunkedArr
 
 def has_repeats(values: pa.Array | pa.ChunkedArray) -> bool:
     """Whether any value (no nulls) occurs more than once."""
-    if _int64_data(values) is None:
-        return bool(len(values)) and pc.max(pc.value_counts(values).field("counts")).as_py() > 1
     return len(distinct(values)) < len(values)
 
 

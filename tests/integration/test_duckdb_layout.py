@@ -20,6 +20,32 @@ from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE
 from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
 
 
+def row_group_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """The rows of each of the row table's row groups, in order."""
+    found = con.execute(
+        "SELECT row_group_id, sum(count) FROM pragma_storage_info(?) "
+        "WHERE column_name = 'line' AND segment_type <> 'VALIDITY' GROUP BY row_group_id "
+        "ORDER BY row_group_id",
+        [ROWS_TABLE],
+    ).fetchall()
+    return [rows for _, rows in found]
+
+
+def text_compressions(path: Path) -> dict[str, list[str]]:
+    """The compression methods of each text column of the row table, once checkpointed."""
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("CHECKPOINT")
+        found = con.execute(
+            "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
+            "WHERE segment_type = 'VARCHAR' GROUP BY column_name",
+            [ROWS_TABLE],
+        ).fetchall()
+    finally:
+        con.close()
+    return dict(found)
+
+
 def test_places_and_agents_are_stored_once(tmp_path: Path) -> None:
     store = DuckDBEventStore(tmp_path / "events.duckdb")
     store.setup()
@@ -139,17 +165,7 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
         assert len(store.rows("owner-a")) == 3000
     finally:
         store.close()
-    con = duckdb.connect(str(tmp_path / "events.duckdb"))
-    try:
-        con.execute("CHECKPOINT")
-        found = con.execute(
-            "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
-            "WHERE segment_type = 'VARCHAR' GROUP BY column_name",
-            [ROWS_TABLE],
-        ).fetchall()
-    finally:
-        con.close()
-    methods = dict(found)
+    methods = text_compressions(tmp_path / "events.duckdb")
     assert methods["id"] == ["Uncompressed"]
     assert methods["origin_id"] == ["Uncompressed"]
     assert methods["endpoint_id"] == ["Uncompressed"]
@@ -197,13 +213,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         con = store._connection()
         times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
         assert times == sorted(times)  # stored in time order
-        sizes = con.execute(
-            "SELECT row_group_id, sum(count) FROM pragma_storage_info(?) "
-            "WHERE column_name = 'line' AND segment_type <> 'VALIDITY' GROUP BY row_group_id "
-            "ORDER BY row_group_id",
-            [ROWS_TABLE],
-        ).fetchall()
-        assert [n for _, n in sizes] == [122_880, 122_880, 4_240]
+        assert row_group_sizes(con) == [122_880, 122_880, 4_240]
         assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
         stored = store.checkpoint("import-1")  # checkpoints came along
         assert stored is not None
@@ -222,16 +232,9 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         assert row.total == 1  # day 45: only the replacement
     finally:
         store.close()
+    methods = text_compressions(tmp_path / "events.duckdb")
     con = duckdb.connect(str(tmp_path / "events.duckdb"))
     try:
-        con.execute("CHECKPOINT")
-        methods = dict(
-            con.execute(
-                "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
-                "WHERE segment_type = 'VARCHAR' GROUP BY column_name",
-                [ROWS_TABLE],
-            ).fetchall()
-        )
         listed = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
         tables = {t for (t,) in listed}
     finally:

@@ -14,6 +14,7 @@ import pytest
 from eventport.settings import Settings
 from tests.conftest import Server, running_server, truncate_all
 from tests.importing import counts, full_log, setup_package, start, wait_finished
+from tests.integration.test_duckdb_layout import row_group_sizes
 
 SEED = (
     b'{"$remote_address":"152.241.796.177","$time":"2024-06-04T00:00:00Z",'
@@ -319,14 +320,6 @@ def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path:
         assert counts(done) == (lines, lines, 0)
         store = server.app.state.events
         with store._lock:  # the store's one connection, between writes
-            found = (
-                store._connection()
-                .execute(
-                    "SELECT row_group_id, sum(count) FROM pragma_storage_info('event_rows') "
-                    "WHERE column_name = 'line' AND segment_type <> 'VALIDITY' "
-                    "GROUP BY row_group_id ORDER BY row_group_id"
-                )
-                .fetchall()
-            )
+            sizes = row_group_sizes(store._connection())
         alice.close()
-    assert [rows for _, rows in found] == [122_880, 122_880, 7]
+    assert sizes == [122_880, 122_880, 7]

@@ -8,7 +8,7 @@
  * address, ~8 us each; finding the record first lets enrich/ip.py decode each record once and
  * reuse what it took from it. The format is MaxMind's published MMDB spec (search tree of
  * node_count nodes, records of 24, 28 or 32 bits; IPv4 addresses in an IPv6 tree under ::/96).
- * tests/unit/test_ip_records.py holds the answers to maxminddb's own.
+ * tests/unit/test_enrich_ip.py holds the answers to maxminddb's own.
  *
  * records(tree, node_count, record_size, ip_version, texts) -> list of int, one per text:
  *   0    the address is in no network of the database (what maxminddb answers None for);
@@ -98,7 +98,7 @@ static PyObject *records(PyObject *self, PyObject *args) {
         uint8_t address[16];
         if (text != NULL && length < 64 && strlen(text) == (size_t)length) {
             if (inet_pton(AF_INET, text, address) == 1) {
-                found = ipv4_start >= t.node_count ? ipv4_start : walk(&t, ipv4_start, address, 32);
+                found = walk(&t, ipv4_start, address, 32); /* at once past the tree */
             } else if (ip_version == 6 && inet_pton(AF_INET6, text, address) == 1) {
                 found = walk(&t, 0, address, 128);
             }

@@ -34,6 +34,7 @@ from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
 from eventport.events.batch import PLACE_FIELDS, dimension_key
 from eventport.events.keys import string_buffers
+from eventport.positions import int64_values
 
 try:
     from eventport import _hashing
@@ -165,8 +166,8 @@ class Enricher:
                 b_offsets,
                 b_data,
                 len(b),
-                _int64_buffer(first_at),
-                _int64_buffer(second_at),
+                _positions(first_at),
+                _positions(second_at),
                 count,
             )
             ends = pa.array(range(0, 32 * count + 1, 32), pa.int32())
@@ -177,17 +178,11 @@ class Enricher:
         return digests
 
 
-def _int64_buffer(positions: pa.Array | pa.ChunkedArray) -> pa.Buffer:
-    """The values of positions (int64, no nulls) from the first one."""
-    if isinstance(positions, pa.ChunkedArray):
-        positions = positions.combine_chunks()
-    if positions.null_count:
+def _positions(at: pa.Array | pa.ChunkedArray) -> pa.Buffer:
+    """Positions into a column (no nulls) as the C hashing functions take them."""
+    if at.null_count:
         raise ValueError("a position cannot be missing")
-    positions = positions.cast(pa.int64())
-    data = positions.buffers()[1]
-    if data is None:
-        return pa.py_buffer(b"")
-    return data.slice(positions.offset * 8, len(positions) * 8)
+    return int64_values(at.cast(pa.int64()))[1]
 
 
 class ImportEnrichment:
@@ -202,7 +197,6 @@ class ImportEnrichment:
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoint = enricher.hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
-        self._origins = enricher.column_hasher(b"origin")
         self._origin_pairs = enricher.pair_hasher(b"origin")
 
     # -- addresses -----------------------------------------------------------------------------
@@ -256,8 +250,10 @@ class ImportEnrichment:
 
     def origins(self, addresses: pa.Array, agents: pa.Array) -> pa.Array:
         """:meth:`origin` of each (canonical address, user agent or null) pair of two columns."""
-        texts = pc.binary_join_element_wise(addresses, pc.fill_null(agents, ""), "\n")
-        return self._origins(texts)
+        if addresses.null_count:
+            raise ValueError("cannot hash a missing text")
+        everyone = pa.array(range(len(addresses)), pa.int64())
+        return self.origins_of(addresses, everyone, pc.fill_null(agents, ""), everyone)
 
     def origins_of(
         self, addresses: pa.Array, address_at: pa.Array, agents: pa.Array, agent_at: pa.Array

@@ -115,7 +115,7 @@ class _Database:
     def __init__(self, reader: maxminddb.Reader, source: DataSource, path: Path) -> None:
         self.reader = reader
         self.source = source
-        self._tree: memoryview | None = None
+        self._tree: tuple[memoryview, int, int, int] | None = None  # see _search_tree
         self._cities: dict[int, CityAnswer] = {}  # by record (its node value)
         self._path = path
 
@@ -134,11 +134,8 @@ class _Database:
         tree walk is compiled, addresses of the same network's record share one decode."""
         if _mmdb is None or not texts:
             return [_city(self.get(text)) for text in texts]
-        meta = self.reader.metadata()
         try:
-            found = _mmdb.records(
-                self._search_tree(), meta.node_count, meta.record_size, meta.ip_version, texts
-            )
+            found = _mmdb.records(*self._search_tree(), texts)
         except ValueError:  # a damaged file: maxminddb says what it can, address by address
             return [_city(self.get(text)) for text in texts]
         cities = self._cities
@@ -155,14 +152,20 @@ class _Database:
             answers.append(answer)
         return answers
 
-    def _search_tree(self) -> memoryview:
-        """The file's search tree, mapped read-only (shared with the page cache)."""
+    def _search_tree(self) -> tuple[memoryview, int, int, int]:
+        """The file's search tree, mapped read-only (shared with the page cache), with the
+        metadata that reads it: node count, record size, IP version."""
         if self._tree is None:
             meta = self.reader.metadata()
-            size = meta.node_count * meta.record_size // 4
             with self._path.open("rb") as file:
                 mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            self._tree = memoryview(mapped)[:size]
+            size = meta.node_count * meta.record_size // 4
+            self._tree = (
+                memoryview(mapped)[:size],
+                meta.node_count,
+                meta.record_size,
+                meta.ip_version,
+            )
         return self._tree
 
 

@@ -158,14 +158,6 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
     return f"{_q(name)} {_SQL_TYPES[type_]}{stored}" + ("" if nullable else " NOT NULL")
 
 
-def _rows_table_sql(name: str) -> str:
-    rows = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in _ROW_COLUMNS)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {name} (id_key UHUGEINT NOT NULL, {rows}, "
-        "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT)"
-    )
-
-
 _COLUMNS_SQL = ", ".join(_q(n) for n in COLUMN_NAMES)
 _COLUMN_OF = {c.name: c for c in COLUMNS}
 # origin_key: the origin id as a 128-bit number, what aggregates count distinct values of
@@ -611,7 +603,12 @@ class DuckDBEventStore:
         old = bool(wide) and wide[0][0] == "BASE TABLE"  # a file from before the row tables
         if old:
             _run(con, f"ALTER TABLE {EVENTS_TABLE} RENAME TO {_OLD_EVENTS}")
-        _run(con, _rows_table_sql(ROWS_TABLE))
+        rows = ", ".join(_column_sql(c.name, c.type, c.nullable) for c in _ROW_COLUMNS)
+        _run(
+            con,
+            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
+            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT)",
+        )
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
             _run(
@@ -1169,15 +1166,7 @@ def _row_groups(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {
-        row[0]
-        for row in _run(
-            con,
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = ?",
-            [table],
-        )
-    }
+    return set(_columns_in_order(con, table))
 
 
 def _migrate_wide_events(con: duckdb.DuckDBPyConnection) -> None:
