@@ -1,5 +1,7 @@
 """Hashes of a column of texts at once (see _hashing.c)."""
 
+from collections.abc import Sequence
+
 from typing_extensions import Buffer
 
 def hex_digests(key: Buffer, person: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> bytes:
@@ -35,3 +37,11 @@ def index_of(values: Buffer, count: int, set: Buffer, set_count: int, /) -> byte
 
 def distinct(values: Buffer, count: int, /) -> bytes:
     """The distinct int64 values (native), in the order first seen."""
+
+def bloom_add(bits: Buffer, high: Buffer, low: Buffer, count: int, /) -> None:
+    """Add ``count`` 128-bit keys (native uint64 halves) to a blocked Bloom filter's bits (a
+    writable buffer of whole 64-byte blocks)."""
+
+def bloom_candidates(filters: Sequence[Buffer], high: Buffer, low: Buffer, count: int, /) -> bytes:
+    """Native int32 positions of the keys any of the filters (1 to 64 of them) may hold (every
+    added key among them)."""

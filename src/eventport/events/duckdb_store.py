@@ -15,7 +15,11 @@ Layout, chosen for bulk-load speed:
   Bloom filter, several times faster than scanning the ``id`` strings, and without reading
   ``owner_id`` since the owner is part of the key. (MD5 is not collision resistant against
   someone crafting ids, but the key includes the owner, so crafted ids could only ever replace
-  that owner's own events.)
+  that owner's own events.) That scan reads every stored key, so a Bloom filter of the stored
+  keys (:mod:`eventport.events.id_filter`, in memory, built from the file on first use) picks
+  the few ids that may be stored; a batch of new ids looks up and deletes nothing. The filter
+  must see every write: one process owns the file, and its store objects of the file share
+  the filter (and the write lock).
 * A batch arrives as columns, becomes one Arrow table with the schema's types, and is inserted
   with a single ``INSERT … SELECT`` from it; the delete of replaced ids joins the same table.
 * ``event_import_checkpoints`` is a tiny keyed table in the same file, written in the same
@@ -64,6 +68,8 @@ from eventport.events.duckdb_csv import (
     text_of,
 )
 from eventport.events.duckdb_pipeline import WindowPipeline
+from eventport.events.id_filter import IdFilter
+from eventport.events.id_filter import available as id_filter_available
 from eventport.events.keys import (
     KEY_FROM_HALVES_SQL,
     ORIGIN_KEY_SQL,
@@ -137,6 +143,7 @@ _JOINS = {
 _BATCH_PLACES = "eventport_batch_places"
 _BATCH_AGENTS = "eventport_batch_agents"
 _BATCH_VIEW = "eventport_batch"
+_BATCH_MAYBE = "eventport_batch_maybe"  # the batch's ids the id filter may hold
 _IDS_VIEW = "eventport_ids"
 _PACKAGES_VIEW = "eventport_packages"
 _PIXELS_VIEW = "eventport_pixels"
@@ -165,6 +172,7 @@ _COLUMN_OF = {c.name: c for c in COLUMNS}
 # A batch brings both keys as UBIGINT halves (computed before the lock); rows stored before
 # get theirs from the SQL definitions.
 _ID_KEY = KEY_FROM_HALVES_SQL.format(prefix="id")
+_HALF_MASK = (1 << 64) - 1
 _ORIGIN_KEY = KEY_FROM_HALVES_SQL.format(prefix="origin")
 
 
@@ -544,6 +552,7 @@ class DuckDBEventStore:
         checkpoint_threshold: str = "256MB",
         export_window_rows: int = 131_072,
         export_workers: int | None = None,
+        id_filter_bytes: int = 64 << 20,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
@@ -553,9 +562,13 @@ class DuckDBEventStore:
         nearly every 50,000-event batch and halves the insert rate); a crash replays the log.
         ``export_window_rows`` is about how many events an export sorts at a time (see
         :meth:`export_batches`): its memory, and the number of scans of a large export.
+        ``id_filter_bytes`` caps the memory of the filter of stored ids (events/id_filter.py).
+
+        Objects of one file in a process share its write lock and id filter.
         """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._shared = _share_file(path)
         config: dict[str, str | bool | int | float | list[str]] = {
             "threads": threads or default_threads(),
             "memory_limit": memory_limit,
@@ -565,16 +578,19 @@ class DuckDBEventStore:
             self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(path), config=config)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
+                _unshare_file(self._shared)
                 raise EventStoreError(
                     f"the event store {path} is open in another process: the embedded (DuckDB) "
                     "event store belongs to the `eventport serve` process; use its API, stop "
                     f"it first, or use PostgreSQL ({exc})"
                 ) from exc
+            _unshare_file(self._shared)
             raise
-        self._lock = threading.Lock()
+        self._lock = self._shared.lock  # one transaction at a time on the file
         self._lookup: duckdb.DuckDBPyConnection | None = None  # existing_ids' own cursor
         self._lookup_lock = threading.Lock()
         self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
+        self._id_filter_bytes = id_filter_bytes
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
         self._scattered_seconds = _SCATTERED_SECONDS_PER_ROW
@@ -656,6 +672,15 @@ class DuckDBEventStore:
         column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
         high, low = self._id_keys(owner_id, column)
         table = pa.table({"id": column, "id_hi": high, "id_lo": low})
+        ids = self._shared.ids
+        if ids is None and id_filter_available():
+            with self._lock:
+                ids = self._id_filter(self._connection())
+        if ids is not None:  # only the ids it may hold are looked for
+            maybe = ids.candidates(high, low)
+            if not len(maybe):
+                return set()
+            table = table.take(maybe)
         with self._lookup_lock:
             if self._lookup is None:
                 with self._lock:
@@ -686,6 +711,7 @@ class DuckDBEventStore:
         )
         with self._lock:
             con = self._connection()
+            ids = self._id_filter(con) if registered else None
             _run(con, "BEGIN TRANSACTION")
             try:
                 for name, table in registered:
@@ -699,16 +725,15 @@ class DuckDBEventStore:
                             f"INSERT INTO {table} SELECT * FROM {source} "
                             f"WHERE {key} NOT IN (SELECT {key} FROM {table})",
                         )
-                    _run(
-                        con,
-                        f"DELETE FROM {ROWS_TABLE} "
-                        f"WHERE id_key IN (SELECT {_ID_KEY} FROM {_BATCH_VIEW})",
-                    )
+                    keyed = registered[0][1]
+                    self._delete_replaced(con, keyed, ids)
                     _run(
                         con,
                         f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) "
                         f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_ORIGIN_KEY} FROM {_BATCH_VIEW}",
                     )
+                    if ids is not None:  # before the commit: the filter never misses a key
+                        ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
                 _run(con, _UPSERT_CHECKPOINT, values)
                 self._before_commit()
                 _run(con, "COMMIT")
@@ -807,8 +832,46 @@ class DuckDBEventStore:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                _unshare_file(self._shared)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _id_filter(self, con: duckdb.DuckDBPyConnection) -> IdFilter | None:
+        """The filter of stored id keys (None without the C extension), built from the stored
+        keys when first needed. Called with ``self._lock`` held: no write adds keys meanwhile."""
+        if self._shared.ids is not None or not id_filter_available():
+            return self._shared.ids
+        stored = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
+        ids = IdFilter(2 * stored, self._id_filter_bytes)
+        reader = con.sql(
+            f"SELECT CAST(id_key >> 64 AS UBIGINT) AS hi, "
+            f"CAST(id_key & {_HALF_MASK} AS UBIGINT) AS lo FROM {ROWS_TABLE}"
+        ).to_arrow_reader(1 << 20)
+        try:
+            for keys in reader:
+                ids.add(keys.column(0), keys.column(1))
+        finally:
+            reader.close()
+        self._shared.ids = ids
+        return ids
+
+    def _delete_replaced(
+        self, con: duckdb.DuckDBPyConnection, keyed: pa.Table, ids: IdFilter | None
+    ) -> None:
+        """Delete the stored events the batch replaces: those of the ids the filter may hold
+        (each one is a scan of every stored id key; a batch of new ids costs none)."""
+        source = _BATCH_VIEW
+        if ids is not None:
+            maybe = ids.candidates(keyed.column("id_hi"), keyed.column("id_lo"))
+            if not len(maybe):
+                return
+            con.register(_BATCH_MAYBE, keyed.select(["id_hi", "id_lo"]).take(maybe))
+            source = _BATCH_MAYBE
+        try:
+            _run(con, f"DELETE FROM {ROWS_TABLE} WHERE id_key IN (SELECT {_ID_KEY} FROM {source})")
+        finally:
+            if source == _BATCH_MAYBE:
+                con.unregister(_BATCH_MAYBE)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
@@ -1034,6 +1097,41 @@ class DuckDBEventStore:
 
     def _before_commit(self) -> None:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""
+
+
+class _SharedFile:
+    """What the store objects of one file in this process share (DuckDB lets several connect
+    to one file in a process): the lock that makes writes one transaction at a time, and the
+    filter of stored ids, which must see every write."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.ids: IdFilter | None = None  # built on first use, under the lock
+        self.users = 0
+
+
+_SHARED_FILES: dict[str, _SharedFile] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _share_file(path: Path) -> _SharedFile:
+    name = str(path.resolve())
+    with _SHARED_LOCK:
+        shared = _SHARED_FILES.get(name)
+        if shared is None:
+            shared = _SHARED_FILES[name] = _SharedFile(name)
+        shared.users += 1
+        return shared
+
+
+def _unshare_file(shared: _SharedFile) -> None:
+    """The last user gone, the file's state goes too: another process may change the file
+    before it is opened here again."""
+    with _SHARED_LOCK:
+        shared.users -= 1
+        if shared.users == 0:
+            _SHARED_FILES.pop(shared.name, None)
 
 
 def _aggregate_rows(

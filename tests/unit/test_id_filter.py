@@ -1,0 +1,105 @@
+"""The Bloom filter of stored id keys (events/id_filter.py), on random 128-bit keys."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from eventport.events import id_filter
+from eventport.events.id_filter import BITS_PER_KEY, MIN_CAPACITY, IdFilter
+
+pytestmark = pytest.mark.skipif(
+    not id_filter.available(), reason="the _hashing extension is not compiled"
+)
+
+
+def halves(rng: random.Random, count: int) -> tuple[pa.Array, pa.Array]:
+    def words() -> pa.Array:
+        data = pa.py_buffer(rng.randbytes(8 * count))
+        return pa.Array.from_buffers(pa.uint64(), count, [None, data])
+
+    return words(), words()
+
+
+def test_every_added_key_is_a_candidate_and_few_others_are() -> None:
+    rng = random.Random(11)
+    ids = IdFilter(MIN_CAPACITY, 64 << 20)
+    high, low = halves(rng, MIN_CAPACITY)
+    ids.add(high, low)
+    assert ids.keys == MIN_CAPACITY
+    assert ids.parts == 1
+    assert ids.candidates(high, low).to_pylist() == list(range(MIN_CAPACITY))
+
+    others = halves(rng, 1_000_000)
+    false_maybes = len(ids.candidates(*others))
+    # ~2.5 a million measured at full capacity; a broken probe layout gives thousands
+    assert false_maybes <= 100, false_maybes
+
+
+def test_candidates_are_positions_in_the_asked_order_and_slices_count() -> None:
+    rng = random.Random(12)
+    ids = IdFilter(1000, 1 << 20)
+    high, low = halves(rng, 6)
+    ids.add(high[2:4], low[2:4])  # slices: their offset must be honoured
+    ids.add(high.slice(5), low.slice(5))
+    assert ids.candidates(high, low).to_pylist() == [2, 3, 5]
+    chunked = pa.chunked_array([high[:3], high[3:]]), pa.chunked_array([low[:3], low[3:]])
+    assert ids.candidates(*chunked).to_pylist() == [2, 3, 5]
+    assert len(ids.candidates(pa.array([], pa.uint64()), pa.array([], pa.uint64()))) == 0
+
+
+def test_it_grows_in_parts_and_finds_the_keys_of_every_part() -> None:
+    rng = random.Random(13)
+    ids = IdFilter(10, 64 << 20)
+    assert ids.capacity == MIN_CAPACITY
+    assert ids.parts == 1
+    assert ids.nbytes == MIN_CAPACITY * BITS_PER_KEY // 8
+    first = halves(rng, MIN_CAPACITY)
+    ids.add(*first)
+    assert ids.parts == 1  # full, but nothing asked for room yet
+    second = halves(rng, 1000)
+    ids.add(*second)  # into a new part for twice the keys held
+    assert ids.parts == 2
+    assert ids.capacity == 3 * MIN_CAPACITY
+    assert ids.keys == MIN_CAPACITY + 1000
+    assert len(ids.candidates(*first)) == MIN_CAPACITY
+    assert ids.candidates(*second).to_pylist() == list(range(1000))
+    assert len(ids.candidates(*halves(rng, 1_000_000))) <= 100
+
+
+def test_at_its_cap_it_fills_and_still_finds_every_key() -> None:
+    rng = random.Random(14)
+    capped = IdFilter(10, 64)  # one 512-bit block: soon nearly every key is a "maybe"
+    assert capped.nbytes == 64
+    high, low = halves(rng, 5000)
+    for start in range(0, 5000, 1000):
+        capped.add(high[start : start + 1000], low[start : start + 1000])
+    assert capped.parts == 1
+    assert capped.nbytes == 64
+    assert capped.candidates(high, low).to_pylist() == list(range(5000))
+
+
+def test_keys_must_be_whole_64_bit_halves() -> None:
+    ids = IdFilter(10, 1 << 20)
+    with pytest.raises(TypeError):
+        ids.add(pa.array([1], pa.int32()), pa.array([1], pa.int32()))
+    with pytest.raises(ValueError, match="missing"):
+        ids.add(pa.array([1, None], pa.uint64()), pa.array([1, 2], pa.uint64()))
+
+
+def test_the_c_functions_refuse_bits_that_are_not_whole_blocks() -> None:
+    from eventport import _hashing
+
+    words = pa.py_buffer(bytes(8))
+    with pytest.raises(ValueError, match="64-byte blocks"):
+        _hashing.bloom_add(bytearray(100), words, words, 1)
+    with pytest.raises(ValueError, match="64-byte blocks"):
+        _hashing.bloom_candidates([bytes(64), b""], words, words, 1)
+    with pytest.raises(ValueError, match="1 to 64"):
+        _hashing.bloom_candidates([], words, words, 1)
+    with pytest.raises(TypeError):
+        _hashing.bloom_candidates(bytes(64), words, words, 1)  # bytes: a sequence of ints
+    with pytest.raises(ValueError, match="fewer than"):
+        _hashing.bloom_candidates([bytes(64)], words, words, 2)
