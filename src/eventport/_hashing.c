@@ -212,7 +212,7 @@ done:
     return result;
 }
 
-/* pair_hex_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at,
+/* pair_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at,
  * b_at, count) -> count * 32 hex digits: hex_digests of the texts a[a_at[i]] + "\n" +
  * b[b_at[i]], hashed from the two columns where they are (an import's origin ids: its canonical
  * addresses and its user agents, by pair) instead of from texts joined first. */
@@ -231,11 +231,13 @@ static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit
     return 1;
 }
 
-static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
+/* The digests of a[a_at[i]] + "\n" + b[b_at[i]]: 32 hex digits each, or (raw) 16 bytes. */
+static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer key, person, a_offsets, a_data, b_offsets, b_data, a_at, b_at;
     Py_ssize_t a_count, b_count, count;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*ny*y*ny*y*n", &key, &person, &a_offsets, &a_data,
-                          &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count))
+    int hex;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*ny*y*ny*y*np", &key, &person, &a_offsets, &a_data,
+                          &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count, &hex))
         return NULL;
     PyObject *result = NULL;
     Blake2b keyed, s;
@@ -244,7 +246,8 @@ static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
         !offsets_valid(&b_offsets, &b_data, b_count) || !indices_valid(&a_at, count, a_count) ||
         !indices_valid(&b_at, count, b_count))
         goto done;
-    result = PyBytes_FromStringAndSize(NULL, count * 32);
+    Py_ssize_t width = hex ? 32 : 16;
+    result = PyBytes_FromStringAndSize(NULL, count * width);
     if (!result) goto done;
     char *out = PyBytes_AS_STRING(result);
     const int32_t *a_off = a_offsets.buf, *b_off = b_offsets.buf;
@@ -257,7 +260,10 @@ static PyObject *pair_hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
         update(&s, a + a_off[ai[i]], (size_t)(a_off[ai[i] + 1] - a_off[ai[i]]));
         update(&s, &NEWLINE, 1);
         update(&s, b + b_off[bi[i]], (size_t)(b_off[bi[i] + 1] - b_off[bi[i]]));
-        finish_hex(&s, out + 32 * i);
+        if (hex)
+            finish_hex(&s, out + 32 * i);
+        else
+            finish(&s, (uint8_t *)out + 16 * i, 16);
     }
     Py_END_ALLOW_THREADS
 done:
@@ -271,6 +277,7 @@ done:
     PyBuffer_Release(&b_at);
     return result;
 }
+
 
 /* A fast 64-bit hash of bytes (not keyed, not cryptographic): 8-byte words mixed with the
  * multiply-xorshift of splitmix64, length folded in. Used to find candidate equal texts
@@ -638,6 +645,216 @@ done:
     return result;
 }
 
+
+/* A table of distinct int64 keys, each with its position (the order added), that lasts from one
+ * call to the next: an import's origin pairs, looked up batch after batch. Open addressing as
+ * Positions, but kept and grown (doubling past half full) instead of built again per call. */
+typedef struct {
+    PyObject_HEAD
+    int64_t *keys;   /* by position */
+    uint32_t *slots; /* position + 1; 0: empty */
+    size_t mask, count, room;
+} KeyTable;
+
+static int key_table_grow(KeyTable *t, size_t wanted) {
+    if (wanted > (size_t)INT32_MAX - 1) {
+        PyErr_SetString(PyExc_OverflowError, "a key table holds at most 2**31 - 2 keys");
+        return 0;
+    }
+    if (wanted > t->room) {
+        size_t room = t->room ? t->room : 1024;
+        while (room < wanted) room *= 2;
+        int64_t *keys = realloc(t->keys, room * sizeof(int64_t));
+        if (keys == NULL) {
+            PyErr_NoMemory();
+            return 0;
+        }
+        t->keys = keys;
+        t->room = room;
+    }
+    size_t size = t->mask + 1;
+    if (t->slots != NULL && wanted * 2 <= size) return 1;
+    while (size < wanted * 2) size *= 2;
+    uint32_t *slots = calloc(size, sizeof(uint32_t));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return 0;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = size - 1;
+    for (size_t p = 0; p < t->count; p++) {
+        size_t h = slot_of(t->keys[p], t->mask);
+        while (slots[h]) h = (h + 1) & t->mask;
+        slots[h] = (uint32_t)p + 1;
+    }
+    return 1;
+}
+
+static inline int64_t key_table_find(const KeyTable *t, int64_t key) {
+    size_t h = slot_of(key, t->mask);
+    while (t->slots[h]) {
+        uint32_t p = t->slots[h] - 1;
+        if (t->keys[p] == key) return p;
+        h = (h + 1) & t->mask;
+    }
+    return -1;
+}
+
+static PyObject *key_table_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (!PyArg_ParseTuple(args, ":KeyTable") || (kwargs && PyDict_Size(kwargs))) return NULL;
+    KeyTable *t = (KeyTable *)type->tp_alloc(type, 0);
+    if (t == NULL) return NULL;
+    t->keys = NULL;
+    t->slots = NULL;
+    t->mask = 15;
+    t->count = t->room = 0;
+    if (!key_table_grow(t, 1)) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void key_table_dealloc(KeyTable *t) {
+    PyTypeObject *type = Py_TYPE(t);
+    free(t->keys);
+    free(t->slots);
+    type->tp_free((PyObject *)t);
+    Py_DECREF(type);
+}
+
+static Py_ssize_t key_table_len(KeyTable *t) { return (Py_ssize_t)t->count; }
+
+static PyObject *key_table_find_all(KeyTable *t, PyObject *args) {
+    Py_buffer values;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*n", &values, &count)) return NULL;
+    PyObject *result = NULL;
+    if (!int64_buffer(&values, count, "keys")) goto done;
+    result = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int32_t));
+    if (result == NULL) goto done;
+    const int64_t *v = values.buf;
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        /* a large table is read at random: ask for a later key's slot now (misses overlap) */
+        if (i + 16 < count) __builtin_prefetch(&t->slots[slot_of(v[i + 16], t->mask)]);
+        out[i] = (int32_t)key_table_find(t, v[i]);
+    }
+done:
+    PyBuffer_Release(&values);
+    return result;
+}
+
+static PyObject *key_table_add(KeyTable *t, PyObject *args) {
+    Py_buffer values;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*n", &values, &count)) return NULL;
+    PyObject *result = NULL;
+    Positions seen = {NULL, NULL, 0};
+    if (!int64_buffer(&values, count, "keys")) goto done;
+    const int64_t *v = values.buf;
+    if (!positions_init(&seen, v, count)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) { /* checked first: a refused call changes nothing */
+        if (key_table_find(t, v[i]) >= 0 || positions_find(&seen, v[i], 1, (uint32_t)i) >= 0) {
+            PyErr_Format(PyExc_ValueError, "key %lld is in the table or given twice",
+                         (long long)v[i]);
+            goto done;
+        }
+    }
+    if (!key_table_grow(t, t->count + (size_t)count)) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        size_t h = slot_of(v[i], t->mask);
+        while (t->slots[h]) h = (h + 1) & t->mask;
+        t->keys[t->count] = v[i];
+        t->slots[h] = (uint32_t)(++t->count);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    free(seen.slots);
+    PyBuffer_Release(&values);
+    return result;
+}
+
+static PyObject *key_table_clear(KeyTable *t, PyObject *Py_UNUSED(args)) {
+    free(t->keys);
+    free(t->slots);
+    t->keys = NULL;
+    t->slots = NULL;
+    t->mask = 15;
+    t->count = t->room = 0;
+    if (!key_table_grow(t, 1)) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef key_table_methods[] = {
+    {"find", (PyCFunction)key_table_find_all, METH_VARARGS,
+     "find(keys, count) -> int32 position of each int64 key, or -1"},
+    {"add", (PyCFunction)key_table_add, METH_VARARGS,
+     "add(keys, count) -> None: new distinct keys, at the next positions in order"},
+    {"clear", (PyCFunction)key_table_clear, METH_NOARGS, "clear() -> None: forget every key"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot key_table_slots[] = {
+    {Py_tp_new, key_table_new},
+    {Py_tp_dealloc, key_table_dealloc},
+    {Py_tp_methods, key_table_methods},
+    {Py_sq_length, key_table_len},
+    {Py_tp_doc, "KeyTable() -> a lasting table of distinct int64 keys and their positions"},
+    {0, NULL},
+};
+
+static PyType_Spec key_table_spec = {
+    "eventport._hashing.KeyTable", sizeof(KeyTable), 0, Py_TPFLAGS_DEFAULT, key_table_slots,
+};
+
+/* hex_at(values, width, at, count) -> the hex text (2 * width digits) of values[at[i]] for each
+ * int32 position (a negative one: zeros, for a null slot), values being fixed-width bytes. */
+static PyObject *hex_at(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer values, at;
+    Py_ssize_t width, count;
+    if (!PyArg_ParseTuple(args, "y*ny*n", &values, &width, &at, &count)) return NULL;
+    PyObject *result = NULL;
+    if (width < 1 || width > 64 || count < 0 || at.len < count * (Py_ssize_t)sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "hex_at: a width of 1-64 and count int32 positions");
+        goto done;
+    }
+    Py_ssize_t have = values.len / width;
+    const int32_t *p = at.buf;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (p[i] >= have) {
+            PyErr_SetString(PyExc_IndexError, "hex_at: a position past the values");
+            goto done;
+        }
+    result = PyBytes_FromStringAndSize(NULL, count * 2 * width);
+    if (result == NULL) goto done;
+    static const char HEX[] = "0123456789abcdef";
+    char *out = PyBytes_AS_STRING(result);
+    const uint8_t *v = values.buf;
+    for (Py_ssize_t i = 0; i < count; i++, out += 2 * width) {
+        /* the values are read at random (an import's remembered digests: megabytes): ask
+         * for a later one's cache line now, so that the misses overlap */
+        if (i + 16 < count && p[i + 16] >= 0) __builtin_prefetch(v + (Py_ssize_t)p[i + 16] * width);
+        if (p[i] < 0) {
+            memset(out, '0', (size_t)(2 * width));
+            continue;
+        }
+        const uint8_t *d = v + (Py_ssize_t)p[i] * width;
+        for (Py_ssize_t k = 0; k < width; k++) {
+            out[2 * k] = HEX[d[k] >> 4];
+            out[2 * k + 1] = HEX[d[k] & 15];
+        }
+    }
+done:
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&at);
+    return result;
+}
+
 /* A blocked Bloom filter of 128-bit keys (the event store's id keys, given as uint64 halves):
  * each key sets BLOOM_PROBES of the 512 bits of one block, so adding or asking costs one cache
  * line. The block comes from the high half (multiply-shift: its top bits), the probes 9 bits at
@@ -683,6 +900,7 @@ static PyObject *bloom_add(PyObject *Py_UNUSED(self), PyObject *args) {
         uint64_t blocks = (uint64_t)bits.len / (BLOOM_BLOCK_WORDS * 8);
         const uint64_t *h = high.buf, *l = low.buf;
         for (Py_ssize_t i = 0; i < count; i++) {
+            if (i + 16 < count) __builtin_prefetch(bloom_block(bits.buf, blocks, h[i + 16]), 1);
             uint64_t *block = bloom_block(bits.buf, blocks, h[i]);
             unsigned probe[BLOOM_PROBES];
             bloom_bits(h[i], l[i], probe);
@@ -746,6 +964,10 @@ static PyObject *bloom_candidates(PyObject *Py_UNUSED(self), PyObject *args) {
         int present = 0;
         unsigned probe[BLOOM_PROBES];
         bloom_bits(h[i], l[i], probe);
+        if (i + 16 < count) /* the blocks are read at random: ask for later ones now */
+            for (Py_ssize_t f = 0; f < filter_count; f++)
+                __builtin_prefetch(bloom_block(
+                    bits[f].buf, (uint64_t)bits[f].len / (BLOOM_BLOCK_WORDS * 8), h[i + 16]));
         for (Py_ssize_t f = 0; f < filter_count && !present; f++) {
             uint64_t blocks = (uint64_t)bits[f].len / (BLOOM_BLOCK_WORDS * 8);
             const uint64_t *block = bloom_block(bits[f].buf, blocks, h[i]);
@@ -764,7 +986,25 @@ done:
     return result;
 }
 
+/* fixed_offsets(count, width) -> the int32 offsets 0, width, 2 * width, ... of count texts of
+ * one width (count + 1 of them): Arrow's offsets for a column of hex digests. */
+static PyObject *fixed_offsets(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_ssize_t count, width;
+    if (!PyArg_ParseTuple(args, "nn", &count, &width)) return NULL;
+    if (count < 0 || width < 0 || (width && count > (INT32_MAX - 1) / width)) {
+        PyErr_SetString(PyExc_ValueError, "fixed_offsets: past int32 offsets");
+        return NULL;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (count + 1) * (Py_ssize_t)sizeof(int32_t));
+    if (result == NULL) return NULL;
+    int32_t *out = (int32_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i <= count; i++) out[i] = (int32_t)(i * width);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"fixed_offsets", fixed_offsets, METH_VARARGS,
+     "fixed_offsets(count, width) -> int32 offsets of count texts of one width"},
     {"bloom_add", bloom_add, METH_VARARGS,
      "bloom_add(bits, high, low, count) -> None: add count 128-bit keys (uint64 halves)"},
     {"bloom_candidates", bloom_candidates, METH_VARARGS,
@@ -776,9 +1016,12 @@ static PyMethodDef methods[] = {
      "index_of(values, count, set, set_count) -> int32 position of each value in set, or -1"},
     {"hashes", hashes, METH_VARARGS,
      "hashes(offsets, data, count) -> count unkeyed 64-bit hashes (to find equal texts)"},
-    {"pair_hex_digests", pair_hex_digests, METH_VARARGS,
-     "pair_hex_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, "
-     "a_at, b_at, count) -> hex digests of a[a_at[i]] + newline + b[b_at[i]]"},
+    {"hex_at", hex_at, METH_VARARGS,
+     "hex_at(values, width, at, count) -> hex of the width-byte values[at[i]] (zeros for -1)"},
+    {"pair_digests", pair_digests, METH_VARARGS,
+     "pair_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at, "
+     "b_at, count, hex) -> digests of a[a_at[i]] + newline + b[b_at[i]] (hex: 32 digits each; "
+     "else 16 bytes)"},
     {"hex_digests", hex_digests, METH_VARARGS,
      "hex_digests(key, person, offsets, data, count) -> count * 32 hex digits"},
     {"md5_keys", md5_keys, METH_VARARGS,
@@ -795,5 +1038,13 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__hashing(void) {
     fill_hex_values();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *type = PyType_FromSpec(&key_table_spec);
+    if (type == NULL || PyModule_AddObject(m, "KeyTable", type) < 0) {
+        Py_XDECREF(type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

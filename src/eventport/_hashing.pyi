@@ -7,7 +7,7 @@ from typing_extensions import Buffer
 def hex_digests(key: Buffer, person: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` 16-byte keyed BLAKE2b digests as 32 lowercase hex digits each."""
 
-def pair_hex_digests(
+def pair_digests(
     key: Buffer,
     person: Buffer,
     a_offsets: Buffer,
@@ -19,9 +19,11 @@ def pair_hex_digests(
     a_at: Buffer,
     b_at: Buffer,
     count: int,
+    hex: bool,
     /,
 ) -> bytes:
-    """:func:`hex_digests` of ``a[a_at[i]] + "\\n" + b[b_at[i]]`` (int64 positions)."""
+    """Keyed BLAKE2b digests of ``a[a_at[i]] + "\\n" + b[b_at[i]]`` (int64 positions): 32 hex
+    digits each with ``hex``, else 16 raw bytes each."""
 
 def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` unkeyed 64-bit hashes (native-endian), to find equal texts fast."""
@@ -45,3 +47,21 @@ def bloom_add(bits: Buffer, high: Buffer, low: Buffer, count: int, /) -> None:
 def bloom_candidates(filters: Sequence[Buffer], high: Buffer, low: Buffer, count: int, /) -> bytes:
     """Native int32 positions of the keys any of the filters (1 to 64 of them) may hold (every
     added key among them)."""
+
+def hex_at(values: Buffer, width: int, at: Buffer, count: int, /) -> bytes:
+    """Hex text (``2 * width`` digits each) of the ``width``-byte ``values[at[i]]`` for each
+    native int32 position; zeros for a negative one."""
+
+def fixed_offsets(count: int, width: int, /) -> bytes:
+    """Native int32 offsets ``0, width, ..., count * width`` of ``count`` texts of one width."""
+
+class KeyTable:
+    """A lasting table of distinct int64 keys, each at the position it was added."""
+
+    def __len__(self) -> int: ...
+    def find(self, keys: Buffer, count: int, /) -> bytes:
+        """Native int32 position of each native int64 key, or -1."""
+    def add(self, keys: Buffer, count: int, /) -> None:
+        """Add new distinct keys at the next positions (ValueError, and nothing added, for a
+        key already held or given twice)."""
+    def clear(self) -> None: ...

@@ -114,6 +114,6 @@ def test_origins_are_the_single_origins_and_survive_a_full_book(
         largest = max(largest, len({a for a in raw if a is not None}))
         pairs = max(pairs, len({(a, g) for a, g in zip(raw, agents, strict=True) if a}))
         assert len(book.raw) <= max(3, largest)
-        assert len(book.origin_pairs) <= max(4, pairs)
+        assert len(book.origins_known) <= max(4, pairs)
         cleared += book.raw[: len(before)] != before
     assert cleared  # the book was cleared at least once

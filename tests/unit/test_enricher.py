@@ -179,6 +179,10 @@ def test_pairs_hash_as_their_joined_texts(enricher: Enricher, compiled: bool) ->
     assert (
         pairs(firsts, pa.array([], pa.int64()), seconds, pa.array([], pa.int64())).to_pylist() == []
     )
+    raw = enricher.pair_digester(b"origin")(
+        firsts, pa.array(first_at), seconds, pa.array(second_at, pa.int32())
+    )
+    assert [raw[k : k + 16].hex() for k in range(0, len(raw), 16)] == want
     if compiled:
         with pytest.raises(ValueError, match="outside"):
             pairs(firsts, pa.array([len(firsts)]), seconds, pa.array([0]))

@@ -1,4 +1,5 @@
-"""positions.index_of, has_repeats and distinct: the C look-ups answer as Arrow and Python do."""
+"""positions.index_of, has_repeats, distinct and RememberedDigests: the C look-ups answer as
+Arrow and Python do."""
 
 from __future__ import annotations
 
@@ -103,3 +104,51 @@ def test_wrong_buffers_are_errors_not_reads_past_the_end() -> None:
         positions._hashing.index_of(b"", 0, b"\0" * 8, 3)
     with pytest.raises(ValueError, match="values"):
         positions._hashing.distinct(b"\0" * 8, 2)
+
+
+def _digest(key: int) -> bytes:
+    return key.to_bytes(16, "little", signed=True)
+
+
+@pytest.mark.usefixtures("compiled")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.none(), _int64), max_size=30), max_size=5))
+def test_remembered_digests_are_found_across_batches(batches: list[list[int | None]]) -> None:
+    known = positions.RememberedDigests()
+    remembered: list[int] = []
+    for batch in batches:
+        keys = pa.array(batch, pa.int64())[1:] if batch else pa.array([], pa.int64())
+        values = batch[1:]
+        at = known.find(keys)
+        assert at.to_pylist() == _first_positions(values, remembered)
+        new = [k for k in dict.fromkeys(v for v in values if v is not None) if k not in remembered]
+        known.add(pa.array(new, pa.int64()), b"".join(_digest(k) for k in new))
+        remembered += new
+        assert len(known) == len(remembered)
+        at = known.find(keys)
+        assert known.hex_at(at).to_pylist() == [
+            None if v is None else _digest(v).hex() for v in values
+        ]
+    known.clear()
+    assert len(known) == 0
+    assert known.find(pa.array(remembered, pa.int64())).null_count == len(remembered)
+
+
+@pytest.mark.usefixtures("compiled")
+def test_remembered_digests_refuse_what_they_cannot_keep() -> None:
+    known = positions.RememberedDigests()
+    known.add(pa.array([5, 7], pa.int64()), _digest(5) + _digest(7))
+    with pytest.raises(ValueError, match="16 bytes"):
+        known.add(pa.array([8], pa.int64()), b"short")
+    with pytest.raises(ValueError, match="16 bytes"):
+        known.add(pa.array([None], pa.int64()), _digest(0))
+    with pytest.raises(ValueError, match=r"remembered already|in the table"):
+        known.add(pa.array([9, 7], pa.int64()), _digest(9) + _digest(7))
+    assert len(known) == 2  # a refused call changes nothing
+    sliced = pa.array([None, 7, None, 5, 9], pa.int64())[1:]  # offsets and nulls
+    assert known.hex_at(known.find(sliced)).to_pylist() == [
+        _digest(7).hex(),
+        None,
+        _digest(5).hex(),
+        None,
+    ]

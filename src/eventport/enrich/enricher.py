@@ -34,7 +34,7 @@ from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
 from eventport.enrich.ip import DataSource, IpEnricher, Place
 from eventport.events.batch import PLACE_FIELDS, dimension_key
 from eventport.events.keys import string_buffers
-from eventport.positions import int64_values
+from eventport.positions import hex_column, int64_values
 
 try:
     from eventport import _hashing
@@ -128,11 +128,7 @@ class Enricher:
                 return pa.array([one(t) for t in texts.to_pylist()], pa.string())
             texts, offsets, data = string_buffers(texts)
             count = len(texts)
-            hex_text = _hashing.hex_digests(key, person, offsets, data, count)
-            ends = pa.array(range(0, 32 * count + 1, 32), pa.int32())
-            return pa.Array.from_buffers(
-                pa.string(), count, [None, ends.buffers()[1], pa.py_buffer(hex_text)]
-            )
+            return hex_column(_hashing.hex_digests(key, person, offsets, data, count), count)
 
         return digests
 
@@ -154,28 +150,65 @@ class Enricher:
                     firsts.take(first_at), seconds.take(second_at), "\n"
                 )
                 return column(joined)
-            count = len(first_at)
-            a, a_offsets, a_data = string_buffers(firsts)
-            b, b_offsets, b_data = string_buffers(seconds)
-            hex_text = _hashing.pair_hex_digests(
-                key,
-                person,
-                a_offsets,
-                a_data,
-                len(a),
-                b_offsets,
-                b_data,
-                len(b),
-                _positions(first_at),
-                _positions(second_at),
-                count,
+            hex_text = _hashing.pair_digests(
+                key, person, *_pair_buffers(firsts, first_at, seconds, second_at), True
             )
-            ends = pa.array(range(0, 32 * count + 1, 32), pa.int32())
-            return pa.Array.from_buffers(
-                pa.string(), count, [None, ends.buffers()[1], pa.py_buffer(hex_text)]
+            return hex_column(hex_text, len(first_at))
+
+        return digests
+
+    def pair_digester(
+        self, person: bytes
+    ) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], bytes]:
+        """:meth:`pair_hasher`'s digests as they are, 16 bytes each, one after the other (what
+        an import remembers: half the size of the hex text)."""
+        keyed = hashlib.blake2b(key=self._key, digest_size=16, person=person)
+        key = self._key
+
+        def digests(
+            firsts: pa.Array, first_at: pa.Array, seconds: pa.Array, second_at: pa.Array
+        ) -> bytes:
+            if _hashing is None:
+                found = bytearray()
+                pairs = zip(
+                    firsts.take(first_at).to_pylist(),
+                    seconds.take(second_at).to_pylist(),
+                    strict=True,
+                )
+                for first, second in pairs:
+                    state = keyed.copy()
+                    state.update(f"{first}\n{second}".encode("utf-8", "surrogatepass"))
+                    found += state.digest()
+                return bytes(found)
+            return _hashing.pair_digests(
+                key, person, *_pair_buffers(firsts, first_at, seconds, second_at), False
             )
 
         return digests
+
+
+_PairBuffers = tuple[
+    pa.Buffer, pa.Buffer | bytes, int, pa.Buffer, pa.Buffer | bytes, int, pa.Buffer, pa.Buffer, int
+]
+
+
+def _pair_buffers(
+    firsts: pa.Array, first_at: pa.Array, seconds: pa.Array, second_at: pa.Array
+) -> _PairBuffers:
+    """The pair hashing functions' arguments after key and person (see _hashing.pyi)."""
+    a, a_offsets, a_data = string_buffers(firsts)
+    b, b_offsets, b_data = string_buffers(seconds)
+    return (
+        a_offsets,
+        a_data,
+        len(a),
+        b_offsets,
+        b_data,
+        len(b),
+        _positions(first_at),
+        _positions(second_at),
+        len(first_at),
+    )
 
 
 def _positions(at: pa.Array | pa.ChunkedArray) -> pa.Buffer:
@@ -198,6 +231,7 @@ class ImportEnrichment:
         self._endpoint = enricher.hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
         self._origin_pairs = enricher.pair_hasher(b"origin")
+        self._origin_digests = enricher.pair_digester(b"origin")
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -262,6 +296,13 @@ class ImportEnrichment:
         columns: ``agents`` has no nulls (no agent is an empty text) and the addresses named
         are not null."""
         return self._origin_pairs(addresses, address_at, agents, agent_at)
+
+    def origin_digests_of(
+        self, addresses: pa.Array, address_at: pa.Array, agents: pa.Array, agent_at: pa.Array
+    ) -> bytes:
+        """:meth:`origins_of` as 16-byte digests, one after the other (each origin id is one
+        in hex)."""
+        return self._origin_digests(addresses, address_at, agents, agent_at)
 
     # -- user agents ---------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from eventport.events.batch import (
 )
 from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
-from eventport.positions import distinct, has_repeats, index_of
+from eventport.positions import RememberedDigests, distinct, has_repeats, index_of
 
 try:
     from eventport import _hashing
@@ -35,13 +35,16 @@ except ImportError:  # not compiled: ids are compared as texts
     _hashing = None  # type: ignore[assignment]
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-# Remembered per import, each an Arrow column or two (~90 B an address, ~50 B an origin);
-# cleared when full. An address book holds at least a batch's addresses (122,880 at most).
+# Remembered per import (~90 B an address in Arrow columns, ~35 B an origin pair in
+# positions.RememberedDigests); each cleared when full. An address book holds at least a
+# batch's addresses (122,880 at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
 _BOOK_MAX = 500_000  # distinct raw $remote_address texts
-_ORIGINS_MAX = 250_000  # distinct (address, user agent) pairs
+# Origin pairs: 1,048,576 hold the benchmark's 5M events (100,000 addresses and 10 agents,
+# ~1M pairs); with 250,000 they were hashed again batch after batch (3 s of 17).
+_ORIGINS_MAX = 1_048_576  # distinct (address, user agent) pairs
 _AGENTS_MAX = 100_000  # distinct user agents numbered for the origin pairs
 _PAIR_SHIFT = 31  # an origin pair's key: address row << 31 | agent number
 # Decoded columns that go on to the batch as they are (or to what builds it).
@@ -145,8 +148,7 @@ class AddressBook:
         """Origins name address rows and agent numbers: they go whenever either is cleared."""
         self.agent_numbers: dict[str, int] = {}
         self.agent_texts = pa.array([], pa.string())
-        self.origin_pairs = pa.array([], pa.int64())
-        self.origin_ids = pa.array([], pa.string())
+        self.origins_known = RememberedDigests()  # by pair key
 
     def rows(self, values: pa.Array) -> pa.Array:
         """The book's row (int32) of each of ``values`` (distinct raw addresses; null stays
@@ -204,24 +206,23 @@ class AddressBook:
             self.agent_texts = _extended(self.agent_texts, new)
         numbers = pa.array([self.agent_numbers[a] for a in texts], pa.int64()).take(agent_at)
         pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
-        at = index_of(pair_key, self.origin_pairs)  # per event; null: no row, or a new pair
+        known = self.origins_known
+        at = known.find(pair_key)  # per event; null: no row, or a new pair
         unknown = pc.and_(pc.is_null(at), pc.is_valid(pair_key))
         if pc.any(unknown).as_py():
             missing = distinct(pc.filter(pair_key, unknown))
-            if len(self.origin_pairs) + len(missing) > _ORIGINS_MAX:
-                self.origin_pairs = pa.array([], pa.int64())
-                self.origin_ids = pa.array([], pa.string())
+            if len(known) + len(missing) > _ORIGINS_MAX:
+                known.clear()
                 missing = distinct(pair_key)
-            ids = enrichment.origins_of(
+            digests = enrichment.origin_digests_of(
                 self.canonical,
                 pc.shift_right(missing, _PAIR_SHIFT),
                 self.agent_texts,
                 pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1),
             )
-            self.origin_pairs = pa.concat_arrays([self.origin_pairs, missing])
-            self.origin_ids = pa.concat_arrays([self.origin_ids, ids])
-            at = index_of(pair_key, self.origin_pairs)
-        return self.origin_ids.take(at)
+            known.add(missing, digests)
+            at = known.find(pair_key)
+        return known.hex_at(at)
 
 
 def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
