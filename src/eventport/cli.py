@@ -134,7 +134,9 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     control = ControlDatabase(settings.resolved_database_url())
     control.migrate()
     try:
-        events = open_event_store(settings.database_url, settings.data_dir)
+        events = open_event_store(
+            settings.database_url, settings.data_dir, id_filter_mb=settings.id_filter_mb
+        )
     except Exception as exc:
         raise click.ClickException(
             f"cannot open the event store ({exc}); with the embedded store, is `eventport serve` "

@@ -89,6 +89,15 @@ def test_a_filter_at_its_cap_still_finds_every_reused_id(tmp_path: Path) -> None
         store.close()
 
 
+def test_with_no_memory_for_a_filter_every_id_is_looked_for(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "events.duckdb", id_filter_bytes=0)
+    try:
+        replace_and_find(store)
+        assert store._shared.ids is None
+    finally:
+        store.close()
+
+
 def test_without_the_extension_every_id_is_looked_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         control = ControlDatabase(settings.resolved_database_url())
         control.migrate()
         app.state.control = control
-        events = open_event_store(settings.database_url, settings.data_dir)
+        events = open_event_store(
+            settings.database_url, settings.data_dir, id_filter_mb=settings.id_filter_mb
+        )
         events.setup()
         app.state.events = events
         pool = WorkerPool.from_settings(settings, control, events, count=settings.workers)

@@ -562,7 +562,8 @@ class DuckDBEventStore:
         nearly every 50,000-event batch and halves the insert rate); a crash replays the log.
         ``export_window_rows`` is about how many events an export sorts at a time (see
         :meth:`export_batches`): its memory, and the number of scans of a large export.
-        ``id_filter_bytes`` caps the memory of the filter of stored ids (events/id_filter.py).
+        ``id_filter_bytes`` caps the memory of the filter of stored ids (events/id_filter.py);
+        0: no filter.
 
         Objects of one file in a process share its write lock and id filter.
         """
@@ -673,7 +674,7 @@ class DuckDBEventStore:
         high, low = self._id_keys(owner_id, column)
         table = pa.table({"id": column, "id_hi": high, "id_lo": low})
         ids = self._shared.ids
-        if ids is None and id_filter_available():
+        if ids is None and self._filtered():
             with self._lock:
                 ids = self._id_filter(self._connection())
         if ids is not None:  # only the ids it may hold are looked for
@@ -839,7 +840,7 @@ class DuckDBEventStore:
     def _id_filter(self, con: duckdb.DuckDBPyConnection) -> IdFilter | None:
         """The filter of stored id keys (None without the C extension), built from the stored
         keys when first needed. Called with ``self._lock`` held: no write adds keys meanwhile."""
-        if self._shared.ids is not None or not id_filter_available():
+        if self._shared.ids is not None or not self._filtered():
             return self._shared.ids
         stored = int(_run(con, f"SELECT count(*) FROM {ROWS_TABLE}")[0][0])
         ids = IdFilter(2 * stored, self._id_filter_bytes)
@@ -854,6 +855,9 @@ class DuckDBEventStore:
             reader.close()
         self._shared.ids = ids
         return ids
+
+    def _filtered(self) -> bool:
+        return id_filter_available() and self._id_filter_bytes > 0
 
     def _delete_replaced(
         self, con: duckdb.DuckDBPyConnection, keyed: pa.Table, ids: IdFilter | None

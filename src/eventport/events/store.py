@@ -262,8 +262,11 @@ def libpq_url(url: str) -> str:
     return url
 
 
-def open_event_store(database_url: str | None, data_dir: Path) -> EventStore:
-    """PostgreSQL when ``database_url`` is a PostgreSQL URL, else DuckDB in the data dir.
+def open_event_store(
+    database_url: str | None, data_dir: Path, *, id_filter_mb: int = 64
+) -> EventStore:
+    """PostgreSQL when ``database_url`` is a PostgreSQL URL, else DuckDB in the data dir (with
+    ``id_filter_mb`` for its filter of stored ids).
 
     The store is returned set up (:meth:`EventStore.setup` has run).
     """
@@ -275,7 +278,7 @@ def open_event_store(database_url: str | None, data_dir: Path) -> EventStore:
     else:
         from eventport.events.duckdb_store import DuckDBEventStore
 
-        store = DuckDBEventStore(data_dir / EVENTS_FILE)
+        store = DuckDBEventStore(data_dir / EVENTS_FILE, id_filter_bytes=id_filter_mb << 20)
     try:
         store.setup()
     except BaseException:
