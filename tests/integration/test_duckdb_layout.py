@@ -159,8 +159,9 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
     try:
         ids = [f"event-{i:06d}" for i in range(3000)]
         batch = make_batch(ids, origin_country="DE")
-        batch["origin_id"] = [f"{i:032x}" for i in range(len(ids))]
-        batch["endpoint_id"] = [f"{i % 50:032x}" for i in range(len(ids))]  # repeating
+        # texts that are not 32 hex digits (those are kept as numbers: the next test)
+        batch["origin_id"] = [f"origin:{i:025x}" for i in range(len(ids))]
+        batch["endpoint_id"] = [f"endpoint:{i % 50:023x}" for i in range(len(ids))]  # repeating
         store.write_batch("owner-a", batch, checkpoint(line=3001))
         assert len(store.rows("owner-a")) == 3000
     finally:
@@ -170,6 +171,60 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
     assert methods["origin_id"] == ["Uncompressed"]
     assert methods["endpoint_id"] == ["Uncompressed"]
     assert "Uncompressed" not in methods["origin_country"]
+
+
+def test_hex_origin_and_endpoint_ids_are_kept_as_the_numbers_they_spell(tmp_path: Path) -> None:
+    """An id of 32 lowercase hex digits is stored only as its 128-bit number (its text column
+    null) and read back as the same text, leading zeros and all; any other text is kept."""
+    spelled = ["0" * 31 + "1", "00ff" + "a" * 28, "f" * 32]
+    others = ["F" * 32, "not hex", "0" * 33, "", "é" * 16]
+    texts = [*spelled, *others, None]
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        batch = make_batch([f"e{i}" for i in range(len(texts))])
+        batch["origin_id"] = texts
+        batch["endpoint_id"] = list(reversed(texts))
+        store.write_batch("owner-a", batch, checkpoint(line=len(texts) + 1))
+        assert store.rows("owner-a") == expected_rows(batch)
+        raw = (
+            store._connection()
+            .execute(
+                f"SELECT origin_id, origin_key IS NULL, endpoint_id, endpoint_key IS NULL "
+                f"FROM {ROWS_TABLE} ORDER BY line"
+            )
+            .fetchall()
+        )
+    finally:
+        store.close()
+    stored = [(origin, no_key) for origin, no_key, _, _ in raw]
+    assert stored[: len(spelled)] == [(None, False)] * len(spelled)
+    assert [text for text, _ in stored[len(spelled) : -1]] == others
+    assert stored[-1] == (None, True)
+    endpoints = [(endpoint, no_key) for _, _, endpoint, no_key in reversed(raw)]
+    assert endpoints[: len(spelled)] == [(None, False)] * len(spelled)
+    assert [text for text, _ in endpoints[len(spelled) : -1]] == others
+
+
+def test_a_row_table_from_before_endpoint_keys_gets_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.setup()
+    batch = make_batch(["old"], endpoint_id="e" * 32, origin_id="0" * 32)
+    store.write_batch("owner-a", batch, checkpoint(line=2))
+    store.close()
+    con = duckdb.connect(str(path))  # as a file from before: the text in the row, no key
+    con.execute(f"UPDATE {ROWS_TABLE} SET endpoint_id = '{'e' * 32}'")
+    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN endpoint_key")
+    con.close()
+    store = DuckDBEventStore(path)
+    store.setup()
+    try:
+        newer = make_batch(["new"], endpoint_id="e" * 32, first_line=2)
+        store.write_batch("owner-a", newer, checkpoint(line=3))
+        assert store.rows("owner-a") == expected_rows(batch) + expected_rows(newer)
+    finally:
+        store.close()
 
 
 def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: Path) -> None:

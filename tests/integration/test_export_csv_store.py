@@ -175,6 +175,21 @@ def test_a_line_as_written(event_store: EventStore) -> None:
     assert v1.startswith('"download","\'@scope/widget","","2024-06-04T13:05:09.250000Z",')
 
 
+def test_hex_origin_and_endpoint_ids_come_back_as_written(event_store: EventStore) -> None:
+    """The embedded store keeps such ids as the numbers they spell (duckdb_store._DERIVED):
+    both CSV writers give the text back, leading zeros included."""
+    origin, endpoint = "00" + "ab" * 15, "0" * 31 + "7"
+    event = ev("id-1", at(2024, 6, 4), package_id=P1, origin_id=origin, endpoint_id=endpoint)
+    write(event_store, OWNER, [event], "import-1")
+    for layout in (v2_layout(), V1_LAYOUT):
+        for text in (
+            written(event_store, EVERYTHING, layout),
+            reference(event_store, EVERYTHING, layout),
+        ):
+            assert f'"{origin}"'.encode() in text
+            assert f'"{endpoint}"'.encode() in text
+
+
 def test_chunks_hold_whole_lines_in_order(csv_store: EventStore) -> None:
     store = csv_store
     events = many_events(40)

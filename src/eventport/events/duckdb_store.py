@@ -54,6 +54,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from eventport.events.batch import AGENT_FIELDS, PLACE_FIELDS, ROW_PLACE_FIELDS, ROW_SCHEMA
 from eventport.events.duckdb_csv import (
@@ -174,11 +175,34 @@ _COLUMN_OF = {c.name: c for c in COLUMNS}
 _ID_KEY = KEY_FROM_HALVES_SQL.format(prefix="id")
 _HALF_MASK = (1 << 64) - 1
 _ORIGIN_KEY = KEY_FROM_HALVES_SQL.format(prefix="origin")
+_ENDPOINT_KEY = KEY_FROM_HALVES_SQL.format(prefix="endpoint")
+# Origin and endpoint ids are (nearly always) 32 hex digits: a row keeps such an id only as the
+# number it spells (origin_key, endpoint_key: 16 bytes, not 32 uncompressed), its text column
+# null; any other text stays as it is. Reads give the text back from the number. Measured on 5M
+# enriched events: the file 548 MB instead of 868, the import 0.3-1.4 s faster of ~12 s.
+_HEX_ID = "^[0-9a-f]{32}$"  # what keys.origin_keys reads as a number
+_FROM_KEY = "lpad(lower(hex({t}.{key})), 32, '0')"
+_DERIVED = {
+    "origin_id": f"coalesce({{t}}.origin_id, {_FROM_KEY.format(t='{t}', key='origin_key')})",
+    "endpoint_id": f"coalesce({{t}}.endpoint_id, {_FROM_KEY.format(t='{t}', key='endpoint_key')})",
+}
+
+
+def _row_value(name: str, table: str) -> str:
+    """A row column's value, read from the row table aliased ``table``."""
+    if name in _DERIVED:
+        return _DERIVED[name].format(t=table)
+    return f"{table}.{_q(name)}"
 
 
 def _view_sql() -> str:
     """The events table's columns, in order, from the row and dimension tables."""
-    listed = ", ".join(f"{_JOINED.get(name, 'r')}.{_q(name)}" for name in COLUMN_NAMES)
+    listed = ", ".join(
+        f"{_JOINED[name]}.{_q(name)}"
+        if name in _JOINED
+        else f"{_row_value(name, 'r')} AS {_q(name)}"
+        for name in COLUMN_NAMES
+    )
     return (
         f"CREATE OR REPLACE VIEW {EVENTS_TABLE} AS SELECT r.id_key, {listed} "
         f"FROM {ROWS_TABLE} r " + " ".join(_JOINS.values())
@@ -208,9 +232,12 @@ def _events_from(needed: Iterable[str] = ()) -> str:
     a daily count reads the row table alone, a by-country count joins only the places."""
     wanted = set(needed)
     joined = [name for name in _JOINED if name in wanted]
-    if not joined:
+    derived = [name for name in _DERIVED if name in wanted]
+    if not joined and not derived:
         return f"{ROWS_TABLE} e "
-    listed = ", ".join(["r.*", *(f"{_JOINED[n]}.{_q(n)}" for n in joined)])
+    replaced = ", ".join(f"{_row_value(n, 'r')} AS {_q(n)}" for n in derived)
+    rows = f"r.* REPLACE ({replaced})" if derived else "r.*"
+    listed = ", ".join([rows, *(f"{_JOINED[n]}.{_q(n)}" for n in joined)])
     aliases = {_JOINED[n] for n in joined}
     joins = "".join(f" {join}" for alias, join in _JOINS.items() if alias in aliases)
     return f"(SELECT {listed} FROM {ROWS_TABLE} r{joins}) e "
@@ -297,7 +324,7 @@ def _csv_field(column: CsvColumn, table: str = "e") -> Pieces:
     if column.package_name:
         return FIELDS["text"](f"CAST(n.name AS {_SQL_TYPES['text']})")
     kind = _LOGICAL_TYPES[column.source]
-    return FIELDS[kind](f"CAST({table}.{_q(column.source)} AS {_SQL_TYPES[kind]})")
+    return FIELDS[kind](f"CAST({_row_value(column.source, table)} AS {_SQL_TYPES[kind]})")
 
 
 _PLACE_TEXTS = "eventport_place_texts"
@@ -467,15 +494,18 @@ def _run(
 
 
 def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
-    """The batch's rows with the halves of their id and origin keys (events/keys.py)."""
+    """The batch's rows with the halves of their id, origin and endpoint keys (events/keys.py),
+    and without the origin and endpoint texts the keys spell (see _DERIVED)."""
     id_high, id_low = id_keys(owner_id, rows.column("id"))
-    origin_high, origin_low = origin_keys(rows.column("origin_id"))
-    for name, column in (
-        ("id_hi", id_high),
-        ("id_lo", id_low),
-        ("origin_hi", origin_high),
-        ("origin_lo", origin_low),
-    ):
+    halves = [("id_hi", id_high), ("id_lo", id_low)]
+    for name, prefix in (("origin_id", "origin"), ("endpoint_id", "endpoint")):
+        texts = rows.column(name)
+        high, low = origin_keys(texts)
+        halves += [(f"{prefix}_hi", high), (f"{prefix}_lo", low)]
+        spelled = pc.fill_null(pc.match_substring_regex(texts, _HEX_ID), False)
+        kept = pc.if_else(spelled, pa.scalar(None, pa.string()), texts)
+        rows = rows.set_column(rows.schema.get_field_index(name), name, kept)
+    for name, column in halves:
         rows = rows.append_column(name, column)
     return rows
 
@@ -624,7 +654,7 @@ class DuckDBEventStore:
         _run(
             con,
             f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
-            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT)",
+            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT, endpoint_key UHUGEINT)",
         )
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
@@ -646,6 +676,8 @@ class DuckDBEventStore:
                         f"ALTER TABLE {table} ADD COLUMN "
                         f"{_column_sql(column.name, column.type, True)}",
                     )
+        if "endpoint_key" not in _columns_of(con, ROWS_TABLE):  # a file from before it
+            _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_key UHUGEINT")
         if old:
             _migrate_wide_events(con)
         _run(con, _view_sql())
@@ -730,8 +762,10 @@ class DuckDBEventStore:
                     self._delete_replaced(con, keyed, ids)
                     _run(
                         con,
-                        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) "
-                        f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_ORIGIN_KEY} FROM {_BATCH_VIEW}",
+                        f"INSERT INTO {ROWS_TABLE} "
+                        f"(id_key, {_ROW_NAMES_SQL}, origin_key, endpoint_key) "
+                        f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_ORIGIN_KEY}, {_ENDPOINT_KEY} "
+                        f"FROM {_BATCH_VIEW}",
                     )
                     if ids is not None:  # before the commit: the filter never misses a key
                         ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
