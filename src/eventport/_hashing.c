@@ -512,23 +512,31 @@ static PyObject *origin_keys(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer offsets, data;
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*n", &offsets, &data, &count)) return NULL;
-    PyObject *result = NULL, *high, *low;
+    PyObject *result = NULL, *high, *low, *spelled;
     if (!offsets_valid(&offsets, &data, count) || !halves(count, &high, &low)) goto done;
+    spelled = PyBytes_FromStringAndSize(NULL, count);
+    if (spelled == NULL) {
+        Py_DECREF(high);
+        Py_DECREF(low);
+        goto done;
+    }
     const int32_t *off = offsets.buf;
     const uint8_t *bytes = data.buf;
     uint64_t *hi = (uint64_t *)PyBytes_AS_STRING(high), *lo = (uint64_t *)PyBytes_AS_STRING(low);
+    uint8_t *hex = (uint8_t *)PyBytes_AS_STRING(spelled);
     Py_BEGIN_ALLOW_THREADS
     Md5 s;
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint8_t *p = bytes + off[i];
         size_t n = (size_t)(off[i + 1] - off[i]);
-        if (hex_number(p, n, hi + i, lo + i)) continue;
+        hex[i] = (uint8_t)hex_number(p, n, hi + i, lo + i);
+        if (hex[i]) continue;
         md5_init(&s);
         md5_update(&s, p, n);
         md5_number(&s, hi + i, lo + i);
     }
     Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(NN)", high, low);
+    result = Py_BuildValue("(NNN)", high, low, spelled);
 done:
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&data);
@@ -1027,7 +1035,8 @@ static PyMethodDef methods[] = {
     {"md5_keys", md5_keys, METH_VARARGS,
      "md5_keys(prefix, offsets, data, count) -> (high, low) halves of md5_number(prefix||text)"},
     {"origin_keys", origin_keys, METH_VARARGS,
-     "origin_keys(offsets, data, count) -> (high, low) halves of each origin id's key"},
+     "origin_keys(offsets, data, count) -> (high, low) halves of each origin id's key, and a "
+     "byte each: 1 where the key is the hex number the text spells"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -31,8 +31,9 @@ def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
 def md5_keys(prefix: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
     """DuckDB's ``md5_number(prefix || text)`` of each text, as native-endian uint64 halves."""
 
-def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
-    """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves."""
+def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes, bytes]:
+    """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves,
+    and a byte each: 1 where the key is the number the text spells in hex."""
 
 def index_of(values: Buffer, count: int, set: Buffer, set_count: int, /) -> bytes:
     """Native int32 position of each int64 value's first occurrence in ``set``, or -1."""

@@ -127,3 +127,17 @@ def test_recent_keys_are_reused_only_for_equal_ids_of_the_same_owner() -> None:
     shorter = recent(OWNER, ids[:2])
     assert shorter[1].to_pylist() == first[1].to_pylist()[:2]
     assert recent(OWNER, pa.array(["a", "b", "d"]))[0].to_pylist()[2] != first[0][2].as_py()
+
+
+@pytest.mark.usefixtures("compiled")
+def test_spelled_keys_say_which_texts_the_key_gives_back() -> None:
+    texts = ["0" * 31 + "1", "F" * 32, "a" * 31, None, "0" * 33, "abcdef0123456789" * 2, ""]
+    sliced = pa.array(["skip", *texts])[1:]
+    high, low, spelled = keys.spelled_keys(sliced)
+    assert spelled.to_pylist() == [True, False, False, False, False, True, False]
+    assert (high, low) == keys.origin_keys(sliced)
+    for text, hi, lo, back in zip(
+        texts, high.to_pylist(), low.to_pylist(), spelled.to_pylist(), strict=True
+    ):
+        if back:
+            assert f"{hi:016x}{lo:016x}" == text

@@ -21,6 +21,7 @@ import threading
 from collections import deque
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 try:
     from eventport import _hashing
@@ -74,10 +75,27 @@ class RecentIdKeys:
 
 def origin_keys(origin_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """``origin_key`` of each origin id as (high, low) uint64 columns, null where it is null."""
-    texts, offsets, data = string_buffers(origin_ids)
+    high, low, _ = spelled_keys(origin_ids)
+    return high, low
+
+
+def spelled_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """:func:`origin_keys`, and for each text whether it is 32 lowercase hex digits (the key
+    then is the number they spell, and gives the text back): a boolean column, false where the
+    text is null."""
+    column, offsets, data = string_buffers(texts)
     if _hashing is None:
-        return _split([None if t is None else _origin_number(t) for t in _bytes(texts)])
-    return _halves(*_hashing.origin_keys(offsets, data, len(texts)), texts)
+        values = _bytes(column)
+        high, low = _split([None if t is None else _origin_number(t) for t in values])
+        hex_ids = [t is not None and _HEX_ID.fullmatch(t) is not None for t in values]
+        return high, low, pa.array(hex_ids, pa.bool_())
+    high_words, low_words, flags = _hashing.origin_keys(offsets, data, len(column))
+    high, low = _halves(high_words, low_words, column)
+    spelled = pa.Array.from_buffers(pa.uint8(), len(column), [None, pa.py_buffer(flags)])
+    spelled = pc.cast(spelled, pa.bool_())
+    if column.null_count:
+        spelled = pc.and_(spelled, pc.is_valid(column))
+    return high, low, spelled
 
 
 def string_buffers(
