@@ -160,15 +160,20 @@ static int offsets_valid(const Py_buffer *offsets, const Py_buffer *data, Py_ssi
     return 1;
 }
 
+/* n bytes as 2 * n lowercase hex digits at out. */
+static void write_hex(const uint8_t *bytes, size_t n, char *out) {
+    static const char HEX[] = "0123456789abcdef";
+    for (size_t k = 0; k < n; k++) {
+        out[2 * k] = HEX[bytes[k] >> 4];
+        out[2 * k + 1] = HEX[bytes[k] & 15];
+    }
+}
+
 /* The state's 16-byte digest as 32 lowercase hex digits at out. */
 static void finish_hex(Blake2b *s, char *out) {
-    static const char HEX[] = "0123456789abcdef";
     uint8_t digest[16];
     finish(s, digest, 16);
-    for (int k = 0; k < 16; k++) {
-        out[2 * k] = HEX[digest[k] >> 4];
-        out[2 * k + 1] = HEX[digest[k] & 15];
-    }
+    write_hex(digest, 16, out);
 }
 
 /* The keyed state every digest of a call starts from; 0 (ValueError set) for a key or person
@@ -213,7 +218,7 @@ done:
 }
 
 /* pair_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at,
- * b_at, count) -> count * 32 hex digits: hex_digests of the texts a[a_at[i]] + "\n" +
+ * b_at, count) -> count 16-byte digests: those of hex_digests for the texts a[a_at[i]] + "\n" +
  * b[b_at[i]], hashed from the two columns where they are (an import's origin ids: its canonical
  * addresses and its user agents, by pair) instead of from texts joined first. */
 static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit) {
@@ -231,13 +236,11 @@ static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit
     return 1;
 }
 
-/* The digests of a[a_at[i]] + "\n" + b[b_at[i]]: 32 hex digits each, or (raw) 16 bytes. */
 static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer key, person, a_offsets, a_data, b_offsets, b_data, a_at, b_at;
     Py_ssize_t a_count, b_count, count;
-    int hex;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*ny*y*ny*y*np", &key, &person, &a_offsets, &a_data,
-                          &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count, &hex))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*ny*y*ny*y*n", &key, &person, &a_offsets, &a_data,
+                          &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count))
         return NULL;
     PyObject *result = NULL;
     Blake2b keyed, s;
@@ -246,8 +249,7 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
         !offsets_valid(&b_offsets, &b_data, b_count) || !indices_valid(&a_at, count, a_count) ||
         !indices_valid(&b_at, count, b_count))
         goto done;
-    Py_ssize_t width = hex ? 32 : 16;
-    result = PyBytes_FromStringAndSize(NULL, count * width);
+    result = PyBytes_FromStringAndSize(NULL, count * 16);
     if (!result) goto done;
     char *out = PyBytes_AS_STRING(result);
     const int32_t *a_off = a_offsets.buf, *b_off = b_offsets.buf;
@@ -260,10 +262,7 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
         update(&s, a + a_off[ai[i]], (size_t)(a_off[ai[i] + 1] - a_off[ai[i]]));
         update(&s, &NEWLINE, 1);
         update(&s, b + b_off[bi[i]], (size_t)(b_off[bi[i] + 1] - b_off[bi[i]]));
-        if (hex)
-            finish_hex(&s, out + 32 * i);
-        else
-            finish(&s, (uint8_t *)out + 16 * i, 16);
+        finish(&s, (uint8_t *)out + 16 * i, 16);
     }
     Py_END_ALLOW_THREADS
 done:
@@ -655,13 +654,14 @@ done:
 
 
 /* A table of distinct int64 keys, each with its position (the order added), that lasts from one
- * call to the next: an import's origin pairs, looked up batch after batch. Open addressing as
- * Positions, but kept and grown (doubling past half full) instead of built again per call. */
+ * call to the next: an import's origin pairs, looked up batch after batch. The Positions above
+ * over the keys it owns, kept and grown (its slots built again past half full) instead of built
+ * again per call. */
 typedef struct {
     PyObject_HEAD
-    int64_t *keys;   /* by position */
-    uint32_t *slots; /* position + 1; 0: empty */
-    size_t mask, count, room;
+    int64_t *keys; /* by position; index.set */
+    Positions index;
+    size_t count, room;
 } KeyTable;
 
 static int key_table_grow(KeyTable *t, size_t wanted) {
@@ -678,45 +678,34 @@ static int key_table_grow(KeyTable *t, size_t wanted) {
             return 0;
         }
         t->keys = keys;
+        t->index.set = keys;
         t->room = room;
     }
-    size_t size = t->mask + 1;
-    if (t->slots != NULL && wanted * 2 <= size) return 1;
-    while (size < wanted * 2) size *= 2;
-    uint32_t *slots = calloc(size, sizeof(uint32_t));
-    if (slots == NULL) {
+    if (t->index.slots != NULL && wanted * 2 <= t->index.mask + 1) return 1;
+    Positions index;
+    if (!positions_init(&index, t->keys, (Py_ssize_t)wanted)) {
         PyErr_NoMemory();
         return 0;
     }
-    free(t->slots);
-    t->slots = slots;
-    t->mask = size - 1;
-    for (size_t p = 0; p < t->count; p++) {
-        size_t h = slot_of(t->keys[p], t->mask);
-        while (slots[h]) h = (h + 1) & t->mask;
-        slots[h] = (uint32_t)p + 1;
-    }
+    for (size_t p = 0; p < t->count; p++) positions_find(&index, t->keys[p], 1, (uint32_t)p);
+    free(t->index.slots);
+    t->index = index;
     return 1;
 }
 
-static inline int64_t key_table_find(const KeyTable *t, int64_t key) {
-    size_t h = slot_of(key, t->mask);
-    while (t->slots[h]) {
-        uint32_t p = t->slots[h] - 1;
-        if (t->keys[p] == key) return p;
-        h = (h + 1) & t->mask;
-    }
-    return -1;
+static void key_table_empty(KeyTable *t) {
+    free(t->keys);
+    free(t->index.slots);
+    t->keys = NULL;
+    t->index = (Positions){NULL, NULL, 0};
+    t->count = t->room = 0;
 }
 
 static PyObject *key_table_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTuple(args, ":KeyTable") || (kwargs && PyDict_Size(kwargs))) return NULL;
     KeyTable *t = (KeyTable *)type->tp_alloc(type, 0);
     if (t == NULL) return NULL;
-    t->keys = NULL;
-    t->slots = NULL;
-    t->mask = 15;
-    t->count = t->room = 0;
+    key_table_empty(t);
     if (!key_table_grow(t, 1)) {
         Py_DECREF(t);
         return NULL;
@@ -726,8 +715,7 @@ static PyObject *key_table_new(PyTypeObject *type, PyObject *args, PyObject *kwa
 
 static void key_table_dealloc(KeyTable *t) {
     PyTypeObject *type = Py_TYPE(t);
-    free(t->keys);
-    free(t->slots);
+    key_table_empty(t);
     type->tp_free((PyObject *)t);
     Py_DECREF(type);
 }
@@ -746,8 +734,9 @@ static PyObject *key_table_find_all(KeyTable *t, PyObject *args) {
     int32_t *out = (int32_t *)PyBytes_AS_STRING(result);
     for (Py_ssize_t i = 0; i < count; i++) {
         /* a large table is read at random: ask for a later key's slot now (misses overlap) */
-        if (i + 16 < count) __builtin_prefetch(&t->slots[slot_of(v[i + 16], t->mask)]);
-        out[i] = (int32_t)key_table_find(t, v[i]);
+        if (i + 16 < count)
+            __builtin_prefetch(&t->index.slots[slot_of(v[i + 16], t->index.mask)]);
+        out[i] = (int32_t)positions_find(&t->index, v[i], 0, 0);
     }
 done:
     PyBuffer_Release(&values);
@@ -767,18 +756,17 @@ static PyObject *key_table_add(KeyTable *t, PyObject *args) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < count; i++) { /* checked first: a refused call changes nothing */
-        if (key_table_find(t, v[i]) >= 0 || positions_find(&seen, v[i], 1, (uint32_t)i) >= 0) {
+        if (positions_find(&t->index, v[i], 0, 0) >= 0 ||
+            positions_find(&seen, v[i], 1, (uint32_t)i) >= 0) {
             PyErr_Format(PyExc_ValueError, "key %lld is in the table or given twice",
                          (long long)v[i]);
             goto done;
         }
     }
     if (!key_table_grow(t, t->count + (size_t)count)) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        size_t h = slot_of(v[i], t->mask);
-        while (t->slots[h]) h = (h + 1) & t->mask;
+    for (Py_ssize_t i = 0; i < count; i++, t->count++) {
         t->keys[t->count] = v[i];
-        t->slots[h] = (uint32_t)(++t->count);
+        positions_find(&t->index, v[i], 1, (uint32_t)t->count);
     }
     result = Py_NewRef(Py_None);
 done:
@@ -788,12 +776,7 @@ done:
 }
 
 static PyObject *key_table_clear(KeyTable *t, PyObject *Py_UNUSED(args)) {
-    free(t->keys);
-    free(t->slots);
-    t->keys = NULL;
-    t->slots = NULL;
-    t->mask = 15;
-    t->count = t->room = 0;
+    key_table_empty(t);
     if (!key_table_grow(t, 1)) return NULL;
     Py_RETURN_NONE;
 }
@@ -840,7 +823,6 @@ static PyObject *hex_at(PyObject *Py_UNUSED(self), PyObject *args) {
         }
     result = PyBytes_FromStringAndSize(NULL, count * 2 * width);
     if (result == NULL) goto done;
-    static const char HEX[] = "0123456789abcdef";
     char *out = PyBytes_AS_STRING(result);
     const uint8_t *v = values.buf;
     for (Py_ssize_t i = 0; i < count; i++, out += 2 * width) {
@@ -851,11 +833,7 @@ static PyObject *hex_at(PyObject *Py_UNUSED(self), PyObject *args) {
             memset(out, '0', (size_t)(2 * width));
             continue;
         }
-        const uint8_t *d = v + (Py_ssize_t)p[i] * width;
-        for (Py_ssize_t k = 0; k < width; k++) {
-            out[2 * k] = HEX[d[k] >> 4];
-            out[2 * k + 1] = HEX[d[k] & 15];
-        }
+        write_hex(v + (Py_ssize_t)p[i] * width, (size_t)width, out);
     }
 done:
     PyBuffer_Release(&values);
@@ -890,13 +868,13 @@ static inline void bloom_bits(uint64_t high, uint64_t low, unsigned out[BLOOM_PR
     }
 }
 
-static int bloom_args(const Py_buffer *bits, const Py_buffer *high, const Py_buffer *low,
-                      Py_ssize_t count) {
+/* The blocks of a filter's bits; 0 (ValueError set) unless a whole number, at least one. */
+static uint64_t bloom_blocks(const Py_buffer *bits) {
     if (bits->len <= 0 || bits->len % (BLOOM_BLOCK_WORDS * 8)) {
         PyErr_SetString(PyExc_ValueError, "bits: a whole number of 64-byte blocks, at least one");
         return 0;
     }
-    return int64_buffer(high, count, "high") && int64_buffer(low, count, "low");
+    return (uint64_t)bits->len / (BLOOM_BLOCK_WORDS * 8);
 }
 
 static PyObject *bloom_add(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -904,8 +882,8 @@ static PyObject *bloom_add(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "w*y*y*n", &bits, &high, &low, &count)) return NULL;
     PyObject *result = NULL;
-    if (bloom_args(&bits, &high, &low, count)) {
-        uint64_t blocks = (uint64_t)bits.len / (BLOOM_BLOCK_WORDS * 8);
+    uint64_t blocks = bloom_blocks(&bits);
+    if (blocks && int64_buffer(&high, count, "high") && int64_buffer(&low, count, "low")) {
         const uint64_t *h = high.buf, *l = low.buf;
         for (Py_ssize_t i = 0; i < count; i++) {
             if (i + 16 < count) __builtin_prefetch(bloom_block(bits.buf, blocks, h[i + 16]), 1);
@@ -937,9 +915,7 @@ static Py_ssize_t bloom_filters(PyObject *filters, Py_buffer *bits) {
         for (; got < n; got++) {
             if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bits[got], PyBUF_SIMPLE))
                 break;
-            if (bits[got].len <= 0 || bits[got].len % (BLOOM_BLOCK_WORDS * 8)) {
-                PyErr_SetString(PyExc_ValueError,
-                                "bits: a whole number of 64-byte blocks, at least one");
+            if (!bloom_blocks(&bits[got])) {
                 PyBuffer_Release(&bits[got]);
                 break;
             }
@@ -966,6 +942,8 @@ static PyObject *bloom_candidates(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    uint64_t blocks[BLOOM_MAX_FILTERS];
+    for (Py_ssize_t f = 0; f < filter_count; f++) blocks[f] = bloom_blocks(&bits[f]);
     const uint64_t *h = high.buf, *l = low.buf;
     Py_ssize_t n = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -974,11 +952,9 @@ static PyObject *bloom_candidates(PyObject *Py_UNUSED(self), PyObject *args) {
         bloom_bits(h[i], l[i], probe);
         if (i + 16 < count) /* the blocks are read at random: ask for later ones now */
             for (Py_ssize_t f = 0; f < filter_count; f++)
-                __builtin_prefetch(bloom_block(
-                    bits[f].buf, (uint64_t)bits[f].len / (BLOOM_BLOCK_WORDS * 8), h[i + 16]));
+                __builtin_prefetch(bloom_block(bits[f].buf, blocks[f], h[i + 16]));
         for (Py_ssize_t f = 0; f < filter_count && !present; f++) {
-            uint64_t blocks = (uint64_t)bits[f].len / (BLOOM_BLOCK_WORDS * 8);
-            const uint64_t *block = bloom_block(bits[f].buf, blocks, h[i]);
+            const uint64_t *block = bloom_block(bits[f].buf, blocks[f], h[i]);
             present = 1;
             for (int p = 0; p < BLOOM_PROBES && present; p++)
                 present = (block[probe[p] >> 6] >> (probe[p] & 63)) & 1;
@@ -1028,8 +1004,7 @@ static PyMethodDef methods[] = {
      "hex_at(values, width, at, count) -> hex of the width-byte values[at[i]] (zeros for -1)"},
     {"pair_digests", pair_digests, METH_VARARGS,
      "pair_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at, "
-     "b_at, count, hex) -> digests of a[a_at[i]] + newline + b[b_at[i]] (hex: 32 digits each; "
-     "else 16 bytes)"},
+     "b_at, count) -> 16-byte keyed digests of a[a_at[i]] + newline + b[b_at[i]]"},
     {"hex_digests", hex_digests, METH_VARARGS,
      "hex_digests(key, person, offsets, data, count) -> count * 32 hex digits"},
     {"md5_keys", md5_keys, METH_VARARGS,

@@ -19,11 +19,10 @@ def pair_digests(
     a_at: Buffer,
     b_at: Buffer,
     count: int,
-    hex: bool,
     /,
 ) -> bytes:
-    """Keyed BLAKE2b digests of ``a[a_at[i]] + "\\n" + b[b_at[i]]`` (int64 positions): 32 hex
-    digits each with ``hex``, else 16 raw bytes each."""
+    """16-byte keyed BLAKE2b digests of ``a[a_at[i]] + "\\n" + b[b_at[i]]`` (int64 positions),
+    one after the other (:func:`hex_digests`' digests, before hex)."""
 
 def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
     """``count`` unkeyed 64-bit hashes (native-endian), to find equal texts fast."""

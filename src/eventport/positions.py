@@ -45,12 +45,16 @@ def index_of(values: pa.Array | pa.ChunkedArray, known: pa.Array | pa.ChunkedArr
         found = pc.index_in(values, value_set=known)
         return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
     array, data = ours
-    count = len(array)
-    positions = _hashing.index_of(data, count, theirs[1], len(theirs[0]))
-    found = pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(positions)])
+    return _found(array, _hashing.index_of(data, len(array), theirs[1], len(theirs[0])))
+
+
+def _found(values: pa.Array, positions: bytes) -> pa.Array:
+    """A C look-up's native int32 positions for ``values`` as an Arrow column: null where the
+    look-up found nothing (-1) or the value is null."""
+    found = pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(positions)])
     missing = pc.less(found, 0)
-    if array.null_count:
-        missing = pc.or_(missing, pc.is_null(array))
+    if values.null_count:
+        missing = pc.or_(missing, pc.is_null(values))
     return pc.if_else(missing, pa.scalar(None, pa.int32()), found)
 
 
@@ -116,14 +120,7 @@ class RememberedDigests:
             known = self._positions
             return pa.array([known.get(k) for k in keys.to_pylist()], pa.int32())
         array, data = int64_values(keys)
-        count = len(array)
-        found = pa.Array.from_buffers(
-            pa.int32(), count, [None, pa.py_buffer(self._table.find(data, count))]
-        )
-        missing = pc.less(found, 0)
-        if array.null_count:
-            missing = pc.or_(missing, pc.is_null(array))
-        return pc.if_else(missing, pa.scalar(None, pa.int32()), found)
+        return _found(array, self._table.find(data, len(array)))
 
     def add(self, keys: pa.Array, digests: bytes) -> None:
         """Remember new keys (int64, distinct, none remembered, no nulls) with their digests,

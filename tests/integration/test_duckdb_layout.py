@@ -3,6 +3,7 @@ file written before them (one wide events table)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,6 +18,7 @@ from eventport.events.duckdb_store import (
 )
 from eventport.events.schema import COLUMNS
 from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE
+from eventport.export.query import AggregateRow, EventQuery
 from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
 
 
@@ -29,6 +31,15 @@ def row_group_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
         [ROWS_TABLE],
     ).fetchall()
     return [rows for _, rows in found]
+
+
+def daily_total(store: DuckDBEventStore, day: datetime) -> AggregateRow:
+    """The daily by-total aggregate of owner-a's package "pkg" on ``day`` (one row)."""
+    query = EventQuery(
+        owner_id="owner-a", start=day, end=day + timedelta(days=1), package_ids=("pkg",)
+    )
+    (row,) = store.aggregate(query, "daily", "by-total")
+    return row
 
 
 def text_compressions(path: Path) -> dict[str, list[str]]:
@@ -127,10 +138,6 @@ def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
 
 def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
     """Aggregates count distinct origin keys (numbers): ids that differ as texts stay apart."""
-    from datetime import UTC, datetime
-
-    from eventport.export.query import EventQuery
-
     hex_id = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
     origins = [hex_id, hex_id.upper(), "o1", hex_id, None, "0" * 31 + "1", "1"]
     store = DuckDBEventStore(tmp_path / "events.duckdb")
@@ -139,13 +146,7 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
         batch = make_batch([f"e{i}" for i in range(len(origins))], package_id="pkg")
         batch["origin_id"] = origins
         store.write_batch("owner-a", batch, checkpoint(line=len(origins) + 1))
-        query = EventQuery(
-            owner_id="owner-a",
-            start=datetime(2023, 11, 14, tzinfo=UTC),
-            end=datetime(2023, 11, 15, tzinfo=UTC),
-            package_ids=("pkg",),
-        )
-        (row,) = store.aggregate(query, "daily", "by-total")
+        row = daily_total(store, datetime(2023, 11, 14, tzinfo=UTC))
         assert (row.total, row.total_unique) == (7, 5)  # NULL counts in no unique total
     finally:
         store.close()
@@ -232,10 +233,6 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
     each) with times out of order: after compact the same events are in time order, in whole
     row groups, with this version's column layout, in a new file no larger than the old, and
     the store goes on working."""
-    from datetime import UTC, datetime
-
-    from eventport.export.query import EventQuery
-
     day = 86_400_000_000
     start = 1_700_000_000_000_000  # 2023-11-14
     store = DuckDBEventStore(tmp_path / "events.duckdb")
@@ -277,13 +274,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         again = make_batch(["p0-5"], package_id="pkg", time=start + 45 * day)
         store.write_batch("owner-a", again, checkpoint("import-2", line=2))
         assert store.count(owner_id="owner-a") == 250_000
-        query = EventQuery(
-            owner_id="owner-a",
-            start=datetime(2023, 12, 29, tzinfo=UTC),
-            end=datetime(2023, 12, 30, tzinfo=UTC),
-            package_ids=("pkg",),
-        )
-        (row,) = store.aggregate(query, "daily", "by-total")
+        row = daily_total(store, datetime(2023, 12, 29, tzinfo=UTC))
         assert row.total == 1  # day 45: only the replacement
     finally:
         store.close()

@@ -176,7 +176,7 @@ def test_a_line_as_written(event_store: EventStore) -> None:
 
 
 def test_hex_origin_and_endpoint_ids_come_back_as_written(event_store: EventStore) -> None:
-    """The embedded store keeps such ids as the numbers they spell (duckdb_store._DERIVED):
+    """The embedded store keeps such ids as the numbers they spell (duckdb_store._SPELLED):
     both CSV writers give the text back, leading zeros included."""
     origin, endpoint = "00" + "ab" * 15, "0" * 31 + "7"
     event = ev("id-1", at(2024, 6, 4), package_id=P1, origin_id=origin, endpoint_id=endpoint)

@@ -135,33 +135,26 @@ class Enricher:
     def pair_hasher(
         self, person: bytes
     ) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], pa.Array]:
-        """:meth:`column_hasher` of ``firsts[first_at] + "\\n" + seconds[second_at]`` (two
-        string columns and int64 positions into them, no nulls among the texts named): in C
-        the texts are hashed where they are, not joined into new ones first (an import's
-        origin ids, by (address, agent) pair: ~200 bytes a pair copied twice, otherwise)."""
-        column = self.column_hasher(person)
-        key = self._key
+        """:meth:`column_hasher` of ``firsts[first_at] + "\\n" + seconds[second_at]``: the
+        digests of :meth:`pair_digester` in hex."""
+        raw = self.pair_digester(person)
 
         def digests(
             firsts: pa.Array, first_at: pa.Array, seconds: pa.Array, second_at: pa.Array
         ) -> pa.Array:
-            if _hashing is None:
-                joined = pc.binary_join_element_wise(
-                    firsts.take(first_at), seconds.take(second_at), "\n"
-                )
-                return column(joined)
-            hex_text = _hashing.pair_digests(
-                key, person, *_pair_buffers(firsts, first_at, seconds, second_at), True
-            )
-            return hex_column(hex_text, len(first_at))
+            found = raw(firsts, first_at, seconds, second_at)
+            return hex_column(found.hex().encode("ascii"), len(first_at))
 
         return digests
 
     def pair_digester(
         self, person: bytes
     ) -> Callable[[pa.Array, pa.Array, pa.Array, pa.Array], bytes]:
-        """:meth:`pair_hasher`'s digests as they are, 16 bytes each, one after the other (what
-        an import remembers: half the size of the hex text)."""
+        """The 16-byte digests (:meth:`hasher`'s, before hex) of ``firsts[first_at] + "\\n" +
+        seconds[second_at]`` (two string columns and int64 positions into them, no nulls among
+        the texts named), one after the other. In C the texts are hashed where they are, not
+        joined into new ones first (an import's origin ids, by (address, agent) pair: ~200
+        bytes a pair copied twice, otherwise)."""
         keyed = hashlib.blake2b(key=self._key, digest_size=16, person=person)
         key = self._key
 
@@ -180,35 +173,23 @@ class Enricher:
                     state.update(f"{first}\n{second}".encode("utf-8", "surrogatepass"))
                     found += state.digest()
                 return bytes(found)
+            a, a_offsets, a_data = string_buffers(firsts)
+            b, b_offsets, b_data = string_buffers(seconds)
             return _hashing.pair_digests(
-                key, person, *_pair_buffers(firsts, first_at, seconds, second_at), False
+                key,
+                person,
+                a_offsets,
+                a_data,
+                len(a),
+                b_offsets,
+                b_data,
+                len(b),
+                _positions(first_at),
+                _positions(second_at),
+                len(first_at),
             )
 
         return digests
-
-
-_PairBuffers = tuple[
-    pa.Buffer, pa.Buffer | bytes, int, pa.Buffer, pa.Buffer | bytes, int, pa.Buffer, pa.Buffer, int
-]
-
-
-def _pair_buffers(
-    firsts: pa.Array, first_at: pa.Array, seconds: pa.Array, second_at: pa.Array
-) -> _PairBuffers:
-    """The pair hashing functions' arguments after key and person (see _hashing.pyi)."""
-    a, a_offsets, a_data = string_buffers(firsts)
-    b, b_offsets, b_data = string_buffers(seconds)
-    return (
-        a_offsets,
-        a_data,
-        len(a),
-        b_offsets,
-        b_data,
-        len(b),
-        _positions(first_at),
-        _positions(second_at),
-        len(first_at),
-    )
 
 
 def _positions(at: pa.Array | pa.ChunkedArray) -> pa.Buffer:
@@ -287,21 +268,15 @@ class ImportEnrichment:
         if addresses.null_count:
             raise ValueError("cannot hash a missing text")
         everyone = pa.array(range(len(addresses)), pa.int64())
-        return self.origins_of(addresses, everyone, pc.fill_null(agents, ""), everyone)
-
-    def origins_of(
-        self, addresses: pa.Array, address_at: pa.Array, agents: pa.Array, agent_at: pa.Array
-    ) -> pa.Array:
-        """``origins(addresses.take(address_at), agents.take(agent_at))`` without making those
-        columns: ``agents`` has no nulls (no agent is an empty text) and the addresses named
-        are not null."""
-        return self._origin_pairs(addresses, address_at, agents, agent_at)
+        return self._origin_pairs(addresses, everyone, pc.fill_null(agents, ""), everyone)
 
     def origin_digests_of(
         self, addresses: pa.Array, address_at: pa.Array, agents: pa.Array, agent_at: pa.Array
     ) -> bytes:
-        """:meth:`origins_of` as 16-byte digests, one after the other (each origin id is one
-        in hex)."""
+        """The origins of ``addresses[address_at[i]]`` and ``agents[agent_at[i]]`` (``agents``
+        without nulls: no agent is an empty text; the addresses named not null) as 16-byte
+        digests, one after the other (each origin id is one in hex), without making those
+        columns."""
         return self._origin_digests(addresses, address_at, agents, agent_at)
 
     # -- user agents ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ every stored id key, which grows with the store (at 5M stored events ~40 ms a ba
 the store only looks for the few it may hold, and a batch of new ids skips both scans.
 
 A blocked Bloom filter (the ``_hashing`` extension) over the 128-bit ``id_key``: 40 bits a key
-and 10 probes in one 512-bit block give about one false "maybe" in a million new keys while the
-filter is within its capacity (5 bytes a key: 5M keys take 25 MB). Keys are only ever added
+and 14 probes in one 512-bit block give about one false "maybe" in two million new keys while
+the filter is within its capacity (5 bytes a key: 5M keys take 25 MB). Keys are only ever added
 (a deleted event's key stays: at worst a look-up for nothing). It grows with the keys added, up
 to ``max_bytes`` (the store's default 64 MB holds ~13M keys); beyond that it fills and answers
 "maybe" more often, and the store does what it did without one.
@@ -60,15 +60,13 @@ class IdFilter:
         self.max_bytes = max_bytes
         self.keys = 0
         self._parts: list[bytearray] = []
-        self._part_capacity = 0
-        self._part_keys = 0
+        self._part_keys = 0  # in the newest part
         self._add_part(max(capacity, MIN_CAPACITY))
 
     def _add_part(self, capacity: int) -> None:
         room = self.max_bytes - self.nbytes
         blocks = max(1, min(capacity * BITS_PER_KEY // 8, room) // BLOCK_BYTES)
         self._parts.append(bytearray(blocks * BLOCK_BYTES))
-        self._part_capacity = blocks * BLOCK_BYTES * 8 // BITS_PER_KEY
         self._part_keys = 0
 
     @property
@@ -88,7 +86,8 @@ class IdFilter:
         """Add the keys given as their uint64 halves."""
         count, high_words = _words(high)
         _, low_words = _words(low)
-        if self._part_keys >= self._part_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
+        newest = len(self._parts[-1]) * 8 // BITS_PER_KEY  # the keys it was sized for
+        if self._part_keys >= newest and self.nbytes + BLOCK_BYTES <= self.max_bytes:
             self._add_part(2 * self.keys)
         _hashing.bloom_add(self._parts[-1], high_words, low_words, count)
         self.keys += count

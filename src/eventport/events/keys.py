@@ -35,7 +35,7 @@ ORIGIN_KEY_SQL = (
 )
 KEY_FROM_HALVES_SQL = "((CAST({prefix}_hi AS UHUGEINT) << 64) | {prefix}_lo)"
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
-_HALF = (1 << 64) - 1
+HALF_MASK = (1 << 64) - 1  # a 128-bit key's low half
 
 
 def id_keys(owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
@@ -126,7 +126,7 @@ def _origin_number(text: bytes) -> int:
 
 def _split(numbers: list[int | None]) -> tuple[pa.Array, pa.Array]:
     high = [None if n is None else n >> 64 for n in numbers]
-    low = [None if n is None else n & _HALF for n in numbers]
+    low = [None if n is None else n & HALF_MASK for n in numbers]
     return pa.array(high, pa.uint64()), pa.array(low, pa.uint64())
 
 
