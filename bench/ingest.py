@@ -6,6 +6,11 @@
 Prints events/s end to end with and without enrichment (EVENTPORT_ENRICHMENT), the server's
 peak resident memory, and a baseline on the same file: DuckDB's own read_json into a table
 (embedded), or a plain COPY of the same rows (PostgreSQL), with the ratio of the two.
+
+This machine's speed drifts from run to run (the same import took 20-30% longer from one
+minute to the next), so ``--rounds N`` runs each of the three N times, interleaved (without,
+with, baseline, then again), and prints the medians: the enrichment cost and the ratio then
+compare runs made side by side, not whatever minute each one fell in.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import contextlib
 import csv
 import os
 import random
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -237,7 +244,15 @@ def main() -> None:
         default=0.02,
         help="distinct addresses per event (0.02: the seed's shape; page views have more)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each import and the baseline this many times, interleaved; print medians",
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "events.ndjson"
@@ -251,23 +266,42 @@ def main() -> None:
             f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}, "
             f"distinct addresses: {args.address_share:.0%} of events"
         )
-        rates: dict[bool, float] = {}
-        for enrichment in (True,) if args.enriched_only else (False, True):
-            elapsed = run_once(args, path, Path(tmp) / f"data-{enrichment}", enrichment)
-            rates[enrichment] = args.events / elapsed
+        seconds: dict[bool, list[float]] = {}
+        baselines: list[float] = []
+        name = "plain COPY of the same rows" if args.postgres else "DuckDB read_json into a table"
+        for round_number in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_number + 1} of {args.rounds}")
+            for enrichment in (True,) if args.enriched_only else (False, True):
+                data_dir = Path(tmp) / f"data-{enrichment}-{round_number}"
+                elapsed = run_once(args, path, data_dir, enrichment)
+                seconds.setdefault(enrichment, []).append(elapsed)
+                shutil.rmtree(data_dir, ignore_errors=True)
+            baselines.append(baseline_seconds(args, path))
+            if args.rounds > 1:
+                seconds_now = baselines[-1]
+                print(f"{name}: {seconds_now:.2f} s = {args.events / seconds_now:,.0f} events/s")
+        rates = {on: args.events / statistics.median(runs) for on, runs in seconds.items()}
+        baseline = statistics.median(baselines)
+        medians = f" (medians of {args.rounds} rounds)" if args.rounds > 1 else ""
         if len(rates) == 2:
-            print(f"enrichment costs {1 - rates[True] / rates[False]:.0%} of the throughput")
-        if args.postgres:
-            with temporary_database(args.pg_admin) as url:
-                baseline = copy_baseline(path, url)
-            name = "plain COPY of the same rows"
-        else:
-            baseline = duckdb_baseline(path)
-            name = "DuckDB read_json into a table"
+            print(
+                f"enrichment costs {1 - rates[True] / rates[False]:.0%} of the throughput"
+                f"{medians}: {rates[False]:,.0f} events/s without, {rates[True]:,.0f} with"
+            )
         print(
             f"{name}: {baseline:.2f} s = {args.events / baseline:,.0f} events/s; "
             f"eventport (enriched) / baseline = {rates[True] * baseline / args.events:.2f}x"
+            f"{medians}"
         )
+
+
+def baseline_seconds(args: argparse.Namespace, path: Path) -> float:
+    """One run of the baseline: a plain COPY (PostgreSQL) or DuckDB's read_json (embedded)."""
+    if args.postgres:
+        with temporary_database(args.pg_admin) as url:
+            return copy_baseline(path, url)
+    return duckdb_baseline(path)
 
 
 @contextlib.contextmanager
