@@ -135,7 +135,10 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     control.migrate()
     try:
         events = open_event_store(
-            settings.database_url, settings.data_dir, id_filter_mb=settings.id_filter_mb
+            settings.database_url,
+            settings.data_dir,
+            id_filter_mb=settings.id_filter_mb,
+            duckdb_memory_mb=settings.duckdb_memory_mb,
         )
     except Exception as exc:
         raise click.ClickException(

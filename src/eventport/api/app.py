@@ -34,7 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         control.migrate()
         app.state.control = control
         events = open_event_store(
-            settings.database_url, settings.data_dir, id_filter_mb=settings.id_filter_mb
+            settings.database_url,
+            settings.data_dir,
+            id_filter_mb=settings.id_filter_mb,
+            duckdb_memory_mb=settings.duckdb_memory_mb,
         )
         events.setup()
         app.state.events = events

@@ -263,10 +263,14 @@ def libpq_url(url: str) -> str:
 
 
 def open_event_store(
-    database_url: str | None, data_dir: Path, *, id_filter_mb: int = 64
+    database_url: str | None,
+    data_dir: Path,
+    *,
+    id_filter_mb: int = 64,
+    duckdb_memory_mb: int = 128,
 ) -> EventStore:
     """PostgreSQL when ``database_url`` is a PostgreSQL URL, else DuckDB in the data dir (with
-    ``id_filter_mb`` for its filter of stored ids).
+    ``id_filter_mb`` for its filter of stored ids and ``duckdb_memory_mb`` for its buffer pool).
 
     The store is returned set up (:meth:`EventStore.setup` has run).
     """
@@ -278,7 +282,11 @@ def open_event_store(
     else:
         from eventport.events.duckdb_store import DuckDBEventStore
 
-        store = DuckDBEventStore(data_dir / EVENTS_FILE, id_filter_bytes=id_filter_mb << 20)
+        store = DuckDBEventStore(
+            data_dir / EVENTS_FILE,
+            memory_limit=f"{duckdb_memory_mb}MB",
+            id_filter_bytes=id_filter_mb << 20,
+        )
     try:
         store.setup()
     except BaseException:
