@@ -156,3 +156,86 @@ class RememberedDigests:
         # null where ``at`` is (a bitmap from offset 0, whatever the offset of ``at``)
         validity = pc.is_valid(at).buffers()[1] if at.null_count else None
         return hex_column(text, count, validity)
+
+
+class RememberedTexts:
+    """Distinct texts remembered in the order added (positions 0, 1, 2, ...) and found again
+    batch after batch: an import's address book, its raw ``$remote_address`` texts.
+
+    Arrow's ``index_in`` builds its table again from every text remembered on each call, so a
+    batch's look-up cost grows with the book (122,880 events against 370,000 addresses: ~107 ms,
+    against 20,000: ~3 ms). With the extension the texts' 64-bit hashes live in a C table that
+    lasts (``_hashing.KeyTable``), and each position found is checked against the text it
+    holds: two texts with one hash (or a batch that meets one) take Arrow's look-up instead,
+    with the same answers. Without the extension, Arrow's look-up.
+    """
+
+    def __init__(self) -> None:
+        self.texts = pa.array([], pa.string())
+        self._table = _hashing.KeyTable() if _hashing is not None else None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def clear(self) -> None:
+        self.texts = pa.array([], pa.string())
+        if self._table is not None:
+            self._table.clear()
+
+    def find(self, values: pa.Array) -> pa.Array:
+        """The int32 position of each text, null where it is null or not remembered."""
+        if self._table is None or not len(values):
+            return _arrow_index_in(values, self.texts)
+        hashes, data = int64_values(_text_hashes(values))
+        at = _found(hashes, self._table.find(data, len(hashes)))
+        if values.null_count:
+            at = pc.if_else(pc.is_valid(values), at, pa.scalar(None, pa.int32()))
+        same = pc.equal(self.texts.take(at), values)  # null where at is
+        if pc.any(pc.invert(same)).as_py():  # a hash shared by two texts: ask Arrow
+            return _arrow_index_in(values, self.texts)
+        return at
+
+    def add(self, values: pa.Array) -> None:
+        """Remember new texts (distinct, none remembered, no nulls), at the next positions."""
+        if values.null_count:
+            raise ValueError("a text to remember cannot be missing")
+        if self._table is not None and len(values):
+            hashes, data = int64_values(_text_hashes(values))
+            taken = pc.is_valid(_found(hashes, self._table.find(data, len(hashes))))
+            if pc.any(taken).as_py() or has_repeats(hashes):
+                hashes = self._free_keys(hashes)
+                data = int64_values(hashes)[1]
+            self._table.add(data, len(hashes))
+        self.texts = pa.concat_arrays([self.texts, values.cast(pa.string())])
+
+    def _free_keys(self, hashes: pa.Array) -> pa.Array:
+        """The hashes, each that is in the table already or repeated replaced by a key in use
+        by nothing: its text is then found by no hash, and looked for by Arrow (never wrong)."""
+        assert self._table is not None
+        keys = hashes.to_pylist()
+        seen: set[int] = set()
+        for i, key in enumerate(keys):
+            while key in seen or self._known(key):
+                key = key + 1 if key < (1 << 63) - 1 else -(1 << 63)
+            keys[i] = key
+            seen.add(key)
+        return pa.array(keys, pa.int64())
+
+    def _known(self, key: int) -> bool:
+        assert self._table is not None
+        data = pa.array([key], pa.int64()).buffers()[1]
+        return bool(int.from_bytes(self._table.find(data, 1), "little", signed=True) >= 0)
+
+
+def _text_hashes(texts: pa.Array) -> pa.Array:
+    """A 64-bit hash of each text (a null hashes as an empty text), from the C extension."""
+    from eventport.events.keys import string_buffers
+
+    texts, offsets, data = string_buffers(texts)
+    found = _hashing.hashes(offsets, data, len(texts))
+    return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
+
+
+def _arrow_index_in(values: pa.Array, known: pa.Array) -> pa.Array:
+    found = pc.index_in(values, value_set=known)
+    return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found

@@ -152,3 +152,66 @@ def test_remembered_digests_refuse_what_they_cannot_keep() -> None:
         _digest(5).hex(),
         None,
     ]
+
+
+_texts = st.lists(
+    st.one_of(st.none(), st.sampled_from(["", "a", "b", "1.2.3.4", "::1"]), st.text(max_size=8)),
+    max_size=30,
+)
+
+
+@pytest.mark.usefixtures("compiled")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_texts, max_size=5))
+def test_remembered_texts_are_found_at_the_positions_they_were_added(
+    batches: list[list[str | None]],
+) -> None:
+    known = positions.RememberedTexts()
+    remembered: list[str] = []
+    for batch in batches:
+        values = pa.array([None, *batch], pa.string())[1:]  # an offset too
+        expected = [
+            None if v is None or v not in remembered else remembered.index(v) for v in batch
+        ]
+        assert known.find(values).to_pylist() == expected
+        new = [v for v in dict.fromkeys(v for v in batch if v is not None) if v not in remembered]
+        known.add(pa.array(new, pa.string()))
+        remembered += new
+        assert len(known) == len(remembered)
+        assert known.texts.to_pylist() == remembered
+        assert known.find(values).to_pylist() == [
+            None if v is None else remembered.index(v) for v in batch
+        ]
+    known.clear()
+    assert len(known) == 0
+    assert known.find(pa.array(remembered, pa.string())).null_count == len(remembered)
+
+
+def test_remembered_texts_that_share_a_hash_are_still_told_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Texts whose 64-bit hashes are equal (forced here: every text hashes to 7, or to one of
+    two values) get keys of their own and are found by comparing the texts."""
+    if positions._hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
+    for hashed in (lambda texts: 7, lambda texts: len(texts) % 2):
+        monkeypatch.setattr(
+            positions,
+            "_text_hashes",
+            lambda texts, hashed=hashed: pa.array(
+                [hashed(t or "") for t in texts.to_pylist()], pa.int64()
+            ),
+        )
+        known = positions.RememberedTexts()
+        known.add(pa.array(["a", "bb", "c"], pa.string()))
+        known.add(pa.array(["dd", "e"], pa.string()))
+        asked = pa.array(["e", None, "bb", "zz", "a", "dd", "c"], pa.string())
+        assert known.find(asked).to_pylist() == [4, None, 1, None, 0, 3, 2]
+        assert len(known) == 5
+
+
+def test_remembered_texts_refuse_a_missing_text() -> None:
+    known = positions.RememberedTexts()
+    with pytest.raises(ValueError, match="missing"):
+        known.add(pa.array(["a", None], pa.string()))
+    assert len(known) == 0

@@ -27,7 +27,13 @@ from eventport.events.batch import (
 )
 from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
-from eventport.positions import RememberedDigests, distinct, has_repeats, index_of
+from eventport.positions import (
+    RememberedDigests,
+    RememberedTexts,
+    distinct,
+    has_repeats,
+    index_of,
+)
 
 try:
     from eventport import _hashing
@@ -122,9 +128,11 @@ class AddressBook:
 
     A row per raw text: its canonical form (null: not an address) and, with enrichment, its
     endpoint id, place key and the place fields events carry, plus the import's places (each
-    key once). A batch finds its addresses' rows with one Arrow look-up, resolves only the texts
-    it is the first to bring, and takes every event's columns from the book by row (C++): no
-    Python per address already seen, however many batches repeat it.
+    key once). A batch finds its addresses' rows with one look-up in a table that lasts
+    (:class:`~eventport.positions.RememberedTexts`: its cost grows with the batch, not the
+    book), resolves only the texts it is the first to bring, and takes every event's columns
+    from the book by row (C++): no Python per address already seen, however many batches
+    repeat it.
 
     Origin ids are remembered the same way, by (address row, agent number) pair, so each pair is
     hashed once per import. Everything is cleared when full (see ``_BOOK_MAX``).
@@ -135,7 +143,7 @@ class AddressBook:
         self._clear()
 
     def _clear(self) -> None:
-        self.raw = pa.array([], pa.string())
+        self._raw = RememberedTexts()
         self.canonical = pa.array([], pa.string())
         self.endpoint = pa.array([], pa.string())
         self.place_key = pa.array([], pa.int64())
@@ -153,20 +161,26 @@ class AddressBook:
     def rows(self, values: pa.Array) -> pa.Array:
         """The book's row (int32) of each of ``values`` (distinct raw addresses; null stays
         null), resolving the new ones."""
-        at = pc.index_in(values, value_set=self.raw)
+        at = self._raw.find(values)
         new = pc.and_(pc.is_null(at), pc.is_valid(values))
         if not pc.any(new).as_py():
             return at
-        if len(self.raw) + int(pc.sum(new).as_py()) > _BOOK_MAX:
+        if len(self._raw) + int(pc.sum(new).as_py()) > _BOOK_MAX:
             self._clear()
             new = pc.is_valid(values)
-        first = len(self.raw)
-        self._add(pc.filter(values, new).to_pylist())
+        first = len(self._raw)
+        self._add(pc.filter(values, new))
         return _appended_at(new, first, at)
 
-    def _add(self, texts: list[str]) -> None:
+    @property
+    def raw(self) -> pa.Array:
+        """The raw texts, by row."""
+        return self._raw.texts
+
+    def _add(self, new: pa.Array) -> None:
+        texts = new.to_pylist()
         canonicals = [canonical_address(text) for text in texts]
-        self.raw = _extended(self.raw, texts)
+        self._raw.add(new)
         self.canonical = _extended(self.canonical, canonicals)
         if self.enrichment is None:
             return
