@@ -121,7 +121,7 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     import signal
     import threading
 
-    from eventport.events.store import open_event_store
+    from eventport.events.store import open_configured_event_store
     from eventport.imports.worker import WorkerPool
 
     # First: a stop asked for while starting (loading the enrichment data takes a second) ends
@@ -134,18 +134,12 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     control = ControlDatabase(settings.resolved_database_url())
     control.migrate()
     try:
-        events = open_event_store(
-            settings.database_url,
-            settings.data_dir,
-            id_filter_mb=settings.id_filter_mb,
-            duckdb_memory_mb=settings.duckdb_memory_mb,
-        )
+        events = open_configured_event_store(settings)
     except Exception as exc:
         raise click.ClickException(
             f"cannot open the event store ({exc}); with the embedded store, is `eventport serve` "
             "running? Separate workers need EVENTPORT_DATABASE_URL=postgresql://..."
         ) from exc
-    events.setup()
     pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
     pool.start()
     click.echo(f"{len(pool.workers)} import worker(s) running; Ctrl-C to stop")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eventport.events.keys import string_buffers
+
 try:
     from eventport import _hashing
 except ImportError:  # not compiled
@@ -185,14 +187,12 @@ class RememberedTexts:
     def find(self, values: pa.Array) -> pa.Array:
         """The int32 position of each text, null where it is null or not remembered."""
         if self._table is None or not len(values):
-            return _arrow_index_in(values, self.texts)
-        hashes, data = int64_values(_text_hashes(values))
-        at = _found(hashes, self._table.find(data, len(hashes)))
-        if values.null_count:
-            at = pc.if_else(pc.is_valid(values), at, pa.scalar(None, pa.int32()))
+            return index_of(values, self.texts)
+        hashes, data = int64_values(text_hashes(values))
+        at = _found(values, self._table.find(data, len(hashes)))
         same = pc.equal(self.texts.take(at), values)  # null where at is
         if pc.any(pc.invert(same)).as_py():  # a hash shared by two texts: ask Arrow
-            return _arrow_index_in(values, self.texts)
+            return index_of(values, self.texts)
         return at
 
     def add(self, values: pa.Array) -> None:
@@ -200,7 +200,7 @@ class RememberedTexts:
         if values.null_count:
             raise ValueError("a text to remember cannot be missing")
         if self._table is not None and len(values):
-            hashes, data = int64_values(_text_hashes(values))
+            hashes, data = int64_values(text_hashes(values))
             taken = pc.is_valid(_found(hashes, self._table.find(data, len(hashes))))
             if pc.any(taken).as_py() or has_repeats(hashes):
                 hashes = self._free_keys(hashes)
@@ -227,15 +227,13 @@ class RememberedTexts:
         return bool(int.from_bytes(self._table.find(data, 1), "little", signed=True) >= 0)
 
 
-def _text_hashes(texts: pa.Array) -> pa.Array:
-    """A 64-bit hash of each text (a null hashes as an empty text), from the C extension."""
-    from eventport.events.keys import string_buffers
-
+def text_hashes(texts: pa.Array) -> pa.Array:
+    """A 64-bit hash of each text (a null's means nothing): equal texts, equal hashes. Comparing
+    hashes (integers) finds the candidate repeats among many texts several times faster than
+    comparing the texts; candidates are then compared as texts. Without the C extension, the
+    texts."""
+    if _hashing is None:
+        return texts
     texts, offsets, data = string_buffers(texts)
     found = _hashing.hashes(offsets, data, len(texts))
     return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
-
-
-def _arrow_index_in(values: pa.Array, known: pa.Array) -> pa.Array:
-    found = pc.index_in(values, value_set=known)
-    return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found

@@ -6,7 +6,6 @@ import pyarrow as pa
 import pytest
 
 from eventport import positions
-from eventport.imports import pipeline
 from eventport.imports.pipeline import _also_in, _last_of_each_id, text_hashes
 from tests.unit.extension import with_and_without
 
@@ -15,7 +14,7 @@ IDS = ["a", "b", "a", "", "é", "b", "a" * 300, "c", "a" * 300]
 
 @pytest.fixture(params=["C", "texts"])
 def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    return with_and_without(request, monkeypatch, pipeline, positions)
+    return with_and_without(request, monkeypatch, positions)
 
 
 @pytest.mark.usefixtures("hashing")

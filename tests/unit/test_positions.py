@@ -197,7 +197,7 @@ def test_remembered_texts_that_share_a_hash_are_still_told_apart(
     for hashed in (lambda texts: 7, lambda texts: len(texts) % 2):
         monkeypatch.setattr(
             positions,
-            "_text_hashes",
+            "text_hashes",
             lambda texts, hashed=hashed: pa.array(
                 [hashed(t or "") for t in texts.to_pylist()], pa.int64()
             ),

@@ -20,7 +20,7 @@ from eventport.api.v2 import packages as v2_packages
 from eventport.api.v2 import pixels as v2_pixels
 from eventport.api.v2 import settings as v2_settings
 from eventport.control.database import ControlDatabase
-from eventport.events.store import open_event_store
+from eventport.events.store import open_configured_event_store
 from eventport.imports.worker import WorkerPool
 from eventport.settings import Settings
 
@@ -33,13 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         control = ControlDatabase(settings.resolved_database_url())
         control.migrate()
         app.state.control = control
-        events = open_event_store(
-            settings.database_url,
-            settings.data_dir,
-            id_filter_mb=settings.id_filter_mb,
-            duckdb_memory_mb=settings.duckdb_memory_mb,
-        )
-        events.setup()
+        events = open_configured_event_store(settings)
         app.state.events = events
         pool = WorkerPool.from_settings(settings, control, events, count=settings.workers)
         pool.start()

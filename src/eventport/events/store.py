@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,6 +41,9 @@ from eventport.events.schema import (
 )
 from eventport.export.csv import CsvLayout
 from eventport.export.query import AggregateRow, EventQuery, Rollup
+
+if TYPE_CHECKING:
+    from eventport.settings import Settings
 
 EVENTS_TABLE = "events"
 CHECKPOINTS_TABLE = "event_import_checkpoints"
@@ -293,3 +296,14 @@ def open_event_store(
         store.close()
         raise
     return store
+
+
+def open_configured_event_store(settings: Settings) -> EventStore:
+    """:func:`open_event_store` as the settings say (database URL, data dir, the embedded
+    store's id filter and DuckDB memory), set up: what the server and the workers open."""
+    return open_event_store(
+        settings.database_url,
+        settings.data_dir,
+        id_filter_mb=settings.id_filter_mb,
+        duckdb_memory_mb=settings.duckdb_memory_mb,
+    )

@@ -25,7 +25,6 @@ from eventport.events.batch import (
     EventBatch,
     conform,
 )
-from eventport.events.keys import string_buffers
 from eventport.imports.records import LogEntry, failed_line_count
 from eventport.positions import (
     RememberedDigests,
@@ -33,12 +32,8 @@ from eventport.positions import (
     distinct,
     has_repeats,
     index_of,
+    text_hashes,
 )
-
-try:
-    from eventport import _hashing
-except ImportError:  # not compiled: ids are compared as texts
-    _hashing = None  # type: ignore[assignment]
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
 # Remembered per import (~90 B an address in Arrow columns, ~35 B an origin pair in
@@ -422,17 +417,6 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
         package_id=package,
         tracking_pixel_id=pixel,
     )
-
-
-def text_hashes(texts: pa.Array) -> pa.Array:
-    """A 64-bit hash of each text (no nulls): equal texts, equal hashes. Comparing hashes
-    (integers) finds the candidate repeats among many ids several times faster than comparing
-    the texts; candidates are then compared as texts. Without the C extension, the texts."""
-    if _hashing is None:
-        return texts
-    texts, offsets, data = string_buffers(texts)
-    found = _hashing.hashes(offsets, data, len(texts))
-    return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
 
 
 def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa.Array) -> set[str]:
