@@ -138,7 +138,11 @@ class _Writer:
     def submit(self, item: _Prepared) -> Checkpoint:
         """Queue a batch once the one before it is written; its checkpoint."""
         self._free.acquire()
-        self._raise()
+        if self._failure is not None:
+            # Nothing is queued, so the writer is idle: give the slot back, or close() would
+            # wait for it forever (and the import's heartbeat would keep it "importing").
+            self._free.release()
+            self._raise()
         self._queue.put(item)
         return item.checkpoint
 

@@ -1,0 +1,101 @@
+"""An event store that fails mid-import: the worker gives the import up without hanging, and the
+next attempt resumes from the last committed batch, nothing lost and nothing doubled.
+
+The failure is injected into the real store of the test server (DuckDB or PostgreSQL): its
+second ``write_batch`` raises, as a full disk or a dropped connection would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+
+from eventport.control.models import Account
+from eventport.events.schema import Checkpoint
+from eventport.events.store import EventStore
+from eventport.imports.worker import ImportWorker
+from tests.conftest import Server
+from tests.importing import counts, setup_package, start, wait_finished
+
+EVENTS = 500
+BATCH = 100
+
+
+class InjectedFailure(OSError):
+    pass
+
+
+class FailingStore:
+    """The real store, except that its ``fail_on``-th write raises :class:`InjectedFailure`."""
+
+    def __init__(self, store: EventStore, fail_on: int) -> None:
+        self._store = store
+        self._fail_on = fail_on
+        self.writes = 0
+
+    def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
+        self.writes += 1
+        if self.writes == self._fail_on:
+            raise InjectedFailure("no space left on device (injected)")
+        self._store.write_batch(owner_id, batch, checkpoint)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def run_in_thread(worker: ImportWorker, timeout: float) -> tuple[bool, BaseException | None]:
+    """Run one claim of ``worker``; (whether it finished within ``timeout``, what it raised)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run_once()
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), raised[0] if raised else None
+
+
+def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}", "n": n}) + b"\n"
+        for n in range(EVENTS)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = server.app.state.events
+    failing = FailingStore(store, fail_on=2)
+    lease = timedelta(seconds=1)
+    first = ImportWorker(server.control, failing, lease=lease, chunk_lines=BATCH)
+
+    finished, raised = run_in_thread(first, timeout=60)
+
+    assert finished, "the worker hung after a failed write"
+    assert isinstance(raised, InjectedFailure)
+    assert failing.writes == 2  # nothing written after the failure
+    assert store.count(import_id=started["id"]) == BATCH  # the first batch stays committed
+    status = alice.get(f"/v2/imports/alice/{started['id']}").json()
+    assert status["status"] == "importing"  # to be tried again once the lease runs out
+
+    second = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not second.run_once():
+        time.sleep(0.2)  # the failed worker's lease has not run out yet
+    done = wait_finished(alice, "alice", started["id"])
+
+    assert done["status"] == "done"
+    assert counts(done) == (EVENTS, EVENTS, 0)
+    with server.control.session() as s:
+        owner_id = s.scalar(select(Account.id).where(Account.name == "alice"))
+    assert sorted(row["id"] for row in store.rows(owner_id)) == sorted(
+        f"e-{n}" for n in range(EVENTS)
+    )
