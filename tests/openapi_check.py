@@ -25,14 +25,17 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 SPEC_PATH = Path(__file__).parent / "contract" / "api-v2-public.json"
 IMPORT_SPEC_PATH = Path(__file__).parent / "contract" / "event-import.json"
 # eventport's declared extensions of Scarf's import schemas, and nothing more: warning log
-# entries carry types of their own (Scarf's spec defines none for warnings), and an import whose
-# input as a whole is unusable (corrupt gzip, a gzip bomb) ends with status "failed".
+# entries carry types of their own (Scarf's spec defines none for warnings; `attempt-failed`:
+# a server error stopped an attempt, the import resumes), and an import whose
+# input as a whole is unusable (corrupt gzip, a gzip bomb) ends with status "failed" (as does
+# one that five attempts could not finish).
 EXTRA_LOG_TYPES = (
     "naive-time",
     "unknown-field",
     "invalid-field",
     "duplicate-unique-id",
     "invalid-remote-address",
+    "attempt-failed",
 )
 EXTRA_IMPORT_STATUSES = ("failed",)
 SCARF_HOST = "https://api.scarf.sh"

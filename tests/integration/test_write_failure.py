@@ -18,9 +18,9 @@ from sqlalchemy import select
 from eventport.control.models import Account
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
-from eventport.imports.worker import ImportWorker
+from eventport.imports.worker import MAX_ATTEMPTS, ImportWorker
 from tests.conftest import Server
-from tests.importing import counts, setup_package, start, wait_finished
+from tests.importing import counts, full_log, setup_package, start, wait_finished
 
 EVENTS = 500
 BATCH = 100
@@ -80,11 +80,16 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     finished, raised = run_in_thread(first, timeout=60)
 
     assert finished, "the worker hung after a failed write"
-    assert isinstance(raised, InjectedFailure)
+    assert raised is None  # the worker carries on with other imports
     assert failing.writes == 2  # nothing written after the failure
     assert store.count(import_id=started["id"]) == BATCH  # the first batch stays committed
     status = alice.get(f"/v2/imports/alice/{started['id']}").json()
     assert status["status"] == "importing"  # to be tried again once the lease runs out
+    (entry,) = [e for e in full_log(alice, "alice", started["id"]) if e["type"] != "progress"]
+    assert entry["type"] == "attempt-failed"
+    assert entry["class"] == "warning"
+    assert "attempt 1 of 5" in entry["human_friendly_message"]
+    assert "no space left" not in entry["human_friendly_message"]  # the server log has that
 
     second = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
     deadline = time.monotonic() + 30
@@ -99,3 +104,39 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     assert sorted(row["id"] for row in store.rows(owner_id)) == sorted(
         f"e-{n}" for n in range(EVENTS)
     )
+
+
+def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}"}) + b"\n"
+        for n in range(EVENTS)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = FailingStore(server.app.state.events, fail_on=1)
+    lease = timedelta(seconds=0.5)
+    attempts = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        store.writes = 0  # every attempt's first write fails
+        worker = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
+        finished, raised = run_in_thread(worker, timeout=30)
+        assert finished
+        assert raised is None
+        if store.writes:
+            attempts += 1
+        if alice.get(f"/v2/imports/alice/{started['id']}").json()["status"] != "importing":
+            break
+        time.sleep(0.1)
+    done = wait_finished(alice, "alice", started["id"])
+
+    assert attempts == MAX_ATTEMPTS
+    assert done["status"] == "failed"
+    assert done["failure_reason"].startswith(f"gave up after {MAX_ATTEMPTS} attempts")
+    assert counts(done) == (0, 0, 0)
+    assert server.app.state.events.count(import_id=started["id"]) == 0
+    logged = [e for e in full_log(alice, "alice", started["id"]) if e["type"] == "attempt-failed"]
+    assert [e["human_friendly_message"].split(" stopped")[0] for e in logged] == [
+        f"attempt {n} of {MAX_ATTEMPTS}" for n in range(1, MAX_ATTEMPTS + 1)
+    ]

@@ -43,6 +43,7 @@ from eventport.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 ABORT_POLL_SECONDS = 0.25
 
 
@@ -82,6 +83,18 @@ def _entry(entry: LogEntry) -> dict[str, object]:
 SLICE_LINES = 20_480
 SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
+
+
+def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
+    return LogEntry(
+        None,
+        "warning",
+        ATTEMPT_FAILED,
+        f"{ATTEMPT_FAILED}-{attempt}",  # one entry each: (import, line 0, code) is unique
+        f"attempt {attempt} of {MAX_ATTEMPTS} stopped: an error of the server "
+        f"({type(exc).__name__}); a worker resumes the import from its last committed batch "
+        "once this attempt's lease runs out",
+    )
 
 
 class _Pending:
@@ -257,7 +270,12 @@ class ImportWorker:
         if row is None:
             return False
         if row.attempts > MAX_ATTEMPTS:
-            self._finish(row, "failed", f"gave up after {MAX_ATTEMPTS} attempts")
+            self._finish(
+                row,
+                "failed",
+                f"gave up after {MAX_ATTEMPTS} attempts that did not finish (stopped by errors "
+                "of the server or by its end; the import's log and the server's log say more)",
+            )
             return True
         try:
             self.process(row)
@@ -275,6 +293,16 @@ class ImportWorker:
                 ],
             )
             self._finish(row, "failed", exc.reason)
+        except Exception as exc:
+            # A store failed mid-import (a full disk, a lost connection) or a bug: the import
+            # keeps its lease until that runs out, then a worker resumes it from its last
+            # committed batch; after MAX_ATTEMPTS it fails. The server's log has the error;
+            # the import's log says that it happened (not the message: it may quote input).
+            log.exception("import %s: attempt %d stopped", row.id, row.attempts)
+            try:
+                self._log(row.id, [_attempt_failed(row.attempts, exc)])
+            except Exception:  # the control store itself may be what failed
+                log.warning("import %s: could not log the failed attempt", row.id, exc_info=True)
         return True
 
     # --- one import ---------------------------------------------------------------------------
