@@ -11,6 +11,7 @@ import ipaddress
 import random
 import re
 import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventport.enrich import ip as ip_module
+from eventport.enrich import ip_ranges
 from eventport.enrich.ip import EMPTY_PLACE, IpEnricher, Place, _city, _mmdb
 from eventport.enrich.ip_owners import (
     KNOWN_NETWORKS,
@@ -27,7 +29,7 @@ from eventport.enrich.ip_owners import (
     connection_type_for,
     presentable_company,
 )
-from eventport.enrich.ip_ranges import load_bundled_data
+from eventport.enrich.ip_ranges import RangeTable, load_bundled_data
 
 
 @pytest.fixture(scope="module")
@@ -581,6 +583,58 @@ def test_looking_up_many_addresses_answers_as_one_at_a_time(
     ]
     together = IpEnricher().lookup_many(texts)
     monkeypatch.setattr(ip_module, "_mmdb", None)  # the fallback: maxminddb for every address
+    monkeypatch.setattr(ip_ranges, "_mmdb", None)  # and bisect for every range
     alone = IpEnricher()
     assert together == {text: alone.lookup(text) for text in texts}
     assert sum(1 for place in together.values() if place.city) > 50
+
+
+@pytest.fixture(scope="module")
+def bundled_tables() -> list[RangeTable]:
+    data = load_bundled_data()
+    return [data.countries_v4, data.owners_v4, data.countries_v6, data.owners_v6]
+
+
+def _edge_keys(table: RangeTable, bits: int, rng: random.Random) -> list[int]:
+    """Keys on and around the edges of a sample of the table's networks, and random ones."""
+    starts, lengths, offsets = table._starts, table._lengths, table._last_offsets
+    keys = [0, (1 << bits) - 1]
+    for index in rng.sample(range(len(starts)), 2000):
+        start, last = starts[index], starts[index] + offsets[lengths[index]]
+        keys += [start, last, start + (last - start) // 2]
+        keys += [k for k in (start - 1, last + 1) if 0 <= k < 1 << bits]
+    return keys + [rng.getrandbits(bits) for _ in range(5000)]
+
+
+@needs_mmdb
+def test_ranges_found_in_c_are_those_bisect_finds(bundled_tables: list[RangeTable]) -> None:
+    rng = random.Random(11)
+    for table, bits in zip(bundled_tables, (32, 32, 64, 64), strict=True):
+        keys = _edge_keys(table, bits, rng)
+        found = table.find_many(keys)
+        assert found == [-1 if (v := table.find(k)) is None else v for k in keys]
+        assert sum(v >= 0 for v in found) > len(keys) // 4  # most keys are in some network
+        assert -1 in found
+
+
+def test_ranges_without_the_extension_answer_the_same(
+    bundled_tables: list[RangeTable], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = bundled_tables[0]
+    keys = _edge_keys(table, 32, random.Random(3))[:3000]
+    compiled = table.find_many(keys)
+    monkeypatch.setattr(ip_ranges, "_mmdb", None)
+    assert table.find_many(keys) == compiled
+
+
+@needs_mmdb
+def test_range_tables_of_the_wrong_kinds_are_refused() -> None:
+    starts, lengths, values = array("I", [1, 5]), array("B", [32, 32]), array("I", [7, 8])
+    offsets = array("Q", [0] * 33)
+    assert _mmdb.find_ranges(starts, lengths, values, offsets, [0, 1, 5, 6]) == [-1, 7, 8, -1]
+    with pytest.raises(ValueError, match="wrong kinds"):
+        _mmdb.find_ranges(array("H", [1, 5]), lengths, values, offsets, [1])
+    with pytest.raises(ValueError, match="wrong kinds"):
+        _mmdb.find_ranges(starts, array("B", [32]), values, offsets, [1])
+    with pytest.raises(OverflowError):
+        _mmdb.find_ranges(starts, lengths, values, offsets, [-1])

@@ -122,9 +122,83 @@ done:
     return result;
 }
 
+/*
+ * find_ranges(starts, lengths, values, last_offsets, keys) -> list of int, one per key: the value
+ * of the network that holds the key, or -1. The networks are sorted by their first key (starts:
+ * unsigned, 4 or 8 bytes each) with their prefix lengths (lengths: bytes) and values (values:
+ * unsigned 32-bit); last_offsets (unsigned 64-bit, by prefix length) is how far a network's last
+ * key lies from its first. The same search as enrich/ip_ranges.RangeTable.find (bisect_right,
+ * then is the key within the network before it), for many keys in one call.
+ */
+static PyObject *find_ranges(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer starts, lengths, values, offsets;
+    PyObject *keys;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*O", &starts, &lengths, &values, &offsets, &keys))
+        return NULL;
+    PyObject *result = NULL, *sequence = NULL;
+    const Py_ssize_t width = starts.itemsize;
+    const Py_ssize_t count = width ? starts.len / width : 0;
+    if ((width != 4 && width != 8) || lengths.itemsize != 1 || lengths.len < count ||
+        values.itemsize != 4 || values.len / 4 < count || offsets.itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "find_ranges: tables of the wrong kinds or sizes");
+        goto done;
+    }
+    const uint32_t *first32 = starts.buf;
+    const uint64_t *first64 = starts.buf;
+    const uint8_t *prefix = lengths.buf;
+    const uint32_t *value = values.buf;
+    const uint64_t *last = offsets.buf;
+    const Py_ssize_t last_count = offsets.len / 8;
+    sequence = PySequence_Fast(keys, "keys must be a sequence");
+    if (sequence == NULL) goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
+    result = PyList_New(n);
+    if (result == NULL) goto done;
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long key = PyLong_AsUnsignedLongLong(items[i]);
+        if (key == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        /* bisect_right: the number of networks that start at or before the key */
+        Py_ssize_t lo = 0, hi = count;
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            uint64_t at = width == 4 ? first32[mid] : first64[mid];
+            if (key < at)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        long long found = -1;
+        if (lo > 0) {
+            Py_ssize_t at = lo - 1;
+            uint64_t start = width == 4 ? first32[at] : first64[at];
+            if (prefix[at] < last_count && key - start <= last[prefix[at]]) found = value[at];
+        }
+        PyObject *answer = PyLong_FromLongLong(found);
+        if (answer == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, answer);
+    }
+done:
+    Py_XDECREF(sequence);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&lengths);
+    PyBuffer_Release(&values);
+    PyBuffer_Release(&offsets);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"records", records, METH_VARARGS,
      "records(tree, node_count, record_size, ip_version, texts) -> the record of each address"},
+    {"find_ranges", find_ranges, METH_VARARGS,
+     "find_ranges(starts, lengths, values, last_offsets, keys) -> each key's network's value"},
     {NULL, NULL, 0, NULL},
 };
 

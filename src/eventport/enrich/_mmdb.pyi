@@ -6,3 +6,8 @@ def records(
     tree: Buffer, node_count: int, record_size: int, ip_version: int, texts: list[str], /
 ) -> list[int]:
     """Each address's record (its node value); 0 in no network, -1 not an address."""
+
+def find_ranges(
+    starts: Buffer, lengths: Buffer, values: Buffer, last_offsets: Buffer, keys: list[int], /
+) -> list[int]:
+    """The value of the network holding each key, or -1 (see RangeTable.find)."""

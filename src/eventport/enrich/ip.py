@@ -38,9 +38,10 @@ from __future__ import annotations
 import mmap
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -286,8 +287,15 @@ class IpEnricher:
             return dict.fromkeys(distinct, EMPTY_PLACE)
         sources = self._loaded()
         cities = iter(sources.city.cities([address.text for address in public]))
+        bundled = sources.bundled
+        known: Iterator[tuple[str | None, str]] = repeat((None, ""))
+        if bundled is not None:  # the bundled country and owner of each, at once
+            countries, org_names = bundled.countries_and_org_names(public)
+            known = zip(countries, org_names, strict=True)
         return {
-            text: EMPTY_PLACE if address is None else self._place(sources, address, next(cities))
+            text: EMPTY_PLACE
+            if address is None
+            else self._place(sources, address, next(cities), next(known))
             for text, address in zip(distinct, parsed, strict=True)
         }
 
@@ -304,13 +312,20 @@ class IpEnricher:
                 sources = self._sources
         return sources
 
-    def _place(self, sources: _Sources, address: PublicAddress, city: CityAnswer) -> Place:
+    def _place(
+        self,
+        sources: _Sources,
+        address: PublicAddress,
+        city: CityAnswer,
+        bundled: tuple[str | None, str],
+    ) -> Place:
+        """``bundled``: the address's country and owner's name in the bundled data (loaded
+        whenever an override is missing)."""
         text = address.text
         city_country, located = city
-        bundled = sources.bundled  # loaded whenever an override is missing
         location_override = sources.location_override
         if location_override is None:
-            country = bundled.country(address) if bundled else None
+            country = bundled[0]
         elif location_override is sources.city:
             country = city_country
         else:
@@ -322,7 +337,7 @@ class IpEnricher:
         if sources.owner_override is not None:
             asn, org_name = _asn_and_org(sources.owner_override.get(text))
         else:
-            org_name = bundled.org_name(address) if bundled else ""
+            org_name = bundled[1]
         owner = self._owners.owner(asn, org_name) if asn is not None or org_name else None
 
         if country is None and owner is None:
