@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import subprocess
 import time
@@ -52,8 +53,13 @@ def make_file(path: Path) -> None:
 class Serve:
     """``eventport serve`` as a real process we may kill."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, *, file_size_limit: int | None = None
+    ) -> None:
+        """``file_size_limit``: the largest file the process may write (RLIMIT_FSIZE), so
+        that a write past it fails as on a full disk."""
         self.env, self.log = env, log
+        self.file_size_limit = file_size_limit
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -65,6 +71,7 @@ class Serve:
                 env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit if self.file_size_limit is not None else None,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -74,6 +81,10 @@ class Serve:
             except httpx.TransportError:
                 time.sleep(0.1)
         raise AssertionError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def _limit(self) -> None:  # in the child, before exec
+        assert self.file_size_limit is not None
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_size_limit, self.file_size_limit))
 
     def kill(self) -> None:
         assert self.process is not None

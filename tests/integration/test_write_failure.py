@@ -2,7 +2,8 @@
 next attempt resumes from the last committed batch, nothing lost and nothing doubled.
 
 The failure is injected into the real store of the test server (DuckDB or PostgreSQL): its
-second ``write_batch`` raises, as a full disk or a dropped connection would.
+second ``write_batch`` raises, as a dropped connection would (tests/acceptance/test_disk_full.py
+fills a real disk).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class FailingStore:
     def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
         self.writes += 1
         if self.writes == self._fail_on:
-            raise InjectedFailure("no space left on device (injected)")
+            raise InjectedFailure("the store broke at 10.1.2.3 (injected)")
         self._store.write_batch(owner_id, batch, checkpoint)
 
     def __getattr__(self, name: str) -> Any:
@@ -89,7 +90,8 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     assert entry["type"] == "attempt-failed"
     assert entry["class"] == "warning"
     assert "attempt 1 of 5" in entry["human_friendly_message"]
-    assert "no space left" not in entry["human_friendly_message"]  # the server log has that
+    assert "an error (InjectedFailure)" in entry["human_friendly_message"]
+    assert "10.1.2.3" not in entry["human_friendly_message"]  # the server log has the text
 
     second = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
     deadline = time.monotonic() + 30

@@ -27,9 +27,17 @@ class UnsupportedMediaType(DomainError):
     code = "unsupported-media-type"
 
 
+class InsufficientStorage(DomainError):
+    """The server cannot store what it was sent (its disk or quota is full): not the client's
+    fault, and nothing was kept; the same request may succeed once there is room."""
+
+    code = "insufficient-storage"
+
+
 STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
+    InsufficientStorage: 507,
     Unauthorized: 401,
     NotFound: 404,
     Forbidden: 403,

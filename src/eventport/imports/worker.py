@@ -8,6 +8,7 @@ are idempotent, so a replayed batch adds none twice.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -85,15 +86,25 @@ SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
 
+# What a store's error says when the disk (or a quota, or a file size limit) is full: the
+# system's own words, as OSError and the stores' messages (DuckDB, PostgreSQL) carry them.
+_NO_ROOM = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
 def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
+    """The log entry of an attempt ``exc`` stopped. Its message is not quoted (it may quote
+    input, such as an address), only its type, or the system's words for a full disk."""
+    text = str(exc)
+    full = next((words for words in _NO_ROOM if words in text), None)
+    kind = type(exc).__name__
+    cause = f"the server could not write ({full}; {kind})" if full else f"an error ({kind})"
     return LogEntry(
         None,
         "warning",
         ATTEMPT_FAILED,
         f"{ATTEMPT_FAILED}-{attempt}",  # one entry each: (import, line 0, code) is unique
-        f"attempt {attempt} of {MAX_ATTEMPTS} stopped: an error of the server "
-        f"({type(exc).__name__}); a worker resumes the import from its last committed batch "
-        "once this attempt's lease runs out",
+        f"attempt {attempt} of {MAX_ATTEMPTS} stopped: {cause}; a worker resumes the import "
+        "from its last committed batch once this attempt's lease runs out",
     )
 
 

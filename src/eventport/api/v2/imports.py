@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import PayloadTooLarge, UnsupportedMediaType
+from eventport.api.errors import InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
 from eventport.api.pagination import page
 from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
@@ -56,19 +57,31 @@ def _format_of(request: Request) -> tuple[str, str]:
     return FORMATS[media], ENCODINGS[encoding]
 
 
+# A full disk or quota, or a file size limit of the server's process.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 async def _spool(request: Request, path: Path, limit: int) -> int:
     """Stream the body to disk as it arrives: never whole in memory, capped at ``limit``."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
     size = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as spool:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
-            spool.write(chunk)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as spool:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
+                spool.write(chunk)
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            raise
+        raise InsufficientStorage(
+            f"the server has no room to store the upload ({exc.strerror}, after {size} bytes); "
+            "nothing was imported: try again once there is room"
+        ) from exc
     return size
 
 
