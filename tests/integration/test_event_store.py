@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from eventport.events.postgres_store import PostgresEventStore
 from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, empty_batch
 from eventport.events.store import (
     CHECKPOINTS_TABLE,
@@ -451,3 +453,24 @@ def test_a_second_process_cannot_open_the_embedded_file(
     assert result.returncode == 3, result.stderr
     assert "eventport serve" in result.stdout
     assert event_store.count() == 1  # and the owner goes on undisturbed
+
+
+def test_connections_the_postgresql_server_ended_are_replaced(open_store: Opener) -> None:
+    """A restart, a failover or an administrator ends the connections idle in the store's
+    pool: the next statements run on fresh ones instead of failing on those."""
+    if open_store.url is None:
+        pytest.skip("a PostgreSQL store's connections")
+    store = open_store()
+    assert isinstance(store, PostgresEventStore)
+    with ExitStack() as stack:  # three connections at once, all idle in the pool afterwards
+        pids = [stack.enter_context(store._pool.connection()).info.backend_pid for _ in range(3)]
+    with psycopg.connect(libpq_url(open_store.url), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(*) FROM unnest(%s::int[]) AS pid WHERE pg_terminate_backend(pid)",
+            [pids],
+        ).fetchone()
+    assert ended == (3,)
+
+    assert store.count() == 0
+    store.write_batch("owner-a", make_batch(["a", "b"]), checkpoint(line=3))
+    assert store.count(owner_id="owner-a") == 2
