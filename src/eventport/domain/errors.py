@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+# A full disk or quota, or the process's file size limit (RLIMIT_FSIZE).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_ROOM_WORDS = tuple(os.strerror(code) for code in _NO_ROOM)
+
+
+def no_room(exc: BaseException) -> str | None:
+    """The system's words when ``exc`` says there is no room to write (an OSError of a full disk,
+    quota or file size limit, or a store's error quoting the system's words for one, as DuckDB's
+    and PostgreSQL's do), else None."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno) if exc.errno in _NO_ROOM else None
+    text = str(exc)
+    return next((words for words in _NO_ROOM_WORDS if words in text), None)
+
 
 class DomainError(Exception):
     """Base class. ``code`` is a stable, machine-readable identifier."""

@@ -62,6 +62,58 @@ static int64_t walk(const Tree *t, int64_t node, const uint8_t *address, int bit
     return node;
 }
 
+/* The answer for one item: 0 with *value set, or -1 with a Python error set. */
+typedef int (*Answer)(PyObject *item, const void *context, long long *value);
+
+/* A list of one int per item of the sequence `items`: each item's answer. */
+static PyObject *answers(PyObject *items, const char *what, Answer answer, const void *context) {
+    PyObject *sequence = PySequence_Fast(items, what);
+    if (sequence == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
+    PyObject **item = PySequence_Fast_ITEMS(sequence);
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        long long value;
+        int failed = answer(item[i], context, &value);
+        PyObject *number = failed ? NULL : PyLong_FromLongLong(value);
+        if (number == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, number);
+    }
+    Py_DECREF(sequence);
+    return result;
+}
+
+typedef struct {
+    Tree tree;
+    int64_t ipv4_start; /* the node IPv4 addresses start from */
+    int ip_version;
+} Search;
+
+static int record_of(PyObject *item, const void *context, long long *value) {
+    const Search *s = context;
+    const Tree *t = &s->tree;
+    int64_t found = -1;
+    Py_ssize_t length;
+    const char *text = PyUnicode_Check(item) ? PyUnicode_AsUTF8AndSize(item, &length) : NULL;
+    if (text == NULL) PyErr_Clear();
+    uint8_t address[16];
+    if (text != NULL && length < 64 && strlen(text) == (size_t)length) {
+        if (inet_pton(AF_INET, text, address) == 1) {
+            found = walk(t, s->ipv4_start, address, 32); /* at once past the tree */
+        } else if (s->ip_version == 6 && inet_pton(AF_INET6, text, address) == 1) {
+            found = walk(t, 0, address, 128);
+        }
+    }
+    if (found == -2 || (found > t->node_count && found < (int64_t)t->node_count + 16)) {
+        PyErr_SetString(PyExc_ValueError, "corrupt search tree");
+        return -1;
+    }
+    *value = found == t->node_count ? 0 : found; /* the empty record: no network */
+    return 0;
+}
+
 static PyObject *records(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer tree;
@@ -70,56 +122,58 @@ static PyObject *records(PyObject *self, PyObject *args) {
     PyObject *texts;
     if (!PyArg_ParseTuple(args, "y*kiiO", &tree, &node_count, &record_size, &ip_version, &texts))
         return NULL;
-    PyObject *result = NULL, *sequence = NULL;
+    PyObject *result = NULL;
     if (record_size != 24 && record_size != 28 && record_size != 32) {
         PyErr_Format(PyExc_ValueError, "unsupported record size %d", record_size);
         goto done;
     }
-    Tree t = {tree.buf, tree.len, (uint32_t)node_count, record_size};
+    Search s = {{tree.buf, tree.len, (uint32_t)node_count, record_size}, 0, ip_version};
     /* IPv4 addresses: under ::/96 in an IPv6 tree, from the root in an IPv4 one. */
     static const uint8_t zeros[12] = {0};
-    int64_t ipv4_start = ip_version == 6 ? walk(&t, 0, zeros, 96) : 0;
-    if (ipv4_start == -2) {
+    s.ipv4_start = ip_version == 6 ? walk(&s.tree, 0, zeros, 96) : 0;
+    if (s.ipv4_start == -2) {
         PyErr_SetString(PyExc_ValueError, "corrupt search tree");
         goto done;
     }
-    sequence = PySequence_Fast(texts, "texts must be a sequence");
-    if (sequence == NULL) goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
-    result = PyList_New(n);
-    if (result == NULL) goto done;
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t found = -1;
-        Py_ssize_t length;
-        const char *text = PyUnicode_Check(items[i]) ? PyUnicode_AsUTF8AndSize(items[i], &length)
-                                                     : NULL;
-        if (text == NULL) PyErr_Clear();
-        uint8_t address[16];
-        if (text != NULL && length < 64 && strlen(text) == (size_t)length) {
-            if (inet_pton(AF_INET, text, address) == 1) {
-                found = walk(&t, ipv4_start, address, 32); /* at once past the tree */
-            } else if (ip_version == 6 && inet_pton(AF_INET6, text, address) == 1) {
-                found = walk(&t, 0, address, 128);
-            }
-        }
-        if (found == -2 || (found > t.node_count && found < (int64_t)t.node_count + 16)) {
-            PyErr_SetString(PyExc_ValueError, "corrupt search tree");
-            Py_CLEAR(result);
-            goto done;
-        }
-        if (found == t.node_count) found = 0; /* the empty record: no network */
-        PyObject *value = PyLong_FromLongLong(found);
-        if (value == NULL) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyList_SET_ITEM(result, i, value);
-    }
+    result = answers(texts, "texts must be a sequence", record_of, &s);
 done:
-    Py_XDECREF(sequence);
     PyBuffer_Release(&tree);
     return result;
+}
+
+typedef struct {
+    const void *starts; /* first keys: unsigned, `width` bytes each */
+    Py_ssize_t width, count;
+    const uint8_t *lengths;
+    const uint32_t *values;
+    const uint64_t *last_offsets;
+    Py_ssize_t last_count;
+} Ranges;
+
+static uint64_t start_at(const Ranges *r, Py_ssize_t at) {
+    return r->width == 4 ? ((const uint32_t *)r->starts)[at] : ((const uint64_t *)r->starts)[at];
+}
+
+static int range_of(PyObject *item, const void *context, long long *value) {
+    const Ranges *r = context;
+    unsigned long long key = PyLong_AsUnsignedLongLong(item);
+    if (key == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    /* bisect_right: the number of networks that start at or before the key */
+    Py_ssize_t lo = 0, hi = r->count;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (key < start_at(r, mid))
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    *value = -1;
+    if (lo > 0) {
+        uint8_t length = r->lengths[lo - 1];
+        if (length < r->last_count && key - start_at(r, lo - 1) <= r->last_offsets[length])
+            *value = r->values[lo - 1];
+    }
+    return 0;
 }
 
 /*
@@ -136,57 +190,17 @@ static PyObject *find_ranges(PyObject *self, PyObject *args) {
     PyObject *keys;
     if (!PyArg_ParseTuple(args, "y*y*y*y*O", &starts, &lengths, &values, &offsets, &keys))
         return NULL;
-    PyObject *result = NULL, *sequence = NULL;
+    PyObject *result = NULL;
     const Py_ssize_t width = starts.itemsize;
     const Py_ssize_t count = width ? starts.len / width : 0;
     if ((width != 4 && width != 8) || lengths.itemsize != 1 || lengths.len < count ||
         values.itemsize != 4 || values.len / 4 < count || offsets.itemsize != 8) {
         PyErr_SetString(PyExc_ValueError, "find_ranges: tables of the wrong kinds or sizes");
-        goto done;
+    } else {
+        Ranges r = {starts.buf,  width,       count,          lengths.buf,
+                    values.buf,  offsets.buf, offsets.len / 8};
+        result = answers(keys, "keys must be a sequence", range_of, &r);
     }
-    const uint32_t *first32 = starts.buf;
-    const uint64_t *first64 = starts.buf;
-    const uint8_t *prefix = lengths.buf;
-    const uint32_t *value = values.buf;
-    const uint64_t *last = offsets.buf;
-    const Py_ssize_t last_count = offsets.len / 8;
-    sequence = PySequence_Fast(keys, "keys must be a sequence");
-    if (sequence == NULL) goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(sequence);
-    result = PyList_New(n);
-    if (result == NULL) goto done;
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned long long key = PyLong_AsUnsignedLongLong(items[i]);
-        if (key == (unsigned long long)-1 && PyErr_Occurred()) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        /* bisect_right: the number of networks that start at or before the key */
-        Py_ssize_t lo = 0, hi = count;
-        while (lo < hi) {
-            Py_ssize_t mid = lo + (hi - lo) / 2;
-            uint64_t at = width == 4 ? first32[mid] : first64[mid];
-            if (key < at)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        long long found = -1;
-        if (lo > 0) {
-            Py_ssize_t at = lo - 1;
-            uint64_t start = width == 4 ? first32[at] : first64[at];
-            if (prefix[at] < last_count && key - start <= last[prefix[at]]) found = value[at];
-        }
-        PyObject *answer = PyLong_FromLongLong(found);
-        if (answer == NULL) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyList_SET_ITEM(result, i, answer);
-    }
-done:
-    Py_XDECREF(sequence);
     PyBuffer_Release(&starts);
     PyBuffer_Release(&lengths);
     PyBuffer_Release(&values);

@@ -20,17 +20,20 @@ import re
 import socket
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from importlib import metadata, resources
 from ipaddress import IPv4Network, IPv6Network
 from itertools import repeat
 from operator import rshift
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 try:
     from eventport.enrich import _mmdb
 except ImportError:  # not compiled: each key is searched with bisect
     _mmdb = None  # type: ignore[assignment]
+
+T = TypeVar("T")
 
 GEOIP2FAST_DATA_FILE = "geoip2fast-asn-ipv6.dat.gz"
 # The list layout below is that of geoip2fast's data format 120 (its 1.2.x releases).
@@ -106,7 +109,7 @@ def _public_ipv6(text: str) -> PublicAddress | None:
 class RangeTable:
     """Sorted networks (first key, prefix length), each mapped to an index into a name list."""
 
-    __slots__ = ("_last_offsets", "_lengths", "_offsets", "_starts", "_values")
+    __slots__ = ("_last_offsets", "_lengths", "_starts", "_values")
 
     def __init__(
         self, starts: array[int], lengths: array[int], values: array[int], last_offsets: list[int]
@@ -114,8 +117,8 @@ class RangeTable:
         self._starts = starts
         self._lengths = lengths
         self._values = values
-        self._last_offsets = last_offsets  # by prefix length: last key minus first key
-        self._offsets = array("Q", last_offsets)  # the same, for _mmdb.find_ranges
+        # By prefix length: last key minus first key (unsigned 64-bit, as find_ranges reads it).
+        self._last_offsets = array("Q", last_offsets)
 
     def find(self, key: int) -> int | None:
         index = bisect_right(self._starts, key) - 1
@@ -124,10 +127,12 @@ class RangeTable:
         return None
 
     def find_many(self, keys: list[int]) -> list[int]:
-        """:meth:`find` of each key, -1 for None; searched in C where that is compiled (a
-        tenth of the time: this is most of what a new address costs)."""
+        """:meth:`find` of each key, -1 for None; searched in C where that is compiled (about
+        7% of what resolving a new address costs, measured against bisect)."""
         if _mmdb is not None:
-            return _mmdb.find_ranges(self._starts, self._lengths, self._values, self._offsets, keys)
+            return _mmdb.find_ranges(
+                self._starts, self._lengths, self._values, self._last_offsets, keys
+            )
         return [-1 if (found := self.find(key)) is None else found for key in keys]
 
 
@@ -156,39 +161,30 @@ class CountryAndOwnerData:
         found = re.search(r"(\d{4})(\d{2})(\d{2})$", self.info)
         return "-".join(found.groups()) if found else None
 
-    def country(self, address: PublicAddress) -> str | None:
-        table = self.countries_v4 if address.ipv4 else self.countries_v6
-        index = table.find(address.key)
-        return self.country_codes[index] if index is not None else None
-
-    def org_name(self, address: PublicAddress) -> str:
-        """The owner's organisation name, or "" when the data has none."""
-        table = self.owners_v4 if address.ipv4 else self.owners_v6
-        index = table.find(address.key)
-        return self.org_names[index] if index is not None else ""
-
     def countries_and_org_names(
         self, addresses: list[PublicAddress]
     ) -> tuple[list[str | None], list[str]]:
-        """:meth:`country` and :meth:`org_name` of each address, all looked up at once."""
+        """Each address's country code (None: unknown) and owner's organisation name ("": the
+        data has none), all looked up at once."""
         countries: list[str | None] = [None] * len(addresses)
-        names = [""] * len(addresses)
+        org_names = [""] * len(addresses)
         for ipv4, country_table, owner_table in (
             (True, self.countries_v4, self.owners_v4),
             (False, self.countries_v6, self.owners_v6),
         ):
             at = [i for i, address in enumerate(addresses) if address.ipv4 is ipv4]
-            if not at:
-                continue
-            keys = [addresses[i].key for i in at]
-            codes, org_names = self.country_codes, self.org_names
-            for i, found in zip(at, country_table.find_many(keys), strict=True):
-                if found >= 0:
-                    countries[i] = codes[found]
-            for i, found in zip(at, owner_table.find_many(keys), strict=True):
-                if found >= 0:
-                    names[i] = org_names[found]
-        return countries, names
+            if at:
+                keys = [addresses[i].key for i in at]
+                _fill(countries, at, country_table.find_many(keys), self.country_codes)
+                _fill(org_names, at, owner_table.find_many(keys), self.org_names)
+        return countries, org_names
+
+
+def _fill(answers: list[T], at: list[int], found: list[int], names: Sequence[T]) -> None:
+    """``answers[at[k]] = names[found[k]]`` wherever a network was found (``found[k] >= 0``)."""
+    for i, index in zip(at, found, strict=True):
+        if index >= 0:
+            answers[i] = names[index]
 
 
 def bundled_data_path() -> Path:

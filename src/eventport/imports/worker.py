@@ -8,7 +8,6 @@ are idempotent, so a replayed batch adds none twice.
 
 from __future__ import annotations
 
-import errno
 import gc
 import logging
 import os
@@ -31,7 +30,7 @@ from eventport.control.packages import owned_package_for
 from eventport.control.pixels import pixel_for
 from eventport.control.secrets import ORIGIN_KEY, server_secret
 from eventport.domain.access import Access
-from eventport.domain.errors import DomainError
+from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
@@ -86,16 +85,10 @@ SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
 
-# What a store's error says when the disk (or a quota, or a file size limit) is full: the
-# system's own words, as OSError and the stores' messages (DuckDB, PostgreSQL) carry them.
-_NO_ROOM = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
-
-
 def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
     """The log entry of an attempt ``exc`` stopped. Its message is not quoted (it may quote
     input, such as an address), only its type, or the system's words for a full disk."""
-    text = str(exc)
-    full = next((words for words in _NO_ROOM if words in text), None)
+    full = no_room(exc)
     kind = type(exc).__name__
     cause = f"the server could not write ({full}; {kind})" if full else f"an error ({kind})"
     return LogEntry(

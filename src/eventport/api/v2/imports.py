@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from eventport.control.models import Account, Import, ImportLog, utcnow
 from eventport.control.packages import owned_package_for, owner_for_listing
 from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
+from eventport.domain.errors import no_room
 from eventport.settings import Settings
 
 router = APIRouter(tags=["v2 event import"])
@@ -57,10 +57,6 @@ def _format_of(request: Request) -> tuple[str, str]:
     return FORMATS[media], ENCODINGS[encoding]
 
 
-# A full disk or quota, or a file size limit of the server's process.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
 async def _spool(request: Request, path: Path, limit: int) -> int:
     """Stream the body to disk as it arrives: never whole in memory, capped at ``limit``."""
     declared = request.headers.get("content-length", "")
@@ -76,10 +72,10 @@ async def _spool(request: Request, path: Path, limit: int) -> int:
                     raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
                 spool.write(chunk)
     except OSError as exc:
-        if exc.errno not in _NO_ROOM:
+        if (words := no_room(exc)) is None:
             raise
         raise InsufficientStorage(
-            f"the server has no room to store the upload ({exc.strerror}, after {size} bytes); "
+            f"the server has no room to store the upload ({words}, after {size} bytes); "
             "nothing was imported: try again once there is room"
         ) from exc
     return size
