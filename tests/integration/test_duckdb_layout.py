@@ -288,3 +288,46 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
     assert methods["id"] == ["Uncompressed"]  # this version's layout
     # The same tables as before (the old file's are not attached or copied under other names).
     assert tables == {ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE, CHECKPOINTS_TABLE, EVENTS_TABLE}
+
+
+def test_a_batch_is_written_whatever_the_number_of_places_and_agents_stored(
+    tmp_path: Path,
+) -> None:
+    """A batch adds its new places and agents by looking up only its own keys: before, each
+    insert held every stored key in a hash table, so a store with more distinct places or user
+    agents than that table could hold in DuckDB's memory limit failed every batch from then
+    on (seen: 1.5M places at the default 128 MB; here 2M of each against 16 MB)."""
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.setup()
+    first = make_batch(["a"], origin_country="DE", origin_city="Berlin", client="pip")
+    try:
+        store.write_batch("owner-a", first, checkpoint(line=2))
+        con = store._connection()
+        for table, key in ((PLACES_TABLE, "place_key"), (AGENTS_TABLE, "agent_key")):
+            # Keys far from any real one (a place's key is a hash), each row otherwise empty.
+            con.execute(
+                f"INSERT INTO {table} ({key}) SELECT range + 4611686018427387904 "
+                "FROM range(2000000)"
+            )
+    finally:
+        store.close()
+    store = DuckDBEventStore(path, memory_limit="16MB")
+    try:
+        second = make_batch(
+            ["b", "c"], first_line=2, origin_country="FR", origin_city="Lyon", client="npm"
+        )
+        store.write_batch("owner-a", second, checkpoint(line=4))  # before: OutOfMemoryException
+        again = make_batch(["d"], first_line=4, origin_country="DE", origin_city="Berlin")
+        store.write_batch("owner-a", again, checkpoint(line=5))
+        assert store.rows("owner-a") == (
+            expected_rows(first) + expected_rows(second) + expected_rows(again)
+        )
+        con = store._connection()
+        counts = [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()
+            for t in (PLACES_TABLE, AGENTS_TABLE)
+        ]
+        assert counts == [(2_000_002,), (2_000_002,)]  # Berlin, Lyon; pip, npm: each once
+    finally:
+        store.close()

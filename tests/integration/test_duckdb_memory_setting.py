@@ -7,10 +7,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from eventport.control.accounts import account_by_name
 from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.settings import Settings
 from tests.conftest import running_server
+from tests.importing import setup_package
+from tests.integration.test_event_store import T0, checkpoint, make_batch
 
 
 def _shown(limit: str) -> str:
@@ -51,3 +54,49 @@ def test_the_server_opens_duckdb_with_the_configured_buffer_pool(
 def test_a_buffer_pool_under_16_mb_is_refused() -> None:
     with pytest.raises(ValueError, match="duckdb_memory_mb"):
         Settings(duckdb_memory_mb=8)
+
+
+def test_a_request_beyond_the_memory_limit_is_a_503_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export that needs more than DuckDB may use (here: one window of 20,000 events of
+    2 kB each within 16 MB) is refused with a JSON 503 that says what to do, not a 500."""
+    monkeypatch.delenv("EVENTPORT_DATABASE_URL", raising=False)
+    settings = Settings(data_dir=tmp_path, workers=0, duckdb_memory_mb=16)
+    control = ControlDatabase(settings.resolved_database_url())
+    control.migrate()
+    try:
+        with running_server(settings, control) as server:
+            alice = server.user("alice")
+            package_id = setup_package(alice, "alice")
+            with control.session() as s:
+                account = account_by_name(s, "alice")
+                assert account is not None
+                owner_id = account.id
+            events = server.app.state.events
+            assert isinstance(events, DuckDBEventStore)
+            query = {"start_date": "2023-11-14", "end_date": "2023-11-15"}
+            for first in range(0, 20_000, 2_000):  # batches small enough for 16 MB
+                batch = make_batch(
+                    [f"e{i}" for i in range(first, first + 2_000)],
+                    owner=owner_id,
+                    first_line=first + 1,
+                    time=T0 + first,
+                    package_id=package_id,
+                    variables="x=" + "a" * 2_000,
+                )
+                events.write_batch(owner_id, batch, checkpoint(line=first + 2_001))
+                if first == 0:
+                    answer = alice.get(f"/v2/packages/alice/{package_id}/events", params=query)
+                    assert answer.status_code == 200, answer.text[:200]
+                    assert answer.text.count("\n") == 2_001  # the header and the events
+            answer = alice.get(f"/v2/packages/alice/{package_id}/events", params=query)
+
+            assert answer.status_code == 503, answer.text
+            body = answer.json()
+            assert body["code"] == "out-of-memory"
+            assert "EVENTPORT_DUCKDB_MEMORY_MB" in body["message"]
+            assert "16MB" in body["message"]
+            alice.close()
+    finally:
+        control.dispose()

@@ -129,6 +129,22 @@ def test_recent_keys_are_reused_only_for_equal_ids_of_the_same_owner() -> None:
     assert recent(OWNER, pa.array(["a", "b", "d"]))[0].to_pylist()[2] != first[0][2].as_py()
 
 
+def test_recent_id_keys_let_go_of_a_batch_once_it_is_written() -> None:
+    recent = RecentIdKeys(size=4)
+    ids, others = pa.array(["a", "b"]), pa.array(["c"])
+    looked_up = recent(OWNER, ids)
+    recent(OWNER, others)
+    written = recent(OWNER, ids, last_use=True)
+    assert written[0] is looked_up[0]  # found again, then let go
+    again = recent(OWNER, ids, last_use=True)
+    assert again[0] is not looked_up[0]
+    assert again[0].to_pylist() == looked_up[0].to_pylist()
+    assert (
+        recent(OWNER, others, last_use=True)[0].to_pylist() == id_keys(OWNER, others)[0].to_pylist()
+    )
+    assert len(recent._recent) == 0
+
+
 @pytest.mark.usefixtures("compiled")
 def test_spelled_keys_say_which_texts_the_key_gives_back() -> None:
     texts = ["0" * 31 + "1", "F" * 32, "a" * 31, None, "0" * 33, "abcdef0123456789" * 2, ""]

@@ -10,7 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eventport.domain.errors import BadRequest, DomainError, Forbidden, InvalidInput, NotFound
+from eventport.domain.errors import (
+    BadRequest,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OutOfMemory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InsufficientStorage: 507,
+    OutOfMemory: 503,
     Unauthorized: 401,
     NotFound: 404,
     Forbidden: 403,

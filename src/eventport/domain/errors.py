@@ -54,3 +54,11 @@ class BadRequest(DomainError):
     """The request itself is malformed (bad JSON, wrong types, missing fields)."""
 
     code = "invalid-request"
+
+
+class OutOfMemory(DomainError):
+    """The event store needed more memory for a request than it may use: not the client's
+    fault, and nothing was changed; a smaller request (a shorter time range) or a larger limit
+    succeeds."""
+
+    code = "out-of-memory"

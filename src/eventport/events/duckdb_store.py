@@ -50,12 +50,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eventport.domain.errors import OutOfMemory
 from eventport.events.batch import AGENT_FIELDS, PLACE_FIELDS, ROW_PLACE_FIELDS, ROW_SCHEMA
 from eventport.events.duckdb_csv import (
     FIELDS,
@@ -492,7 +493,7 @@ def _run(
 def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
     """The batch's rows with the halves of their id, origin and endpoint keys (events/keys.py),
     and without the origin and endpoint texts the keys spell (see _SPELLED)."""
-    id_high, id_low = id_keys(owner_id, rows.column("id"))
+    id_high, id_low = id_keys(owner_id, rows.column("id"), last_use=True)
     halves = [("id_hi", id_high), ("id_lo", id_low)]
     for name, prefix in _SPELLED.items():
         texts = rows.column(name)
@@ -537,6 +538,21 @@ def _sorted_by_duckdb(
             yield text_of(batch.column(LINE))
     finally:
         reader.close()
+
+
+T = TypeVar("T")
+
+
+def _within_memory(items: Iterator[T], limit: str) -> Iterator[T]:
+    """``items``, with DuckDB running out of its memory limit told as what it is (a 503 with
+    what to do), not as an internal error."""
+    try:
+        yield from items
+    except duckdb.OutOfMemoryException as exc:
+        raise OutOfMemory(
+            f"the event store needs more memory for this request than it may use ({limit}, "
+            "EVENTPORT_DUCKDB_MEMORY_MB): ask for a shorter time range, or raise the limit"
+        ) from exc
 
 
 _FirstBatch = tuple[pa.RecordBatch | None, pa.RecordBatchReader]
@@ -593,6 +609,7 @@ class DuckDBEventStore:
         Objects of one file in a process share its write lock and id filter.
         """
         self.path = path
+        self._memory_limit = memory_limit
         path.parent.mkdir(parents=True, exist_ok=True)
         self._shared = _share_file(path)
         config: dict[str, str | bool | int | float | list[str]] = {
@@ -747,10 +764,14 @@ class DuckDBEventStore:
                     for (table, key, _), source in zip(
                         _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
                     ):
+                        # Only the batch's keys are held in memory: a NOT IN over the
+                        # whole table hashed every stored key, and failed every batch once
+                        # they outgrew the memory limit (1.5M places at 128 MB).
                         _run(
                             con,
-                            f"INSERT INTO {table} SELECT * FROM {source} "
-                            f"WHERE {key} NOT IN (SELECT {key} FROM {table})",
+                            f"INSERT INTO {table} SELECT * FROM {source} WHERE {key} NOT IN "
+                            f"(SELECT {key} FROM {table} WHERE {key} IN "
+                            f"(SELECT {key} FROM {source}))",
                         )
                     keyed = registered[0][1]
                     self._delete_replaced(con, keyed, ids)
@@ -787,7 +808,7 @@ class DuckDBEventStore:
             raise ValueError(f"batch_rows must be positive, not {batch_rows}")
         params = _selection_params(query)
         self._connection()  # a closed store says so now, not at the first batch
-        return self._export(query, params, schema, batch_rows)
+        return _within_memory(self._export(query, params, schema, batch_rows), self._memory_limit)
 
     def export_csv(
         self,
@@ -805,7 +826,8 @@ class DuckDBEventStore:
             raise ValueError(f"chunk_rows must be positive, not {chunk_rows}")
         params = _selection_params(query)
         self._connection()
-        return self._export_csv(query, params, layout, package_names or {}, chunk_rows)
+        lines = self._export_csv(query, params, layout, package_names or {}, chunk_rows)
+        return _within_memory(lines, self._memory_limit)
 
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
@@ -813,7 +835,8 @@ class DuckDBEventStore:
         check_aggregate(rollup, breakdown)
         params = _selection_params(query)
         self._connection()
-        return self._aggregate(query, rollup, breakdown, params)
+        rows = self._aggregate(query, rollup, breakdown, params)
+        return _within_memory(rows, self._memory_limit)
 
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         with self._lock:

@@ -59,17 +59,27 @@ class RecentIdKeys:
         self._recent: deque[tuple[str, pa.Array, pa.Array, pa.Array]] = deque(maxlen=size)
         self._lock = threading.Lock()
 
-    def __call__(self, owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
+    def __call__(
+        self, owner_id: str, ids: pa.Array | pa.ChunkedArray, *, last_use: bool = False
+    ) -> tuple[pa.Array, pa.Array]:
+        """The keys of ``ids``; ``last_use``: they will not be asked for again (the batch is
+        being written), so an answer remembered for them is let go (~7 MB a batch)."""
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
         with self._lock:
             recent = list(self._recent)
-        for owner, known, high, low in reversed(recent):
+        for entry in reversed(recent):
+            owner, known, high, low = entry
             if owner == owner_id and len(known) == len(ids) and known.equals(ids):
+                if last_use:
+                    with self._lock:
+                        kept = [e for e in self._recent if e is not entry]
+                        self._recent = deque(kept, maxlen=self._recent.maxlen)
                 return high, low
         high, low = id_keys(owner_id, ids)
-        with self._lock:
-            self._recent.append((owner_id, ids, high, low))
+        if not last_use:
+            with self._lock:
+                self._recent.append((owner_id, ids, high, low))
         return high, low
 
 
