@@ -14,12 +14,15 @@ from eventport.events.duckdb_store import (
     PLACES_TABLE,
     ROWS_TABLE,
     DuckDBEventStore,
+    _DimensionTexts,
+    _selection_params,
     compact_file,
 )
 from eventport.events.schema import COLUMNS
 from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE
+from eventport.export.csv import v2_layout
 from eventport.export.query import AggregateRow, EventQuery
-from tests.integration.test_event_store import checkpoint, expected_rows, make_batch
+from tests.integration.test_event_store import T0, checkpoint, expected_rows, make_batch
 
 
 def row_group_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
@@ -329,5 +332,44 @@ def test_a_batch_is_written_whatever_the_number_of_places_and_agents_stored(
             for t in (PLACES_TABLE, AGENTS_TABLE)
         ]
         assert counts == [(2_000_002,), (2_000_002,)]  # Berlin, Lyon; pip, npm: each once
+    finally:
+        store.close()
+
+
+def test_a_csv_export_reads_the_texts_of_the_places_and_agents_its_events_name(
+    tmp_path: Path,
+) -> None:
+    """Not of every place and agent stored: those cost each export in proportion to the
+    store, however few events it holds."""
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    day = 86_400_000_000
+    try:
+        for line, (event_id, when, city, client) in enumerate(
+            [("a", 0, "Berlin", "pip"), ("b", 40 * day, "Lyon", "npm"), ("c", day, None, None)],
+            start=1,
+        ):
+            batch = make_batch(
+                [event_id],
+                first_line=line,
+                time=T0 + when,
+                package_id="pkg",
+                origin_country=city and "XX",
+                origin_city=city,
+                client=client,
+            )
+            store.write_batch("owner-a", batch, checkpoint(line=line + 1))
+        start = datetime.fromtimestamp(T0 // 1_000_000, UTC)
+        query = EventQuery(
+            owner_id="owner-a", start=start, end=start + timedelta(days=10), package_ids=("pkg",)
+        )
+        with store._snapshot_readers(query, 1) as (cursor,):
+            tables = _DimensionTexts(v2_layout()).tables(cursor, _selection_params(query))
+        read = {name: table.num_rows for name, table in tables.items()}
+        assert read == {"eventport_place_texts": 1, "eventport_agent_texts": 1}  # Berlin, pip
+        lines = b"".join(store.export_csv(query, v2_layout())).decode().splitlines()
+        assert [line.split(",")[0] for line in lines] == ['"a"', '"c"']
+        assert '"Berlin"' in lines[0]
+        assert "Berlin" not in lines[1]
     finally:
         store.close()

@@ -365,8 +365,13 @@ class _DimensionTexts:
         if self._runs["agent"]:
             self.joins += f"LEFT JOIN {_AGENT_TEXTS} fa ON fa.agent_key = e.agent_key "
 
-    def tables(self, cursor: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
-        """The runs' texts of every place and agent, read on ``cursor``."""
+    def tables(
+        self, cursor: duckdb.DuckDBPyConnection, params: dict[str, object]
+    ) -> dict[str, pa.Table]:
+        """The runs' texts of the places and agents that the export's events (its selection
+        ``params``) name, read on ``cursor``: not of every one stored, which cost each export
+        time and memory in proportion to the store (84,000 places: 0.12 s and 9 MB, a third of
+        a 1-day export)."""
         made = {}
         for kind, name, table, key in (
             ("place", _PLACE_TEXTS, PLACES_TABLE, "place_key"),
@@ -378,7 +383,10 @@ class _DimensionTexts:
                 f"{fields_sql(_csv_field(c, 'd') for c in columns)} AS t{n}"
                 for n, columns in enumerate(self._runs[kind])
             )
-            made[name] = cursor.sql(f"SELECT {key}, {listed} FROM {table} d").to_arrow_table()
+            named = f"SELECT e.{key} {_SELECTION}"
+            made[name] = cursor.sql(
+                f"SELECT {key}, {listed} FROM {table} d WHERE {key} IN ({named})", params=params
+            ).to_arrow_table()
         return made
 
 
@@ -1008,7 +1016,7 @@ class DuckDBEventStore:
         )
         ordered = f"{statement} ORDER BY e.time, e.id"
         with self._snapshot_readers(query, self._export_workers) as cursors:
-            tables = texts.tables(cursors[0])  # the export's snapshot
+            tables = texts.tables(cursors[0], params)  # the export's snapshot
             for cursor in cursors:
                 for name, table in tables.items():
                     cursor.register(name, table)
