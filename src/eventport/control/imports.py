@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from sqlalchemy import func, select, update
+import orjson
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from eventport.control.accounts import namespace_access
@@ -252,66 +253,68 @@ _LOG_COLUMNS = (
 )
 
 
+_LOG_FIELDS = _LOG_COLUMNS[1:-1]  # what each entry gives; the import and the time are shared
+_LOG_TYPES = {"line": "bigint", "events_count": "bigint", "failed_events_count": "bigint"}
+
+
 def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, object]]) -> None:
     """Insert log entries; an entry already there (same import, line and code) is kept as is.
 
-    Straight to the driver's ``executemany``: an import can have an entry on every line (a file
-    imported twice warns on each), and SQLAlchemy's per-row parameter handling costs ~10x more.
+    The entries travel as one JSON parameter that the database unpacks (SQLite's json_each,
+    PostgreSQL's json_to_recordset): one statement, however many entries. An import can have
+    an entry on every line, and a statement per entry (``executemany``) gave up and took back
+    the GIL on every row: beside a busy import thread each row waited for it, 200,000 entries
+    took 702 s instead of 1.1 s (1.45 s as one statement, the other thread unhindered).
     """
     if not entries:
         return
     now = utcnow()
     created: object = now
+    payload = orjson.dumps(
+        [{name: entry.get(name) for name in _LOG_FIELDS} for entry in entries]
+    ).decode()
+    listed = ", ".join(_LOG_COLUMNS)
     if session.get_bind().dialect.name == "sqlite":
         # as SQLAlchemy's DateTime keeps it in SQLite: naive UTC text
         naive = now.astimezone(UTC).replace(tzinfo=None)
         created = naive.isoformat(sep=" ", timespec="microseconds")
-        mark = "?"
-    else:
-        mark = "%s"
-    statement = (
-        f"INSERT INTO {ImportLog.__tablename__} ({', '.join(_LOG_COLUMNS)}) "
-        f"VALUES ({', '.join(mark for _ in _LOG_COLUMNS)}) "
-        "ON CONFLICT (import_id, line, code) DO NOTHING"
-    )
-    rows = [
-        (
-            import_id,
-            entry["line"],
-            entry["level"],
-            entry["type"],
-            entry["code"],
-            entry["message"],
-            entry.get("package_id"),
-            entry.get("tracking_pixel_id"),
-            entry.get("events_count"),
-            entry.get("failed_events_count"),
-            created,
+        fields = ", ".join(f"json_extract(value, '$.{name}')" for name in _LOG_FIELDS)
+        # WHERE true: SQLite's upsert after INSERT ... SELECT needs it to parse
+        statement = (
+            f"INSERT INTO {ImportLog.__tablename__} ({listed}) SELECT ?, {fields}, ? "
+            "FROM json_each(?) WHERE true ON CONFLICT (import_id, line, code) DO NOTHING"
         )
-        for entry in entries
-    ]
-    session.connection().exec_driver_sql(statement, rows)
+        params: tuple[object, ...] = (import_id, created, payload)
+    else:
+        fields = ", ".join(f"x.{name}" for name in _LOG_FIELDS)
+        shape = ", ".join(f"{name} {_LOG_TYPES.get(name, 'text')}" for name in _LOG_FIELDS)
+        statement = (
+            f"INSERT INTO {ImportLog.__tablename__} ({listed}) SELECT %s, {fields}, %s "
+            f"FROM json_to_recordset(%s::json) AS x({shape}) "
+            "ON CONFLICT (import_id, line, code) DO NOTHING"
+        )
+        params = (import_id, created, payload)
+    session.connection().exec_driver_sql(statement, params)
 
 
 def log_sample(session: Session, import_id: str, level: str) -> list[ImportLog]:
+    """The first entries of ``level`` in log order, read through the index by level."""
     return list(
         session.scalars(
             select(ImportLog)
             .where(ImportLog.import_id == import_id, ImportLog.level == level)
-            .order_by(ImportLog.line, ImportLog.id)
+            .order_by(ImportLog.line, ImportLog.code)
             .limit(LOG_SAMPLE)
         )
     )
 
 
 def log_page(
-    session: Session, import_id: str, after: tuple[int, int] | None, limit: int = 10_000
+    session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 10_000
 ) -> list[ImportLog]:
-    """One page of the whole log in (line, id) order; ``after`` is the last (line, id) seen."""
+    """One page of the whole log in (line, code) order, the order of its unique key, which
+    each page seeks into; ``after`` is the last (line, code) seen."""
     query = select(ImportLog).where(ImportLog.import_id == import_id)
     if after is not None:
-        line, last_id = after
-        query = query.where(
-            (ImportLog.line > line) | ((ImportLog.line == line) & (ImportLog.id > last_id))
-        )
-    return list(session.scalars(query.order_by(ImportLog.line, ImportLog.id).limit(limit)))
+        query = query.where(tuple_(ImportLog.line, ImportLog.code) > tuple_(*after))
+    return list(session.scalars(query.order_by(ImportLog.line, ImportLog.code).limit(limit)))

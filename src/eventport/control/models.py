@@ -273,10 +273,15 @@ class Import(Base):
 
 class ImportLog(Base):
     """One entry of an import's log. (import, line, code) is unique, so replaying a batch
-    after a crash writes nothing twice."""
+    after a crash writes nothing twice; it is also the log's order. The index by level finds
+    an import's first errors or warnings without reading the others (an import can log every
+    line: reading them all made each status request of a 1M-warning import take 0.2 s)."""
 
     __tablename__ = "import_logs"
-    __table_args__ = (UniqueConstraint("import_id", "line", "code"),)
+    __table_args__ = (
+        UniqueConstraint("import_id", "line", "code"),
+        Index("ix_import_logs_import_id_level_line_code", "import_id", "level", "line", "code"),
+    )
 
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True

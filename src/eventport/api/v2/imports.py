@@ -186,14 +186,14 @@ def get_import_log(owner: str, event_import_id: str, db: Db, actor: Actor) -> St
         import_id = store.import_for(s, actor, owner, event_import_id).id
 
     def lines() -> Iterator[bytes]:
-        after: tuple[int, int] | None = None
+        after: tuple[int, str] | None = None
         while True:
             with db.session() as s:
                 entries = store.log_page(s, import_id, after)
             if not entries:
                 return
             yield b"".join(orjson.dumps(log_entry(e)) + b"\n" for e in entries)
-            after = (entries[-1].line, entries[-1].id)
+            after = (entries[-1].line, entries[-1].code)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

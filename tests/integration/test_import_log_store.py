@@ -1,0 +1,114 @@
+"""An import's log in the control store, on both backends: the whole log read page by page in
+its order, the samples of the first errors and warnings, and (SQLite) that each reads through
+an index instead of every entry of the import (an import can log every line)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select, tuple_
+
+from eventport.control import accounts, imports
+from eventport.control.database import ControlDatabase
+from eventport.control.models import ImportLog
+from tests.conftest import truncate_all
+
+
+@pytest.fixture
+def import_id(control: ControlDatabase) -> str:
+    truncate_all(control)
+    with control.session() as s:
+        owner, _ = accounts.create_user(s, "alice", "alice@example.com")
+        new = imports.NewImport(
+            str(uuid.uuid4()), owner, "multi", None, None, "ndjson", "identity", "/none", 0
+        )
+        created = imports.create_import(s, owner, new, limit=15).id
+    return created
+
+
+def entry(line: int, level: str, code: str) -> dict[str, object]:
+    return {"line": line, "level": level, "type": code, "code": code, "message": f"{code} {line}"}
+
+
+def test_the_whole_log_is_read_page_by_page_in_line_and_code_order(
+    control: ControlDatabase, import_id: str
+) -> None:
+    written = [entry(line, "warning", "naive-time") for line in range(1, 8)]
+    written += [entry(3, "warning", "unknown-field"), entry(3, "error", "artifact-not-found")]
+    written += [entry(0, "info", "progress"), entry(5, "info", "progress")]
+    with control.session() as s:
+        imports.write_logs(s, import_id, written)
+        imports.write_logs(s, import_id, written[:3] + written[:1])  # replayed: kept once
+    seen: list[tuple[int, str]] = []
+    after = None
+    while True:
+        with control.session() as s:
+            page = imports.log_page(s, import_id, after, limit=2)  # pages end mid-line
+        if not page:
+            break
+        seen += [(e.line, e.code) for e in page]
+        after = (page[-1].line, page[-1].code)
+    assert seen == sorted((int(e["line"]), str(e["code"])) for e in written)  # type: ignore[call-overload]
+
+
+def test_the_samples_are_the_first_entries_of_each_level(
+    control: ControlDatabase, import_id: str
+) -> None:
+    written = [entry(line, "warning", "naive-time") for line in range(1, 40)]
+    written += [entry(line, "error", "failed-to-decode") for line in (38, 12)]
+    with control.session() as s:
+        imports.write_logs(s, import_id, written[::-1])
+        errors = imports.log_sample(s, import_id, "error")
+        warnings = imports.log_sample(s, import_id, "warning")
+        nothing = imports.log_sample(s, import_id, "info")
+    assert [(e.line, e.code) for e in errors] == [
+        (12, "failed-to-decode"),
+        (38, "failed-to-decode"),
+    ]
+    assert [e.line for e in warnings] == list(range(1, imports.LOG_SAMPLE + 1))
+    assert nothing == []
+
+
+def test_the_log_queries_search_an_index(control: ControlDatabase, import_id: str) -> None:
+    if control.engine.dialect.name != "sqlite":
+        pytest.skip("the plans are SQLite's (PostgreSQL plans by the table's statistics)")
+    sample = (
+        select(ImportLog)
+        .where(ImportLog.import_id == import_id, ImportLog.level == "error")
+        .order_by(ImportLog.line, ImportLog.code)
+        .limit(imports.LOG_SAMPLE)
+    )
+    page = (
+        select(ImportLog)
+        .where(ImportLog.import_id == import_id)
+        .where(tuple_(ImportLog.line, ImportLog.code) > tuple_(5, "a"))
+        .order_by(ImportLog.line, ImportLog.code)
+        .limit(10)
+    )
+    with control.engine.connect() as c:
+        plans = []
+        for query in (sample, page):
+            sql = str(query.compile(dialect=c.dialect, compile_kwargs={"literal_binds": True}))
+            plans.append(" ".join(row[3] for row in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")))
+    assert "level=?" in plans[0]  # straight to the level's first entries
+    assert "(line,code)>(?,?)" in plans[1]  # straight to the page's first entry
+    assert not any("TEMP B-TREE" in plan for plan in plans)  # already in order: nothing sorted
+
+
+def test_an_entry_reads_back_as_written(control: ControlDatabase, import_id: str) -> None:
+    odd = entry(2**40, "error", "artifact-not-found")
+    odd |= {"message": 'line \u2028 "quoted" \\ é 🚀\n', "package_id": "pkg", "events_count": 7}
+    with control.session() as s:
+        imports.write_logs(s, import_id, [odd])
+        (found,) = imports.log_page(s, import_id, None)
+    assert (found.line, found.level, found.type, found.code, found.message) == (
+        2**40,
+        "error",
+        "artifact-not-found",
+        "artifact-not-found",
+        odd["message"],
+    )
+    assert (found.package_id, found.tracking_pixel_id, found.events_count) == ("pkg", None, 7)
+    assert found.failed_events_count is None
+    assert found.created_at is not None
