@@ -16,8 +16,8 @@
  *   - strings are valid UTF-8 without raw control characters; escapes are the JSON ones, and
  *     \u escapes are neither U+0000 (Python replaces it) nor surrogates (orjson refuses lone
  *     ones, pairs are left to Python);
- *   - $time is a string YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}](Z|z|+HH:MM|-HH:MM) naming a real
- *     date-time, or an integer of at most 15 digits (seconds, or milliseconds from 1e11 on),
+ *   - $time is a string YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}][Z|z|+HH:MM|-HH:MM] naming a real
+ *     date-time (without a zone: UTC, and a naive-time warning), or an integer of at most 15 digits (seconds, or milliseconds from 1e11 on),
  *     and lies in years 1 to 9999 in UTC;
  *   - the known text fields are strings or null; $unique_id has 1 to 512 characters.
  * Custom variables (keys not starting with '$') become quote_plus(key)=quote_plus(text) joined
@@ -26,7 +26,7 @@
  *
  * scan(buffer, max_line_bytes) reads the lines of buffer (split at '\n'; a last line without
  * one counts) and returns
- *   (line_count, fast_count, index, time, columns, slow)
+ *   (line_count, fast_count, index, time, columns, slow, naive)
  * index: int32 line index of each plain line; time: int64 microseconds since the epoch (UTC);
  * columns: 10 tuples (validity bitmap, int32 offsets, data) of Arrow string arrays, in the
  * order unique_id, package, pixel, version, type, remote_address, user_agent, domain, referer,
@@ -393,10 +393,12 @@ static int digits(const char *s, int n, int *out) {
     return 0;
 }
 
-/* YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}](Z|z|±HH:MM) -> microseconds; -1: not this form. */
-static int iso_time(const char *s, size_t len, int64_t *us) {
+/* YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}][Z|z|±HH:MM] -> microseconds, and whether the zone was
+   missing (naive: taken as UTC, a warning); -1: not this form. */
+static int iso_time(const char *s, size_t len, int64_t *us, int *naive) {
     int year, month, day, hour, minute, second, micro = 0;
-    if (len < 20) return -1;
+    *naive = 0;
+    if (len < 19) return -1;
     if (digits(s, 4, &year) || s[4] != '-' || digits(s + 5, 2, &month) || s[7] != '-' ||
         digits(s + 8, 2, &day) || (s[10] != 'T' && s[10] != ' ') || digits(s + 11, 2, &hour) ||
         s[13] != ':' || digits(s + 14, 2, &minute) || s[16] != ':' || digits(s + 17, 2, &second))
@@ -421,7 +423,7 @@ static int iso_time(const char *s, size_t len, int64_t *us) {
         if (s[i] == '-') offset = -offset;
         i += 6;
     } else {
-        return -1; /* naive: a warning, Python's */
+        *naive = 1; /* no zone: UTC, and a warning (see scan) */
     }
     if (i != len) return -1;
     static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -434,9 +436,10 @@ static int iso_time(const char *s, size_t len, int64_t *us) {
     return 0;
 }
 
-static int time_value(const Value *v, int64_t *us) {
+static int time_value(const Value *v, int64_t *us, int *naive) {
+    *naive = 0;
     if (v->kind == V_STRING) {
-        if (iso_time(v->text, v->len, us)) return -1;
+        if (iso_time(v->text, v->len, us, naive)) return -1;
     } else if (v->kind == V_INT) {
         size_t n = v->len - (v->text[0] == '-');
         if (n > 15) return -1;
@@ -531,10 +534,10 @@ static size_t utf8_chars(const char *s, size_t len) {
     return n;
 }
 
-/* Whether a scanned line is plain, and its time. */
-static int plain(const Line *line, int64_t *us) {
+/* Whether a scanned line is plain, and its time (naive: it had no zone). */
+static int plain(const Line *line, int64_t *us, int *naive) {
     const Value *k = line->known;
-    if (time_value(&k[F_TIME], us)) return -1;
+    if (time_value(&k[F_TIME], us, naive)) return -1;
     if (k[F_HEADERS].kind != V_ABSENT && k[F_HEADERS].kind != V_NULL) return -1;
     for (int f = F_UNIQUE_ID; f < F_HEADERS; f++)
         if (k[f].kind != V_ABSENT && k[f].kind != V_NULL && k[f].kind != V_STRING) return -1;
@@ -551,6 +554,8 @@ static int plain(const Line *line, int64_t *us) {
 typedef struct {
     Column cols[C_COLUMNS];
     Buf index, time, slow, scratch, tmp;
+    Buf naive_index;   /* int32 line index of each plain line whose time had no zone */
+    Column naive_text; /* and that time's text, for its warning */
     int64_t lines, fast;
 } Scan;
 
@@ -561,6 +566,10 @@ static void scan_free(Scan *s) {
         buf_free(&s->cols[i].data);
     }
     buf_free(&s->index);
+    buf_free(&s->naive_index);
+    buf_free(&s->naive_text.validity);
+    buf_free(&s->naive_text.offsets);
+    buf_free(&s->naive_text.data);
     buf_free(&s->time);
     buf_free(&s->slow);
     buf_free(&s->scratch);
@@ -587,6 +596,7 @@ static int run_scan(Scan *s, const char *data, size_t size, size_t max_line) {
     int32_t zero = 0;
     for (int i = 0; i < C_COLUMNS; i++)
         if (buf_put(&s->cols[i].offsets, &zero, sizeof zero)) return -1;
+    if (buf_put(&s->naive_text.offsets, &zero, sizeof zero)) return -1;
     Line *line = PyMem_RawMalloc(sizeof(Line));
     if (!line) return -1;
     size_t at = 0;
@@ -597,16 +607,21 @@ static int run_scan(Scan *s, const char *data, size_t size, size_t max_line) {
         if (s->lines >= INT32_MAX) { rc = -1; break; }
         int32_t index = (int32_t)s->lines++;
         int64_t us = 0;
-        int fast = 0;
+        int fast = 0, naive = 0;
         if (end - at <= max_line) {
             Cursor c = {(const unsigned char *)data + at, (const unsigned char *)data + end,
                         &s->scratch};
             s->scratch.len = 0;
             if (buf_reserve(&s->scratch, end - at + 1)) { rc = -1; break; }
-            fast = scan_object(&c, line) == 0 && plain(line, &us) == 0;
+            fast = scan_object(&c, line) == 0 && plain(line, &us, &naive) == 0;
         }
         if (fast) {
             if (put_line(s, index, us, line)) { rc = -1; break; }
+            if (naive) {
+                const Value *t = &line->known[F_TIME];
+                if (buf_put(&s->naive_index, &index, sizeof index) ||
+                    column_put(&s->naive_text, t->text, t->len, 1)) { rc = -1; break; }
+            }
         } else {
             int64_t triple[3] = {index, (int64_t)at, (int64_t)end};
             if (buf_put(&s->slow, triple, sizeof triple)) { rc = -1; break; }
@@ -656,9 +671,10 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
         }
         PyTuple_SET_ITEM(columns, i, col);
     }
-    PyObject *result = Py_BuildValue("(LLNNNN)", (long long)s.lines, (long long)s.fast,
-                                     bytes_of(&s.index), bytes_of(&s.time), columns,
-                                     bytes_of(&s.slow));
+    PyObject *result = Py_BuildValue(
+        "(LLNNNN(NNN))", (long long)s.lines, (long long)s.fast, bytes_of(&s.index),
+        bytes_of(&s.time), columns, bytes_of(&s.slow), bytes_of(&s.naive_index),
+        bytes_of(&s.naive_text.offsets), bytes_of(&s.naive_text.data));
     scan_free(&s);
     return result;
 }
@@ -706,7 +722,8 @@ static PyMethodDef methods[] = {
     {"count_lines", count_lines, METH_VARARGS,
      "count_lines(buffer, start=0, stop=len) -> the newlines in buffer[start:stop]"},
     {"scan", scan, METH_VARARGS,
-     "scan(buffer, max_line_bytes) -> (line_count, fast_count, index, time, columns, slow)"},
+     "scan(buffer, max_line_bytes) -> (line_count, fast_count, index, time, columns, slow, "
+     "naive)"},
     {NULL, NULL, 0, NULL},
 };
 

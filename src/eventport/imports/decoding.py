@@ -29,6 +29,7 @@ from eventport.imports.records import (
     ParsedEvent,
     decode_csv,
     decode_ndjson,
+    naive_time,
 )
 
 try:
@@ -127,7 +128,7 @@ def decode_chunk(
 
 def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[LogEntry]]:
     block, first, limit = chunk.block, chunk.first_line, chunk.max_line_bytes
-    count, fast, index, time, columns, slow = _plainline.scan(block, limit)
+    count, fast, index, time, columns, slow, naive = _plainline.scan(block, limit)
     if count != chunk.line_count:
         raise RuntimeError(f"the scanner read {count} lines of a {chunk.line_count}-line chunk")
     lines = pa.Array.from_buffers(pa.int32(), fast, [None, pa.py_buffer(index)])
@@ -144,8 +145,9 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[L
     arrays["headers"] = pa.nulls(fast, pa.string())
     arrays["dnt"] = pa.repeat(pa.scalar(False), fast)
     table = pa.Table.from_pydict(arrays, schema=DECODED_SCHEMA)
+    entries = _naive_times(first, *naive)
     if not slow:
-        return table, []
+        return table, entries
     triples = memoryview(slow).cast("q")
     dropped = chunk.dropped
     others: list[tuple[int, bytes | None]] = []
@@ -153,8 +155,21 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[L
         i, start, end = triples[k], triples[k + 1], triples[k + 2]
         raw = None if i in dropped or end - start > limit else block[start:end]
         others.append((first + i, raw))
-    events, entries = decode_ndjson(others, max_line_bytes=limit)
+    events, slow_entries = decode_ndjson(others, max_line_bytes=limit)
     if events:
         table = pa.concat_tables([table, parsed_table(events, keep_addresses)])
         table = table.sort_by("line")
-    return table, entries
+    if entries:  # in line order: no line has entries from both (sorted() is stable)
+        return table, sorted(entries + slow_entries, key=lambda entry: entry.line or 0)
+    return table, slow_entries
+
+
+def _naive_times(first: int, index: bytes, offsets: bytes, data: bytes) -> list[LogEntry]:
+    """The warnings of the scanned lines whose time had no zone (its text, as Python says it)."""
+    if not index:
+        return []
+    lines = memoryview(index).cast("i")
+    texts = pa.Array.from_buffers(
+        pa.string(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    ).to_pylist()
+    return [naive_time(first + i, text) for i, text in zip(lines, texts, strict=True)]

@@ -306,6 +306,13 @@ def parse_time(value: Any) -> tuple[int, bool] | None:
     return None  # bool, null, object, array, anything else
 
 
+def naive_time(line: int, text: str) -> LogEntry:
+    """The warning of a line whose ``$time`` (a string) has no time zone."""
+    return _warning(
+        line, Code.NAIVE_TIME, f'"$time" value {_show(text)} has no time zone; it was taken as UTC.'
+    )
+
+
 def _time_problem(value: Any, line: int) -> LogEntry:
     if type(value) is str:
         stripped = value.strip()
@@ -541,13 +548,7 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
             else:
                 us = parsed[0]
                 if parsed[1]:
-                    entries.append(
-                        _warning(
-                            line,
-                            Code.NAIVE_TIME,
-                            f'"$time" value {_show(t)} has no time zone; it was taken as UTC.',
-                        )
-                    )
+                    entries.append(naive_time(line, t))
 
     uid = pop("$unique_id", None)
     if uid is not None and (type(uid) is not str or not 0 < len(uid) <= MAX_UNIQUE_ID_CHARS):
