@@ -91,6 +91,9 @@ def serve(
     import uvicorn
 
     from eventport.api.app import create_app
+    from eventport.arrow_memory import use_server_pool
+
+    use_server_pool()
 
     settings = load_settings(
         host=host, port=port, workers=workers, data_dir=data_dir, database_url=database_url
@@ -121,8 +124,11 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     import signal
     import threading
 
+    from eventport.arrow_memory import use_server_pool
     from eventport.events.store import open_configured_event_store
     from eventport.imports.worker import WorkerPool
+
+    use_server_pool()
 
     # First: a stop asked for while starting (loading the enrichment data takes a second) ends
     # the process cleanly once it has started, instead of killing it half-way.
