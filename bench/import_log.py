@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import bench_client, free_port, memory_mb, run_server
+from ingest import bench_client, free_port, memory_mb, run_server, start_import
 
 
 def generate(path: Path, events: int) -> None:
@@ -62,14 +62,7 @@ def main() -> None:
         try:
             client, package_id = bench_client(env, port)
             started = time.perf_counter()
-            with path.open("rb") as body:
-                response = client.post(
-                    f"/v2/packages/bench/{package_id}/import",
-                    content=body,
-                    headers={"Content-Type": "application/x-ndjson"},
-                )
-            response.raise_for_status()
-            import_id = response.json()["id"]
+            import_id = start_import(client, package_id, path)
             while (status := client.get(f"/v2/imports/bench/{import_id}").json())["status"] == (
                 "importing"
             ):

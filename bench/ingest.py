@@ -144,21 +144,27 @@ def bench_client(env: dict[str, str], port: int) -> tuple[httpx.Client, str]:
     return client, package["id"]
 
 
+def start_import(client: httpx.Client, package_id: str, path: Path) -> str:
+    """Upload ``path`` (NDJSON) as an import into the bench package; the import's id."""
+    with path.open("rb") as body:
+        response = client.post(
+            f"/v2/packages/bench/{package_id}/import",
+            content=body,
+            headers={"Content-Type": "application/x-ndjson"},
+        )
+    response.raise_for_status()
+    import_id: str = response.json()["id"]
+    return import_id
+
+
 def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dict[str, object]]:
     port = free_port()
     server = run_server(env, port)
     try:
         client, package_id = bench_client(env, port)
         started = time.perf_counter()
-        with path.open("rb") as body:
-            response = client.post(
-                f"/v2/packages/bench/{package_id}/import",
-                content=body,
-                headers={"Content-Type": "application/x-ndjson"},
-            )
-        response.raise_for_status()
+        import_id = start_import(client, package_id, path)
         uploaded = time.perf_counter() - started
-        import_id = response.json()["id"]
         anon = mapped = 0.0
         while True:
             status = client.get(f"/v2/imports/bench/{import_id}").json()

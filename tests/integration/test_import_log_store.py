@@ -7,11 +7,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select, tuple_
 
 from eventport.control import accounts, imports
 from eventport.control.database import ControlDatabase
-from eventport.control.models import ImportLog
 from tests.conftest import truncate_all
 
 
@@ -73,19 +71,8 @@ def test_the_samples_are_the_first_entries_of_each_level(
 def test_the_log_queries_search_an_index(control: ControlDatabase, import_id: str) -> None:
     if control.engine.dialect.name != "sqlite":
         pytest.skip("the plans are SQLite's (PostgreSQL plans by the table's statistics)")
-    sample = (
-        select(ImportLog)
-        .where(ImportLog.import_id == import_id, ImportLog.level == "error")
-        .order_by(ImportLog.line, ImportLog.code)
-        .limit(imports.LOG_SAMPLE)
-    )
-    page = (
-        select(ImportLog)
-        .where(ImportLog.import_id == import_id)
-        .where(tuple_(ImportLog.line, ImportLog.code) > tuple_(5, "a"))
-        .order_by(ImportLog.line, ImportLog.code)
-        .limit(10)
-    )
+    sample = imports.sample_query(import_id, "error")
+    page = imports.page_query(import_id, (5, "a"), limit=10)
     with control.engine.connect() as c:
         plans = []
         for query in (sample, page):

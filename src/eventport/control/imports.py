@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 import orjson
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import Select, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from eventport.control.accounts import namespace_access
@@ -284,7 +284,6 @@ def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, obj
             f"INSERT INTO {ImportLog.__tablename__} ({listed}) SELECT ?, {fields}, ? "
             "FROM json_each(?) WHERE true ON CONFLICT (import_id, line, code) DO NOTHING"
         )
-        params: tuple[object, ...] = (import_id, created, payload)
     else:
         fields = ", ".join(f"x.{name}" for name in _LOG_FIELDS)
         shape = ", ".join(f"{name} {_LOG_TYPES.get(name, 'text')}" for name in _LOG_FIELDS)
@@ -293,28 +292,35 @@ def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, obj
             f"FROM json_to_recordset(%s::json) AS x({shape}) "
             "ON CONFLICT (import_id, line, code) DO NOTHING"
         )
-        params = (import_id, created, payload)
-    session.connection().exec_driver_sql(statement, params)
+    session.connection().exec_driver_sql(statement, (import_id, created, payload))
 
 
-def log_sample(session: Session, import_id: str, level: str) -> list[ImportLog]:
+def sample_query(import_id: str, level: str) -> Select[ImportLog]:
     """The first entries of ``level`` in log order, read through the index by level."""
-    return list(
-        session.scalars(
-            select(ImportLog)
-            .where(ImportLog.import_id == import_id, ImportLog.level == level)
-            .order_by(ImportLog.line, ImportLog.code)
-            .limit(LOG_SAMPLE)
-        )
+    return (
+        select(ImportLog)
+        .where(ImportLog.import_id == import_id, ImportLog.level == level)
+        .order_by(ImportLog.line, ImportLog.code)
+        .limit(LOG_SAMPLE)
     )
 
 
-def log_page(
-    session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 10_000
-) -> list[ImportLog]:
+def page_query(
+    import_id: str, after: tuple[int, str] | None, limit: int = 10_000
+) -> Select[ImportLog]:
     """One page of the whole log in (line, code) order, the order of its unique key, which
     each page seeks into; ``after`` is the last (line, code) seen."""
     query = select(ImportLog).where(ImportLog.import_id == import_id)
     if after is not None:
         query = query.where(tuple_(ImportLog.line, ImportLog.code) > tuple_(*after))
-    return list(session.scalars(query.order_by(ImportLog.line, ImportLog.code).limit(limit)))
+    return query.order_by(ImportLog.line, ImportLog.code).limit(limit)
+
+
+def log_sample(session: Session, import_id: str, level: str) -> list[ImportLog]:
+    return list(session.scalars(sample_query(import_id, level)))
+
+
+def log_page(
+    session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 10_000
+) -> list[ImportLog]:
+    return list(session.scalars(page_query(import_id, after, limit)))

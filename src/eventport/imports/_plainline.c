@@ -17,8 +17,8 @@
  *     \u escapes are neither U+0000 (Python replaces it) nor surrogates (orjson refuses lone
  *     ones, pairs are left to Python);
  *   - $time is a string YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}][Z|z|+HH:MM|-HH:MM] naming a real
- *     date-time (without a zone: UTC, and a naive-time warning), or an integer of at most 15 digits (seconds, or milliseconds from 1e11 on),
- *     and lies in years 1 to 9999 in UTC;
+ *     date-time (without a zone: UTC, and a naive-time warning), or an integer of at most 15
+ *     digits (seconds, or milliseconds from 1e11 on), and lies in years 1 to 9999 in UTC;
  *   - the known text fields are strings or null; $unique_id has 1 to 512 characters.
  * Custom variables (keys not starting with '$') become quote_plus(key)=quote_plus(text) joined
  * by '&' in the line's key order, null values skipped, booleans as true/false, integers as
