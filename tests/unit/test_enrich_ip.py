@@ -638,3 +638,107 @@ def test_range_tables_of_the_wrong_kinds_are_refused() -> None:
         _mmdb.find_ranges(starts, array("B", [32]), values, offsets, [1])
     with pytest.raises(OverflowError):
         _mmdb.find_ranges(starts, lengths, values, offsets, [-1])
+
+
+# -- data records decoded in C (enrich/_mmdb.c decode) -------------------------------------------
+
+
+def _pure_decode(data: bytes, offset: int) -> object:
+    """maxminddb's pure-Python decoder: the oracle for _mmdb.decode."""
+    return maxminddb.decoder.Decoder(data, pointer_base=0).decode(offset)[0]
+
+
+@needs_mmdb
+def test_city_records_decode_as_maxminddb_decodes_them() -> None:
+    path = _bundled_city()
+    reader = maxminddb.open_database(str(path))
+    meta = reader.metadata()
+    data = path.read_bytes()
+    section = data[meta.node_count * meta.record_size // 4 + 16 :]
+    rng = random.Random(11)
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(3000)]
+    texts += [str(ipaddress.IPv6Address(rng.getrandbits(125) | 1 << 125)) for _ in range(500)]
+    found = _mmdb.records(data, meta.node_count, meta.record_size, meta.ip_version, texts)
+    decoded = 0
+    for text, record in zip(texts, found, strict=True):
+        if record > 0:
+            assert _mmdb.decode(section, record - meta.node_count - 16) == reader.get(text)
+            decoded += 1
+    reader.close()
+    assert decoded > 1000  # most random IPv4 addresses are in some network
+
+
+# Every type of the format, and pointers of each of the four sizes.
+_TYPED = {
+    "double": bytes([0x68]) + struct.pack(">d", -1.25),
+    "float": bytes([0x04, 0x08]) + struct.pack(">f", 0.5),
+    "int32": bytes([0x04, 0x01]) + struct.pack(">i", -7),
+    "short int32": bytes([0x01, 0x01, 0x05]),
+    "uint16": bytes([0xA2, 0x01, 0x02]),
+    "uint32 zero": bytes([0xC0]),
+    "uint64": bytes([0x08, 0x02]) + (2**64 - 1).to_bytes(8, "big"),
+    "uint128": bytes([0x10, 0x03]) + (2**127 + 5).to_bytes(16, "big"),
+    "true": bytes([0x01, 0x07]),
+    "false": bytes([0x00, 0x07]),
+    "bytes": bytes([0x83]) + b"\x00\xff\x10",
+    "string of 44": bytes([0x5D, 44 - 29]) + b"x" * 44,
+    "string of 300": bytes([0x5E, 0, 300 - 285]) + b"y" * 300,
+    "string of 70000": bytes([0x5F]) + (70000 - 65821).to_bytes(3, "big") + b"z" * 70000,
+    "utf8": bytes([0x45]) + "héé".encode()[:5],
+}
+
+
+@needs_mmdb
+@pytest.mark.parametrize("name", sorted(_TYPED))
+def test_each_data_type_decodes_as_maxminddb_decodes_it(name: str) -> None:
+    data = _TYPED[name]
+    assert _mmdb.decode(data, 0) == _pure_decode(data, 0)
+
+
+@needs_mmdb
+@pytest.mark.parametrize("size", [0, 1, 2, 3])
+def test_pointers_of_each_size_lead_where_maxminddb_goes(size: int) -> None:
+    bias = [0, 2048, 526336, 0][size]
+    target = bias + 17  # the pointed-to value lies past the bias, as the format requires
+    payload = target - bias
+    pointer = bytes([0x20 | size << 3 | (payload >> (8 * (size + 1)) if size < 3 else 0)])
+    pointer += (payload & (2 ** (8 * (size + 1)) - 1)).to_bytes(size + 1, "big")
+    # a map {"a": <pointer>, "b": "after"}: decoding goes on after the pointer
+    head = bytes([0xE2, 0x41]) + b"a" + pointer + bytes([0x41]) + b"b" + bytes([0x45]) + b"after"
+    data = head + bytes(target - len(head)) + bytes([0x43]) + b"yes"
+    assert _mmdb.decode(data, 0) == _pure_decode(data, 0) == {"a": "yes", "b": "after"}
+
+
+@needs_mmdb
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (b"", "outside the data"),
+        (bytes([0x45]) + b"abc", "string past the end"),
+        (bytes([0x20, 0x40]), "pointer outside"),
+        (bytes([0x28, 0x40]), "pointer past the end"),
+        (bytes([0x20, 0x02, 0x20, 0x00]), "pointer to a pointer"),
+        (bytes([0xE1, 0xA1, 0x05, 0x41]), "not a string"),
+        (bytes([0x00, 0x06]), "unknown data type"),
+        (bytes([0x02, 0x07]), "boolean"),
+        (bytes([0x05, 0x01]) + bytes(5), "integer too long"),
+        (bytes([0x5E, 0x00]), "size past the end"),
+        (bytes([0x14, 0x04]), "array longer"),
+        (bytes([0x01, 0x04]) * 100 + bytes([0x00, 0x04]), "nested too deep"),
+    ],
+)
+def test_damaged_data_is_a_value_error(data: bytes, what: str) -> None:
+    with pytest.raises(ValueError, match=what):
+        _mmdb.decode(data, 0)
+
+
+@needs_mmdb
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=64))
+def test_any_bytes_decode_as_maxminddb_or_are_refused(data: bytes) -> None:
+    """Random bytes never crash the decoder: a value maxminddb agrees with, or ValueError."""
+    try:
+        decoded = _mmdb.decode(data, 0)
+    except ValueError:
+        return
+    assert decoded == _pure_decode(data, 0)

@@ -208,11 +208,164 @@ static PyObject *find_ranges(PyObject *self, PyObject *args) {
     return result;
 }
 
+
+/*
+ * decode(data, offset) -> the value at `offset` of a data section (the bytes after the search
+ * tree's 16-byte separator): dict, list, str, bytes, int, float or bool, as maxminddb's reader
+ * gives them (MaxMind DB spec 2.0, "Output Data Section"). With records() this reads a City
+ * record from the one mapping of the file records() walks, so the file is not mapped (and its
+ * tree read) a second time by maxminddb's reader. Data that leads outside the buffer, nests too
+ * deep or has an unknown type raises ValueError.
+ */
+typedef struct {
+    const uint8_t *data;
+    Py_ssize_t size;
+} Section;
+
+#define MAX_DEPTH 64
+
+static PyObject *corrupt(const char *what) {
+    PyErr_Format(PyExc_ValueError, "corrupt data section: %s", what);
+    return NULL;
+}
+
+/* `n` bytes at *at as an unsigned big-endian number (n <= 8); advances *at. -1 past the end. */
+static int take_uint(const Section *s, Py_ssize_t *at, Py_ssize_t n, uint64_t *value) {
+    if (n < 0 || n > 8 || *at + n > s->size) return -1;
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) v = (v << 8) | s->data[*at + i];
+    *at += n;
+    *value = v;
+    return 0;
+}
+
+static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth);
+
+static PyObject *decode_map(const Section *s, Py_ssize_t *at, uint64_t size, int depth) {
+    PyObject *map = PyDict_New();
+    for (uint64_t i = 0; map != NULL && i < size; i++) {
+        PyObject *key = decode_at(s, at, depth + 1);
+        if (key != NULL && !PyUnicode_Check(key)) {
+            Py_DECREF(key);
+            key = corrupt("a map key that is not a string");
+        }
+        PyObject *value = key == NULL ? NULL : decode_at(s, at, depth + 1);
+        if (value == NULL || PyDict_SetItem(map, key, value) < 0) Py_CLEAR(map);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    return map;
+}
+
+static PyObject *decode_array(const Section *s, Py_ssize_t *at, uint64_t size, int depth) {
+    if (size > (uint64_t)(s->size - *at)) return corrupt("an array longer than the data");
+    PyObject *list = PyList_New((Py_ssize_t)size);
+    for (uint64_t i = 0; list != NULL && i < size; i++) {
+        PyObject *item = decode_at(s, at, depth + 1);
+        if (item == NULL)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    return list;
+}
+
+static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth) {
+    if (depth > MAX_DEPTH) return corrupt("data nested too deep");
+    if (*at < 0 || *at >= s->size) return corrupt("a value outside the data");
+    const uint8_t control = s->data[(*at)++];
+    int type = control >> 5;
+    if (type == 1) { /* pointer: the value is elsewhere, decoding goes on after the pointer */
+        const int size = (control >> 3) & 3;
+        static const uint64_t bias[4] = {0, 2048, 526336, 0};
+        uint64_t tail;
+        if (take_uint(s, at, size + 1, &tail) < 0) return corrupt("a pointer past the end");
+        uint64_t target = size == 3 ? tail : (((uint64_t)(control & 7) << (8 * (size + 1))) | tail);
+        target += bias[size];
+        if (target >= (uint64_t)s->size) return corrupt("a pointer outside the data");
+        Py_ssize_t there = (Py_ssize_t)target;
+        if (there < s->size && (s->data[there] >> 5) == 1) return corrupt("a pointer to a pointer");
+        return decode_at(s, &there, depth + 1);
+    }
+    if (type == 0) { /* extended type: the next byte is the type minus 7 */
+        if (*at >= s->size) return corrupt("an extended type past the end");
+        type = 7 + s->data[(*at)++];
+    }
+    uint64_t size = control & 0x1f;
+    if (size >= 29) {
+        static const uint64_t base[3] = {29, 285, 65821};
+        uint64_t extra;
+        if (take_uint(s, at, (Py_ssize_t)size - 28, &extra) < 0) return corrupt("a size past the end");
+        size = base[size - 29] + extra;
+    }
+    const Py_ssize_t left = s->size - *at;
+    const char *here = (const char *)s->data + *at;
+    uint64_t number;
+    switch (type) {
+        case 2: /* UTF-8 string */
+        case 4: /* bytes */
+            if (size > (uint64_t)left) return corrupt("a string past the end");
+            *at += (Py_ssize_t)size;
+            return type == 2 ? PyUnicode_DecodeUTF8(here, (Py_ssize_t)size, "strict")
+                             : PyBytes_FromStringAndSize(here, (Py_ssize_t)size);
+        case 3: /* double */
+        case 15: /* float */
+            if (size != (type == 3 ? 8u : 4u)) return corrupt("a float of the wrong size");
+            if (take_uint(s, at, (Py_ssize_t)size, &number) < 0) return corrupt("a float past the end");
+            if (type == 3) {
+                double d;
+                memcpy(&d, &number, 8);
+                return PyFloat_FromDouble(d);
+            } else {
+                uint32_t bits = (uint32_t)number;
+                float f;
+                memcpy(&f, &bits, 4);
+                return PyFloat_FromDouble((double)f);
+            }
+        case 5: /* uint16 */
+        case 6: /* uint32 */
+        case 9: /* uint64 */
+            if (size > (type == 5 ? 2u : type == 6 ? 4u : 8u)) return corrupt("an integer too long");
+            if (take_uint(s, at, (Py_ssize_t)size, &number) < 0) return corrupt("an integer past the end");
+            return PyLong_FromUnsignedLongLong(number);
+        case 8: /* int32 */
+            if (size > 4) return corrupt("an integer too long");
+            if (take_uint(s, at, (Py_ssize_t)size, &number) < 0) return corrupt("an integer past the end");
+            return PyLong_FromLong((long)(int32_t)(uint32_t)number);
+        case 10: /* uint128 */
+            if (size > 16 || size > (uint64_t)left) return corrupt("an integer too long");
+            *at += (Py_ssize_t)size;
+            return _PyLong_FromByteArray((const unsigned char *)here, (size_t)size, 0, 0);
+        case 7:
+            return decode_map(s, at, size, depth);
+        case 11:
+            return decode_array(s, at, size, depth);
+        case 14: /* boolean: the size is the value */
+            if (size > 1) return corrupt("a boolean other than 0 or 1");
+            return PyBool_FromLong((long)size);
+        default:
+            return corrupt("an unknown data type");
+    }
+}
+
+static PyObject *decode(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*n", &data, &offset)) return NULL;
+    Section s = {data.buf, data.len};
+    PyObject *result = decode_at(&s, &offset, 0);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"records", records, METH_VARARGS,
      "records(tree, node_count, record_size, ip_version, texts) -> the record of each address"},
     {"find_ranges", find_ranges, METH_VARARGS,
      "find_ranges(starts, lengths, values, last_offsets, keys) -> each key's network's value"},
+    {"decode", decode, METH_VARARGS,
+     "decode(data, offset) -> the value at offset of a data section"},
     {NULL, NULL, 0, NULL},
 };
 

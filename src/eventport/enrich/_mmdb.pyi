@@ -1,11 +1,16 @@
 """Where a MaxMind database's search tree leads (see _mmdb.c)."""
 
+from typing import Any
+
 from typing_extensions import Buffer
 
 def records(
     tree: Buffer, node_count: int, record_size: int, ip_version: int, texts: list[str], /
 ) -> list[int]:
     """Each address's record (its node value); 0 in no network, -1 not an address."""
+
+def decode(data: Buffer, offset: int, /) -> Any:
+    """The value at ``offset`` of a data section (the bytes after the tree's separator)."""
 
 def find_ranges(
     starts: Buffer, lengths: Buffer, values: Buffer, last_offsets: Buffer, keys: list[int], /
