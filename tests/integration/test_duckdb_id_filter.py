@@ -135,3 +135,25 @@ def test_store_objects_of_one_file_share_its_filter(tmp_path: Path) -> None:
         assert store.existing_ids("owner-a", ["c", "d"]) == {"c"}
     finally:
         store.close()
+
+
+def test_an_expected_import_sizes_the_filter_once(tmp_path: Path) -> None:
+    """expect_events reserves room in the filter (built now, from the stored ids), so the
+    ids that come later find it sized for them, and a reused id is still found."""
+    store = open_store(tmp_path / "events.duckdb")
+    try:
+        write(store, [f"e{i}" for i in range(300)], "1")
+        store.expect_events(3_000_000)
+        ids = store._shared.ids
+        assert ids is not None
+        assert ids.capacity >= 3_000_000
+        parts = ids.parts
+        write(store, [f"e{i}" for i in range(200, 500)], "2", line=301)
+        assert ids.parts == parts
+        assert versions(store) == {f"e{i}": "1" for i in range(200)} | {
+            f"e{i}": "2" for i in range(200, 500)
+        }
+        store.expect_events(0)  # nothing to expect: nothing changes
+        assert ids.parts == parts
+    finally:
+        store.close()

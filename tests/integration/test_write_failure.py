@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from gzip import compress
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from eventport.control.models import Account
@@ -142,3 +144,44 @@ def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server
     assert [e["human_friendly_message"].split(" stopped")[0] for e in logged] == [
         f"attempt {n} of {MAX_ATTEMPTS}" for n in range(1, MAX_ATTEMPTS + 1)
     ]
+
+
+class ExpectingStore:
+    """The real store, noting what each ``expect_events`` call expected."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self.expected: list[int] = []
+
+    def expect_events(self, count: int) -> None:
+        self.expected.append(count)
+        self._store.expect_events(count)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_an_import_tells_the_store_how_many_events_it_brings(server: Server, gzip: bool) -> None:
+    """After its first batch the worker estimates the upload's events from the bytes that
+    batch took (plain: exactly; gzip: the compressed bytes read, ahead by up to a block)."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    lines = 40_000
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n:06}"}) + b"\n"
+        for n in range(lines)
+    )
+    sent, headers = (compress(body), {"Content-Encoding": "gzip"}) if gzip else (body, {})
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", sent, **headers)
+    store = ExpectingStore(server.app.state.events)
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=10_000)
+    finished, raised = run_in_thread(worker, timeout=60)
+    assert finished
+    assert raised is None
+    assert counts(wait_finished(alice, "alice", started["id"])) == (lines, lines, 0)
+    (expected,) = store.expected  # once, at the first batch
+    if gzip:
+        assert lines // 4 <= expected <= lines * 11 // 10  # read ahead of the lines
+    else:
+        assert expected == lines * 11 // 10  # equal lines: exact, plus a tenth

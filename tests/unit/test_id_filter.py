@@ -103,3 +103,53 @@ def test_the_c_functions_refuse_bits_that_are_not_whole_blocks() -> None:
         _hashing.bloom_candidates(bytes(64), words, words, 1)  # bytes: a sequence of ints
     with pytest.raises(ValueError, match="fewer than"):
         _hashing.bloom_candidates([bytes(64)], words, words, 2)
+
+
+def test_a_reservation_replaces_an_empty_part_with_one_sized_for_it() -> None:
+    ids = IdFilter(10, 64 << 20)
+    ids.reserve(3_000_000)
+    assert ids.parts == 1
+    assert 3_000_000 <= ids.capacity < 3_000_000 + 100
+    rng = random.Random(14)
+    keys = halves(rng, 3_000_000)
+    ids.add(*keys)
+    assert ids.parts == 1  # the reserved part held them all: no step of growth
+    assert len(ids.candidates(*keys)) == 3_000_000
+
+
+def test_a_reservation_the_newest_part_has_room_for_changes_nothing() -> None:
+    ids = IdFilter(MIN_CAPACITY, 64 << 20)
+    rng = random.Random(15)
+    ids.add(*halves(rng, 1000))
+    before = ids.nbytes
+    ids.reserve(MIN_CAPACITY - 1000)
+    assert (ids.parts, ids.nbytes) == (1, before)
+
+
+def test_a_reservation_after_keys_adds_a_part_and_keeps_finding_them() -> None:
+    ids = IdFilter(MIN_CAPACITY, 64 << 20)
+    rng = random.Random(16)
+    first = halves(rng, 500_000)
+    ids.add(*first)
+    ids.reserve(2_000_000)
+    assert ids.parts == 2
+    assert ids.capacity >= MIN_CAPACITY + 2_000_000
+    second = halves(rng, 2_000_000)
+    ids.add(*second)
+    assert ids.parts == 2
+    assert len(ids.candidates(*first)) == 500_000
+    assert len(ids.candidates(*second)) == 2_000_000
+    assert len(ids.candidates(*halves(rng, 1_000_000))) <= 100
+
+
+def test_a_reservation_stays_within_the_cap() -> None:
+    ids = IdFilter(10, 8 << 20)
+    ids.reserve(100_000_000)
+    assert ids.parts == 1
+    assert ids.nbytes == 8 << 20
+    rng = random.Random(17)
+    keys = halves(rng, 100_000)
+    ids.add(*keys)
+    ids.reserve(100_000_000)  # no room left: nothing changes, nothing is lost
+    assert (ids.parts, ids.nbytes) == (1, 8 << 20)
+    assert len(ids.candidates(*keys)) == 100_000

@@ -749,6 +749,16 @@ class DuckDBEventStore:
                 cursor.unregister(_IDS_VIEW)
         return {row[0] for row in found}
 
+    def expect_events(self, count: int) -> None:
+        """See :class:`~eventport.events.store.EventStore`: the filter of stored ids makes room
+        for ``count`` more keys at once (events/id_filter.py ``reserve``)."""
+        if count <= 0 or not self._filtered():
+            return
+        with self._lock:
+            ids = self._id_filter(self._connection())
+            if ids is not None:
+                ids.reserve(count)
+
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
         checked = checked_batch(owner_id, batch)  # outside the lock: plain CPU work
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]

@@ -434,6 +434,10 @@ class PostgresEventStore:
             ).fetchall()
         return {row[0] for row in found}
 
+    def expect_events(self, count: int) -> None:
+        """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event
+        in this process."""
+
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
         table = batch_table(owner_id, batch)
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]

@@ -97,6 +97,11 @@ class EventStore(Protocol):
         owner."""
         ...
 
+    def expect_events(self, count: int) -> None:
+        """A hint: about ``count`` events are about to be written (an import's estimate of
+        its remaining lines). A store that keeps memory per stored event sizes it once, instead
+        of growing it in steps as batches come. Nothing else depends on it."""
+
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
         """In one transaction: replace this owner's events with the batch's ids, insert the
         batch and upsert the checkpoint. Raises :class:`ValueError` for a malformed batch
