@@ -96,7 +96,7 @@ from eventport.events.store import (
     micros_to_datetime,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
-from eventport.export.periods import split_at_periods
+from eventport.export.periods import plan_counted_parts
 from eventport.export.query import (
     BREAKDOWNS,
     ORGANIZATION_KINDS,
@@ -429,6 +429,13 @@ def _values_sql(breakdown: str) -> list[str]:
     ]
 
 
+_COUNTS = ("total", "total_unique")  # an aggregate's two counts, after its group keys
+_SHARDS_VIEW = "aggregate_shards"  # the rows of a part's shards, added up
+# The events of one shard of an aggregate's part (see _added_up); hash(NULL) is a number
+# too, so events without an origin fall in one shard and are counted once.
+_IN_SHARD = "hash(e.origin_key) % CAST($shards AS UBIGINT) = CAST($shard AS UBIGINT)"
+
+
 def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
     period = _PERIODS[rollup]
     values = _values_sql(breakdown)
@@ -441,9 +448,9 @@ def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
     if breakdown in ORGANIZATION_KINDS:
         needed.append("origin_connection_type")
     return (
-        f"SELECT {keys}, count(*), count(DISTINCT origin_key) FROM ("
-        f"SELECT {period} AS d, {_ARTIFACT_NUMBER} AS artifact, e.origin_key{select} "
-        f"{_selected_from(needed)}{_SELECTED_WHERE} AND {counted}) "
+        f"SELECT {keys}, count(*) AS {_COUNTS[0]}, count(DISTINCT origin_key) AS {_COUNTS[1]} "
+        f"FROM (SELECT {period} AS d, {_ARTIFACT_NUMBER} AS artifact, e.origin_key{select} "
+        f"{_selected_from(needed)}{_SELECTED_WHERE} AND {counted} AND {_IN_SHARD}) "
         f"GROUP BY {keys} ORDER BY {order}"
     )
 
@@ -551,6 +558,26 @@ def _sorted_by_duckdb(
 T = TypeVar("T")
 
 
+# Memory an aggregate part may count with, per event: with a 64 MB buffer pool, two parts of
+# ~2.5M events each (a daily aggregate by country, client and platform) were counted side by
+# side, two of ~5M were not (~13 bytes an event); this leaves room for wider groups.
+_AGGREGATE_BYTES_PER_EVENT = 32
+_SIZES = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_SIZES |= {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def aggregate_events_within(memory_limit: str, parts: int) -> int:
+    """The events each of ``parts`` aggregate parts counted at once may hold within a DuckDB
+    memory limit such as ``128MB`` (at least 100,000)."""
+    text = memory_limit.strip().upper().replace(" ", "")
+    digits = text.rstrip("KMGTIB")
+    try:
+        size = float(digits) * _SIZES[text[len(digits) :]]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a memory size: {memory_limit!r}") from None
+    return max(100_000, int(size) // (parts * _AGGREGATE_BYTES_PER_EVENT))
+
+
 def _within_memory(items: Iterator[T], limit: str) -> Iterator[T]:
     """``items``, with DuckDB running out of its memory limit told as what it is (a 503 with
     what to do), not as an internal error."""
@@ -563,19 +590,28 @@ def _within_memory(items: Iterator[T], limit: str) -> Iterator[T]:
         ) from exc
 
 
-_FirstBatch = tuple[pa.RecordBatch | None, pa.RecordBatchReader]
-
-
-def _first_batch(
+def _counted_shard(
     cursor: duckdb.DuckDBPyConnection, statement: str, params: dict[str, object]
-) -> _FirstBatch:
-    """A query's reader and its first batch: reading that runs the whole of an aggregate
-    (its ORDER BY needs every group), whose rows then wait in DuckDB to be streamed."""
-    reader = cursor.sql(statement, params=params).to_arrow_reader(10_000)
-    try:
-        return reader.read_next_batch(), reader
-    except StopIteration:
-        return None, reader
+) -> pa.Table:
+    """One shard of a part of an aggregate (see ``_aggregate_sql``): its rows, in order."""
+    return cursor.sql(statement, params=params).to_arrow_table()
+
+
+def _added_up(shards: list[pa.Table]) -> pa.Table:
+    """The rows of a part counted in shards: each group's counts added up (a distinct origin
+    is in one shard only), in the order of ``_aggregate_sql``. Added by an in-memory DuckDB
+    of its own (the store's cursors go on counting), for DuckDB's own order."""
+    whole = pa.concat_tables(shards)
+    keys = [name for name in whole.column_names if name not in _COUNTS]
+    sums = ", ".join(f"CAST(sum({name}) AS BIGINT) AS {name}" for name in _COUNTS)
+    order = ", ".join(f"{name} NULLS LAST" for name in keys)
+    with duckdb.connect() as con:
+        con.register(_SHARDS_VIEW, whole)
+        summed = con.sql(
+            f"SELECT {', '.join(keys)}, {sums} FROM {_SHARDS_VIEW} "
+            f"GROUP BY {', '.join(keys)} ORDER BY {order}"
+        ).to_arrow_table()
+    return summed.cast(whole.schema)
 
 
 class DuckDBEventStore:
@@ -602,6 +638,7 @@ class DuckDBEventStore:
         export_window_rows: int = 131_072,
         export_workers: int | None = None,
         id_filter_bytes: int = 64 << 20,
+        aggregate_events: int | None = None,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
@@ -612,7 +649,8 @@ class DuckDBEventStore:
         ``export_window_rows`` is about how many events an export sorts at a time (see
         :meth:`export_batches`): its memory, and the number of scans of a large export.
         ``id_filter_bytes`` caps the memory of the filter of stored ids (events/id_filter.py);
-        0: no filter.
+        0: no filter. ``aggregate_events``: the most events one part of an aggregate counts at
+        a time (see :meth:`_aggregate_in_parts`); by default what ``memory_limit`` holds.
 
         Objects of one file in a process share its write lock and id filter.
         """
@@ -643,6 +681,9 @@ class DuckDBEventStore:
         self._id_filter_bytes = id_filter_bytes
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
+        self._aggregate_events = aggregate_events or aggregate_events_within(
+            memory_limit, self._export_workers
+        )
         self._scattered_seconds = _SCATTERED_SECONDS_PER_ROW
 
     # -- the interface -------------------------------------------------------------------------
@@ -1141,29 +1182,50 @@ class DuckDBEventStore:
     def _aggregate_in_parts(
         self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
     ) -> Iterator[AggregateRow]:
-        """The aggregate counted in parts of its range cut where periods begin, each on a
-        cursor of its own (one snapshot for all), side by side: one query runs on one thread
-        (see :func:`default_export_workers`), and a part's hash table of distinct origins is
-        a fraction of the whole one, which spills less from a small buffer pool. Each part's
-        rows come out in order and after the previous part's."""
-        parts = split_at_periods(query.start, query.end, rollup, self._export_workers)
-        statement = _aggregate_sql(rollup, breakdown)
+        """The aggregate counted in parts of its range cut where periods begin, on a few
+        cursors of one snapshot, side by side: one query runs on one thread (see
+        :func:`default_export_workers`). The parts are planned from the range's events per
+        hour, so that each counts at most ``aggregate_events`` events (a period with more is
+        counted in shards of its origins, side by side too): a part's table of distinct
+        origins then fits the buffer pool however long the range (before, the range was cut
+        in as many parts as cursors, and a year of 10M events by month and client needed more
+        than 64 MB). Each part's rows come out in order and after the
+        previous part's."""
         artifacts = _artifacts(query)
-        with self._snapshot_readers(query, len(parts)) as cursors:
-            counted: WindowPipeline[_FirstBatch] = WindowPipeline(cursors)
+        with self._snapshot_readers(query, self._export_workers) as cursors:
+            hours = _run(cursors[0], _EXPORT_PLAN, params)
+            parts = plan_counted_parts(
+                hours,
+                query.start,
+                query.end,
+                rollup,
+                budget=self._aggregate_events,
+                workers=len(cursors),
+            )
+            counted: WindowPipeline[pa.Table] = WindowPipeline(cursors)
+            statement = _aggregate_sql(rollup, breakdown)
+            shards = deque(
+                (part, params | {"shards": part.shards, "shard": shard})
+                for part in parts
+                for shard in range(part.shards)
+            )
+
+            def start_shards() -> None:
+                while shards and not counted.full:
+                    part, window = shards.popleft()
+                    window |= {"start": _utc_text(part.low), "end": _utc_text(part.high)}
+                    counted.submit(_counted_shard, statement, window)
+
             try:
-                for low, high in parts:
-                    part = params | {"start": _utc_text(low), "end": _utc_text(high)}
-                    counted.submit(_first_batch, statement, part)
-                while counted.running:
-                    first, reader = counted.take_oldest()
-                    try:
-                        if first is not None:
-                            yield from _aggregate_rows(first, breakdown, artifacts)
-                        for batch in reader:
-                            yield from _aggregate_rows(batch, breakdown, artifacts)
-                    finally:
-                        reader.close()
+                start_shards()
+                for part in parts:  # its shards finish in the order they started
+                    tables = []
+                    for _ in range(part.shards):
+                        tables.append(counted.take_oldest())
+                        start_shards()  # before handing this one on, so that they overlap
+                    table = tables[0] if len(tables) == 1 else _added_up(tables)
+                    for batch in table.to_batches():
+                        yield from _aggregate_rows(batch, breakdown, artifacts)
             finally:
                 counted.stop()
 

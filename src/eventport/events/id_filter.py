@@ -10,8 +10,9 @@ A blocked Bloom filter (the ``_hashing`` extension) over the 128-bit ``id_key``:
 and 14 probes in one 512-bit block give about one false "maybe" in two million new keys while
 the filter is within its capacity (5 bytes a key: 5M keys take 25 MB). Keys are only ever added
 (a deleted event's key stays: at worst a look-up for nothing). It grows with the keys added (or
-at once by what an import says it brings: :meth:`IdFilter.reserve`), up to ``max_bytes`` (the store's default 64 MB holds ~13M keys); beyond that it fills and answers
-"maybe" more often, and the store does what it did without one.
+at once by what an import says it brings: :meth:`IdFilter.reserve`), up to ``max_bytes`` (the
+store's default 64 MB holds ~13M keys); beyond that it fills and answers "maybe" more often,
+and the store does what it did without one.
 
 Without the extension there is no filter (:func:`available`): every key is a candidate.
 """

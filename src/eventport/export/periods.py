@@ -6,9 +6,9 @@ of an aggregate, has events on both sides of a cut. Periods are those of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from itertools import pairwise
 
 from eventport.export.query import Rollup
 
@@ -50,31 +50,62 @@ def period_starts(start: datetime, end: datetime, rollup: Rollup) -> Iterator[da
         first = next_period(first, rollup)
 
 
-def split_at_periods(
-    start: datetime, end: datetime, rollup: Rollup, parts: int
-) -> list[tuple[datetime, datetime]]:
-    """``[start, end)`` cut into at most ``parts`` consecutive ranges of about equal length,
-    each cut where a period begins (fewer ranges when fewer periods begin inside). Looks only
-    near each cut, so a range of any length costs the same."""
-    chosen: list[datetime] = []
-    for part in range(1, parts):
-        aim = start + (end - start) * part / parts
-        near = [cut for cut in _period_starts_around(aim, rollup) if start < cut < end]
-        if near:
-            best = min(near, key=lambda cut: abs(cut - aim))
-            if not chosen or best > chosen[-1]:
-                chosen.append(best)
-    bounds = [start, *chosen, end]
-    return list(pairwise(bounds))
+@dataclass(frozen=True)
+class CountedPart:
+    """A part of an aggregate's range, ``[low, high)``, counted as ``shards`` queries: each
+    holds the events whose origin hashes to its shard, and their counts add up (a distinct
+    origin is in one shard only)."""
+
+    low: datetime
+    high: datetime
+    events: int
+    shards: int = 1
 
 
-def _period_starts_around(moment: datetime, rollup: Rollup) -> list[datetime]:
-    """The start of the period that holds ``moment`` and of the next one."""
-    first: date | None = period_start(moment.astimezone(UTC).date(), rollup)
-    starts = []
-    for _ in range(2):
-        if first is None:
-            break
-        starts.append(datetime(first.year, first.month, first.day, tzinfo=UTC))
-        first = next_period(first, rollup)
-    return starts
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def plan_counted_parts(
+    hours: Sequence[tuple[int, int]],
+    start: datetime,
+    end: datetime,
+    rollup: Rollup,
+    *,
+    budget: int,
+    workers: int,
+) -> list[CountedPart]:
+    """``[start, end)`` cut where periods begin into parts of at most ``budget`` events each,
+    and into at least ``workers`` parts where the periods allow (so that they are counted side
+    by side), from the events of each hour: ``(hour's start in µs since the epoch, UTC;
+    events)``, in order. A single period of more than ``budget`` events is a part of its own,
+    in shards of at most ``budget`` events (evenly spread, as origins hash). No events: no
+    parts."""
+    if budget < 1 or workers < 1:
+        raise ValueError("budget and workers must be positive")
+    periods: list[tuple[date, int]] = []  # each period with events: (first day, events)
+    for hour, events in hours:
+        first = period_start((_EPOCH + timedelta(microseconds=hour)).date(), rollup)
+        if periods and periods[-1][0] == first:
+            periods[-1] = (first, periods[-1][1] + events)
+        else:
+            periods.append((first, events))
+    total = sum(events for _, events in periods)
+    if not total:
+        return []
+    aim = min(budget, -(-total // workers))  # events a part aims at
+    groups: list[tuple[date, int]] = []  # (first day of the part's first period, events)
+    for first, events in periods:
+        if groups and groups[-1][1] and groups[-1][1] + events <= aim:
+            groups[-1] = (groups[-1][0], groups[-1][1] + events)
+        else:
+            groups.append((first, events))
+    parts = []
+    for at, (first, events) in enumerate(groups):
+        low = datetime(first.year, first.month, first.day, tzinfo=UTC) if at else start
+        if at + 1 < len(groups):
+            following = groups[at + 1][0]
+            high = datetime(following.year, following.month, following.day, tzinfo=UTC)
+        else:
+            high = end
+        parts.append(CountedPart(low, high, events, max(1, -(-events // budget))))
+    return parts
