@@ -271,8 +271,15 @@ _PERIODS: dict[str, str] = {
 _COUNTS = ("total", "total_unique")  # an aggregate's two counts, after its group keys
 _SHARDS_VIEW = "aggregate_shards"  # the rows of a part's shards, added up
 # The events of one shard of an aggregate's part (see _added_up); hash(NULL) is a number
-# too, so events without an origin fall in one shard and are counted once.
+# too, so events without an origin fall in one shard and are counted once. A part counted
+# whole has ``true`` in its place (no origin hashed).
 _IN_SHARD = "hash({alias}.origin_key) % CAST($shards AS UBIGINT) = CAST($shard AS UBIGINT)"
+
+
+def _in_shard(alias: str, sharded: bool) -> str:
+    return _IN_SHARD.format(alias=alias) if sharded else "true"
+
+
 # by-variable: the items of ``variables``; items holding an escape are decoded in Python
 # (``variable_pair``: DuckDB's url_decode fails on invalid UTF-8 and keeps '+'), the others
 # are split here, the same way (on the first '=').
@@ -299,7 +306,7 @@ _BY_VARIABLE = (
     f"FROM ({{items}}) i LEFT JOIN {_ITEMS_VIEW} m ON m.item = i.item "
     # the shard's condition here, not among the items': there it ran out of 128 MB on a
     # month of 830,000 events, here it counts them in 1.1 s
-    f"WHERE i.item <> '' AND {_IN_SHARD.format(alias='i')}) "
+    "WHERE i.item <> '' AND {in_shard}) "
     "GROUP BY d, artifact, variable, value ORDER BY d, artifact, variable, value"
 )
 
@@ -438,7 +445,7 @@ def _values_sql(breakdown: str) -> list[str]:
     ]
 
 
-def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
+def _aggregate_sql(rollup: Rollup, breakdown: str, sharded: bool) -> str:
     period = _PERIODS[rollup]
     values = _values_sql(breakdown)
     counted = _DO_NOT_TRACK if breakdown == "by-total-do-not-track" else _COUNTED
@@ -447,7 +454,7 @@ def _aggregate_sql(rollup: Rollup, breakdown: str) -> str:
     keys = ", ".join(["d", "artifact", *names])
     order = ", ".join(["d", "artifact", *(f"{name} NULLS LAST" for name in names)])
     needed = [*BREAKDOWNS[breakdown]]
-    in_shard = _IN_SHARD.format(alias="e")
+    in_shard = _in_shard("e", sharded)
     if breakdown in ORGANIZATION_KINDS:
         needed.append("origin_connection_type")
     return (
@@ -1159,9 +1166,9 @@ class DuckDBEventStore:
         rollup: Rollup,
         params: dict[str, object],
     ) -> str:
-        """by-variable's statement, with the items that hold an escape decoded in Python and
-        registered on every cursor (read in the cursors' snapshot: an item imported meanwhile
-        is not left undecoded)."""
+        """by-variable's items (see ``_BY_VARIABLE``), with those that hold an escape decoded
+        in Python and registered on every cursor (read in the cursors' snapshot: an item
+        imported meanwhile is not left undecoded)."""
         items = _ITEMS.format(period=_PERIODS[rollup], artifact=_ARTIFACT)
         escaped = _run(cursors[0], _ESCAPED_ITEMS.format(items=items), params)
         pairs = [variable_pair(row[0]) for row in escaped]
@@ -1174,7 +1181,7 @@ class DuckDBEventStore:
         )
         for cursor in cursors:
             cursor.register(_ITEMS_VIEW, decoded)
-        return _BY_VARIABLE.format(items=items)
+        return items
 
     def _aggregate_in_parts(
         self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
@@ -1186,15 +1193,19 @@ class DuckDBEventStore:
         counted in shards of its origins, side by side too): a part's table of distinct
         origins then fits the buffer pool however long the range (before, the range was cut
         in as many parts as cursors, and a year of 10M events by month and client needed more
-        than 64 MB). Each part's rows come out in order and after the
-        previous part's."""
+        than 64 MB). Each part's rows come out in order and after the previous part's."""
         with self._snapshot_readers(query, self._export_workers) as cursors:
             hours = _run(cursors[0], _EXPORT_PLAN, params)
             artifacts: list[str] | None = None  # by-variable's rows name their artifacts
+            statements: dict[bool, str]  # whole parts (False) and shards (True)
             if breakdown == "by-variable":
-                statement = self._variable_items(cursors, rollup, params)
+                items = self._variable_items(cursors, rollup, params)
+                statements = {
+                    sharded: _BY_VARIABLE.format(items=items, in_shard=_in_shard("i", sharded))
+                    for sharded in (False, True)
+                }
             else:
-                statement = _aggregate_sql(rollup, breakdown)
+                statements = {s: _aggregate_sql(rollup, breakdown, s) for s in (False, True)}
                 artifacts = _artifacts(query)
             parts = plan_counted_parts(
                 hours,
@@ -1206,16 +1217,19 @@ class DuckDBEventStore:
             )
             counted: WindowPipeline[pa.Table] = WindowPipeline(cursors)
             shards = deque(
-                (part, params | {"shards": part.shards, "shard": shard})
+                (
+                    statements[part.shards > 1],
+                    params
+                    | {"start": _utc_text(part.low), "end": _utc_text(part.high)}
+                    | ({"shards": part.shards, "shard": shard} if part.shards > 1 else {}),
+                )
                 for part in parts
                 for shard in range(part.shards)
             )
 
             def start_shards() -> None:
                 while shards and not counted.full:
-                    part, window = shards.popleft()
-                    window |= {"start": _utc_text(part.low), "end": _utc_text(part.high)}
-                    counted.submit(_counted_shard, statement, window)
+                    counted.submit(_counted_shard, *shards.popleft())
 
             try:
                 start_shards()

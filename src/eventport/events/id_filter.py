@@ -80,6 +80,11 @@ class IdFilter:
         return self.nbytes * 8 // BITS_PER_KEY
 
     @property
+    def _newest_capacity(self) -> int:
+        """The keys the newest part was sized for."""
+        return len(self._parts[-1]) * 8 // BITS_PER_KEY
+
+    @property
     def parts(self) -> int:
         return len(self._parts)
 
@@ -88,8 +93,7 @@ class IdFilter:
         (an import that says how many events it brings). Grown step by step instead, a filter
         doubles what it holds at each step and can end up with twice the memory its keys need
         (5M keys: 45 MB in three parts, against 30 MB reserved)."""
-        newest = len(self._parts[-1]) * 8 // BITS_PER_KEY
-        if count <= newest - self._part_keys:
+        if count <= self._newest_capacity - self._part_keys:
             return
         empty = self._part_keys == 0  # the newest part holds nothing yet: replace it
         room = self.max_bytes - self.nbytes + (len(self._parts[-1]) if empty else 0)
@@ -103,8 +107,7 @@ class IdFilter:
         """Add the keys given as their uint64 halves."""
         count, high_words = _words(high)
         _, low_words = _words(low)
-        newest = len(self._parts[-1]) * 8 // BITS_PER_KEY  # the keys it was sized for
-        if self._part_keys >= newest and self.nbytes + BLOCK_BYTES <= self.max_bytes:
+        if self._part_keys >= self._newest_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
             self._add_part(2 * self.keys)
         _hashing.bloom_add(self._parts[-1], high_words, low_words, count)
         self.keys += count

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from eventport.events.store import micros_to_datetime
 from eventport.export.query import Rollup
 
 
@@ -62,9 +63,6 @@ class CountedPart:
     shards: int = 1
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def plan_counted_parts(
     hours: Sequence[tuple[int, int]],
     start: datetime,
@@ -84,7 +82,7 @@ def plan_counted_parts(
         raise ValueError("budget and workers must be positive")
     periods: list[tuple[date, int]] = []  # each period with events: (first day, events)
     for hour, events in hours:
-        first = period_start((_EPOCH + timedelta(microseconds=hour)).date(), rollup)
+        first = period_start(micros_to_datetime(hour).date(), rollup)
         if periods and periods[-1][0] == first:
             periods[-1] = (first, periods[-1][1] + events)
         else:
