@@ -47,7 +47,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +70,7 @@ from eventport.events.duckdb_csv import (
     text_of,
 )
 from eventport.events.duckdb_pipeline import WindowPipeline
+from eventport.events.duckdb_pool import PoolLimit, set_memory_limit, size_bytes
 from eventport.events.id_filter import IdFilter
 from eventport.events.id_filter import available as id_filter_available
 from eventport.events.keys import (
@@ -572,20 +573,13 @@ T = TypeVar("T")
 # ~2.5M events each (a daily aggregate by country, client and platform) were counted side by
 # side, two of ~5M were not (~13 bytes an event); this leaves room for wider groups.
 _AGGREGATE_BYTES_PER_EVENT = 32
-_SIZES = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
-_SIZES |= {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
 
 
 def aggregate_events_within(memory_limit: str, parts: int) -> int:
     """The events each of ``parts`` aggregate parts counted at once may hold within a DuckDB
     memory limit such as ``128MB`` (at least 100,000)."""
-    text = memory_limit.strip().upper().replace(" ", "")
-    digits = text.rstrip("KMGTIB")
-    try:
-        size = float(digits) * _SIZES[text[len(digits) :]]
-    except (KeyError, ValueError):
-        raise ValueError(f"not a memory size: {memory_limit!r}") from None
-    return max(100_000, int(size) // (parts * _AGGREGATE_BYTES_PER_EVENT))
+    size = size_bytes(memory_limit)
+    return max(100_000, size // (parts * _AGGREGATE_BYTES_PER_EVENT))
 
 
 def _within_memory(items: Iterator[T], limit: str) -> Iterator[T]:
@@ -644,6 +638,7 @@ class DuckDBEventStore:
         *,
         threads: int | None = None,
         memory_limit: str = "128MB",
+        write_memory_limit: str | None = None,
         checkpoint_threshold: str = "256MB",
         export_window_rows: int = 131_072,
         export_workers: int | None = None,
@@ -653,6 +648,8 @@ class DuckDBEventStore:
         """Open (creating if needed) the file at ``path``.
 
         ``memory_limit`` caps DuckDB's buffer pool (it spills to ``<file>.tmp`` beyond it).
+        ``write_memory_limit``, if lower, caps it while no export or aggregate runs: imports
+        then write within it (see events/duckdb_pool.py).
         ``checkpoint_threshold`` is the write-ahead-log size at which DuckDB folds the log into
         the file: larger means fewer, bigger checkpoints (the default 16MB checkpoints after
         nearly every 50,000-event batch and halves the insert rate); a crash replays the log.
@@ -685,6 +682,9 @@ class DuckDBEventStore:
                 ) from exc
             raise
         self._lock = self._shared.lock  # one transaction at a time on the file
+        if self._shared.pool is None:  # the first store object's limits are the database's
+            self._shared.pool = PoolLimit(memory_limit, write_memory_limit)
+        self._pool = self._shared.pool
         self._lookup: duckdb.DuckDBPyConnection | None = None  # existing_ids' own cursor
         self._lookup_lock = threading.Lock()
         self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
@@ -791,11 +791,11 @@ class DuckDBEventStore:
             cursor = self._lookup
             cursor.register(_IDS_VIEW, table)
             try:
-                found = _run(
-                    cursor,
+                statement = (
                     f"SELECT id FROM {_IDS_VIEW} "
-                    f"WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})",
+                    f"WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})"
                 )
+                found = self._widening(cursor, lambda: _run(cursor, statement))
             finally:
                 cursor.unregister(_IDS_VIEW)
         return {row[0] for row in found}
@@ -825,44 +825,66 @@ class DuckDBEventStore:
         with self._lock:
             con = self._connection()
             ids = self._id_filter(con) if registered else None
-            _run(con, "BEGIN TRANSACTION")
-            try:
-                for name, table in registered:
-                    con.register(name, table)
-                if registered:
-                    for (table, key, _), source in zip(
-                        _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
-                    ):
-                        # Only the batch's keys are held in memory: a NOT IN over the
-                        # whole table hashed every stored key, and failed every batch once
-                        # they outgrew the memory limit (1.5M places at 128 MB).
-                        _run(
-                            con,
-                            f"INSERT INTO {table} SELECT * FROM {source} WHERE {key} NOT IN "
-                            f"(SELECT {key} FROM {table} WHERE {key} IN "
-                            f"(SELECT {key} FROM {source}))",
-                        )
-                    keyed = registered[0][1]
-                    self._delete_replaced(con, keyed, ids)
+            self._pool.before_write(lambda limit: set_memory_limit(con, limit))
+            self._widening(con, lambda: self._write_transaction(con, registered, ids, values))
+
+    def _widening(self, cursor: duckdb.DuckDBPyConnection, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (a write's, or an import's look-up), made again at the full memory
+        limit if it ran out of the write limit (see events/duckdb_pool.py)."""
+        try:
+            return attempt()
+        except duckdb.OutOfMemoryException:
+            if not self._pool.widen(lambda limit: set_memory_limit(cursor, limit)):
+                raise  # the full limit was not enough either
+            return attempt()
+
+    def _write_transaction(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        registered: Sequence[tuple[str, pa.Table]],
+        ids: IdFilter | None,
+        values: list[object],
+    ) -> None:
+        """``write_batch``'s transaction (under the write lock): the batch's places, agents and
+        rows (replacing stored events of the same ids) and the import's checkpoint."""
+        _run(con, "BEGIN TRANSACTION")
+        try:
+            for name, table in registered:
+                con.register(name, table)
+            if registered:
+                for (table, key, _), source in zip(
+                    _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
+                ):
+                    # Only the batch's keys are held in memory: a NOT IN over the whole table
+                    # hashed every stored key, and failed every batch once they outgrew the
+                    # memory limit (1.5M places at 128 MB).
                     _run(
                         con,
-                        f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, {_SPELLED_KEYS}) "
-                        f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_SPELLED_KEYS_SQL} "
-                        f"FROM {_BATCH_VIEW}",
+                        f"INSERT INTO {table} SELECT * FROM {source} WHERE {key} NOT IN "
+                        f"(SELECT {key} FROM {table} WHERE {key} IN "
+                        f"(SELECT {key} FROM {source}))",
                     )
-                    if ids is not None:  # before the commit: the filter never misses a key
-                        ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
-                _run(con, _UPSERT_CHECKPOINT, values)
-                self._before_commit()
-                _run(con, "COMMIT")
-            except BaseException:
-                # A failed COMMIT has already ended the transaction; the first error matters.
-                with contextlib.suppress(duckdb.Error):
-                    _run(con, "ROLLBACK")
-                raise
-            finally:
-                for name, _ in registered:
-                    con.unregister(name)
+                keyed = registered[0][1]
+                self._delete_replaced(con, keyed, ids)
+                _run(
+                    con,
+                    f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, {_SPELLED_KEYS}) "
+                    f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_SPELLED_KEYS_SQL} "
+                    f"FROM {_BATCH_VIEW}",
+                )
+                if ids is not None:  # before the commit: the filter never misses a key
+                    ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
+            _run(con, _UPSERT_CHECKPOINT, values)
+            self._before_commit()
+            _run(con, "COMMIT")
+        except BaseException:
+            # A failed COMMIT has already ended the transaction; the first error matters.
+            with contextlib.suppress(duckdb.Error):
+                _run(con, "ROLLBACK")
+            raise
+        finally:
+            for name, _ in registered:
+                con.unregister(name)
 
     def export_batches(
         self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536
@@ -1006,12 +1028,18 @@ class DuckDBEventStore:
         """A cursor of its own with the query's selection tables registered, closed after."""
         with self._lock:
             cursor = self._connection().cursor()
+            try:
+                self._pool.read_started(cursor)
+            except BaseException:
+                cursor.close()
+                raise
         try:
             for name, table in _selection_tables(query).items():
                 cursor.register(name, table)
             yield cursor
         finally:
             cursor.close()
+            self._pool.read_ended()
 
     def _planned_windows(
         self, cursor: duckdb.DuckDBPyConnection, params: dict[str, object]
@@ -1138,11 +1166,15 @@ class DuckDBEventStore:
         BEGIN; every cursor reads one here while holding the lock under which ``write_batch``
         begins and commits, so no write can commit between them."""
         cursors: list[duckdb.DuckDBPyConnection] = []
+        reading = False
         try:
             with self._lock:
                 connection = self._connection()
                 for _ in range(count):
                     cursors.append(connection.cursor())
+                    if not reading:  # the full memory limit, before anything is read
+                        self._pool.read_started(cursors[0])
+                        reading = True
                     _run(cursors[-1], "BEGIN TRANSACTION")
                     _run(cursors[-1], f"SELECT count(*) FROM {EVENTS_TABLE} WHERE false")
             for cursor in cursors:
@@ -1152,6 +1184,8 @@ class DuckDBEventStore:
         finally:
             for cursor in cursors:
                 cursor.close()
+            if reading:
+                self._pool.read_ended()
 
     def _aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
@@ -1257,6 +1291,7 @@ class _SharedFile:
         self.name = name
         self.lock = threading.Lock()
         self.ids: IdFilter | None = None  # built on first use, under the lock
+        self.pool: PoolLimit | None = None  # the database's memory limit now
         self.users = 0
 
 

@@ -276,9 +276,11 @@ def open_event_store(
     *,
     id_filter_mb: int = 64,
     duckdb_memory_mb: int = 128,
+    duckdb_write_memory_mb: int | None = None,
 ) -> EventStore:
     """PostgreSQL when ``database_url`` is a PostgreSQL URL, else DuckDB in the data dir (with
-    ``id_filter_mb`` for its filter of stored ids and ``duckdb_memory_mb`` for its buffer pool).
+    ``id_filter_mb`` for its filter of stored ids and ``duckdb_memory_mb`` for its buffer pool,
+    ``duckdb_write_memory_mb`` for it while no read runs: None, the same).
 
     The store is returned set up (:meth:`EventStore.setup` has run).
     """
@@ -293,6 +295,9 @@ def open_event_store(
         store = DuckDBEventStore(
             data_dir / EVENTS_FILE,
             memory_limit=f"{duckdb_memory_mb}MB",
+            write_memory_limit=(
+                None if duckdb_write_memory_mb is None else f"{duckdb_write_memory_mb}MB"
+            ),
             id_filter_bytes=id_filter_mb << 20,
         )
     try:
@@ -311,4 +316,5 @@ def open_configured_event_store(settings: Settings) -> EventStore:
         settings.data_dir,
         id_filter_mb=settings.id_filter_mb,
         duckdb_memory_mb=settings.duckdb_memory_mb,
+        duckdb_write_memory_mb=settings.duckdb_write_memory_mb,
     )

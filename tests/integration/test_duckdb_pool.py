@@ -1,0 +1,234 @@
+"""The embedded store's DuckDB memory limit: the write limit while only imports write, the full
+one while an export or aggregate runs (events/duckdb_pool.py), on real DuckDB files."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from eventport.events.duckdb_pool import PoolLimit, set_memory_limit, size_bytes
+from eventport.events.duckdb_store import DuckDBEventStore
+from eventport.events.store import open_configured_event_store
+from eventport.export.query import EventQuery
+from eventport.settings import Settings
+from tests.integration.test_event_store import T0, checkpoint, make_batch
+
+QUERY = EventQuery(
+    "owner-a",
+    datetime(2023, 11, 1, tzinfo=UTC),
+    datetime(2023, 12, 1, tzinfo=UTC),
+    package_ids=("pkg",),
+)
+
+
+def _shown(limit: str) -> str:
+    """How DuckDB shows a memory limit it was given as ``limit``."""
+    with duckdb.connect(config={"memory_limit": limit}) as con:
+        shown: str = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    return shown
+
+
+def _limit(store: DuckDBEventStore) -> str:
+    """The database's memory limit as DuckDB shows it, read on a cursor of its own."""
+    with store._lock:
+        cursor = store._connection().cursor()
+    try:
+        found = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+    finally:
+        cursor.close()
+    assert found is not None
+    shown: str = found[0]
+    return shown
+
+
+def _write(store: DuckDBEventStore, first: int, count: int = 100, **columns: object) -> None:
+    batch = make_batch(
+        [f"e{i}" for i in range(first, first + count)],
+        first_line=first + 1,
+        time=T0 + first,
+        package_id="pkg",
+        **columns,
+    )
+    store.write_batch("owner-a", batch, checkpoint(line=first + count + 1))
+
+
+def test_memory_sizes_read_as_duckdb_reads_them() -> None:
+    assert size_bytes("128MB") == 128_000_000
+    assert size_bytes(" 64 mib ") == 64 << 20
+    assert size_bytes("1GB") == 1_000_000_000
+    for wrong in ("", "MB", "12XB", "lots"):
+        with pytest.raises(ValueError, match="not a memory size"):
+            size_bytes(wrong)
+    assert _shown("128MB") != _shown("64MB")  # the checks below tell the limits apart
+
+
+def test_a_write_limit_at_or_above_the_full_one_is_no_write_limit() -> None:
+    assert PoolLimit("128MB", "128MB").writing is None
+    assert PoolLimit("64MB", "128MB").writing is None
+    assert PoolLimit("128MB", None).writing is None
+    assert PoolLimit("128MB", "64MB").writing == "64MB"
+
+
+def test_writes_lower_the_limit_and_reads_raise_it_until_they_end(tmp_path: Path) -> None:
+    store = DuckDBEventStore(
+        tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB"
+    )
+    try:
+        store.setup()
+        assert _limit(store) == _shown("128MB")  # opened with the full limit
+        _write(store, 0)
+        assert _limit(store) == _shown("32MB")
+
+        batches = store.export_batches(QUERY, ["id"], batch_rows=10)
+        first = next(batches)  # the export is reading: the full limit
+        assert _limit(store) == _shown("128MB")
+        _write(store, 100)  # a write while the export reads does not lower it
+        assert _limit(store) == _shown("128MB")
+        exported = first.num_rows + sum(batch.num_rows for batch in batches)
+        assert exported == 100  # the export's snapshot: the events before it began
+        assert _limit(store) == _shown("128MB")  # lowered again only by the next write
+        _write(store, 200)
+        assert _limit(store) == _shown("32MB")
+
+        rows = list(store.aggregate(QUERY, "daily", "by-total"))
+        assert sum(row.total for row in rows) == 300
+        assert _limit(store) == _shown("128MB")
+        _write(store, 300)
+        assert _limit(store) == _shown("32MB")
+        assert store.count(owner_id="owner-a") == 400
+    finally:
+        store.close()
+
+
+def test_an_abandoned_read_keeps_the_full_limit_until_it_is_closed(tmp_path: Path) -> None:
+    store = DuckDBEventStore(
+        tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB"
+    )
+    try:
+        store.setup()
+        _write(store, 0)
+        batches = store.export_batches(QUERY, ["id"], batch_rows=10)
+        next(batches)
+        _write(store, 100)
+        assert _limit(store) == _shown("128MB")
+        batches.close()  # the reader is done (a client that went away)
+        _write(store, 200)
+        assert _limit(store) == _shown("32MB")
+    finally:
+        store.close()
+
+
+class _Tight(DuckDBEventStore):
+    """A store whose writes run out of memory while the database is at its write limit, as
+    DuckDB does when a batch's rows need more than that (DuckDB spills most of what a write
+    holds, so no small test batch makes it run out for real)."""
+
+    def _before_commit(self) -> None:
+        # In the write's transaction, under the write lock: its own connection.
+        found = self._connection().execute("SELECT current_setting('memory_limit')").fetchone()
+        if self._pool.writing is not None and found == (_shown(self._pool.writing),):
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate")
+
+
+def test_a_write_that_runs_out_of_the_write_limit_gets_the_full_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written again at the full limit, whole; the store keeps the full limit from then on."""
+    store = _Tight(tmp_path / "events.duckdb", memory_limit="512MB", write_memory_limit="16MB")
+    try:
+        store.setup()
+        with caplog.at_level("WARNING", logger="eventport.events.duckdb_pool"):
+            _write(store, 0, 1_000)
+        assert store.count(owner_id="owner-a") == 1_000  # once: the failed attempt left nothing
+        assert store.checkpoint("import-1") == checkpoint(line=1_001)
+        assert _limit(store) == _shown("512MB")
+        assert "keeps its full limit (512MB)" in caplog.text
+        _write(store, 1_000)
+        assert _limit(store) == _shown("512MB")  # not lowered again
+        assert store.count(owner_id="owner-a") == 1_100
+    finally:
+        store.close()
+
+
+def test_a_write_that_runs_out_of_the_full_limit_fails(tmp_path: Path) -> None:
+    """Nothing to widen: the error goes to the import (which records the failed attempt)."""
+
+    class Failing(DuckDBEventStore):
+        def _before_commit(self) -> None:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate")
+
+    store = Failing(tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB")
+    try:
+        store.setup()
+        with pytest.raises(duckdb.OutOfMemoryException):
+            _write(store, 0)
+        assert store.count(owner_id="owner-a") == 0
+        assert store.checkpoint("import-1") is None
+    finally:
+        store.close()
+
+
+def test_reads_and_writes_side_by_side_leave_the_limit_as_the_last_says(tmp_path: Path) -> None:
+    """Exports on other threads while batches are written: every export sees its snapshot whole,
+    and once they are done the next write lowers the limit again."""
+    store = DuckDBEventStore(
+        tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB"
+    )
+    errors: list[BaseException] = []
+    counts: list[int] = []
+    try:
+        store.setup()
+        _write(store, 0, 1_000)
+
+        def export() -> None:
+            try:
+                for _ in range(5):
+                    batches = store.export_batches(QUERY, ["id"], batch_rows=100)
+                    counts.append(sum(batch.num_rows for batch in batches))
+            except BaseException as exc:
+                errors.append(exc)
+
+        readers = [threading.Thread(target=export) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        for first in range(1_000, 6_000, 1_000):
+            _write(store, first, 1_000)
+        for reader in readers:
+            reader.join()
+        assert errors == []
+        assert len(counts) == 15
+        assert all(count % 1_000 == 0 and 1_000 <= count <= 6_000 for count in counts)
+        _write(store, 6_000)
+        assert _limit(store) == _shown("32MB")
+        assert store.count(owner_id="owner-a") == 6_100
+    finally:
+        store.close()
+
+
+def test_the_configured_write_limit_reaches_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTPORT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("EVENTPORT_DUCKDB_WRITE_MEMORY_MB", "40")
+    store = open_configured_event_store(Settings(data_dir=tmp_path, workers=0))
+    try:
+        assert isinstance(store, DuckDBEventStore)
+        assert _limit(store) == _shown("128MB")
+        _write(store, 0)
+        assert _limit(store) == _shown("40MB")
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="duckdb_write_memory_mb"):
+        Settings(duckdb_write_memory_mb=8)
+
+
+def test_set_memory_limit_takes_only_a_size() -> None:
+    with duckdb.connect() as con:
+        set_memory_limit(con.cursor(), "48MB")
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone() == (_shown("48MB"),)
+        with pytest.raises(ValueError, match="not a memory size"):
+            set_memory_limit(con.cursor(), "1GB'; DROP TABLE x; --")
