@@ -73,6 +73,20 @@ def test_a_write_limit_at_or_above_the_full_one_is_no_write_limit() -> None:
     assert PoolLimit("128MB", "64MB").writing == "64MB"
 
 
+def test_a_limit_duckdb_cannot_lower_to_stays_as_it_is() -> None:
+    """Lowering can fail (DuckDB cannot evict what queries hold): the write goes on at the
+    limit the database has."""
+    pool = PoolLimit("128MB", "32MB")
+
+    def refuse(limit: str) -> None:
+        raise duckdb.OutOfMemoryException(f"could not lower the limit to {limit}")
+
+    pool.before_write(refuse)
+    assert pool.now == "128MB"
+    pool.before_write(lambda limit: None)  # the next write lowers it
+    assert pool.now == "32MB"
+
+
 def test_writes_lower_the_limit_and_reads_raise_it_until_they_end(tmp_path: Path) -> None:
     store = DuckDBEventStore(
         tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB"
