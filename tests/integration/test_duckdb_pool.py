@@ -15,6 +15,7 @@ from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.store import open_configured_event_store
 from eventport.export.query import EventQuery
 from eventport.settings import Settings
+from tests.integration.test_duckdb_memory_setting import _shown
 from tests.integration.test_event_store import T0, checkpoint, make_batch
 
 QUERY = EventQuery(
@@ -23,13 +24,6 @@ QUERY = EventQuery(
     datetime(2023, 12, 1, tzinfo=UTC),
     package_ids=("pkg",),
 )
-
-
-def _shown(limit: str) -> str:
-    """How DuckDB shows a memory limit it was given as ``limit``."""
-    with duckdb.connect(config={"memory_limit": limit}) as con:
-        shown: str = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-    return shown
 
 
 def _limit(store: DuckDBEventStore) -> str:

@@ -1023,24 +1023,6 @@ class DuckDBEventStore:
             raise EventStoreError("the event store is closed")
         return self._con
 
-    @contextlib.contextmanager
-    def _reader(self, query: EventQuery) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor of its own with the query's selection tables registered, closed after."""
-        with self._lock:
-            cursor = self._connection().cursor()
-            try:
-                self._pool.read_started(cursor)
-            except BaseException:
-                cursor.close()
-                raise
-        try:
-            for name, table in _selection_tables(query).items():
-                cursor.register(name, table)
-            yield cursor
-        finally:
-            cursor.close()
-            self._pool.read_ended()
-
     def _planned_windows(
         self, cursor: duckdb.DuckDBPyConnection, params: dict[str, object]
     ) -> Iterator[tuple[dict[str, object], int]]:
@@ -1064,8 +1046,8 @@ class DuckDBEventStore:
         fetched = [*names, *(key for key in _SORT_KEYS if key not in names)]
         listed = ", ".join(f"e.{_q(name)}" for name in fetched)
         statement = f"SELECT {listed} {_selected_from(fetched)}{_SELECTED_WHERE} {_IN_WINDOW}"
-        with self._reader(query) as cursor:
-            _run(cursor, "BEGIN TRANSACTION")  # one snapshot for the plan and every window
+        # One snapshot for the plan and every window.
+        with self._snapshot_readers(query, 1) as (cursor,):
             for window, rows in self._planned_windows(cursor, params):
                 if rows > self._window_rows:  # one hour holds more: DuckDB sorts (and spills)
                     ordered = f"{statement} ORDER BY e.time, e.id"
@@ -1170,13 +1152,12 @@ class DuckDBEventStore:
         try:
             with self._lock:
                 connection = self._connection()
-                for _ in range(count):
-                    cursors.append(connection.cursor())
-                    if not reading:  # the full memory limit, before anything is read
-                        self._pool.read_started(cursors[0])
-                        reading = True
-                    _run(cursors[-1], "BEGIN TRANSACTION")
-                    _run(cursors[-1], f"SELECT count(*) FROM {EVENTS_TABLE} WHERE false")
+                cursors.extend(connection.cursor() for _ in range(count))
+                self._pool.read_started(cursors[0])  # the full memory limit, before any read
+                reading = True
+                for cursor in cursors:
+                    _run(cursor, "BEGIN TRANSACTION")
+                    _run(cursor, f"SELECT count(*) FROM {EVENTS_TABLE} WHERE false")
             for cursor in cursors:
                 for name, table in _selection_tables(query).items():
                     cursor.register(name, table)
