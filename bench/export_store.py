@@ -37,7 +37,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from eventport.events.duckdb_store import DuckDBEventStore
+from eventport.events.duckdb_store import ROW_GROUP_ROWS, DuckDBEventStore
 from eventport.events.postgres_store import PostgresEventStore
 from eventport.events.schema import COLUMN_NAMES, Batch, Checkpoint
 from eventport.events.store import EventStore, libpq_url
@@ -267,7 +267,7 @@ def bench_duckdb(args: argparse.Namespace) -> None:
         store = DuckDBEventStore(path, threads=args.duckdb_threads)
         print(f"DuckDB, {args.events:,} events (threads={args.duckdb_threads or 'default'})")
         try:
-            bench_store(store, args.events, 122_880, args.ordered)
+            bench_store(store, args.events, ROW_GROUP_ROWS, args.ordered)
         finally:
             store.close()
 

@@ -1,10 +1,10 @@
 """How an embedded store's per-batch work grows with the events it holds.
 
-Fills a DuckDB event store in a temporary directory with batches of 122,880 new events (random
-UUID ids, the row columns an import writes) and prints, at the stored sizes asked for, how long
-the batch's ``existing_ids`` look-up and its ``write_batch`` took: the median of the last 8
-batches (single batches jump when DuckDB checkpoints). Only those two calls are timed, not
-making the batches.
+Fills a DuckDB event store in a temporary directory with batches of new events, a row group
+(``ROW_GROUP_ROWS``) each (random UUID ids, the row columns an import writes), and prints, at
+the stored sizes asked for, how long the batch's ``existing_ids`` look-up and its
+``write_batch`` took: the median of the last 8 batches (single batches jump when DuckDB
+checkpoints). Only those two calls are timed, not making the batches.
 
     .venv/bin/python bench/growing_store.py                        # to 20.4M, 64 MB id filter
     .venv/bin/python bench/growing_store.py --id-filter-mb 128
@@ -25,10 +25,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from eventport.events.batch import AGENT_SCHEMA, PLACE_SCHEMA, ROW_SCHEMA, EventBatch
-from eventport.events.duckdb_store import DuckDBEventStore
+from eventport.events.duckdb_store import ROW_GROUP_ROWS, DuckDBEventStore
 from eventport.events.schema import Checkpoint
 
-BATCH = 122_880
+BATCH = ROW_GROUP_ROWS  # what an import writes
 START = 1_700_000_000_000_000  # microseconds
 
 

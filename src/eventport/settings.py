@@ -80,11 +80,12 @@ class Settings(BaseSettings):
         "10M-event store; at 48: a 10-day export of it).",
     )
     duckdb_write_memory_mb: int = Field(
-        64,
+        40,
         ge=16,
         description="The DuckDB buffer pool's limit (MB) while no export or aggregate runs, "
         "which imports write within: DuckDB keeps the blocks it writes cached up to its limit. "
-        "At 64 a 5M-event import's peak is ~55 MB lower than at 128, at the same speed. At or "
+        "At 40 a 5M-event import's peak is ~20 MB lower than at 64 and ~75 MB lower than at "
+        "128, at about the same speed (an import's batch, as DuckDB holds it, is ~27 MB). At or "
         "above EVENTPORT_DUCKDB_MEMORY_MB: the pool keeps that limit. A write that needs more "
         "gets the full limit from then on.",
     )

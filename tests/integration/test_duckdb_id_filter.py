@@ -124,6 +124,9 @@ def test_store_objects_of_one_file_share_its_filter(tmp_path: Path) -> None:
         write(other, ["a"], "3")
         assert other.count() == 1
         assert first.count() == 3
+        first.close()  # the file stays open for the other object of it
+        write(second, ["d"], "4", line=5)
+        assert versions(second) == {"a": "1", "b": "2", "c": "2", "d": "4"}
     finally:
         first.close()
         second.close()
@@ -132,7 +135,7 @@ def test_store_objects_of_one_file_share_its_filter(tmp_path: Path) -> None:
     store = open_store(tmp_path / "events.duckdb")
     try:
         assert store._shared is not first._shared
-        assert store.existing_ids("owner-a", ["c", "d"]) == {"c"}
+        assert store.existing_ids("owner-a", ["c", "e"]) == {"c"}
     finally:
         store.close()
 

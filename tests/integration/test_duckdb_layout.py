@@ -12,6 +12,7 @@ from eventport.events.duckdb_store import (
     _SQL_TYPES,
     AGENTS_TABLE,
     PLACES_TABLE,
+    ROW_GROUP_ROWS,
     ROWS_TABLE,
     DuckDBEventStore,
     _DimensionTexts,
@@ -232,7 +233,7 @@ def test_a_row_table_from_before_endpoint_keys_gets_the_column(tmp_path: Path) -
 
 
 def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: Path) -> None:
-    """Two batches of 125,000 (as earlier versions wrote: a whole row group and a small one
+    """Two batches of 125,000 (as earlier versions wrote: whole row groups and a small one
     each) with times out of order: after compact the same events are in time order, in whole
     row groups, with this version's column layout, in a new file no larger than the old, and
     the store goes on working."""
@@ -257,7 +258,8 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
     events, before, after = compact_file(tmp_path / "events.duckdb")
 
     # DuckDB merges the small row groups when the file is closed; their times stay mixed.
-    assert (events, after) == (250_000, 3)
+    whole, rest = divmod(250_000, ROW_GROUP_ROWS)
+    assert (events, after) == (250_000, whole + 1)
     assert before >= 3
     assert (tmp_path / "events.duckdb").stat().st_size <= size_before  # a new file, not grown
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.duckdb"]
@@ -268,7 +270,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         con = store._connection()
         times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
         assert times == sorted(times)  # stored in time order
-        assert row_group_sizes(con) == [122_880, 122_880, 4_240]
+        assert row_group_sizes(con) == [ROW_GROUP_ROWS] * whole + [rest]
         assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
         stored = store.checkpoint("import-1")  # checkpoints came along
         assert stored is not None

@@ -221,13 +221,13 @@ def test_the_configured_write_limit_reaches_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EVENTPORT_DATABASE_URL", raising=False)
-    monkeypatch.setenv("EVENTPORT_DUCKDB_WRITE_MEMORY_MB", "40")
+    monkeypatch.setenv("EVENTPORT_DUCKDB_WRITE_MEMORY_MB", "56")
     store = open_configured_event_store(Settings(data_dir=tmp_path, workers=0))
     try:
         assert isinstance(store, DuckDBEventStore)
         assert _limit(store) == _shown("128MB")
         _write(store, 0)
-        assert _limit(store) == _shown("40MB")
+        assert _limit(store) == _shown("56MB")
     finally:
         store.close()
     with pytest.raises(ValueError, match="duckdb_write_memory_mb"):

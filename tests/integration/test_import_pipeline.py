@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from eventport.events.duckdb_store import ROW_GROUP_ROWS
 from eventport.settings import Settings
 from tests.conftest import Server, running_server, truncate_all
 from tests.importing import counts, full_log, setup_package, start, wait_finished
@@ -304,7 +305,7 @@ def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
 
 def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path: Path) -> None:
     """Batches of exactly the store's preferred size (worker.slice_lines): DuckDB then keeps
-    each batch as one row group of 122,880, with no small ones left between them to merge
+    each batch as one row group (ROW_GROUP_ROWS), with no small ones left between them to merge
     (which left the file twice the size of its data)."""
     if not backend.startswith("sqlite"):
         pytest.skip("row groups are the DuckDB store's")
@@ -313,7 +314,7 @@ def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path:
         truncate_all(control)
         alice = server.user("alice")
         package_id = setup_package(alice, "alice")
-        lines = 2 * 122_880 + 7
+        lines = 2 * ROW_GROUP_ROWS + 7
         body = b"".join(b'{"$time":%d}\n' % (1_717_200_000 + i) for i in range(lines))
         started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
         done = wait_finished(alice, "alice", started["id"])
@@ -322,4 +323,4 @@ def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path:
         with store._lock:  # the store's one connection, between writes
             sizes = row_group_sizes(store._connection())
         alice.close()
-    assert sizes == [122_880, 122_880, 7]
+    assert sizes == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 7]

@@ -618,6 +618,40 @@ def _added_up(shards: list[pa.Table]) -> pa.Table:
     return summed.cast(whole.schema)
 
 
+#: Rows in a row group of the file, and in an import's batch (each batch is one row group). Half
+#: DuckDB's default of 122,880: a batch being written is held twice, as Arrow columns and as
+#: DuckDB's rows before it compresses them, and half the rows hold half of both. Measured on 5M
+#: enriched events over HTTP: the server's peak ~60 MB lower, at the same speed (see
+#: docs/performance.md). A setting of the attached file, not kept in it: row groups written
+#: before keep their size.
+ROW_GROUP_ROWS = 61_440
+_FILE = "eventport_events"  # the events file, as attached to the store's connection
+
+
+def _open_file(
+    path: Path, config: dict[str, str | bool | int | float | list[str]]
+) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is the file at ``path`` (created if missing), with
+    rows grouped by :data:`ROW_GROUP_ROWS`: attached to an in-memory database, since only
+    ATTACH takes a row group size. DuckDB spills to ``<file>.tmp``, as for a file it opens."""
+    con = duckdb.connect(config={**config, "temp_directory": f"{path}.tmp"})
+    try:
+        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_FILE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        _run(con, f"USE {_FILE}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``con`` (a connection of its own to the same database) reading the file:
+    a new cursor's default database is the in-memory one."""
+    cursor = con.cursor()
+    _run(cursor, f"USE {_FILE}")
+    return cursor
+
+
 class DuckDBEventStore:
     """The event store in one DuckDB file; see the module docstring."""
 
@@ -626,9 +660,9 @@ class DuckDBEventStore:
         multi_process=False,
         parallel_writes=False,
         time_partitions=False,
-        # One DuckDB row group: such a batch is compressed straight into the file, skipping the
-        # write-ahead log (~25% faster than half as many). As Arrow columns it is ~60 MB.
-        preferred_batch_rows=122_880,
+        # One row group of the file: such a batch is compressed straight into it, skipping the
+        # write-ahead log (twice as fast as a batch of half a row group).
+        preferred_batch_rows=ROW_GROUP_ROWS,
         text_allows_nul=True,
     )
 
@@ -664,16 +698,14 @@ class DuckDBEventStore:
         self.path = path
         self._memory_limit = memory_limit
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._shared = _share_file(path)
         config: dict[str, str | bool | int | float | list[str]] = {
             "threads": threads or default_threads(),
             "memory_limit": memory_limit,
             "checkpoint_threshold": checkpoint_threshold,
         }
         try:
-            self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(str(path), config=config)
+            self._shared, con = _share_file(path, config)
         except duckdb.IOException as exc:
-            _unshare_file(self._shared)
             if "lock" in str(exc).lower():
                 raise EventStoreError(
                     f"the event store {path} is open in another process: the embedded (DuckDB) "
@@ -681,6 +713,7 @@ class DuckDBEventStore:
                     f"it first, or use PostgreSQL ({exc})"
                 ) from exc
             raise
+        self._con: duckdb.DuckDBPyConnection | None = con
         self._lock = self._shared.lock  # one transaction at a time on the file
         if self._shared.pool is None:  # the first store object's limits are the database's
             self._shared.pool = PoolLimit(memory_limit, write_memory_limit)
@@ -713,8 +746,8 @@ class DuckDBEventStore:
     def _create_tables(self, con: duckdb.DuckDBPyConnection) -> None:
         wide = _run(
             con,
-            "SELECT table_type FROM information_schema.tables "
-            "WHERE table_schema = current_schema() AND table_name = ?",
+            "SELECT table_type FROM information_schema.tables WHERE table_catalog = "
+            "current_database() AND table_schema = current_schema() AND table_name = ?",
             [EVENTS_TABLE],
         )
         old = bool(wide) and wide[0][0] == "BASE TABLE"  # a file from before the row tables
@@ -787,7 +820,7 @@ class DuckDBEventStore:
         with self._lookup_lock:
             if self._lookup is None:
                 with self._lock:
-                    self._lookup = self._connection().cursor()
+                    self._lookup = _cursor(self._connection())
             cursor = self._lookup
             cursor.register(_IDS_VIEW, table)
             try:
@@ -1152,7 +1185,7 @@ class DuckDBEventStore:
         try:
             with self._lock:
                 connection = self._connection()
-                cursors.extend(connection.cursor() for _ in range(count))
+                cursors.extend(_cursor(connection) for _ in range(count))
                 self._pool.read_started(cursors[0])  # the full memory limit, before any read
                 reading = True
                 for cursor in cursors:
@@ -1264,12 +1297,14 @@ class DuckDBEventStore:
 
 
 class _SharedFile:
-    """What the store objects of one file in this process share (DuckDB lets several connect
-    to one file in a process): the lock that makes writes one transaction at a time, and the
-    filter of stored ids, which must see every write."""
+    """What the store objects of one file in this process share: the database (the first
+    object's connection, which each object takes a cursor of: a file is attached once per
+    process), the lock that makes writes one transaction at a time, and the filter of stored
+    ids, which must see every write. The first object's settings are the database's."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, database: duckdb.DuckDBPyConnection) -> None:
         self.name = name
+        self.database = database
         self.lock = threading.Lock()
         self.ids: IdFilter | None = None  # built on first use, under the lock
         self.pool: PoolLimit | None = None  # the database's memory limit now
@@ -1280,23 +1315,29 @@ _SHARED_FILES: dict[str, _SharedFile] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _share_file(path: Path) -> _SharedFile:
+def _share_file(
+    path: Path, config: dict[str, str | bool | int | float | list[str]]
+) -> tuple[_SharedFile, duckdb.DuckDBPyConnection]:
+    """The file's shared state, opening it with ``config`` if this process has not, and a
+    cursor of its database for one store object."""
     name = str(path.resolve())
     with _SHARED_LOCK:
         shared = _SHARED_FILES.get(name)
         if shared is None:
-            shared = _SHARED_FILES[name] = _SharedFile(name)
+            shared = _SHARED_FILES[name] = _SharedFile(name, _open_file(path, config))
+        cursor = _cursor(shared.database)
         shared.users += 1
-        return shared
+        return shared, cursor
 
 
 def _unshare_file(shared: _SharedFile) -> None:
-    """The last user gone, the file's state goes too: another process may change the file
-    before it is opened here again."""
+    """The last user gone, the file is closed (DuckDB folds its log into it) and its state
+    goes too: another process may change the file before it is opened here again."""
     with _SHARED_LOCK:
         shared.users -= 1
         if shared.users == 0:
             _SHARED_FILES.pop(shared.name, None)
+            shared.database.close()
 
 
 def _aggregate_rows(
