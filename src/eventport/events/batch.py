@@ -1,7 +1,7 @@
 """A batch of events as the import pipeline hands it to a store: places and agents once each.
 
 Of an event's columns, eleven describe where its address is (location, network owner, cloud)
-and five what its user agent is (platform, client, ...). A batch of 122,880 events holds a few
+and five what its user agent is (platform, client, ...). A batch of 61,440 events holds a few
 thousand distinct places and a handful of agents, so an :class:`EventBatch` carries each once,
 in a table of its own, and every event names its place and agent by a key. Writing a column
 costs a store about as much whatever it holds (DuckDB: ~70 ns an event for a low-cardinality

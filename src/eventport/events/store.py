@@ -73,9 +73,9 @@ class StoreCapabilities:
     time_partitions: bool
     #: Text columns may hold U+0000. PostgreSQL text cannot: such a batch fails as a whole.
     text_allows_nul: bool
-    #: Batch size this backend writes fastest. Any size works; for DuckDB, a batch of at least
-    #: one row group (122,880 rows) is compressed straight into the file instead of going
-    #: through the write-ahead log (measured ~1.3x the rows/s of 50,000-row batches).
+    #: Batch size this backend writes fastest. Any size works; for DuckDB, a batch of one row
+    #: group (``duckdb_store.ROW_GROUP_ROWS``) is compressed straight into the file instead of
+    #: going through the write-ahead log (twice the rows/s of a batch of half a row group).
     preferred_batch_rows: int
 
 

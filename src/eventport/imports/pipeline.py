@@ -38,7 +38,7 @@ from eventport.positions import (
 ARTIFACT_NOT_FOUND = "artifact-not-found"
 # Remembered per import (~90 B an address in Arrow columns, ~35 B an origin pair in
 # positions.RememberedDigests); each cleared when full. An address book holds at least a
-# batch's addresses (122,880 at most).
+# batch's addresses (a batch's events at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
