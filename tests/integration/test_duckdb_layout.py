@@ -11,8 +11,8 @@ import duckdb
 from eventport.events.duckdb_store import (
     _SQL_TYPES,
     AGENTS_TABLE,
+    COMPACTED_ROW_GROUP_ROWS,
     PLACES_TABLE,
-    ROW_GROUP_ROWS,
     ROWS_TABLE,
     DuckDBEventStore,
     _DimensionTexts,
@@ -258,7 +258,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
     events, before, after = compact_file(tmp_path / "events.duckdb")
 
     # DuckDB merges the small row groups when the file is closed; their times stay mixed.
-    whole, rest = divmod(250_000, ROW_GROUP_ROWS)
+    whole, rest = divmod(250_000, COMPACTED_ROW_GROUP_ROWS)
     assert (events, after) == (250_000, whole + 1)
     assert before >= 3
     assert (tmp_path / "events.duckdb").stat().st_size <= size_before  # a new file, not grown
@@ -270,7 +270,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         con = store._connection()
         times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
         assert times == sorted(times)  # stored in time order
-        assert row_group_sizes(con) == [ROW_GROUP_ROWS] * whole + [rest]
+        assert row_group_sizes(con) == [COMPACTED_ROW_GROUP_ROWS] * whole + [rest]
         assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
         stored = store.checkpoint("import-1")  # checkpoints came along
         assert stored is not None

@@ -625,18 +625,22 @@ def _added_up(shards: list[pa.Table]) -> pa.Table:
 #: docs/performance.md). A setting of the attached file, not kept in it: row groups written
 #: before keep their size.
 ROW_GROUP_ROWS = 61_440
+#: Rows in a row group of a file ``eventport compact`` writes: DuckDB's default. Reads of such a
+#: file are ~8% faster (31-day CSV export and daily aggregate of 10M events, against row groups
+#: of ROW_GROUP_ROWS), and compaction holds no import's batches.
+COMPACTED_ROW_GROUP_ROWS = 122_880
 _FILE = "eventport_events"  # the events file, as attached to the store's connection
 
 
 def _open_file(
-    path: Path, config: dict[str, str | bool | int | float | list[str]]
+    path: Path, config: dict[str, str | bool | int | float | list[str]], row_group_rows: int
 ) -> duckdb.DuckDBPyConnection:
     """A connection whose default database is the file at ``path`` (created if missing), with
-    rows grouped by :data:`ROW_GROUP_ROWS`: attached to an in-memory database, since only
+    new rows grouped by ``row_group_rows``: attached to an in-memory database, since only
     ATTACH takes a row group size. DuckDB spills to ``<file>.tmp``, as for a file it opens."""
     con = duckdb.connect(config={**config, "temp_directory": f"{path}.tmp"})
     try:
-        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_FILE} (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_FILE} (ROW_GROUP_SIZE {row_group_rows})")
         _run(con, f"USE {_FILE}")
     except BaseException:
         con.close()
@@ -678,6 +682,7 @@ class DuckDBEventStore:
         export_workers: int | None = None,
         id_filter_bytes: int = 64 << 20,
         aggregate_events: int | None = None,
+        row_group_rows: int = ROW_GROUP_ROWS,
     ) -> None:
         """Open (creating if needed) the file at ``path``.
 
@@ -692,8 +697,11 @@ class DuckDBEventStore:
         ``id_filter_bytes`` caps the memory of the filter of stored ids (events/id_filter.py);
         0: no filter. ``aggregate_events``: the most events one part of an aggregate counts at
         a time (see :meth:`_aggregate_in_parts`); by default what ``memory_limit`` holds.
+        ``row_group_rows``: the rows of a row group written from now on (a multiple of 2,048;
+        imports write batches of :data:`ROW_GROUP_ROWS`, which makes whole row groups of them).
 
-        Objects of one file in a process share its write lock and id filter.
+        Objects of one file in a process share its database (the first one's settings), its
+        write lock and id filter.
         """
         self.path = path
         self._memory_limit = memory_limit
@@ -704,7 +712,7 @@ class DuckDBEventStore:
             "checkpoint_threshold": checkpoint_threshold,
         }
         try:
-            self._shared, con = _share_file(path, config)
+            self._shared, con = _share_file(path, config, row_group_rows)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise EventStoreError(
@@ -1316,7 +1324,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _share_file(
-    path: Path, config: dict[str, str | bool | int | float | list[str]]
+    path: Path, config: dict[str, str | bool | int | float | list[str]], row_group_rows: int
 ) -> tuple[_SharedFile, duckdb.DuckDBPyConnection]:
     """The file's shared state, opening it with ``config`` if this process has not, and a
     cursor of its database for one store object."""
@@ -1324,7 +1332,8 @@ def _share_file(
     with _SHARED_LOCK:
         shared = _SHARED_FILES.get(name)
         if shared is None:
-            shared = _SHARED_FILES[name] = _SharedFile(name, _open_file(path, config))
+            database = _open_file(path, config, row_group_rows)
+            shared = _SHARED_FILES[name] = _SharedFile(name, database)
         cursor = _cursor(shared.database)
         shared.users += 1
         return shared, cursor
@@ -1359,8 +1368,9 @@ _OLD_EVENTS = "events_before_row_tables"
 
 def compact_file(path: Path) -> tuple[int, int, int]:
     """Rewrite the embedded store at ``path`` into a new file, events in time order and whole
-    row groups, with this version's layout; the new file then replaces the old one: (events,
-    row groups before, after). No process may have the store open (the server stopped).
+    row groups (of :data:`COMPACTED_ROW_GROUP_ROWS`), with this version's layout; the new file
+    then replaces the old one: (events, row groups before, after). No process may have the
+    store open (the server stopped).
 
     Events imported out of time order, or by an earlier version that left partial row groups,
     make every export and aggregate read more of the table than its time range (each row
@@ -1378,7 +1388,7 @@ def compact_file(path: Path) -> tuple[int, int, int]:
         before = _row_groups(old._connection())
     finally:
         old.close()
-    fresh = DuckDBEventStore(fresh_path)
+    fresh = DuckDBEventStore(fresh_path, row_group_rows=COMPACTED_ROW_GROUP_ROWS)
     try:
         fresh.setup()
         con = fresh._connection()
