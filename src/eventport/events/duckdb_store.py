@@ -630,17 +630,21 @@ ROW_GROUP_ROWS = 61_440
 #: of ROW_GROUP_ROWS), and compaction holds no import's batches.
 COMPACTED_ROW_GROUP_ROWS = 122_880
 _FILE = "eventport_events"  # the events file, as attached to the store's connection
+_Config = dict[str, str | bool | int | float | list[str]]  # a DuckDB database's settings
 
 
-def _open_file(
-    path: Path, config: dict[str, str | bool | int | float | list[str]], row_group_rows: int
-) -> duckdb.DuckDBPyConnection:
+def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, options: str) -> None:
+    """ATTACH the DuckDB file at ``path`` to ``con`` as ``alias``, with ``options``."""
+    _run(con, f"ATTACH '{_sql_text(str(path))}' AS {alias} ({options})")
+
+
+def _open_file(path: Path, config: _Config, row_group_rows: int) -> duckdb.DuckDBPyConnection:
     """A connection whose default database is the file at ``path`` (created if missing), with
     new rows grouped by ``row_group_rows``: attached to an in-memory database, since only
     ATTACH takes a row group size. DuckDB spills to ``<file>.tmp``, as for a file it opens."""
     con = duckdb.connect(config={**config, "temp_directory": f"{path}.tmp"})
     try:
-        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_FILE} (ROW_GROUP_SIZE {row_group_rows})")
+        _attach(con, path, _FILE, f"ROW_GROUP_SIZE {row_group_rows}")
         _run(con, f"USE {_FILE}")
     except BaseException:
         con.close()
@@ -706,7 +710,7 @@ class DuckDBEventStore:
         self.path = path
         self._memory_limit = memory_limit
         path.parent.mkdir(parents=True, exist_ok=True)
-        config: dict[str, str | bool | int | float | list[str]] = {
+        config: _Config = {
             "threads": threads or default_threads(),
             "memory_limit": memory_limit,
             "checkpoint_threshold": checkpoint_threshold,
@@ -1324,7 +1328,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _share_file(
-    path: Path, config: dict[str, str | bool | int | float | list[str]], row_group_rows: int
+    path: Path, config: _Config, row_group_rows: int
 ) -> tuple[_SharedFile, duckdb.DuckDBPyConnection]:
     """The file's shared state, opening it with ``config`` if this process has not, and a
     cursor of its database for one store object."""
@@ -1392,7 +1396,7 @@ def compact_file(path: Path) -> tuple[int, int, int]:
     try:
         fresh.setup()
         con = fresh._connection()
-        _run(con, f"ATTACH '{_sql_text(str(path))}' AS {_OLD_STORE} (READ_ONLY)")
+        _attach(con, path, _OLD_STORE, "READ_ONLY")
         try:
             for table in (PLACES_TABLE, AGENTS_TABLE, CHECKPOINTS_TABLE):
                 names = ", ".join(_q(n) for n in _columns_in_order(con, table))
