@@ -6,13 +6,14 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from eventport.events.duckdb_pool import PoolLimit, set_memory_limit, size_bytes
 from eventport.events.duckdb_store import DuckDBEventStore
-from eventport.events.store import open_configured_event_store
+from eventport.events.store import EventStoreError, open_configured_event_store
 from eventport.export.query import EventQuery
 from eventport.settings import Settings
 from tests.integration.test_duckdb_memory_setting import _shown
@@ -130,15 +131,30 @@ def test_an_abandoned_read_keeps_the_full_limit_until_it_is_closed(tmp_path: Pat
         store.close()
 
 
+def _at_write_limit(store: DuckDBEventStore) -> bool:
+    # In the write's transaction, under the write lock: the store's own connection.
+    found = store._connection().execute("SELECT current_setting('memory_limit')").fetchone()
+    return store._pool.writing is not None and found == (_shown(store._pool.writing),)
+
+
 class _Tight(DuckDBEventStore):
     """A store whose writes run out of memory while the database is at its write limit, as
     DuckDB does when a batch's rows need more than that (DuckDB spills most of what a write
-    holds, so no small test batch makes it run out for real)."""
+    holds, so no small test batch makes it run out for real): in the inserts, before the rows
+    are in."""
+
+    def _delete_replaced(self, con: duckdb.DuckDBPyConnection, *args: Any) -> None:
+        if _at_write_limit(self):
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate")
+        super()._delete_replaced(con, *args)
+
+
+class _TightCommit(DuckDBEventStore):
+    """A store whose commits run out of memory at the write limit: after the batch's tables
+    were let go (see DuckDBEventStore._write_transaction)."""
 
     def _before_commit(self) -> None:
-        # In the write's transaction, under the write lock: its own connection.
-        found = self._connection().execute("SELECT current_setting('memory_limit')").fetchone()
-        if self._pool.writing is not None and found == (_shown(self._pool.writing),):
+        if _at_write_limit(self):
             raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate")
 
 
@@ -162,11 +178,34 @@ def test_a_write_that_runs_out_of_the_write_limit_gets_the_full_one(
         store.close()
 
 
+def test_a_commit_that_runs_out_of_the_write_limit_fails_and_widens_the_limit(
+    tmp_path: Path,
+) -> None:
+    """The batch's tables were let go when its rows went in, so the write is not made again
+    with nothing: it fails, leaving nothing, and the import's next attempt (which resumes from
+    the checkpoint) writes at the full limit."""
+    store = _TightCommit(
+        tmp_path / "events.duckdb", memory_limit="512MB", write_memory_limit="16MB"
+    )
+    try:
+        store.setup()
+        with pytest.raises(EventStoreError, match="resumes from its last checkpoint"):
+            _write(store, 0, 1_000)
+        assert store.count(owner_id="owner-a") == 0
+        assert store.checkpoint("import-1") is None
+        assert _limit(store) == _shown("512MB")
+        _write(store, 0, 1_000)  # the next attempt: whole, at the full limit
+        assert store.count(owner_id="owner-a") == 1_000
+        assert store.checkpoint("import-1") == checkpoint(line=1_001)
+    finally:
+        store.close()
+
+
 def test_a_write_that_runs_out_of_the_full_limit_fails(tmp_path: Path) -> None:
     """Nothing to widen: the error goes to the import (which records the failed attempt)."""
 
     class Failing(DuckDBEventStore):
-        def _before_commit(self) -> None:
+        def _delete_replaced(self, con: duckdb.DuckDBPyConnection, *args: Any) -> None:
             raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate")
 
     store = Failing(tmp_path / "events.duckdb", memory_limit="128MB", write_memory_limit="32MB")

@@ -516,6 +516,30 @@ def _run(
     return con.execute(query, params).fetchall()
 
 
+class _BatchTables:
+    """A batch's tables (by the name each is registered under) for its write transaction,
+    which lets go of them once their rows are in (see DuckDBEventStore._write_transaction)."""
+
+    def __init__(self, tables: list[tuple[str, pa.Table]]) -> None:
+        self.tables = tables
+        self.let_go = False
+        self._registered: list[str] = []
+
+    def register(self, con: duckdb.DuckDBPyConnection) -> None:
+        for name, table in self.tables:
+            con.register(name, table)
+            self._registered.append(name)
+
+    def unregister(self, con: duckdb.DuckDBPyConnection) -> None:
+        while self._registered:
+            con.unregister(self._registered.pop())
+
+    def let_go_of(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.unregister(con)
+        self.tables = []
+        self.let_go = True
+
+
 def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
     """The batch's rows with the halves of their id, origin and endpoint keys (events/keys.py),
     and without the origin and endpoint texts the keys spell (see _SPELLED)."""
@@ -857,46 +881,52 @@ class DuckDBEventStore:
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
         checked = checked_batch(owner_id, batch)  # outside the lock: plain CPU work
+        del batch  # the tables are let go once their rows are in (see _write_transaction)
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
-        registered = (
-            (
+        tables = _BatchTables(
+            [
                 (_BATCH_VIEW, _with_keys(owner_id, checked.rows, self._id_keys)),
                 (_BATCH_PLACES, checked.places),
                 (_BATCH_AGENTS, checked.agents),
-            )
+            ]
             if checked.num_rows
-            else ()
+            else []
         )
+        del checked
         with self._lock:
             con = self._connection()
-            ids = self._id_filter(con) if registered else None
+            ids = self._id_filter(con) if tables.tables else None
             self._pool.before_write(lambda limit: set_memory_limit(con, limit))
-            self._widening(con, lambda: self._write_transaction(con, registered, ids, values))
-
-    def _widening(self, cursor: duckdb.DuckDBPyConnection, attempt: Callable[[], T]) -> T:
-        """``attempt()`` (a write's, or an import's look-up), made again at the full memory
-        limit if it ran out of the write limit (see events/duckdb_pool.py)."""
-        try:
-            return attempt()
-        except duckdb.OutOfMemoryException:
-            if not self._pool.widen(lambda limit: set_memory_limit(cursor, limit)):
-                raise  # the full limit was not enough either
-            return attempt()
+            self._widening(con, lambda: self._write_transaction(con, tables, ids, values))
 
     def _write_transaction(
         self,
         con: duckdb.DuckDBPyConnection,
-        registered: Sequence[tuple[str, pa.Table]],
+        batch: _BatchTables,
         ids: IdFilter | None,
         values: list[object],
     ) -> None:
         """``write_batch``'s transaction (under the write lock): the batch's places, agents and
-        rows (replacing stored events of the same ids) and the import's checkpoint."""
+        rows (replacing stored events of the same ids) and the import's checkpoint.
+
+        Once the rows are in, the batch's tables are let go of, before the commit: DuckDB
+        holds the rows by then, and the commit (which compresses them, most of a write's time)
+        runs while the next batch is built, which can take the Arrow memory they held (~25 MB a
+        batch; measured, the 5M-event import's peak 10-15 MB lower). So a commit that runs out
+        of the write limit cannot be made again with the batch: the limit is widened all the
+        same (:meth:`_widening`) and the write fails; the import's next attempt resumes from its
+        checkpoint at the full limit. Running out before the commit (in the inserts, which hold
+        the most) is made again at once, whole.
+        """
+        if batch.let_go:
+            raise EventStoreError(
+                "the batch ran out of memory in its commit and cannot be written again; "
+                "the import resumes from its last checkpoint at the full memory limit"
+            )
         _run(con, "BEGIN TRANSACTION")
         try:
-            for name, table in registered:
-                con.register(name, table)
-            if registered:
+            batch.register(con)
+            if batch.tables:
                 for (table, key, _), source in zip(
                     _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
                 ):
@@ -909,7 +939,7 @@ class DuckDBEventStore:
                         f"(SELECT {key} FROM {table} WHERE {key} IN "
                         f"(SELECT {key} FROM {source}))",
                     )
-                keyed = registered[0][1]
+                keyed = batch.tables[0][1]
                 self._delete_replaced(con, keyed, ids)
                 _run(
                     con,
@@ -919,6 +949,8 @@ class DuckDBEventStore:
                 )
                 if ids is not None:  # before the commit: the filter never misses a key
                     ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
+                del keyed
+                batch.let_go_of(con)
             _run(con, _UPSERT_CHECKPOINT, values)
             self._before_commit()
             _run(con, "COMMIT")
@@ -928,8 +960,17 @@ class DuckDBEventStore:
                 _run(con, "ROLLBACK")
             raise
         finally:
-            for name, _ in registered:
-                con.unregister(name)
+            batch.unregister(con)
+
+    def _widening(self, cursor: duckdb.DuckDBPyConnection, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (a write's, or an import's look-up), made again at the full memory
+        limit if it ran out of the write limit (see events/duckdb_pool.py)."""
+        try:
+            return attempt()
+        except duckdb.OutOfMemoryException:
+            if not self._pool.widen(lambda limit: set_memory_limit(cursor, limit)):
+                raise  # the full limit was not enough either
+            return attempt()
 
     def export_batches(
         self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536

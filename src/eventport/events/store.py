@@ -107,7 +107,10 @@ class EventStore(Protocol):
         batch and upsert the checkpoint. Raises :class:`ValueError` for a malformed batch
         (before anything is written); on any failure nothing of it is visible.
 
-        Ids must be unique within the batch (the caller guarantees it).
+        Ids must be unique within the batch (the caller guarantees it). A store may let go of
+        the batch's tables as soon as the transaction holds their rows (the embedded store does,
+        before its commit): a caller that keeps no reference of its own lets their memory be
+        used again while the commit runs.
         """
 
     def export_batches(

@@ -32,11 +32,12 @@ from eventport.control.secrets import ORIGIN_KEY, server_secret
 from eventport.domain.access import Access
 from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
+from eventport.events.batch import EventBatch
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
-from eventport.imports.pipeline import BatchResult, Lookups, Target, build_batch
+from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
 from eventport.settings import Settings
 
@@ -128,10 +129,19 @@ class _Pending:
 
 @dataclass
 class _Prepared:
-    """A built batch and the checkpoint it takes the import to."""
+    """A built batch, its log entries and the checkpoint it takes the import to."""
 
-    result: BatchResult
+    logs: list[LogEntry]
     checkpoint: Checkpoint
+    batch: EventBatch | None
+
+    def take_batch(self) -> EventBatch:
+        """The batch, which this item then no longer holds: the store gets the only reference
+        and can let its memory go once the batch is written (see EventStore.write_batch)."""
+        batch, self.batch = self.batch, None
+        if batch is None:
+            raise RuntimeError("the batch was handed on already")
+        return batch
 
 
 class _Writer:
@@ -408,7 +418,7 @@ class ImportWorker:
             excluded=before.excluded + result.excluded,
             do_not_track=before.do_not_track + result.do_not_track,
         )
-        return _Prepared(result, checkpoint)
+        return _Prepared(result.logs, checkpoint, result.batch)
 
     def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
         """Log entries, then the events with their checkpoint in one transaction, then the
@@ -425,7 +435,7 @@ class ImportWorker:
             "events_count": checkpoint.imported,
             "failed_events_count": checkpoint.failed,
         }
-        logs = item.result.logs
+        logs = item.logs
         for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
             if stop.is_set():
                 return True
@@ -433,7 +443,7 @@ class ImportWorker:
         if stop.is_set():
             return True
         self._log(row.id, [], progress)
-        self.events.write_batch(row.owner_id, item.result.batch, checkpoint)
+        self.events.write_batch(row.owner_id, item.take_batch(), checkpoint)
         return self._record(row, checkpoint)
 
     def _lookups(self, row: Import) -> Lookups:
