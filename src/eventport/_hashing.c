@@ -144,6 +144,20 @@ static void finish(Blake2b *s, uint8_t *out, size_t outlen) {
     for (size_t i = 0; i < outlen; i++) out[i] = (uint8_t)(s->h[i >> 3] >> (8 * (i & 7)));
 }
 
+/* The keyed state with its key block compressed: where the digest of a non-empty message
+ * starts (the key block is then not the last one). Compressed once per call instead of once
+ * per digest, which halves the time of a one-block message (an origin id's address and agent,
+ * an endpoint id's address). */
+static void past_key(const Blake2b *keyed, Blake2b *out) {
+    *out = *keyed;
+    if (out->c == 128) {
+        out->t[0] += 128;
+        if (out->t[0] < 128) out->t[1]++;
+        compress(out, 0);
+        out->c = 0;
+    }
+}
+
 /* Whether count+1 int32 offsets lie in order within data (else a ValueError is set). */
 static int offsets_valid(const Py_buffer *offsets, const Py_buffer *data, Py_ssize_t count) {
     if (count < 0 || offsets->len < (Py_ssize_t)sizeof(int32_t) * (count + 1)) {
@@ -194,9 +208,10 @@ static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*y*y*n", &key, &person, &offsets, &data, &count)) return NULL;
     PyObject *result = NULL;
-    Blake2b keyed, s;
+    Blake2b keyed, started, s;
     if (!keyed_start(&key, &person, &keyed)) goto done;
     if (!offsets_valid(&offsets, &data, count)) goto done;
+    past_key(&keyed, &started);
     const int32_t *off = offsets.buf;
     result = PyBytes_FromStringAndSize(NULL, count * 32);
     if (!result) goto done;
@@ -204,8 +219,9 @@ static PyObject *hex_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     const uint8_t *bytes = data.buf;
     for (Py_ssize_t i = 0; i < count; i++) {
-        s = keyed;
-        update(&s, bytes + off[i], (size_t)(off[i + 1] - off[i]));
+        size_t n = (size_t)(off[i + 1] - off[i]);
+        s = n ? started : keyed; /* the empty text: its key block is its last */
+        update(&s, bytes + off[i], n);
         finish_hex(&s, out + 32 * i);
     }
     Py_END_ALLOW_THREADS
@@ -243,8 +259,9 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
                           &a_count, &b_offsets, &b_data, &b_count, &a_at, &b_at, &count))
         return NULL;
     PyObject *result = NULL;
-    Blake2b keyed, s;
+    Blake2b keyed, started, s;
     if (!keyed_start(&key, &person, &keyed)) goto done;
+    past_key(&keyed, &started); /* every message holds at least the newline */
     if (count < 0 || !offsets_valid(&a_offsets, &a_data, a_count) ||
         !offsets_valid(&b_offsets, &b_data, b_count) || !indices_valid(&a_at, count, a_count) ||
         !indices_valid(&b_at, count, b_count))
@@ -258,7 +275,7 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     static const uint8_t NEWLINE = '\n';
     for (Py_ssize_t i = 0; i < count; i++) {
-        s = keyed;
+        s = started;
         update(&s, a + a_off[ai[i]], (size_t)(a_off[ai[i] + 1] - a_off[ai[i]]));
         update(&s, &NEWLINE, 1);
         update(&s, b + b_off[bi[i]], (size_t)(b_off[bi[i] + 1] - b_off[bi[i]]));
