@@ -89,75 +89,24 @@ def hex_column(text: bytes | pa.Buffer, count: int, validity: pa.Buffer | None =
     return pa.Array.from_buffers(pa.string(), count, [validity, ends, data])
 
 
-class RememberedDigests:
-    """16-byte digests remembered by int64 key from one batch to the next (an import's origin
-    ids, by address and agent pair), and given back as hex text.
-
-    With the extension the keys live in a C table that lasts (``_hashing.KeyTable``): a look-up
-    costs the batch's keys, not the table's (Arrow's kernels, and :func:`index_of`, build their
-    table again from every key remembered on each call: at a million pairs that was more than
-    hashing the pairs again). The digests sit in one byte buffer, 16 bytes a key (the hex text
-    is made for each batch's events only). Without the extension, a dict.
-    """
-
-    def __init__(self) -> None:
-        self._table = _hashing.KeyTable() if _hashing is not None else None
-        self._positions: dict[int, int] = {}
-        self._digests = bytearray()
-
-    def __len__(self) -> int:
-        return len(self._digests) // 16
-
-    def clear(self) -> None:
-        if self._table is not None:
-            self._table.clear()
-        self._positions.clear()
-        self._digests = bytearray()
-
-    def find(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
-        """The int32 position of each key (int64), null where it is null or not remembered."""
-        if isinstance(keys, pa.ChunkedArray):
-            keys = keys.combine_chunks()
-        if self._table is None:
-            known = self._positions
-            return pa.array([known.get(k) for k in keys.to_pylist()], pa.int32())
-        array, data = int64_values(keys)
-        return _found(array, self._table.find(data, len(array)))
-
-    def add(self, keys: pa.Array, digests: bytes) -> None:
-        """Remember new keys (int64, distinct, none remembered, no nulls) with their digests,
-        16 bytes each in the same order."""
-        if keys.null_count or len(digests) != 16 * len(keys):
-            raise ValueError("16 bytes of digest for each key, and no missing key")
-        if self._table is None:
-            new = keys.to_pylist()
-            if len(set(new)) < len(new) or any(key in self._positions for key in new):
-                raise ValueError("a key is remembered already or given twice")
-            first = len(self)
-            self._positions.update((key, first + offset) for offset, key in enumerate(new))
-        else:
-            array, data = int64_values(keys)
-            self._table.add(data, len(array))
-        self._digests += digests
-
-    def hex_at(self, at: pa.Array) -> pa.Array:
-        """The hex text of the digest at each position (int32), null where it is null."""
-        count = len(at)
-        if self._table is None:
-            digests = self._digests
-            return pa.array(
-                [
-                    None if p is None else digests[16 * p : 16 * p + 16].hex()
-                    for p in at.to_pylist()
-                ],
-                pa.string(),
-            )
-        positions = pc.cast(pc.fill_null(at, -1) if at.null_count else at, pa.int32())
-        words = positions.buffers()[1].slice(positions.offset * 4, count * 4)
-        text = _hashing.hex_at(self._digests, 16, words, count)
-        # null where ``at`` is (a bitmap from offset 0, whatever the offset of ``at``)
-        validity = pc.is_valid(at).buffers()[1] if at.null_count else None
-        return hex_column(text, count, validity)
+def digests_hex_at(digests: bytes, at: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The hex text of the 16-byte digest (of ``digests``, one after the other) at each
+    position of ``at`` (int32 or int64), null where ``at`` is: origin ids from a batch's pair
+    digests. Only each event's hex text is made, in C where the extension is compiled."""
+    if isinstance(at, pa.ChunkedArray):
+        at = at.combine_chunks()
+    count = len(at)
+    if _hashing is None:
+        return pa.array(
+            [None if p is None else digests[16 * p : 16 * p + 16].hex() for p in at.to_pylist()],
+            pa.string(),
+        )
+    positions = pc.cast(pc.fill_null(at, -1) if at.null_count else at, pa.int32())
+    words = positions.buffers()[1].slice(positions.offset * 4, count * 4)
+    text = _hashing.hex_at(digests, 16, words, count)
+    # null where ``at`` is (a bitmap from offset 0, whatever the offset of ``at``)
+    validity = pc.is_valid(at).buffers()[1] if at.null_count else None
+    return hex_column(text, count, validity)
 
 
 class RememberedTexts:

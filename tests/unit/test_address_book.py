@@ -92,14 +92,13 @@ def test_origins_are_the_single_origins_and_survive_a_full_book(
     run: CountingEnrichment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pipeline, "_BOOK_MAX", 3)
-    monkeypatch.setattr(pipeline, "_ORIGINS_MAX", 4)
     book = AddressBook(run)
     batches = [
         (["8.8.8.8", "8.8.8.8", "1.1.1.1", None], ["curl/8", None, "curl/8", "curl/8"]),
         (["1.1.1.1", "9.9.9.9", "8.8.4.4", "8.8.8.8"], ["pip/24", "curl/8", "", "curl/8"]),
         (["8.8.8.8", "9.9.9.9", "1.1.1.1", "8.8.8.8"], ["a", "b", "c", "curl/8"]),
     ]
-    cleared = largest = pairs = 0
+    cleared = largest = 0
     for raw, agents in batches:
         before = book.raw
         rows = book.rows(pa.array(raw, pa.string()))
@@ -110,10 +109,8 @@ def test_origins_are_the_single_origins_and_survive_a_full_book(
             for address, agent in zip(raw, agents, strict=True)
         ]
         assert origins == want
-        # Full: cleared, yet a batch's own addresses and pairs always fit.
+        # Full: cleared, yet a batch's own addresses always fit.
         largest = max(largest, len({a for a in raw if a is not None}))
-        pairs = max(pairs, len({(a, g) for a, g in zip(raw, agents, strict=True) if a}))
         assert len(book.raw) <= max(3, largest)
-        assert len(book.origins_known) <= max(4, pairs)
         cleared += book.raw[: len(before)] != before
     assert cleared  # the book was cleared at least once

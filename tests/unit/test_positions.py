@@ -1,4 +1,4 @@
-"""positions.index_of, has_repeats, distinct and RememberedDigests: the C look-ups answer as
+"""positions.index_of, has_repeats, distinct and digests_hex_at: the C look-ups answer as
 Arrow and Python do."""
 
 from __future__ import annotations
@@ -112,45 +112,20 @@ def _digest(key: int) -> bytes:
 
 @pytest.mark.usefixtures("compiled")
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.one_of(st.none(), _int64), max_size=30), max_size=5))
-def test_remembered_digests_are_found_across_batches(batches: list[list[int | None]]) -> None:
-    known = positions.RememberedDigests()
-    remembered: list[int] = []
-    for batch in batches:
-        keys = pa.array(batch, pa.int64())[1:] if batch else pa.array([], pa.int64())
-        values = batch[1:]
-        at = known.find(keys)
-        assert at.to_pylist() == _first_positions(values, remembered)
-        new = [k for k in dict.fromkeys(v for v in values if v is not None) if k not in remembered]
-        known.add(pa.array(new, pa.int64()), b"".join(_digest(k) for k in new))
-        remembered += new
-        assert len(known) == len(remembered)
-        at = known.find(keys)
-        assert known.hex_at(at).to_pylist() == [
-            None if v is None else _digest(v).hex() for v in values
-        ]
-    known.clear()
-    assert len(known) == 0
-    assert known.find(pa.array(remembered, pa.int64())).null_count == len(remembered)
-
-
-@pytest.mark.usefixtures("compiled")
-def test_remembered_digests_refuse_what_they_cannot_keep() -> None:
-    known = positions.RememberedDigests()
-    known.add(pa.array([5, 7], pa.int64()), _digest(5) + _digest(7))
-    with pytest.raises(ValueError, match="16 bytes"):
-        known.add(pa.array([8], pa.int64()), b"short")
-    with pytest.raises(ValueError, match="16 bytes"):
-        known.add(pa.array([None], pa.int64()), _digest(0))
-    with pytest.raises(ValueError, match=r"remembered already|in the table"):
-        known.add(pa.array([9, 7], pa.int64()), _digest(9) + _digest(7))
-    assert len(known) == 2  # a refused call changes nothing
-    sliced = pa.array([None, 7, None, 5, 9], pa.int64())[1:]  # offsets and nulls
-    assert known.hex_at(known.find(sliced)).to_pylist() == [
-        _digest(7).hex(),
-        None,
-        _digest(5).hex(),
-        None,
+@given(
+    st.lists(_int64, max_size=20, unique=True),
+    st.lists(st.one_of(st.none(), st.integers(0, 19)), max_size=30),
+)
+def test_digests_are_given_as_hex_by_position(keys: list[int], wanted: list[int | None]) -> None:
+    digests = b"".join(_digest(k) for k in keys)
+    at_values = [None if p is None or not keys else p % len(keys) for p in wanted]
+    at = pa.array([0, *at_values], pa.int32())[1:]  # an offset, and nulls
+    assert positions.digests_hex_at(digests, at).to_pylist() == [
+        None if p is None else _digest(keys[p]).hex() for p in at_values
+    ]
+    chunked = pa.chunked_array([at[: len(at) // 2], at[len(at) // 2 :]], pa.int32())
+    assert positions.digests_hex_at(digests, chunked).to_pylist() == [
+        None if p is None else _digest(keys[p]).hex() for p in at_values
     ]
 
 

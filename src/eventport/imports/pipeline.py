@@ -27,8 +27,8 @@ from eventport.events.batch import (
 )
 from eventport.imports.records import LogEntry, failed_line_count
 from eventport.positions import (
-    RememberedDigests,
     RememberedTexts,
+    digests_hex_at,
     distinct,
     has_repeats,
     index_of,
@@ -36,18 +36,13 @@ from eventport.positions import (
 )
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-# Remembered per import (~90 B an address in Arrow columns, ~35 B an origin pair in
-# positions.RememberedDigests); each cleared when full. An address book holds at least a
-# batch's addresses (a batch's events at most).
+# Remembered per import (~90 B an address in Arrow columns); cleared when full. An address
+# book holds at least a batch's addresses (a batch's events at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
 _BOOK_MAX = 500_000  # distinct raw $remote_address texts
-# Origin pairs: 1,048,576 hold the benchmark's 5M events (100,000 addresses and 10 agents,
-# ~1M pairs); with 250,000 they were hashed again batch after batch (3 s of 17).
-_ORIGINS_MAX = 1_048_576  # distinct (address, user agent) pairs
-_AGENTS_MAX = 100_000  # distinct user agents numbered for the origin pairs
-_PAIR_SHIFT = 31  # an origin pair's key: address row << 31 | agent number
+_PAIR_SHIFT = 31  # a batch's origin pair: address row << 31 | the agent's place in the batch
 # Decoded columns that go on to the batch as they are (or to what builds it).
 _CARRIED = (
     "line",
@@ -129,8 +124,11 @@ class AddressBook:
     from the book by row (C++): no Python per address already seen, however many batches
     repeat it.
 
-    Origin ids are remembered the same way, by (address row, agent number) pair, so each pair is
-    hashed once per import. Everything is cleared when full (see ``_BOOK_MAX``).
+    Origin ids are hashed once per batch for each distinct (address, agent) pair: not
+    remembered from batch to batch. Remembering them (a table of the import's pairs, ~30 MB
+    at a million pairs) saved less than it cost once a pair's hash took ~0.15 us (measured on
+    5M enriched events, the benchmark's million pairs each met ~5 times: the same speed, a
+    peak ~25 MB lower). Everything is cleared when full (see ``_BOOK_MAX``).
     """
 
     def __init__(self, enrichment: ImportEnrichment | None) -> None:
@@ -145,13 +143,6 @@ class AddressBook:
         self.fields = {name: pa.array([], pa.string()) for name in ROW_PLACE_FIELDS}
         self.places = PLACE_SCHEMA.empty_table()
         self._place_keys: set[int] = set()  # those of self.places
-        self._forget_origins()
-
-    def _forget_origins(self) -> None:
-        """Origins name address rows and agent numbers: they go whenever either is cleared."""
-        self.agent_numbers: dict[str, int] = {}
-        self.agent_texts = pa.array([], pa.string())
-        self.origins_known = RememberedDigests()  # by pair key
 
     def rows(self, values: pa.Array) -> pa.Array:
         """The book's row (int32) of each of ``values`` (distinct raw addresses; null stays
@@ -202,36 +193,20 @@ class AddressBook:
 
     def origins(self, rows: pa.Array, agents: list[str | None], agent_at: pa.Array) -> pa.Array:
         """The origin id of each event's (address row, user agent ``agents[agent_at]``); null
-        where the row is."""
+        where the row is. Each distinct pair of the batch is hashed once."""
         enrichment = self.enrichment
         assert enrichment is not None, "origins are an enrichment's"
-        texts = [agent or "" for agent in agents]  # no agent hashes as an empty one
-        if len(self.agent_numbers) + len(texts) > _AGENTS_MAX:
-            self._forget_origins()
-        new = [a for a in dict.fromkeys(texts) if a not in self.agent_numbers]
-        for agent in new:
-            self.agent_numbers[agent] = len(self.agent_numbers)
-        if new:
-            self.agent_texts = _extended(self.agent_texts, new)
-        numbers = pa.array([self.agent_numbers[a] for a in texts], pa.int64()).take(agent_at)
-        pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), numbers)
-        known = self.origins_known
-        at = known.find(pair_key)  # per event; null: no row, or a new pair
-        unknown = pc.and_(pc.is_null(at), pc.is_valid(pair_key))
-        if pc.any(unknown).as_py():
-            missing = distinct(pc.filter(pair_key, unknown))
-            if len(known) + len(missing) > _ORIGINS_MAX:
-                known.clear()
-                missing = distinct(pair_key)
-            digests = enrichment.origin_digests_of(
-                self.canonical,
-                pc.shift_right(missing, _PAIR_SHIFT),
-                self.agent_texts,
-                pc.bit_wise_and(missing, (1 << _PAIR_SHIFT) - 1),
-            )
-            known.add(missing, digests)
-            at = known.find(pair_key)
-        return known.hex_at(at)
+        texts = pa.array([agent or "" for agent in agents], pa.string())  # none: hashes as ""
+        at = pc.cast(agent_at, pa.int64())
+        pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), at)
+        pairs = distinct(pair_key)  # nulls (no address row) left out
+        digests = enrichment.origin_digests_of(
+            self.canonical,
+            pc.shift_right(pairs, _PAIR_SHIFT),
+            texts,
+            pc.bit_wise_and(pairs, (1 << _PAIR_SHIFT) - 1),
+        )
+        return digests_hex_at(digests, index_of(pair_key, pairs))
 
 
 def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
