@@ -671,9 +671,9 @@ done:
 
 
 /* A table of distinct int64 keys, each with its position (the order added), that lasts from one
- * call to the next: an import's origin pairs, looked up batch after batch. The Positions above
- * over the keys it owns, kept and grown (its slots built again past half full) instead of built
- * again per call. */
+ * call to the next: the hashes of an import's raw addresses (positions.RememberedTexts), looked
+ * up batch after batch. The Positions above over the keys it owns, kept and grown (its slots
+ * built again past half full) instead of built again per call. */
 typedef struct {
     PyObject_HEAD
     int64_t *keys; /* by position; index.set */
