@@ -209,7 +209,7 @@ class ImportEnrichment:
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
         self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
-        self._endpoint = enricher.hasher(b"endpoint")
+        self._endpoints = enricher.column_hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
         self._origin_pairs = enricher.pair_hasher(b"origin")
         self._origin_digests = enricher.pair_digester(b"origin")
@@ -222,10 +222,13 @@ class ImportEnrichment:
         remembers the answers (the import pipeline's address book)."""
         ip = self.enricher.ip
         found = ip.lookup_many(addresses) if ip is not None else {}
+        # All the endpoint ids at once, in C where it is compiled (~0.15 us an address
+        # against ~1.4 us for one hashlib call each).
+        endpoints = self._endpoints(pa.array(addresses, pa.string())).to_pylist()
         answers = []
-        for address in addresses:
+        for address, endpoint in zip(addresses, endpoints, strict=True):
             located = self._located(found.get(address))
-            answers.append(((self._endpoint(address), *located), self._key_of(located)))
+            answers.append(((endpoint, *located), self._key_of(located)))
         return answers
 
     def place(self, address: str) -> tuple[object, ...]:
