@@ -128,7 +128,7 @@ class AddressBook:
     remembered from batch to batch. Remembering them (a table of the import's pairs, ~30 MB
     at a million pairs) saved less than it cost once a pair's hash took ~0.15 us (measured on
     5M enriched events, the benchmark's million pairs each met ~5 times: the same speed, a
-    peak ~25 MB lower). Everything is cleared when full (see ``_BOOK_MAX``).
+    peak 475-483 MB against 495-501). Everything is cleared when full (see ``_BOOK_MAX``).
     """
 
     def __init__(self, enrichment: ImportEnrichment | None) -> None:
