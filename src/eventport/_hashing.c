@@ -820,44 +820,6 @@ static PyType_Spec key_table_spec = {
     "eventport._hashing.KeyTable", sizeof(KeyTable), 0, Py_TPFLAGS_DEFAULT, key_table_slots,
 };
 
-/* hex_at(values, width, at, count) -> the hex text (2 * width digits) of values[at[i]] for each
- * int32 position (a negative one: zeros, for a null slot), values being fixed-width bytes. */
-static PyObject *hex_at(PyObject *Py_UNUSED(self), PyObject *args) {
-    Py_buffer values, at;
-    Py_ssize_t width, count;
-    if (!PyArg_ParseTuple(args, "y*ny*n", &values, &width, &at, &count)) return NULL;
-    PyObject *result = NULL;
-    if (width < 1 || width > 64 || count < 0 || at.len < count * (Py_ssize_t)sizeof(int32_t)) {
-        PyErr_SetString(PyExc_ValueError, "hex_at: a width of 1-64 and count int32 positions");
-        goto done;
-    }
-    Py_ssize_t have = values.len / width;
-    const int32_t *p = at.buf;
-    for (Py_ssize_t i = 0; i < count; i++)
-        if (p[i] >= have) {
-            PyErr_SetString(PyExc_IndexError, "hex_at: a position past the values");
-            goto done;
-        }
-    result = PyBytes_FromStringAndSize(NULL, count * 2 * width);
-    if (result == NULL) goto done;
-    char *out = PyBytes_AS_STRING(result);
-    const uint8_t *v = values.buf;
-    for (Py_ssize_t i = 0; i < count; i++, out += 2 * width) {
-        /* the values are read at random (an import's remembered digests: megabytes): ask
-         * for a later one's cache line now, so that the misses overlap */
-        if (i + 16 < count && p[i + 16] >= 0) __builtin_prefetch(v + (Py_ssize_t)p[i + 16] * width);
-        if (p[i] < 0) {
-            memset(out, '0', (size_t)(2 * width));
-            continue;
-        }
-        write_hex(v + (Py_ssize_t)p[i] * width, (size_t)width, out);
-    }
-done:
-    PyBuffer_Release(&values);
-    PyBuffer_Release(&at);
-    return result;
-}
-
 /* A blocked Bloom filter of 128-bit keys (the event store's id keys, given as uint64 halves):
  * each key sets BLOOM_PROBES of the 512 bits of one block, so adding or asking costs one cache
  * line. The block comes from the high half (multiply-shift: its top bits), the probes 9 bits at
@@ -1017,8 +979,6 @@ static PyMethodDef methods[] = {
      "index_of(values, count, set, set_count) -> int32 position of each value in set, or -1"},
     {"hashes", hashes, METH_VARARGS,
      "hashes(offsets, data, count) -> count unkeyed 64-bit hashes (to find equal texts)"},
-    {"hex_at", hex_at, METH_VARARGS,
-     "hex_at(values, width, at, count) -> hex of the width-byte values[at[i]] (zeros for -1)"},
     {"pair_digests", pair_digests, METH_VARARGS,
      "pair_digests(key, person, a_offsets, a_data, a_count, b_offsets, b_data, b_count, a_at, "
      "b_at, count) -> 16-byte keyed digests of a[a_at[i]] + newline + b[b_at[i]]"},

@@ -48,10 +48,6 @@ def bloom_candidates(filters: Sequence[Buffer], high: Buffer, low: Buffer, count
     """Native int32 positions of the keys any of the filters (1 to 64 of them) may hold (every
     added key among them)."""
 
-def hex_at(values: Buffer, width: int, at: Buffer, count: int, /) -> bytes:
-    """Hex text (``2 * width`` digits each) of the ``width``-byte ``values[at[i]]`` for each
-    native int32 position; zeros for a negative one."""
-
 def fixed_offsets(count: int, width: int, /) -> bytes:
     """Native int32 offsets ``0, width, ..., count * width`` of ``count`` texts of one width."""
 

@@ -2,8 +2,8 @@
 
 Arrow's hash kernels (``index_in``, ``is_in``, ``value_counts``) cost 45-80 ns a 64-bit value on
 this project's machine, most of it building their memo table again for every call; a batch of
-122,880 events takes several such calls (its id hashes against themselves and the previous
-batch's, its (address, agent) pairs against the import's). The ``_hashing`` extension does the
+61,440 events takes several such calls (its id hashes against themselves and the previous
+batch's, its (address, agent) pairs against their distinct ones). The ``_hashing`` extension does the
 same with an open-addressing table in a few ns a value, with the GIL released. Other types, or
 no extension: Arrow's kernels, with the same answers (tests/unit/test_positions.py).
 """
@@ -87,26 +87,6 @@ def hex_column(text: bytes | pa.Buffer, count: int, validity: pa.Buffer | None =
         ends = pa.array(range(0, 32 * count + 1, 32), pa.int32()).buffers()[1]
     data = text if isinstance(text, pa.Buffer) else pa.py_buffer(text)
     return pa.Array.from_buffers(pa.string(), count, [validity, ends, data])
-
-
-def digests_hex_at(digests: bytes, at: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The hex text of the 16-byte digest (of ``digests``, one after the other) at each
-    position of ``at`` (int32 or int64), null where ``at`` is: origin ids from a batch's pair
-    digests. Only each event's hex text is made, in C where the extension is compiled."""
-    if isinstance(at, pa.ChunkedArray):
-        at = at.combine_chunks()
-    count = len(at)
-    if _hashing is None:
-        return pa.array(
-            [None if p is None else digests[16 * p : 16 * p + 16].hex() for p in at.to_pylist()],
-            pa.string(),
-        )
-    positions = pc.cast(pc.fill_null(at, -1) if at.null_count else at, pa.int32())
-    words = positions.buffers()[1].slice(positions.offset * 4, count * 4)
-    text = _hashing.hex_at(digests, 16, words, count)
-    # null where ``at`` is (a bitmap from offset 0, whatever the offset of ``at``)
-    validity = pc.is_valid(at).buffers()[1] if at.null_count else None
-    return hex_column(text, count, validity)
 
 
 class RememberedTexts:

@@ -1,4 +1,4 @@
-"""positions.index_of, has_repeats, distinct and digests_hex_at: the C look-ups answer as
+"""positions.index_of, has_repeats, distinct and RememberedTexts: the C look-ups answer as
 Arrow and Python do."""
 
 from __future__ import annotations
@@ -104,29 +104,6 @@ def test_wrong_buffers_are_errors_not_reads_past_the_end() -> None:
         positions._hashing.index_of(b"", 0, b"\0" * 8, 3)
     with pytest.raises(ValueError, match="values"):
         positions._hashing.distinct(b"\0" * 8, 2)
-
-
-def _digest(key: int) -> bytes:
-    return key.to_bytes(16, "little", signed=True)
-
-
-@pytest.mark.usefixtures("compiled")
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(_int64, max_size=20, unique=True),
-    st.lists(st.one_of(st.none(), st.integers(0, 19)), max_size=30),
-)
-def test_digests_are_given_as_hex_by_position(keys: list[int], wanted: list[int | None]) -> None:
-    digests = b"".join(_digest(k) for k in keys)
-    at_values = [None if p is None or not keys else p % len(keys) for p in wanted]
-    at = pa.array([0, *at_values], pa.int32())[1:]  # an offset, and nulls
-    assert positions.digests_hex_at(digests, at).to_pylist() == [
-        None if p is None else _digest(keys[p]).hex() for p in at_values
-    ]
-    chunked = pa.chunked_array([at[: len(at) // 2], at[len(at) // 2 :]], pa.int32())
-    assert positions.digests_hex_at(digests, chunked).to_pylist() == [
-        None if p is None else _digest(keys[p]).hex() for p in at_values
-    ]
 
 
 _texts = st.lists(

@@ -212,7 +212,6 @@ class ImportEnrichment:
         self._endpoints = enricher.column_hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
         self._origin_pairs = enricher.pair_hasher(b"origin")
-        self._origin_digests = enricher.pair_digester(b"origin")
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -273,14 +272,13 @@ class ImportEnrichment:
         everyone = pa.array(range(len(addresses)), pa.int64())
         return self._origin_pairs(addresses, everyone, pc.fill_null(agents, ""), everyone)
 
-    def origin_digests_of(
+    def origin_ids_of(
         self, addresses: pa.Array, address_at: pa.Array, agents: pa.Array, agent_at: pa.Array
-    ) -> bytes:
-        """The origins of ``addresses[address_at[i]]`` and ``agents[agent_at[i]]`` (``agents``
-        without nulls: no agent is an empty text; the addresses named not null) as 16-byte
-        digests, one after the other (each origin id is one in hex), without making those
-        columns."""
-        return self._origin_digests(addresses, address_at, agents, agent_at)
+    ) -> pa.Array:
+        """The origin ids of ``addresses[address_at[i]]`` and ``agents[agent_at[i]]`` (``agents``
+        without nulls: no agent is an empty text; the addresses named not null), hashed where
+        the texts are, without joining them first."""
+        return self._origin_pairs(addresses, address_at, agents, agent_at)
 
     # -- user agents ---------------------------------------------------------------------------
 

@@ -537,16 +537,14 @@ class _BatchTables:
     def __init__(self, tables: list[tuple[str, pa.Table]]) -> None:
         self.tables = tables
         self.let_go = False
-        self._registered: list[str] = []
 
     def register(self, con: duckdb.DuckDBPyConnection) -> None:
         for name, table in self.tables:
             con.register(name, table)
-            self._registered.append(name)
 
     def unregister(self, con: duckdb.DuckDBPyConnection) -> None:
-        while self._registered:
-            con.unregister(self._registered.pop())
+        for name, _ in self.tables:  # a name not registered (yet): DuckDB does nothing
+            con.unregister(name)
 
     def let_go_of(self, con: duckdb.DuckDBPyConnection) -> None:
         self.unregister(con)

@@ -28,7 +28,6 @@ from eventport.events.batch import (
 from eventport.imports.records import LogEntry, failed_line_count
 from eventport.positions import (
     RememberedTexts,
-    digests_hex_at,
     distinct,
     has_repeats,
     index_of,
@@ -200,13 +199,13 @@ class AddressBook:
         at = pc.cast(agent_at, pa.int64())
         pair_key = pc.add(pc.shift_left(pc.cast(rows, pa.int64()), _PAIR_SHIFT), at)
         pairs = distinct(pair_key)  # nulls (no address row) left out
-        digests = enrichment.origin_digests_of(
+        origins = enrichment.origin_ids_of(
             self.canonical,
             pc.shift_right(pairs, _PAIR_SHIFT),
             texts,
             pc.bit_wise_and(pairs, (1 << _PAIR_SHIFT) - 1),
         )
-        return digests_hex_at(digests, index_of(pair_key, pairs))
+        return origins.take(index_of(pair_key, pairs))
 
 
 def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
