@@ -3,9 +3,9 @@
 Arrow's hash kernels (``index_in``, ``is_in``, ``value_counts``) cost 45-80 ns a 64-bit value on
 this project's machine, most of it building their memo table again for every call; a batch of
 61,440 events takes several such calls (its id hashes against themselves and the previous
-batch's, its (address, agent) pairs against their distinct ones). The ``_hashing`` extension does the
-same with an open-addressing table in a few ns a value, with the GIL released. Other types, or
-no extension: Arrow's kernels, with the same answers (tests/unit/test_positions.py).
+batch's, its (address, agent) pairs against their distinct ones). The ``_hashing`` extension
+does the same with an open-addressing table in a few ns a value, with the GIL released. Other
+types, or no extension: Arrow's kernels, with the same answers (tests/unit/test_positions.py).
 """
 
 from __future__ import annotations
