@@ -279,3 +279,33 @@ def test_set_memory_limit_takes_only_a_size() -> None:
         assert con.execute("SELECT current_setting('memory_limit')").fetchone() == (_shown("48MB"),)
         with pytest.raises(ValueError, match="not a memory size"):
             set_memory_limit(con.cursor(), "1GB'; DROP TABLE x; --")
+
+
+def test_duckdb_keeps_freed_blocks_up_to_the_full_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks DuckDB frees are reused rather than handed back to the system (a write faulted
+    fresh pages in for every batch), as many as the full limit holds, whatever the limit of
+    the moment."""
+    monkeypatch.delenv("EVENTPORT_DATABASE_URL", raising=False)
+    monkeypatch.setenv("EVENTPORT_DUCKDB_MEMORY_MB", "96")
+    monkeypatch.setenv("EVENTPORT_DUCKDB_WRITE_MEMORY_MB", "56")
+    store = open_configured_event_store(Settings(data_dir=tmp_path, workers=0))
+    try:
+        assert isinstance(store, DuckDBEventStore)
+        _write(store, 0)
+        assert _limit(store) == _shown("56MB")
+        with store._lock:
+            cursor = store._connection().cursor()
+        try:
+            kept = cursor.execute("SELECT current_setting('block_allocator_memory')").fetchone()
+        finally:
+            cursor.close()
+    finally:
+        store.close()
+    with duckdb.connect(config={"block_allocator_memory": "96MB"}) as con:
+        expected = con.execute("SELECT current_setting('block_allocator_memory')").fetchone()
+    with duckdb.connect() as con:
+        default = con.execute("SELECT current_setting('block_allocator_memory')").fetchone()
+    assert kept == expected
+    assert kept != default  # DuckDB's own default keeps none
