@@ -567,6 +567,50 @@ def test_line_counting_in_c_and_python_agree(data: bytes) -> None:
             assert formats._line_end(data, start, n) == formats.line_end_py(data, start, n)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_chunks_of_random_lines_in_c_and_python_agree_with_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Whole lines however blocks and chunks cut them: each line once, in order, too long ones
+    as None, every chunk's resume point just after its last line; the same with the pure
+    Python line counting (held lines are views of blocks there too)."""
+    from eventport.imports import formats
+
+    rng = random.Random(seed)
+    lines = [
+        b"".join(
+            rng.choice([b"a", b"{", b'"', b" ", b"\r"])
+            for _ in range(rng.choice([0, 1, 5, 30, 90]))
+        )
+        for _ in range(rng.randint(1, 300))
+    ]
+    data = b"\n".join(lines) + rng.choice([b"", b"\n"])
+    path = write(tmp_path, data, packed=False)
+    read = data.split(b"\n")
+    if read[-1] == b"":  # after the last newline: no line
+        read.pop()
+    expected = [(i + 1, None if len(line) > 40 else line) for i, line in enumerate(read)]
+    ends = [min(sum(len(line) + 1 for line in read[: i + 1]), len(data)) for i in range(len(read))]
+    kw = {
+        "block_size": rng.choice([1, 3, 64, 4096]),
+        "chunk_lines": rng.choice([1, 3, 50]),
+        "chunk_bytes": rng.choice([10, 1000, 1 << 20]),
+        "max_line_bytes": 40,
+    }
+    found = []
+    for python in (False, True):
+        if python:
+            monkeypatch.setattr(formats, "_count_lines", formats.count_lines_py)
+            monkeypatch.setattr(formats, "_line_end", formats.line_end_py)
+        got = chunks(path, **kw)
+        assert [line for c in got for line in c.lines] == expected
+        for c in got:
+            assert c.next_line == c.first_line + c.line_count
+            assert c.next_offset == ends[c.next_line - 2]
+        found.append([(c.first_line, c.line_count, c.block, c.dropped) for c in got])
+    assert found[0] == found[1]
+
+
 @pytest.mark.parametrize(
     ("batch", "expected"), [(122_880, 20_480), (50_000, 12_500), (20_480, 20_480), (7, 7)]
 )
