@@ -377,37 +377,44 @@ static inline uint32_t rotl32(uint32_t x, int n) { return (x << n) | (x >> (32 -
 #define MD5_I(x, y, z) ((y) ^ ((x) | ~(z)))
 #define MD5_STEP(f, a, b, c, d, w, k, r) (a) = (b) + rotl32((a) + f((b), (c), (d)) + (w) + (k), (r))
 
+/* The 64 steps of one block over words m and state a, b, c, d, spelled with STEP and the
+ * four round functions: the scalar and the eight-lane forms share them. */
+#define MD5_ROUNDS(STEP, F, G, H, I)                                                          \
+    do {                                                                                      \
+        const uint32_t *k = MD5_K;                                                            \
+        for (int i = 0; i < 16; i += 4, k += 4) {                                             \
+            STEP(F, a, b, c, d, m[i], k[0], 7);                                               \
+            STEP(F, d, a, b, c, m[i + 1], k[1], 12);                                          \
+            STEP(F, c, d, a, b, m[i + 2], k[2], 17);                                          \
+            STEP(F, b, c, d, a, m[i + 3], k[3], 22);                                          \
+        }                                                                                     \
+        for (int i = 0; i < 16; i += 4, k += 4) {                                             \
+            STEP(G, a, b, c, d, m[(5 * i + 1) & 15], k[0], 5);                                \
+            STEP(G, d, a, b, c, m[(5 * i + 6) & 15], k[1], 9);                                \
+            STEP(G, c, d, a, b, m[(5 * i + 11) & 15], k[2], 14);                              \
+            STEP(G, b, c, d, a, m[(5 * i) & 15], k[3], 20);                                   \
+        }                                                                                     \
+        for (int i = 0; i < 16; i += 4, k += 4) {                                             \
+            STEP(H, a, b, c, d, m[(3 * i + 5) & 15], k[0], 4);                                \
+            STEP(H, d, a, b, c, m[(3 * i + 8) & 15], k[1], 11);                               \
+            STEP(H, c, d, a, b, m[(3 * i + 11) & 15], k[2], 16);                              \
+            STEP(H, b, c, d, a, m[(3 * i + 14) & 15], k[3], 23);                              \
+        }                                                                                     \
+        for (int i = 0; i < 16; i += 4, k += 4) {                                             \
+            STEP(I, a, b, c, d, m[(7 * i) & 15], k[0], 6);                                    \
+            STEP(I, d, a, b, c, m[(7 * i + 7) & 15], k[1], 10);                               \
+            STEP(I, c, d, a, b, m[(7 * i + 14) & 15], k[2], 15);                              \
+            STEP(I, b, c, d, a, m[(7 * i + 21) & 15], k[3], 21);                              \
+        }                                                                                     \
+    } while (0)
+
 static void md5_block(Md5 *s, const uint8_t *p) {
     uint32_t m[16];
     for (int i = 0; i < 16; i++)
         m[i] = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 | (uint32_t)p[4 * i + 2] << 16 |
                (uint32_t)p[4 * i + 3] << 24;
     uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
-    const uint32_t *k = MD5_K;
-    for (int i = 0; i < 16; i += 4, k += 4) {
-        MD5_STEP(MD5_F, a, b, c, d, m[i], k[0], 7);
-        MD5_STEP(MD5_F, d, a, b, c, m[i + 1], k[1], 12);
-        MD5_STEP(MD5_F, c, d, a, b, m[i + 2], k[2], 17);
-        MD5_STEP(MD5_F, b, c, d, a, m[i + 3], k[3], 22);
-    }
-    for (int i = 0; i < 16; i += 4, k += 4) {
-        MD5_STEP(MD5_G, a, b, c, d, m[(5 * i + 1) & 15], k[0], 5);
-        MD5_STEP(MD5_G, d, a, b, c, m[(5 * i + 6) & 15], k[1], 9);
-        MD5_STEP(MD5_G, c, d, a, b, m[(5 * i + 11) & 15], k[2], 14);
-        MD5_STEP(MD5_G, b, c, d, a, m[(5 * i) & 15], k[3], 20);
-    }
-    for (int i = 0; i < 16; i += 4, k += 4) {
-        MD5_STEP(MD5_H, a, b, c, d, m[(3 * i + 5) & 15], k[0], 4);
-        MD5_STEP(MD5_H, d, a, b, c, m[(3 * i + 8) & 15], k[1], 11);
-        MD5_STEP(MD5_H, c, d, a, b, m[(3 * i + 11) & 15], k[2], 16);
-        MD5_STEP(MD5_H, b, c, d, a, m[(3 * i + 14) & 15], k[3], 23);
-    }
-    for (int i = 0; i < 16; i += 4, k += 4) {
-        MD5_STEP(MD5_I, a, b, c, d, m[(7 * i) & 15], k[0], 6);
-        MD5_STEP(MD5_I, d, a, b, c, m[(7 * i + 7) & 15], k[1], 10);
-        MD5_STEP(MD5_I, c, d, a, b, m[(7 * i + 14) & 15], k[2], 15);
-        MD5_STEP(MD5_I, b, c, d, a, m[(7 * i + 21) & 15], k[3], 21);
-    }
+    MD5_ROUNDS(MD5_STEP, MD5_F, MD5_G, MD5_H, MD5_I);
     s->h[0] += a;
     s->h[1] += b;
     s->h[2] += c;
@@ -466,6 +473,110 @@ static int halves(Py_ssize_t count, PyObject **high, PyObject **low) {
     return 0;
 }
 
+/* Eight MD5s side by side in AVX2 lanes, for messages of one or two blocks (up to 119 bytes:
+ * an owner's prefix and a UUID are 74): each step is the scalar step's handful of operations
+ * on eight words at once. Compiled for AVX2 whatever the build's flags, and used only where
+ * the CPU has it (md5_lanes_usable). Every key is checked against hashlib and DuckDB by
+ * tests/unit/test_keys.py, both ways. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MD5_LANES 8
+#define MD5_LANE_BYTES 128
+
+static int md5_lanes_usable(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+}
+
+#define V_F(x, y, z) _mm256_xor_si256((z), _mm256_and_si256((x), _mm256_xor_si256((y), (z))))
+#define V_G(x, y, z) _mm256_xor_si256((y), _mm256_and_si256((z), _mm256_xor_si256((x), (y))))
+#define V_H(x, y, z) _mm256_xor_si256(_mm256_xor_si256((x), (y)), (z))
+#define V_I(x, y, z) _mm256_xor_si256((y), _mm256_or_si256((x), _mm256_xor_si256((z), ones)))
+#define V_STEP(f, a, b, c, d, w, k, r)                                                        \
+    do {                                                                                      \
+        __m256i t_ = _mm256_add_epi32(_mm256_add_epi32((a), f((b), (c), (d))),                \
+                                      _mm256_add_epi32((w), _mm256_set1_epi32((int)(k))));    \
+        (a) = _mm256_add_epi32((b), _mm256_or_si256(_mm256_slli_epi32(t_, (r)),               \
+                                                    _mm256_srli_epi32(t_, 32 - (r))));        \
+    } while (0)
+
+/* The digests of MD5_LANES messages, each padded already into `blocks` (1 or 2) blocks of
+ * its own MD5_LANE_BYTES in `padded`, as md5_number gives them. */
+__attribute__((target("avx2"))) static void md5_lanes(const uint8_t *padded, int blocks,
+                                                      uint64_t *high[MD5_LANES],
+                                                      uint64_t *low[MD5_LANES]) {
+    const __m256i ones = _mm256_set1_epi32(-1);
+    __m256i h0 = _mm256_set1_epi32(0x67452301), h1 = _mm256_set1_epi32((int)0xefcdab89U);
+    __m256i h2 = _mm256_set1_epi32((int)0x98badcfeU), h3 = _mm256_set1_epi32(0x10325476);
+    /* Word j of every lane's block: the lanes lie MD5_LANE_BYTES apart. */
+    const __m256i lane_offsets = _mm256_setr_epi32(0, MD5_LANE_BYTES, 2 * MD5_LANE_BYTES,
+                                                   3 * MD5_LANE_BYTES, 4 * MD5_LANE_BYTES,
+                                                   5 * MD5_LANE_BYTES, 6 * MD5_LANE_BYTES,
+                                                   7 * MD5_LANE_BYTES);
+    for (int block = 0; block < blocks; block++) {
+        __m256i m[16];
+        for (int j = 0; j < 16; j++)
+            m[j] = _mm256_i32gather_epi32((const int *)(padded + 64 * block + 4 * j), lane_offsets,
+                                          1);
+        __m256i a = h0, b = h1, c = h2, d = h3;
+        MD5_ROUNDS(V_STEP, V_F, V_G, V_H, V_I);
+        h0 = _mm256_add_epi32(h0, a);
+        h1 = _mm256_add_epi32(h1, b);
+        h2 = _mm256_add_epi32(h2, c);
+        h3 = _mm256_add_epi32(h3, d);
+    }
+    uint32_t w[4][MD5_LANES];
+    _mm256_storeu_si256((__m256i *)w[0], h0);
+    _mm256_storeu_si256((__m256i *)w[1], h1);
+    _mm256_storeu_si256((__m256i *)w[2], h2);
+    _mm256_storeu_si256((__m256i *)w[3], h3);
+    for (int lane = 0; lane < MD5_LANES; lane++) {
+        *low[lane] = (uint64_t)w[0][lane] | (uint64_t)w[1][lane] << 32;
+        *high[lane] = (uint64_t)w[2][lane] | (uint64_t)w[3][lane] << 32;
+    }
+}
+
+/* Messages waiting for a full set of lanes, by their number of blocks (1 or 2). */
+typedef struct {
+    uint8_t padded[MD5_LANES * MD5_LANE_BYTES];
+    uint64_t *high[MD5_LANES], *low[MD5_LANES];
+    int used;
+} Md5Lanes;
+
+/* prefix || text padded as MD5 pads it into lane `set->used` (the caller knows it fits). */
+static void md5_lane_add(Md5Lanes *set, int blocks, const uint8_t *prefix, size_t prefix_len,
+                         const uint8_t *text, size_t text_len, uint64_t *high, uint64_t *low) {
+    uint8_t *p = set->padded + (size_t)set->used * MD5_LANE_BYTES;
+    size_t n = prefix_len + text_len, end = (size_t)blocks * 64;
+    memcpy(p, prefix, prefix_len);
+    memcpy(p + prefix_len, text, text_len);
+    p[n] = 0x80;
+    memset(p + n + 1, 0, end - 8 - (n + 1));
+    uint64_t bits = (uint64_t)n * 8;
+    for (int i = 0; i < 8; i++) p[end - 8 + i] = (uint8_t)(bits >> (8 * i));
+    set->high[set->used] = high;
+    set->low[set->used] = low;
+    if (++set->used == MD5_LANES) {
+        md5_lanes(set->padded, blocks, set->high, set->low);
+        set->used = 0;
+    }
+}
+#endif
+
+/* Whether md5_keys runs eight messages at a time (set at import; tests turn it off). */
+static int md5_lanes_ok = 0;
+
+static PyObject *md5_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
+    int wanted = -1;
+    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
+#ifdef MD5_LANES
+    if (wanted >= 0) md5_lanes_ok = wanted && md5_lanes_usable();
+#else
+    (void)wanted;
+#endif
+    return PyBool_FromLong(md5_lanes_ok);
+}
+
 static PyObject *md5_keys(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_buffer prefix, offsets, data;
     Py_ssize_t count;
@@ -479,7 +590,41 @@ static PyObject *md5_keys(PyObject *Py_UNUSED(self), PyObject *args) {
     Md5 start, s;
     md5_init(&start);
     md5_update(&start, prefix.buf, (size_t)prefix.len);
-    for (Py_ssize_t i = 0; i < count; i++) {
+    Py_ssize_t i = 0;
+#ifdef MD5_LANES
+    if (md5_lanes_ok) {
+        /* Sets of eight messages of one block (up to 55 bytes) and of two (up to 119) go
+         * through the lanes; longer ones, and those left over at the end, one by one. */
+        Md5Lanes *sets = PyMem_RawMalloc(2 * sizeof(Md5Lanes));
+        if (sets != NULL) {
+            sets[0].used = sets[1].used = 0;
+            size_t plen = (size_t)prefix.len;
+            for (; i < count; i++) {
+                size_t n = (size_t)(off[i + 1] - off[i]), total = plen + n;
+                if (total > 119) {
+                    s = start;
+                    md5_update(&s, bytes + off[i], n);
+                    md5_number(&s, hi + i, lo + i);
+                    continue;
+                }
+                int blocks = total > 55 ? 2 : 1;
+                md5_lane_add(&sets[blocks - 1], blocks, prefix.buf, plen, bytes + off[i], n,
+                             hi + i, lo + i);
+            }
+            for (int set = 0; set < 2; set++) { /* the last messages of each set */
+                for (int lane = 0; lane < sets[set].used; lane++) {
+                    const uint8_t *p = sets[set].padded + (size_t)lane * MD5_LANE_BYTES;
+                    md5_init(&s);
+                    for (int block = 0; block <= set; block++) md5_block(&s, p + 64 * block);
+                    *sets[set].low[lane] = (uint64_t)s.h[0] | (uint64_t)s.h[1] << 32;
+                    *sets[set].high[lane] = (uint64_t)s.h[2] | (uint64_t)s.h[3] << 32;
+                }
+            }
+            PyMem_RawFree(sets);
+        }
+    }
+#endif
+    for (; i < count; i++) {
         s = start;
         md5_update(&s, bytes + off[i], (size_t)(off[i + 1] - off[i]));
         md5_number(&s, hi + i, lo + i);
@@ -986,6 +1131,9 @@ static PyMethodDef methods[] = {
      "hex_digests(key, person, offsets, data, count) -> count * 32 hex digits"},
     {"md5_keys", md5_keys, METH_VARARGS,
      "md5_keys(prefix, offsets, data, count) -> (high, low) halves of md5_number(prefix||text)"},
+    {"md5_lanes", md5_lanes_set, METH_VARARGS,
+     "md5_lanes([use]) -> whether md5_keys hashes eight texts at a time (AVX2); with `use`, "
+     "turn that on (where the CPU can) or off first"},
     {"origin_keys", origin_keys, METH_VARARGS,
      "origin_keys(offsets, data, count) -> (high, low) halves of each origin id's key, and a "
      "byte each: 1 where the key is the hex number the text spells"},
@@ -999,6 +1147,9 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__hashing(void) {
     fill_hex_values();
+#ifdef MD5_LANES
+    md5_lanes_ok = md5_lanes_usable();
+#endif
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *type = PyType_FromSpec(&key_table_spec);

@@ -30,6 +30,10 @@ def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
 def md5_keys(prefix: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
     """DuckDB's ``md5_number(prefix || text)`` of each text, as native-endian uint64 halves."""
 
+def md5_lanes(use: bool = ..., /) -> bool:
+    """Whether ``md5_keys`` hashes eight texts at a time (AVX2); ``use`` turns that on (where
+    the CPU can) or off first."""
+
 def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes, bytes]:
     """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves,
     and a byte each: 1 where the key is the number the text spells in hex."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -100,6 +103,35 @@ def test_sliced_and_chunked_columns() -> None:
     assert high.to_pylist() == [h[0].as_py() for h, _ in want]
     assert low.to_pylist() == [lo[0].as_py() for _, lo in want]
     assert id_keys(OWNER, pa.array([], pa.string()))[0].to_pylist() == []
+
+
+@pytest.mark.parametrize("lanes", [True, False], ids=["eight-at-a-time", "one-by-one"])
+def test_many_ids_of_every_length_key_as_hashlib_keys_them(lanes: bool) -> None:
+    """md5_keys hashes ids of one and of two blocks eight at a time where the CPU can (AVX2):
+    a call mixes both with longer ids and leaves sets unfilled at its end."""
+    if keys._hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
+    was = keys._hashing.md5_lanes()
+    if lanes and not was:
+        pytest.skip("this CPU has no AVX2")
+    rng = random.Random(5)
+    alphabet = "ab-09é€😀\x00"
+    texts = [
+        "".join(
+            rng.choice(alphabet)
+            for _ in range(rng.choice([0, 1, 17, 18, 19, 36, 60, 81, 82, 83, 150]))
+        )
+        for _ in range(2_003)
+    ]
+    try:
+        assert keys._hashing.md5_lanes(lanes) is lanes
+        high, low = id_keys(OWNER, pa.array(texts))
+    finally:
+        keys._hashing.md5_lanes(was)
+    prefix = OWNER.encode() + b"\0"  # 37 bytes: 18 of text fill one block, 19 need two
+    for text, got_high, got_low in zip(texts, high.to_pylist(), low.to_pylist(), strict=True):
+        number = int.from_bytes(hashlib.md5(prefix + text.encode()).digest(), "little")
+        assert (got_high, got_low) == (number >> 64, number & keys.HALF_MASK), text
 
 
 def test_an_id_cannot_be_missing() -> None:
