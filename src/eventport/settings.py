@@ -87,7 +87,9 @@ class Settings(BaseSettings):
         "At 40 a 5M-event import's peak is ~20 MB lower than at 64 and ~75 MB lower than at "
         "128, at about the same speed (an import's batch, as DuckDB holds it, is ~27 MB). At or "
         "above EVENTPORT_DUCKDB_MEMORY_MB: the pool keeps that limit. A write that needs more "
-        "gets the full limit from then on.",
+        "gets the full limit from then on. DuckDB keeps up to twice this (at most "
+        "EVENTPORT_DUCKDB_MEMORY_MB) of the blocks it frees for reuse instead of returning "
+        "them to the system.",
     )
     keep_ip_addresses: bool = Field(
         False,

@@ -669,6 +669,15 @@ _FILE = "eventport_events"  # the events file, as attached to the store's connec
 _Config = dict[str, str | bool | int | float | list[str]]  # a DuckDB database's settings
 
 
+def _kept_blocks(memory_limit: str, write_memory_limit: str | None) -> str:
+    """How much of its freed blocks DuckDB keeps for reuse: twice the write limit, at most
+    the full limit (see DuckDBEventStore.__init__)."""
+    full = size_bytes(memory_limit)
+    if write_memory_limit is None:
+        return f"{full}B"
+    return f"{min(full, 2 * size_bytes(write_memory_limit))}B"
+
+
 def _attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, options: str) -> None:
     """ATTACH the DuckDB file at ``path`` to ``con`` as ``alias``, with ``options``."""
     _run(con, f"ATTACH '{_sql_text(str(path))}' AS {alias} ({options})")
@@ -729,8 +738,8 @@ class DuckDBEventStore:
         ``memory_limit`` caps DuckDB's buffer pool (it spills to ``<file>.tmp`` beyond it).
         ``write_memory_limit``, if lower, caps it while no export or aggregate runs: imports
         then write within it (see events/duckdb_pool.py).
-        DuckDB keeps up to ``memory_limit`` of its 256 KB blocks for reuse once it has used
-        them (see the comment at ``block_allocator_memory``).
+        DuckDB keeps up to twice the write limit (at most ``memory_limit``) of its 256 KB
+        blocks for reuse once it has used them (see the comment at ``block_allocator_memory``).
         ``checkpoint_threshold`` is the write-ahead-log size at which DuckDB folds the log into
         the file: larger means fewer, bigger checkpoints (the default 16MB checkpoints after
         nearly every 50,000-event batch and halves the insert rate); a crash replays the log.
@@ -752,16 +761,17 @@ class DuckDBEventStore:
             "threads": threads or default_threads(),
             "memory_limit": memory_limit,
             "checkpoint_threshold": checkpoint_threshold,
-            # Blocks DuckDB frees are kept for its next ones, up to the full limit, instead of
-            # going back to the system: each batch's blocks were fresh pages, faulted in and
-            # zeroed by the kernel (~1 s of a 5M enriched import's CPU). Kept up to the write
-            # limit (40 MB), a write apart from the server took 1.36-1.41 s a million rows
-            # instead of 1.56-1.63, but in the server the writer still faulted 870,000 pages
-            # (923,000 before; why it needs more there was not found); kept up to the full
-            # limit, 331,000. 5M enriched over HTTP, three interleaved pairs:
-            # 15.05-15.30 s against 15.55-16.30 s, system CPU 3.6-4.0 s against 4.6-4.9 s,
-            # peak 480-488 MB against 475-481, idle after it 357-366 MB against 340-351.
-            "block_allocator_memory": memory_limit,
+            # Blocks DuckDB frees are kept for its next ones, up to twice the write limit (at
+            # most the full one), instead of going back to the system: each batch's blocks
+            # were fresh pages, faulted in and zeroed by the kernel (~1 s of a 5M enriched
+            # import's CPU). An import's writes use more blocks than the write limit: kept up
+            # to it (40 MB), the writer still faulted 870,000 pages in the server (923,000
+            # before), at 64 MB 497,000, at 80 MB 329,000, at 128 MB 331,000. 5M enriched
+            # over HTTP, three interleaved pairs (128 MB): 15.05-15.30 s against 15.55-16.30,
+            # system CPU 3.6-4.0 s against 4.6-4.9. The kept pages count while an export runs:
+            # its peak (bench/export.py, 31 days of 10M events) 497-516 MB at 80 MB, 506-536
+            # at 128 MB, against 486-494 before, at the same speed.
+            "block_allocator_memory": _kept_blocks(memory_limit, write_memory_limit),
         }
         try:
             self._shared, con = _share_file(path, config, row_group_rows)
