@@ -27,17 +27,21 @@ QUERY = EventQuery(
 )
 
 
-def _limit(store: DuckDBEventStore) -> str:
-    """The database's memory limit as DuckDB shows it, read on a cursor of its own."""
+def _setting(store: DuckDBEventStore, name: str = "memory_limit") -> str:
+    """A setting of the database (its memory limit) as DuckDB shows it, read on a cursor of
+    its own."""
     with store._lock:
         cursor = store._connection().cursor()
     try:
-        found = cursor.execute("SELECT current_setting('memory_limit')").fetchone()
+        found = cursor.execute("SELECT current_setting(?)", [name]).fetchone()
     finally:
         cursor.close()
     assert found is not None
     shown: str = found[0]
     return shown
+
+
+_limit = _setting
 
 
 def _write(store: DuckDBEventStore, first: int, count: int = 100, **columns: object) -> None:
@@ -281,18 +285,6 @@ def test_set_memory_limit_takes_only_a_size() -> None:
             set_memory_limit(con.cursor(), "1GB'; DROP TABLE x; --")
 
 
-def _kept(store: DuckDBEventStore) -> str:
-    with store._lock:
-        cursor = store._connection().cursor()
-    try:
-        found = cursor.execute("SELECT current_setting('block_allocator_memory')").fetchone()
-    finally:
-        cursor.close()
-    assert found is not None
-    kept: str = found[0]
-    return kept
-
-
 def _shown_kept(size: str) -> str:
     with duckdb.connect(config={"block_allocator_memory": size}) as con:
         found = con.execute("SELECT current_setting('block_allocator_memory')").fetchone()
@@ -327,7 +319,7 @@ def test_duckdb_keeps_freed_blocks_up_to_twice_the_write_limit(
     try:
         assert isinstance(store, DuckDBEventStore)
         _write(store, 0)
-        found = _kept(store)
+        found = _setting(store, "block_allocator_memory")
     finally:
         store.close()
     assert found == _shown_kept(kept)
