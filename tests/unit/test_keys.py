@@ -178,6 +178,21 @@ def test_recent_id_keys_let_go_of_a_batch_once_it_is_written() -> None:
 
 
 @pytest.mark.usefixtures("compiled")
+@pytest.mark.usefixtures("compiled")
+def test_dictionary_encoded_texts_key_as_their_texts() -> None:
+    """The import hands origin and endpoint ids over dictionary-encoded (each distinct id
+    once): their keys are the same as the plain texts', chunk by chunk, nulls included."""
+    values = ["0" * 31 + "1", "F" * 32, None, "abcdef0123456789" * 2, "x"]
+    first = pa.DictionaryArray.from_arrays(pa.array([3, None, 0, 2, 3, 1], pa.int32()), values)
+    second = pa.DictionaryArray.from_arrays(pa.array([0, 0, 1], pa.int32()), ["f" * 32, "y"])
+    for encoded in (first, pa.chunked_array([first, second]), pa.chunked_array([], first.type)):
+        plain = encoded.cast(pa.string())
+        got = keys.spelled_keys(encoded)
+        want = keys.spelled_keys(plain)
+        assert [column.to_pylist() for column in got] == [column.to_pylist() for column in want]
+    assert keys.spelled_keys(first)[2].to_pylist() == [True, False, True, False, True, False]
+
+
 def test_spelled_keys_say_which_texts_the_key_gives_back() -> None:
     texts = ["0" * 31 + "1", "F" * 32, "a" * 31, None, "0" * 33, "abcdef0123456789" * 2, ""]
     sliced = pa.array(["skip", *texts])[1:]

@@ -561,7 +561,10 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
         texts = rows.column(name)
         high, low, spelled = spelled_keys(texts)
         halves += [(f"{prefix}_hi", high), (f"{prefix}_lo", low)]
-        kept = pc.if_else(spelled, pa.scalar(None, pa.string()), texts)
+        if (pc.sum(spelled).as_py() or 0) == len(texts) - texts.null_count:
+            kept = pa.nulls(len(texts), pa.string())  # every text is its key (enrichment's)
+        else:
+            kept = pc.if_else(spelled, pa.scalar(None, pa.string()), texts.cast(pa.string()))
         rows = rows.set_column(rows.schema.get_field_index(name), name, kept)
     for name, column in halves:
         rows = rows.append_column(name, column)

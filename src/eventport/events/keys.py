@@ -93,7 +93,9 @@ def origin_keys(origin_ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Ar
 def spelled_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array]:
     """:func:`origin_keys`, and for each text whether it is 32 lowercase hex digits (the key
     then is the number they spell, and gives the text back): a boolean column, false where the
-    text is null."""
+    text is null. A dictionary-encoded column's texts are read once each."""
+    if pa.types.is_dictionary(texts.type):
+        return _spelled_keys_of_dictionaries(texts)
     column, offsets, data = string_buffers(texts)
     if _hashing is None:
         values = _bytes(column)
@@ -106,6 +108,23 @@ def spelled_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array,
     spelled = pc.cast(spelled, pa.bool_())
     if column.null_count:
         spelled = pc.and_(spelled, pc.is_valid(column))
+    return high, low, spelled
+
+
+def _spelled_keys_of_dictionaries(
+    texts: pa.DictionaryArray | pa.ChunkedArray,
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """:func:`spelled_keys` of each chunk's dictionary, taken for its rows."""
+    chunks = texts.chunks if isinstance(texts, pa.ChunkedArray) else [texts]
+    parts: list[tuple[pa.Array, pa.Array, pa.Array]] = []
+    for chunk in chunks:
+        high, low, spelled = spelled_keys(chunk.dictionary)
+        at = chunk.indices
+        parts.append((high.take(at), low.take(at), pc.fill_null(spelled.take(at), False)))
+    if not parts:
+        empty = pa.array([], pa.uint64())
+        return empty, empty, pa.array([], pa.bool_())
+    high, low, spelled = (pa.concat_arrays(list(column)) for column in zip(*parts, strict=True))
     return high, low, spelled
 
 

@@ -192,7 +192,8 @@ class AddressBook:
 
     def origins(self, rows: pa.Array, agents: list[str | None], agent_at: pa.Array) -> pa.Array:
         """The origin id of each event's (address row, user agent ``agents[agent_at]``); null
-        where the row is. Each distinct pair of the batch is hashed once."""
+        where the row is. Each distinct pair of the batch is hashed once, and held once (the
+        column is dictionary-encoded over the pairs)."""
         enrichment = self.enrichment
         assert enrichment is not None, "origins are an enrichment's"
         texts = pa.array([agent or "" for agent in agents], pa.string())  # none: hashes as ""
@@ -205,7 +206,16 @@ class AddressBook:
             texts,
             pc.bit_wise_and(pairs, (1 << _PAIR_SHIFT) - 1),
         )
-        return origins.take(index_of(pair_key, pairs))
+        return pa.DictionaryArray.from_arrays(index_of(pair_key, pairs), origins)
+
+
+def _by_row(column: pa.Array, rows: pa.Array) -> pa.DictionaryArray:
+    """``column[rows[i]]`` for every event (null where ``rows`` is), dictionary-encoded over
+    the rows the batch names: each text is held once, not copied for every event (the store
+    turns these ids into numbers once per distinct text; see events/keys.py spelled_keys)."""
+    rows = pc.cast(rows, pa.int64())
+    used = distinct(rows)
+    return pa.DictionaryArray.from_arrays(index_of(rows, used), column.take(used))
 
 
 def _appended_at(new: pa.Array, first: int, at: pa.Array) -> pa.Array:
@@ -481,7 +491,7 @@ def _enrich(
     """Fill the enrichment columns from the address book (each event's row ``address_at``,
     null: no place) and the batch's distinct agents: the number excluded, and the places and
     agents the events name by key."""
-    columns["endpoint_id"] = book.endpoint.take(address_at)
+    columns["endpoint_id"] = _by_row(book.endpoint, address_at)
     columns["place_key"] = book.place_key.take(address_at)
     for name in ROW_PLACE_FIELDS:  # the place's fields the row carries too (texts)
         columns[name] = book.fields[name].take(address_at)
