@@ -447,6 +447,12 @@ static void md5_update(Md5 *s, const uint8_t *in, size_t n) {
     s->c = n;
 }
 
+/* A digest's state words as DuckDB's md5_number reads them: a little-endian 128-bit number. */
+static inline void md5_halves(const uint32_t h[4], uint64_t *high, uint64_t *low) {
+    *low = (uint64_t)h[0] | (uint64_t)h[1] << 32;
+    *high = (uint64_t)h[2] | (uint64_t)h[3] << 32;
+}
+
 /* The digest as DuckDB's md5_number reads it: a little-endian 128-bit number (high, low). */
 static void md5_number(Md5 *s, uint64_t *high, uint64_t *low) {
     uint64_t bits = s->length * 8;
@@ -459,8 +465,7 @@ static void md5_number(Md5 *s, uint64_t *high, uint64_t *low) {
     memset(s->b + s->c, 0, 56 - s->c);
     for (int i = 0; i < 8; i++) s->b[56 + i] = (uint8_t)(bits >> (8 * i));
     md5_block(s, s->b);
-    *low = (uint64_t)s->h[0] | (uint64_t)s->h[1] << 32;
-    *high = (uint64_t)s->h[2] | (uint64_t)s->h[3] << 32;
+    md5_halves(s->h, high, low);
 }
 
 /* Two bytes objects of count uint64 each (native-endian), or NULL with an error set. */
@@ -482,6 +487,9 @@ static int halves(Py_ssize_t count, PyObject **high, PyObject **low) {
 #include <immintrin.h>
 #define MD5_LANES 8
 #define MD5_LANE_BYTES 128
+/* The longest message that pads into one block, and into a lane's two (0x80 and the length). */
+#define MD5_ONE_BLOCK_MAX (64 - 9)
+#define MD5_LANE_MAX (MD5_LANE_BYTES - 9)
 
 static int md5_lanes_usable(void) {
     __builtin_cpu_init();
@@ -531,8 +539,8 @@ __attribute__((target("avx2"))) static void md5_lanes(const uint8_t *padded, int
     _mm256_storeu_si256((__m256i *)w[2], h2);
     _mm256_storeu_si256((__m256i *)w[3], h3);
     for (int lane = 0; lane < MD5_LANES; lane++) {
-        *low[lane] = (uint64_t)w[0][lane] | (uint64_t)w[1][lane] << 32;
-        *high[lane] = (uint64_t)w[2][lane] | (uint64_t)w[3][lane] << 32;
+        const uint32_t h[4] = {w[0][lane], w[1][lane], w[2][lane], w[3][lane]};
+        md5_halves(h, high[lane], low[lane]);
     }
 }
 
@@ -593,34 +601,30 @@ static PyObject *md5_keys(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_ssize_t i = 0;
 #ifdef MD5_LANES
     if (md5_lanes_ok) {
-        /* Sets of eight messages of one block (up to 55 bytes) and of two (up to 119) go
-         * through the lanes; longer ones, and those left over at the end, one by one. */
-        Md5Lanes *sets = PyMem_RawMalloc(2 * sizeof(Md5Lanes));
-        if (sets != NULL) {
-            sets[0].used = sets[1].used = 0;
-            size_t plen = (size_t)prefix.len;
-            for (; i < count; i++) {
-                size_t n = (size_t)(off[i + 1] - off[i]), total = plen + n;
-                if (total > 119) {
-                    s = start;
-                    md5_update(&s, bytes + off[i], n);
-                    md5_number(&s, hi + i, lo + i);
-                    continue;
-                }
-                int blocks = total > 55 ? 2 : 1;
-                md5_lane_add(&sets[blocks - 1], blocks, prefix.buf, plen, bytes + off[i], n,
-                             hi + i, lo + i);
+        /* Sets of eight messages of one block and of two go through the lanes; longer ones,
+         * and those left over at the end, one by one. */
+        Md5Lanes sets[2];
+        sets[0].used = sets[1].used = 0;
+        size_t plen = (size_t)prefix.len;
+        for (; i < count; i++) {
+            size_t n = (size_t)(off[i + 1] - off[i]), total = plen + n;
+            if (total > MD5_LANE_MAX) {
+                s = start;
+                md5_update(&s, bytes + off[i], n);
+                md5_number(&s, hi + i, lo + i);
+                continue;
             }
-            for (int set = 0; set < 2; set++) { /* the last messages of each set */
-                for (int lane = 0; lane < sets[set].used; lane++) {
-                    const uint8_t *p = sets[set].padded + (size_t)lane * MD5_LANE_BYTES;
-                    md5_init(&s);
-                    for (int block = 0; block <= set; block++) md5_block(&s, p + 64 * block);
-                    *sets[set].low[lane] = (uint64_t)s.h[0] | (uint64_t)s.h[1] << 32;
-                    *sets[set].high[lane] = (uint64_t)s.h[2] | (uint64_t)s.h[3] << 32;
-                }
+            int blocks = total > MD5_ONE_BLOCK_MAX ? 2 : 1;
+            md5_lane_add(&sets[blocks - 1], blocks, prefix.buf, plen, bytes + off[i], n, hi + i,
+                         lo + i);
+        }
+        for (int set = 0; set < 2; set++) { /* the last messages of each set, padded already */
+            for (int lane = 0; lane < sets[set].used; lane++) {
+                const uint8_t *p = sets[set].padded + (size_t)lane * MD5_LANE_BYTES;
+                md5_init(&s);
+                for (int block = 0; block <= set; block++) md5_block(&s, p + 64 * block);
+                md5_halves(s.h, sets[set].high[lane], sets[set].low[lane]);
             }
-            PyMem_RawFree(sets);
         }
     }
 #endif

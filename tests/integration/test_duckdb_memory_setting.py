@@ -16,10 +16,10 @@ from tests.importing import setup_package
 from tests.integration.test_event_store import T0, checkpoint, make_batch
 
 
-def _shown(limit: str) -> str:
-    """How DuckDB shows a memory limit it was given as ``limit``."""
-    with duckdb.connect(config={"memory_limit": limit}) as con:
-        shown: str = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+def _shown(limit: str, setting: str = "memory_limit") -> str:
+    """How DuckDB shows a memory size (a memory limit) it was given as ``limit``."""
+    with duckdb.connect(config={setting: limit}) as con:
+        shown: str = con.execute("SELECT current_setting(?)", [setting]).fetchone()[0]
     return shown
 
 

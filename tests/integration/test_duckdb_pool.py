@@ -41,9 +41,6 @@ def _setting(store: DuckDBEventStore, name: str = "memory_limit") -> str:
     return shown
 
 
-_limit = _setting
-
-
 def _write(store: DuckDBEventStore, first: int, count: int = 100, **columns: object) -> None:
     batch = make_batch(
         [f"e{i}" for i in range(first, first + count)],
@@ -92,26 +89,26 @@ def test_writes_lower_the_limit_and_reads_raise_it_until_they_end(tmp_path: Path
     )
     try:
         store.setup()
-        assert _limit(store) == _shown("128MB")  # opened with the full limit
+        assert _setting(store) == _shown("128MB")  # opened with the full limit
         _write(store, 0)
-        assert _limit(store) == _shown("32MB")
+        assert _setting(store) == _shown("32MB")
 
         batches = store.export_batches(QUERY, ["id"], batch_rows=10)
         first = next(batches)  # the export is reading: the full limit
-        assert _limit(store) == _shown("128MB")
+        assert _setting(store) == _shown("128MB")
         _write(store, 100)  # a write while the export reads does not lower it
-        assert _limit(store) == _shown("128MB")
+        assert _setting(store) == _shown("128MB")
         exported = first.num_rows + sum(batch.num_rows for batch in batches)
         assert exported == 100  # the export's snapshot: the events before it began
-        assert _limit(store) == _shown("128MB")  # lowered again only by the next write
+        assert _setting(store) == _shown("128MB")  # lowered again only by the next write
         _write(store, 200)
-        assert _limit(store) == _shown("32MB")
+        assert _setting(store) == _shown("32MB")
 
         rows = list(store.aggregate(QUERY, "daily", "by-total"))
         assert sum(row.total for row in rows) == 300
-        assert _limit(store) == _shown("128MB")
+        assert _setting(store) == _shown("128MB")
         _write(store, 300)
-        assert _limit(store) == _shown("32MB")
+        assert _setting(store) == _shown("32MB")
         assert store.count(owner_id="owner-a") == 400
     finally:
         store.close()
@@ -127,10 +124,10 @@ def test_an_abandoned_read_keeps_the_full_limit_until_it_is_closed(tmp_path: Pat
         batches = store.export_batches(QUERY, ["id"], batch_rows=10)
         next(batches)
         _write(store, 100)
-        assert _limit(store) == _shown("128MB")
+        assert _setting(store) == _shown("128MB")
         batches.close()  # the reader is done (a client that went away)
         _write(store, 200)
-        assert _limit(store) == _shown("32MB")
+        assert _setting(store) == _shown("32MB")
     finally:
         store.close()
 
@@ -173,10 +170,10 @@ def test_a_write_that_runs_out_of_the_write_limit_gets_the_full_one(
             _write(store, 0, 1_000)
         assert store.count(owner_id="owner-a") == 1_000  # once: the failed attempt left nothing
         assert store.checkpoint("import-1") == checkpoint(line=1_001)
-        assert _limit(store) == _shown("512MB")
+        assert _setting(store) == _shown("512MB")
         assert "keeps its full limit (512MB)" in caplog.text
         _write(store, 1_000)
-        assert _limit(store) == _shown("512MB")  # not lowered again
+        assert _setting(store) == _shown("512MB")  # not lowered again
         assert store.count(owner_id="owner-a") == 1_100
     finally:
         store.close()
@@ -197,7 +194,7 @@ def test_a_commit_that_runs_out_of_the_write_limit_fails_and_widens_the_limit(
             _write(store, 0, 1_000)
         assert store.count(owner_id="owner-a") == 0
         assert store.checkpoint("import-1") is None
-        assert _limit(store) == _shown("512MB")
+        assert _setting(store) == _shown("512MB")
         _write(store, 0, 1_000)  # the next attempt: whole, at the full limit
         assert store.count(owner_id="owner-a") == 1_000
         assert store.checkpoint("import-1") == checkpoint(line=1_001)
@@ -254,7 +251,7 @@ def test_reads_and_writes_side_by_side_leave_the_limit_as_the_last_says(tmp_path
         assert len(counts) == 15
         assert all(count % 1_000 == 0 and 1_000 <= count <= 6_000 for count in counts)
         _write(store, 6_000)
-        assert _limit(store) == _shown("32MB")
+        assert _setting(store) == _shown("32MB")
         assert store.count(owner_id="owner-a") == 6_100
     finally:
         store.close()
@@ -268,9 +265,9 @@ def test_the_configured_write_limit_reaches_the_store(
     store = open_configured_event_store(Settings(data_dir=tmp_path, workers=0))
     try:
         assert isinstance(store, DuckDBEventStore)
-        assert _limit(store) == _shown("128MB")
+        assert _setting(store) == _shown("128MB")
         _write(store, 0)
-        assert _limit(store) == _shown("56MB")
+        assert _setting(store) == _shown("56MB")
     finally:
         store.close()
     with pytest.raises(ValueError, match="duckdb_write_memory_mb"):
@@ -283,14 +280,6 @@ def test_set_memory_limit_takes_only_a_size() -> None:
         assert con.execute("SELECT current_setting('memory_limit')").fetchone() == (_shown("48MB"),)
         with pytest.raises(ValueError, match="not a memory size"):
             set_memory_limit(con.cursor(), "1GB'; DROP TABLE x; --")
-
-
-def _shown_kept(size: str) -> str:
-    with duckdb.connect(config={"block_allocator_memory": size}) as con:
-        found = con.execute("SELECT current_setting('block_allocator_memory')").fetchone()
-    assert found is not None
-    shown: str = found[0]
-    return shown
 
 
 @pytest.mark.parametrize(
@@ -322,5 +311,5 @@ def test_duckdb_keeps_freed_blocks_up_to_twice_the_write_limit(
         found = _setting(store, "block_allocator_memory")
     finally:
         store.close()
-    assert found == _shown_kept(kept)
-    assert found != _shown_kept("0MB")  # DuckDB's own default keeps none
+    assert found == _shown(kept, "block_allocator_memory")
+    assert found != _shown("0MB", "block_allocator_memory")  # DuckDB's own default keeps none

@@ -178,7 +178,6 @@ def test_recent_id_keys_let_go_of_a_batch_once_it_is_written() -> None:
 
 
 @pytest.mark.usefixtures("compiled")
-@pytest.mark.usefixtures("compiled")
 def test_dictionary_encoded_texts_key_as_their_texts() -> None:
     """The import hands origin and endpoint ids over dictionary-encoded (each distinct id
     once): their keys are the same as the plain texts', chunk by chunk, nulls included."""
@@ -193,6 +192,7 @@ def test_dictionary_encoded_texts_key_as_their_texts() -> None:
     assert keys.spelled_keys(first)[2].to_pylist() == [True, False, True, False, True, False]
 
 
+@pytest.mark.usefixtures("compiled")
 def test_spelled_keys_say_which_texts_the_key_gives_back() -> None:
     texts = ["0" * 31 + "1", "F" * 32, "a" * 31, None, "0" * 33, "abcdef0123456789" * 2, ""]
     sliced = pa.array(["skip", *texts])[1:]

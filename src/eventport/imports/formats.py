@@ -52,10 +52,9 @@ from typing import BinaryIO, Final, Literal
 from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells
 
 
-def count_lines_py(buffer: bytes | memoryview, start: int = 0, stop: int = -1, /) -> int:
+def count_lines_py(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:
     """The newlines in ``buffer[start:stop]`` (``stop`` -1: to the end)."""
-    data = bytes(buffer) if isinstance(buffer, memoryview) else buffer
-    return data.count(b"\n", start, stop if stop >= 0 else len(data))
+    return buffer.count(b"\n", start, stop if stop >= 0 else len(buffer))
 
 
 def line_end_py(buffer: bytes | memoryview, start: int, n: int, /) -> int:
