@@ -75,7 +75,7 @@ class ControlDatabase:
 def is_event_store_table(name: str | None) -> bool:
     """Tables the PostgreSQL event store keeps beside ours: not the migrations' business."""
     return name is not None and (
-        name in ("events", "event_import_checkpoints") or name.startswith("events_")
+        name in ("events", "event_ids", "event_import_checkpoints") or name.startswith("events_")
     )
 
 
