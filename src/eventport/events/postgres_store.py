@@ -55,7 +55,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.abc import Buffer
 
-from eventport.events.keys import id_keys
+from eventport.events.keys import RecentIdKeys
 from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, ColumnType
 from eventport.events.store import (
     CHECKPOINT_FIELDS,
@@ -384,6 +384,7 @@ class PostgresEventStore:
         self._pool = _Connections(conninfo, max_idle_connections)
         self._partitions: set[tuple[int, int]] = set()
         self._partitions_lock = threading.Lock()
+        self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -423,12 +424,9 @@ class PostgresEventStore:
                     sql.Identifier(_INDEX), _T
                 )
             )
-            made = conn.execute(
-                "SELECT to_regclass(%s) IS NULL", (EVENT_IDS_TABLE,)
-            ).fetchone() == (True,)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {EVENT_IDS_TABLE} (key uuid PRIMARY KEY)")
-            if made:  # a store made before the table: its events' keys
-                conn.execute(_FILL_IDS)
+            if conn.execute("SELECT to_regclass(%s)", (EVENT_IDS_TABLE,)).fetchone() == (None,):
+                conn.execute(f"CREATE TABLE {EVENT_IDS_TABLE} (key uuid PRIMARY KEY)")
+                conn.execute(_FILL_IDS)  # a store made before the table: its events' keys
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS {} (import_id text PRIMARY KEY, {}, "
@@ -462,12 +460,12 @@ class PostgresEventStore:
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
         if not len(ids):
             return set()
-        keys = _keyed(owner_id, ids)
+        texts = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        keys = _keyed(*self._id_keys(owner_id, texts))
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(_PROBE_KEYS)
             found = conn.execute(_FIND_IDS, keys).fetchall()
-        texts = ids.to_pylist() if found and isinstance(ids, pa.Array) else ids
-        return {texts[n - 1] for (n,) in found}
+        return {texts[n - 1].as_py() for (n,) in found}
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event
@@ -477,7 +475,11 @@ class PostgresEventStore:
         table = batch_table(owner_id, batch)
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
         data = b""
+        keys: dict[str, list[str]] = {}
         if table.num_rows:
+            # The keys in the batch's own order: found again from existing_ids (events/keys.py).
+            ids = table.column("id").combine_chunks()
+            keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
             times = table.column("time")
             months = pc.unique(pc.add(pc.multiply(pc.year(times), 100), pc.month(times)))
             self._ensure_partitions({divmod(m, 100) for m in months.to_pylist()})
@@ -489,8 +491,6 @@ class PostgresEventStore:
             # reusing an id could otherwise both delete nothing and both insert it.
             cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner_id))
             if data:
-                ids = table.column("id").combine_chunks()
-                keys = _keyed(owner_id, ids)
                 found = cur.execute(_ADD_IDS, keys).fetchall()
                 if found:  # the events of the ids the batch replaces
                     replaced = ids.take([n - 1 for (n,) in found]).to_pylist()
@@ -722,10 +722,9 @@ class PostgresEventStore:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""
 
 
-def _keyed(owner_id: str, ids: Sequence[str] | pa.Array) -> dict[str, list[str]]:
-    """The parameters of the statements on ``event_ids`` for ``owner_id``'s ``ids``: each id's
-    key, the MD5 of the owner's id, a NUL and the id, in hex (as PostgreSQL's ``md5``)."""
-    high, low = id_keys(owner_id, ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string()))
+def _keyed(high: pa.Array, low: pa.Array) -> dict[str, list[str]]:
+    """The parameters of the statements on ``event_ids`` for ids keyed by ``RecentIdKeys``:
+    each key, the MD5 of the owner's id, a NUL and the id, in hex (as PostgreSQL's ``md5``)."""
     # An id's key number is its digest read little-endian (events/keys.py): the digest is the
     # low word's bytes, then the high word's.
     lows, highs = (memoryview(a.buffers()[1]).hex() for a in (low, high))
