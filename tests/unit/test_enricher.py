@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import pyarrow as pa
 import pytest
 
@@ -137,6 +140,38 @@ TEXTS = [
 @pytest.fixture(params=["C", "hashlib"])
 def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     return with_and_without(request, monkeypatch, enricher_module) == "C"
+
+
+@pytest.mark.parametrize("lanes", [True, False], ids=["eight-at-a-time", "one-by-one"])
+def test_many_pairs_of_every_length_hash_as_hashlib_hashes_them(
+    enricher: Enricher, lanes: bool
+) -> None:
+    """pair_digests hashes eight messages at a time where the CPU can (AVX-512): messages of
+    one to four blocks side by side, a lane taking the next message when its own is done, and
+    a last set of lanes left part empty; every digest is hashlib's."""
+    hashing = enricher_module._hashing
+    if hashing is None:
+        pytest.skip("the _hashing extension is not compiled")
+    was = hashing.blake2b_lanes()
+    if lanes and not was:
+        pytest.skip("this CPU has no AVX-512")
+    rng = random.Random(11)
+    lengths = [0, 1, 14, 63, 126, 127, 128, 129, 200, 255, 256, 257, 400]
+    firsts = ["".join(rng.choice("0123456789.:abé") for _ in range(n)) for n in lengths]
+    seconds = ["".join(rng.choice("Mozilla/5.0 (X11) 😀") for _ in range(n)) for n in lengths]
+    count = 1_003  # not a multiple of eight
+    first_at = [rng.randrange(len(firsts)) for _ in range(count)]
+    second_at = [rng.randrange(len(seconds)) for _ in range(count)]
+    digester = enricher.pair_digester(b"origin")
+    try:
+        assert hashing.blake2b_lanes(lanes) is lanes
+        raw = digester(pa.array(firsts), pa.array(first_at), pa.array(seconds), pa.array(second_at))
+    finally:
+        hashing.blake2b_lanes(was)
+    for k, (i, j) in enumerate(zip(first_at, second_at, strict=True)):
+        message = f"{firsts[i]}\n{seconds[j]}".encode()
+        want = hashlib.blake2b(message, key=KEY, digest_size=16, person=b"origin").digest()
+        assert raw[16 * k : 16 * k + 16] == want, (len(message), k)
 
 
 def test_a_column_hashes_as_each_value_does(enricher: Enricher, compiled: bool) -> None:
