@@ -10,6 +10,8 @@ types, or no extension: Arrow's kernels, with the same answers (tests/unit/test_
 
 from __future__ import annotations
 
+import threading
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -166,3 +168,49 @@ def text_hashes(texts: pa.Array) -> pa.Array:
     texts, offsets, data = string_buffers(texts)
     found = _hashing.hashes(offsets, data, len(texts))
     return pa.Array.from_buffers(pa.int64(), len(texts), [None, pa.py_buffer(found)])
+
+
+class KnownKeys:
+    """Distinct int64 keys known to be held somewhere (a store's place and agent keys that are
+    committed), at most ``limit`` of them: past it the set starts again empty, so its memory
+    stays bounded and a key it forgot is only looked for again where it is held.
+
+    Safe to share between threads. With the extension the keys live in a ``_hashing.KeyTable``
+    (~20 bytes a key); without it, in an Arrow array that :func:`pc.is_in` searches.
+    """
+
+    def __init__(self, limit: int = 1 << 18) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._table = _hashing.KeyTable() if _hashing is not None else None
+        self._values = pa.array([], pa.int64())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._table) if self._table is not None else len(self._values)
+
+    def unknown(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """A boolean column: whether each key (int64, no nulls) is not known."""
+        keys, data = int64_values(keys)
+        with self._lock:
+            if self._table is None:
+                return pc.invert(pc.is_in(keys, value_set=self._values))
+            positions = self._table.find(data, len(keys))
+        return pc.is_null(_found(keys, positions))
+
+    def add(self, keys: pa.Array | pa.ChunkedArray) -> None:
+        """Know these keys (int64, no nulls; repeats and keys known already are fine)."""
+        with self._lock:
+            fresh = distinct(keys)
+            if self._table is None:
+                fresh = fresh.filter(pc.invert(pc.is_in(fresh, value_set=self._values)))
+                if len(self._values) + len(fresh) > self.limit:
+                    self._values = pa.array([], pa.int64())
+                self._values = pa.concat_arrays([self._values, fresh])
+                return
+            fresh, data = int64_values(fresh)
+            fresh = fresh.filter(pc.is_null(_found(fresh, self._table.find(data, len(fresh)))))
+            if len(self._table) + len(fresh) > self.limit:
+                self._table.clear()
+            fresh, data = int64_values(fresh)
+            self._table.add(data, len(fresh))

@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from eventport.events.duckdb_store import (
+    _BATCH_AGENTS,
+    _BATCH_PLACES,
     _SQL_TYPES,
     AGENTS_TABLE,
     COMPACTED_ROW_GROUP_ROWS,
@@ -81,6 +84,54 @@ def test_places_and_agents_are_stored_once(tmp_path: Path) -> None:
             for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
         ]
         assert counts == [(51,), (1,), (1,)]
+    finally:
+        con.close()
+
+
+def test_places_and_agents_committed_are_not_inserted_again(tmp_path: Path) -> None:
+    """A batch brings only the places and agents whose keys this process has not committed
+    (prepare_batch); those of a transaction that failed are not known, and go in with the
+    batch made again."""
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    known = store._shared.known
+    try:
+        berlin = make_batch(["a", "b"], origin_country="DE", origin_city="Berlin", client="pip")
+        store.write_batch("owner-a", berlin, checkpoint(line=3))
+        assert (len(known[PLACES_TABLE]), len(known[AGENTS_TABLE])) == (1, 1)
+        again = make_batch(["c"], first_line=3, origin_country="DE", origin_city="Berlin")
+        tables = dict(store.prepare_batch("owner-a", again).take(store, "owner-a"))
+        assert _BATCH_PLACES not in tables
+        assert _BATCH_AGENTS not in tables
+        both = make_batch(
+            ["c", "d"], first_line=3, origin_country="FR", origin_city="Lyon", client="pip"
+        )
+        both["origin_city"][0] = "Berlin"
+        both["origin_country"][0] = "DE"
+        tables = dict(store.prepare_batch("owner-a", both).take(store, "owner-a"))
+        assert tables[_BATCH_PLACES].column("origin_city").to_pylist() == ["Lyon"]
+        assert _BATCH_AGENTS not in tables
+
+        def fail() -> None:
+            raise RuntimeError("disk on fire")
+
+        store._before_commit = fail  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            store.write_batch("owner-a", both, checkpoint(line=5))
+        assert len(known[PLACES_TABLE]) == 1  # Lyon's commit failed: not known
+        del store._before_commit
+        store.write_batch("owner-a", both, checkpoint(line=5))
+        assert len(known[PLACES_TABLE]) == 2
+        assert store.rows("owner-a") == expected_rows(berlin) + expected_rows(both)
+    finally:
+        store.close()
+    con = duckdb.connect(str(tmp_path / "events.duckdb"))
+    try:
+        counts = [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()
+            for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
+        ]
+        assert counts == [(4,), (2,), (1,)]
     finally:
         con.close()
 

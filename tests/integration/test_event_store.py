@@ -242,6 +242,31 @@ def test_a_failure_inside_the_transaction_leaves_nothing_behind(
     assert event_store.checkpoint("import-1") == checkpoint(line=6)
 
 
+def test_a_prepared_batch_is_written_once_by_its_own_store_for_its_own_owner(
+    event_store: EventStore, open_store: Opener
+) -> None:
+    """What prepare_batch makes is what write_batch writes; written for another owner, by
+    another store or twice, it is refused, and nothing of it is written."""
+    batch = make_batch(["a", "b"], version="1")
+    prepared = event_store.prepare_batch("owner-a", batch)
+    with pytest.raises(ValueError, match="prepared for owner 'owner-a'"):
+        event_store.write_batch("owner-b", prepared, checkpoint(line=3))
+    other = open_store()
+    with pytest.raises(ValueError, match="another event store"):
+        other.write_batch("owner-a", prepared, checkpoint(line=3))
+    assert event_store.count(owner_id="owner-a") == 0
+    event_store.write_batch("owner-a", prepared, checkpoint(line=3))
+    assert event_store.rows("owner-a") == expected_rows(batch)
+    with pytest.raises(RuntimeError, match="written already"):
+        event_store.write_batch("owner-a", prepared, checkpoint(line=3))
+    with pytest.raises(ValueError, match="owner"):  # checked when prepared
+        event_store.prepare_batch("owner-b", make_batch(["c"]))
+    empty = event_store.prepare_batch("owner-a", make_batch([]))
+    event_store.write_batch("owner-a", empty, checkpoint(line=4))
+    assert event_store.checkpoint("import-1") == checkpoint(line=4)
+    assert event_store.count(owner_id="owner-a") == 2
+
+
 def _uneven(batch: Batch) -> None:
     batch["user_agent"].pop()
 

@@ -167,3 +167,20 @@ def test_remembered_texts_refuse_a_missing_text() -> None:
     with pytest.raises(ValueError, match="missing"):
         known.add(pa.array(["a", None], pa.string()))
     assert len(known) == 0
+
+
+@pytest.mark.usefixtures("compiled")
+def test_known_keys_answer_which_keys_are_new_and_start_again_past_their_limit() -> None:
+    known = positions.KnownKeys(limit=5)
+    keys = pa.array([7, -(2**63), 2**63 - 1, 0], pa.int64())
+    assert known.unknown(keys).to_pylist() == [True, True, True, True]
+    known.add(pa.chunked_array([[7, 7], [0]]))  # repeats, and chunks, are fine
+    known.add(pa.array([0, 2**63 - 1], pa.int64()).slice(1))  # a slice: its own values
+    assert known.unknown(keys).to_pylist() == [False, True, False, False]
+    assert len(known) == 3
+    known.add(pa.array([7, 1, 2], pa.int64()))  # 5 keys: at the limit, still kept
+    assert len(known) == 5
+    known.add(pa.array([3], pa.int64()))  # past it: only the newest are known
+    assert len(known) == 1
+    assert known.unknown(pa.array([3, 7], pa.int64())).to_pylist() == [False, True]
+    assert known.unknown(pa.array([], pa.int64())).to_pylist() == []

@@ -45,6 +45,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +63,7 @@ from eventport.events.store import (
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
     EventStoreError,
+    PreparedBatch,
     StoreCapabilities,
     batch_table,
 )
@@ -367,6 +369,18 @@ class _Connections:
             conn.close()
 
 
+@dataclass
+class _Rows:
+    """A prepared batch (:meth:`PostgresEventStore.prepare_batch`): its ids in the batch's
+    order, their keys as _ADD_IDS takes them, the (year, month) partitions it needs and its rows
+    as CSV for COPY (empty for a batch of no events)."""
+
+    ids: pa.Array
+    keys: dict[str, list[str]]
+    months: set[tuple[int, int]]
+    data: bytes
+
+
 class PostgresEventStore:
     """The event store in a PostgreSQL database; see the module docstring."""
 
@@ -471,21 +485,31 @@ class PostgresEventStore:
         """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event
         in this process."""
 
-    def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
+    def prepare_batch(self, owner_id: str, batch: Batch) -> PreparedBatch:
+        """The batch checked, its keys, its months and its rows as COPY's CSV, in id order."""
         table = batch_table(owner_id, batch)
+        del batch
+        if not table.num_rows:
+            return PreparedBatch(self, owner_id, _Rows(pa.array([], pa.string()), {}, set(), b""))
+        # The keys in the batch's own order: found again from existing_ids (events/keys.py).
+        ids = table.column("id").combine_chunks()
+        keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
+        times = table.column("time")
+        months = pc.unique(pc.add(pc.multiply(pc.year(times), 100), pc.month(times)))
+        # In id order, index inserts walk each partition's index once, page by page.
+        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+        rows = _Rows(ids, keys, {divmod(m, 100) for m in months.to_pylist()}, _copy_csv(table))
+        return PreparedBatch(self, owner_id, rows)
+
+    def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
+        if not isinstance(batch, PreparedBatch):
+            batch = self.prepare_batch(owner_id, batch)
+        rows: _Rows = batch.take(self, owner_id)
+        del batch
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
-        data = b""
-        keys: dict[str, list[str]] = {}
-        if table.num_rows:
-            # The keys in the batch's own order: found again from existing_ids (events/keys.py).
-            ids = table.column("id").combine_chunks()
-            keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
-            times = table.column("time")
-            months = pc.unique(pc.add(pc.multiply(pc.year(times), 100), pc.month(times)))
-            self._ensure_partitions({divmod(m, 100) for m in months.to_pylist()})
-            # In id order, index inserts walk each partition's index once, page by page.
-            table = table.take(pc.sort_indices(table, [("id", "ascending")]))
-            data = _copy_csv(table)
+        ids, keys, data = rows.ids, rows.keys, rows.data
+        if data:
+            self._ensure_partitions(rows.months)
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             # One owner's batches take turns: with no unique index, two concurrent batches
             # reusing an id could otherwise both delete nothing and both insert it.

@@ -83,6 +83,31 @@ class EventStoreError(RuntimeError):
     """The event store cannot do what was asked (closed, locked by another process, ...)."""
 
 
+class PreparedBatch:
+    """A batch that one store's :meth:`EventStore.prepare_batch` made ready to be written for
+    one owner. The store takes what it holds once (:meth:`take`): the caller keeps no reference
+    to the batch's memory, which the store can let go of during the write."""
+
+    def __init__(self, store: object, owner_id: str, contents: object) -> None:
+        self._store = store
+        self.owner_id = owner_id
+        self._contents = contents
+        self._taken = False
+
+    def take(self, store: object, owner_id: str) -> Any:
+        """What the store prepared; a ValueError for another store's or owner's batch."""
+        if store is not self._store:
+            raise ValueError("the batch was prepared by another event store")
+        if owner_id != self.owner_id:
+            raise ValueError(
+                f"the batch was prepared for owner {self.owner_id!r}, not {owner_id!r}"
+            )
+        if self._taken:
+            raise RuntimeError("the prepared batch was written already")
+        contents, self._contents, self._taken = self._contents, None, True
+        return contents
+
+
 class EventStore(Protocol):
     """Where imported events live. Safe to share between the threads of one process."""
 
@@ -102,10 +127,19 @@ class EventStore(Protocol):
         its remaining lines). A store that keeps memory per stored event sizes it once, instead
         of growing it in steps as batches come. Nothing else depends on it."""
 
+    def prepare_batch(self, owner_id: str, batch: Batch) -> PreparedBatch:
+        """The part of :meth:`write_batch` that needs neither the store's lock nor its
+        connection, done ahead: the checks (:class:`ValueError` for a malformed batch), the
+        keys, the store's own form of the rows. An import prepares each batch on the thread
+        that builds it, while its writing thread writes the batch before: the writing thread
+        bounds an import's speed, so it is left only the writing. Nothing is written."""
+        ...
+
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
         """In one transaction: replace this owner's events with the batch's ids, insert the
         batch and upsert the checkpoint. Raises :class:`ValueError` for a malformed batch
-        (before anything is written); on any failure nothing of it is visible.
+        (before anything is written); on any failure nothing of it is visible. ``batch`` may
+        be what this store's :meth:`prepare_batch` made of it for the same owner.
 
         Ids must be unique within the batch (the caller guarantees it). A store may let go of
         the batch's tables as soon as the transaction holds their rows (the embedded store does,

@@ -32,9 +32,8 @@ from eventport.control.secrets import ORIGIN_KEY, server_secret
 from eventport.domain.access import Access
 from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
-from eventport.events.batch import EventBatch
 from eventport.events.schema import Checkpoint
-from eventport.events.store import EventStore
+from eventport.events.store import EventStore, PreparedBatch
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
 from eventport.imports.pipeline import Lookups, Target, build_batch
@@ -133,9 +132,9 @@ class _Prepared:
 
     logs: list[LogEntry]
     checkpoint: Checkpoint
-    batch: EventBatch | None
+    batch: PreparedBatch | None
 
-    def take_batch(self) -> EventBatch:
+    def take_batch(self) -> PreparedBatch:
         """The batch, which this item then no longer holds: the store gets the only reference
         and can let its memory go once the batch is written (see EventStore.write_batch)."""
         batch, self.batch = self.batch, None
@@ -418,7 +417,11 @@ class ImportWorker:
             excluded=before.excluded + result.excluded,
             do_not_track=before.do_not_track + result.do_not_track,
         )
-        return _Prepared(result.logs, checkpoint, result.batch)
+        # The store's own preparation too (checks, keys, its form of the rows): here, on the
+        # reading thread, not on the writing one, which bounds an import (measured on 5M
+        # enriched events: the writer busy ~12 s of ~13, the reader waiting ~2 s for it).
+        prepared = self.events.prepare_batch(row.owner_id, result.batch)
+        return _Prepared(result.logs, checkpoint, prepared)
 
     def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
         """Log entries, then the events with their checkpoint in one transaction, then the
