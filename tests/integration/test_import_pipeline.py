@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_store import ROW_GROUP_ROWS
 from eventport.settings import Settings
 from tests.conftest import Server, running_server, truncate_all
@@ -303,24 +304,32 @@ def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
     assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
 
 
-def test_clean_lines_make_whole_row_groups(backend: str, control: Any, tmp_path: Path) -> None:
+def test_clean_lines_make_whole_row_groups(backend: str, tmp_path: Path) -> None:
     """Batches of exactly the store's preferred size (worker.slice_lines): DuckDB then keeps
     each batch as one row group (ROW_GROUP_ROWS), with no small ones left between them to merge
-    (which left the file twice the size of its data)."""
+    (which left the file twice the size of its data).
+
+    On a control database of its own: on the session's, the module's server (its worker polls
+    the same imports) could claim the import first and write it to its own file (seen once in
+    CI: no row groups here, though the import was done)."""
     if not backend.startswith("sqlite"):
         pytest.skip("row groups are the DuckDB store's")
-    settings = Settings(database_url=backend, data_dir=tmp_path / "data", workers=1)
-    with running_server(settings, control) as server:
-        truncate_all(control)
-        alice = server.user("alice")
-        package_id = setup_package(alice, "alice")
-        lines = 2 * ROW_GROUP_ROWS + 7
-        body = b"".join(b'{"$time":%d}\n' % (1_717_200_000 + i) for i in range(lines))
-        started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
-        done = wait_finished(alice, "alice", started["id"])
-        assert counts(done) == (lines, lines, 0)
-        store = server.app.state.events
-        with store._lock:  # the store's one connection, between writes
-            sizes = row_group_sizes(store._connection())
-        alice.close()
+    database = f"sqlite:///{tmp_path / 'control.sqlite3'}"
+    control = ControlDatabase(database)
+    settings = Settings(database_url=database, data_dir=tmp_path / "data", workers=1)
+    try:
+        with running_server(settings, control) as server:
+            alice = server.user("alice")
+            package_id = setup_package(alice, "alice")
+            lines = 2 * ROW_GROUP_ROWS + 7
+            body = b"".join(b'{"$time":%d}\n' % (1_717_200_000 + i) for i in range(lines))
+            started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+            done = wait_finished(alice, "alice", started["id"])
+            assert counts(done) == (lines, lines, 0)
+            store = server.app.state.events
+            with store._lock:  # the store's one connection, between writes
+                sizes = row_group_sizes(store._connection())
+            alice.close()
+    finally:
+        control.dispose()
     assert sizes == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 7]
