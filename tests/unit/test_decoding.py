@@ -29,6 +29,17 @@ pytestmark = pytest.mark.skipif(not scanner_available(), reason="the C scanner i
 T = "2024-06-04T00:00:00Z"
 
 
+@pytest.fixture(autouse=True, params=["streamed", "mapped"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test decodes chunks read in blocks (bytes) and through a memory mapping (views
+    of it, what the import worker reads)."""
+    if request.param == "mapped":
+        defaults = iter_chunks.__kwdefaults__
+        assert defaults is not None
+        monkeypatch.setitem(defaults, "mapped", True)
+    return str(request.param)
+
+
 def chunks_of(tmp_path: Path, data: bytes, **kw: Any) -> list[Chunk]:
     path = tmp_path / "upload.ndjson"
     path.write_bytes(data)

@@ -19,6 +19,17 @@ from eventport.imports.records import Code, CsvCells
 BOM = b"\xef\xbb\xbf"
 
 
+@pytest.fixture(autouse=True, params=["streamed", "mapped"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test reads its plain NDJSON files both ways: streamed in blocks, and through a
+    memory mapping (what the import worker does; gzip and CSV are always streamed)."""
+    if request.param == "mapped":
+        defaults = iter_chunks.__kwdefaults__
+        assert defaults is not None
+        monkeypatch.setitem(defaults, "mapped", True)
+    return str(request.param)
+
+
 def write(tmp_path: Path, data: bytes, *, packed: bool, name: str = "upload") -> Path:
     path = tmp_path / (name + (".gz" if packed else ""))
     path.write_bytes(gzip.compress(data) if packed else data)
@@ -569,12 +580,15 @@ def test_line_counting_in_c_and_python_agree(data: bytes) -> None:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_chunks_of_random_lines_in_c_and_python_agree_with_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, reading: str
 ) -> None:
     """Whole lines however blocks and chunks cut them: each line once, in order, too long ones
     as None, every chunk's resume point just after its last line; the same with the pure
     Python line counting (held lines are views of blocks there too)."""
     from eventport.imports import formats
+
+    if reading == "mapped":
+        pytest.skip("compares the streamed read's chunks in C and in Python (never mapped)")
 
     rng = random.Random(seed)
     lines = [
@@ -622,3 +636,41 @@ def test_slices_divide_a_batch_evenly(batch: int, expected: int) -> None:
         lines = slice_lines(size)
         assert size % lines == 0, size
         assert lines <= SLICE_LINES, size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_mapped_file_reads_as_the_streamed_one(tmp_path: Path, seed: int) -> None:
+    """Read through a memory mapping (blocks are views of it, nothing copied), a plain file
+    gives the streamed read's lines, and resuming from any chunk's end gives the same lines
+    as a streamed resume from there: BOMs, CRLF, blank, too long and unended last lines."""
+    from eventport.imports import formats
+
+    if formats._line_end is formats.line_end_py:
+        pytest.skip("files are mapped only with the C line helpers")
+    rng = random.Random(seed)
+    parts = [BOM] if rng.random() < 0.3 else []
+    for _ in range(rng.randint(0, 200)):
+        n = rng.choice([0, 1, 5, 39, 40, 41, 120])
+        parts.append(bytes(rng.choice(b'a{" \r') for _ in range(n)) + rng.choice([b"\n", b"\r\n"]))
+    data = b"".join(parts)
+    if rng.random() < 0.5:
+        data = data.rstrip(b"\n")
+    path = write(tmp_path, data, packed=False)
+    kw: dict[str, Any] = {
+        "chunk_lines": rng.choice([1, 3, 50]),
+        "chunk_bytes": rng.choice([10, 1000, 1 << 20]),
+        "max_line_bytes": 40,
+    }
+    streamed = chunks(path, mapped=False, block_size=rng.choice([1, 7, 4096]), **kw)
+    mapped = chunks(path, mapped=True, **kw)
+    assert all(isinstance(c.block, memoryview) for c in mapped)
+    assert [x for c in mapped for x in c.lines] == [x for c in streamed for x in c.lines]
+    for c in mapped:
+        assert c.next_line == c.first_line + c.line_count
+        resumed = {"start_line": c.next_line, "start_offset": c.next_offset}
+        assert [x for r in chunks(path, mapped=True, **kw, **resumed) for x in r.lines] == [
+            x for r in chunks(path, mapped=False, **kw, **resumed) for x in r.lines
+        ]
+    if mapped:
+        assert mapped[-1].next_offset == len(data)
+    assert chunks(path, mapped=True, start_offset=len(data), **kw) == []

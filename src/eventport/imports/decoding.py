@@ -153,7 +153,7 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[L
     others: list[tuple[int, bytes | None]] = []
     for k in range(0, len(triples), 3):
         i, start, end = triples[k], triples[k + 1], triples[k + 2]
-        raw = None if i in dropped or end - start > limit else block[start:end]
+        raw = None if i in dropped or end - start > limit else bytes(block[start:end])
         others.append((first + i, raw))
     events, slow_entries = decode_ndjson(others, max_line_bytes=limit)
     if events:

@@ -2,7 +2,9 @@
 
 The upload (possibly gigabytes) is read in blocks of :data:`BLOCK_SIZE` decoded bytes and
 handed out as :class:`Chunk` s of at most ``chunk_lines`` lines (NDJSON) or records (CSV).
-Memory stays bounded by a few blocks plus ``max_line_bytes``, whatever the file size.
+Memory stays bounded by a few blocks plus ``max_line_bytes``, whatever the file size. A plain
+NDJSON file may instead be read through a memory mapping (``mapped``; the import worker does),
+which copies nothing and keeps about two chunks of the file's pages mapped in.
 
 Offsets. ``Chunk.next_offset`` is a byte offset in the *decoded* stream (the plain file, or
 the gzip stream's content) just after the chunk's last line, counted from the very first byte
@@ -41,6 +43,8 @@ decides what to do with them.
 from __future__ import annotations
 
 import csv
+import mmap
+import os
 import re
 import zlib
 from collections import deque
@@ -111,9 +115,10 @@ class Chunk:
     """Consecutive lines (NDJSON) or records (CSV) of an upload.
 
     NDJSON: ``block`` holds ``line_count`` whole lines from line ``first_line`` on, each ended
-    by ``\n`` but perhaps the last line of the stream; a line longer than ``max_line_bytes``
-    that was dropped while it was read is an empty placeholder line whose index (from 0) is in
-    ``dropped``. ``lines`` gives them as ``(line number, raw bytes, or None if too long)``.
+    by ``\n`` but perhaps the last line of the stream (bytes, or a view of a mapped file); a
+    line longer than ``max_line_bytes`` that was dropped while it was read is an empty
+    placeholder line whose index (from 0) is in ``dropped``. ``lines`` gives them as
+    ``(line number, raw bytes, or None if too long)``.
     CSV: ``header`` cells and ``rows``, ``(line where the record starts, cells or an error
     Code)``. ``next_line``/``next_offset``: where to resume after this chunk.
     ``source_offset``: bytes of the spool file read so far (for progress).
@@ -124,7 +129,7 @@ class Chunk:
     source_offset: int
     first_line: int = 1
     line_count: int = 0
-    block: bytes = b""
+    block: bytes | memoryview = b""
     dropped: frozenset[int] = frozenset()
     max_line_bytes: int = MAX_LINE_BYTES
     header: list[str] = field(default_factory=list)
@@ -135,6 +140,8 @@ class Chunk:
         """The NDJSON lines one by one (a copy of each: for tests and the slow path)."""
         if not self.line_count:
             return []
+        if isinstance(self.block, memoryview):  # a mapped file's: copy only what is handed out
+            return self._viewed_lines(self.block)
         parts = self.block.split(b"\n")
         if len(parts) > self.line_count:
             parts.pop()  # after the last newline
@@ -143,6 +150,17 @@ class Chunk:
             (self.first_line + i, None if i in dropped or len(part) > limit else part)
             for i, part in enumerate(parts)
         ]
+
+    def _viewed_lines(self, view: memoryview) -> list[tuple[int, bytes | None]]:
+        found: list[tuple[int, bytes | None]] = []
+        pos = 0
+        for i in range(self.line_count):
+            end = _line_end(view, pos, 1)
+            stop = len(view) if end < 0 else end - 1
+            too_long = i in self.dropped or stop - pos > self.max_line_bytes
+            found.append((self.first_line + i, None if too_long else view[pos:stop].tobytes()))
+            pos = len(view) if end < 0 else end
+        return found
 
     def __len__(self) -> int:
         return self.line_count + len(self.rows)
@@ -654,14 +672,23 @@ def iter_chunks(
     block_size: int = BLOCK_SIZE,
     max_ratio: int = MAX_RATIO,
     ratio_grace_bytes: int = RATIO_GRACE_BYTES,
+    mapped: bool = False,
 ) -> Iterator[Chunk]:
     """Chunks of the upload at ``path``, from ``(start_line, start_offset)`` on.
 
     Raises :class:`InputUnusable` (possibly after some chunks) when the input as a whole
-    cannot be read. An empty input, or a CSV without a header, gives no chunks.
+    cannot be read. An empty input, or a CSV without a header, gives no chunks. ``mapped``:
+    a plain NDJSON file is read through a memory mapping (:func:`_mapped_ndjson`; chunks'
+    blocks are then views of it, and ``block_size`` does not apply).
     """
     if min(chunk_lines, chunk_bytes, max_line_bytes, block_size) < 1:
         raise ValueError("chunk_lines, chunk_bytes, max_line_bytes and block_size must be positive")
+    # Mapped only where the line helpers are C's (Python's would copy the mapping per call).
+    if mapped and fmt == "ndjson" and not gzip and _line_end is not line_end_py:
+        yield from _mapped_ndjson(
+            path, start_line, start_offset, chunk_lines, chunk_bytes, max_line_bytes
+        )
+        return
 
     def open_stream(f: BinaryIO, offset: int) -> _Stream:
         return _Stream(
@@ -688,3 +715,76 @@ def iter_chunks(
         with path.open("rb") as hf:  # the header, from the start of the stream
             header_stream = open_stream(hf, 0)
             yield from _csv_chunks(stream, header_stream, start_line, chunk_lines, max_line_bytes)
+
+
+# --- NDJSON of a plain file, mapped -----------------------------------------------------------
+
+
+def _mapped_ndjson(
+    path: Path,
+    start_line: int,
+    start_offset: int,
+    chunk_lines: int,
+    chunk_bytes: int,
+    max_line: int,
+) -> Iterator[Chunk]:
+    """:func:`iter_chunks` of a plain (not gzip) NDJSON file that is mapped into memory: each
+    chunk's block is a view of the mapping, so the file's bytes are neither read into buffers
+    nor copied into chunks (the scanner reads them from the page cache). The same lines and
+    offsets as the streamed read; a chunk ends after ``chunk_lines`` lines or at the first line
+    end past ``chunk_bytes``. A line over ``max_line`` stays in its block (it costs no memory of
+    ours) and reads as too long, as a dropped one does.
+
+    What the chunks before the one being read took of the mapping is given back
+    (``MADV_DONTNEED``: the kernel unmaps those pages, which stay in the page cache), so the
+    file's pages counted in the process stay about two chunks whatever its size. The mapping
+    itself goes when the last chunk does. The file must not shrink while it is read (a spooled
+    upload is never changed).
+
+    Measured in `bench/ingest.py` (5M enriched, four interleaved pairs against the streamed
+    read): 11.25-11.75 s against 11.89-12.67, anonymous memory ~340 MB against ~355, mapped
+    files ~150 MB against ~140.
+    """
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= start_offset:
+            return
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    advise = getattr(mapping, "madvise", None)  # not on every platform
+    if advise is not None:
+        advise(mmap.MADV_SEQUENTIAL)
+    view = memoryview(mapping)
+    pos = start_offset
+    if pos == 0 and view[: len(BOM)].tobytes() == BOM:
+        pos = len(BOM)
+    line_no = start_line
+    given_back = 0  # the mapping's pages before this offset have been given back
+    while pos < size:
+        end = _line_end(view, pos, chunk_lines)
+        if end < 0:  # fewer lines left: all of them
+            end = size
+        if end - pos > chunk_bytes:
+            cut = _line_end(view, pos + chunk_bytes - 1, 1)
+            if 0 <= cut < end:
+                end = cut
+        # The newlines, and the stream's last line if it has none.
+        count = _count_lines(view, pos, end) + (0 if view[end - 1] == _NEWLINE else 1)
+        yield Chunk(
+            line_no + count,
+            end,
+            end,
+            first_line=line_no,
+            line_count=count,
+            block=view[pos:end],
+            max_line_bytes=max_line,
+        )
+        line_no += count
+        done = pos // _PAGE * _PAGE  # asked for the next chunk: the ones before this are done
+        if advise is not None and done > given_back:
+            advise(mmap.MADV_DONTNEED, given_back, done - given_back)
+            given_back = done
+        pos = end
+
+
+_PAGE: Final = mmap.PAGESIZE
+_NEWLINE: Final = 0x0A

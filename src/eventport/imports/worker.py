@@ -343,6 +343,7 @@ class ImportWorker:
                     start_offset=checkpoint.offset,
                     chunk_lines=slice_lines(self.chunk_lines),
                     chunk_bytes=SLICE_BYTES,
+                    mapped=True,
                 )
                 for chunk in slices:
                     if heartbeat.stop.is_set() or writer.lost.is_set():
