@@ -737,8 +737,10 @@ def _mapped_ndjson(
 
     What the chunks before the one being read took of the mapping is given back
     (``MADV_DONTNEED``: the kernel unmaps those pages, which stay in the page cache), so the
-    file's pages counted in the process stay about two chunks whatever its size. The mapping
-    itself goes when the last chunk does. The file must not shrink while it is read (a spooled
+    file's pages counted in the process stay about two chunks whatever its size (a line of
+    gigabytes, read as too long, is searched in place: the pages it spans count until the next
+    chunk is asked for, as clean page cache the kernel can take back). The mapping itself goes
+    when the last chunk does. The file must not shrink while it is read (a spooled
     upload is never changed).
 
     Measured in `bench/ingest.py` (5M enriched, four interleaved pairs against the streamed
