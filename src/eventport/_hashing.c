@@ -28,6 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The lanes (MD5 keys in AVX2, BLAKE2b origin ids in AVX-512F) are compiled for those
+ * instruction sets whatever the build's flags, and used only where the CPU has them. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define X86_LANES
+#include <immintrin.h>
+#endif
+
 typedef struct {
     uint64_t h[8], t[2];
     uint8_t b[128];
@@ -80,6 +87,21 @@ static inline uint64_t load64(const uint8_t *p) {
         v[b] = rotr(v[b] ^ v[c], 63);   \
     } while (0)
 
+/* BLAKE2b's twelve rounds over v (the 16 working words) and m (the block's 16 words), with
+ * ROUND_G on whatever they hold: words (compress), or vectors of eight lanes' words. */
+#define BLAKE2B_ROUNDS(ROUND_G)                                                                \
+    for (int r = 0; r < 12; r++) {                                                            \
+        const uint8_t *z = SIGMA[r];                                                          \
+        ROUND_G(0, 4, 8, 12, m[z[0]], m[z[1]]);                                               \
+        ROUND_G(1, 5, 9, 13, m[z[2]], m[z[3]]);                                               \
+        ROUND_G(2, 6, 10, 14, m[z[4]], m[z[5]]);                                              \
+        ROUND_G(3, 7, 11, 15, m[z[6]], m[z[7]]);                                              \
+        ROUND_G(0, 5, 10, 15, m[z[8]], m[z[9]]);                                              \
+        ROUND_G(1, 6, 11, 12, m[z[10]], m[z[11]]);                                            \
+        ROUND_G(2, 7, 8, 13, m[z[12]], m[z[13]]);                                             \
+        ROUND_G(3, 4, 9, 14, m[z[14]], m[z[15]]);                                             \
+    }
+
 static void compress(Blake2b *s, int last) {
     uint64_t v[16], m[16];
     for (int i = 0; i < 8; i++) {
@@ -90,17 +112,7 @@ static void compress(Blake2b *s, int last) {
     v[13] ^= s->t[1];
     if (last) v[14] = ~v[14];
     for (int i = 0; i < 16; i++) m[i] = load64(s->b + 8 * i);
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *z = SIGMA[r];
-        G(0, 4, 8, 12, m[z[0]], m[z[1]]);
-        G(1, 5, 9, 13, m[z[2]], m[z[3]]);
-        G(2, 6, 10, 14, m[z[4]], m[z[5]]);
-        G(3, 7, 11, 15, m[z[6]], m[z[7]]);
-        G(0, 5, 10, 15, m[z[8]], m[z[9]]);
-        G(1, 6, 11, 12, m[z[10]], m[z[11]]);
-        G(2, 7, 8, 13, m[z[12]], m[z[13]]);
-        G(3, 4, 9, 14, m[z[14]], m[z[15]]);
-    }
+    BLAKE2B_ROUNDS(G);
     for (int i = 0; i < 8; i++) s->h[i] ^= v[i] ^ v[i + 8];
 }
 
@@ -259,8 +271,7 @@ static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit
  * 64-bit words in one instruction). Compiled for AVX-512F whatever the build's flags and used
  * only where the CPU has it (blake2b_lanes_usable); tests/unit/test_enricher.py checks both
  * paths against hashlib. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#ifdef X86_LANES
 #define B2_LANES 8
 
 static int blake2b_lanes_usable(void) {
@@ -296,17 +307,7 @@ __attribute__((target("avx512f"))) static void blake2b_lanes(__m512i h[8], const
     }
     v[12] = _mm512_xor_si512(v[12], _mm512_loadu_si512((const void *)t));
     v[14] = _mm512_xor_si512(v[14], _mm512_loadu_si512((const void *)last));
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *z = SIGMA[r];
-        V_G2(0, 4, 8, 12, m[z[0]], m[z[1]]);
-        V_G2(1, 5, 9, 13, m[z[2]], m[z[3]]);
-        V_G2(2, 6, 10, 14, m[z[4]], m[z[5]]);
-        V_G2(3, 7, 11, 15, m[z[6]], m[z[7]]);
-        V_G2(0, 5, 10, 15, m[z[8]], m[z[9]]);
-        V_G2(1, 6, 11, 12, m[z[10]], m[z[11]]);
-        V_G2(2, 7, 8, 13, m[z[12]], m[z[13]]);
-        V_G2(3, 4, 9, 14, m[z[14]], m[z[15]]);
-    }
+    BLAKE2B_ROUNDS(V_G2);
     for (int i = 0; i < 8; i++) h[i] = _mm512_xor_si512(h[i], _mm512_xor_si512(v[i], v[i + 8]));
 }
 
@@ -349,8 +350,7 @@ __attribute__((target("avx512f"))) static void pair_digests_lanes(
     PairLane lane[B2_LANES];
     int busy[B2_LANES] = {0}, active = 0;
     Py_ssize_t next = 0;
-    for (int w = 0; w < 8; w++)
-        for (int k = 0; k < B2_LANES; k++) words[w][k] = started->h[w];
+    memset(words, 0, sizeof words); /* a lane's words are set when it takes a message */
     memset(blocks, 0, sizeof blocks);
     for (;;) {
         for (int k = 0; k < B2_LANES; k++) {
@@ -393,18 +393,24 @@ __attribute__((target("avx512f"))) static void pair_digests_lanes(
 }
 #endif
 
+/* A set of lanes' switch, `[use]` -> whether it is on: `use` turns it on (where `usable`, NULL
+ * when the lanes are not compiled, says the CPU can) or off first. */
+static PyObject *lanes_switch(PyObject *args, int *on, int (*usable)(void)) {
+    int wanted = -1;
+    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
+    if (wanted >= 0) *on = wanted && usable != NULL && usable();
+    return PyBool_FromLong(*on);
+}
+
 /* Whether pair_digests hashes eight messages at a time (set at import; tests turn it off). */
 static int blake2b_lanes_ok = 0;
 
 static PyObject *blake2b_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
-    int wanted = -1;
-    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
 #ifdef B2_LANES
-    if (wanted >= 0) blake2b_lanes_ok = wanted && blake2b_lanes_usable();
+    return lanes_switch(args, &blake2b_lanes_ok, blake2b_lanes_usable);
 #else
-    (void)wanted;
+    return lanes_switch(args, &blake2b_lanes_ok, NULL);
 #endif
-    return PyBool_FromLong(blake2b_lanes_ok);
 }
 
 static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -645,8 +651,7 @@ static int halves(Py_ssize_t count, PyObject **high, PyObject **low) {
  * on eight words at once. Compiled for AVX2 whatever the build's flags, and used only where
  * the CPU has it (md5_lanes_usable). Every key is checked against hashlib and DuckDB by
  * tests/unit/test_keys.py, both ways. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
+#ifdef X86_LANES
 #define MD5_LANES 8
 #define MD5_LANE_BYTES 128
 /* The longest message that pads into one block, and into a lane's two (0x80 and the length). */
@@ -737,14 +742,11 @@ static void md5_lane_add(Md5Lanes *set, int blocks, const uint8_t *prefix, size_
 static int md5_lanes_ok = 0;
 
 static PyObject *md5_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
-    int wanted = -1;
-    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
 #ifdef MD5_LANES
-    if (wanted >= 0) md5_lanes_ok = wanted && md5_lanes_usable();
+    return lanes_switch(args, &md5_lanes_ok, md5_lanes_usable);
 #else
-    (void)wanted;
+    return lanes_switch(args, &md5_lanes_ok, NULL);
 #endif
-    return PyBool_FromLong(md5_lanes_ok);
 }
 
 static PyObject *md5_keys(PyObject *Py_UNUSED(self), PyObject *args) {

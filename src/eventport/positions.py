@@ -187,30 +187,38 @@ class KnownKeys:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._table) if self._table is not None else len(self._values)
+            return self._count()
+
+    def _count(self) -> int:
+        return len(self._table) if self._table is not None else len(self._values)
 
     def unknown(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
         """A boolean column: whether each key (int64, no nulls) is not known."""
-        keys, data = int64_values(keys)
         with self._lock:
-            if self._table is None:
-                return pc.invert(pc.is_in(keys, value_set=self._values))
-            positions = self._table.find(data, len(keys))
-        return pc.is_null(_found(keys, positions))
+            return self._unknown(keys)
 
     def add(self, keys: pa.Array | pa.ChunkedArray) -> None:
         """Know these keys (int64, no nulls; repeats and keys known already are fine)."""
         with self._lock:
             fresh = distinct(keys)
+            fresh = fresh.filter(self._unknown(fresh))
+            if self._count() + len(fresh) > self.limit:
+                self._clear()
             if self._table is None:
-                fresh = fresh.filter(pc.invert(pc.is_in(fresh, value_set=self._values)))
-                if len(self._values) + len(fresh) > self.limit:
-                    self._values = pa.array([], pa.int64())
                 self._values = pa.concat_arrays([self._values, fresh])
-                return
-            fresh, data = int64_values(fresh)
-            fresh = fresh.filter(pc.is_null(_found(fresh, self._table.find(data, len(fresh)))))
-            if len(self._table) + len(fresh) > self.limit:
-                self._table.clear()
-            fresh, data = int64_values(fresh)
-            self._table.add(data, len(fresh))
+            else:
+                fresh, data = int64_values(fresh)
+                self._table.add(data, len(fresh))
+
+    def _clear(self) -> None:
+        """Start again empty (under the lock)."""
+        if self._table is not None:
+            self._table.clear()
+        self._values = pa.array([], pa.int64())
+
+    def _unknown(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """:meth:`unknown`, under the lock."""
+        keys, data = int64_values(keys)
+        if self._table is None:
+            return pc.invert(pc.is_in(keys, value_set=self._values))
+        return pc.is_null(_found(keys, self._table.find(data, len(keys))))

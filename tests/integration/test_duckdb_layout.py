@@ -40,6 +40,18 @@ def row_group_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
     return [rows for _, rows in found]
 
 
+def table_counts(path: Path) -> list[tuple[int]]:
+    """The rows of the row, place and agent tables of the (closed) store file at ``path``."""
+    con = duckdb.connect(str(path))
+    try:
+        return [
+            con.execute(f"SELECT count(*) FROM {t}").fetchone()  # type: ignore[misc]
+            for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
+        ]
+    finally:
+        con.close()
+
+
 def daily_total(store: DuckDBEventStore, day: datetime) -> AggregateRow:
     """The daily by-total aggregate of owner-a's package "pkg" on ``day`` (one row)."""
     query = EventQuery(
@@ -77,15 +89,7 @@ def test_places_and_agents_are_stored_once(tmp_path: Path) -> None:
         assert store.rows("owner-a") == expected_rows(batch) + expected_rows(again)
     finally:
         store.close()
-    con = duckdb.connect(str(tmp_path / "events.duckdb"))
-    try:
-        counts = [
-            con.execute(f"SELECT count(*) FROM {t}").fetchone()
-            for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
-        ]
-        assert counts == [(51,), (1,), (1,)]
-    finally:
-        con.close()
+    assert table_counts(tmp_path / "events.duckdb") == [(51,), (1,), (1,)]
 
 
 def test_places_and_agents_committed_are_not_inserted_again(tmp_path: Path) -> None:
@@ -125,15 +129,7 @@ def test_places_and_agents_committed_are_not_inserted_again(tmp_path: Path) -> N
         assert store.rows("owner-a") == expected_rows(berlin) + expected_rows(both)
     finally:
         store.close()
-    con = duckdb.connect(str(tmp_path / "events.duckdb"))
-    try:
-        counts = [
-            con.execute(f"SELECT count(*) FROM {t}").fetchone()
-            for t in (ROWS_TABLE, PLACES_TABLE, AGENTS_TABLE)
-        ]
-        assert counts == [(4,), (2,), (1,)]
-    finally:
-        con.close()
+    assert table_counts(tmp_path / "events.duckdb") == [(4,), (2,), (1,)]
 
 
 def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:

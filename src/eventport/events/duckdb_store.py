@@ -148,6 +148,8 @@ _JOINS = {
 }
 _BATCH_PLACES = "eventport_batch_places"
 _BATCH_AGENTS = "eventport_batch_agents"
+# The name each dimension table's rows in a batch are registered under.
+_BATCH_DIMENSIONS = {PLACES_TABLE: _BATCH_PLACES, AGENTS_TABLE: _BATCH_AGENTS}
 _BATCH_VIEW = "eventport_batch"
 _BATCH_MAYBE = "eventport_batch_maybe"  # the batch's ids the id filter may hold
 _IDS_VIEW = "eventport_ids"
@@ -928,15 +930,12 @@ class DuckDBEventStore:
         tables: list[tuple[str, pa.Table]] = []
         if checked.num_rows:
             tables.append((_BATCH_VIEW, _with_keys(owner_id, checked.rows, self._id_keys)))
-            for (table, key, _), name, frame in zip(
-                _DIMENSION_TABLES,
-                (_BATCH_PLACES, _BATCH_AGENTS),
-                (checked.places, checked.agents),
-                strict=True,
+            for (table, key, _), frame in zip(
+                _DIMENSION_TABLES, (checked.places, checked.agents), strict=True
             ):
                 frame = frame.filter(self._shared.known[table].unknown(frame.column(key)))
                 if frame.num_rows:
-                    tables.append((name, frame))
+                    tables.append((_BATCH_DIMENSIONS[table], frame))
         return PreparedBatch(self, owner_id, tables)
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
@@ -983,9 +982,8 @@ class DuckDBEventStore:
             added: list[tuple[str, pa.ChunkedArray]] = []  # dimension keys, known once committed
             if batch.tables:
                 held = dict(batch.tables)
-                for (table, key, _), source in zip(
-                    _DIMENSION_TABLES, (_BATCH_PLACES, _BATCH_AGENTS), strict=True
-                ):
+                for table, key, _ in _DIMENSION_TABLES:
+                    source = _BATCH_DIMENSIONS[table]
                     if source not in held:  # every key known committed (prepare_batch)
                         continue
                     # Only the batch's keys are held in memory: a NOT IN over the whole table

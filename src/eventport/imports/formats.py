@@ -763,14 +763,15 @@ def _mapped_ndjson(
     given_back = 0  # the mapping's pages before this offset have been given back
     while pos < size:
         end = _line_end(view, pos, chunk_lines)
+        count = chunk_lines  # known as the lines are found; counted only for a cut chunk
         if end < 0:  # fewer lines left: all of them
-            end = size
+            end, count = size, 0
         if end - pos > chunk_bytes:
             cut = _line_end(view, pos + chunk_bytes - 1, 1)
             if 0 <= cut < end:
-                end = cut
-        # The newlines, and the stream's last line if it has none.
-        count = _count_lines(view, pos, end) + (0 if view[end - 1] == _NEWLINE else 1)
+                end, count = cut, 0
+        if not count:  # the newlines, and the stream's last line if it has none
+            count = _count_lines(view, pos, end) + (0 if view[end - 1] == _NEWLINE else 1)
         yield Chunk(
             line_no + count,
             end,

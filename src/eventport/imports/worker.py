@@ -128,19 +128,13 @@ class _Pending:
 
 @dataclass
 class _Prepared:
-    """A built batch, its log entries and the checkpoint it takes the import to."""
+    """A built batch, its log entries and the checkpoint it takes the import to. The store
+    takes the prepared batch's tables from it once (PreparedBatch.take), so this item keeps no
+    reference to their memory while they are written (see EventStore.write_batch)."""
 
     logs: list[LogEntry]
     checkpoint: Checkpoint
-    batch: PreparedBatch | None
-
-    def take_batch(self) -> PreparedBatch:
-        """The batch, which this item then no longer holds: the store gets the only reference
-        and can let its memory go once the batch is written (see EventStore.write_batch)."""
-        batch, self.batch = self.batch, None
-        if batch is None:
-            raise RuntimeError("the batch was handed on already")
-        return batch
+    batch: PreparedBatch
 
 
 class _Writer:
@@ -447,7 +441,7 @@ class ImportWorker:
         if stop.is_set():
             return True
         self._log(row.id, [], progress)
-        self.events.write_batch(row.owner_id, item.take_batch(), checkpoint)
+        self.events.write_batch(row.owner_id, item.batch, checkpoint)
         return self._record(row, checkpoint)
 
     def _lookups(self, row: Import) -> Lookups:
