@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The lanes (MD5 keys in AVX2, BLAKE2b origin ids in AVX-512F) are compiled for those
+/* The lanes (MD5 keys in AVX2, BLAKE2b origin ids in AVX-512F or AVX2) are compiled for those
  * instruction sets whatever the build's flags, and used only where the CPU has them. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define X86_LANES
@@ -264,22 +264,23 @@ static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit
     return 1;
 }
 
-/* Eight BLAKE2b digests side by side in AVX-512 lanes (a 64-bit word of each message per
- * vector), for pair_digests: each lane takes a message, compresses its blocks one a step, and
- * takes the next message when its last block is done, so lanes of messages of different
- * lengths stay busy. The compression is the scalar one on eight words at once (AVX-512 rotates
- * 64-bit words in one instruction). Compiled for AVX-512F whatever the build's flags and used
- * only where the CPU has it (blake2b_lanes_usable); tests/unit/test_enricher.py checks both
- * paths against hashlib. */
+/* BLAKE2b digests side by side in SIMD lanes (a 64-bit word of each message per vector), for
+ * pair_digests: eight lanes with AVX-512F, four with AVX2. Each lane takes a message,
+ * compresses its blocks one a step, and takes the next message when its last block is done,
+ * so lanes of messages of different lengths stay busy. The compression is the scalar one on
+ * a vector of words at once. Compiled for those instruction sets whatever the build's flags
+ * and used only where the CPU has them (blake2b_width); tests/unit/test_enricher.py checks
+ * every width against hashlib. */
 #ifdef X86_LANES
-#define B2_LANES 8
+#define B2_LANES 8 /* the most lanes: the driver's arrays hold this many, a width uses some */
 
-static int blake2b_lanes_usable(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-}
+/* One block of each lane: h[w][k] is word w of lane k's state, m[j][k] word j of its block,
+ * t[k] its byte counter after the block and last[k] all ones where the block is its
+ * message's last. */
+typedef void (*Blake2bLanes)(uint64_t h[8][B2_LANES], const uint64_t m[16][B2_LANES],
+                             const uint64_t t[B2_LANES], const uint64_t last[B2_LANES]);
 
-#define V_G2(a, b, c, d, x, y)                                                                 \
+#define V_G8(a, b, c, d, x, y)                                                                 \
     do {                                                                                      \
         v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), (x));                           \
         v[d] = _mm512_ror_epi64(_mm512_xor_si512(v[d], v[a]), 32);                            \
@@ -291,24 +292,72 @@ static int blake2b_lanes_usable(void) {
         v[b] = _mm512_ror_epi64(_mm512_xor_si512(v[b], v[c]), 63);                            \
     } while (0)
 
-/* One block of each lane: h[i] holds word i of the eight states, `blocks` the lanes' blocks
- * (128 bytes each, one after the other), t each lane's byte counter after its block and
- * last all ones for a lane whose block is its message's last. */
-__attribute__((target("avx512f"))) static void blake2b_lanes(__m512i h[8], const uint8_t *blocks,
-                                                             const uint64_t t[B2_LANES],
-                                                             const uint64_t last[B2_LANES]) {
-    const __m512i lane_words = _mm512_setr_epi64(0, 16, 32, 48, 64, 80, 96, 112);
+__attribute__((target("avx512f"))) static void blake2b_lanes8(uint64_t h[8][B2_LANES],
+                                                              const uint64_t m_[16][B2_LANES],
+                                                              const uint64_t t[B2_LANES],
+                                                              const uint64_t last[B2_LANES]) {
     __m512i v[16], m[16];
-    for (int j = 0; j < 16; j++)
-        m[j] = _mm512_i64gather_epi64(lane_words, (const void *)(blocks + 8 * j), 8);
+    for (int j = 0; j < 16; j++) m[j] = _mm512_load_si512((const void *)m_[j]);
     for (int i = 0; i < 8; i++) {
-        v[i] = h[i];
+        v[i] = _mm512_load_si512((const void *)h[i]);
         v[i + 8] = _mm512_set1_epi64((long long)IV[i]);
     }
     v[12] = _mm512_xor_si512(v[12], _mm512_loadu_si512((const void *)t));
     v[14] = _mm512_xor_si512(v[14], _mm512_loadu_si512((const void *)last));
-    BLAKE2B_ROUNDS(V_G2);
-    for (int i = 0; i < 8; i++) h[i] = _mm512_xor_si512(h[i], _mm512_xor_si512(v[i], v[i + 8]));
+    BLAKE2B_ROUNDS(V_G8);
+    for (int i = 0; i < 8; i++) {
+        __m512i word = _mm512_xor_si512(v[i], v[i + 8]);
+        _mm512_store_si512((void *)h[i], _mm512_xor_si512(_mm512_load_si512((void *)h[i]), word));
+    }
+}
+
+/* AVX2 has no 64-bit rotate: by 32, 24 and 16 bits it is a shuffle of bytes (or of 32-bit
+ * halves), by 63 a shift and an add. */
+#define ROR32_4(x) _mm256_shuffle_epi32((x), _MM_SHUFFLE(2, 3, 0, 1))
+#define ROR24_4(x) _mm256_shuffle_epi8((x), r24)
+#define ROR16_4(x) _mm256_shuffle_epi8((x), r16)
+#define ROR63_4(x) _mm256_or_si256(_mm256_srli_epi64((x), 63), _mm256_add_epi64((x), (x)))
+#define V_G4(a, b, c, d, x, y)                                                                 \
+    do {                                                                                      \
+        v[a] = _mm256_add_epi64(_mm256_add_epi64(v[a], v[b]), (x));                           \
+        v[d] = ROR32_4(_mm256_xor_si256(v[d], v[a]));                                         \
+        v[c] = _mm256_add_epi64(v[c], v[d]);                                                  \
+        v[b] = ROR24_4(_mm256_xor_si256(v[b], v[c]));                                         \
+        v[a] = _mm256_add_epi64(_mm256_add_epi64(v[a], v[b]), (y));                           \
+        v[d] = ROR16_4(_mm256_xor_si256(v[d], v[a]));                                         \
+        v[c] = _mm256_add_epi64(v[c], v[d]);                                                  \
+        v[b] = ROR63_4(_mm256_xor_si256(v[b], v[c]));                                         \
+    } while (0)
+
+__attribute__((target("avx2"))) static void blake2b_lanes4(uint64_t h[8][B2_LANES],
+                                                           const uint64_t m_[16][B2_LANES],
+                                                           const uint64_t t[B2_LANES],
+                                                           const uint64_t last[B2_LANES]) {
+    const __m256i r24 = _mm256_setr_epi8(3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10, 3,
+                                         4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10);
+    const __m256i r16 = _mm256_setr_epi8(2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2,
+                                         3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9);
+    __m256i v[16], m[16];
+    for (int j = 0; j < 16; j++) m[j] = _mm256_load_si256((const void *)m_[j]);
+    for (int i = 0; i < 8; i++) {
+        v[i] = _mm256_load_si256((const void *)h[i]);
+        v[i + 8] = _mm256_set1_epi64x((long long)IV[i]);
+    }
+    v[12] = _mm256_xor_si256(v[12], _mm256_loadu_si256((const void *)t));
+    v[14] = _mm256_xor_si256(v[14], _mm256_loadu_si256((const void *)last));
+    BLAKE2B_ROUNDS(V_G4);
+    for (int i = 0; i < 8; i++) {
+        __m256i word = _mm256_xor_si256(v[i], v[i + 8]);
+        _mm256_store_si256((void *)h[i], _mm256_xor_si256(_mm256_load_si256((void *)h[i]), word));
+    }
+}
+
+/* The lane functions by width, and whether this CPU can run them. */
+static Blake2bLanes blake2b_lanes_of(int width) {
+    __builtin_cpu_init();
+    if (width == 8 && __builtin_cpu_supports("avx512f")) return blake2b_lanes8;
+    if (width == 4 && __builtin_cpu_supports("avx2")) return blake2b_lanes4;
+    return NULL;
 }
 
 /* A message a + "\n" + b being hashed in a lane: where it is, and where its digest goes. */
@@ -339,21 +388,23 @@ static void pair_block(const PairLane *m, uint8_t *block) {
     memset(p, 0, (size_t)(block + 128 - p));
 }
 
-/* pair_digests' digests, eight messages at a time; `started` is the state past the key. */
-__attribute__((target("avx512f"))) static void pair_digests_lanes(
-    const Blake2b *started, const int32_t *a_off, const uint8_t *a, const int32_t *b_off,
-    const uint8_t *b, const int64_t *ai, const int64_t *bi, Py_ssize_t count, uint8_t *out) {
-    __m512i h[8];
+/* pair_digests' digests, `width` messages at a time through `lanes`; `started` is the state
+ * past the key. */
+static void pair_digests_lanes(Blake2bLanes lanes, int width, const Blake2b *started,
+                               const int32_t *a_off, const uint8_t *a, const int32_t *b_off,
+                               const uint8_t *b, const int64_t *ai, const int64_t *bi,
+                               Py_ssize_t count, uint8_t *out) {
     uint64_t words[8][B2_LANES] __attribute__((aligned(64)));
-    uint8_t blocks[B2_LANES * 128] __attribute__((aligned(64)));
+    uint64_t m[16][B2_LANES] __attribute__((aligned(64)));
+    uint8_t block[128];
     uint64_t t[B2_LANES] = {0}, last[B2_LANES] = {0};
     PairLane lane[B2_LANES];
     int busy[B2_LANES] = {0}, active = 0;
     Py_ssize_t next = 0;
     memset(words, 0, sizeof words); /* a lane's words are set when it takes a message */
-    memset(blocks, 0, sizeof blocks);
+    memset(m, 0, sizeof m);
     for (;;) {
-        for (int k = 0; k < B2_LANES; k++) {
+        for (int k = 0; k < width; k++) {
             if (!busy[k] && next < count) { /* the lane takes the next message */
                 Py_ssize_t i = next++;
                 lane[k].a = a + a_off[ai[i]];
@@ -367,18 +418,17 @@ __attribute__((target("avx512f"))) static void pair_digests_lanes(
                 active++;
             }
             if (busy[k]) {
-                PairLane *m = &lane[k];
-                pair_block(m, blocks + 128 * k);
-                size_t end = m->pos + 128 < m->len ? m->pos + 128 : m->len;
+                PairLane *p = &lane[k];
+                pair_block(p, block);
+                for (int j = 0; j < 16; j++) m[j][k] = load64(block + 8 * j);
+                size_t end = p->pos + 128 < p->len ? p->pos + 128 : p->len;
                 t[k] = started->t[0] + end;
-                last[k] = end == m->len ? ~0ULL : 0;
+                last[k] = end == p->len ? ~0ULL : 0;
             }
         }
         if (!active) break;
-        for (int w = 0; w < 8; w++) h[w] = _mm512_load_si512((const void *)words[w]);
-        blake2b_lanes(h, blocks, t, last);
-        for (int w = 0; w < 8; w++) _mm512_store_si512((void *)words[w], h[w]);
-        for (int k = 0; k < B2_LANES; k++) {
+        lanes(words, (const uint64_t(*)[B2_LANES])m, t, last);
+        for (int k = 0; k < width; k++) {
             if (!busy[k]) continue;
             if (last[k]) { /* little-endian words: the digest's bytes in order */
                 memcpy(lane[k].out, &words[0][k], 8);
@@ -402,15 +452,27 @@ static PyObject *lanes_switch(PyObject *args, int *on, int (*usable)(void)) {
     return PyBool_FromLong(*on);
 }
 
-/* Whether pair_digests hashes eight messages at a time (set at import; tests turn it off). */
-static int blake2b_lanes_ok = 0;
+/* How many messages pair_digests hashes at a time: 8 (AVX-512F), 4 (AVX2) or 1. The most the
+ * CPU can at import; tests choose. */
+static int blake2b_width = 1;
+
+static int widest_blake2b(void) {
+#ifdef B2_LANES
+    if (blake2b_lanes_of(8)) return 8;
+    if (blake2b_lanes_of(4)) return 4;
+#endif
+    return 1;
+}
 
 static PyObject *blake2b_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
+    int wanted = 0;
+    if (!PyArg_ParseTuple(args, "|i", &wanted)) return NULL;
+    if (wanted == 1) blake2b_width = 1;
 #ifdef B2_LANES
-    return lanes_switch(args, &blake2b_lanes_ok, blake2b_lanes_usable);
-#else
-    return lanes_switch(args, &blake2b_lanes_ok, NULL);
+    else if (wanted && blake2b_lanes_of(wanted)) blake2b_width = wanted;
 #endif
+    else if (wanted) blake2b_width = 1; /* a width this CPU (or build) cannot: one by one */
+    return PyLong_FromLong(blake2b_width);
 }
 
 static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -436,8 +498,10 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t one_by_one = count;
 #ifdef B2_LANES
-    if (blake2b_lanes_ok) {
-        pair_digests_lanes(&started, a_off, a, b_off, b, ai, bi, count, (uint8_t *)out);
+    Blake2bLanes lanes = blake2b_width > 1 ? blake2b_lanes_of(blake2b_width) : NULL;
+    if (lanes) {
+        pair_digests_lanes(lanes, blake2b_width, &started, a_off, a, b_off, b, ai, bi, count,
+                           (uint8_t *)out);
         one_by_one = 0;
     }
 #endif
@@ -1300,8 +1364,8 @@ static PyMethodDef methods[] = {
     {"md5_keys", md5_keys, METH_VARARGS,
      "md5_keys(prefix, offsets, data, count) -> (high, low) halves of md5_number(prefix||text)"},
     {"blake2b_lanes", blake2b_lanes_set, METH_VARARGS,
-     "blake2b_lanes([use]) -> whether pair_digests hashes eight messages at a time "
-     "(AVX-512); with `use`, turn that on (where the CPU can) or off first"},
+     "blake2b_lanes([width]) -> how many messages pair_digests hashes at a time: 8 (AVX-512F), "
+     "4 (AVX2) or 1; with `width`, use that many first (1 where the CPU cannot)"},
     {"md5_lanes", md5_lanes_set, METH_VARARGS,
      "md5_lanes([use]) -> whether md5_keys hashes eight texts at a time (AVX2); with `use`, "
      "turn that on (where the CPU can) or off first"},
@@ -1321,9 +1385,7 @@ PyMODINIT_FUNC PyInit__hashing(void) {
 #ifdef MD5_LANES
     md5_lanes_ok = md5_lanes_usable();
 #endif
-#ifdef B2_LANES
-    blake2b_lanes_ok = blake2b_lanes_usable();
-#endif
+    blake2b_width = widest_blake2b();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *type = PyType_FromSpec(&key_table_spec);

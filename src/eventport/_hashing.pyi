@@ -30,9 +30,9 @@ def hashes(offsets: Buffer, data: Buffer, count: int, /) -> bytes:
 def md5_keys(prefix: Buffer, offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes]:
     """DuckDB's ``md5_number(prefix || text)`` of each text, as native-endian uint64 halves."""
 
-def blake2b_lanes(use: bool = ..., /) -> bool:
-    """Whether ``pair_digests`` hashes eight messages at a time (AVX-512); ``use`` turns that
-    on (where the CPU can) or off first."""
+def blake2b_lanes(width: int = ..., /) -> int:
+    """How many messages ``pair_digests`` hashes at a time: 8 (AVX-512F), 4 (AVX2) or 1, the
+    most the CPU can unless changed; ``width`` uses that many first (1 where the CPU cannot)."""
 
 def md5_lanes(use: bool = ..., /) -> bool:
     """Whether ``md5_keys`` hashes eight texts at a time (AVX2); ``use`` turns that on (where
