@@ -229,10 +229,22 @@ def _extended(column: pa.Array, values: Sequence[Any]) -> pa.Array:
     return pa.concat_arrays([column, pa.array(values, column.type)])
 
 
+def _encode(column: pa.ChunkedArray | pa.Array, *, nulls: bool) -> tuple[pa.Array, pa.Array]:
+    """The distinct values of a column in the order first seen, and each row's int32 index
+    into them: one hash pass over the texts (``pc.unique`` then ``pc.index_in`` took two, twice
+    the time). With ``nulls``, null is one of the values; otherwise a null row's index is
+    null."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column, null_encoding="encode" if nulls else "mask")
+    return encoded.dictionary, encoded.indices
+
+
 def _distinct(column: pa.ChunkedArray | pa.Array) -> tuple[list[Any], pa.Array]:
-    """The distinct values of a column (Python list) and each row's index into them."""
-    values = pc.unique(column)
-    return values.to_pylist(), pc.index_in(column, value_set=values)
+    """The distinct values of a column (Python list, None among them) and each row's index
+    into them."""
+    values, at = _encode(column, nulls=True)
+    return values.to_pylist(), at
 
 
 def _encoded(index: pa.Array, answers: Sequence[Any]) -> pa.Array:
@@ -285,10 +297,11 @@ def build_batch(
         ids = pc.coalesce(unique_ids, derived)
 
     raw = events.column("remote_address")
-    values = pc.unique(raw)
+    values, raw_at = _encode(raw, nulls=False)
     book = lookups.addresses
-    book_at = book.rows(values).take(pc.index_in(raw, value_set=values))
-    invalid = pc.is_null(book.canonical.take(book_at))  # null too where there is no address
+    book_at = book.rows(values).take(raw_at)
+    invalid = pc.is_null(book.canonical).take(book_at)
+    invalid = pc.fill_null(invalid, True)  # no address
     bad_addresses = _lines_where(lines, pc.and_(invalid, pc.is_valid(raw)))
     # Each event's address row, where it has an address (the book's canonical is not null).
     address_at = pc.if_else(invalid, pa.scalar(None, pa.int32()), book_at)
