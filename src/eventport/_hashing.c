@@ -75,20 +75,25 @@ static inline uint64_t load64(const uint8_t *p) {
 #endif
 }
 
-#define G(a, b, c, d, x, y)             \
-    do {                                \
-        v[a] = v[a] + v[b] + (x);       \
-        v[d] = rotr(v[d] ^ v[a], 32);   \
-        v[c] = v[c] + v[d];             \
-        v[b] = rotr(v[b] ^ v[c], 24);   \
-        v[a] = v[a] + v[b] + (y);       \
-        v[d] = rotr(v[d] ^ v[a], 16);   \
-        v[c] = v[c] + v[d];             \
-        v[b] = rotr(v[b] ^ v[c], 63);   \
+/* BLAKE2b's G on whatever v holds (words, or vectors of lanes' words), with the ADD, XOR and
+ * ROR (rotate right by a constant) of that kind. */
+#define BLAKE2B_G(ADD, XOR, ROR, a, b, c, d, x, y)      \
+    do {                                                \
+        v[a] = ADD(ADD(v[a], v[b]), (x));               \
+        v[d] = ROR(XOR(v[d], v[a]), 32);                \
+        v[c] = ADD(v[c], v[d]);                         \
+        v[b] = ROR(XOR(v[b], v[c]), 24);                \
+        v[a] = ADD(ADD(v[a], v[b]), (y));               \
+        v[d] = ROR(XOR(v[d], v[a]), 16);                \
+        v[c] = ADD(v[c], v[d]);                         \
+        v[b] = ROR(XOR(v[b], v[c]), 63);                \
     } while (0)
+#define ADD64(x, y) ((x) + (y))
+#define XOR64(x, y) ((x) ^ (y))
+#define G(a, b, c, d, x, y) BLAKE2B_G(ADD64, XOR64, rotr, a, b, c, d, x, y)
 
 /* BLAKE2b's twelve rounds over v (the 16 working words) and m (the block's 16 words), with
- * ROUND_G on whatever they hold: words (compress), or vectors of eight lanes' words. */
+ * ROUND_G on whatever they hold: words (compress), or vectors of lanes' words. */
 #define BLAKE2B_ROUNDS(ROUND_G)                                                                \
     for (int r = 0; r < 12; r++) {                                                            \
         const uint8_t *z = SIGMA[r];                                                          \
@@ -269,95 +274,67 @@ static int indices_valid(const Py_buffer *at, Py_ssize_t count, Py_ssize_t limit
  * compresses its blocks one a step, and takes the next message when its last block is done,
  * so lanes of messages of different lengths stay busy. The compression is the scalar one on
  * a vector of words at once. Compiled for those instruction sets whatever the build's flags
- * and used only where the CPU has them (blake2b_width); tests/unit/test_enricher.py checks
+ * and used only where the CPU has them (blake2b_usable); tests/unit/test_enricher.py checks
  * every width against hashlib. */
 #ifdef X86_LANES
 #define B2_LANES 8 /* the most lanes: the driver's arrays hold this many, a width uses some */
 
-/* One block of each lane: h[w][k] is word w of lane k's state, m[j][k] word j of its block,
+/* One block of each lane: h[w][k] is word w of lane k's state, m_[j][k] word j of its block,
  * t[k] its byte counter after the block and last[k] all ones where the block is its
  * message's last. */
-typedef void (*Blake2bLanes)(uint64_t h[8][B2_LANES], const uint64_t m[16][B2_LANES],
-                             const uint64_t t[B2_LANES], const uint64_t last[B2_LANES]);
+#define LANES_PARAMS                                                                           \
+    uint64_t h[8][B2_LANES], const uint64_t m_[16][B2_LANES], const uint64_t t[B2_LANES],      \
+        const uint64_t last[B2_LANES]
+typedef void (*Blake2bLanes)(LANES_PARAMS);
 
+/* A lane function's body: the compression on vectors (VEC) of lanes' words, with that vector's
+ * aligned LOAD and STORE, unaligned LOADU, SET1 (a word in every lane), XOR and G. */
+#define BLAKE2B_LANES_BODY(VEC, LOAD, LOADU, STORE, SET1, XOR, ROUND_G)                        \
+    VEC v[16], m[16];                                                                         \
+    for (int j = 0; j < 16; j++) m[j] = LOAD((const void *)m_[j]);                            \
+    for (int i = 0; i < 8; i++) {                                                             \
+        v[i] = LOAD((const void *)h[i]);                                                      \
+        v[i + 8] = SET1((long long)IV[i]);                                                    \
+    }                                                                                         \
+    v[12] = XOR(v[12], LOADU((const void *)t));                                               \
+    v[14] = XOR(v[14], LOADU((const void *)last));                                            \
+    BLAKE2B_ROUNDS(ROUND_G);                                                                  \
+    for (int i = 0; i < 8; i++)                                                               \
+        STORE((void *)h[i], XOR(LOAD((const void *)h[i]), XOR(v[i], v[i + 8])));
+
+/* AVX-512F rotates 64-bit words in one instruction. */
+#define ROR8(x, n) _mm512_ror_epi64((x), (n))
 #define V_G8(a, b, c, d, x, y)                                                                 \
-    do {                                                                                      \
-        v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), (x));                           \
-        v[d] = _mm512_ror_epi64(_mm512_xor_si512(v[d], v[a]), 32);                            \
-        v[c] = _mm512_add_epi64(v[c], v[d]);                                                  \
-        v[b] = _mm512_ror_epi64(_mm512_xor_si512(v[b], v[c]), 24);                            \
-        v[a] = _mm512_add_epi64(_mm512_add_epi64(v[a], v[b]), (y));                           \
-        v[d] = _mm512_ror_epi64(_mm512_xor_si512(v[d], v[a]), 16);                            \
-        v[c] = _mm512_add_epi64(v[c], v[d]);                                                  \
-        v[b] = _mm512_ror_epi64(_mm512_xor_si512(v[b], v[c]), 63);                            \
-    } while (0)
+    BLAKE2B_G(_mm512_add_epi64, _mm512_xor_si512, ROR8, a, b, c, d, x, y)
 
-__attribute__((target("avx512f"))) static void blake2b_lanes8(uint64_t h[8][B2_LANES],
-                                                              const uint64_t m_[16][B2_LANES],
-                                                              const uint64_t t[B2_LANES],
-                                                              const uint64_t last[B2_LANES]) {
-    __m512i v[16], m[16];
-    for (int j = 0; j < 16; j++) m[j] = _mm512_load_si512((const void *)m_[j]);
-    for (int i = 0; i < 8; i++) {
-        v[i] = _mm512_load_si512((const void *)h[i]);
-        v[i + 8] = _mm512_set1_epi64((long long)IV[i]);
-    }
-    v[12] = _mm512_xor_si512(v[12], _mm512_loadu_si512((const void *)t));
-    v[14] = _mm512_xor_si512(v[14], _mm512_loadu_si512((const void *)last));
-    BLAKE2B_ROUNDS(V_G8);
-    for (int i = 0; i < 8; i++) {
-        __m512i word = _mm512_xor_si512(v[i], v[i + 8]);
-        _mm512_store_si512((void *)h[i], _mm512_xor_si512(_mm512_load_si512((void *)h[i]), word));
-    }
+__attribute__((target("avx512f"))) static void blake2b_lanes8(LANES_PARAMS) {
+    BLAKE2B_LANES_BODY(__m512i, _mm512_load_si512, _mm512_loadu_si512, _mm512_store_si512,
+                       _mm512_set1_epi64, _mm512_xor_si512, V_G8)
 }
 
 /* AVX2 has no 64-bit rotate: by 32, 24 and 16 bits it is a shuffle of bytes (or of 32-bit
  * halves), by 63 a shift and an add. */
-#define ROR32_4(x) _mm256_shuffle_epi32((x), _MM_SHUFFLE(2, 3, 0, 1))
-#define ROR24_4(x) _mm256_shuffle_epi8((x), r24)
-#define ROR16_4(x) _mm256_shuffle_epi8((x), r16)
-#define ROR63_4(x) _mm256_or_si256(_mm256_srli_epi64((x), 63), _mm256_add_epi64((x), (x)))
+#define ROR4(x, n) ROR4_##n(x)
+#define ROR4_32(x) _mm256_shuffle_epi32((x), _MM_SHUFFLE(2, 3, 0, 1))
+#define ROR4_24(x) _mm256_shuffle_epi8((x), r24)
+#define ROR4_16(x) _mm256_shuffle_epi8((x), r16)
+#define ROR4_63(x) _mm256_or_si256(_mm256_srli_epi64((x), 63), _mm256_add_epi64((x), (x)))
 #define V_G4(a, b, c, d, x, y)                                                                 \
-    do {                                                                                      \
-        v[a] = _mm256_add_epi64(_mm256_add_epi64(v[a], v[b]), (x));                           \
-        v[d] = ROR32_4(_mm256_xor_si256(v[d], v[a]));                                         \
-        v[c] = _mm256_add_epi64(v[c], v[d]);                                                  \
-        v[b] = ROR24_4(_mm256_xor_si256(v[b], v[c]));                                         \
-        v[a] = _mm256_add_epi64(_mm256_add_epi64(v[a], v[b]), (y));                           \
-        v[d] = ROR16_4(_mm256_xor_si256(v[d], v[a]));                                         \
-        v[c] = _mm256_add_epi64(v[c], v[d]);                                                  \
-        v[b] = ROR63_4(_mm256_xor_si256(v[b], v[c]));                                         \
-    } while (0)
+    BLAKE2B_G(_mm256_add_epi64, _mm256_xor_si256, ROR4, a, b, c, d, x, y)
 
-__attribute__((target("avx2"))) static void blake2b_lanes4(uint64_t h[8][B2_LANES],
-                                                           const uint64_t m_[16][B2_LANES],
-                                                           const uint64_t t[B2_LANES],
-                                                           const uint64_t last[B2_LANES]) {
+__attribute__((target("avx2"))) static void blake2b_lanes4(LANES_PARAMS) {
     const __m256i r24 = _mm256_setr_epi8(3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10, 3,
                                          4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10);
     const __m256i r16 = _mm256_setr_epi8(2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9, 2,
                                          3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9);
-    __m256i v[16], m[16];
-    for (int j = 0; j < 16; j++) m[j] = _mm256_load_si256((const void *)m_[j]);
-    for (int i = 0; i < 8; i++) {
-        v[i] = _mm256_load_si256((const void *)h[i]);
-        v[i + 8] = _mm256_set1_epi64x((long long)IV[i]);
-    }
-    v[12] = _mm256_xor_si256(v[12], _mm256_loadu_si256((const void *)t));
-    v[14] = _mm256_xor_si256(v[14], _mm256_loadu_si256((const void *)last));
-    BLAKE2B_ROUNDS(V_G4);
-    for (int i = 0; i < 8; i++) {
-        __m256i word = _mm256_xor_si256(v[i], v[i + 8]);
-        _mm256_store_si256((void *)h[i], _mm256_xor_si256(_mm256_load_si256((void *)h[i]), word));
-    }
+    BLAKE2B_LANES_BODY(__m256i, _mm256_load_si256, _mm256_loadu_si256, _mm256_store_si256,
+                       _mm256_set1_epi64x, _mm256_xor_si256, V_G4)
 }
 
-/* The lane functions by width, and whether this CPU can run them. */
+/* The lane function of a width (8 or 4; NULL for any other), whether or not the CPU can run
+ * it: blake2b_usable says that, once, when the width is chosen. */
 static Blake2bLanes blake2b_lanes_of(int width) {
-    __builtin_cpu_init();
-    if (width == 8 && __builtin_cpu_supports("avx512f")) return blake2b_lanes8;
-    if (width == 4 && __builtin_cpu_supports("avx2")) return blake2b_lanes4;
-    return NULL;
+    return width == 8 ? blake2b_lanes8 : width == 4 ? blake2b_lanes4 : NULL;
 }
 
 /* A message a + "\n" + b being hashed in a lane: where it is, and where its digest goes. */
@@ -443,35 +420,24 @@ static void pair_digests_lanes(Blake2bLanes lanes, int width, const Blake2b *sta
 }
 #endif
 
-/* A set of lanes' switch, `[use]` -> whether it is on: `use` turns it on (where `usable`, NULL
- * when the lanes are not compiled, says the CPU can) or off first. */
-static PyObject *lanes_switch(PyObject *args, int *on, int (*usable)(void)) {
-    int wanted = -1;
-    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
-    if (wanted >= 0) *on = wanted && usable != NULL && usable();
-    return PyBool_FromLong(*on);
-}
-
 /* How many messages pair_digests hashes at a time: 8 (AVX-512F), 4 (AVX2) or 1. The most the
  * CPU can at import; tests choose. */
 static int blake2b_width = 1;
 
-static int widest_blake2b(void) {
+/* Whether this build and CPU can hash `width` messages at a time. */
+static int blake2b_usable(int width) {
 #ifdef B2_LANES
-    if (blake2b_lanes_of(8)) return 8;
-    if (blake2b_lanes_of(4)) return 4;
+    __builtin_cpu_init();
+    if (width == 8) return __builtin_cpu_supports("avx512f");
+    if (width == 4) return __builtin_cpu_supports("avx2");
 #endif
-    return 1;
+    return width == 1;
 }
 
 static PyObject *blake2b_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
     int wanted = 0;
     if (!PyArg_ParseTuple(args, "|i", &wanted)) return NULL;
-    if (wanted == 1) blake2b_width = 1;
-#ifdef B2_LANES
-    else if (wanted && blake2b_lanes_of(wanted)) blake2b_width = wanted;
-#endif
-    else if (wanted) blake2b_width = 1; /* a width this CPU (or build) cannot: one by one */
+    if (wanted) blake2b_width = blake2b_usable(wanted) ? wanted : 1;
     return PyLong_FromLong(blake2b_width);
 }
 
@@ -498,7 +464,7 @@ static PyObject *pair_digests(PyObject *Py_UNUSED(self), PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t one_by_one = count;
 #ifdef B2_LANES
-    Blake2bLanes lanes = blake2b_width > 1 ? blake2b_lanes_of(blake2b_width) : NULL;
+    Blake2bLanes lanes = blake2b_lanes_of(blake2b_width);
     if (lanes) {
         pair_digests_lanes(lanes, blake2b_width, &started, a_off, a, b_off, b, ai, bi, count,
                            (uint8_t *)out);
@@ -806,11 +772,14 @@ static void md5_lane_add(Md5Lanes *set, int blocks, const uint8_t *prefix, size_
 static int md5_lanes_ok = 0;
 
 static PyObject *md5_lanes_set(PyObject *Py_UNUSED(self), PyObject *args) {
+    int wanted = -1;
+    if (!PyArg_ParseTuple(args, "|p", &wanted)) return NULL;
 #ifdef MD5_LANES
-    return lanes_switch(args, &md5_lanes_ok, md5_lanes_usable);
+    if (wanted >= 0) md5_lanes_ok = wanted && md5_lanes_usable();
 #else
-    return lanes_switch(args, &md5_lanes_ok, NULL);
+    (void)wanted;
 #endif
+    return PyBool_FromLong(md5_lanes_ok);
 }
 
 static PyObject *md5_keys(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -1385,7 +1354,7 @@ PyMODINIT_FUNC PyInit__hashing(void) {
 #ifdef MD5_LANES
     md5_lanes_ok = md5_lanes_usable();
 #endif
-    blake2b_width = widest_blake2b();
+    blake2b_width = blake2b_usable(8) ? 8 : blake2b_usable(4) ? 4 : 1;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *type = PyType_FromSpec(&key_table_spec);
