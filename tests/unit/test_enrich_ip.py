@@ -569,6 +569,143 @@ def test_city_answers_shared_by_record_equal_those_of_each_address(texts: list[s
     assert database.cities(list(reversed(texts))) == list(reversed(expected))  # remembered
 
 
+# -- City records read in place (_mmdb.city) -------------------------------------------------------
+
+
+@needs_mmdb
+def test_city_fields_read_in_place_are_those_of_the_decoded_record() -> None:
+    database = IpEnricher()._loaded().city
+    tree, node_count, size, version = database._search_tree()
+    data = database._data
+    assert data is not None
+    rng = random.Random(17)
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(4000)]
+    texts += [str(ipaddress.IPv6Address(rng.randrange(2**125, 2**126))) for _ in range(1000)]
+    records = sorted({r for r in _mmdb.records(tree, node_count, size, version, texts) if r > 0})
+    assert len(records) > 1000
+    answers = 0
+    for record in records:
+        offset = record - node_count - 16
+        expected = _city(_mmdb.decode(data, offset))
+        assert _mmdb.city(data, offset) == expected
+        answers += expected[1][1] is not None
+    assert answers > len(records) // 2  # most records name a city
+
+
+@dataclass(frozen=True)
+class Pointed:
+    """A value the data section holds elsewhere, reached through a pointer."""
+
+    value: object
+
+
+def _encoded_record(record: object) -> tuple[bytes, int]:
+    """A data section holding ``record`` (floats as doubles, Pointed values behind pointers)
+    and the record's offset in it: pointed values first, then the record."""
+    heap = bytearray()
+
+    def encode(value: object) -> bytes:
+        if isinstance(value, Pointed):
+            at = len(heap)
+            heap.extend(encode(value.value))
+            if at < 2048:
+                return bytes([0x20 | at >> 8, at & 0xFF])
+            at -= 2048
+            return bytes([0x28 | at >> 16, (at >> 8) & 0xFF, at & 0xFF])
+        if isinstance(value, bool):
+            return bytes([0, 14 - 7]) if not value else bytes([1, 14 - 7])
+        if isinstance(value, float):
+            return _control(3, 8) + struct.pack(">d", value)
+        if isinstance(value, list):
+            return _control(11, len(value)) + b"".join(encode(item) for item in value)
+        if isinstance(value, dict):
+            pairs = b"".join(encode(k) + encode(v) for k, v in value.items())
+            return _control(7, len(value)) + pairs
+        return _encode(value)
+
+    body = encode(record)
+    if body[0] >> 5 == 1:  # the record itself is not a pointer
+        return _encoded_record(record.value)  # type: ignore[attr-defined]
+    return bytes(heap) + body, len(heap)
+
+
+_keys = st.sampled_from(
+    [
+        "country",
+        "iso_code",
+        "city",
+        "names",
+        "en",
+        "de",
+        "subdivisions",
+        "postal",
+        "code",
+        "location",
+        "latitude",
+        "longitude",
+        "other",
+    ]
+)
+_leaves = st.one_of(
+    st.sampled_from(["", "DE", "Berlin", "Zürich", "10115"]),
+    st.integers(0, 70_000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+_values = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(_keys, inner, max_size=4),
+        inner.map(Pointed),
+    ),
+    max_leaves=25,
+)
+
+
+@needs_mmdb
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=6) | _values)
+def test_city_fields_of_any_record_shape_are_those_of_the_decoded_record(record: object) -> None:
+    data, offset = _encoded_record(record)
+    assert _mmdb.city(data, offset) == _city(_mmdb.decode(data, offset))
+
+
+@needs_mmdb
+def test_city_fields_of_typical_records() -> None:
+    berlin = {
+        "country": {"iso_code": "DE", "names": {"en": "Germany", "de": "Deutschland"}},
+        "city": Pointed({"names": {"de": "Berlin", "en": "Berlin"}}),
+        "subdivisions": [{"iso_code": "BE", "names": {"en": "Land Berlin"}}, {"iso_code": "X"}],
+        "postal": {"code": "10115"},
+        "location": {"latitude": 52.5, "longitude": 13.25, "accuracy_radius": 20},
+    }
+    data, offset = _encoded_record(berlin)
+    answer = ("DE", ("Land Berlin", "Berlin", "10115", 52.5, 13.25))
+    assert _mmdb.city(data, offset) == answer
+    only_code = {"country": {"iso_code": "FR"}, "subdivisions": [{"iso_code": ""}]}
+    data, offset = _encoded_record(only_code)
+    assert _mmdb.city(data, offset) == ("FR", ("", None, None, None, None))
+    data, offset = _encoded_record({"postal": {"code": "1"}, "location": {"latitude": 1.0}})
+    assert _mmdb.city(data, offset) == (None, (None, None, "1", None, None))
+    data, offset = _encoded_record(["not", "a", "map"])
+    assert _mmdb.city(data, offset) == (None, (None, None, None, None, None))
+
+
+@needs_mmdb
+def test_a_damaged_city_record_is_an_error_not_a_wrong_answer() -> None:
+    data, offset = _encoded_record({"country": {"iso_code": "DE"}, "city": {"names": {}}})
+    for cut in range(offset + 1, len(data)):
+        with pytest.raises(ValueError, match="corrupt data section"):
+            _mmdb.city(data[:cut], offset)
+    pointer_out = bytes([0xE1]) + _encode("city") + bytes([0x27, 0xFF])  # past the end
+    with pytest.raises(ValueError, match="corrupt data section"):
+        _mmdb.city(pointer_out, 0)
+    not_utf8 = bytes([0xE1]) + _encode("country") + bytes([0xE1]) + _encode("iso_code")
+    with pytest.raises(UnicodeDecodeError):
+        _mmdb.city(not_utf8 + bytes([0x42, 0xFF, 0xFE]), 0)
+
+
 def test_looking_up_many_addresses_answers_as_one_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -359,6 +359,228 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     return result;
 }
 
+/*
+ * city(data, offset) -> (country, (state, city, postal, latitude, longitude)): what
+ * enrich/ip.py's _city takes from the City record at `offset`, read where it lies instead of
+ * decoding the whole record (names in eight languages, continent, registered country...:
+ * ~14 us a record, against ~1 us here). Only the values on the way to those fields are read;
+ * one of them corrupt raises ValueError, as decode() does.
+ */
+
+/* The value at *at: its type and size, with *at moved past its header (and a pointer followed:
+ * *at is then the target's payload and *next, if given, the byte after the pointer). */
+typedef struct {
+    int type;
+    uint64_t size;
+} Header;
+
+static int read_header(const Section *s, Py_ssize_t *at, Header *h, Py_ssize_t *next) {
+    if (*at < 0 || *at >= s->size) return -1;
+    uint8_t control = s->data[(*at)++];
+    int type = control >> 5;
+    if (type == 1) {
+        const int size = (control >> 3) & 3;
+        static const uint64_t bias[4] = {0, 2048, 526336, 0};
+        uint64_t tail;
+        if (take_uint(s, at, size + 1, &tail) < 0) return -1;
+        uint64_t target = size == 3 ? tail : (((uint64_t)(control & 7) << (8 * (size + 1))) | tail);
+        target += bias[size];
+        if (target >= (uint64_t)s->size) return -1;
+        if (next != NULL) *next = *at;
+        *at = (Py_ssize_t)target;
+        control = s->data[(*at)++];
+        type = control >> 5;
+        if (type == 1) return -1; /* a pointer to a pointer */
+    } else if (next != NULL) {
+        *next = -1; /* the caller skips the payload itself */
+    }
+    if (type == 0) {
+        if (*at >= s->size) return -1;
+        type = 7 + s->data[(*at)++];
+    }
+    uint64_t size = control & 0x1f;
+    if (size >= 29) {
+        static const uint64_t base[3] = {29, 285, 65821};
+        uint64_t extra;
+        if (take_uint(s, at, (Py_ssize_t)size - 28, &extra) < 0) return -1;
+        size = base[size - 29] + extra;
+    }
+    h->type = type;
+    h->size = size;
+    return 0;
+}
+
+/* Move *at past the value there (a pointer: past the pointer only). -1: corrupt. */
+static int skip_value(const Section *s, Py_ssize_t *at, int depth) {
+    if (depth > MAX_DEPTH) return -1;
+    Header h;
+    Py_ssize_t next;
+    if (read_header(s, at, &h, &next) < 0) return -1;
+    if (next >= 0) { /* a pointer: the value is elsewhere */
+        *at = next;
+        return 0;
+    }
+    uint64_t items = 0;
+    switch (h.type) {
+        case 7: items = 2 * h.size; break;
+        case 11: items = h.size; break;
+        case 14: return h.size > 1 ? -1 : 0;
+        case 2: case 3: case 4: case 5: case 6: case 8: case 9: case 10: case 15:
+            if (h.size > (uint64_t)(s->size - *at)) return -1;
+            *at += (Py_ssize_t)h.size;
+            return 0;
+        default: return -1;
+    }
+    if (items > (uint64_t)(s->size - *at)) return -1;
+    for (uint64_t i = 0; i < items; i++)
+        if (skip_value(s, at, depth + 1) < 0) return -1;
+    return 0;
+}
+
+enum { FOUND = 0, ABSENT = 1, CORRUPT = -1 };
+
+/* The value of `key` in the map at `at` (the last one, as a dict built from the map keeps):
+ * *value is where its header starts. ABSENT when `at` holds no map or the key is not in it. */
+static int find_key(const Section *s, Py_ssize_t at, const char *key, Py_ssize_t *value) {
+    Header h;
+    if (read_header(s, &at, &h, NULL) < 0) return CORRUPT;
+    if (h.type != 7) return ABSENT;
+    if (h.size > (uint64_t)(s->size - at)) return CORRUPT;
+    const size_t length = strlen(key);
+    int found = ABSENT;
+    for (uint64_t i = 0; i < h.size; i++) {
+        Py_ssize_t name = at;
+        Header k;
+        Py_ssize_t next;
+        if (read_header(s, &name, &k, &next) < 0 || k.type != 2) return CORRUPT;
+        if (k.size > (uint64_t)(s->size - name)) return CORRUPT;
+        const int same = k.size == length && memcmp(s->data + name, key, length) == 0;
+        at = next >= 0 ? next : name + (Py_ssize_t)k.size;
+        if (same) {
+            *value = at;
+            found = FOUND;
+        }
+        if (skip_value(s, &at, 1) < 0) return CORRUPT;
+    }
+    return found;
+}
+
+/* The value at `path` (keys, NULL-terminated) from the map at `at`. */
+static int find_path(const Section *s, Py_ssize_t at, const char *const *path, Py_ssize_t *value) {
+    for (; *path != NULL; path++) {
+        int found = find_key(s, at, *path, &at);
+        if (found != FOUND) return found;
+    }
+    *value = at;
+    return FOUND;
+}
+
+/* The string at `at`, if it is a non-empty one (`empty`: or an empty one); Py_None otherwise.
+ * NULL with ValueError: corrupt. */
+static PyObject *string_at(const Section *s, Py_ssize_t at, int empty) {
+    Header h;
+    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    if (h.type != 2 || (h.size == 0 && !empty)) Py_RETURN_NONE;
+    if (h.size > (uint64_t)(s->size - at)) return corrupt("a string past the end");
+    return PyUnicode_DecodeUTF8((const char *)s->data + at, (Py_ssize_t)h.size, "strict");
+}
+
+/* The text at `path` from `at` (see string_at); Py_None where the path leads nowhere. */
+static PyObject *text_at(const Section *s, Py_ssize_t at, const char *const *path, int empty) {
+    int found = find_path(s, at, path, &at);
+    if (found == CORRUPT) return corrupt("a map that cannot be read");
+    if (found == ABSENT) Py_RETURN_NONE;
+    return string_at(s, at, empty);
+}
+
+/* The float at `path` from `at` (a double or a float), Py_None otherwise. */
+static PyObject *float_at(const Section *s, Py_ssize_t at, const char *const *path) {
+    int found = find_path(s, at, path, &at);
+    if (found == CORRUPT) return corrupt("a map that cannot be read");
+    if (found == ABSENT) Py_RETURN_NONE;
+    Header h;
+    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    if (h.type != 3 && h.type != 15) Py_RETURN_NONE;
+    uint64_t number;
+    if (h.size != (h.type == 3 ? 8u : 4u)) return corrupt("a float of the wrong size");
+    if (take_uint(s, &at, (Py_ssize_t)h.size, &number) < 0) return corrupt("a float past the end");
+    if (h.type == 3) {
+        double d;
+        memcpy(&d, &number, 8);
+        return PyFloat_FromDouble(d);
+    }
+    uint32_t bits = (uint32_t)number;
+    float f;
+    memcpy(&f, &bits, 4);
+    return PyFloat_FromDouble((double)f);
+}
+
+static const char *const COUNTRY[] = {"country", "iso_code", NULL};
+static const char *const CITY[] = {"city", "names", "en", NULL};
+static const char *const NAME[] = {"names", "en", NULL};
+static const char *const ISO_CODE[] = {"iso_code", NULL};
+static const char *const SUBDIVISIONS[] = {"subdivisions", NULL};
+static const char *const POSTAL[] = {"postal", "code", NULL};
+static const char *const LATITUDE[] = {"location", "latitude", NULL};
+static const char *const LONGITUDE[] = {"location", "longitude", NULL};
+
+/* The state: the first subdivision's English name, else its ISO code (even an empty one). */
+static PyObject *state_at(const Section *s, Py_ssize_t record) {
+    Py_ssize_t at;
+    int found = find_path(s, record, SUBDIVISIONS, &at);
+    if (found == CORRUPT) return corrupt("a map that cannot be read");
+    if (found == ABSENT) Py_RETURN_NONE;
+    Header h;
+    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    if (h.type != 11 || h.size == 0) Py_RETURN_NONE;
+    PyObject *name = text_at(s, at, NAME, 0);
+    if (name != Py_None) return name;
+    Py_DECREF(name);
+    return text_at(s, at, ISO_CODE, 1);
+}
+
+static PyObject *city_answer(const Section *s, Py_ssize_t record) {
+    Header h;
+    Py_ssize_t at = record;
+    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    if (h.type != 7) return Py_BuildValue("(O(OOOOO))", Py_None, Py_None, Py_None, Py_None,
+                                          Py_None, Py_None);
+    PyObject *country = text_at(s, record, COUNTRY, 0);
+    PyObject *city = country ? text_at(s, record, CITY, 0) : NULL;
+    PyObject *state = city ? state_at(s, record) : NULL;
+    PyObject *postal = state ? text_at(s, record, POSTAL, 0) : NULL;
+    PyObject *latitude = NULL, *longitude = NULL, *answer = NULL;
+    if (postal != NULL) {
+        if (city == Py_None && state == Py_None) {
+            latitude = Py_NewRef(Py_None);
+            longitude = Py_NewRef(Py_None);
+        } else {
+            latitude = float_at(s, record, LATITUDE);
+            longitude = latitude ? float_at(s, record, LONGITUDE) : NULL;
+        }
+    }
+    if (longitude != NULL)
+        answer = Py_BuildValue("(O(OOOOO))", country, state, city, postal, latitude, longitude);
+    Py_XDECREF(country);
+    Py_XDECREF(city);
+    Py_XDECREF(state);
+    Py_XDECREF(postal);
+    Py_XDECREF(latitude);
+    Py_XDECREF(longitude);
+    return answer;
+}
+
+static PyObject *city(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer data;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "y*n", &data, &offset)) return NULL;
+    Section s = {data.buf, data.len};
+    PyObject *result = city_answer(&s, offset);
+    PyBuffer_Release(&data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"records", records, METH_VARARGS,
      "records(tree, node_count, record_size, ip_version, texts) -> the record of each address"},
@@ -366,6 +588,8 @@ static PyMethodDef methods[] = {
      "find_ranges(starts, lengths, values, last_offsets, keys) -> each key's network's value"},
     {"decode", decode, METH_VARARGS,
      "decode(data, offset) -> the value at offset of a data section"},
+    {"city", city, METH_VARARGS,
+     "city(data, offset) -> (country, (state, city, postal, latitude, longitude)) of a record"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,12 @@ def records(
 def decode(data: Buffer, offset: int, /) -> Any:
     """The value at ``offset`` of a data section (the bytes after the tree's separator)."""
 
+def city(
+    data: Buffer, offset: int, /
+) -> tuple[str | None, tuple[str | None, str | None, str | None, float | None, float | None]]:
+    """What enrich/ip.py's ``_city`` takes from the record at ``offset`` of a data section:
+    (country, (state, city, postal, latitude, longitude)), read in place."""
+
 def find_ranges(
     starts: Buffer, lengths: Buffer, values: Buffer, last_offsets: Buffer, keys: list[int], /
 ) -> list[int]:
