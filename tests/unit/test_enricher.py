@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -19,7 +20,9 @@ from eventport.enrich.enricher import (
     open_enricher,
     origin_key,
 )
+from eventport.enrich.ip import IpEnricher
 from tests.unit.extension import with_and_without
+from tests.unit.test_enrich_ip import write_mmdb
 
 KEY = bytes(range(32))
 
@@ -102,6 +105,57 @@ def test_places_and_ids(enricher: Enricher) -> None:
     assert other.place("8.8.8.8")[0] != google["endpoint_id"]
     # An origin id is not the endpoint id of the same address.
     assert origin != google["endpoint_id"]
+
+
+def _addresses(count: int, seed: int) -> list[str]:
+    """Public-looking IPv4 texts in 40 networks (so that many share a place), some twice, and a
+    few that are not public."""
+    rng = random.Random(seed)
+    networks = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}" for _ in range(40)]
+    texts = [
+        f"{rng.choice(networks)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(count)
+    ]
+    return texts + texts[: count // 10] + ["10.0.0.1", "192.168.1.1", "::1"]
+
+
+def test_places_of_many_addresses_are_those_of_each_alone(enricher: Enricher) -> None:
+    """Addresses of the same place share one Place object and one set of values (made once an
+    import); the answers are those of each address looked up on its own."""
+    texts = list(dict.fromkeys(_addresses(1500, seed=3)))
+    run = enricher.for_import(ExclusionRules())
+    together = run.places(texts)
+    ip = IpEnricher()
+    alone = []
+    for text in texts:
+        ip._places.clear()  # nothing remembered from the address before
+        alone.append(Enricher(KEY, ip).for_import(ExclusionRules()).places([text])[0])
+    assert together == alone
+    assert enricher.ip is not None
+    assert enricher.ip.shares_places
+    shared = {id(place) for place in enricher.ip.lookup_many(texts).values()}
+    assert len(shared) < len(texts) // 2
+    assert len(run._made) < len(texts) // 2
+    assert run.places(texts) == together  # made again from what the run remembers
+
+
+def test_places_with_an_override_are_those_of_each_alone(tmp_path: Path) -> None:
+    """An override answers by the address: nothing is shared, and the answers are the same as
+    looked up one at a time."""
+    asn_db = write_mmdb(
+        tmp_path / "asn.mmdb",
+        "GeoLite2-ASN",
+        {"52.94.0.0/16": {"autonomous_system_number": 16509}, "8.0.0.0/8": {}},
+    )
+    ip = IpEnricher(asn_database=asn_db)
+    assert not ip.shares_places
+    texts = [*list(dict.fromkeys(_addresses(500, seed=4))), "52.94.76.1", "52.94.1.2"]
+    run = Enricher(KEY, ip).for_import(ExclusionRules())
+    together = run.places(texts)
+    alone = [Enricher(KEY, ip).for_import(ExclusionRules()).place(text) for text in texts]
+    assert [values for values, _ in together] == alone
+    amazon = dict(zip(PLACE_COLUMNS, together[-1][0], strict=True))
+    assert amazon["cloud_provider_name"] == "Amazon Web Services"  # the override's owner
+    assert not run._made
 
 
 def test_agents_and_owner_rules(enricher: Enricher) -> None:
