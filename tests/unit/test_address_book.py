@@ -3,13 +3,20 @@ once per pair, and the same answers after the book is cleared for being full."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from eventport.domain.exclusions import ExclusionRules
-from eventport.enrich.enricher import PLACE_COLUMNS, Enricher, ImportEnrichment, open_enricher
+from eventport.enrich.enricher import (
+    PLACE_COLUMNS,
+    Enricher,
+    ImportEnrichment,
+    canonical_address,
+    open_enricher,
+)
 from eventport.imports import pipeline
 from eventport.imports.pipeline import AddressBook
 
@@ -29,9 +36,9 @@ class CountingEnrichment(ImportEnrichment):
 
     asked: list[str]
 
-    def places(self, addresses: Any) -> Any:
+    def located(self, addresses: Any) -> Any:
         self.asked.extend(addresses)
-        return super().places(addresses)
+        return super().located(addresses)
 
 
 @pytest.fixture
@@ -79,6 +86,33 @@ def test_addresses_resolve_once_per_import(run: CountingEnrichment) -> None:
         place[0]["cloud_provider_name"]
         == dict(zip(PLACE_COLUMNS, google, strict=True))["cloud_provider_name"]
     )
+
+
+@pytest.mark.parametrize("extra", [[], ["not an address"], ["8.8.4.4 "]])
+def test_a_book_holds_each_address_as_it_resolves_alone(
+    enricher: Enricher, extra: list[str]
+) -> None:
+    """Distinct addresses only (each answer taken in order) or not (answers found by text):
+    the book holds what each address resolves to on its own, and every place it names."""
+    rng = random.Random(9)
+    networks = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}" for _ in range(20)]
+    raw = [
+        f"{rng.choice(networks)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(600)
+    ]
+    raw = [*dict.fromkeys(raw), "8.8.4.4", *extra]
+    book = AddressBook(enricher.for_import(ExclusionRules()))
+    held = resolved(book, raw)
+    country = PLACE_COLUMNS.index("origin_country")
+    for text, (canonical, endpoint, key, origin_country) in zip(raw, held, strict=True):
+        alone = enricher.for_import(ExclusionRules())
+        if canonical_address(text) is None:
+            assert (canonical, endpoint, key, origin_country) == (None, None, None, None)
+            continue
+        [(values, place_key)] = alone.places([canonical_address(text)])
+        assert (endpoint, key, origin_country) == (values[0], place_key, values[country])
+    named = {k for _, _, k, _ in held if k is not None}
+    assert set(book.places.column("place_key").to_pylist()) == named
+    assert len(named) < len(raw) // 2
 
 
 def test_without_enrichment_the_book_only_knows_addresses() -> None:

@@ -48,6 +48,7 @@ NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
 # Distinct places and agents remembered per import; cleared when full. (Addresses are
 # remembered by the import pipeline's address book.)
 _CACHE_MAX = 100_000
+_UNKNOWN = object()  # a key not made yet (None is a key: nothing known)
 
 
 # A dotted-quad IPv4 address without leading zeros is its own canonical form (ipaddress
@@ -209,7 +210,7 @@ class ImportEnrichment:
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
         self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
         # id(place) -> (place, its values, their key); see places()
-        self._made: dict[int, tuple[Place | None, tuple[object, ...], int | None]] = {}
+        self._made: dict[int, tuple[Place | None, tuple[tuple[object, ...], int | None]]] = {}
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoints = enricher.column_hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
@@ -219,8 +220,19 @@ class ImportEnrichment:
 
     def places(self, addresses: Sequence[str]) -> list[tuple[tuple[object, ...], int | None]]:
         """For each canonical address: its column values (:data:`PLACE_COLUMNS`) and the key of
-        its place (events/batch.py; None: no place known). Looked up all at once; the caller
-        remembers the answers (the import pipeline's address book)."""
+        its place (events/batch.py; None: no place known). Looked up all at once."""
+        endpoints, located = self.located(addresses)
+        return [
+            ((endpoint, *values), key)
+            for endpoint, (values, key) in zip(endpoints, located, strict=True)
+        ]
+
+    def located(
+        self, addresses: Sequence[str]
+    ) -> tuple[list[str | None], list[tuple[tuple[object, ...], int | None]]]:
+        """:meth:`places` as two lists, each address's endpoint id and its place's values
+        (:data:`PLACE_FIELDS`) with their key: addresses of one place share one (values, key)
+        pair. The caller remembers the answers (the import pipeline's address book)."""
         ip = self.enricher.ip
         found = ip.lookup_many(addresses) if ip is not None else {}
         # All the endpoint ids at once, in C where it is compiled (~0.15 us an address
@@ -229,20 +241,21 @@ class ImportEnrichment:
         # Many addresses share one Place object (IpEnricher.lookup_many): its values and key
         # are made once for it, found again by the object's id (the entry holds the object,
         # so the id is not reused while it is there).
+        shared = ip is not None and ip.shares_places
         made = self._made
-        if len(made) >= _CACHE_MAX or ip is None or not ip.shares_places:
+        if len(made) >= _CACHE_MAX or not shared:
             made.clear()  # (an override answers each address with a Place of its own)
         answers = []
-        for address, endpoint in zip(addresses, endpoints, strict=True):
+        for address in addresses:
             place = found.get(address)
             entry = made.get(id(place))
             if entry is None:
-                located = self._located(place)
-                entry = (place, located, self._key_of(located))
-                if ip is not None and ip.shares_places:
+                values = self._located(place)
+                entry = (place, (values, self._key_of(values)))
+                if shared:
                     made[id(place)] = entry
-            answers.append(((endpoint, *entry[1]), entry[2]))
-        return answers
+            answers.append(entry[1])
+        return endpoints, answers
 
     def place(self, address: str) -> tuple[object, ...]:
         """Column values (:data:`PLACE_COLUMNS`) of one canonical address."""
@@ -269,11 +282,13 @@ class ImportEnrichment:
         return self._shared.setdefault(located, located)
 
     def _key_of(self, values: tuple[object, ...]) -> int | None:
-        if values not in self._keys:
-            if len(self._keys) >= _CACHE_MAX:
-                self._keys.clear()
-            self._keys[values] = dimension_key(values)
-        return self._keys[values]
+        keys = self._keys
+        key = keys.get(values, _UNKNOWN)
+        if key is _UNKNOWN:
+            if len(keys) >= _CACHE_MAX:
+                keys.clear()
+            key = keys[values] = dimension_key(values)
+        return key  # type: ignore[return-value]
 
     def origin(self, address: str, agent: str | None) -> str:
         """The origin id of a canonical address and a user agent."""

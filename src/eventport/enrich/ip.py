@@ -300,7 +300,7 @@ class IpEnricher:
         self._location = _open_database(city_database, "location") if city_database else None
         self._owner = _open_database(asn_database, "asn") if asn_database else None
         self._owners = OwnerDirectory()
-        self._places: dict[tuple[CityAnswer, tuple[str | None, str]], Place] = {}
+        self._places: dict[tuple[int, tuple[str | None, str]], tuple[CityAnswer, Place]] = {}
         self._sources: _Sources | None = None
         self._loading = threading.Lock()
 
@@ -340,16 +340,20 @@ class IpEnricher:
         places = self._places
         if len(places) >= _PLACES_MAX:
             places.clear()
+        # Found by the City answer's id (a City database answers a record with one tuple: see
+        # _Database.cities) with the bundled answer; the entry holds the City answer, and is
+        # taken only for that very object (an id can be another object's once it is gone).
         found: dict[str, Place] = {}
         for text, address in zip(distinct, parsed, strict=True):
             if address is None:
                 found[text] = EMPTY_PLACE
                 continue
-            answers = (next(cities), next(known))
-            place = places.get(answers)
-            if place is None:
-                place = places[answers] = self._place(sources, address, *answers)
-            found[text] = place
+            city, bundled_answer = next(cities), next(known)
+            key = (id(city), bundled_answer)
+            entry = places.get(key)
+            if entry is None or entry[0] is not city:
+                entry = places[key] = (city, self._place(sources, address, city, bundled_answer))
+            found[text] = entry[1]
         return found
 
     @property

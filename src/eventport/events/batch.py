@@ -100,9 +100,10 @@ def dimension_key(values: Sequence[Any]) -> int | None:
     """The key of a place's or agent's values; None when every value is None (nothing known).
 
     ``repr`` of floats is exact, so equal keys mean equal values (up to a 63-bit hash)."""
-    if all(v is None for v in values):
+    values = tuple(values)
+    if values.count(None) == len(values):
         return None
-    digest = hashlib.blake2b(repr(tuple(values)).encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(repr(values).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & _KEY_MASK
 
 

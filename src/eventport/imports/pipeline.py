@@ -16,9 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import PLACE_COLUMNS, ImportEnrichment, canonical_address
+from eventport.enrich.enricher import ImportEnrichment, canonical_address
 from eventport.events.batch import (
     AGENT_SCHEMA,
+    PLACE_FIELDS,
     PLACE_SCHEMA,
     ROW_PLACE_FIELDS,
     ROW_SCHEMA,
@@ -41,6 +42,7 @@ ARTIFACT_NOT_FOUND = "artifact-not-found"
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
 _BOOK_MAX = 500_000  # distinct raw $remote_address texts
+_NO_PLACE: tuple[tuple[object, ...], int | None] = ((None,) * len(PLACE_FIELDS), None)
 _PAIR_SHIFT = 31  # a batch's origin pair: address row << 31 | the agent's place in the batch
 # Decoded columns that go on to the batch as they are (or to what builds it).
 _CARRIED = (
@@ -170,16 +172,21 @@ class AddressBook:
         if self.enrichment is None:
             return
         distinct = list(dict.fromkeys(c for c in canonicals if c is not None))
-        answers = dict(zip(distinct, self.enrichment.places(distinct), strict=True))
-        found = [None if c is None else answers[c] for c in canonicals]
-        self.endpoint = _extended(self.endpoint, [None if f is None else f[0][0] for f in found])
-        self.place_key = _extended(self.place_key, [None if f is None else f[1] for f in found])
+        endpoints, located = self.enrichment.located(distinct)
+        if len(distinct) < len(canonicals):  # not every text an address, or one twice
+            answers = dict(zip(distinct, zip(endpoints, located, strict=True), strict=True))
+            found = [answers.get(c) if c is not None else None for c in canonicals]
+            endpoints = [None if f is None else f[0] for f in found]
+            located = [_NO_PLACE if f is None else f[1] for f in found]
+        self.endpoint = _extended(self.endpoint, endpoints)
+        self.place_key = _extended(self.place_key, [key for _, key in located])
         for name in ROW_PLACE_FIELDS:
-            at = PLACE_COLUMNS.index(name)
-            values = [None if f is None else f[0][at] for f in found]
-            self.fields[name] = _extended(self.fields[name], values)
+            at = PLACE_FIELDS.index(name)
+            self.fields[name] = _extended(self.fields[name], [v[at] for v, _ in located])
         new_places = {
-            k: v[1:] for v, k in answers.values() if k is not None and k not in self._place_keys
+            key: values
+            for values, key in located
+            if key is not None and key not in self._place_keys
         }
         if new_places:
             table = _dimension_table(PLACE_SCHEMA, list(new_places), list(new_places.values()))
