@@ -102,7 +102,7 @@ _OWNER_KINDS = ("ASN", "ISP")
 
 
 _CITIES_MAX = 100_000  # records remembered by a City database (see _Database.cities)
-_PLACES_MAX = 100_000  # places remembered by their City and bundled answers (lookup_many)
+_PLACES_MAX = 30_000  # places remembered by their City and bundled answers (lookup_many)
 # What a City record gives: its country, and (state, city, postal, latitude, longitude).
 CityAnswer = tuple[
     str | None, tuple[str | None, str | None, str | None, float | None, float | None]
