@@ -84,3 +84,13 @@ def test_an_undefined_key_is_refused() -> None:
     with pytest.raises(ValueError, match="owners"):
         checked_batch("someone else", batch)
     assert checked_batch("owner", batch).rows.equals(batch.rows)
+    two = normalize(wide([BERLIN | PIP, PARIS, BERLIN]))
+    assert two.places.num_rows == 2
+    assert checked_batch("owner", two).places.equals(two.places)
+    for kept in (0, 1):  # one of the two places the rows name is missing
+        broken = EventBatch(two.rows, two.places.slice(kept, 1), two.agents)
+        with pytest.raises(ValueError, match="place_key"):
+            checked_batch("owner", broken)
+    nulled = two.agents.set_column(0, "agent_key", pa.nulls(1, pa.int64()))
+    with pytest.raises(ValueError, match="agent_key"):  # a key missing defines nothing
+        checked_batch("owner", EventBatch(two.rows, two.places, nulled))

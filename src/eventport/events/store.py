@@ -41,6 +41,7 @@ from eventport.events.schema import (
 )
 from eventport.export.csv import CsvLayout
 from eventport.export.query import AggregateRow, EventQuery, Rollup
+from eventport.positions import distinct, index_of
 
 if TYPE_CHECKING:
     from eventport.settings import Settings
@@ -233,8 +234,9 @@ def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
         raise ValueError(f"batch columns wrong: {exc}") from exc
     _check_rows(owner_id, rows)
     for keys, table, name in ((rows, places, "place_key"), (rows, agents, "agent_key")):
-        used = pc.drop_null(pc.unique(keys.column(name)))
-        if len(used) and not pc.all(pc.is_in(used, value_set=table.column(name))).as_py():
+        # In C where it is compiled: Arrow's unique and is_in took ~7 ms a 61,440-event batch.
+        used = distinct(keys.column(name))
+        if len(used) and index_of(used, distinct(table.column(name))).null_count:
             raise ValueError(f"batch rows name a {name} the batch does not define")
     return EventBatch(rows, places, agents)
 
