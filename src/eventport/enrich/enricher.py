@@ -231,7 +231,7 @@ class ImportEnrichment:
         self.rules = rules
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
         self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
-        # id(place) -> (place, its values, their key); see places()
+        # id(place) -> (place, (its values, their key)) of the shared Places; see located()
         self._made: dict[int, tuple[Place | None, tuple[tuple[object, ...], int | None]]] = {}
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoints = enricher.column_hasher(b"endpoint")

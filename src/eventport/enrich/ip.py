@@ -335,8 +335,8 @@ class IpEnricher:
                 for text, address in zip(distinct, parsed, strict=True)
             }
         # Otherwise the place is what its City answer and bundled answer make it: addresses
-        # with the same two (~3 in 10 of the benchmark's new ones) share one Place, built once
-        # and kept (~2 us an address otherwise).
+        # with the same two (the benchmark's new addresses come ~3 to a place) share one Place,
+        # built once and kept (~2 us an address otherwise).
         places = self._places
         if len(places) >= _PLACES_MAX:
             places.clear()

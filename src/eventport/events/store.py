@@ -234,7 +234,8 @@ def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
         raise ValueError(f"batch columns wrong: {exc}") from exc
     _check_rows(owner_id, rows)
     for keys, table, name in ((rows, places, "place_key"), (rows, agents, "agent_key")):
-        # In C where it is compiled: Arrow's unique and is_in took ~7 ms a 61,440-event batch.
+        # In C where it is compiled: Arrow's unique and is_in build their hash tables again on
+        # every call (a batch's place keys: 1.7-2.7 ms, against 0.8-0.9 ms).
         used = distinct(keys.column(name))
         if len(used) and index_of(used, distinct(table.column(name))).null_count:
             raise ValueError(f"batch rows name a {name} the batch does not define")
