@@ -20,8 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventport.enrich import enricher as enricher_module
 from eventport.enrich import ip as ip_module
 from eventport.enrich import ip_ranges
+from eventport.enrich.enricher import canonical_address
 from eventport.enrich.ip import EMPTY_PLACE, IpEnricher, Place, _city, _mmdb
 from eventport.enrich.ip_owners import (
     KNOWN_NETWORKS,
@@ -29,7 +31,7 @@ from eventport.enrich.ip_owners import (
     connection_type_for,
     presentable_company,
 )
-from eventport.enrich.ip_ranges import RangeTable, load_bundled_data
+from eventport.enrich.ip_ranges import RangeTable, load_bundled_data, parse_public_address
 
 
 @pytest.fixture(scope="module")
@@ -567,6 +569,52 @@ def test_city_answers_shared_by_record_equal_those_of_each_address(texts: list[s
     expected = [_city(database.reader.get(text)) for text in texts]
     assert database.cities(texts) == expected
     assert database.cities(list(reversed(texts))) == list(reversed(expected))  # remembered
+
+
+# -- plain dotted quads read in C (_mmdb.ipv4_values) ---------------------------------------------
+
+_quads = st.one_of(
+    _ipv4,
+    st.lists(st.sampled_from([*"0123456789.", " ", "00", "255", "256", "1", ":", "x", "٣"])).map(
+        "".join
+    ),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 300)).map(lambda z: "0" * z[0] + str(z[1])),
+        min_size=3,
+        max_size=5,
+    ).map(".".join),
+)
+
+
+@needs_mmdb
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_quads, max_size=20))
+def test_plain_dotted_quads_read_in_c_are_those_the_pattern_takes(texts: list[str]) -> None:
+    values = _mmdb.ipv4_values(texts)
+    for text, value in zip(texts, values, strict=True):
+        if enricher_module._PLAIN_IPV4.fullmatch(text):
+            assert value == int(ipaddress.IPv4Address(text))
+        else:
+            assert value == -1
+    assert _mmdb.ipv4_values([None, 7, b"1.2.3.4", "1.2.3.4\x00", "\udc80"]) == [-1] * 5
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@settings(max_examples=150, deadline=None)
+@given(texts=st.lists(st.one_of(_quads, _ipv6, st.just(" 8.8.8.8 "), st.just("::ffff:8.8.8.8"))))
+def test_many_addresses_parse_and_canonicalize_as_each_alone(
+    texts: list[str], compiled: bool
+) -> None:
+    if compiled and _mmdb is None:
+        pytest.skip("the _mmdb extension is not compiled")
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(ip_ranges, "_mmdb", None)
+            patch.setattr(enricher_module, "_mmdb", None)
+        parsed = ip_ranges.parse_public_addresses([*texts, None])
+        canonical = enricher_module.canonical_addresses(texts)
+    assert parsed == [*(parse_public_address(text.strip()) for text in texts), None]
+    assert canonical == [canonical_address(text) for text in texts]
 
 
 # -- City records read in place (_mmdb.city) -------------------------------------------------------

@@ -581,6 +581,47 @@ static PyObject *city(PyObject *self, PyObject *args) {
     return result;
 }
 
+/*
+ * ipv4_values(texts) -> list of int, one per item: the address a plain dotted quad spells (four
+ * decimal numbers 0-255 without leading zeros, nothing around them: the texts that are their
+ * own canonical form, as enrich/enricher.py's _PLAIN_IPV4 takes them), or -1 for anything else
+ * (the caller's slower path decides what those are).
+ */
+static int ipv4_value(PyObject *item, const void *context, long long *value) {
+    (void)context;
+    *value = -1;
+    if (!PyUnicode_Check(item)) return 0;
+    Py_ssize_t length;
+    const char *text = PyUnicode_AsUTF8AndSize(item, &length);
+    if (text == NULL) {
+        PyErr_Clear(); /* a lone surrogate: not an address */
+        return 0;
+    }
+    if (length < 7 || length > 15) return 0;
+    uint32_t address = 0;
+    Py_ssize_t at = 0;
+    for (int part = 0; part < 4; part++) {
+        if (part > 0) {
+            if (at >= length || text[at] != '.') return 0;
+            at++;
+        }
+        const Py_ssize_t start = at;
+        unsigned number = 0;
+        while (at < length && text[at] >= '0' && text[at] <= '9' && at - start < 3)
+            number = number * 10 + (unsigned)(text[at++] - '0');
+        const Py_ssize_t digits = at - start;
+        if (digits == 0 || number > 255 || (digits > 1 && text[start] == '0')) return 0;
+        address = address << 8 | number;
+    }
+    if (at == length) *value = address;
+    return 0;
+}
+
+static PyObject *ipv4_values(PyObject *self, PyObject *texts) {
+    (void)self;
+    return answers(texts, "texts must be a sequence", ipv4_value, NULL);
+}
+
 static PyMethodDef methods[] = {
     {"records", records, METH_VARARGS,
      "records(tree, node_count, record_size, ip_version, texts) -> the record of each address"},
@@ -588,6 +629,8 @@ static PyMethodDef methods[] = {
      "find_ranges(starts, lengths, values, last_offsets, keys) -> each key's network's value"},
     {"decode", decode, METH_VARARGS,
      "decode(data, offset) -> the value at offset of a data section"},
+    {"ipv4_values", ipv4_values, METH_O,
+     "ipv4_values(texts) -> the address each plain dotted quad spells, -1 for other texts"},
     {"city", city, METH_VARARGS,
      "city(data, offset) -> (country, (state, city, postal, latitude, longitude)) of a record"},
     {NULL, NULL, 0, NULL},

@@ -1,5 +1,6 @@
 """Where a MaxMind database's search tree leads (see _mmdb.c)."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from typing_extensions import Buffer
@@ -22,3 +23,6 @@ def find_ranges(
     starts: Buffer, lengths: Buffer, values: Buffer, last_offsets: Buffer, keys: list[int], /
 ) -> list[int]:
     """The value of the network holding each key, or -1 (see RangeTable.find)."""
+
+def ipv4_values(texts: Sequence[object], /) -> list[int]:
+    """The address each plain dotted quad (its own canonical form) spells; -1 for any other."""

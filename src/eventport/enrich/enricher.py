@@ -40,6 +40,10 @@ try:
     from eventport import _hashing
 except ImportError:  # not compiled: hashlib, one value at a time
     _hashing = None  # type: ignore[assignment]
+try:
+    from eventport.enrich import _mmdb
+except ImportError:  # not compiled: a regular expression, one text at a time
+    _mmdb = None  # type: ignore[assignment]
 
 #: The event columns an address fills, in the order :meth:`ImportEnrichment.place` answers:
 #: its own endpoint id, then what its place gives.
@@ -92,6 +96,18 @@ def canonical_address(text: str) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def canonical_addresses(texts: Sequence[str]) -> list[str | None]:
+    """:func:`canonical_address` of each text; plain dotted quads (their own canonical form)
+    are recognised in C where it is compiled."""
+    if _mmdb is None:
+        return [canonical_address(text) for text in texts]
+    values = _mmdb.ipv4_values(texts)
+    return [
+        text if value >= 0 else canonical_address(text)
+        for text, value in zip(texts, values, strict=True)
+    ]
 
 
 def do_not_track(headers: Sequence[tuple[str, str]] | None) -> bool:

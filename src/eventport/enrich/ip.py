@@ -53,7 +53,7 @@ from eventport.enrich.ip_ranges import (
     PublicAddress,
     geoip2fast_version,
     load_bundled_data,
-    parse_public_address,
+    parse_public_addresses,
 )
 
 try:
@@ -313,10 +313,7 @@ class IpEnricher:
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, Place]:
         """One entry per distinct input string, each looked up once."""
         distinct = list(dict.fromkeys(addresses))
-        parsed = [
-            parse_public_address(address.strip()) if isinstance(address, str) else None
-            for address in distinct
-        ]
+        parsed = parse_public_addresses(distinct)
         public = [address for address in parsed if address is not None]
         if not public:
             return dict.fromkeys(distinct, EMPTY_PLACE)

@@ -82,6 +82,20 @@ def parse_public_address(text: str) -> PublicAddress | None:
     return _public_ipv4(int.from_bytes(packed, "big"), text)
 
 
+def parse_public_addresses(texts: Sequence[object]) -> list[PublicAddress | None]:
+    """:func:`parse_public_address` of each text with the spaces around it removed (None for
+    what is not a text). Plain dotted quads are read in C where it is compiled."""
+    values = _mmdb.ipv4_values(texts) if _mmdb is not None else [-1] * len(texts)
+    return [
+        _public_ipv4(value, text)  # type: ignore[arg-type]
+        if value >= 0
+        else parse_public_address(text.strip())
+        if isinstance(text, str)
+        else None
+        for text, value in zip(texts, values, strict=True)
+    ]
+
+
 def _public_ipv4(value: int, text: str) -> PublicAddress | None:
     index = bisect_right(_IPV4_NON_PUBLIC_STARTS, value) - 1
     if index >= 0 and value <= _IPV4_NON_PUBLIC[index][1]:

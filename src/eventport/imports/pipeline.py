@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import ImportEnrichment, canonical_address
+from eventport.enrich.enricher import ImportEnrichment, canonical_addresses
 from eventport.events.batch import (
     AGENT_SCHEMA,
     PLACE_FIELDS,
@@ -166,7 +166,7 @@ class AddressBook:
 
     def _add(self, new: pa.Array) -> None:
         texts = new.to_pylist()
-        canonicals = [canonical_address(text) for text in texts]
+        canonicals = canonical_addresses(texts)
         self._raw.add(new)
         self.canonical = _extended(self.canonical, canonicals)
         if self.enrichment is None:
