@@ -12,6 +12,7 @@ import random
 import re
 import struct
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,8 +281,10 @@ class Uint:
     value: int
 
 
-def _encode(value: object) -> bytes:
-    """MaxMind DB data-section encoding of what the tests need (str, Uint, int, list, dict)."""
+def _encode(value: object, item: Callable[[object], bytes] | None = None) -> bytes:
+    """MaxMind DB data-section encoding of what the tests need (str, Uint, int, list, dict);
+    a list's or map's items by ``item`` (this function unless given)."""
+    item = item or _encode
     if isinstance(value, str):
         return _control(2, len(value.encode())) + value.encode()
     if isinstance(value, int):
@@ -290,9 +293,9 @@ def _encode(value: object) -> bytes:
         payload = value.value.to_bytes((value.value.bit_length() + 7) // 8, "big")
         return _control(value.data_type, len(payload)) + payload
     if isinstance(value, list):
-        return _control(11, len(value)) + b"".join(_encode(item) for item in value)
+        return _control(11, len(value)) + b"".join(item(x) for x in value)
     if isinstance(value, dict):
-        pairs = b"".join(_encode(k) + _encode(v) for k, v in value.items())
+        pairs = b"".join(item(k) + item(v) for k, v in value.items())
         return _control(7, len(value)) + pairs
     raise TypeError(value)
 
@@ -664,12 +667,7 @@ def _encoded_record(record: object) -> tuple[bytes, int]:
             return bytes([0, 14 - 7]) if not value else bytes([1, 14 - 7])
         if isinstance(value, float):
             return _control(3, 8) + struct.pack(">d", value)
-        if isinstance(value, list):
-            return _control(11, len(value)) + b"".join(encode(item) for item in value)
-        if isinstance(value, dict):
-            pairs = b"".join(encode(k) + encode(v) for k, v in value.items())
-            return _control(7, len(value)) + pairs
-        return _encode(value)
+        return _encode(value, encode)
 
     body = encode(record)
     if body[0] >> 5 == 1:  # the record itself is not a pointer

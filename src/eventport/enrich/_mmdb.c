@@ -270,34 +270,84 @@ static PyObject *decode_array(const Section *s, Py_ssize_t *at, uint64_t size, i
     return list;
 }
 
-static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth) {
-    if (depth > MAX_DEPTH) return corrupt("data nested too deep");
-    if (*at < 0 || *at >= s->size) return corrupt("a value outside the data");
-    const uint8_t control = s->data[(*at)++];
+/* A value's header: its type and payload size. */
+typedef struct {
+    int type;
+    uint64_t size;
+} Header;
+
+/* Read the header of the value at *at and move *at past it; a pointer is followed (once: a
+ * pointer to a pointer is damage), *at then being the target's payload and *next, if given,
+ * the byte after the pointer (-1 when there was no pointer). NULL, or what is damaged. */
+static const char *read_header(const Section *s, Py_ssize_t *at, Header *h, Py_ssize_t *next) {
+    if (*at < 0 || *at >= s->size) return "a value outside the data";
+    uint8_t control = s->data[(*at)++];
     int type = control >> 5;
-    if (type == 1) { /* pointer: the value is elsewhere, decoding goes on after the pointer */
+    if (next != NULL) *next = -1;
+    if (type == 1) { /* pointer: the value is elsewhere, reading goes on after the pointer */
         const int size = (control >> 3) & 3;
         static const uint64_t bias[4] = {0, 2048, 526336, 0};
         uint64_t tail;
-        if (take_uint(s, at, size + 1, &tail) < 0) return corrupt("a pointer past the end");
+        if (take_uint(s, at, size + 1, &tail) < 0) return "a pointer past the end";
         uint64_t target = size == 3 ? tail : (((uint64_t)(control & 7) << (8 * (size + 1))) | tail);
         target += bias[size];
-        if (target >= (uint64_t)s->size) return corrupt("a pointer outside the data");
-        Py_ssize_t there = (Py_ssize_t)target;
-        if (there < s->size && (s->data[there] >> 5) == 1) return corrupt("a pointer to a pointer");
-        return decode_at(s, &there, depth + 1);
+        if (target >= (uint64_t)s->size) return "a pointer outside the data";
+        if (next != NULL) *next = *at;
+        *at = (Py_ssize_t)target;
+        control = s->data[(*at)++];
+        type = control >> 5;
+        if (type == 1) return "a pointer to a pointer";
     }
     if (type == 0) { /* extended type: the next byte is the type minus 7 */
-        if (*at >= s->size) return corrupt("an extended type past the end");
+        if (*at >= s->size) return "an extended type past the end";
         type = 7 + s->data[(*at)++];
     }
     uint64_t size = control & 0x1f;
     if (size >= 29) {
         static const uint64_t base[3] = {29, 285, 65821};
         uint64_t extra;
-        if (take_uint(s, at, (Py_ssize_t)size - 28, &extra) < 0) return corrupt("a size past the end");
+        if (take_uint(s, at, (Py_ssize_t)size - 28, &extra) < 0) return "a size past the end";
         size = base[size - 29] + extra;
     }
+    h->type = type;
+    h->size = size;
+    return NULL;
+}
+
+/* The double (type 3) or float (type 15) payload of `size` bytes at *at; advances *at. */
+static PyObject *float_value(const Section *s, Py_ssize_t *at, int type, uint64_t size) {
+    uint64_t number;
+    if (size != (type == 3 ? 8u : 4u)) return corrupt("a float of the wrong size");
+    if (take_uint(s, at, (Py_ssize_t)size, &number) < 0) return corrupt("a float past the end");
+    if (type == 3) {
+        double d;
+        memcpy(&d, &number, 8);
+        return PyFloat_FromDouble(d);
+    }
+    uint32_t bits = (uint32_t)number;
+    float f;
+    memcpy(&f, &bits, 4);
+    return PyFloat_FromDouble((double)f);
+}
+
+static PyObject *decode_payload(const Section *s, Py_ssize_t *at, Header h, int depth);
+
+static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth) {
+    if (depth > MAX_DEPTH) return corrupt("data nested too deep");
+    Header h;
+    Py_ssize_t next;
+    const char *damage = read_header(s, at, &h, &next);
+    if (damage != NULL) return corrupt(damage);
+    if (next < 0) return decode_payload(s, at, h, depth);
+    if (depth + 1 > MAX_DEPTH) return corrupt("data nested too deep");
+    PyObject *value = decode_payload(s, at, h, depth + 1);
+    *at = next; /* decoding goes on after the pointer */
+    return value;
+}
+
+static PyObject *decode_payload(const Section *s, Py_ssize_t *at, Header h, int depth) {
+    const int type = h.type;
+    const uint64_t size = h.size;
     const Py_ssize_t left = s->size - *at;
     const char *here = (const char *)s->data + *at;
     uint64_t number;
@@ -310,18 +360,7 @@ static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth) {
                              : PyBytes_FromStringAndSize(here, (Py_ssize_t)size);
         case 3: /* double */
         case 15: /* float */
-            if (size != (type == 3 ? 8u : 4u)) return corrupt("a float of the wrong size");
-            if (take_uint(s, at, (Py_ssize_t)size, &number) < 0) return corrupt("a float past the end");
-            if (type == 3) {
-                double d;
-                memcpy(&d, &number, 8);
-                return PyFloat_FromDouble(d);
-            } else {
-                uint32_t bits = (uint32_t)number;
-                float f;
-                memcpy(&f, &bits, 4);
-                return PyFloat_FromDouble((double)f);
-            }
+            return float_value(s, at, type, size);
         case 5: /* uint16 */
         case 6: /* uint32 */
         case 9: /* uint64 */
@@ -348,15 +387,24 @@ static PyObject *decode_at(const Section *s, Py_ssize_t *at, int depth) {
     }
 }
 
-static PyObject *decode(PyObject *self, PyObject *args) {
-    (void)self;
+/* What `read` makes of the value at `offset` of the data section in `args` (data, offset). */
+static PyObject *read_section(PyObject *args, PyObject *(*read)(const Section *, Py_ssize_t)) {
     Py_buffer data;
     Py_ssize_t offset;
     if (!PyArg_ParseTuple(args, "y*n", &data, &offset)) return NULL;
     Section s = {data.buf, data.len};
-    PyObject *result = decode_at(&s, &offset, 0);
+    PyObject *result = read(&s, offset);
     PyBuffer_Release(&data);
     return result;
+}
+
+static PyObject *decode_value(const Section *s, Py_ssize_t offset) {
+    return decode_at(s, &offset, 0);
+}
+
+static PyObject *decode(PyObject *self, PyObject *args) {
+    (void)self;
+    return read_section(args, decode_value);
 }
 
 /*
@@ -367,55 +415,12 @@ static PyObject *decode(PyObject *self, PyObject *args) {
  * one of them corrupt raises ValueError, as decode() does.
  */
 
-/* The value at *at: its type and size, with *at moved past its header (and a pointer followed:
- * *at is then the target's payload and *next, if given, the byte after the pointer). */
-typedef struct {
-    int type;
-    uint64_t size;
-} Header;
-
-static int read_header(const Section *s, Py_ssize_t *at, Header *h, Py_ssize_t *next) {
-    if (*at < 0 || *at >= s->size) return -1;
-    uint8_t control = s->data[(*at)++];
-    int type = control >> 5;
-    if (type == 1) {
-        const int size = (control >> 3) & 3;
-        static const uint64_t bias[4] = {0, 2048, 526336, 0};
-        uint64_t tail;
-        if (take_uint(s, at, size + 1, &tail) < 0) return -1;
-        uint64_t target = size == 3 ? tail : (((uint64_t)(control & 7) << (8 * (size + 1))) | tail);
-        target += bias[size];
-        if (target >= (uint64_t)s->size) return -1;
-        if (next != NULL) *next = *at;
-        *at = (Py_ssize_t)target;
-        control = s->data[(*at)++];
-        type = control >> 5;
-        if (type == 1) return -1; /* a pointer to a pointer */
-    } else if (next != NULL) {
-        *next = -1; /* the caller skips the payload itself */
-    }
-    if (type == 0) {
-        if (*at >= s->size) return -1;
-        type = 7 + s->data[(*at)++];
-    }
-    uint64_t size = control & 0x1f;
-    if (size >= 29) {
-        static const uint64_t base[3] = {29, 285, 65821};
-        uint64_t extra;
-        if (take_uint(s, at, (Py_ssize_t)size - 28, &extra) < 0) return -1;
-        size = base[size - 29] + extra;
-    }
-    h->type = type;
-    h->size = size;
-    return 0;
-}
-
 /* Move *at past the value there (a pointer: past the pointer only). -1: corrupt. */
 static int skip_value(const Section *s, Py_ssize_t *at, int depth) {
     if (depth > MAX_DEPTH) return -1;
     Header h;
     Py_ssize_t next;
-    if (read_header(s, at, &h, &next) < 0) return -1;
+    if (read_header(s, at, &h, &next) != NULL) return -1;
     if (next >= 0) { /* a pointer: the value is elsewhere */
         *at = next;
         return 0;
@@ -443,7 +448,7 @@ enum { FOUND = 0, ABSENT = 1, CORRUPT = -1 };
  * *value is where its header starts. ABSENT when `at` holds no map or the key is not in it. */
 static int find_key(const Section *s, Py_ssize_t at, const char *key, Py_ssize_t *value) {
     Header h;
-    if (read_header(s, &at, &h, NULL) < 0) return CORRUPT;
+    if (read_header(s, &at, &h, NULL) != NULL) return CORRUPT;
     if (h.type != 7) return ABSENT;
     if (h.size > (uint64_t)(s->size - at)) return CORRUPT;
     const size_t length = strlen(key);
@@ -452,7 +457,7 @@ static int find_key(const Section *s, Py_ssize_t at, const char *key, Py_ssize_t
         Py_ssize_t name = at;
         Header k;
         Py_ssize_t next;
-        if (read_header(s, &name, &k, &next) < 0 || k.type != 2) return CORRUPT;
+        if (read_header(s, &name, &k, &next) != NULL || k.type != 2) return CORRUPT;
         if (k.size > (uint64_t)(s->size - name)) return CORRUPT;
         const int same = k.size == length && memcmp(s->data + name, key, length) == 0;
         at = next >= 0 ? next : name + (Py_ssize_t)k.size;
@@ -479,7 +484,8 @@ static int find_path(const Section *s, Py_ssize_t at, const char *const *path, P
  * NULL with ValueError: corrupt. */
 static PyObject *string_at(const Section *s, Py_ssize_t at, int empty) {
     Header h;
-    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    const char *damage = read_header(s, &at, &h, NULL);
+    if (damage != NULL) return corrupt(damage);
     if (h.type != 2 || (h.size == 0 && !empty)) Py_RETURN_NONE;
     if (h.size > (uint64_t)(s->size - at)) return corrupt("a string past the end");
     return PyUnicode_DecodeUTF8((const char *)s->data + at, (Py_ssize_t)h.size, "strict");
@@ -499,20 +505,10 @@ static PyObject *float_at(const Section *s, Py_ssize_t at, const char *const *pa
     if (found == CORRUPT) return corrupt("a map that cannot be read");
     if (found == ABSENT) Py_RETURN_NONE;
     Header h;
-    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    const char *damage = read_header(s, &at, &h, NULL);
+    if (damage != NULL) return corrupt(damage);
     if (h.type != 3 && h.type != 15) Py_RETURN_NONE;
-    uint64_t number;
-    if (h.size != (h.type == 3 ? 8u : 4u)) return corrupt("a float of the wrong size");
-    if (take_uint(s, &at, (Py_ssize_t)h.size, &number) < 0) return corrupt("a float past the end");
-    if (h.type == 3) {
-        double d;
-        memcpy(&d, &number, 8);
-        return PyFloat_FromDouble(d);
-    }
-    uint32_t bits = (uint32_t)number;
-    float f;
-    memcpy(&f, &bits, 4);
-    return PyFloat_FromDouble((double)f);
+    return float_value(s, &at, h.type, h.size);
 }
 
 static const char *const COUNTRY[] = {"country", "iso_code", NULL};
@@ -531,7 +527,8 @@ static PyObject *state_at(const Section *s, Py_ssize_t record) {
     if (found == CORRUPT) return corrupt("a map that cannot be read");
     if (found == ABSENT) Py_RETURN_NONE;
     Header h;
-    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    const char *damage = read_header(s, &at, &h, NULL);
+    if (damage != NULL) return corrupt(damage);
     if (h.type != 11 || h.size == 0) Py_RETURN_NONE;
     PyObject *name = text_at(s, at, NAME, 0);
     if (name != Py_None) return name;
@@ -542,7 +539,8 @@ static PyObject *state_at(const Section *s, Py_ssize_t record) {
 static PyObject *city_answer(const Section *s, Py_ssize_t record) {
     Header h;
     Py_ssize_t at = record;
-    if (read_header(s, &at, &h, NULL) < 0) return corrupt("a value outside the data");
+    const char *damage = read_header(s, &at, &h, NULL);
+    if (damage != NULL) return corrupt(damage);
     if (h.type != 7) return Py_BuildValue("(O(OOOOO))", Py_None, Py_None, Py_None, Py_None,
                                           Py_None, Py_None);
     PyObject *country = text_at(s, record, COUNTRY, 0);
@@ -572,13 +570,7 @@ static PyObject *city_answer(const Section *s, Py_ssize_t record) {
 
 static PyObject *city(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer data;
-    Py_ssize_t offset;
-    if (!PyArg_ParseTuple(args, "y*n", &data, &offset)) return NULL;
-    Section s = {data.buf, data.len};
-    PyObject *result = city_answer(&s, offset);
-    PyBuffer_Release(&data);
-    return result;
+    return read_section(args, city_answer);
 }
 
 /*

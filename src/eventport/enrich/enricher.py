@@ -279,22 +279,25 @@ class ImportEnrichment:
         # Many addresses share one Place object (IpEnricher.lookup_many): its values and key
         # are made once for it, found again by the object's id (the entry holds the object,
         # so the id is not reused while it is there).
-        shared = ip is not None and ip.shares_places
+        if ip is None or not ip.shares_places:  # (an override: a Place for every address)
+            return endpoints, [self._values_and_key(found.get(address)) for address in addresses]
         made = self._made
-        if len(made) >= _MADE_MAX or not shared:
-            made.clear()  # (an override answers each address with a Place of its own)
+        if len(made) >= _MADE_MAX:
+            made.clear()
         answers = []
         for address in addresses:
             place = found.get(address)
             entry = made.get(id(place))
-            if entry is None and shared:  # a Place met once: no other memo for its values
+            if entry is None:  # a Place met once: no other memo for its values
                 values = _values_of(place)
                 entry = made[id(place)] = (place, (values, dimension_key(values)))
-            elif entry is None:  # equal values, one tuple and one key (see _located)
-                values = self._located(place)
-                entry = (place, (values, self._key_of(values)))
             answers.append(entry[1])
         return endpoints, answers
+
+    def _values_and_key(self, place: Place | None) -> tuple[tuple[object, ...], int | None]:
+        """A place's values and key, equal values held once with one key (see _located)."""
+        values = self._located(place)
+        return values, self._key_of(values)
 
     def place(self, address: str) -> tuple[object, ...]:
         """Column values (:data:`PLACE_COLUMNS`) of one canonical address."""

@@ -324,28 +324,25 @@ class IpEnricher:
         if bundled is not None:  # the bundled country and owner of each, at once
             countries, org_names = bundled.countries_and_org_names(public)
             known = zip(countries, org_names, strict=True)
-        if not sources.shares_places:
-            return {  # an override answers by the address itself
-                text: EMPTY_PLACE
-                if address is None
-                else self._place(sources, address, next(cities), next(known))
-                for text, address in zip(distinct, parsed, strict=True)
-            }
-        # Otherwise the place is what its City answer and bundled answer make it: addresses
-        # with the same two (the benchmark's new addresses come ~3 to a place) share one Place,
-        # built once and kept (~2 us an address otherwise).
-        places = self._places
+        # Without an override that answers by the address, the place is what its City answer
+        # and bundled answer make it: addresses with the same two (the benchmark's new
+        # addresses come ~3 to a place) share one Place, built once and kept (~2 us an address
+        # otherwise). Found by the City answer's id (a City database answers a record with one
+        # tuple: see _Database.cities) with the bundled answer; the entry holds the City
+        # answer, and is taken only for that very object (an id can be another object's once
+        # it is gone).
+        places, shared = self._places, sources.shares_places
         if len(places) >= _PLACES_MAX:
             places.clear()
-        # Found by the City answer's id (a City database answers a record with one tuple: see
-        # _Database.cities) with the bundled answer; the entry holds the City answer, and is
-        # taken only for that very object (an id can be another object's once it is gone).
         found: dict[str, Place] = {}
         for text, address in zip(distinct, parsed, strict=True):
             if address is None:
                 found[text] = EMPTY_PLACE
                 continue
             city, bundled_answer = next(cities), next(known)
+            if not shared:
+                found[text] = self._place(sources, address, city, bundled_answer)
+                continue
             key = (id(city), bundled_answer)
             entry = places.get(key)
             if entry is None or entry[0] is not city:

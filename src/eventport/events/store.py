@@ -237,7 +237,7 @@ def checked_batch(owner_id: str, batch: Batch) -> EventBatch:
         # In C where it is compiled: Arrow's unique and is_in build their hash tables again on
         # every call (a batch's place keys: 1.7-2.7 ms, against 0.8-0.9 ms).
         used = distinct(keys.column(name))
-        if len(used) and index_of(used, distinct(table.column(name))).null_count:
+        if len(used) and index_of(used, pc.drop_null(table.column(name))).null_count:
             raise ValueError(f"batch rows name a {name} the batch does not define")
     return EventBatch(rows, places, agents)
 
