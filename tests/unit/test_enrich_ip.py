@@ -950,3 +950,85 @@ def test_city_pages_read_by_a_lookup_are_not_kept_resident() -> None:
     assert sum(1 for place in first.values() if place.city) > 500
     assert _resident_kb(path) < 2048, _resident_kb(path)  # the walk read MBs of the file
     assert enricher.lookup_many(texts) == first  # read again from the page cache, the same
+
+
+# -- Place signatures (IpEnricher.place_signatures, signed_places) ---------------------------------
+
+
+def _edges_of_non_public_networks() -> list[str]:
+    """Dotted quads on and around the first and last address of every non-public network."""
+    values: set[int] = set()
+    for first, last in ip_ranges._IPV4_NON_PUBLIC:
+        values.update(v for v in (first - 1, first, first + 1, last - 1, last, last + 1))
+    return [str(ipaddress.IPv4Address(v)) for v in sorted(values) if 0 <= v < 2**32]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_public_ipv4_values_tell_what_parse_public_address_tells(compiled: bool) -> None:
+    if compiled and _mmdb is None:
+        pytest.skip("the _mmdb extension is not compiled")
+    rng = random.Random(8)
+    texts: list[object] = [
+        *_edges_of_non_public_networks(),
+        *(str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(3000)),
+        *("01.2.3.4", " 8.8.8.8", "::ffff:8.8.8.8", "2001:4860:4860::8888", "nonsense", ""),
+        None,
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(ip_ranges, "_mmdb", None)
+        values = ip_ranges.public_ipv4_values(texts)
+    if not compiled:  # every text is parsed by parse_public_address instead
+        assert values == [-1] * len(texts)
+        return
+    for text, value in zip(texts, values, strict=True):
+        if not isinstance(text, str) or not enricher_module._PLAIN_IPV4.fullmatch(text):
+            assert value == -1, text
+        elif parse_public_address(text) is None:
+            assert value == ip_ranges.NOT_PUBLIC, text
+        else:
+            assert value == int(ipaddress.IPv4Address(text)), text
+    assert values.count(ip_ranges.NOT_PUBLIC) > 50  # the edges inside the networks
+
+
+def _signed_addresses(rng: random.Random) -> list[str]:
+    """Canonical addresses as an import hands them over: random public IPv4, many in a few
+    networks (so that signatures repeat), non-public ones, IPv6, and 6to4 carrying IPv4."""
+    networks = [f"{rng.randint(1, 223)}.{rng.randint(0, 255)}" for _ in range(30)]
+    texts = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(1500)]
+    texts += [
+        f"{rng.choice(networks)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}" for _ in range(1500)
+    ]
+    texts += _edges_of_non_public_networks()
+    texts += ["8.8.8.8", "1.1.1.1", "2a03:2880:f003:c07:face:b00c::2", "2001:4860:4860::8888"]
+    texts += ["2002:808:808::1", "2001:db8::1", "::1"]
+    return list(dict.fromkeys(texts))
+
+
+@needs_mmdb
+def test_places_made_from_signatures_are_those_lookup_many_makes() -> None:
+    texts = _signed_addresses(random.Random(12))
+    signer = IpEnricher()
+    signatures = signer.place_signatures(texts)
+    assert signatures is not None
+    signed = signer.signed_places(signatures, texts)
+    reference = IpEnricher()
+    looked_up = [reference.lookup_many([text])[text] for text in texts]
+    assert signed == looked_up
+    # Equal signatures, equal places: what lets an import make one place per signature.
+    by_signature: dict[object, set[Place]] = {}
+    for signature, place in zip(signatures, looked_up, strict=True):
+        by_signature.setdefault(signature, set()).add(place)
+    assert all(len(places) == 1 for places in by_signature.values())
+    assert len(by_signature) < len(texts) * 3 // 4  # signatures do repeat
+    kinds = {type(signature) for signature in signatures}
+    assert kinds == {tuple, str, type(None)}  # IPv4, other forms, not public
+    assert sum(1 for place in signed if place.city) > 500
+
+
+def test_no_signatures_without_the_tree_walk_or_with_an_override(tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ip_module, "_mmdb", None)
+        assert IpEnricher().place_signatures(["8.8.8.8"]) is None
+    asn_db = write_mmdb(tmp_path / "asn.mmdb", "GeoLite2-ASN", {"8.0.0.0/8": {}})
+    assert IpEnricher(asn_database=asn_db).place_signatures(["8.8.8.8"]) is None

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from eventport.domain.exclusions import ExclusionRules
 from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
-from eventport.enrich.ip import DataSource, IpEnricher, Place
+from eventport.enrich.ip import DataSource, IpEnricher, Place, PlaceSignature
 from eventport.events.batch import PLACE_FIELDS, dimension_key
 from eventport.events.keys import string_buffers
 from eventport.positions import hex_column, int64_values
@@ -247,8 +247,8 @@ class ImportEnrichment:
         self.rules = rules
         self._shared: dict[tuple[object, ...], tuple[object, ...]] = {}  # equal places, one tuple
         self._keys: dict[tuple[object, ...], int | None] = {}  # values -> dimension_key
-        # id(place) -> (place, (its values, their key)) of the shared Places; see located()
-        self._made: dict[int, tuple[Place | None, tuple[tuple[object, ...], int | None]]] = {}
+        # place signature -> (its values, their key); see located()
+        self._made: dict[PlaceSignature, tuple[tuple[object, ...], int | None]] = {}
         self._agents: dict[str | None, tuple[tuple[object, ...], bool]] = {}
         self._endpoints = enricher.column_hasher(b"endpoint")
         self._origin = enricher.hasher(b"origin")
@@ -272,27 +272,31 @@ class ImportEnrichment:
         (:data:`PLACE_FIELDS`) with their key: addresses of one place share one (values, key)
         pair. The caller remembers the answers (the import pipeline's address book)."""
         ip = self.enricher.ip
-        found = ip.lookup_many(addresses) if ip is not None else {}
         # All the endpoint ids at once, in C where it is compiled (~0.15 us an address
         # against ~1.4 us for one hashlib call each).
         endpoints = self._endpoints(pa.array(addresses, pa.string())).to_pylist()
-        # Many addresses share one Place object (IpEnricher.lookup_many): its values and key
-        # are made once for it, found again by the object's id (the entry holds the object,
-        # so the id is not reused while it is there).
-        if ip is None or not ip.shares_places:  # (an override: a Place for every address)
-            return endpoints, [self._values_and_key(found.get(address)) for address in addresses]
+        if ip is None:
+            return endpoints, [self._values_and_key(None) for _ in addresses]
+        signatures = ip.place_signatures(list(addresses))
+        if signatures is None:  # an override answers by the address: a Place for every one
+            found = ip.lookup_many(addresses)
+            return endpoints, [self._values_and_key(found[address]) for address in addresses]
+        # Addresses of one signature have one place: its values and key are made once, from
+        # the first address met, and found again by the signature.
         made = self._made
         if len(made) >= _MADE_MAX:
             made.clear()
-        answers = []
-        for address in addresses:
-            place = found.get(address)
-            entry = made.get(id(place))
-            if entry is None:  # a Place met once: no other memo for its values
+        first: dict[PlaceSignature, str] = {}  # each new signature, with its first address
+        for at in [at for at, signature in enumerate(signatures) if signature not in made]:
+            first.setdefault(signatures[at], addresses[at])
+        if first:
+            new = list(first)
+            for signature, place in zip(
+                new, ip.signed_places(new, list(first.values())), strict=True
+            ):
                 values = _values_of(place)
-                entry = made[id(place)] = (place, (values, dimension_key(values)))
-            answers.append(entry[1])
-        return endpoints, answers
+                made[signature] = (values, dimension_key(values))
+        return endpoints, [made[signature] for signature in signatures]
 
     def _values_and_key(self, place: Place | None) -> tuple[tuple[object, ...], int | None]:
         """A place's values and key, equal values held once with one key (see _located)."""

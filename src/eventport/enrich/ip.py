@@ -49,11 +49,12 @@ import maxminddb
 
 from eventport.enrich.ip_owners import TABLE_REVIEWED, OwnerDirectory
 from eventport.enrich.ip_ranges import (
+    NOT_PUBLIC,
     CountryAndOwnerData,
-    PublicAddress,
     geoip2fast_version,
     load_bundled_data,
     parse_public_addresses,
+    public_ipv4_values,
 )
 
 try:
@@ -108,6 +109,10 @@ CityAnswer = tuple[
     str | None, tuple[str | None, str | None, str | None, float | None, float | None]
 ]
 _NO_CITY: CityAnswer = (None, (None, None, None, None, None))
+# What an address's place is made of (IpEnricher.place_signatures): (City record, bundled
+# country, bundled owner) of a plain public IPv4 address, its text for any other, None for one
+# that is not public.
+PlaceSignature = tuple[int, int, int] | str | None
 
 
 class _Database:
@@ -136,15 +141,16 @@ class _Database:
     def cities(self, texts: list[str]) -> list[CityAnswer]:
         """:func:`_city` of the record of each address (public addresses' texts). Where the
         tree walk is compiled, addresses of the same network's record share one decode."""
-        if _mmdb is None or not texts:
+        found = self.records(texts) if texts else None
+        if found is None:  # not compiled, or a damaged file: maxminddb, address by address
             return [_city(self.get(text)) for text in texts]
-        try:
-            found = _mmdb.records(*self._search_tree(), texts)
-        except ValueError:  # a damaged file: maxminddb says what it can, address by address
-            return [_city(self.get(text)) for text in texts]
+        return self.cities_of(found, texts)
+
+    def cities_of(self, records: list[int], texts: list[str]) -> list[CityAnswer]:
+        """:meth:`cities` of addresses whose records (:meth:`records`) are known."""
         cities = self._cities
         answers = []
-        for text, record in zip(texts, found, strict=True):
+        for text, record in zip(texts, records, strict=True):
             if record <= 0:
                 answers.append(_NO_CITY)
                 continue
@@ -156,6 +162,17 @@ class _Database:
             answers.append(answer)
         self._release_pages()
         return answers
+
+    def records(self, texts: list[str]) -> list[int] | None:
+        """Each address's record, found by the tree walk in C (see ``_mmdb.records``): equal
+        numbers name the same record. None where the walk is not compiled, or for a damaged
+        tree."""
+        if _mmdb is None:
+            return None
+        try:
+            return _mmdb.records(*self._search_tree(), texts)
+        except ValueError:
+            return None
 
     def _release_pages(self) -> None:
         """Unmap the file's pages that the look-ups read, from this process only: they stay in
@@ -341,14 +358,68 @@ class IpEnricher:
                 continue
             city, bundled_answer = next(cities), next(known)
             if not shared:
-                found[text] = self._place(sources, address, city, bundled_answer)
+                found[text] = self._place(sources, address.text, city, bundled_answer)
                 continue
             key = (id(city), bundled_answer)
             entry = places.get(key)
             if entry is None or entry[0] is not city:
-                entry = places[key] = (city, self._place(sources, address, city, bundled_answer))
+                place = self._place(sources, address.text, city, bundled_answer)
+                entry = places[key] = (city, place)
             found[text] = entry[1]
         return found
+
+    def place_signatures(self, texts: list[str]) -> list[PlaceSignature] | None:
+        """For each canonical address, what :meth:`lookup_many` makes its place of, found
+        without making it: (City record, bundled country, bundled owner), as numbers, for a
+        plain public IPv4 address; None for a plain one that is not public (no place); the
+        text itself for any other. Equal signatures mean equal places, so a caller makes one
+        place per signature. All found at once, in C: ~1 us an address, against ~7 for
+        making its place. None where places are not shared (:attr:`shares_places`) or the
+        tree walk is not compiled."""
+        sources = self._loaded()
+        bundled = sources.bundled
+        if not sources.shares_places or bundled is None:
+            return None
+        records = sources.city.records(texts)
+        if records is None:
+            return None
+        values = public_ipv4_values(texts)
+        keys = [value if value >= 0 else 0 for value in values]
+        countries = bundled.countries_v4.find_many(keys)
+        owners = bundled.owners_v4.find_many(keys)
+        return [
+            (record, country, owner) if value >= 0 else None if value == NOT_PUBLIC else text
+            for text, value, record, country, owner in zip(
+                texts, values, records, countries, owners, strict=True
+            )
+        ]
+
+    def signed_places(self, signatures: list[PlaceSignature], texts: list[str]) -> list[Place]:
+        """The place of each address with its signature (:meth:`place_signatures`), made
+        from the signature's parts: what :meth:`lookup_many` answers, without finding them
+        again."""
+        sources = self._loaded()
+        bundled = sources.bundled
+        assert bundled is not None, "signatures are made only with the bundled data"
+        others = [t for s, t in zip(signatures, texts, strict=True) if isinstance(s, str)]
+        found = self.lookup_many(others) if others else {}
+        parts = [(s, t) for s, t in zip(signatures, texts, strict=True) if isinstance(s, tuple)]
+        cities = iter(sources.city.cities_of([s[0] for s, _ in parts], [t for _, t in parts]))
+        codes, names = bundled.country_codes, bundled.org_names
+        places = []
+        for signature, text in zip(signatures, texts, strict=True):
+            if signature is None:
+                places.append(EMPTY_PLACE)
+            elif isinstance(signature, str):
+                places.append(found[text])
+            else:
+                _, country, owner = signature
+                bundled_answer = (
+                    codes[country] if country >= 0 else None,
+                    names[owner] if owner >= 0 else "",
+                )
+                places.append(self._place(sources, text, next(cities), bundled_answer))
+        return places
 
     @property
     def shares_places(self) -> bool:
@@ -372,13 +443,12 @@ class IpEnricher:
     def _place(
         self,
         sources: _Sources,
-        address: PublicAddress,
+        text: str,
         city: CityAnswer,
         bundled: tuple[str | None, str],
     ) -> Place:
         """``bundled``: the address's country and owner's name in the bundled data (loaded
         whenever an override is missing)."""
-        text = address.text
         city_country, located = city
         location_override = sources.location_override
         if location_override is None:

@@ -85,14 +85,29 @@ def parse_public_address(text: str) -> PublicAddress | None:
 def parse_public_addresses(texts: Sequence[object]) -> list[PublicAddress | None]:
     """:func:`parse_public_address` of each text with the spaces around it removed (None for
     what is not a text). Plain dotted quads are read in C where it is compiled."""
-    values = _mmdb.ipv4_values(texts) if _mmdb is not None else [-1] * len(texts)
     return [
-        _public_ipv4(value, text)  # type: ignore[arg-type]
+        PublicAddress(True, value, text)  # type: ignore[arg-type]
         if value >= 0
-        else parse_public_address(text.strip())
-        if isinstance(text, str)
         else None
-        for text, value in zip(texts, values, strict=True)
+        if value == NOT_PUBLIC or not isinstance(text, str)
+        else parse_public_address(text.strip())
+        for text, value in zip(texts, public_ipv4_values(texts), strict=True)
+    ]
+
+
+#: What :func:`public_ipv4_values` gives a plain dotted quad that is not a public address.
+NOT_PUBLIC = -2
+
+
+def public_ipv4_values(texts: Sequence[object]) -> list[int]:
+    """The address each plain dotted quad (its own canonical form) spells, NOT_PUBLIC where
+    that address is not public, -1 for any other text: all checked at once, in C where it is
+    compiled."""
+    values = _mmdb.ipv4_values(texts) if _mmdb is not None else [-1] * len(texts)
+    private = _IPV4_NON_PUBLIC_TABLE.find_many([value if value >= 0 else 0 for value in values])
+    return [
+        NOT_PUBLIC if value >= 0 and network >= 0 else value
+        for value, network in zip(values, private, strict=True)
     ]
 
 
@@ -148,6 +163,21 @@ class RangeTable:
                 self._starts, self._lengths, self._values, self._last_offsets, keys
             )
         return [-1 if (found := self.find(key)) is None else found for key in keys]
+
+
+# By prefix length, how far a network's last key is from its first. IPv6 keys are the first 64
+# bits, so every network of /64 or longer is one key.
+_V4_LAST_OFFSETS = [(1 << (32 - length)) - 1 for length in range(33)]
+_V6_LAST_OFFSETS = [(1 << max(64 - length, 0)) - 1 for length in range(129)]
+
+# The non-public IPv4 networks as a range table (each network's value 0), for many addresses
+# at once (public_ipv4_values).
+_IPV4_NON_PUBLIC_TABLE = RangeTable(
+    array("I", _IPV4_NON_PUBLIC_STARTS),
+    array("B", [33 - (last - first + 1).bit_length() for first, last in _IPV4_NON_PUBLIC]),
+    array("I", [0] * len(_IPV4_NON_PUBLIC)),
+    _V4_LAST_OFFSETS,
+)
 
 
 class CountryAndOwnerData:
@@ -248,12 +278,6 @@ def _country_code(entry: str, index: int) -> str | None:
     if index < _FIRST_REAL_COUNTRY or len(code) != 2 or not code.isalpha():
         return None
     return code.upper()
-
-
-# By prefix length, how far a network's last key is from its first. IPv6 keys are the first 64
-# bits, so every network of /64 or longer is one key.
-_V4_LAST_OFFSETS = [(1 << (32 - length)) - 1 for length in range(33)]
-_V6_LAST_OFFSETS = [(1 << max(64 - length, 0)) - 1 for length in range(129)]
 
 
 def _tables(
