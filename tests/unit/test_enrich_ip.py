@@ -1005,14 +1005,23 @@ def _signed_addresses(rng: random.Random) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def _with_a_city_override() -> IpEnricher:
+    """An enricher whose City database is an override (the bundled file, named as one): the
+    country then comes from it, not from the bundled ranges."""
+    return IpEnricher(city_database=_bundled_city())
+
+
 @needs_mmdb
-def test_places_made_from_signatures_are_those_lookup_many_makes() -> None:
+@pytest.mark.parametrize("make", [IpEnricher, _with_a_city_override])
+def test_places_made_from_signatures_are_those_lookup_many_makes(
+    make: Callable[[], IpEnricher],
+) -> None:
     texts = _signed_addresses(random.Random(12))
-    signer = IpEnricher()
+    signer = make()
     signatures = signer.place_signatures(texts)
     assert signatures is not None
     signed = signer.signed_places(signatures, texts)
-    reference = IpEnricher()
+    reference = make()
     looked_up = [reference.lookup_many([text])[text] for text in texts]
     assert signed == looked_up
     # Equal signatures, equal places: what lets an import make one place per signature.

@@ -55,7 +55,6 @@ _IPV4_NON_PUBLIC = _ranges(("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0
                             "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
                             "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
                             "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3"))  # fmt: skip
-_IPV4_NON_PUBLIC_STARTS = [start for start, _ in _IPV4_NON_PUBLIC]
 # Global unicast IPv6 is 2000::/3; within it, IETF protocol assignments (Teredo, ORCHID, ...)
 # and the documentation prefixes are not a user's address. Everything outside 2000::/3
 # (loopback, unspecified, fc00::/7, fe80::/10, ff00::/8, unallocated space) is not public.
@@ -112,8 +111,7 @@ def public_ipv4_values(texts: Sequence[object]) -> list[int]:
 
 
 def _public_ipv4(value: int, text: str) -> PublicAddress | None:
-    index = bisect_right(_IPV4_NON_PUBLIC_STARTS, value) - 1
-    if index >= 0 and value <= _IPV4_NON_PUBLIC[index][1]:
+    if _IPV4_NON_PUBLIC_TABLE.find(value) is not None:
         return None
     return PublicAddress(True, value, text)
 
@@ -173,7 +171,7 @@ _V6_LAST_OFFSETS = [(1 << max(64 - length, 0)) - 1 for length in range(129)]
 # The non-public IPv4 networks as a range table (each network's value 0), for many addresses
 # at once (public_ipv4_values).
 _IPV4_NON_PUBLIC_TABLE = RangeTable(
-    array("I", _IPV4_NON_PUBLIC_STARTS),
+    array("I", [first for first, _ in _IPV4_NON_PUBLIC]),
     array("B", [33 - (last - first + 1).bit_length() for first, last in _IPV4_NON_PUBLIC]),
     array("I", [0] * len(_IPV4_NON_PUBLIC)),
     _V4_LAST_OFFSETS,
