@@ -4,6 +4,7 @@ an index instead of every entry of the import (an import can log every line)."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 import pytest
@@ -99,3 +100,36 @@ def test_an_entry_reads_back_as_written(control: ControlDatabase, import_id: str
     assert (found.package_id, found.tracking_pixel_id, found.events_count) == ("pkg", None, 7)
     assert found.failed_events_count is None
     assert found.created_at is not None
+
+
+def test_many_entries_go_in_several_statements_and_replays_are_kept_once(
+    control: ControlDatabase, import_id: str
+) -> None:
+    """More entries than one SQLite statement takes (2,500), with repeats within and across
+    statements: each (line, code) is stored once, as first written."""
+    written = [entry(line, "warning", "naive-time") for line in range(1, 6_001)]
+    repeats = [entry(line, "error", "naive-time") for line in (1, 2_500, 2_501, 6_000)]
+    with control.session() as s:
+        imports.write_logs(s, import_id, written[:2_600] + repeats[:3] + written[2_600:] + repeats)
+        imports.write_logs(s, import_id, written[::7])  # a replayed batch
+        page = imports.log_page(s, import_id, None, limit=10_000)
+    assert [(e.line, e.level) for e in page] == [(line, "warning") for line in range(1, 6_001)]
+
+
+def test_a_low_sqlite_parameter_limit_makes_smaller_statements(
+    control: ControlDatabase, import_id: str
+) -> None:
+    if control.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's limit on parameters")
+    written = [entry(line, "info", "progress") for line in range(1, 101)]
+    with control.session() as s:
+        raw = s.connection().connection.dbapi_connection
+        assert raw is not None
+        before = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5 * len(imports._LOG_COLUMNS))
+        try:
+            assert imports._sqlite_rows_per_statement(raw) == 5
+            imports.write_logs(s, import_id, written)
+        finally:
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+        page = imports.log_page(s, import_id, None)
+    assert [e.line for e in page] == list(range(1, 101))
