@@ -480,34 +480,40 @@ static int find_path(const Section *s, Py_ssize_t at, const char *const *path, P
     return FOUND;
 }
 
-/* The string at `at`, if it is a non-empty one (`empty`: or an empty one); Py_None otherwise.
- * NULL with ValueError: corrupt. */
-static PyObject *string_at(const Section *s, Py_ssize_t at, int empty) {
+/* The header of the value at `path` from *at, *at moving to its payload: FOUND, ABSENT where
+ * the path leads nowhere, or CORRUPT with ValueError set. */
+static int value_at(const Section *s, Py_ssize_t *at, const char *const *path, Header *h) {
+    int found = find_path(s, *at, path, at);
+    if (found == CORRUPT) {
+        corrupt("a map that cannot be read");
+        return CORRUPT;
+    }
+    if (found == ABSENT) return ABSENT;
+    const char *damage = read_header(s, at, h, NULL);
+    if (damage != NULL) {
+        corrupt(damage);
+        return CORRUPT;
+    }
+    return FOUND;
+}
+
+/* The text at `path` from `at`, if it is a non-empty string (`empty`: or an empty one);
+ * Py_None otherwise. NULL with ValueError: corrupt. */
+static PyObject *text_at(const Section *s, Py_ssize_t at, const char *const *path, int empty) {
     Header h;
-    const char *damage = read_header(s, &at, &h, NULL);
-    if (damage != NULL) return corrupt(damage);
-    if (h.type != 2 || (h.size == 0 && !empty)) Py_RETURN_NONE;
+    int found = value_at(s, &at, path, &h);
+    if (found == CORRUPT) return NULL;
+    if (found == ABSENT || h.type != 2 || (h.size == 0 && !empty)) Py_RETURN_NONE;
     if (h.size > (uint64_t)(s->size - at)) return corrupt("a string past the end");
     return PyUnicode_DecodeUTF8((const char *)s->data + at, (Py_ssize_t)h.size, "strict");
 }
 
-/* The text at `path` from `at` (see string_at); Py_None where the path leads nowhere. */
-static PyObject *text_at(const Section *s, Py_ssize_t at, const char *const *path, int empty) {
-    int found = find_path(s, at, path, &at);
-    if (found == CORRUPT) return corrupt("a map that cannot be read");
-    if (found == ABSENT) Py_RETURN_NONE;
-    return string_at(s, at, empty);
-}
-
 /* The float at `path` from `at` (a double or a float), Py_None otherwise. */
 static PyObject *float_at(const Section *s, Py_ssize_t at, const char *const *path) {
-    int found = find_path(s, at, path, &at);
-    if (found == CORRUPT) return corrupt("a map that cannot be read");
-    if (found == ABSENT) Py_RETURN_NONE;
     Header h;
-    const char *damage = read_header(s, &at, &h, NULL);
-    if (damage != NULL) return corrupt(damage);
-    if (h.type != 3 && h.type != 15) Py_RETURN_NONE;
+    int found = value_at(s, &at, path, &h);
+    if (found == CORRUPT) return NULL;
+    if (found == ABSENT || (h.type != 3 && h.type != 15)) Py_RETURN_NONE;
     return float_value(s, &at, h.type, h.size);
 }
 
@@ -522,14 +528,11 @@ static const char *const LONGITUDE[] = {"location", "longitude", NULL};
 
 /* The state: the first subdivision's English name, else its ISO code (even an empty one). */
 static PyObject *state_at(const Section *s, Py_ssize_t record) {
-    Py_ssize_t at;
-    int found = find_path(s, record, SUBDIVISIONS, &at);
-    if (found == CORRUPT) return corrupt("a map that cannot be read");
-    if (found == ABSENT) Py_RETURN_NONE;
+    Py_ssize_t at = record;
     Header h;
-    const char *damage = read_header(s, &at, &h, NULL);
-    if (damage != NULL) return corrupt(damage);
-    if (h.type != 11 || h.size == 0) Py_RETURN_NONE;
+    int found = value_at(s, &at, SUBDIVISIONS, &h);
+    if (found == CORRUPT) return NULL;
+    if (found == ABSENT || h.type != 11 || h.size == 0) Py_RETURN_NONE;
     PyObject *name = text_at(s, at, NAME, 0);
     if (name != Py_None) return name;
     Py_DECREF(name);

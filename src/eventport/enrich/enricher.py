@@ -281,21 +281,20 @@ class ImportEnrichment:
         if signatures is None:  # an override answers by the address: a Place for every one
             found = ip.lookup_many(addresses)
             return endpoints, [self._values_and_key(found[address]) for address in addresses]
-        # Addresses of one signature have one place: its values and key are made once, from
-        # the first address met, and found again by the signature.
+        # Addresses of one signature have one place: its values and key are made once, and
+        # found again by the signature.
         made = self._made
         if len(made) >= _MADE_MAX:
             made.clear()
-        first: dict[PlaceSignature, str] = {}  # each new signature, with its first address
-        for at in [at for at, signature in enumerate(signatures) if signature not in made]:
-            first.setdefault(signatures[at], addresses[at])
-        if first:
-            new = list(first)
-            for signature, place in zip(
-                new, ip.signed_places(new, list(first.values())), strict=True
-            ):
-                values = _values_of(place)
-                made[signature] = (values, dimension_key(values))
+        # Each new signature with an address (any one: they all have its place).
+        new = {
+            s: address for s, address in zip(signatures, addresses, strict=True) if s not in made
+        }
+        for signature, place in zip(
+            new, ip.signed_places(list(new), list(new.values())), strict=True
+        ):
+            values = _values_of(place)
+            made[signature] = (values, dimension_key(values))
         return endpoints, [made[signature] for signature in signatures]
 
     def _values_and_key(self, place: Place | None) -> tuple[tuple[object, ...], int | None]:

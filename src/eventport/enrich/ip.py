@@ -103,7 +103,6 @@ _OWNER_KINDS = ("ASN", "ISP")
 
 
 _CITIES_MAX = 100_000  # records remembered by a City database (see _Database.cities)
-_PLACES_MAX = 30_000  # places remembered by their City and bundled answers (lookup_many)
 # What a City record gives: its country, and (state, city, postal, latitude, longitude).
 CityAnswer = tuple[
     str | None, tuple[str | None, str | None, str | None, float | None, float | None]
@@ -317,7 +316,6 @@ class IpEnricher:
         self._location = _open_database(city_database, "location") if city_database else None
         self._owner = _open_database(asn_database, "asn") if asn_database else None
         self._owners = OwnerDirectory()
-        self._places: dict[tuple[int, tuple[str | None, str]], tuple[CityAnswer, Place]] = {}
         self._sources: _Sources | None = None
         self._loading = threading.Lock()
 
@@ -328,12 +326,24 @@ class IpEnricher:
         return self.lookup_many([address])[address]
 
     def lookup_many(self, addresses: Iterable[str]) -> dict[str, Place]:
-        """One entry per distinct input string, each looked up once."""
+        """One entry per distinct input string, each looked up once; addresses of one place
+        share one Place (one per signature: :meth:`signed_places`), unless an override
+        answers by the address."""
         distinct = list(dict.fromkeys(addresses))
-        parsed = parse_public_addresses(distinct)
+        signatures = self.place_signatures(distinct)
+        places = (
+            self._places_of(distinct)
+            if signatures is None
+            else self.signed_places(signatures, distinct)
+        )
+        return dict(zip(distinct, places, strict=True))
+
+    def _places_of(self, texts: list[str]) -> list[Place]:
+        """The place of each text, each made on its own (no signature tells which share one)."""
+        parsed = parse_public_addresses(texts)
         public = [address for address in parsed if address is not None]
         if not public:
-            return dict.fromkeys(distinct, EMPTY_PLACE)
+            return [EMPTY_PLACE] * len(texts)
         sources = self._loaded()
         cities = iter(sources.city.cities([address.text for address in public]))
         bundled = sources.bundled
@@ -341,32 +351,12 @@ class IpEnricher:
         if bundled is not None:  # the bundled country and owner of each, at once
             countries, org_names = bundled.countries_and_org_names(public)
             known = zip(countries, org_names, strict=True)
-        # Without an override that answers by the address, the place is what its City answer
-        # and bundled answer make it: addresses with the same two (the benchmark's new
-        # addresses come ~3 to a place) share one Place, built once and kept (~2 us an address
-        # otherwise). Found by the City answer's id (a City database answers a record with one
-        # tuple: see _Database.cities) with the bundled answer; the entry holds the City
-        # answer, and is taken only for that very object (an id can be another object's once
-        # it is gone).
-        places, shared = self._places, sources.shares_places
-        if len(places) >= _PLACES_MAX:
-            places.clear()
-        found: dict[str, Place] = {}
-        for text, address in zip(distinct, parsed, strict=True):
-            if address is None:
-                found[text] = EMPTY_PLACE
-                continue
-            city, bundled_answer = next(cities), next(known)
-            if not shared:
-                found[text] = self._place(sources, address.text, city, bundled_answer)
-                continue
-            key = (id(city), bundled_answer)
-            entry = places.get(key)
-            if entry is None or entry[0] is not city:
-                place = self._place(sources, address.text, city, bundled_answer)
-                entry = places[key] = (city, place)
-            found[text] = entry[1]
-        return found
+        return [
+            EMPTY_PLACE
+            if address is None
+            else self._place(sources, address.text, next(cities), next(known))
+            for address in parsed
+        ]
 
     def place_signatures(self, texts: list[str]) -> list[PlaceSignature] | None:
         """For each canonical address, what :meth:`lookup_many` makes its place of, found
@@ -395,31 +385,28 @@ class IpEnricher:
         ]
 
     def signed_places(self, signatures: list[PlaceSignature], texts: list[str]) -> list[Place]:
-        """The place of each address with its signature (:meth:`place_signatures`), made
-        from the signature's parts: what :meth:`lookup_many` answers, without finding them
-        again."""
+        """The place of each address with its signature (:meth:`place_signatures`): one Place
+        for each signature, made from its parts (what :meth:`lookup_many` answers, without
+        finding the parts again)."""
         sources = self._loaded()
         bundled = sources.bundled
         assert bundled is not None, "signatures are made only with the bundled data"
-        others = [t for s, t in zip(signatures, texts, strict=True) if isinstance(s, str)]
-        found = self.lookup_many(others) if others else {}
-        parts = [(s, t) for s, t in zip(signatures, texts, strict=True) if isinstance(s, tuple)]
+        # An address for each signature (any one: they all have its place).
+        first: dict[PlaceSignature, str] = dict(zip(signatures, texts, strict=True))
+        others = [text for signature, text in first.items() if isinstance(signature, str)]
+        parts = [(s, t) for s, t in first.items() if isinstance(s, tuple)]
         cities = iter(sources.city.cities_of([s[0] for s, _ in parts], [t for _, t in parts]))
         codes, names = bundled.country_codes, bundled.org_names
-        places = []
-        for signature, text in zip(signatures, texts, strict=True):
-            if signature is None:
-                places.append(EMPTY_PLACE)
-            elif isinstance(signature, str):
-                places.append(found[text])
-            else:
-                _, country, owner = signature
-                bundled_answer = (
-                    codes[country] if country >= 0 else None,
-                    names[owner] if owner >= 0 else "",
-                )
-                places.append(self._place(sources, text, next(cities), bundled_answer))
-        return places
+        made: dict[PlaceSignature, Place] = dict(zip(others, self._places_of(others), strict=True))
+        made[None] = EMPTY_PLACE
+        for signature, text in parts:
+            _, country, owner = signature
+            bundled_answer = (
+                codes[country] if country >= 0 else None,
+                names[owner] if owner >= 0 else "",
+            )
+            made[signature] = self._place(sources, text, next(cities), bundled_answer)
+        return [made[signature] for signature in signatures]
 
     @property
     def shares_places(self) -> bool:

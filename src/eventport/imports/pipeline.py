@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import ImportEnrichment, canonical_addresses
+from eventport.enrich.enricher import NO_PLACE, ImportEnrichment, canonical_addresses
 from eventport.events.batch import (
     AGENT_SCHEMA,
     PLACE_FIELDS,
@@ -42,7 +42,7 @@ ARTIFACT_NOT_FOUND = "artifact-not-found"
 # with half its events from distinct addresses from resolving any twice (with 250,000 it
 # resolved 780,000 for 432,600 distinct, and took 1.5x as long).
 _BOOK_MAX = 500_000  # distinct raw $remote_address texts
-_NO_PLACE: tuple[tuple[object, ...], int | None] = ((None,) * len(PLACE_FIELDS), None)
+_NO_PLACE: tuple[tuple[object, ...], int | None] = (NO_PLACE[1:], None)  # values, key
 _PAIR_SHIFT = 31  # a batch's origin pair: address row << 31 | the agent's place in the batch
 # Decoded columns that go on to the batch as they are (or to what builds it).
 _CARRIED = (
