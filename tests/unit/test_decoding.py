@@ -9,6 +9,7 @@ handed everything to Python could not pass them.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,32 @@ def test_mixed_lines_keep_their_order(tmp_path: Path) -> None:
     table = same_as_python(chunk)
     lines = table.column("line").to_pylist()
     assert lines == sorted(lines)
+
+
+def test_scans_after_larger_ones_give_only_their_own_lines(tmp_path: Path) -> None:
+    """A thread's scans reuse its buffers: each result holds its own lines, nothing left over
+    from a larger scan before it, on this thread or on others scanning at the same time."""
+    big = b"\n".join([*PLAIN, *NOT_PLAIN] * 200) + b"\n"
+    (small,) = chunks_of(tmp_path, b"\n".join(reversed(PLAIN)) + b"\n")
+    errors: list[BaseException] = []
+
+    def scan_both() -> None:
+        try:
+            for _ in range(5):
+                assert decoding._plainline.scan(big, 1 << 20)[0] == 200 * (
+                    len(PLAIN) + len(NOT_PLAIN)
+                )
+                same_as_python(small)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    scan_both()
+    threads = [threading.Thread(target=scan_both) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 def test_lines_over_the_limit(tmp_path: Path) -> None:

@@ -32,12 +32,21 @@
  * order unique_id, package, pixel, version, type, remote_address, user_agent, domain, referer,
  * variables; slow: int64 triples (line index, start, end) of the other lines' bytes.
  * The GIL is released while scanning.
+ *
+ * A thread's scans write into the same buffers, kept from one scan to the next (and freed when
+ * the thread ends): each scan's buffers were fresh allocations before, grown by doubling, whose
+ * pages the kernel faulted in and zeroed, and whose growth copied them. 1M events of
+ * bench/ingest.py in chunks of 20,480 lines: 0.33 s against 0.445 s. The results are copies.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define KEEP_BUFFERS 1
+#endif
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -576,6 +585,64 @@ static void scan_free(Scan *s) {
     buf_free(&s->tmp);
 }
 
+/* The buffers empty, their memory kept. */
+static void scan_reset(Scan *s) {
+    Buf *bufs[] = {&s->index, &s->time, &s->slow, &s->scratch, &s->tmp, &s->naive_index,
+                   &s->naive_text.validity, &s->naive_text.offsets, &s->naive_text.data};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bufs[i]->len = 0;
+    for (int i = 0; i < C_COLUMNS; i++) {
+        s->cols[i].validity.len = s->cols[i].offsets.len = s->cols[i].data.len = 0;
+        s->cols[i].count = 0;
+    }
+    s->naive_text.count = 0;
+    s->lines = s->fast = 0;
+}
+
+#ifdef KEEP_BUFFERS
+static pthread_key_t kept_key;
+static int kept_ready;
+
+static void kept_free(void *kept) {
+    scan_free(kept);
+    PyMem_RawFree(kept);
+}
+#endif
+
+/* This thread's kept buffers, emptied (NULL: none could be made; *owned then says whether the
+ * caller must free the fresh ones it got instead). Called without the GIL. */
+static Scan *scan_take(int *owned) {
+    *owned = 0;
+#ifdef KEEP_BUFFERS
+    if (kept_ready) {
+        Scan *s = pthread_getspecific(kept_key);
+        if (!s) {
+            s = PyMem_RawCalloc(1, sizeof(Scan));
+            if (s && pthread_setspecific(kept_key, s)) {
+                PyMem_RawFree(s);
+                s = NULL;
+            }
+        }
+        if (s) {
+            scan_reset(s);
+            return s;
+        }
+    }
+#endif
+    *owned = 1;
+    return PyMem_RawCalloc(1, sizeof(Scan));
+}
+
+/* After a scan: fresh buffers are freed; kept ones keep their memory, unless a scan of an odd
+ * chunk grew them past KEPT_MAX (then they start small again). */
+#define KEPT_MAX ((size_t)64 << 20)
+static void scan_give_back(Scan *s, int owned) {
+    size_t held = s->index.cap + s->time.cap + s->slow.cap + s->scratch.cap + s->tmp.cap;
+    for (int i = 0; i < C_COLUMNS; i++)
+        held += s->cols[i].validity.cap + s->cols[i].offsets.cap + s->cols[i].data.cap;
+    if (owned || held > KEPT_MAX) scan_free(s);
+    if (owned) PyMem_RawFree(s);
+}
+
 static int put_line(Scan *s, int32_t index, int64_t us, const Line *line) {
     const Value *k = line->known;
     Column *c = s->cols;
@@ -632,6 +699,8 @@ static int run_scan(Scan *s, const char *data, size_t size, size_t max_line) {
     return rc;
 }
 
+static PyObject *scan_result(const Scan *s);
+
 static PyObject *bytes_of(const Buf *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
 }
@@ -645,37 +714,36 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "max_line_bytes must not be negative");
         return NULL;
     }
-    Scan s;
-    memset(&s, 0, sizeof s);
-    int rc;
+    int rc = -1, owned = 0;
+    Scan *kept;
     Py_BEGIN_ALLOW_THREADS
-    rc = run_scan(&s, view.buf, (size_t)view.len, (size_t)max_line);
+    kept = scan_take(&owned);
+    if (kept) rc = run_scan(kept, view.buf, (size_t)view.len, (size_t)max_line);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
-    if (rc) {
-        scan_free(&s);
-        return PyErr_NoMemory();
-    }
+    if (!kept) return PyErr_NoMemory();
+    PyObject *result = rc ? PyErr_NoMemory() : scan_result(kept);
+    scan_give_back(kept, owned);
+    return result;
+}
+
+/* The Python result of a scan: copies of its buffers. */
+static PyObject *scan_result(const Scan *s) {
     PyObject *columns = PyTuple_New(C_COLUMNS);
-    if (!columns) {
-        scan_free(&s);
-        return NULL;
-    }
+    if (!columns) return NULL;
     for (int i = 0; i < C_COLUMNS; i++) {
-        PyObject *col = Py_BuildValue("(NNN)", bytes_of(&s.cols[i].validity),
-                                      bytes_of(&s.cols[i].offsets), bytes_of(&s.cols[i].data));
+        PyObject *col = Py_BuildValue("(NNN)", bytes_of(&s->cols[i].validity),
+                                      bytes_of(&s->cols[i].offsets), bytes_of(&s->cols[i].data));
         if (!col) {
             Py_DECREF(columns);
-            scan_free(&s);
             return NULL;
         }
         PyTuple_SET_ITEM(columns, i, col);
     }
     PyObject *result = Py_BuildValue(
-        "(LLNNNN(NNN))", (long long)s.lines, (long long)s.fast, bytes_of(&s.index),
-        bytes_of(&s.time), columns, bytes_of(&s.slow), bytes_of(&s.naive_index),
-        bytes_of(&s.naive_text.offsets), bytes_of(&s.naive_text.data));
-    scan_free(&s);
+        "(LLNNNN(NNN))", (long long)s->lines, (long long)s->fast, bytes_of(&s->index),
+        bytes_of(&s->time), columns, bytes_of(&s->slow), bytes_of(&s->naive_index),
+        bytes_of(&s->naive_text.offsets), bytes_of(&s->naive_text.data));
     return result;
 }
 
@@ -735,5 +803,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__plainline(void) {
     init_special();
+#ifdef KEEP_BUFFERS
+    if (!kept_ready) kept_ready = pthread_key_create(&kept_key, kept_free) == 0;
+#endif
     return PyModule_Create(&module);
 }
