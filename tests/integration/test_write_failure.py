@@ -185,3 +185,57 @@ def test_an_import_tells_the_store_how_many_events_it_brings(server: Server, gzi
         assert lines // 4 <= expected <= lines * 11 // 10  # read ahead of the lines
     else:
         assert expected == lines * 11 // 10  # equal lines: exact, plus a tenth
+
+
+class FailingLogWorker(ImportWorker):
+    """A worker whose control store fails to take the ``fail_on``-th batch's log entries."""
+
+    def __init__(self, *args: Any, fail_on: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fail_on = fail_on
+        self.batches_logged = 0
+
+    def _log(self, import_id: str, entries: list[Any], *extra: dict[str, object]) -> None:
+        if entries and entries[0].code == "naive-time":
+            self.batches_logged += 1
+            if self.batches_logged == self._fail_on:
+                raise InjectedFailure("the control store broke (injected)")
+        super()._log(import_id, entries, *extra)
+
+
+def test_a_batch_is_written_only_once_its_log_entries_are_stored(server: Server) -> None:
+    """Log entries are stored on a thread of their own, ahead of the events: when a batch's
+    entries cannot be stored, the batch is not written (its checkpoint would pass them), and
+    the next attempt stores both, once."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(  # no time zone: a naive-time warning on every line
+        orjson.dumps({"$time": f"2024-06-01T00:00:{n % 60:02d}", "$unique_id": f"e-{n}"}) + b"\n"
+        for n in range(EVENTS)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = server.app.state.events
+    lease = timedelta(seconds=1)
+    first = FailingLogWorker(server.control, store, lease=lease, chunk_lines=BATCH, fail_on=2)
+
+    finished, raised = run_in_thread(first, timeout=60)
+
+    assert finished, "the worker hung after a failed log write"
+    assert raised is None
+    assert store.count(import_id=started["id"]) == BATCH  # the first batch only
+    warned = [e for e in full_log(alice, "alice", started["id"]) if e["type"] == "naive-time"]
+    assert [e["line"] for e in warned] == list(range(1, BATCH + 1))
+
+    second = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not second.run_once():
+        time.sleep(0.2)
+    done = wait_finished(alice, "alice", started["id"])
+
+    assert done["status"] == "done"
+    assert counts(done) == (EVENTS, EVENTS, 0)
+    assert store.count(import_id=started["id"]) == EVENTS
+    log = full_log(alice, "alice", started["id"])
+    warned = [e["line"] for e in log if e["type"] == "naive-time"]
+    assert warned == list(range(1, EVENTS + 1))  # each line's entry once, in order
+    assert [e["type"] for e in log].count("attempt-failed") == 1

@@ -16,7 +16,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -135,6 +135,11 @@ class _Prepared:
     logs: list[LogEntry]
     checkpoint: Checkpoint
     batch: PreparedBatch
+    # Set by the logger once the entries are stored, or it stopped (``log_skipped``: an abort
+    # or a lost lease came first) or failed (``log_failure``).
+    logged: threading.Event = field(default_factory=threading.Event)
+    log_skipped: bool = False
+    log_failure: BaseException | None = None
 
 
 class _Writer:
@@ -151,6 +156,7 @@ class _Writer:
         self._queue: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
         self._free = threading.Semaphore(1)  # released when a write is done
         self._failure: BaseException | None = None
+        self.failed = threading.Event()  # a write failed: later batches are dropped
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
         self._thread.start()
@@ -186,9 +192,48 @@ class _Writer:
                     self.lost.set()
             except BaseException as exc:  # handed to the import's thread
                 self._failure = exc
+                self.failed.set()
             finally:
                 del item
                 self._free.release()
+
+
+class _Logger:
+    """Stores prepared batches' log entries in order on a thread of its own, ahead of the
+    writer: a batch's entries go into the control store while the batch before it is written
+    to the event store, and the writer waits for them (:attr:`_Prepared.logged`) before it
+    commits the batch, so that a checkpoint never passes entries that are not stored (a batch
+    made again after a crash writes its entries again; the ones already there are kept).
+
+    Written by the writer before its batch, as before, 1M entries took it ~4.4 s of a
+    re-import's 7.3 s (each event replaced one: a ``duplicate-unique-id`` warning each) while
+    DuckDB took ~1.3 s of it and the reading thread ~3.3 s. Entries wait only for the batches
+    submitted before them: at most the writer's two.
+    """
+
+    def __init__(self, log: Callable[[_Prepared], bool]) -> None:
+        self._log = log  # False: stopped before all of the batch's entries were stored
+        self._queue: queue.Queue[_Prepared | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="import-logger", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: _Prepared) -> None:
+        self._queue.put(item)
+
+    def close(self) -> None:
+        """Store the entries submitted (or skip them, once stopped), then end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                item.log_skipped = not self._log(item)
+            except BaseException as exc:  # raised again by the writer, for this batch
+                item.log_failure = exc
+            finally:
+                item.logged.set()
+                del item
 
 
 class Heartbeat:
@@ -328,6 +373,16 @@ class ImportWorker:
         first_batch = True
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
             writer = _Writer(lambda item: self._write(row, item, heartbeat.stop))
+
+            def stopped() -> bool:  # no batch is written any more: their entries are not due
+                return heartbeat.stop.is_set() or writer.lost.is_set() or writer.failed.is_set()
+
+            logger = _Logger(lambda item: self._log_batch(row, item, stopped))
+
+            def submit(item: _Prepared) -> Checkpoint:
+                logger.submit(item)
+                return writer.submit(item)
+
             try:
                 slices = iter_chunks(
                     Path(row.spool_path),
@@ -344,6 +399,7 @@ class ImportWorker:
                         break
                     if self.stopping.is_set():  # shutting down: hand the import back at once
                         writer.close()
+                        logger.close()
                         with self.control.session() as s:
                             control_imports.release(s, row.id, self.name)
                         return
@@ -354,12 +410,15 @@ class ImportWorker:
                         if first_batch:
                             self._expect_events(row, checkpoint, batch)
                             first_batch = False
-                        checkpoint = writer.submit(self._prepare(row, batch, checkpoint, lookups))
+                        checkpoint = submit(self._prepare(row, batch, checkpoint, lookups))
                         batch = _Pending()  # the writer has the last one; let it go here
                 if batch.last is not None and not heartbeat.stop.is_set():
-                    writer.submit(self._prepare(row, batch, checkpoint, lookups))
+                    submit(self._prepare(row, batch, checkpoint, lookups))
             finally:
-                writer.close()
+                try:
+                    writer.close()
+                finally:
+                    logger.close()
             if writer.lost.is_set():
                 return  # the lease went to another worker: it carries on from the checkpoint
         if heartbeat.stop.is_set():
@@ -418,10 +477,9 @@ class ImportWorker:
         prepared = self.events.prepare_batch(row.owner_id, result.batch)
         return _Prepared(result.logs, checkpoint, prepared)
 
-    def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
-        """Log entries, then the events with their checkpoint in one transaction, then the
-        progress mirror in the control store. False when the lease turned out to be lost.
-        An abort noticed before the write skips it altogether."""
+    def _log_batch(self, row: Import, item: _Prepared, stop: Callable[[], bool]) -> bool:
+        """A batch's log entries, then its progress entry (on the logger's thread). False when
+        ``stop()`` came first: the batch is not to be written."""
         checkpoint = item.checkpoint
         progress = {
             "line": checkpoint.line - 1,
@@ -435,14 +493,27 @@ class ImportWorker:
         }
         logs = item.logs
         for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
-            if stop.is_set():
-                return True
+            if stop():
+                return False
             self._log(row.id, logs[start : start + LOG_CHUNK])
-        if stop.is_set():
-            return True
+        if stop():
+            return False
         self._log(row.id, [], progress)
-        self.events.write_batch(row.owner_id, item.batch, checkpoint)
-        return self._record(row, checkpoint)
+        return True
+
+    def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
+        """Once the logger has stored the batch's log entries: the events with their
+        checkpoint in one transaction, then the progress mirror in the control store. False
+        when the lease turned out to be lost. An abort noticed before the write skips it
+        altogether."""
+        item.logged.wait()
+        if item.log_failure is not None:
+            failure, item.log_failure = item.log_failure, None
+            raise failure
+        if item.log_skipped or stop.is_set():
+            return True
+        self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
+        return self._record(row, item.checkpoint)
 
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
