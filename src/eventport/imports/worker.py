@@ -491,11 +491,12 @@ class ImportWorker:
             "events_count": checkpoint.imported,
             "failed_events_count": checkpoint.failed,
         }
-        logs = item.logs
+        logs, item.logs = item.logs, []  # stored: let them go before the batch is written
         for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
             if stop():
                 return False
             self._log(row.id, logs[start : start + LOG_CHUNK])
+        del logs
         if stop():
             return False
         self._log(row.id, [], progress)
