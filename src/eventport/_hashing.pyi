@@ -34,9 +34,10 @@ def blake2b_lanes(width: int = ..., /) -> int:
     """How many messages ``pair_digests`` hashes at a time: 8 (AVX-512F), 4 (AVX2) or 1, the
     most the CPU can unless changed; ``width`` uses that many first (1 where the CPU cannot)."""
 
-def md5_lanes(use: bool = ..., /) -> bool:
-    """Whether ``md5_keys`` hashes eight texts at a time (AVX2); ``use`` turns that on (where
-    the CPU can) or off first."""
+def md5_lanes(level: int = ..., /) -> int:
+    """How ``md5_keys`` hashes: eight texts at a time with AVX-512VL's instructions (2) or
+    AVX2's (1), or one by one (0), the best the CPU has unless changed; ``level`` uses the best
+    the CPU has up to it first."""
 
 def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes, bytes]:
     """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves,
