@@ -203,9 +203,11 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
         store.close()
 
 
-def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path) -> None:
-    """Nearly all distinct: compressing them costs the write more than it saves (see
-    duckdb_store._UNCOMPRESSED); the other texts keep DuckDB's compression."""
+def test_ids_are_stored_uncompressed_and_rarely_set_columns_in_one_text(tmp_path: Path) -> None:
+    """Event ids are nearly all distinct: compressing them costs the write more than it saves
+    (see duckdb_store._UNCOMPRESSED); the other texts keep DuckDB's compression. Origin and
+    endpoint ids that do not spell a key, and the other columns imports (nearly) never set,
+    live in the row's ``extras`` (see duckdb_store._EXTRAS), not in columns of their own."""
     store = DuckDBEventStore(tmp_path / "events.duckdb")
     store.setup()
     try:
@@ -215,19 +217,69 @@ def test_ids_origin_ids_and_endpoint_ids_are_stored_uncompressed(tmp_path: Path)
         batch["origin_id"] = [f"origin:{i:025x}" for i in range(len(ids))]
         batch["endpoint_id"] = [f"endpoint:{i % 50:023x}" for i in range(len(ids))]  # repeating
         store.write_batch("owner-a", batch, checkpoint(line=3001))
-        assert len(store.rows("owner-a")) == 3000
+        assert store.rows("owner-a") == expected_rows(batch)
     finally:
         store.close()
     methods = text_compressions(tmp_path / "events.duckdb")
     assert methods["id"] == ["Uncompressed"]
-    assert methods["origin_id"] == ["Uncompressed"]
-    assert methods["endpoint_id"] == ["Uncompressed"]
     assert "Uncompressed" not in methods["origin_country"]
+    assert {"origin_id", "endpoint_id", "confidence", "remote_address"}.isdisjoint(methods)
+    assert "extras" in methods
+
+
+def test_a_row_table_from_before_extras_keeps_its_values(tmp_path: Path) -> None:
+    """A file whose rows still have the columns that now live in ``extras``: setup moves their
+    values there and drops the columns; every event reads back as it was."""
+    path = tmp_path / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.setup()
+    batch = make_batch(["a", "b", "c"], origin_country="DE")
+    batch["origin_id"] = ["not hex", None, "0" * 31 + "7"]
+    batch["endpoint_id"] = [None, "endpoint", None]
+    batch["confidence"] = [0.1 + 0.2, None, float("inf")]  # not 0.3: digits survive
+    batch["mtc_quota_exceeded"] = [True, False, None]
+    batch["remote_address"] = ["192.0.2.1", None, None]
+    store.write_batch("owner-a", batch, checkpoint(line=4))
+    want = store.rows("owner-a")
+    store.close()
+    assert want == expected_rows(batch)
+    con = duckdb.connect(str(path))  # as a file from before: the values in columns of their own
+    for name, kind in (
+        ("origin_id", "VARCHAR"),
+        ("endpoint_id", "VARCHAR"),
+        ("confidence", "DOUBLE"),
+        ("mtc_quota_exceeded", "BOOLEAN"),
+        ("remote_address", "VARCHAR"),
+    ):
+        con.execute(f"ALTER TABLE {ROWS_TABLE} ADD COLUMN {name} {kind}")
+        typed = f"CAST(json_extract_string(extras, '$.{name}') AS {kind})"
+        con.execute(f"UPDATE {ROWS_TABLE} SET {name} = {typed}")
+    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
+    con.close()
+    store = DuckDBEventStore(path)
+    store.setup()
+    try:
+        assert store.rows("owner-a") == want
+        newer = make_batch(["d"], first_line=4)
+        store.write_batch("owner-a", newer, checkpoint(line=5))
+        assert store.rows("owner-a") == want + expected_rows(newer)
+    finally:
+        store.close()
+    con = duckdb.connect(str(path))
+    try:
+        columns = {row[0] for row in con.execute(f"DESCRIBE {ROWS_TABLE}").fetchall()}
+        unset = con.execute(f"SELECT count(*) FROM {ROWS_TABLE} WHERE extras IS NULL").fetchone()
+    finally:
+        con.close()
+    assert "extras" in columns
+    assert columns.isdisjoint({"origin_id", "endpoint_id", "confidence", "remote_address"})
+    assert unset == (1,)  # the new event's: nothing to keep there
 
 
 def test_hex_origin_and_endpoint_ids_are_kept_as_the_numbers_they_spell(tmp_path: Path) -> None:
-    """An id of 32 lowercase hex digits is stored only as its 128-bit number (its text column
-    null) and read back as the same text, leading zeros and all; any other text is kept."""
+    """An id of 32 lowercase hex digits is stored only as its 128-bit number (no text in the
+    row's extras) and read back as the same text, leading zeros and all; any other text is
+    kept."""
     spelled = ["0" * 31 + "1", "00ff" + "a" * 28, "f" * 32]
     others = ["F" * 32, "not hex", "0" * 33, "", "é" * 16]
     texts = [*spelled, *others, None]
@@ -242,7 +294,8 @@ def test_hex_origin_and_endpoint_ids_are_kept_as_the_numbers_they_spell(tmp_path
         raw = (
             store._connection()
             .execute(
-                f"SELECT origin_id, origin_key IS NULL, endpoint_id, endpoint_key IS NULL "
+                "SELECT json_extract_string(extras, '$.origin_id'), origin_key IS NULL, "
+                "json_extract_string(extras, '$.endpoint_id'), endpoint_key IS NULL "
                 f"FROM {ROWS_TABLE} ORDER BY line"
             )
             .fetchall()
@@ -266,8 +319,10 @@ def test_a_row_table_from_before_endpoint_keys_gets_the_column(tmp_path: Path) -
     store.write_batch("owner-a", batch, checkpoint(line=2))
     store.close()
     con = duckdb.connect(str(path))  # as a file from before: the text in the row, no key
+    con.execute(f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_id VARCHAR")
     con.execute(f"UPDATE {ROWS_TABLE} SET endpoint_id = '{'e' * 32}'")
     con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN endpoint_key")
+    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
     con.close()
     store = DuckDBEventStore(path)
     store.setup()

@@ -131,8 +131,44 @@ _SQL_TYPES: dict[ColumnType, str] = {
 ROWS_TABLE = "event_rows"
 PLACES_TABLE = "event_places"
 AGENTS_TABLE = "event_agents"
-_ROW_COLUMNS = [c for c in COLUMNS if c.name in ROW_SCHEMA.names]
-_ROW_NAMES_SQL = ", ".join([*(_q(c.name) for c in _ROW_COLUMNS), "place_key", "agent_key"])
+# Columns that imports (nearly) never set live in one text of the row, ``extras``: a JSON
+# object of their values' texts, null when all are null. Every column costs DuckDB's insert
+# and commit about as much whatever it holds (~0.1-0.2 s a 5M-event import, null or not):
+# these five as their own columns took a 5M enriched import ~7% longer (7.55 s against 7.00,
+# four interleaved pairs). The origin and endpoint texts are set only where an id does not
+# spell its key (see _SPELLED); ``confidence`` and ``mtc_quota_exceeded`` are Scarf's export
+# columns, which no import fills; the address is kept only with EVENTPORT_KEEP_IP_ADDRESSES.
+_EXTRAS = ("origin_id", "endpoint_id", "confidence", "mtc_quota_exceeded", "remote_address")
+_ROW_COLUMNS = [c for c in COLUMNS if c.name in ROW_SCHEMA.names and c.name not in _EXTRAS]
+_ROW_NAMES_SQL = ", ".join(
+    [*(_q(c.name) for c in _ROW_COLUMNS), "place_key", "agent_key", "extras"]
+)
+
+
+def _extras_sql(names: Sequence[str], table: str = "") -> str:
+    """The ``extras`` text of the columns ``names`` of ``table`` (a prefix such as "o.")."""
+    if not names:
+        return "CAST(NULL AS VARCHAR)"
+    missing = " AND ".join(f"{table}{_q(n)} IS NULL" for n in names)
+    pairs = ", ".join(f"'{n}', CAST({table}{_q(n)} AS VARCHAR)" for n in names)
+    return f"CASE WHEN {missing} THEN NULL ELSE CAST(json_object({pairs}) AS VARCHAR) END"
+
+
+# The values of a batch's rows (the batch view's columns) in _ROW_NAMES_SQL's order: with the
+# batch's ``extras`` where _with_keys found them all null (nearly every batch: the five columns
+# are then not read at all), else made from the five columns. Made from them in every batch, the
+# five columns read and tested for each row cost what leaving them out saved.
+_ROW_VALUES_SQL = {
+    folded: ", ".join(
+        [
+            *(_q(c.name) for c in _ROW_COLUMNS),
+            "place_key",
+            "agent_key",
+            "extras" if folded else _extras_sql(_EXTRAS),
+        ]
+    )
+    for folded in (True, False)
+}
 _DIMENSION_TABLES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (PLACES_TABLE, "place_key", PLACE_FIELDS),
     (AGENTS_TABLE, "agent_key", AGENT_FIELDS),
@@ -158,14 +194,12 @@ _PIXELS_VIEW = "eventport_pixels"
 _ITEMS_VIEW = "eventport_items"
 
 
-# Texts that are (nearly) all distinct: event ids and origin ids. DuckDB's dictionary and FSST
-# compression of them costs a write ~0.35 us an event each (of ~2.8 us, on 122,880-event
-# batches) and saves ~35 bytes an event each (~30% of the file); stored as they are, the write is
-# ~25% faster. Endpoint ids (one per address: ~2% of events distinct in the benchmark, far more
-# in some logs) too: compressed, they cost the insert ~0.3 us an event of ~1.6 us (measured
-# on 1M enriched events over HTTP, 1.59-1.64 s against 1.30-1.34 s) and save ~21 bytes an event.
+# Texts that are (nearly) all distinct: event ids. DuckDB's dictionary and FSST compression of
+# them costs a write ~0.35 us an event (of ~2.8 us, on 122,880-event batches) and saves ~35 bytes
+# an event (~30% of the file); stored as they are, the write is ~25% faster. (Origin and endpoint
+# ids were stored so too while they had columns of their own: now their keys, see _SPELLED.)
 # Files made before keep their columns' compression.
-_UNCOMPRESSED = frozenset({"id", "origin_id", "endpoint_id"})
+_UNCOMPRESSED = frozenset({"id"})
 
 
 def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
@@ -181,9 +215,9 @@ _COLUMN_OF = {c.name: c for c in COLUMNS}
 # get theirs from the SQL definitions.
 _ID_KEY = KEY_FROM_HALVES_SQL.format(prefix="id")
 # Origin and endpoint ids are (nearly always) 32 hex digits: a row keeps such an id only as the
-# number it spells (origin_key, endpoint_key: 16 bytes, not 32 uncompressed), its text column
-# null; any other text stays as it is. Reads give the text back from the number. Measured on 5M
-# enriched events: the file 633 MB instead of 868. By text column, the prefix of its key.
+# number it spells (origin_key, endpoint_key: 16 bytes, not 32 uncompressed), with no text;
+# any other text stays as it is, in the row's extras. Reads give the text back from the number.
+# Measured on 5M enriched events: the file 633 MB instead of 868. By column, its key's prefix.
 _SPELLED = {"origin_id": "origin", "endpoint_id": "endpoint"}
 _SPELLED_KEYS = ", ".join(f"{prefix}_key" for prefix in _SPELLED.values())
 _SPELLED_KEYS_SQL = ", ".join(KEY_FROM_HALVES_SQL.format(prefix=p) for p in _SPELLED.values())
@@ -191,9 +225,14 @@ _SPELLED_KEYS_SQL = ", ".join(KEY_FROM_HALVES_SQL.format(prefix=p) for p in _SPE
 
 def _row_value(name: str, table: str) -> str:
     """A row column's value, read from the row table aliased ``table``."""
-    if name in _SPELLED:
-        key = f"{table}.{_SPELLED[name]}_key"
-        return f"coalesce({table}.{_q(name)}, lpad(lower(hex({key})), 32, '0'))"
+    if name in _EXTRAS:
+        text = f"json_extract_string({table}.extras, '$.{name}')"
+        kind = _COLUMN_OF[name].type
+        value = text if kind == "text" else f"CAST({text} AS {_SQL_TYPES[kind]})"
+        if name in _SPELLED:
+            key = f"{table}.{_SPELLED[name]}_key"
+            return f"coalesce({value}, lpad(lower(hex({key})), 32, '0'))"
+        return value
     return f"{table}.{_q(name)}"
 
 
@@ -248,12 +287,16 @@ def _events_from(needed: Iterable[str] = ()) -> str:
     a daily count reads the row table alone, a by-country count joins only the places."""
     wanted = set(needed)
     joined = [name for name in _JOINED if name in wanted]
-    derived = [name for name in _SPELLED if name in wanted]
+    derived = [name for name in _EXTRAS if name in wanted]
     if not joined and not derived:
         return f"{ROWS_TABLE} e "
-    replaced = ", ".join(f"{_row_value(n, 'r')} AS {_q(n)}" for n in derived)
-    rows = f"r.* REPLACE ({replaced})" if derived else "r.*"
-    listed = ", ".join([rows, *(f"{_JOINED[n]}.{_q(n)}" for n in joined)])
+    listed = ", ".join(
+        [
+            "r.*",
+            *(f"{_row_value(n, 'r')} AS {_q(n)}" for n in derived),
+            *(f"{_JOINED[n]}.{_q(n)}" for n in joined),
+        ]
+    )
     aliases = {_JOINED[n] for n in joined}
     joins = "".join(f" {join}" for alias, join in _JOINS.items() if alias in aliases)
     return f"(SELECT {listed} FROM {ROWS_TABLE} r{joins}) e "
@@ -558,7 +601,9 @@ class _BatchTables:
 
 def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table:
     """The batch's rows with the halves of their id, origin and endpoint keys (events/keys.py),
-    and without the origin and endpoint texts the keys spell (see _SPELLED)."""
+    and without the origin and endpoint texts the keys spell (see _SPELLED). Where the columns
+    that live in ``extras`` are all null, they are left out for an ``extras`` column of nulls
+    (see _ROW_VALUES_SQL)."""
     id_high, id_low = id_keys(owner_id, rows.column("id"), last_use=True)
     halves = [("id_hi", id_high), ("id_lo", id_low)]
     for name, prefix in _SPELLED.items():
@@ -572,6 +617,9 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
         rows = rows.set_column(rows.schema.get_field_index(name), name, kept)
     for name, column in halves:
         rows = rows.append_column(name, column)
+    if all(rows.column(name).null_count == rows.num_rows for name in _EXTRAS):
+        rows = rows.drop_columns(list(_EXTRAS))
+        rows = rows.append_column("extras", pa.nulls(rows.num_rows, pa.string()))
     return rows
 
 
@@ -834,7 +882,8 @@ class DuckDBEventStore:
         _run(
             con,
             f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
-            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT, endpoint_key UHUGEINT)",
+            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT, endpoint_key UHUGEINT, "
+            "extras VARCHAR)",
         )
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
@@ -858,6 +907,7 @@ class DuckDBEventStore:
                     )
         if "endpoint_key" not in _columns_of(con, ROWS_TABLE):  # a file from before it
             _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_key UHUGEINT")
+        _fold_extras(con)
         if old:
             _migrate_wide_events(con)
         _run(con, _view_sql())
@@ -1002,7 +1052,8 @@ class DuckDBEventStore:
                 _run(
                     con,
                     f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, {_SPELLED_KEYS}) "
-                    f"SELECT {_ID_KEY}, {_ROW_NAMES_SQL}, {_SPELLED_KEYS_SQL} "
+                    f"SELECT {_ID_KEY}, {_ROW_VALUES_SQL['extras' in keyed.column_names]}, "
+                    f"{_SPELLED_KEYS_SQL} "
                     f"FROM {_BATCH_VIEW}",
                 )
                 if ids is not None:  # before the commit: the filter never misses a key
@@ -1589,6 +1640,23 @@ def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
     return set(_columns_in_order(con, table))
 
 
+def _fold_extras(con: duckdb.DuckDBPyConnection) -> None:
+    """A row table from before ``extras`` (in setup's transaction): the values of its columns
+    that now live there are moved into it, and the columns dropped."""
+    have = _columns_of(con, ROWS_TABLE)
+    if "extras" in have:
+        return
+    _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN extras VARCHAR")
+    old = [name for name in _EXTRAS if name in have]
+    if not old:
+        return
+    _run(con, f"DROP VIEW IF EXISTS {EVENTS_TABLE}")  # made again, by the new columns, after
+    any_set = " OR ".join(f"{_q(n)} IS NOT NULL" for n in old)
+    _run(con, f"UPDATE {ROWS_TABLE} SET extras = {_extras_sql(old)} WHERE {any_set}")
+    for name in old:
+        _run(con, f"ALTER TABLE {ROWS_TABLE} DROP COLUMN {_q(name)}")
+
+
 def _migrate_wide_events(con: duckdb.DuckDBPyConnection) -> None:
     """Move the events of a file from before the row tables into them (in setup's
     transaction). Places and agents get negative keys, numbered here: content-hash keys
@@ -1614,10 +1682,11 @@ def _migrate_wide_events(con: duckdb.DuckDBPyConnection) -> None:
         on = " AND ".join(f"{alias}.{_q(n)} IS NOT DISTINCT FROM {value(n, 'o.')}" for n in fields)
         joins.append(f"LEFT JOIN {table} {alias} ON {on}")
     listed = ", ".join(value(c.name, "o.") for c in _ROW_COLUMNS)
+    extras = _extras_sql([n for n in _EXTRAS if n in have], "o.")
     _run(
         con,
         f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, origin_key) "
-        f"SELECT o.id_key, {listed}, p.place_key, a.agent_key, "
+        f"SELECT o.id_key, {listed}, p.place_key, a.agent_key, {extras}, "
         f"{ORIGIN_KEY_SQL.format(origin=value('origin_id', 'o.'))} FROM {_OLD_EVENTS} o "
         + " ".join(joins),
     )
