@@ -227,6 +227,13 @@ def test_ids_are_stored_uncompressed_and_rarely_set_columns_in_one_text(tmp_path
     assert "extras" in methods
 
 
+def opened(path: Path) -> DuckDBEventStore:
+    """The store of the file at ``path``, set up (a file from before is upgraded by that)."""
+    store = DuckDBEventStore(path)
+    store.setup()
+    return store
+
+
 def test_a_row_table_from_before_extras_keeps_its_values(tmp_path: Path) -> None:
     """A file whose rows still have the columns that now live in ``extras``: setup moves their
     values there and drops the columns; every event reads back as it was."""
@@ -256,8 +263,7 @@ def test_a_row_table_from_before_extras_keeps_its_values(tmp_path: Path) -> None
         con.execute(f"UPDATE {ROWS_TABLE} SET {name} = {typed}")
     con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
     con.close()
-    store = DuckDBEventStore(path)
-    store.setup()
+    store = opened(path)
     try:
         assert store.rows("owner-a") == want
         newer = make_batch(["d"], first_line=4)
@@ -324,8 +330,7 @@ def test_a_row_table_from_before_endpoint_keys_gets_the_column(tmp_path: Path) -
     con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN endpoint_key")
     con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
     con.close()
-    store = DuckDBEventStore(path)
-    store.setup()
+    store = opened(path)
     try:
         newer = make_batch(["new"], endpoint_id="e" * 32, first_line=2)
         store.write_batch("owner-a", newer, checkpoint(line=3))
