@@ -133,9 +133,10 @@ PLACES_TABLE = "event_places"
 AGENTS_TABLE = "event_agents"
 # Columns that imports (nearly) never set live in one text of the row, ``extras``: a JSON
 # object of their values' texts, null when all are null. Every column costs DuckDB's insert
-# and commit about as much whatever it holds (~0.1-0.2 s a 5M-event import, null or not):
-# these five as their own columns took a 5M enriched import ~7% longer (7.55 s against 7.00,
-# four interleaved pairs). The origin and endpoint texts are set only where an id does not
+# and commit about as much whatever it holds (~0.1-0.2 s a 5M-event import, null or not): the
+# rows of a 5M enriched import inserted apart from the server, 4.21-4.28 s with the five in
+# here against 4.49-4.69 s as columns (in the server the difference is within the machine's
+# drift; docs/performance.md). The origin and endpoint texts are set only where an id does not
 # spell its key (see _SPELLED); ``confidence`` and ``mtc_quota_exceeded`` are Scarf's export
 # columns, which no import fills; the address is kept only with EVENTPORT_KEEP_IP_ADDRESSES.
 _EXTRAS = ("origin_id", "endpoint_id", "confidence", "mtc_quota_exceeded", "remote_address")

@@ -590,32 +590,31 @@ typedef struct {
     int64_t lines, fast;
 } Scan;
 
-static void scan_free(Scan *s) {
+/* Every buffer of a scan, into `out`; how many. */
+#define SCAN_BUFS (3 * C_COLUMNS + 9)
+static int scan_bufs(Scan *s, Buf *out[SCAN_BUFS]) {
+    int n = 0;
     for (int i = 0; i < C_COLUMNS; i++) {
-        buf_free(&s->cols[i].validity);
-        buf_free(&s->cols[i].offsets);
-        buf_free(&s->cols[i].data);
+        out[n++] = &s->cols[i].validity;
+        out[n++] = &s->cols[i].offsets;
+        out[n++] = &s->cols[i].data;
     }
-    buf_free(&s->index);
-    buf_free(&s->naive_index);
-    buf_free(&s->naive_text.validity);
-    buf_free(&s->naive_text.offsets);
-    buf_free(&s->naive_text.data);
-    buf_free(&s->time);
-    buf_free(&s->slow);
-    buf_free(&s->scratch);
-    buf_free(&s->tmp);
+    Buf *others[] = {&s->index, &s->time, &s->slow, &s->scratch, &s->tmp, &s->naive_index,
+                     &s->naive_text.validity, &s->naive_text.offsets, &s->naive_text.data};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) out[n++] = others[i];
+    return n;
+}
+
+static void scan_free(Scan *s) {
+    Buf *bufs[SCAN_BUFS];
+    for (int i = 0, n = scan_bufs(s, bufs); i < n; i++) buf_free(bufs[i]);
 }
 
 /* The buffers empty, their memory kept. */
 static void scan_reset(Scan *s) {
-    Buf *bufs[] = {&s->index, &s->time, &s->slow, &s->scratch, &s->tmp, &s->naive_index,
-                   &s->naive_text.validity, &s->naive_text.offsets, &s->naive_text.data};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) bufs[i]->len = 0;
-    for (int i = 0; i < C_COLUMNS; i++) {
-        s->cols[i].validity.len = s->cols[i].offsets.len = s->cols[i].data.len = 0;
-        s->cols[i].count = 0;
-    }
+    Buf *bufs[SCAN_BUFS];
+    for (int i = 0, n = scan_bufs(s, bufs); i < n; i++) bufs[i]->len = 0;
+    for (int i = 0; i < C_COLUMNS; i++) s->cols[i].count = 0;
     s->naive_text.count = 0;
     s->lines = s->fast = 0;
 }
@@ -658,9 +657,9 @@ static Scan *scan_take(int *owned) {
  * chunk grew them past KEPT_MAX (then they start small again). */
 #define KEPT_MAX ((size_t)64 << 20)
 static void scan_give_back(Scan *s, int owned) {
-    size_t held = s->index.cap + s->time.cap + s->slow.cap + s->scratch.cap + s->tmp.cap;
-    for (int i = 0; i < C_COLUMNS; i++)
-        held += s->cols[i].validity.cap + s->cols[i].offsets.cap + s->cols[i].data.cap;
+    Buf *bufs[SCAN_BUFS];
+    size_t held = 0;
+    for (int i = 0, n = scan_bufs(s, bufs); i < n; i++) held += bufs[i]->cap;
     if (owned || held > KEPT_MAX) scan_free(s);
     if (owned) PyMem_RawFree(s);
 }
@@ -721,10 +720,28 @@ static int run_scan(Scan *s, const char *data, size_t size, size_t max_line) {
     return rc;
 }
 
-static PyObject *scan_result(const Scan *s);
-
 static PyObject *bytes_of(const Buf *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
+}
+
+/* The Python result of a scan: copies of its buffers. */
+static PyObject *scan_result(const Scan *s) {
+    PyObject *columns = PyTuple_New(C_COLUMNS);
+    if (!columns) return NULL;
+    for (int i = 0; i < C_COLUMNS; i++) {
+        PyObject *col = Py_BuildValue("(NNN)", bytes_of(&s->cols[i].validity),
+                                      bytes_of(&s->cols[i].offsets), bytes_of(&s->cols[i].data));
+        if (!col) {
+            Py_DECREF(columns);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(columns, i, col);
+    }
+    PyObject *result = Py_BuildValue(
+        "(LLNNNN(NNN))", (long long)s->lines, (long long)s->fast, bytes_of(&s->index),
+        bytes_of(&s->time), columns, bytes_of(&s->slow), bytes_of(&s->naive_index),
+        bytes_of(&s->naive_text.offsets), bytes_of(&s->naive_text.data));
+    return result;
 }
 
 static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
@@ -746,26 +763,6 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
     if (!kept) return PyErr_NoMemory();
     PyObject *result = rc ? PyErr_NoMemory() : scan_result(kept);
     scan_give_back(kept, owned);
-    return result;
-}
-
-/* The Python result of a scan: copies of its buffers. */
-static PyObject *scan_result(const Scan *s) {
-    PyObject *columns = PyTuple_New(C_COLUMNS);
-    if (!columns) return NULL;
-    for (int i = 0; i < C_COLUMNS; i++) {
-        PyObject *col = Py_BuildValue("(NNN)", bytes_of(&s->cols[i].validity),
-                                      bytes_of(&s->cols[i].offsets), bytes_of(&s->cols[i].data));
-        if (!col) {
-            Py_DECREF(columns);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(columns, i, col);
-    }
-    PyObject *result = Py_BuildValue(
-        "(LLNNNN(NNN))", (long long)s->lines, (long long)s->fast, bytes_of(&s->index),
-        bytes_of(&s->time), columns, bytes_of(&s->slow), bytes_of(&s->naive_index),
-        bytes_of(&s->naive_text.offsets), bytes_of(&s->naive_text.data));
     return result;
 }
 

@@ -16,7 +16,8 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -135,11 +136,9 @@ class _Prepared:
     logs: list[LogEntry]
     checkpoint: Checkpoint
     batch: PreparedBatch
-    # Set by the logger once the entries are stored, or it stopped (``log_skipped``: an abort
-    # or a lost lease came first) or failed (``log_failure``).
-    logged: threading.Event = field(default_factory=threading.Event)
-    log_skipped: bool = False
-    log_failure: BaseException | None = None
+    # The logger's work on the entries (see ImportWorker.process): True once they are stored,
+    # False when it stopped first (an abort, a lost lease, a failed write), or its error.
+    logged: Future[bool] | None = None
 
 
 class _Writer:
@@ -188,7 +187,7 @@ class _Writer:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             try:
-                if self._failure is None and not self.lost.is_set() and not self._write(item):
+                if not self.failed.is_set() and not self.lost.is_set() and not self._write(item):
                     self.lost.set()
             except BaseException as exc:  # handed to the import's thread
                 self._failure = exc
@@ -196,44 +195,6 @@ class _Writer:
             finally:
                 del item
                 self._free.release()
-
-
-class _Logger:
-    """Stores prepared batches' log entries in order on a thread of its own, ahead of the
-    writer: a batch's entries go into the control store while the batch before it is written
-    to the event store, and the writer waits for them (:attr:`_Prepared.logged`) before it
-    commits the batch, so that a checkpoint never passes entries that are not stored (a batch
-    made again after a crash writes its entries again; the ones already there are kept).
-
-    Written by the writer before its batch, as before, 1M entries took it ~4.4 s of a
-    re-import's 7.3 s (each event replaced one: a ``duplicate-unique-id`` warning each) while
-    DuckDB took ~1.3 s of it and the reading thread ~3.3 s. Entries wait only for the batches
-    submitted before them: at most the writer's two.
-    """
-
-    def __init__(self, log: Callable[[_Prepared], bool]) -> None:
-        self._log = log  # False: stopped before all of the batch's entries were stored
-        self._queue: queue.Queue[_Prepared | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="import-logger", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: _Prepared) -> None:
-        self._queue.put(item)
-
-    def close(self) -> None:
-        """Store the entries submitted (or skip them, once stopped), then end the thread."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            try:
-                item.log_skipped = not self._log(item)
-            except BaseException as exc:  # raised again by the writer, for this batch
-                item.log_failure = exc
-            finally:
-                item.logged.set()
-                del item
 
 
 class Heartbeat:
@@ -377,10 +338,18 @@ class ImportWorker:
             def stopped() -> bool:  # no batch is written any more: their entries are not due
                 return heartbeat.stop.is_set() or writer.lost.is_set() or writer.failed.is_set()
 
-            logger = _Logger(lambda item: self._log_batch(row, item, stopped))
+            # Log entries are stored on a thread of their own, in order, ahead of the writer:
+            # a batch's entries go into the control store while the batch before it is written
+            # to the event store, and the writer waits for them (_Prepared.logged) before it
+            # commits the batch, so that a checkpoint never passes entries that are not stored
+            # (a batch made again after a crash writes its entries again; those already there
+            # are kept). Written by the writer before its batch, 1M entries took it ~4.4 s of a
+            # re-import's 7.3 s (a duplicate-unique-id warning for every event) while DuckDB
+            # took ~1.3 s and the reading thread ~3.3 s.
+            logger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-logger")
 
             def submit(item: _Prepared) -> Checkpoint:
-                logger.submit(item)
+                item.logged = logger.submit(self._log_batch, row, item, stopped)
                 return writer.submit(item)
 
             try:
@@ -399,7 +368,7 @@ class ImportWorker:
                         break
                     if self.stopping.is_set():  # shutting down: hand the import back at once
                         writer.close()
-                        logger.close()
+                        logger.shutdown()
                         with self.control.session() as s:
                             control_imports.release(s, row.id, self.name)
                         return
@@ -418,7 +387,7 @@ class ImportWorker:
                 try:
                     writer.close()
                 finally:
-                    logger.close()
+                    logger.shutdown()
             if writer.lost.is_set():
                 return  # the lease went to another worker: it carries on from the checkpoint
         if heartbeat.stop.is_set():
@@ -507,11 +476,10 @@ class ImportWorker:
         checkpoint in one transaction, then the progress mirror in the control store. False
         when the lease turned out to be lost. An abort noticed before the write skips it
         altogether."""
-        item.logged.wait()
-        if item.log_failure is not None:
-            failure, item.log_failure = item.log_failure, None
-            raise failure
-        if item.log_skipped or stop.is_set():
+        assert item.logged is not None, "submitted to the logger first"
+        stored = item.logged.result()  # the logger's error, if any, is this write's
+        item.logged = None
+        if not stored or stop.is_set():
             return True
         self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
         return self._record(row, item.checkpoint)
