@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -133,3 +134,24 @@ def test_a_low_sqlite_parameter_limit_makes_smaller_statements(
             raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
         page = imports.log_page(s, import_id, None)
     assert [e.line for e in page] == list(range(1, 101))
+
+
+def test_rows_given_one_by_one_go_in_as_entries(control: ControlDatabase, import_id: str) -> None:
+    """write_log_rows reads its rows once, as they go in (an import hands over a generator):
+    more of them than one SQLite statement takes, each stored with its values."""
+
+    def rows() -> Iterator[imports.LogRow]:
+        for line in range(1, 5_002):
+            yield (line, "warning", "naive-time", "naive-time", f"m{line}", None, None, None, None)
+        yield (0, "info", "progress", "progress", "done", "pkg", "px", 5_001, 0)
+
+    with control.session() as s:
+        imports.write_log_rows(s, import_id, rows())
+        imports.write_log_rows(s, import_id, iter([]))  # nothing to write
+        page = imports.log_page(s, import_id, None, limit=10_000)
+    assert [(e.line, e.message) for e in page] == [(0, "done")] + [
+        (line, f"m{line}") for line in range(1, 5_002)
+    ]
+    progress = page[0]
+    assert (progress.package_id, progress.tracking_pixel_id) == ("pkg", "px")
+    assert (progress.events_count, progress.failed_events_count) == (5_001, 0)

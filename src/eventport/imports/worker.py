@@ -15,7 +15,7 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -65,18 +65,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def _entry(entry: LogEntry) -> dict[str, object]:
-    """A log row for the control store (line 0: about the whole import). No asdict: it deep
-    copies, and an import can have a warning on every line."""
-    return {
-        "line": entry.line or 0,
-        "level": entry.level,
-        "type": entry.type,
-        "code": entry.code,
-        "message": entry.message,
-        "package_id": entry.package_id,
-        "tracking_pixel_id": entry.tracking_pixel_id,
-    }
+def _log_rows(entries: Iterable[LogEntry]) -> Iterator[control_imports.LogRow]:
+    """Log rows for the control store (line 0: about the whole import; no counts), made as
+    they are stored: an import can have a warning on every line."""
+    for e in entries:
+        pixel = e.tracking_pixel_id
+        yield (e.line or 0, e.level, e.type, e.code, e.message, e.package_id, pixel, None, None)
 
 
 # Read and decoded between two looks at the abort flag: at most this many records or lines (see
@@ -521,7 +515,9 @@ class ImportWorker:
 
     def _log(self, import_id: str, entries: list[LogEntry], *extra: dict[str, object]) -> None:
         with self.control.session() as s:
-            control_imports.write_logs(s, import_id, [*(_entry(e) for e in entries), *extra])
+            control_imports.write_log_rows(s, import_id, _log_rows(entries))
+            if extra:
+                control_imports.write_logs(s, import_id, extra)
 
     def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
         progress = control_imports.Progress(
