@@ -273,9 +273,9 @@ def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, obj
 def write_log_rows(session: Session, import_id: str, rows: Iterable[LogRow]) -> None:
     """Insert log entries given as rows of their values in :data:`_LOG_FIELDS` order; an entry
     already there (same import, line and code) is kept as is. The rows are read as they go in,
-    a statement's worth at a time: an import's thread hands over entries of its own making,
-    without a dict (or a tuple) for each of them waiting here (a dict each took ~14 MB and
-    ~1 us per 20,000 entries; an import can log every line).
+    a statement's worth at a time: an import's worker hands over a generator over its own
+    entries, so no dict (or tuple) waits here for each of them (a dict each cost ~14 MB per
+    20,000 entries and ~1 us an entry; an import can log every line).
 
     An import can have an entry on every line, so the entries go in a few statements, not one
     each: a statement per entry (``executemany``) gave up and took back the GIL on every row,
