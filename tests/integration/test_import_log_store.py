@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy.orm import Session
 
 from eventport.control import accounts, imports
 from eventport.control.database import ControlDatabase
@@ -27,6 +28,12 @@ def import_id(control: ControlDatabase) -> str:
     return created
 
 
+def write_logs(s: Session, import_id: str, entries: list[dict[str, object]]) -> None:
+    """Entries given by field name, as the rows write_log_rows takes."""
+    rows = (tuple(e.get(name) for name in imports._LOG_FIELDS) for e in entries)
+    imports.write_log_rows(s, import_id, rows)
+
+
 def entry(line: int, level: str, code: str) -> dict[str, object]:
     return {"line": line, "level": level, "type": code, "code": code, "message": f"{code} {line}"}
 
@@ -38,8 +45,8 @@ def test_the_whole_log_is_read_page_by_page_in_line_and_code_order(
     written += [entry(3, "warning", "unknown-field"), entry(3, "error", "artifact-not-found")]
     written += [entry(0, "info", "progress"), entry(5, "info", "progress")]
     with control.session() as s:
-        imports.write_logs(s, import_id, written)
-        imports.write_logs(s, import_id, written[:3] + written[:1])  # replayed: kept once
+        write_logs(s, import_id, written)
+        write_logs(s, import_id, written[:3] + written[:1])  # replayed: kept once
     seen: list[tuple[int, str]] = []
     after = None
     while True:
@@ -58,7 +65,7 @@ def test_the_samples_are_the_first_entries_of_each_level(
     written = [entry(line, "warning", "naive-time") for line in range(1, 40)]
     written += [entry(line, "error", "failed-to-decode") for line in (38, 12)]
     with control.session() as s:
-        imports.write_logs(s, import_id, written[::-1])
+        write_logs(s, import_id, written[::-1])
         errors = imports.log_sample(s, import_id, "error")
         warnings = imports.log_sample(s, import_id, "warning")
         nothing = imports.log_sample(s, import_id, "info")
@@ -89,7 +96,7 @@ def test_an_entry_reads_back_as_written(control: ControlDatabase, import_id: str
     odd = entry(2**40, "error", "artifact-not-found")
     odd |= {"message": 'line \u2028 "quoted" \\ é 🚀\n', "package_id": "pkg", "events_count": 7}
     with control.session() as s:
-        imports.write_logs(s, import_id, [odd])
+        write_logs(s, import_id, [odd])
         (found,) = imports.log_page(s, import_id, None)
     assert (found.line, found.level, found.type, found.code, found.message) == (
         2**40,
@@ -111,8 +118,8 @@ def test_many_entries_go_in_several_statements_and_replays_are_kept_once(
     written = [entry(line, "warning", "naive-time") for line in range(1, 6_001)]
     repeats = [entry(line, "error", "naive-time") for line in (1, 2_500, 2_501, 6_000)]
     with control.session() as s:
-        imports.write_logs(s, import_id, written[:2_600] + repeats[:3] + written[2_600:] + repeats)
-        imports.write_logs(s, import_id, written[::7])  # a replayed batch
+        write_logs(s, import_id, written[:2_600] + repeats[:3] + written[2_600:] + repeats)
+        write_logs(s, import_id, written[::7])  # a replayed batch
         page = imports.log_page(s, import_id, None, limit=10_000)
     assert [(e.line, e.level) for e in page] == [(line, "warning") for line in range(1, 6_001)]
 
@@ -129,7 +136,7 @@ def test_a_low_sqlite_parameter_limit_makes_smaller_statements(
         before = raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 5 * len(imports._LOG_COLUMNS))
         try:
             assert imports._sqlite_rows_per_statement(raw) == 5
-            imports.write_logs(s, import_id, written)
+            write_logs(s, import_id, written)
         finally:
             raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
         page = imports.log_page(s, import_id, None)

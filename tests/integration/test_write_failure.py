@@ -195,7 +195,7 @@ class FailingLogWorker(ImportWorker):
         self._fail_on = fail_on
         self.batches_logged = 0
 
-    def _log(self, import_id: str, entries: list[Any], *extra: dict[str, object]) -> None:
+    def _log(self, import_id: str, entries: list[Any], *extra: Any) -> None:
         if entries and entries[0].code == "naive-time":
             self.batches_logged += 1
             if self.batches_logged == self._fail_on:

@@ -265,11 +265,6 @@ _LOG_TYPES = {"line": "bigint", "events_count": "bigint", "failed_events_count":
 LogRow = tuple[object, ...]
 
 
-def write_logs(session: Session, import_id: str, entries: Sequence[dict[str, object]]) -> None:
-    """Insert log entries (by field name); see :func:`write_log_rows`."""
-    write_log_rows(session, import_id, (tuple(e.get(n) for n in _LOG_FIELDS) for e in entries))
-
-
 def write_log_rows(session: Session, import_id: str, rows: Iterable[LogRow]) -> None:
     """Insert log entries given as rows of their values in :data:`_LOG_FIELDS` order; an entry
     already there (same import, line and code) is kept as is. The rows are read as they go in,

@@ -9,6 +9,7 @@ are idempotent, so a replayed batch adds none twice.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import queue
@@ -444,16 +445,9 @@ class ImportWorker:
         """A batch's log entries, then its progress entry (on the logger's thread). False when
         ``stop()`` came first: the batch is not to be written."""
         checkpoint = item.checkpoint
-        progress = {
-            "line": checkpoint.line - 1,
-            "level": "info",
-            "type": "progress",
-            "code": "progress",
-            "message": f"{checkpoint.imported} events imported, {checkpoint.failed} failed, "
-            f"up to line {checkpoint.line - 1}",
-            "events_count": checkpoint.imported,
-            "failed_events_count": checkpoint.failed,
-        }
+        line, imported, failed = checkpoint.line - 1, checkpoint.imported, checkpoint.failed
+        message = f"{imported} events imported, {failed} failed, up to line {line}"
+        progress = (line, "info", "progress", "progress", message, None, None, imported, failed)
         logs, item.logs = item.logs, []  # stored: let them go before the batch is written
         for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
             if stop():
@@ -513,11 +507,10 @@ class ImportWorker:
             keep_ip_addresses=self.keep_ip_addresses,
         )
 
-    def _log(self, import_id: str, entries: list[LogEntry], *extra: dict[str, object]) -> None:
+    def _log(self, import_id: str, entries: list[LogEntry], *extra: control_imports.LogRow) -> None:
+        """Store ``entries`` and the rows ``extra`` (a progress entry) in one transaction."""
         with self.control.session() as s:
-            control_imports.write_log_rows(s, import_id, _log_rows(entries))
-            if extra:
-                control_imports.write_logs(s, import_id, extra)
+            control_imports.write_log_rows(s, import_id, itertools.chain(_log_rows(entries), extra))
 
     def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
         progress = control_imports.Progress(
