@@ -13,6 +13,7 @@ import pytest
 
 from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_store import ROW_GROUP_ROWS
+from eventport.imports.worker import LOG_CHUNK
 from eventport.settings import Settings
 from tests.conftest import Server, running_server, truncate_all
 from tests.importing import counts, full_log, setup_package, start, wait_finished
@@ -153,6 +154,46 @@ def test_unique_ids_replace_earlier_events(api: Server) -> None:
     assert sorted(by_id) == sorted(["a", "b", "c", f"{second['id']}:4", f"{second['id']}:5"])
     assert by_id["a"]["import_id"] == second["id"]
     assert by_id["c"]["line"] == 3
+
+
+def test_a_reimport_warns_on_every_line_once(api: Server) -> None:
+    """Importing a file again replaces each of its events: every line gets one warning that
+    names its id, and every line whose address is not one gets its own, however many (more
+    than the worker stores between two looks at the abort flag)."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    path = f"/v2/packages/alice/{package_id}/import"
+    events = LOG_CHUNK + 500
+    body = b"".join(
+        orjson.dumps(
+            {
+                "$time": 1_700_000_000 + n,
+                "$unique_id": f"id-{n}",
+                "$remote_address": "8.8.8.8" if n % 2 else "999.1.1.1",
+            }
+        )
+        + b"\n"
+        for n in range(events)
+    )
+    wait_finished(alice, "alice", start(alice, path, body)["id"])
+    second = start(alice, path, body)
+    done = wait_finished(alice, "alice", second["id"])
+
+    assert counts(done) == (events, events, 0)
+    bad_lines = list(range(1, events + 1, 2))  # n = line - 1 even
+    assert done["warnings_total"] == events + len(bad_lines)
+    log = full_log(alice, "alice", second["id"])
+    replaced = [
+        (e["line"], e["human_friendly_message"]) for e in log if e["type"] == "duplicate-unique-id"
+    ]
+    assert [line for line, _ in replaced] == list(range(1, events + 1))
+    assert replaced[-1][1] == (
+        f"$unique_id 'id-{events - 1}' was used before: this event replaces an event imported "
+        "earlier"
+    )
+    assert [e["line"] for e in log if e["type"] == "invalid-remote-address"] == bad_lines
+    assert stored(api, import_id=second["id"]) == events
+    assert stored(api, owner_id=done_owner_id(api, "alice")) == events  # replaced, not added
 
 
 def test_multi_artifact_import(api: Server) -> None:

@@ -26,6 +26,7 @@ from eventport.events.batch import (
     EventBatch,
     conform,
 )
+from eventport.imports.log_lines import LineWarnings
 from eventport.imports.records import LogEntry, failed_line_count
 from eventport.positions import (
     RememberedTexts,
@@ -36,6 +37,8 @@ from eventport.positions import (
 )
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
+DUPLICATE_UNIQUE_ID = "duplicate-unique-id"
+INVALID_REMOTE_ADDRESS = "invalid-remote-address"
 # Remembered per import (~90 B an address in Arrow columns); cleared when full. An address
 # book holds at least a batch's addresses (a batch's events at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
@@ -112,6 +115,9 @@ class BatchResult:
     warnings: int
     excluded: int = 0
     do_not_track: int = 0
+    # Warnings on many lines (bad addresses, ids stored before), held as columns; counted in
+    # ``warnings`` too.
+    line_warnings: list[LineWarnings] = field(default_factory=list)
 
 
 class AddressBook:
@@ -309,7 +315,7 @@ def build_batch(
     book_at = book.rows(values).take(raw_at)
     invalid = pc.is_null(book.canonical).take(book_at)
     invalid = pc.fill_null(invalid, True)  # no address
-    bad_addresses = _lines_where(lines, pc.and_(invalid, pc.is_valid(raw)))
+    bad_addresses = pc.filter(lines, pc.and_(invalid, pc.is_valid(raw))).combine_chunks()
     # Each event's address row, where it has an address (the book's canonical is not null).
     address_at = pc.if_else(invalid, pa.scalar(None, pa.int32()), book_at)
 
@@ -331,7 +337,9 @@ def build_batch(
     if keep is not None:
         table = table.filter(keep)
 
-    earlier: list[LogEntry] = []
+    line_warnings: list[LineWarnings] = []
+    if len(bad_addresses):
+        line_warnings.append(LineWarnings(INVALID_REMOTE_ADDRESS, bad_addresses, _bad_address))
     table = table.append_column("id_hash", id_hashes if keep is None else id_hashes.filter(keep))
     with_unique_id = table.select(["id", "line", "id_hash"])
     if table.column("unique_id").null_count:
@@ -344,20 +352,20 @@ def build_batch(
         if found:
             known = pa.array(list(found), pa.string())
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), known))
-            earlier = [
-                _replaced(line, event_id, "an event imported earlier")
-                for line, event_id in zip(
-                    hit.column("line").to_pylist(), hit.column("id").to_pylist(), strict=True
+            line_warnings.append(
+                LineWarnings(
+                    DUPLICATE_UNIQUE_ID,
+                    hit.column("line").combine_chunks(),
+                    _replaced_earlier,
+                    hit.column("id").combine_chunks(),
                 )
-            ]
+            )
 
     lookups.previous_ids = (unique, unique_hashes)
     batch, excluded, dnt_count = _columns(table, owner_id, import_id, lookups)
-    entries = sorted(
-        [*logs, *not_found, *in_file, *(_bad_address(n) for n in bad_addresses), *earlier],
-        key=lambda entry: entry.line or 0,
-    )
+    entries = sorted([*logs, *not_found, *in_file], key=lambda entry: entry.line or 0)
     warnings = sum(1 for entry in entries if entry.level == "warning")
+    warnings += sum(len(group) for group in line_warnings)
     # A line replaced later in the same file was still imported (and then replaced).
     return BatchResult(
         batch,
@@ -367,11 +375,8 @@ def build_batch(
         warnings,
         excluded,
         dnt_count,
+        line_warnings,
     )
-
-
-def _lines_where(lines: pa.Array, mask: pa.Array) -> list[int]:
-    return pc.filter(lines, mask).to_pylist() if pc.any(mask).as_py() else []
 
 
 def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list[LogEntry]]:
@@ -542,22 +547,24 @@ def _dimension_table(
     )
 
 
-def _bad_address(line: int) -> LogEntry:
+def _bad_address(_: str | None) -> str:
     # The value is not repeated: a log must not keep what could be someone's address.
-    return LogEntry(
-        line=line,
-        level="warning",
-        type="invalid-remote-address",
-        code="invalid-remote-address",
-        message="$remote_address is not an IP address; the event is imported without location",
-    )
+    return "$remote_address is not an IP address; the event is imported without location"
+
+
+def _replaced_message(unique_id: str, what: str) -> str:
+    return f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}"
+
+
+def _replaced_earlier(unique_id: str | None) -> str:
+    return _replaced_message(str(unique_id), "an event imported earlier")
 
 
 def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
     return LogEntry(
         line=line,
         level="warning",
-        type="duplicate-unique-id",
-        code="duplicate-unique-id",
-        message=f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}",
+        type=DUPLICATE_UNIQUE_ID,
+        code=DUPLICATE_UNIQUE_ID,
+        message=_replaced_message(unique_id, what),
     )

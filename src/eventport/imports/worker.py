@@ -9,7 +9,6 @@ are idempotent, so a replayed batch adds none twice.
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import os
 import queue
@@ -38,6 +37,7 @@ from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore, PreparedBatch
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
+from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
 from eventport.settings import Settings
@@ -129,6 +129,7 @@ class _Prepared:
     reference to their memory while they are written (see EventStore.write_batch)."""
 
     logs: list[LogEntry]
+    line_warnings: list[LineWarnings]
     checkpoint: Checkpoint
     batch: PreparedBatch
     # The logger's work on the entries (see ImportWorker.process): True once they are stored,
@@ -288,18 +289,14 @@ class ImportWorker:
         try:
             self.process(row)
         except InputUnusable as exc:
-            self._log(
-                row.id,
-                [
-                    LogEntry(
-                        None,
-                        "error",
-                        "failed-to-decode",
-                        "input-unusable",
-                        f"the import cannot be read: {exc.reason}",
-                    )
-                ],
+            unusable = LogEntry(
+                None,
+                "error",
+                "failed-to-decode",
+                "input-unusable",
+                f"the import cannot be read: {exc.reason}",
             )
+            self._log(row.id, _log_rows([unusable]))
             self._finish(row, "failed", exc.reason)
         except Exception as exc:
             # A store failed mid-import (a full disk, a lost connection) or a bug: the import
@@ -308,7 +305,7 @@ class ImportWorker:
             # the import's log says that it happened (not the message: it may quote input).
             log.exception("import %s: attempt %d stopped", row.id, row.attempts)
             try:
-                self._log(row.id, [_attempt_failed(row.attempts, exc)])
+                self._log(row.id, _log_rows([_attempt_failed(row.attempts, exc)]))
             except Exception:  # the control store itself may be what failed
                 log.warning("import %s: could not log the failed attempt", row.id, exc_info=True)
         return True
@@ -439,7 +436,7 @@ class ImportWorker:
         # reading thread, not on the writing one, which bounds an import (measured on 5M
         # enriched events: the writer busy ~12 s of ~13, the reader waiting ~2 s for it).
         prepared = self.events.prepare_batch(row.owner_id, result.batch)
-        return _Prepared(result.logs, checkpoint, prepared)
+        return _Prepared(result.logs, result.line_warnings, checkpoint, prepared)
 
     def _log_batch(self, row: Import, item: _Prepared, stop: Callable[[], bool]) -> bool:
         """A batch's log entries, then its progress entry (on the logger's thread). False when
@@ -448,15 +445,25 @@ class ImportWorker:
         line, imported, failed = checkpoint.line - 1, checkpoint.imported, checkpoint.failed
         message = f"{imported} events imported, {failed} failed, up to line {line}"
         progress = (line, "info", "progress", "progress", message, None, None, imported, failed)
-        logs, item.logs = item.logs, []  # stored: let them go before the batch is written
-        for start in range(0, len(logs), LOG_CHUNK):  # an abort is seen between chunks
+        # Stored: let them go before the batch is written.
+        logs, item.logs = item.logs, []
+        line_warnings, item.line_warnings = item.line_warnings, []
+        parts = [
+            _log_rows(logs[start : start + LOG_CHUNK]) for start in range(0, len(logs), LOG_CHUNK)
+        ]
+        for group in line_warnings:
+            parts.extend(
+                group.rows(start, start + LOG_CHUNK) for start in range(0, len(group), LOG_CHUNK)
+            )
+        del logs, line_warnings
+        for part in parts:  # an abort is seen between chunks
             if stop():
                 return False
-            self._log(row.id, logs[start : start + LOG_CHUNK])
-        del logs
+            self._log(row.id, part)
+        del parts
         if stop():
             return False
-        self._log(row.id, [], progress)
+        self._log(row.id, [progress])
         return True
 
     def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
@@ -507,10 +514,10 @@ class ImportWorker:
             keep_ip_addresses=self.keep_ip_addresses,
         )
 
-    def _log(self, import_id: str, entries: list[LogEntry], *extra: control_imports.LogRow) -> None:
-        """Store ``entries`` and the rows ``extra`` (a progress entry) in one transaction."""
+    def _log(self, import_id: str, rows: Iterable[control_imports.LogRow]) -> None:
+        """Store the log rows ``rows`` (made as they go in) in one transaction."""
         with self.control.session() as s:
-            control_imports.write_log_rows(s, import_id, itertools.chain(_log_rows(entries), extra))
+            control_imports.write_log_rows(s, import_id, rows)
 
     def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
         progress = control_imports.Progress(
