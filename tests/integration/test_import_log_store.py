@@ -162,3 +162,61 @@ def test_rows_given_one_by_one_go_in_as_entries(control: ControlDatabase, import
     progress = page[0]
     assert (progress.package_id, progress.tracking_pixel_id) == ("pkg", "px")
     assert (progress.events_count, progress.failed_events_count) == (5_001, 0)
+
+
+@pytest.mark.parametrize("first_short", [True, False])
+def test_short_rows_have_no_artifact_and_no_counts(
+    control: ControlDatabase, import_id: str, first_short: bool
+) -> None:
+    """A row of only (line, level, type, code, message) is an entry that names no package or
+    pixel and has no counts; short and whole rows mix in one call, in either order, and across
+    SQLite's statements."""
+    whole = (0, "info", "progress", "progress", "done", "pkg", "px", 7, 1)
+
+    def rows() -> Iterator[imports.LogRow]:
+        if not first_short:
+            yield whole
+        for line in range(1, 3_001):
+            yield (line, "warning", "naive-time", "naive-time", f"m{line}")
+            if line == 2_600:  # in the second statement, after short rows
+                yield (
+                    line,
+                    "error",
+                    "artifact-not-found",
+                    "artifact-not-found",
+                    "no",
+                    "p2",
+                    None,
+                    None,
+                    None,
+                )
+        if first_short:
+            yield whole
+
+    with control.session() as s:
+        imports.write_log_rows(s, import_id, rows())
+        page = imports.log_page(s, import_id, None, limit=10_000)
+    got = [
+        (
+            e.line,
+            e.code,
+            e.message,
+            e.package_id,
+            e.tracking_pixel_id,
+            e.events_count,
+            e.failed_events_count,
+        )
+        for e in page
+    ]
+    assert got[0] == (0, "progress", "done", "pkg", "px", 7, 1)
+    assert len(got) == 3_002
+    assert got[1:3] == [
+        (1, "naive-time", "m1", None, None, None, None),
+        (2, "naive-time", "m2", None, None, None, None),
+    ]
+    at = [g for g in got if g[0] == 2_600]
+    assert at == [
+        (2_600, "artifact-not-found", "no", "p2", None, None, None),
+        (2_600, "naive-time", "m2600", None, None, None, None),
+    ]
+    assert got[-1] == (3_000, "naive-time", "m3000", None, None, None, None)

@@ -26,11 +26,7 @@ def test_rows_in_parts_are_the_rows_whole() -> None:
         "duplicate-unique-id",
         "duplicate-unique-id",
         "names 'a'",
-        None,
-        None,
-        None,
-        None,
-    )
+    )  # a short row: no package, pixel or counts
     assert [row[0] for row in whole] == [3, 5, 8, 13, 21]
     assert [row[4] for row in whole] == [
         "names 'a'",

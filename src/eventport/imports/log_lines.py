@@ -45,7 +45,8 @@ class LineWarnings:
         return len(self.lines)
 
     def rows(self, start: int = 0, stop: int | None = None) -> Iterator[LogRow]:
-        """The log rows of the warnings from ``start`` up to ``stop``, made one by one."""
+        """The log rows of the warnings from ``start`` up to ``stop``, made one by one (short
+        rows: a warning here names no package or pixel and has no counts)."""
         count = len(self) if stop is None else min(stop, len(self))
         if start >= count:
             return
@@ -54,8 +55,8 @@ class LineWarnings:
         if self.texts is None:
             same = message(None)
             for line in lines:
-                yield (line, "warning", code, code, same, None, None, None, None)
+                yield (line, "warning", code, code, same)
             return
         texts = self.texts.slice(start, count - start).to_pylist()
         for line, text in zip(lines, texts, strict=True):
-            yield (line, "warning", code, code, message(text), None, None, None, None)
+            yield (line, "warning", code, code, message(text))

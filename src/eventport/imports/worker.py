@@ -70,8 +70,11 @@ def _log_rows(entries: Iterable[LogEntry]) -> Iterator[control_imports.LogRow]:
     """Log rows for the control store (line 0: about the whole import; no counts), made as
     they are stored: an import can have a warning on every line."""
     for e in entries:
-        pixel = e.tracking_pixel_id
-        yield (e.line or 0, e.level, e.type, e.code, e.message, e.package_id, pixel, None, None)
+        package, pixel = e.package_id, e.tracking_pixel_id
+        if package is None and pixel is None:  # as most are: a short row
+            yield (e.line or 0, e.level, e.type, e.code, e.message)
+        else:
+            yield (e.line or 0, e.level, e.type, e.code, e.message, package, pixel, None, None)
 
 
 # Read and decoded between two looks at the abort flag: at most this many records or lines (see
