@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from eventport.imports import decoding
 from eventport.imports.decoding import decode_chunk, parsed_table, scanner_available
 from eventport.imports.formats import Chunk, iter_chunks
-from eventport.imports.records import KNOWN_FIELDS, decode_ndjson
+from eventport.imports.records import KNOWN_FIELDS, LogEntry, decode_ndjson
 
 pytestmark = pytest.mark.skipif(not scanner_available(), reason="the C scanner is not compiled")
 
@@ -52,8 +52,20 @@ def reference(chunk: Chunk, keep: bool = False) -> tuple[pa.Table, list[Any]]:
     return parsed_table(events, keep), entries
 
 
+def decoded(chunk: Chunk, keep: bool = False) -> tuple[pa.Table, list[LogEntry]]:
+    """decode_chunk's table, and its entries with its warnings held as columns among them, in
+    line order (one line never has both)."""
+    table, entries, line_warnings = decode_chunk(chunk, csv=False, keep_addresses=keep)
+    warned = [
+        LogEntry(line, "warning", code, code, message)
+        for group in line_warnings
+        for line, _, code, _, message in group.rows()
+    ]
+    return table, sorted(entries + warned, key=lambda entry: entry.line or 0)
+
+
 def same_as_python(chunk: Chunk, keep: bool = False) -> pa.Table:
-    got, got_entries = decode_chunk(chunk, csv=False, keep_addresses=keep)
+    got, got_entries = decoded(chunk, keep)
     want, want_entries = reference(chunk, keep)
     assert got.schema == want.schema
     assert got.to_pylist() == want.to_pylist()
@@ -249,7 +261,7 @@ def test_lines_over_the_limit(tmp_path: Path) -> None:
     entries = []
     for chunk in got:
         same_as_python(chunk)
-        entries += decode_chunk(chunk, csv=False, keep_addresses=False)[1]
+        entries += decoded(chunk)[1]
     assert [(e.line, e.code) for e in entries] == [(2, "line-too-long"), (3, "line-too-long")]
 
 
@@ -271,9 +283,9 @@ def test_without_the_scanner_python_decodes_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (chunk,) = chunks_of(tmp_path, b"\n".join(PLAIN + NOT_PLAIN))
-    with_scanner = decode_chunk(chunk, csv=False, keep_addresses=False)
+    with_scanner = decoded(chunk)
     monkeypatch.setattr(decoding, "_plainline", None)
-    without = decode_chunk(chunk, csv=False, keep_addresses=False)
+    without = decoded(chunk)
     assert without[0].to_pylist() == with_scanner[0].to_pylist()
     assert without[1] == with_scanner[1]
 

@@ -24,12 +24,14 @@ import pyarrow.compute as pc
 
 from eventport.enrich.enricher import do_not_track
 from eventport.imports.formats import Chunk
+from eventport.imports.log_lines import LineWarnings
 from eventport.imports.records import (
+    Code,
     LogEntry,
     ParsedEvent,
     decode_csv,
     decode_ndjson,
-    naive_time,
+    naive_time_message,
 )
 
 try:
@@ -113,20 +115,23 @@ def parsed_table(events: Sequence[ParsedEvent], keep_addresses: bool) -> pa.Tabl
     return pa.Table.from_pydict(columns, schema=DECODED_SCHEMA)
 
 
-def decode_chunk(
-    chunk: Chunk, *, csv: bool, keep_addresses: bool
-) -> tuple[pa.Table, list[LogEntry]]:
-    """The events of a chunk as a table ordered by line, and the log entries of its lines."""
+Decoded = tuple[pa.Table, list[LogEntry], list[LineWarnings]]
+
+
+def decode_chunk(chunk: Chunk, *, csv: bool, keep_addresses: bool) -> Decoded:
+    """The events of a chunk as a table ordered by line, and the log entries of its lines:
+    entries (in line order), and the scanner's warnings of times without a zone, held as
+    columns (a file of such times warns on every line)."""
     if csv:
         events, entries = decode_csv(chunk.header, chunk.rows)
-        return parsed_table(events, keep_addresses), entries
+        return parsed_table(events, keep_addresses), entries, []
     if _plainline is None:
         events, entries = decode_ndjson(chunk.lines, max_line_bytes=chunk.max_line_bytes)
-        return parsed_table(events, keep_addresses), entries
+        return parsed_table(events, keep_addresses), entries, []
     return _decode_ndjson(chunk, keep_addresses)
 
 
-def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[LogEntry]]:
+def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> Decoded:
     block, first, limit = chunk.block, chunk.first_line, chunk.max_line_bytes
     count, fast, index, time, columns, slow, naive = _plainline.scan(block, limit)
     if count != chunk.line_count:
@@ -145,9 +150,9 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[L
     arrays["headers"] = pa.nulls(fast, pa.string())
     arrays["dnt"] = pa.repeat(pa.scalar(False), fast)
     table = pa.Table.from_pydict(arrays, schema=DECODED_SCHEMA)
-    entries = _naive_times(first, *naive)
+    naive_times = _naive_times(first, *naive)
     if not slow:
-        return table, entries
+        return table, [], naive_times
     triples = memoryview(slow).cast("q")
     dropped = chunk.dropped
     others: list[tuple[int, bytes | None]] = []
@@ -159,17 +164,17 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> tuple[pa.Table, list[L
     if events:
         table = pa.concat_tables([table, parsed_table(events, keep_addresses)])
         table = table.sort_by("line")
-    if entries:  # in line order: no line has entries from both (sorted() is stable)
-        return table, sorted(entries + slow_entries, key=lambda entry: entry.line or 0)
-    return table, slow_entries
+    return table, slow_entries, naive_times
 
 
-def _naive_times(first: int, index: bytes, offsets: bytes, data: bytes) -> list[LogEntry]:
+def _naive_times(first: int, index: bytes, offsets: bytes, data: bytes) -> list[LineWarnings]:
     """The warnings of the scanned lines whose time had no zone (its text, as Python says it)."""
     if not index:
         return []
-    lines = memoryview(index).cast("i")
+    count = len(index) // 4
+    lines = pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(index)])
     texts = pa.Array.from_buffers(
-        pa.string(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    ).to_pylist()
-    return [naive_time(first + i, text) for i, text in zip(lines, texts, strict=True)]
+        pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    lines = pc.add(lines.cast(pa.int64()), first)
+    return [LineWarnings(Code.NAIVE_TIME.value, lines, naive_time_message, texts)]

@@ -285,13 +285,15 @@ def build_batch(
     events: pa.Table,
     logs: Sequence[LogEntry],
     *,
+    line_warnings: Sequence[LineWarnings] = (),
     import_id: str,
     owner_id: str,
     target: Target,
     lookups: Lookups,
 ) -> BatchResult:
     """The events table's columns for ``events`` (a table of decoding.DECODED_SCHEMA, ordered
-    by line), plus every log entry for these lines."""
+    by line), plus every log entry for these lines: the decoder's ``logs`` and
+    ``line_warnings`` with those of the batch's own checks."""
     undecodable = failed_line_count(logs)  # a line with several errors fails once
     total = events.num_rows
     not_found: list[LogEntry] = []
@@ -337,7 +339,7 @@ def build_batch(
     if keep is not None:
         table = table.filter(keep)
 
-    line_warnings: list[LineWarnings] = []
+    line_warnings = list(line_warnings)
     if len(bad_addresses):
         line_warnings.append(LineWarnings(INVALID_REMOTE_ADDRESS, bad_addresses, _bad_address))
     table = table.append_column("id_hash", id_hashes if keep is None else id_hashes.filter(keep))

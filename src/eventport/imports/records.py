@@ -308,9 +308,12 @@ def parse_time(value: Any) -> tuple[int, bool] | None:
 
 def naive_time(line: int, text: str) -> LogEntry:
     """The warning of a line whose ``$time`` (a string) has no time zone."""
-    return _warning(
-        line, Code.NAIVE_TIME, f'"$time" value {_show(text)} has no time zone; it was taken as UTC.'
-    )
+    return _warning(line, Code.NAIVE_TIME, naive_time_message(text))
+
+
+def naive_time_message(text: str | None) -> str:
+    """The message of :func:`naive_time`."""
+    return f'"$time" value {_show(text)} has no time zone; it was taken as UTC.'
 
 
 def _time_problem(value: Any, line: int) -> LogEntry:

@@ -107,10 +107,14 @@ class _Pending:
         self.tables: list[pa.Table] = []
         self.rows = 0
         self.entries: list[LogEntry] = []
+        self.line_warnings: list[LineWarnings] = []
         self.last: Chunk | None = None
 
     @property
     def size(self) -> int:
+        """What is held against the batch's size: its events and its log entries (those of the
+        lines that failed stand for those lines). Warnings held as columns do not count: a
+        file whose times have no zone makes batches as large as any other."""
         return self.rows + len(self.entries)
 
     def take_events(self) -> pa.Table:
@@ -118,10 +122,17 @@ class _Pending:
         tables, self.tables = self.tables, []
         return pa.concat_tables(tables) if tables else DECODED_SCHEMA.empty_table()
 
-    def add(self, chunk: Chunk, events: pa.Table, entries: list[LogEntry]) -> None:
+    def add(
+        self,
+        chunk: Chunk,
+        events: pa.Table,
+        entries: list[LogEntry],
+        line_warnings: list[LineWarnings],
+    ) -> None:
         self.tables.append(events)
         self.rows += events.num_rows
         self.entries.extend(entries)
+        self.line_warnings.extend(line_warnings)
         self.last = chunk
 
 
@@ -418,6 +429,7 @@ class ImportWorker:
         result = build_batch(
             pending.take_events(),
             pending.entries,
+            line_warnings=pending.line_warnings,
             import_id=row.id,
             owner_id=row.owner_id,
             target=Target(row.target, row.package_id, row.pixel_id),
