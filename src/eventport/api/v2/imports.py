@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,7 +20,7 @@ from eventport.api.pagination import page
 from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
 from eventport.control.database import ControlDatabase
-from eventport.control.models import Account, Import, ImportLog, utcnow
+from eventport.control.models import Account, Import, utcnow
 from eventport.control.packages import owned_package_for, owner_for_listing
 from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
@@ -212,19 +212,26 @@ def abort_import(owner: str, event_import_id: str, db: Db, actor: Actor) -> Resp
 # --- shapes ----------------------------------------------------------------------------------
 
 
-def log_entry(entry: ImportLog) -> dict[str, Any]:
+def log_entry(entry: Sequence[Any]) -> dict[str, Any]:
+    """An entry as Scarf's ImportLog (its values unpacked in order: a row's names cost more
+    than the rest of the entry)."""
+    line, level, type_, code, message, package_id, pixel_id, events, failed = entry
     body: dict[str, Any] = {
-        "type": entry.type,
-        "class": entry.level,
-        "code": entry.code,
-        "human_friendly_message": entry.message,
+        "type": type_,
+        "class": level,
+        "code": code,
+        "human_friendly_message": message,
     }
-    if entry.line:
-        body["line"] = entry.line
-    for key in ("package_id", "tracking_pixel_id", "events_count", "failed_events_count"):
-        value = getattr(entry, key)
-        if value is not None:
-            body[key] = value
+    if line:
+        body["line"] = line
+    if package_id is not None:
+        body["package_id"] = package_id
+    if pixel_id is not None:
+        body["tracking_pixel_id"] = pixel_id
+    if events is not None:
+        body["events_count"] = events
+    if failed is not None:
+        body["failed_events_count"] = failed
     return body
 
 
