@@ -163,30 +163,50 @@ class ExpectingStore:
         return getattr(self._store, name)
 
 
+def expectations(server: Server, prefix: str, sent_times: int, gzip: bool = False) -> list[int]:
+    """What the worker told the store to expect at each of ``sent_times`` imports of the same
+    ``LINES``-line file (each import's events counted as they should be)."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"{prefix}-{n:06}"}) + b"\n"
+        for n in range(LINES)
+    )
+    sent, headers = (compress(body), {"Content-Encoding": "gzip"}) if gzip else (body, {})
+    store = ExpectingStore(server.app.state.events)
+    expected: list[int] = []
+    for _ in range(sent_times):
+        started = start(alice, f"/v2/packages/alice/{package_id}/import", sent, **headers)
+        worker = ImportWorker(
+            server.control, store, lease=timedelta(seconds=30), chunk_lines=10_000
+        )
+        finished, raised = run_in_thread(worker, timeout=60)
+        assert finished
+        assert raised is None
+        assert counts(wait_finished(alice, "alice", started["id"])) == (LINES, LINES, 0)
+        (once,) = store.expected[len(expected) :]  # once, at the first batch
+        expected.append(once)
+    return expected
+
+
+LINES = 40_000
+
+
 @pytest.mark.parametrize("gzip", [False, True])
 def test_an_import_tells_the_store_how_many_events_it_brings(server: Server, gzip: bool) -> None:
     """After its first batch the worker estimates the upload's events from the bytes that
     batch took (plain: exactly; gzip: the compressed bytes read, ahead by up to a block)."""
-    alice = server.user("alice")
-    package_id = setup_package(alice, "alice")
-    lines = 40_000
-    body = b"".join(
-        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n:06}"}) + b"\n"
-        for n in range(lines)
-    )
-    sent, headers = (compress(body), {"Content-Encoding": "gzip"}) if gzip else (body, {})
-    started = start(alice, f"/v2/packages/alice/{package_id}/import", sent, **headers)
-    store = ExpectingStore(server.app.state.events)
-    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=10_000)
-    finished, raised = run_in_thread(worker, timeout=60)
-    assert finished
-    assert raised is None
-    assert counts(wait_finished(alice, "alice", started["id"])) == (lines, lines, 0)
-    (expected,) = store.expected  # once, at the first batch
+    (expected,) = expectations(server, "e", 1, gzip)
     if gzip:
-        assert lines // 4 <= expected <= lines * 11 // 10  # read ahead of the lines
+        assert LINES // 4 <= expected <= LINES * 11 // 10  # read ahead of the lines
     else:
-        assert expected == lines * 11 // 10  # equal lines: exact, plus a tenth
+        assert expected == LINES * 11 // 10  # equal lines: exact, plus a tenth
+
+
+def test_a_reimport_tells_the_store_it_brings_no_new_ids(server: Server) -> None:
+    """The estimate counts only the events whose ids are new: importing a file again (every
+    id stored) expects none, so the store reserves no room for them."""
+    assert expectations(server, "r", 2) == [LINES * 11 // 10, 0]
 
 
 class FailingLogWorker(ImportWorker):

@@ -624,6 +624,17 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
     return rows
 
 
+def _not_among(keys: pa.Table, maybe: pa.Array | None) -> tuple[pa.ChunkedArray, ...]:
+    """The id key halves of the rows not at the positions ``maybe``: what the filter of stored
+    ids needs to be told. A key it said it may hold already answers "maybe" whether it is added
+    or not, so a re-import's keys (every one stored before) add nothing, and it does not grow
+    as if they were new (5M: a part of 25 MB more)."""
+    if maybe is not None and len(maybe):
+        every = pa.array(range(keys.num_rows), pa.int32())
+        keys = keys.filter(pc.invert(pc.is_in(every, value_set=maybe)))
+    return keys.column(0), keys.column(1)
+
+
 def default_threads() -> int:
     """Threads DuckDB may use: half the cores, at most 4; import workers parse on the others.
 
@@ -1049,7 +1060,7 @@ class DuckDBEventStore:
                     added.append((table, held[source].column(key)))
                 del held
                 keyed = batch.tables[0][1]
-                self._delete_replaced(con, keyed, ids)
+                maybe = self._delete_replaced(con, keyed, ids)
                 _run(
                     con,
                     f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, {_SPELLED_KEYS}) "
@@ -1058,7 +1069,7 @@ class DuckDBEventStore:
                     f"FROM {_BATCH_VIEW}",
                 )
                 if ids is not None:  # before the commit: the filter never misses a key
-                    ids.add(keyed.column("id_hi"), keyed.column("id_lo"))
+                    ids.add(*_not_among(keyed.select(["id_hi", "id_lo"]), maybe))
                 del keyed
                 batch.let_go_of(con)
             self._before_commit()
@@ -1199,14 +1210,16 @@ class DuckDBEventStore:
 
     def _delete_replaced(
         self, con: duckdb.DuckDBPyConnection, keyed: pa.Table, ids: IdFilter | None
-    ) -> None:
+    ) -> pa.Array | None:
         """Delete the stored events the batch replaces: those of the ids the filter may hold
-        (each one is a scan of every stored id key; a batch of new ids costs none)."""
+        (each one is a scan of every stored id key; a batch of new ids costs none). The
+        positions of those ids in the batch (None: no filter, every id was looked for)."""
         source = _BATCH_VIEW
+        maybe = None
         if ids is not None:
             maybe = ids.candidates(keyed.column("id_hi"), keyed.column("id_lo"))
             if not len(maybe):
-                return
+                return maybe
             con.register(_BATCH_MAYBE, keyed.select(["id_hi", "id_lo"]).take(maybe))
             source = _BATCH_MAYBE
         try:
@@ -1214,6 +1227,7 @@ class DuckDBEventStore:
         finally:
             if source == _BATCH_MAYBE:
                 con.unregister(_BATCH_MAYBE)
+        return maybe
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:

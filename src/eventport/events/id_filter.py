@@ -107,6 +107,8 @@ class IdFilter:
         """Add the keys given as their uint64 halves."""
         count, high_words = _words(high)
         _, low_words = _words(low)
+        if not count:
+            return
         if self._part_keys >= self._newest_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
             self._add_part(2 * self.keys)
         _hashing.bloom_add(self._parts[-1], high_words, low_words, count)

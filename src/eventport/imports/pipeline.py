@@ -118,6 +118,7 @@ class BatchResult:
     # Warnings on many lines (bad addresses, ids stored before), held as columns; counted in
     # ``warnings`` too.
     line_warnings: list[LineWarnings] = field(default_factory=list)
+    replaced: int = 0  # events whose id was stored before (or in the batch before)
 
 
 class AddressBook:
@@ -348,12 +349,14 @@ def build_batch(
         with_unique_id = with_unique_id.filter(pc.is_valid(table.column("unique_id")))
     unique = with_unique_id.column("id").combine_chunks()
     unique_hashes = with_unique_id.column("id_hash").combine_chunks()
+    replaced = 0
     if with_unique_id.num_rows:
         found = lookups.existing_ids(unique)
         found.update(_also_in(unique, unique_hashes, *lookups.previous_ids))
         if found:
             known = pa.array(list(found), pa.string())
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), known))
+            replaced = hit.num_rows
             line_warnings.append(
                 LineWarnings(
                     DUPLICATE_UNIQUE_ID,
@@ -378,6 +381,7 @@ def build_batch(
         excluded,
         dnt_count,
         line_warnings,
+        replaced,
     )
 
 

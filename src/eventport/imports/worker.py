@@ -146,6 +146,7 @@ class _Prepared:
     line_warnings: list[LineWarnings]
     checkpoint: Checkpoint
     batch: PreparedBatch
+    new_ids: float  # the share of its events whose ids the store does not hold yet
     # The logger's work on the entries (see ImportWorker.process): True once they are stored,
     # False when it stopped first (an abort, a lost lease, a failed write), or its error.
     logged: Future[bool] | None = None
@@ -382,10 +383,12 @@ class ImportWorker:
                     batch.add(chunk, *decoded)
                     del chunk, decoded
                     if batch.size >= self.chunk_lines and not heartbeat.stop.is_set():
+                        prepared = self._prepare(row, batch, checkpoint, lookups)
                         if first_batch:
-                            self._expect_events(row, checkpoint, batch)
+                            self._expect_events(row, checkpoint, batch, prepared.new_ids)
                             first_batch = False
-                        checkpoint = submit(self._prepare(row, batch, checkpoint, lookups))
+                        checkpoint = submit(prepared)
+                        del prepared
                         batch = _Pending()  # the writer has the last one; let it go here
                 if batch.last is not None and not heartbeat.stop.is_set():
                     submit(self._prepare(row, batch, checkpoint, lookups))
@@ -404,11 +407,15 @@ class ImportWorker:
             return
         self._finish(row, "done")
 
-    def _expect_events(self, row: Import, before: Checkpoint, pending: _Pending) -> None:
-        """Tell the store how many events the rest of the upload holds, estimated from the
-        bytes its first batch's lines took, with a tenth more for lines that vary. Of a gzip
-        upload only the compressed bytes read so far are known, read ahead of the lines by up
-        to a block (1 MiB: a few percent of a batch of 122,880 lines)."""
+    def _expect_events(
+        self, row: Import, before: Checkpoint, pending: _Pending, new_ids: float
+    ) -> None:
+        """Tell the store how many events with new ids the rest of the upload holds,
+        estimated from the bytes its first batch's lines took, with a tenth more for lines that
+        vary, and from the share ``new_ids`` of its events whose ids were not stored yet (a
+        re-import brings none). Of a gzip upload only the compressed bytes read so far are
+        known, read ahead of the lines by up to a block (1 MiB: a few percent of a batch of
+        122,880 lines)."""
         last = pending.last
         assert last is not None
         if row.compression == "gzip":
@@ -418,7 +425,7 @@ class ImportWorker:
             read = last.next_offset - before.offset
             remaining = row.bytes_total - before.offset
         if read > 0 and remaining > 0:
-            self.events.expect_events(pending.size * remaining * 11 // (read * 10))
+            self.events.expect_events(int(pending.size * new_ids) * remaining * 11 // (read * 10))
 
     def _prepare(
         self, row: Import, pending: _Pending, before: Checkpoint, lookups: Lookups
@@ -451,7 +458,8 @@ class ImportWorker:
         # reading thread, not on the writing one, which bounds an import (measured on 5M
         # enriched events: the writer busy ~12 s of ~13, the reader waiting ~2 s for it).
         prepared = self.events.prepare_batch(row.owner_id, result.batch)
-        return _Prepared(result.logs, result.line_warnings, checkpoint, prepared)
+        new_ids = 1 - result.replaced / result.imported if result.imported else 1.0
+        return _Prepared(result.logs, result.line_warnings, checkpoint, prepared, new_ids)
 
     def _log_batch(self, row: Import, item: _Prepared, stop: Callable[[], bool]) -> bool:
         """A batch's log entries, then its progress entry (on the logger's thread). False when
