@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 import pytest
 
 from eventport.events.postgres_store import EVENT_IDS_TABLE, PostgresEventStore
@@ -213,6 +214,12 @@ def test_existing_ids(event_store: EventStore) -> None:
     assert event_store.existing_ids("owner-b", ["only-b", "id-00000"]) == {"only-b"}
     assert event_store.existing_ids("owner-c", ids[:10]) == set()
     assert event_store.existing_ids("owner-a", []) == set()
+    # the import's form of the same answer: Arrow texts, each found id once
+    found = event_store.stored_ids("owner-a", pa.array(asked))
+    assert found.type == pa.string()
+    assert sorted(found.to_pylist()) == sorted(ids[::2])
+    assert event_store.stored_ids("owner-c", pa.array(ids[:10])).to_pylist() == []
+    assert event_store.stored_ids("owner-a", pa.array([], pa.string())).to_pylist() == []
 
 
 # -- atomicity ------------------------------------------------------------------------------------

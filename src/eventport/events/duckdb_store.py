@@ -940,11 +940,16 @@ class DuckDBEventStore:
                 )
 
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
+        column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+        return set(self.stored_ids(owner_id, column).to_pylist())
+
+    def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         """On a cursor of its own: the lookup reads the last committed snapshot and does not
         wait for a batch being written (the worker looks up the next batch meanwhile)."""
+        none = pa.array([], pa.string())
         if not len(ids):
-            return set()
-        column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+            return none
+        column = ids
         high, low = self._id_keys(owner_id, column)
         table = pa.table({"id": column, "id_hi": high, "id_lo": low})
         ids = self._shared.ids
@@ -954,7 +959,7 @@ class DuckDBEventStore:
         if ids is not None:  # only the ids it may hold are looked for
             maybe = ids.candidates(high, low)
             if not len(maybe):
-                return set()
+                return none
             table = table.take(maybe)
         with self._lookup_lock:
             if self._lookup is None:
@@ -967,10 +972,10 @@ class DuckDBEventStore:
                     f"SELECT id FROM {_IDS_VIEW} "
                     f"WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})"
                 )
-                found = self._widening(cursor, lambda: _run(cursor, statement))
+                found = self._widening(cursor, lambda: cursor.sql(statement).to_arrow_table())
             finally:
                 cursor.unregister(_IDS_VIEW)
-        return {row[0] for row in found}
+        return found.column(0).combine_chunks()
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: the filter of stored ids makes room

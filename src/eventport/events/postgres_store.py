@@ -472,14 +472,17 @@ class PostgresEventStore:
             self._partitions = {(int(m[1]), int(m[2])) for m in months if m}
 
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        if not len(ids):
-            return set()
         texts = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
-        keys = _keyed(*self._id_keys(owner_id, texts))
+        return set(self.stored_ids(owner_id, texts).to_pylist())
+
+    def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
+        if not len(ids):
+            return pa.array([], pa.string())
+        keys = _keyed(*self._id_keys(owner_id, ids))
         with self._pool.connection() as conn, conn.transaction():
             conn.execute(_PROBE_KEYS)
             found = conn.execute(_FIND_IDS, keys).fetchall()
-        return {texts[n - 1].as_py() for (n,) in found}
+        return ids.take(pa.array([n - 1 for (n,) in found], pa.int64()))
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event

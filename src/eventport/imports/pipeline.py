@@ -79,7 +79,7 @@ class Lookups:
 
     package: Callable[[str], str | None]  # $package as given -> package id the importer may write
     pixel: Callable[[str], str | None]  # $tracking_pixel -> pixel id the importer may write
-    existing_ids: Callable[[pa.Array], set[str]]  # ids already stored for this owner
+    existing_ids: Callable[[pa.Array], pa.Array]  # those of the ids stored for this owner
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
@@ -352,10 +352,10 @@ def build_batch(
     replaced = 0
     if with_unique_id.num_rows:
         found = lookups.existing_ids(unique)
-        found.update(_also_in(unique, unique_hashes, *lookups.previous_ids))
-        if found:
-            known = pa.array(list(found), pa.string())
-            hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), known))
+        also = _also_in(unique, unique_hashes, *lookups.previous_ids)
+        if len(found) or len(also):
+            known = pa.concat_arrays([found.cast(unique.type), also.cast(unique.type)])
+            hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), value_set=known))
             replaced = hit.num_rows
             line_warnings.append(
                 LineWarnings(
@@ -434,16 +434,18 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
     )
 
 
-def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa.Array) -> set[str]:
-    """The ``ids`` that are also among ``others`` (each list with its text_hashes)."""
+def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa.Array) -> pa.Array:
+    """The ``ids`` that are also among ``others`` (each array with its text_hashes), in the
+    order of ``ids``."""
+    none = pa.array([], pa.string())
     if not len(others):
-        return set()
+        return none
     candidates = pc.is_valid(index_of(hashes, other_hashes))
     if not pc.any(candidates).as_py():
-        return set()
+        return none
     maybe = pc.filter(ids, candidates)
     theirs = pc.filter(others, pc.is_in(other_hashes, value_set=pc.filter(hashes, candidates)))
-    return set(maybe.to_pylist()) & set(theirs.to_pylist())
+    return pc.filter(maybe, pc.is_in(maybe, value_set=theirs))
 
 
 def _last_of_each_id(

@@ -521,8 +521,8 @@ class ImportWorker:
 
             return look_up
 
-        def existing(ids: pa.Array) -> set[str]:
-            return self.events.existing_ids(row.owner_id, ids) if len(ids) else set()
+        def existing(ids: pa.Array) -> pa.Array:
+            return self.events.stored_ids(row.owner_id, ids)
 
         enrichment = None
         if self.enricher is not None:
