@@ -23,6 +23,7 @@ from eventport.control.imports import LogRow
 from eventport.control.models import Account
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
+from eventport.imports import worker as worker_module
 from eventport.imports.worker import MAX_ATTEMPTS, ImportWorker
 from tests.conftest import Server
 from tests.importing import counts, full_log, setup_package, start, wait_finished
@@ -207,6 +208,33 @@ def test_a_reimport_tells_the_store_it_brings_no_new_ids(server: Server) -> None
     """The estimate counts only the events whose ids are new: importing a file again (every
     id stored) expects none, so the store reserves no room for them."""
     assert expectations(server, "r", 2) == [LINES * 11 // 10, 0]
+
+
+def test_warnings_on_every_line_do_not_shrink_the_batches(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose times have no zone warns on every line; its batches still hold as many
+    events as any other's (the warnings, held as columns, do not count against a batch)."""
+    monkeypatch.setattr(worker_module, "SLICE_LINES", 100)
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    batch = 200  # read in two slices
+    body = b"".join(  # no time zone: a naive-time warning on every line
+        orjson.dumps({"$time": f"2024-06-01T00:00:{n % 60:02d}", "$unique_id": f"z-{n}"}) + b"\n"
+        for n in range(2 * batch)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = server.app.state.events
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=batch)
+    finished, raised = run_in_thread(worker, timeout=120)
+    assert finished
+    assert raised is None
+    done = wait_finished(alice, "alice", started["id"])
+    assert counts(done) == (2 * batch, 2 * batch, 0)
+    assert done["warnings_total"] == 2 * batch
+    log = full_log(alice, "alice", started["id"])
+    progress = [(e["line"], e["events_count"]) for e in log if e["type"] == "progress"]
+    assert progress == [(batch, batch), (2 * batch, 2 * batch)]  # two batches, both full
 
 
 class FailingLogWorker(ImportWorker):
