@@ -303,23 +303,17 @@ def write_log_rows(session: Session, import_id: str, rows: Iterable[LogRow]) -> 
         per_statement = _sqlite_rows_per_statement(connection.connection.dbapi_connection)
         while True:
             params: list[object] = []
-            shapes: list[str] | None = None  # each row's, once one is not short
-            count = 0
+            shapes: list[str] = []  # each row's
             for values in itertools.islice(rows, per_statement):
                 params.append(import_id)
                 params.extend(values)
                 params.append(created)
-                if shapes is None and len(values) != SHORT_ROW:
-                    shapes = [short] * count
-                if shapes is not None:
-                    shapes.append(short if len(values) == SHORT_ROW else full)
-                count += 1
-            if not count:
+                shapes.append(short if len(values) == SHORT_ROW else full)
+            if not shapes:
                 return
             connection.exec_driver_sql(
                 f"INSERT INTO {ImportLog.__tablename__} ({listed}) VALUES "
-                f"{', '.join(shapes or [short] * count)} "
-                "ON CONFLICT (import_id, line, code) DO NOTHING",
+                f"{', '.join(shapes)} ON CONFLICT (import_id, line, code) DO NOTHING",
                 tuple(params),
             )
     listed_rows = [dict(zip(_LOG_FIELDS, values, strict=False)) for values in rows]  # short too

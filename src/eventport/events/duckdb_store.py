@@ -95,6 +95,7 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     checked_batch,
+    existing_ids_of,
     micros_to_datetime,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
@@ -940,8 +941,7 @@ class DuckDBEventStore:
                 )
 
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
-        return set(self.stored_ids(owner_id, column).to_pylist())
+        return existing_ids_of(self, owner_id, ids)
 
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         """On a cursor of its own: the lookup reads the last committed snapshot and does not
@@ -949,15 +949,14 @@ class DuckDBEventStore:
         none = pa.array([], pa.string())
         if not len(ids):
             return none
-        column = ids
-        high, low = self._id_keys(owner_id, column)
-        table = pa.table({"id": column, "id_hi": high, "id_lo": low})
-        ids = self._shared.ids
-        if ids is None and self._filtered():
+        high, low = self._id_keys(owner_id, ids)
+        table = pa.table({"id": ids, "id_hi": high, "id_lo": low})
+        stored = self._shared.ids
+        if stored is None and self._filtered():
             with self._lock:
-                ids = self._id_filter(self._connection())
-        if ids is not None:  # only the ids it may hold are looked for
-            maybe = ids.candidates(high, low)
+                stored = self._id_filter(self._connection())
+        if stored is not None:  # only the ids it may hold are looked for
+            maybe = stored.candidates(high, low)
             if not len(maybe):
                 return none
             table = table.take(maybe)

@@ -66,6 +66,7 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     batch_table,
+    existing_ids_of,
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
@@ -472,8 +473,7 @@ class PostgresEventStore:
             self._partitions = {(int(m[1]), int(m[2])) for m in months if m}
 
     def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        texts = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
-        return set(self.stored_ids(owner_id, texts).to_pylist())
+        return existing_ids_of(self, owner_id, ids)
 
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         if not len(ids):

@@ -364,3 +364,9 @@ def open_configured_event_store(settings: Settings) -> EventStore:
         duckdb_memory_mb=settings.duckdb_memory_mb,
         duckdb_write_memory_mb=settings.duckdb_write_memory_mb,
     )
+
+
+def existing_ids_of(store: EventStore, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
+    """:meth:`EventStore.existing_ids` from the store's :meth:`EventStore.stored_ids`."""
+    column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
+    return set(store.stored_ids(owner_id, column).to_pylist())

@@ -136,9 +136,8 @@ def _decode_ndjson(chunk: Chunk, keep_addresses: bool) -> Decoded:
     count, fast, index, time, columns, slow, naive = _plainline.scan(block, limit)
     if count != chunk.line_count:
         raise RuntimeError(f"the scanner read {count} lines of a {chunk.line_count}-line chunk")
-    lines = pa.Array.from_buffers(pa.int32(), fast, [None, pa.py_buffer(index)])
     arrays = {
-        "line": pc.add(lines.cast(pa.int64()), first),
+        "line": _line_numbers(index, first),
         "time": pa.Array.from_buffers(pa.int64(), fast, [None, pa.py_buffer(time)]),
     }
     for name, (validity, offsets, data) in zip(_SCANNED, columns, strict=True):
@@ -171,10 +170,15 @@ def _naive_times(first: int, index: bytes, offsets: bytes, data: bytes) -> list[
     """The warnings of the scanned lines whose time had no zone (its text, as Python says it)."""
     if not index:
         return []
-    count = len(index) // 4
-    lines = pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(index)])
+    lines = _line_numbers(index, first)
     texts = pa.Array.from_buffers(
-        pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        pa.string(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
-    lines = pc.add(lines.cast(pa.int64()), first)
     return [LineWarnings(Code.NAIVE_TIME.value, lines, naive_time_message, texts)]
+
+
+def _line_numbers(index: bytes, first: int) -> pa.Array:
+    """The line numbers (int64) of the scanner's int32 line indexes in a chunk whose first
+    line is ``first``."""
+    indexes = pa.Array.from_buffers(pa.int32(), len(index) // 4, [None, pa.py_buffer(index)])
+    return pc.add(indexes.cast(pa.int64()), first)

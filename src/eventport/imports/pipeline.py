@@ -79,7 +79,7 @@ class Lookups:
 
     package: Callable[[str], str | None]  # $package as given -> package id the importer may write
     pixel: Callable[[str], str | None]  # $tracking_pixel -> pixel id the importer may write
-    existing_ids: Callable[[pa.Array], pa.Array]  # those of the ids stored for this owner
+    stored_ids: Callable[[pa.Array], pa.Array]  # those of the ids stored for this owner
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
@@ -351,10 +351,10 @@ def build_batch(
     unique_hashes = with_unique_id.column("id_hash").combine_chunks()
     replaced = 0
     if with_unique_id.num_rows:
-        found = lookups.existing_ids(unique)
+        found = lookups.stored_ids(unique)
         also = _also_in(unique, unique_hashes, *lookups.previous_ids)
         if len(found) or len(also):
-            known = pa.concat_arrays([found.cast(unique.type), also.cast(unique.type)])
+            known = pa.concat_arrays([found.cast(unique.type), also])  # also: unique's
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), value_set=known))
             replaced = hit.num_rows
             line_warnings.append(

@@ -521,9 +521,6 @@ class ImportWorker:
 
             return look_up
 
-        def existing(ids: pa.Array) -> pa.Array:
-            return self.events.stored_ids(row.owner_id, ids)
-
         enrichment = None
         if self.enricher is not None:
             with self.control.session() as s:
@@ -532,7 +529,7 @@ class ImportWorker:
         return Lookups(
             package=writable(owned_package_for),
             pixel=writable(pixel_for),
-            existing_ids=existing,
+            stored_ids=lambda ids: self.events.stored_ids(row.owner_id, ids),
             enrichment=enrichment,
             keep_ip_addresses=self.keep_ip_addresses,
         )
