@@ -8,13 +8,17 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from eventport.control import accounts, imports
 from eventport.control.database import ControlDatabase
+from eventport.control.imports import RunRow
 from eventport.control.models import ImportLog
+from eventport.imports import log_lines
+from eventport.imports.log_lines import LineWarnings
 from tests.conftest import truncate_all
 
 
@@ -223,3 +227,86 @@ def test_short_rows_have_no_artifact_and_no_counts(
         (2_600, "naive-time", "m2600", None, None, None, None),
     ]
     assert got[-1] == (3_000, "naive-time", "m3000", None, None, None, None)
+
+
+# --- runs: a warning on many lines as one row (imports/log_lines.py) --------------------------
+
+
+def _runs(code: str, lines: list[int], texts: list[str] | None, size: int) -> list[RunRow]:
+    held = LineWarnings(
+        code, pa.array(lines, pa.int64()), None if texts is None else pa.array(texts)
+    )
+    return list(held.runs(size))
+
+
+def test_the_whole_log_merges_single_entries_and_runs_in_order(
+    control: ControlDatabase, import_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two codes' runs interleave (a batch's replaced ids and bad addresses), single entries
+    fall between and on the same lines; runs are read a few heads at a time; an entry of a run
+    on a (line, code) that has a single entry is given once (the single one, written first,
+    as the unique key kept it before runs); a replayed run is stored once."""
+    monkeypatch.setattr(log_lines, "RUN_HEADS", 2)
+    replaced = list(range(1, 200, 2))  # odd lines
+    addresses = list(range(50, 150, 3))
+    singles = [entry(0, "info", "progress"), entry(60, "error", "failed-to-decode")]
+    singles += [entry(line, "warning", "duplicate-unique-id") for line in (7, 99)]  # in file
+    runs = _runs("duplicate-unique-id", replaced, [f"id{n}" for n in replaced], size=7)
+    runs += _runs("invalid-remote-address", addresses, None, size=5)
+    with control.session() as s:
+        write_logs(s, import_id, singles)
+        imports.write_log_runs(s, import_id, runs[::-1])
+        imports.write_log_runs(s, import_id, runs[:3])  # a replay
+    got = [(e[0], e[3], e[4]) for e in log_lines.log_entries(control.session, import_id)]
+    keys = [(line, code) for line, code, _ in got]
+    want = {(int(e["line"]), str(e["code"])) for e in singles}  # type: ignore[call-overload]
+    want |= {(line, "duplicate-unique-id") for line in replaced}
+    want |= {(line, "invalid-remote-address") for line in addresses}
+    assert keys == sorted(want)  # each once, in order
+    messages = {(line, code): message for line, code, message in got}
+    assert messages[(7, "duplicate-unique-id")] == "duplicate-unique-id 7"  # the single entry
+    assert messages[(9, "duplicate-unique-id")] == log_lines.replaced_message(
+        "id9", "an event imported earlier"
+    )
+    assert messages[(53, "invalid-remote-address")].startswith("$remote_address is not")
+    with control.session() as s:
+        sample = log_lines.log_sample(s, import_id, "warning")
+        errors = log_lines.log_sample(s, import_id, "error")
+    assert [(e[0], e[3]) for e in sample] == [k for k in sorted(want) if k[0] and k[0] != 60][
+        : imports.LOG_SAMPLE
+    ]
+    assert [(e[0], e[3]) for e in errors] == [(60, "failed-to-decode")]
+
+
+def test_a_resumed_import_drops_the_runs_past_its_checkpoint(
+    control: ControlDatabase, import_id: str
+) -> None:
+    lines = list(range(1, 31))
+    with control.session() as s:
+        imports.write_log_runs(s, import_id, _runs("naive-time", lines, ["t"] * 30, size=10))
+        imports.drop_log_runs_from(s, import_id, 11)  # the second and third runs start there
+    got = [e[0] for e in log_lines.log_entries(control.session, import_id)]
+    assert got == list(range(1, 11))
+
+
+def test_a_warning_sample_reads_only_the_first_runs(
+    control: ControlDatabase, import_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status request reads the first warnings: of a log of 100,000 warnings in runs, only
+    the runs those come from."""
+    lines = list(range(1, 100_001))
+    runs = _runs("invalid-remote-address", lines, None, size=log_lines.RUN_ENTRIES)
+    read: list[int] = []
+    real_body = imports.run_body
+
+    def counted(session: Session, run_id: int) -> bytes:
+        read.append(run_id)
+        return real_body(session, run_id)
+
+    monkeypatch.setattr(imports, "run_body", counted)
+    with control.session() as s:
+        imports.write_log_runs(s, import_id, runs)
+        sample = log_lines.log_sample(s, import_id, "warning")
+    assert len(runs) == 5
+    assert [e[0] for e in sample] == list(range(1, imports.LOG_SAMPLE + 1))
+    assert len(read) == 1

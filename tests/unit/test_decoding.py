@@ -59,7 +59,7 @@ def decoded(chunk: Chunk, keep: bool = False) -> tuple[pa.Table, list[LogEntry]]
     warned = [
         LogEntry(line, "warning", code, code, message)
         for group in line_warnings
-        for line, _, code, _, message in group.rows()
+        for line, _, code, _, message, *_ in group.entries()
     ]
     return table, sorted(entries + warned, key=lambda entry: entry.line or 0)
 

@@ -1,52 +1,80 @@
-"""One warning on many lines, held as columns: its rows are made, in parts, as they are stored."""
+"""One warning on many lines: held as columns, stored as compressed runs, read back whole."""
 
 from __future__ import annotations
+
+import random
+import uuid
 
 import pyarrow as pa
 import pytest
 
-from eventport.imports.log_lines import LineWarnings
+from eventport.imports.log_lines import LineWarnings, replaced_message
+from eventport.imports.records import naive_time_message
+
+ADDRESS_MESSAGE = "$remote_address is not an IP address; the event is imported without location"
 
 
-def _named(text: str | None) -> str:
-    return f"names {text!r}"
-
-
-def test_rows_in_parts_are_the_rows_whole() -> None:
-    warnings = LineWarnings(
-        "duplicate-unique-id",
-        pa.array([3, 5, 8, 13, 21], pa.int64()),
-        _named,
-        pa.array(["a", "b", None, "d", "e"]),
-    )
-    whole = list(warnings.rows())
-    assert whole[0] == (
+def test_runs_give_back_every_line_and_message() -> None:
+    ids = [f"id-{n}" for n in range(5)]
+    lines = [3, 5, 8, 1_000_013, 1_000_021]  # steps of one, of millions
+    warnings = LineWarnings("duplicate-unique-id", pa.array(lines, pa.int64()), pa.array(ids))
+    got = list(warnings.entries())
+    assert got[0] == (
         3,
         "warning",
         "duplicate-unique-id",
         "duplicate-unique-id",
-        "names 'a'",
-    )  # a short row: no package, pixel or counts
-    assert [row[0] for row in whole] == [3, 5, 8, 13, 21]
-    assert [row[4] for row in whole] == [
-        "names 'a'",
-        "names 'b'",
-        "names None",
-        "names 'd'",
-        "names 'e'",
+        replaced_message("id-0", "an event imported earlier"),
+        None,
+        None,
+        None,
+        None,
+    )
+    assert [entry[0] for entry in got] == lines
+    assert [entry[4] for entry in got] == [
+        replaced_message(i, "an event imported earlier") for i in ids
     ]
-    parts = [list(warnings.rows(at, at + 2)) for at in range(0, len(warnings), 2)]
-    assert [len(part) for part in parts] == [2, 2, 1]
-    assert [row for part in parts for row in part] == whole
-    assert list(warnings.rows(5, 7)) == []
+
+
+def test_runs_hold_at_most_their_size() -> None:
+    lines = pa.array(range(10, 35), pa.int64())
+    warnings = LineWarnings("naive-time", lines, pa.array([f"2024-01-{n}" for n in range(25)]))
+    runs = list(warnings.runs(size=10))
+    assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
+        ("naive-time", 10, 19, 10),
+        ("naive-time", 20, 29, 10),
+        ("naive-time", 30, 34, 5),
+    ]
+    whole = list(warnings.entries())
+    assert [e[0] for e in whole] == list(range(10, 35))
+    assert whole[-1][4] == naive_time_message("2024-01-24")
+
+
+def test_runs_are_compact() -> None:
+    """A re-import's warnings: one a line, each naming a random id (as one row each they took
+    ~420 bytes an entry in SQLite). The line steps cost next to nothing; a random UUID's 36
+    characters hold 122 bits, ~16 bytes."""
+    count = 20_000
+    rng = random.Random(7)
+    ids = pa.array([str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)])
+    lines = pa.array(range(1, count + 1), pa.int64())
+    (run,) = LineWarnings("duplicate-unique-id", lines, ids).runs()
+    assert len(run[4]) < count * 24
+    (bare,) = LineWarnings("invalid-remote-address", lines).runs()
+    assert len(bare[4]) < 1_000
 
 
 def test_a_message_that_names_nothing_is_the_same_on_every_line() -> None:
-    warnings = LineWarnings("invalid-remote-address", pa.array([2, 4], pa.int64()), _named)
+    warnings = LineWarnings("invalid-remote-address", pa.array([2, 4], pa.int64()))
     assert len(warnings) == 2
-    assert [(row[0], row[4]) for row in warnings.rows()] == [(2, "names None"), (4, "names None")]
+    assert [(e[0], e[4]) for e in warnings.entries()] == [
+        (2, ADDRESS_MESSAGE),
+        (4, ADDRESS_MESSAGE),
+    ]
 
 
-def test_a_text_for_each_line() -> None:
+def test_a_text_for_each_line_and_a_known_code() -> None:
     with pytest.raises(ValueError, match="2 texts for 3 lines"):
-        LineWarnings("x", pa.array([1, 2, 3], pa.int64()), _named, pa.array(["a", "b"]))
+        LineWarnings("naive-time", pa.array([1, 2, 3], pa.int64()), pa.array(["a", "b"]))
+    with pytest.raises(ValueError, match="no message"):
+        LineWarnings("made-up", pa.array([1], pa.int64()))

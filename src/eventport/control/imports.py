@@ -10,11 +10,13 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, func, select, tuple_, update
+from sqlalchemy import Row, Select, delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from eventport.control.accounts import namespace_access
-from eventport.control.models import Account, Import, ImportLog, utcnow
+from eventport.control.models import Account, Import, ImportLog, ImportLogRun, utcnow
 from eventport.control.packages import owner_for_listing, parse_uuid
 from eventport.domain.access import Access
 from eventport.domain.errors import InvalidInput, NotFound
@@ -375,3 +377,61 @@ def log_page(
     session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 10_000
 ) -> Sequence[LogRead]:
     return session.execute(page_query(import_id, after, limit)).all()
+
+
+# --- runs: one warning on many lines, as one row (see ImportLogRun) ---------------------------
+
+# A run's values: code, first line, last line, entries, body (see imports/log_lines.py).
+RunRow = tuple[str, int, int, int, bytes]
+RunHead = Row[Any]  # id, code, first_line: a run's place in the log, without its body
+_RUN_HEAD: tuple[Any, ...] = (ImportLogRun.id, ImportLogRun.code, ImportLogRun.first_line)
+
+
+def write_log_runs(session: Session, import_id: str, runs: Sequence[RunRow]) -> None:
+    """Insert runs; one already there (same import, first line and code) is kept as is."""
+    if not runs:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "import_id": import_id,
+            "code": code,
+            "first_line": first,
+            "last_line": last,
+            "entries": entries,
+            "body": body,
+            "created_at": now,
+        }
+        for code, first, last, entries, body in runs
+    ]
+    dialect = session.connection().dialect.name
+    keeping = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(ImportLogRun)
+    session.execute(keeping.on_conflict_do_nothing(), rows)
+
+
+def drop_log_runs_from(session: Session, import_id: str, line: int) -> None:
+    """Forget the runs that start at ``line`` or later: a resumed import makes them again."""
+    session.execute(
+        delete(ImportLogRun).where(
+            ImportLogRun.import_id == import_id, ImportLogRun.first_line >= line
+        )
+    )
+
+
+def run_heads(
+    session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 1_000
+) -> Sequence[RunHead]:
+    """The next runs in the order they start, (first line, code), after ``after``."""
+    query = select(*_RUN_HEAD).where(ImportLogRun.import_id == import_id)
+    if after is not None:
+        query = query.where(tuple_(ImportLogRun.first_line, ImportLogRun.code) > tuple_(*after))
+    return session.execute(
+        query.order_by(ImportLogRun.first_line, ImportLogRun.code).limit(limit)
+    ).all()
+
+
+def run_body(session: Session, run_id: int) -> bytes:
+    body: bytes = session.execute(
+        select(ImportLogRun.body).where(ImportLogRun.id == run_id)
+    ).scalar_one()
+    return body

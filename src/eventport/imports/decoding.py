@@ -31,7 +31,6 @@ from eventport.imports.records import (
     ParsedEvent,
     decode_csv,
     decode_ndjson,
-    naive_time_message,
 )
 
 try:
@@ -174,7 +173,7 @@ def _naive_times(first: int, index: bytes, offsets: bytes, data: bytes) -> list[
     texts = pa.Array.from_buffers(
         pa.string(), len(lines), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
-    return [LineWarnings(Code.NAIVE_TIME.value, lines, naive_time_message, texts)]
+    return [LineWarnings(Code.NAIVE_TIME.value, lines, texts)]
 
 
 def _line_numbers(index: bytes, first: int) -> pa.Array:

@@ -26,7 +26,12 @@ from eventport.events.batch import (
     EventBatch,
     conform,
 )
-from eventport.imports.log_lines import LineWarnings
+from eventport.imports.log_lines import (
+    DUPLICATE_UNIQUE_ID,
+    INVALID_REMOTE_ADDRESS,
+    LineWarnings,
+    replaced_message,
+)
 from eventport.imports.records import LogEntry, failed_line_count
 from eventport.positions import (
     RememberedTexts,
@@ -37,8 +42,6 @@ from eventport.positions import (
 )
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
-DUPLICATE_UNIQUE_ID = "duplicate-unique-id"
-INVALID_REMOTE_ADDRESS = "invalid-remote-address"
 # Remembered per import (~90 B an address in Arrow columns); cleared when full. An address
 # book holds at least a batch's addresses (a batch's events at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
@@ -342,7 +345,7 @@ def build_batch(
 
     line_warnings = list(line_warnings)
     if len(bad_addresses):
-        line_warnings.append(LineWarnings(INVALID_REMOTE_ADDRESS, bad_addresses, _bad_address))
+        line_warnings.append(LineWarnings(INVALID_REMOTE_ADDRESS, bad_addresses))
     table = table.append_column("id_hash", id_hashes if keep is None else id_hashes.filter(keep))
     with_unique_id = table.select(["id", "line", "id_hash"])
     if table.column("unique_id").null_count:
@@ -361,7 +364,6 @@ def build_batch(
                 LineWarnings(
                     DUPLICATE_UNIQUE_ID,
                     hit.column("line").combine_chunks(),
-                    _replaced_earlier,
                     hit.column("id").combine_chunks(),
                 )
             )
@@ -555,24 +557,11 @@ def _dimension_table(
     )
 
 
-def _bad_address(_: str | None) -> str:
-    # The value is not repeated: a log must not keep what could be someone's address.
-    return "$remote_address is not an IP address; the event is imported without location"
-
-
-def _replaced_message(unique_id: str, what: str) -> str:
-    return f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}"
-
-
-def _replaced_earlier(unique_id: str | None) -> str:
-    return _replaced_message(str(unique_id), "an event imported earlier")
-
-
 def _replaced(line: int, unique_id: str, what: str) -> LogEntry:
     return LogEntry(
         line=line,
         level="warning",
         type=DUPLICATE_UNIQUE_ID,
         code=DUPLICATE_UNIQUE_ID,
-        message=_replaced_message(unique_id, what),
+        message=replaced_message(unique_id, what),
     )

@@ -333,6 +333,8 @@ class ImportWorker:
         checkpoint = self.events.checkpoint(row.id)
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
+            with self.control.session() as s:  # those past it are made again
+                control_imports.drop_log_runs_from(s, row.id, checkpoint.line)
         else:
             checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
@@ -474,16 +476,18 @@ class ImportWorker:
         parts = [
             _log_rows(logs[start : start + LOG_CHUNK]) for start in range(0, len(logs), LOG_CHUNK)
         ]
-        for group in line_warnings:
-            parts.extend(
-                group.rows(start, start + LOG_CHUNK) for start in range(0, len(group), LOG_CHUNK)
-            )
-        del logs, line_warnings
+        del logs
         for part in parts:  # an abort is seen between chunks
             if stop():
                 return False
             self._log(row.id, part)
         del parts
+        for group in line_warnings:  # a few rows each (see imports/log_lines.py)
+            if stop():
+                return False
+            with self.control.session() as s:
+                control_imports.write_log_runs(s, row.id, list(group.runs()))
+        del line_warnings
         if stop():
             return False
         self._log(row.id, [progress])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from eventport.control.packages import owned_package_for, owner_for_listing
 from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
 from eventport.domain.errors import no_room
+from eventport.imports import log_lines
 from eventport.settings import Settings
 
 router = APIRouter(tags=["v2 event import"])
@@ -186,14 +188,9 @@ def get_import_log(owner: str, event_import_id: str, db: Db, actor: Actor) -> St
         import_id = store.import_for(s, actor, owner, event_import_id).id
 
     def lines() -> Iterator[bytes]:
-        after: tuple[int, str] | None = None
-        while True:
-            with db.session() as s:
-                entries = store.log_page(s, import_id, after)
-            if not entries:
-                return
-            yield b"".join(orjson.dumps(log_entry(e)) + b"\n" for e in entries)
-            after = (entries[-1].line, entries[-1].code)
+        entries = log_lines.log_entries(db.session, import_id)
+        while page := list(itertools.islice(entries, 10_000)):
+            yield b"".join(orjson.dumps(log_entry(e)) + b"\n" for e in page)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -266,8 +263,8 @@ def event_import(s: Session, row: Import) -> dict[str, Any]:
         "warnings_total": row.warnings,
         "events_excluded": row.excluded,
         "events_do_not_track": row.do_not_track,
-        "error_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "error")],
-        "warning_log_sample": [log_entry(e) for e in store.log_sample(s, row.id, "warning")],
+        "error_log_sample": [log_entry(e) for e in log_lines.log_sample(s, row.id, "error")],
+        "warning_log_sample": [log_entry(e) for e in log_lines.log_sample(s, row.id, "warning")],
         "created_at": timestamp(row.created_at),
         "updated_at": timestamp(row.updated_at),
         "bytes_total": row.bytes_total,
