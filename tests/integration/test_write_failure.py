@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import timedelta
 from gzip import compress
 from typing import Any
@@ -19,7 +19,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from eventport.control.imports import LogRow
+from eventport.control.imports import RunRow
 from eventport.control.models import Account
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
@@ -245,13 +245,12 @@ class FailingLogWorker(ImportWorker):
         self._fail_on = fail_on
         self.batches_logged = 0
 
-    def _log(self, import_id: str, rows: Iterable[LogRow]) -> None:
-        rows = list(rows)
-        if rows and rows[0][3] == "naive-time":  # a row's code
+    def _log_runs(self, import_id: str, runs: Sequence[RunRow]) -> None:
+        if runs and runs[0][0] == "naive-time":  # a run's code
             self.batches_logged += 1
             if self.batches_logged == self._fail_on:
                 raise InjectedFailure("the control store broke (injected)")
-        super()._log(import_id, rows)
+        super()._log_runs(import_id, runs)
 
 
 def test_a_batch_is_written_only_once_its_log_entries_are_stored(server: Server) -> None:

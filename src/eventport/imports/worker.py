@@ -15,7 +15,7 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -485,8 +485,7 @@ class ImportWorker:
         for group in line_warnings:  # a few rows each (see imports/log_lines.py)
             if stop():
                 return False
-            with self.control.session() as s:
-                control_imports.write_log_runs(s, row.id, list(group.runs()))
+            self._log_runs(row.id, list(group.runs()))
         del line_warnings
         if stop():
             return False
@@ -542,6 +541,11 @@ class ImportWorker:
         """Store the log rows ``rows`` (made as they go in) in one transaction."""
         with self.control.session() as s:
             control_imports.write_log_rows(s, import_id, rows)
+
+    def _log_runs(self, import_id: str, runs: Sequence[control_imports.RunRow]) -> None:
+        """Store runs of one warning (see imports/log_lines.py) in one transaction."""
+        with self.control.session() as s:
+            control_imports.write_log_runs(s, import_id, runs)
 
     def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
         progress = control_imports.Progress(
