@@ -78,3 +78,10 @@ def test_a_text_for_each_line_and_a_known_code() -> None:
         LineWarnings("naive-time", pa.array([1, 2, 3], pa.int64()), pa.array(["a", "b"]))
     with pytest.raises(ValueError, match="no message"):
         LineWarnings("made-up", pa.array([1], pa.int64()))
+
+
+def test_a_warning_about_an_address_keeps_no_text() -> None:
+    """Runs are stored compressed, out of reach of a search of the data directory for raw
+    addresses: a warning about an address cannot keep one."""
+    with pytest.raises(ValueError, match="keeps no text"):
+        LineWarnings("invalid-remote-address", pa.array([1], pa.int64()), pa.array(["1.2.3.4"]))

@@ -76,6 +76,11 @@ MESSAGES: dict[str, Callable[[str | None], str]] = {
     Code.NAIVE_TIME.value: naive_time_message,
 }
 
+# The codes whose runs keep a text for each line. Runs are stored compressed, where a search of
+# the data directory for raw addresses (tests/integration/test_enrichment.py) cannot see them:
+# a warning about an address never keeps it (its message does not repeat it either).
+_KEEPS_TEXT = frozenset({DUPLICATE_UNIQUE_ID, Code.NAIVE_TIME.value})
+
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 
 
@@ -89,6 +94,8 @@ class LineWarnings:
     def __init__(self, code: str, lines: pa.Array, texts: pa.Array | None = None) -> None:
         if code not in MESSAGES:
             raise ValueError(f"no message for {code!r}")
+        if texts is not None and code not in _KEEPS_TEXT:
+            raise ValueError(f"{code!r} keeps no text")
         if texts is not None and len(texts) != len(lines):
             raise ValueError(f"{len(texts)} texts for {len(lines)} lines")
         self.code = code
