@@ -2,6 +2,7 @@
 
     python bench/ingest.py --events 1000000            # embedded default (SQLite + DuckDB)
     python bench/ingest.py --events 1000000 --postgres # PostgreSQL (a temporary database)
+    python bench/ingest.py --events 1000000 --reimport # the same file imported twice
 
 Prints events/s end to end with and without enrichment (EVENTPORT_ENRICHMENT), the server's
 peak resident memory, and a baseline on the same file: DuckDB's own read_json into a table
@@ -11,6 +12,11 @@ This machine's speed drifts from run to run (the same import took 20-30% longer 
 minute to the next), so ``--rounds N`` runs each of the three N times, interleaved (without,
 with, baseline, then again), and prints the medians: the enrichment cost and the ratio then
 compare runs made side by side, not whatever minute each one fell in.
+
+``--reimport`` imports the file, then times a second import of it into the same server (every
+event replaces one and gets a ``duplicate-unique-id`` warning): its time, the server's peak
+memory during it, the control store's size on disk after it, and how fast its whole log (an
+entry a line) streams over HTTP. Enriched only, and no baseline.
 """
 
 from __future__ import annotations
@@ -174,11 +180,39 @@ def finished_at(status: dict[str, object]) -> float:
     return moment.timestamp()
 
 
-def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dict[str, object]]:
+def wait_done(client: httpx.Client, import_id: str) -> dict[str, object]:
+    while True:
+        status: dict[str, object] = client.get(f"/v2/imports/bench/{import_id}").json()
+        if status["status"] != "importing":
+            return status
+        time.sleep(STATUS_SECONDS)
+
+
+def reset_peak(pid: int) -> None:
+    """Start the server's VmHWM again from its resident memory now (Linux: clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def log_rate(client: httpx.Client, import_id: str) -> tuple[int, float]:
+    """The import's whole log streamed over HTTP: (entries, seconds)."""
+    started = time.perf_counter()
+    entries = 0
+    with client.stream("GET", f"/v2/imports/bench/{import_id}/log") as response:
+        for _ in response.iter_lines():
+            entries += 1
+    return entries, time.perf_counter() - started
+
+
+def import_over_http(
+    path: Path, env: dict[str, str], *, reimport: bool = False
+) -> tuple[float, float, dict[str, object]]:
     port = free_port()
     server = run_server(env, port)
     try:
         client, package_id = bench_client(env, port)
+        if reimport:  # the same file once before: the timed import replaces all of it
+            wait_done(client, start_import(client, package_id, path))
+            reset_peak(server.pid)
         started = time.perf_counter()
         started_at = time.time()
         import_id = start_import(client, package_id, path)
@@ -197,7 +231,10 @@ def import_over_http(path: Path, env: dict[str, str]) -> tuple[float, float, dic
         status["peak_anon_mb"], status["peak_file_mb"] = round(anon), round(mapped)
         elapsed = finished_at(status) - started_at
         status["upload_seconds"] = round(uploaded, 2)
-        return elapsed, peak_rss_mb(server.pid), status
+        peak = peak_rss_mb(server.pid)
+        if reimport:
+            status["log_entries"], status["log_seconds"] = log_rate(client, import_id)
+        return elapsed, peak, status
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -277,6 +314,11 @@ def main() -> None:
         default=1,
         help="run each import and the baseline this many times, interleaved; print medians",
     )
+    parser.add_argument(
+        "--reimport",
+        action="store_true",
+        help="time a second import of the file into the same server (enriched; no baseline)",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -293,6 +335,12 @@ def main() -> None:
             f"workers: {args.workers}, store: {'postgresql' if args.postgres else 'embedded'}, "
             f"distinct addresses: {args.address_share:.0%} of events"
         )
+        if args.reimport:
+            for round_number in range(args.rounds):
+                data_dir = Path(tmp) / f"data-reimport-{round_number}"
+                reimport_once(args, path, data_dir)
+                shutil.rmtree(data_dir, ignore_errors=True)
+            return
         seconds: dict[bool, list[float]] = {}
         baselines: list[float] = []
         name = "plain COPY of the same rows" if args.postgres else "DuckDB read_json into a table"
@@ -345,15 +393,38 @@ def temporary_database(admin: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: bool) -> float:
-    """One import on a fresh server; prints its figures, returns the seconds it took."""
-    env = {
+def server_env(args: argparse.Namespace, data_dir: Path, enrichment: bool) -> dict[str, str]:
+    return {
         **os.environ,
         "EVENTPORT_DATA_DIR": str(data_dir),
         "EVENTPORT_WORKERS": str(args.workers),
         "EVENTPORT_LOG_LEVEL": "warning",
         "EVENTPORT_ENRICHMENT": str(enrichment).lower(),
     }
+
+
+def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
+    """A second import of the file into the server that imported it; prints its figures."""
+    env = server_env(args, data_dir, True)
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
+        elapsed, rss, status = import_over_http(path, env, reimport=True)
+    control = sum(f.stat().st_size for f in data_dir.glob("control.sqlite3*") if f.is_file())
+    stored = f"; control store on disk {control / 1e6:,.0f} MB" if control else ""
+    entries, log_seconds = int(status["log_entries"]), float(status["log_seconds"])
+    print(
+        f"re-import: {status['status']}, imported {status['events_successfully_imported']:,}, "
+        f"warnings {status['warnings_total']:,}; end to end {elapsed:.2f} s = "
+        f"{args.events / elapsed:,.0f} events/s (upload {status['upload_seconds']} s of it); "
+        f"server peak RSS during it {rss:.0f} MB{stored}; its log: {entries:,} entries in "
+        f"{log_seconds:.2f} s = {entries / log_seconds:,.0f} entries/s over HTTP"
+    )
+
+
+def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: bool) -> float:
+    """One import on a fresh server; prints its figures, returns the seconds it took."""
+    env = server_env(args, data_dir, enrichment)
     with contextlib.ExitStack() as stack:
         if args.postgres:
             env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
