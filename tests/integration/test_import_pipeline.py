@@ -192,6 +192,18 @@ def test_a_reimport_warns_on_every_line_once(api: Server) -> None:
         "earlier"
     )
     assert [e["line"] for e in log if e["type"] == "invalid-remote-address"] == bad_lines
+    # The whole log in (line, code) order, each once, the warnings held in stored runs among
+    # the single entries; the status's sample is the log's first warnings.
+    keys = [(e.get("line", 0), e["code"]) for e in log]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    warnings = [e for e in log if e["class"] == "warning"]
+    assert done["warning_log_sample"] == warnings[:10]
+    assert [(e["line"], e["code"]) for e in warnings[:3]] == [
+        (1, "duplicate-unique-id"),
+        (1, "invalid-remote-address"),
+        (2, "duplicate-unique-id"),
+    ]
     assert stored(api, import_id=second["id"]) == events
     assert stored(api, owner_id=done_owner_id(api, "alice")) == events  # replaced, not added
 
