@@ -170,9 +170,9 @@ def _stored_runs(sessions: Sessions, import_id: str) -> Iterator[Entry]:
 
     waiting = next_head()
     while True:
-        while waiting is not None and (
-            not open_runs or (waiting.first_line, waiting.code) <= open_runs[0][:2]
-        ):
+        # Every run that starts on or before the next entry's line (lines order alike in SQL
+        # and here; codes might not, under another collation).
+        while waiting is not None and (not open_runs or waiting.first_line <= open_runs[0][0]):
             with sessions() as s:
                 body = control_imports.run_body(s, waiting.id)
             entries = _run_entries(waiting.code, waiting.first_line, body)
@@ -208,12 +208,15 @@ def _single_entries(sessions: Sessions, import_id: str) -> Iterator[Entry]:
 def _merged(singles: Iterator[Entry], runs: Iterator[Entry]) -> Iterator[Entry]:
     """Both in (line, code) order; an entry of a run on a (line, code) that has a single entry
     already, or that an earlier run gave, is left out (one entry per line and code, as the
-    single entries' unique key keeps)."""
-    seen: tuple[int, str] | None = None
+    single entries' unique key keeps). The codes seen are kept for the current line, so this
+    holds even where the database orders a line's codes otherwise than Python."""
+    line: int | None = None
+    codes: set[str] = set()
     for entry in heapq.merge(singles, runs, key=lambda e: (e[0], e[3])):
-        key = (entry[0], entry[3])
-        if key != seen:
-            seen = key
+        if entry[0] != line:
+            line, codes = entry[0], set()
+        if entry[3] not in codes:
+            codes.add(entry[3])
             yield entry
 
 
