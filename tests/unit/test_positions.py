@@ -184,3 +184,19 @@ def test_known_keys_answer_which_keys_are_new_and_start_again_past_their_limit()
     assert len(known) == 1
     assert known.unknown(pa.array([3, 7], pa.int64())).to_pylist() == [False, True]
     assert known.unknown(pa.array([], pa.int64())).to_pylist() == []
+
+
+@pytest.mark.usefixtures("compiled")
+@pytest.mark.parametrize(
+    ("count", "at", "want"),
+    [
+        (5, [1, 3], [True, False, True, False, True]),
+        (3, [], [True, True, True]),
+        (1, [0], [False]),
+        (0, [], []),
+    ],
+)
+def test_not_at_marks_the_rows_away_from_the_positions(
+    count: int, at: list[int], want: list[bool]
+) -> None:
+    assert positions.not_at(count, pa.array(at, pa.int64())).to_pylist() == want

@@ -147,32 +147,36 @@ def _run_entries(code: str, first_line: int, body: bytes) -> Iterator[Entry]:
             yield (number, "warning", code, code, message(text), None, None, None, None)
 
 
+def _paged(
+    sessions: Sessions,
+    read: Callable[[Session, tuple[int, str] | None], Sequence[Any]],
+    key: Callable[[Any], tuple[int, str]],
+) -> Iterator[Any]:
+    """The rows ``read`` gives a page at a time, each page in a session of its own and seeking
+    past the ``key`` of the last row of the one before (None: from the start)."""
+    after: tuple[int, str] | None = None
+    while True:
+        with sessions() as s:
+            page = read(s, after)
+        if not page:
+            return
+        yield from page
+        after = key(page[-1])
+
+
 def _stored_runs(sessions: Sessions, import_id: str) -> Iterator[Entry]:
     """Every run's entries, merged in (line, code) order. Runs are read in the order they
     start and opened only once the entries before their first line are given: runs of
     different codes may interleave (a batch's duplicate ids and bad addresses), runs of one
     code do not, so few are open at once."""
-    heads: Iterator[Any] = iter(())
-    after: tuple[int, str] | None = None
-    exhausted = False
-    waiting: Any = None  # the next run not opened yet
+    heads = _paged(
+        sessions,
+        lambda s, after: control_imports.run_heads(s, import_id, after, RUN_HEADS),
+        lambda head: (head.first_line, head.code),
+    )
     open_runs: list[tuple[int, str, int, Entry, Iterator[Entry]]] = []
     order = itertools.count()
-
-    def next_head() -> Any:
-        nonlocal heads, after, exhausted
-        head = next(heads, None)
-        if head is None and not exhausted:
-            with sessions() as s:
-                page = control_imports.run_heads(s, import_id, after, RUN_HEADS)
-            exhausted = not page
-            heads = iter(page)
-            head = next(heads, None)
-        if head is not None:
-            after = (head.first_line, head.code)
-        return head
-
-    waiting = next_head()
+    waiting = next(heads, None)  # the next run not opened yet
     while True:
         # Every run that starts on or before the next entry's line (lines order alike in SQL
         # and here; codes might not, under another collation).
@@ -183,7 +187,7 @@ def _stored_runs(sessions: Sessions, import_id: str) -> Iterator[Entry]:
             entry = next(entries, None)
             if entry is not None:
                 heapq.heappush(open_runs, (entry[0], entry[3], next(order), entry, entries))
-            waiting = next_head()
+            waiting = next(heads, None)
         if not open_runs:
             return
         _, _, _, entry, entries = open_runs[0]
@@ -198,15 +202,12 @@ def _stored_runs(sessions: Sessions, import_id: str) -> Iterator[Entry]:
 
 
 def _single_entries(sessions: Sessions, import_id: str) -> Iterator[Entry]:
-    """The entries stored one row each, a page at a time (each page seeks past the last)."""
-    after: tuple[int, str] | None = None
-    while True:
-        with sessions() as s:
-            page = control_imports.log_page(s, import_id, after)
-        if not page:
-            return
-        yield from page
-        after = (page[-1].line, page[-1].code)
+    """The entries stored one row each, a page at a time."""
+    return _paged(
+        sessions,
+        lambda s, after: control_imports.log_page(s, import_id, after),
+        lambda entry: (entry.line, entry.code),
+    )
 
 
 def _merged(singles: Iterator[Entry], runs: Iterator[Entry]) -> Iterator[Entry]:

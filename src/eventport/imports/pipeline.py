@@ -38,6 +38,7 @@ from eventport.positions import (
     distinct,
     has_repeats,
     index_of,
+    not_at,
     text_hashes,
 )
 
@@ -472,9 +473,7 @@ def _last_of_each_id(
             )
             dropped.append(earlier_row)
         previous[event_id] = (row, line)
-    everything = pa.array(range(len(ids)), pa.int64())
-    keep = pc.invert(pc.is_in(everything, pa.array(dropped, pa.int64())))
-    return keep, entries
+    return not_at(len(ids), pa.array(dropped, pa.int64())), entries
 
 
 def _columns(

@@ -482,10 +482,10 @@ class ImportWorker:
                 return False
             self._log(row.id, part)
         del parts
-        for group in line_warnings:  # a few rows each (see imports/log_lines.py)
+        if line_warnings:  # a few rows in all (see imports/log_lines.py)
             if stop():
                 return False
-            self._log_runs(row.id, list(group.runs()))
+            self._log_runs(row.id, [run for group in line_warnings for run in group.runs()])
         del line_warnings
         if stop():
             return False
@@ -543,7 +543,7 @@ class ImportWorker:
             control_imports.write_log_rows(s, import_id, rows)
 
     def _log_runs(self, import_id: str, runs: Sequence[control_imports.RunRow]) -> None:
-        """Store runs of one warning (see imports/log_lines.py) in one transaction."""
+        """Store a batch's runs of warnings (see imports/log_lines.py) in one transaction."""
         with self.control.session() as s:
             control_imports.write_log_runs(s, import_id, runs)
 
