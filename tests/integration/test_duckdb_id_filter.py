@@ -10,6 +10,7 @@ import pytest
 
 from eventport.events import id_filter
 from eventport.events.duckdb_store import DuckDBEventStore
+from eventport.events.store import existing_ids
 from tests.integration.test_event_store import checkpoint, make_batch
 
 
@@ -31,7 +32,7 @@ def versions(store: DuckDBEventStore) -> dict[str, str]:
 def replace_and_find(store: DuckDBEventStore) -> None:
     """Three overlapping batches: each reused id keeps only its last event."""
     write(store, [f"e{i}" for i in range(0, 300)], "1")
-    assert store.existing_ids("owner-a", ["e0", "e299", "e300", "x"]) == {"e0", "e299"}
+    assert existing_ids(store, "owner-a", ["e0", "e299", "e300", "x"]) == {"e0", "e299"}
     write(store, [f"e{i}" for i in range(200, 500)], "2", line=301)
     write(store, [f"e{i}" for i in range(0, 600, 3)], "3", line=601)
     found = versions(store)
@@ -39,7 +40,7 @@ def replace_and_find(store: DuckDBEventStore) -> None:
     expected |= {f"e{i}": "3" for i in range(0, 600, 3)}
     assert found == expected
     assert store.count() == len(expected) == 500 + len(range(501, 600, 3))
-    assert store.existing_ids("owner-a", ["e597", "e598", "e600"]) == {"e597"}
+    assert existing_ids(store, "owner-a", ["e597", "e598", "e600"]) == {"e597"}
 
 
 def test_a_reopened_store_builds_its_filter_from_the_stored_ids(tmp_path: Path) -> None:
@@ -49,7 +50,7 @@ def test_a_reopened_store_builds_its_filter_from_the_stored_ids(tmp_path: Path) 
 
     store = open_store(tmp_path / "events.duckdb")
     try:
-        assert store.existing_ids("owner-a", ["e0", "e999", "e1000"]) == {"e0", "e999"}
+        assert existing_ids(store, "owner-a", ["e0", "e999", "e1000"]) == {"e0", "e999"}
         write(store, ["e5", "new"], "2", line=1001)
         assert store.count() == 1001
         assert versions(store)["e5"] == "2"
@@ -73,7 +74,7 @@ def test_a_filter_past_its_capacity_grows(tmp_path: Path, monkeypatch: pytest.Mo
         assert 500 <= ids.keys <= 533 == store.count()
         store.close()
         store = open_store(tmp_path / "events.duckdb")
-        assert store.existing_ids("owner-a", ["e0", "e597", "e598"]) == {"e0", "e597"}
+        assert existing_ids(store, "owner-a", ["e0", "e597", "e598"]) == {"e0", "e597"}
         write(store, ["e1"], "4", line=801)
         assert store.count() == 533
         assert versions(store)["e1"] == "4"
@@ -120,7 +121,7 @@ def test_store_objects_of_one_file_share_its_filter(tmp_path: Path) -> None:
         write(first, ["a", "b"], "1")
         write(second, ["b", "c"], "2", line=3)  # knows b is stored: it replaces it
         assert versions(first) == {"a": "1", "b": "2", "c": "2"}
-        assert second.existing_ids("owner-a", ["a", "d"]) == {"a"}
+        assert existing_ids(second, "owner-a", ["a", "d"]) == {"a"}
         assert first._shared is second._shared
         assert other._shared is not first._shared
         write(other, ["a"], "3")
@@ -137,7 +138,7 @@ def test_store_objects_of_one_file_share_its_filter(tmp_path: Path) -> None:
     store = open_store(tmp_path / "events.duckdb")
     try:
         assert store._shared is not first._shared
-        assert store.existing_ids("owner-a", ["c", "e"]) == {"c"}
+        assert existing_ids(store, "owner-a", ["c", "e"]) == {"c"}
     finally:
         store.close()
 
@@ -179,7 +180,7 @@ def test_writing_the_same_ids_again_adds_no_keys(tmp_path: Path) -> None:
         assert (ids.keys, ids.nbytes, ids.parts) == before
         write(store, [*first[:10], "new"], "3", line=4001)
         assert ids.keys == before[0] + 1
-        assert store.existing_ids("owner-a", ["e0", "e1999", "new", "x"]) == {"e0", "e1999", "new"}
+        assert existing_ids(store, "owner-a", ["e0", "e1999", "new", "x"]) == {"e0", "e1999", "new"}
         assert store.count() == 2001
         assert versions(store)["e1999"] == "2"
     finally:

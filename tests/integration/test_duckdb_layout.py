@@ -23,7 +23,7 @@ from eventport.events.duckdb_store import (
     compact_file,
 )
 from eventport.events.schema import COLUMNS
-from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE
+from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, existing_ids
 from eventport.export.csv import v2_layout
 from eventport.export.query import AggregateRow, EventQuery
 from tests.integration.test_event_store import T0, checkpoint, expected_rows, make_batch
@@ -167,7 +167,7 @@ def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
     try:
         expected = [row for batch in batches for row in expected_rows(batch)]
         assert store.rows("owner-a") == expected
-        assert store.existing_ids("owner-a", ["a", "d", "zz"]) == {"a", "d"}
+        assert existing_ids(store, "owner-a", ["a", "d", "zz"]) == {"a", "d"}
         store.write_batch("owner-a", make_batch(["a"], version="2"), checkpoint(line=2))
         assert [r["version"] for r in store.rows("owner-a") if r["id"] == "a"] == ["2"]
     finally:
@@ -378,7 +378,7 @@ def test_compact_rewrites_the_rows_in_time_order_and_whole_row_groups(tmp_path: 
         times = [t for (t,) in con.execute(f"SELECT time FROM {ROWS_TABLE}").fetchall()]
         assert times == sorted(times)  # stored in time order
         assert row_group_sizes(con) == [COMPACTED_ROW_GROUP_ROWS] * whole + [rest]
-        assert store.existing_ids("owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
+        assert existing_ids(store, "owner-a", ["p0-5", "p1-124999", "no"]) == {"p0-5", "p1-124999"}
         stored = store.checkpoint("import-1")  # checkpoints came along
         assert stored is not None
         assert stored.line == 2 * size + 1

@@ -95,7 +95,6 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     checked_batch,
-    existing_ids_of,
     micros_to_datetime,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
@@ -855,9 +854,9 @@ class DuckDBEventStore:
         if self._shared.pool is None:  # the first store object's limits are the database's
             self._shared.pool = PoolLimit(memory_limit, write_memory_limit)
         self._pool = self._shared.pool
-        self._lookup: duckdb.DuckDBPyConnection | None = None  # existing_ids' own cursor
+        self._lookup: duckdb.DuckDBPyConnection | None = None  # stored_ids' own cursor
         self._lookup_lock = threading.Lock()
-        self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
+        self._id_keys = RecentIdKeys()  # stored_ids' keys, found again by write_batch
         self._id_filter_bytes = id_filter_bytes
         self._window_rows = export_window_rows
         self._export_workers = export_workers or default_export_workers()
@@ -938,9 +937,6 @@ class DuckDBEventStore:
                     f"ALTER TABLE {CHECKPOINTS_TABLE} ADD COLUMN {_q(name)} BIGINT "
                     "NOT NULL DEFAULT 0",
                 )
-
-    def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        return existing_ids_of(self, owner_id, ids)
 
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         """On a cursor of its own: the lookup reads the last committed snapshot and does not

@@ -66,7 +66,6 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     batch_table,
-    existing_ids_of,
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
@@ -399,7 +398,7 @@ class PostgresEventStore:
         self._pool = _Connections(conninfo, max_idle_connections)
         self._partitions: set[tuple[int, int]] = set()
         self._partitions_lock = threading.Lock()
-        self._id_keys = RecentIdKeys()  # existing_ids' keys, found again by write_batch
+        self._id_keys = RecentIdKeys()  # stored_ids' keys, found again by write_batch
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -472,9 +471,6 @@ class PostgresEventStore:
         with self._partitions_lock:
             self._partitions = {(int(m[1]), int(m[2])) for m in months if m}
 
-    def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        return existing_ids_of(self, owner_id, ids)
-
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         if not len(ids):
             return pa.array([], pa.string())
@@ -494,7 +490,7 @@ class PostgresEventStore:
         del batch
         if not table.num_rows:
             return PreparedBatch(self, owner_id, _Rows(pa.array([], pa.string()), {}, set(), b""))
-        # The keys in the batch's own order: found again from existing_ids (events/keys.py).
+        # The keys in the batch's own order: found again from stored_ids (events/keys.py).
         ids = table.column("id").combine_chunks()
         keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
         times = table.column("time")

@@ -118,15 +118,11 @@ class EventStore(Protocol):
     def setup(self) -> None:
         """Create whatever is missing of the schema. Idempotent; call it at every start."""
 
-    def existing_ids(self, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-        """Which of ``ids`` (a list, or an Arrow string array) already name an event of this
-        owner."""
-        ...
-
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
-        """:meth:`existing_ids` as an Arrow string array, in any order: what an import looks
-        up for every batch (a re-import finds every id, and a Python set of them cost ~10 MB a
-        batch of 61,440)."""
+        """Those of ``ids`` (an Arrow string array) that already name an event of this owner,
+        as an Arrow string array in any order: what an import looks up for every batch (a
+        re-import finds every id, and a Python set of them cost ~10 MB a batch of 61,440).
+        :func:`existing_ids` asks the same of a list."""
         ...
 
     def expect_events(self, count: int) -> None:
@@ -366,7 +362,8 @@ def open_configured_event_store(settings: Settings) -> EventStore:
     )
 
 
-def existing_ids_of(store: EventStore, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
-    """:meth:`EventStore.existing_ids` from the store's :meth:`EventStore.stored_ids`."""
+def existing_ids(store: EventStore, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
+    """Which of ``ids`` (a list, or an Arrow string array) already name an event of the owner
+    in ``store`` (its :meth:`EventStore.stored_ids`)."""
     column = ids if isinstance(ids, pa.Array) else pa.array(ids, pa.string())
     return set(store.stored_ids(owner_id, column).to_pylist())
