@@ -403,13 +403,26 @@ def server_env(args: argparse.Namespace, data_dir: Path, enrichment: bool) -> di
     }
 
 
-def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
-    """A second import of the file into the server that imported it; prints its figures."""
-    env = server_env(args, data_dir, True)
+def fresh_server_import(
+    args: argparse.Namespace,
+    path: Path,
+    data_dir: Path,
+    enrichment: bool,
+    *,
+    reimport: bool = False,
+) -> tuple[float, float, dict[str, object]]:
+    """:func:`import_over_http` on a server of its own, with a temporary database with
+    ``--postgres``."""
+    env = server_env(args, data_dir, enrichment)
     with contextlib.ExitStack() as stack:
         if args.postgres:
             env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
-        elapsed, rss, status = import_over_http(path, env, reimport=True)
+        return import_over_http(path, env, reimport=reimport)
+
+
+def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
+    """A second import of the file into the server that imported it; prints its figures."""
+    elapsed, rss, status = fresh_server_import(args, path, data_dir, True, reimport=True)
     control = sum(f.stat().st_size for f in data_dir.glob("control.sqlite3*") if f.is_file())
     stored = f"; control store on disk {control / 1e6:,.0f} MB" if control else ""
     entries, log_seconds = int(status["log_entries"]), float(status["log_seconds"])
@@ -424,11 +437,7 @@ def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
 
 def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: bool) -> float:
     """One import on a fresh server; prints its figures, returns the seconds it took."""
-    env = server_env(args, data_dir, enrichment)
-    with contextlib.ExitStack() as stack:
-        if args.postgres:
-            env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
-        elapsed, rss, status = import_over_http(path, env)
+    elapsed, rss, status = fresh_server_import(args, path, data_dir, enrichment)
     # The embedded store's files once the server has stopped (DuckDB checkpoints on close).
     stored = sum(f.stat().st_size for f in data_dir.rglob("*.duckdb*") if f.is_file())
     on_disk = f"; events on disk {stored / 1e6:,.0f} MB" if stored else ""

@@ -364,9 +364,17 @@ def page_query(import_id: str, after: tuple[int, str] | None, limit: int = 10_00
     """One page of the whole log in (line, code) order, the order of its unique key, which
     each page seeks into; ``after`` is the last (line, code) seen."""
     query = select(*_LOG_READ).where(ImportLog.import_id == import_id)
+    return _seek(query, ImportLog.line, ImportLog.code, after, limit)
+
+
+def _seek(
+    query: Select[Any], line: Any, code: Any, after: tuple[int, str] | None, limit: int
+) -> Select[Any]:
+    """``query``'s next ``limit`` rows in (``line``, ``code``) order, past ``after`` (the
+    last (line, code) seen; None: from the start)."""
     if after is not None:
-        query = query.where(tuple_(ImportLog.line, ImportLog.code) > tuple_(*after))
-    return query.order_by(ImportLog.line, ImportLog.code).limit(limit)
+        query = query.where(tuple_(line, code) > tuple_(*after))
+    return query.order_by(line, code).limit(limit)
 
 
 def log_sample(session: Session, import_id: str, level: str) -> Sequence[LogRead]:
@@ -423,10 +431,8 @@ def run_heads(
 ) -> Sequence[RunHead]:
     """The next runs in the order they start, (first line, code), after ``after``."""
     query = select(*_RUN_HEAD).where(ImportLogRun.import_id == import_id)
-    if after is not None:
-        query = query.where(tuple_(ImportLogRun.first_line, ImportLogRun.code) > tuple_(*after))
     return session.execute(
-        query.order_by(ImportLogRun.first_line, ImportLogRun.code).limit(limit)
+        _seek(query, ImportLogRun.first_line, ImportLogRun.code, after, limit)
     ).all()
 
 
