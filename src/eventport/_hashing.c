@@ -896,14 +896,32 @@ static int hex_number(const uint8_t *p, size_t n, uint64_t *high, uint64_t *low)
     return 1;
 }
 
-static PyObject *origin_keys(PyObject *Py_UNUSED(self), PyObject *args) {
+/* A canonical UUID (36 characters: lowercase hex digits in groups of 8-4-4-4-12 joined by
+ * hyphens) as the 128-bit number it spells; 0 when the text is not one. DuckDB's UUID type
+ * gives exactly this text back for the number. */
+static int uuid_number(const uint8_t *p, size_t n, uint64_t *high, uint64_t *low) {
+    if (n != 36 || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-') return 0;
+    uint8_t digits[32];
+    memcpy(digits, p, 8);
+    memcpy(digits + 8, p + 9, 4);
+    memcpy(digits + 12, p + 14, 4);
+    memcpy(digits + 16, p + 19, 4);
+    memcpy(digits + 20, p + 24, 12);
+    return hex_number(digits, 32, high, low);
+}
+
+/* Each text's number as (high, low) uint64 halves and a byte each, 1 where the text spells
+ * it: with `hashed`, any other text's number is its md5_number (origin keys), else 0. */
+static PyObject *spelled_numbers(PyObject *args,
+                                 int (*spelled)(const uint8_t *, size_t, uint64_t *, uint64_t *),
+                                 int hashed) {
     Py_buffer offsets, data;
     Py_ssize_t count;
     if (!PyArg_ParseTuple(args, "y*y*n", &offsets, &data, &count)) return NULL;
-    PyObject *result = NULL, *high, *low, *spelled;
+    PyObject *result = NULL, *high, *low, *flags;
     if (!offsets_valid(&offsets, &data, count) || !halves(count, &high, &low)) goto done;
-    spelled = PyBytes_FromStringAndSize(NULL, count);
-    if (spelled == NULL) {
+    flags = PyBytes_FromStringAndSize(NULL, count);
+    if (flags == NULL) {
         Py_DECREF(high);
         Py_DECREF(low);
         goto done;
@@ -911,24 +929,36 @@ static PyObject *origin_keys(PyObject *Py_UNUSED(self), PyObject *args) {
     const int32_t *off = offsets.buf;
     const uint8_t *bytes = data.buf;
     uint64_t *hi = (uint64_t *)PyBytes_AS_STRING(high), *lo = (uint64_t *)PyBytes_AS_STRING(low);
-    uint8_t *hex = (uint8_t *)PyBytes_AS_STRING(spelled);
+    uint8_t *is_spelled = (uint8_t *)PyBytes_AS_STRING(flags);
     Py_BEGIN_ALLOW_THREADS
     Md5 s;
     for (Py_ssize_t i = 0; i < count; i++) {
         const uint8_t *p = bytes + off[i];
         size_t n = (size_t)(off[i + 1] - off[i]);
-        hex[i] = (uint8_t)hex_number(p, n, hi + i, lo + i);
-        if (hex[i]) continue;
+        is_spelled[i] = (uint8_t)spelled(p, n, hi + i, lo + i);
+        if (is_spelled[i]) continue;
+        if (!hashed) {
+            hi[i] = lo[i] = 0;
+            continue;
+        }
         md5_init(&s);
         md5_update(&s, p, n);
         md5_number(&s, hi + i, lo + i);
     }
     Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(NNN)", high, low, spelled);
+    result = Py_BuildValue("(NNN)", high, low, flags);
 done:
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&data);
     return result;
+}
+
+static PyObject *origin_keys(PyObject *Py_UNUSED(self), PyObject *args) {
+    return spelled_numbers(args, hex_number, 1);
+}
+
+static PyObject *uuid_numbers(PyObject *Py_UNUSED(self), PyObject *args) {
+    return spelled_numbers(args, uuid_number, 0);
 }
 
 /* -- int64 look-ups -----------------------------------------------------------------------
@@ -1367,6 +1397,9 @@ static PyMethodDef methods[] = {
     {"origin_keys", origin_keys, METH_VARARGS,
      "origin_keys(offsets, data, count) -> (high, low) halves of each origin id's key, and a "
      "byte each: 1 where the key is the hex number the text spells"},
+    {"uuid_numbers", uuid_numbers, METH_VARARGS,
+     "uuid_numbers(offsets, data, count) -> (high, low) halves of the number each canonical "
+     "UUID spells (0 for any other text), and a byte each: 1 where the text is one"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -43,6 +43,10 @@ def origin_keys(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, by
     """Each origin id's 128-bit key (its hex number, else its md5_number), as uint64 halves,
     and a byte each: 1 where the key is the number the text spells in hex."""
 
+def uuid_numbers(offsets: Buffer, data: Buffer, count: int, /) -> tuple[bytes, bytes, bytes]:
+    """The 128-bit number each canonical UUID (lowercase, 8-4-4-4-12) spells, as uint64 halves
+    (0 for any other text), and a byte each: 1 where the text is one."""
+
 def index_of(values: Buffer, count: int, set: Buffer, set_count: int, /) -> bytes:
     """Native int32 position of each int64 value's first occurrence in ``set``, or -1."""
 

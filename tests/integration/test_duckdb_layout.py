@@ -27,6 +27,7 @@ from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, existing_ids
 from eventport.export.csv import v2_layout
 from eventport.export.query import AggregateRow, EventQuery
 from tests.integration.test_event_store import T0, checkpoint, expected_rows, make_batch
+from tests.unit.test_keys import NOT_UUIDS, UUIDS
 
 
 def row_group_sizes(con: duckdb.DuckDBPyConnection) -> list[int]:
@@ -480,5 +481,86 @@ def test_a_csv_export_reads_the_texts_of_the_places_and_agents_its_events_name(
         assert [line.split(",")[0] for line in lines] == ['"a"', '"c"']
         assert '"Berlin"' in lines[0]
         assert "Berlin" not in lines[1]
+    finally:
+        store.close()
+
+
+def raw_ids(path: Path, import_id: str | None = None) -> list[tuple[str | None, bool]]:
+    """Each stored row's (of ``import_id``, else every import's) id text and whether it has
+    no UUID number, by import and line."""
+    con = duckdb.connect(str(path))
+    try:
+        found = con.execute(
+            f"SELECT id, id_uuid IS NULL FROM {ROWS_TABLE} "
+            "WHERE import_id = coalesce(?, import_id) ORDER BY import_id, line",
+            [import_id],
+        )
+        return found.fetchall()
+    finally:
+        con.close()
+
+
+def test_uuid_ids_are_kept_as_the_numbers_they_spell(tmp_path: Path) -> None:
+    """A canonical UUID id is stored only as its number (``id_uuid``, no text) and reads back
+    as the same text; any other id keeps its text. Both are found and replaced alike, and
+    only within their owner."""
+    path = tmp_path / "events.duckdb"
+    store = opened(path)
+    try:
+        batch = make_batch([*UUIDS, *NOT_UUIDS])
+        store.write_batch("owner-a", batch, checkpoint(line=len(batch["id"]) + 1))
+        assert store.rows("owner-a") == expected_rows(batch)
+        other = make_batch(UUIDS[:1], owner="owner-b", import_id="import-b")
+        store.write_batch("owner-b", other, checkpoint("import-b", line=2))
+        unknown = "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1b"
+        asked = [*UUIDS, *NOT_UUIDS, unknown]
+        assert existing_ids(store, "owner-a", asked) == {*UUIDS, *NOT_UUIDS}
+        assert existing_ids(store, "owner-b", asked) == set(UUIDS[:1])
+        again = make_batch([UUIDS[0], NOT_UUIDS[0]], import_id="import-2", version="2")
+        store.write_batch("owner-a", again, checkpoint("import-2", line=3))
+        rows = {row["id"]: row for row in store.rows("owner-a")}
+        assert len(rows) == store.count(owner_id="owner-a") == len(UUIDS) + len(NOT_UUIDS)
+        assert (rows[UUIDS[0]]["version"], rows[NOT_UUIDS[0]]["version"]) == ("2", "2")
+        assert rows[UUIDS[1]]["version"] is None
+        assert store.rows("owner-b") == expected_rows(other)
+    finally:
+        store.close()
+    kept = [(None, False)] * (len(UUIDS) - 1) + [(text, True) for text in NOT_UUIDS[1:]]
+    assert raw_ids(path, "import-1") == kept  # the first two were replaced
+    assert raw_ids(path, "import-2") == [(None, False), (NOT_UUIDS[0], True)]
+
+
+def test_a_file_from_before_uuid_numbers_is_upgraded_and_compacted(tmp_path: Path) -> None:
+    """A file whose ids are all text (and not null): setup adds ``id_uuid``; the old ids are
+    still found and replaced, new UUIDs are kept as numbers, and compact moves the old
+    UUIDs into numbers too."""
+    path = tmp_path / "events.duckdb"
+    store = opened(path)
+    first = make_batch([UUIDS[0], UUIDS[1], "text-id"])
+    store.write_batch("owner-a", first, checkpoint(line=4))
+    store.close()
+    con = duckdb.connect(str(path))  # as a file from before: every id text, NOT NULL
+    con.execute(f"DROP VIEW {EVENTS_TABLE}")
+    con.execute(f"UPDATE {ROWS_TABLE} SET id = CAST(id_uuid AS VARCHAR) WHERE id IS NULL")
+    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN id_uuid")
+    con.execute(f"ALTER TABLE {ROWS_TABLE} ALTER COLUMN id SET NOT NULL")
+    con.close()
+    store = opened(path)
+    try:
+        assert store.rows("owner-a") == expected_rows(first)
+        assert existing_ids(store, "owner-a", [UUIDS[0], "text-id"]) == {UUIDS[0], "text-id"}
+        newer = make_batch([UUIDS[1], UUIDS[2]], import_id="import-2", first_line=4)
+        store.write_batch("owner-a", newer, checkpoint("import-2", line=6))
+        want = expected_rows(first)[::2] + expected_rows(newer)
+        assert store.rows("owner-a") == want  # UUIDS[1] replaced
+    finally:
+        store.close()
+    assert raw_ids(path) == [(UUIDS[0], True), ("text-id", True), (None, False), (None, False)]
+    compact_file(path)
+    assert raw_ids(path) == [(None, False), ("text-id", True), (None, False), (None, False)]
+    store = opened(path)
+    try:
+        assert store.rows("owner-a") == want
+        assert existing_ids(store, "owner-a", UUIDS) == set(UUIDS[:3])
     finally:
         store.close()

@@ -33,6 +33,7 @@ from eventport.events.store import (
     libpq_url,
     open_event_store,
 )
+from tests.unit.test_keys import NOT_UUIDS, UUIDS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = 1_700_000_000_123_456  # 2023-11-14T22:13:20.123456Z
@@ -221,6 +222,19 @@ def test_existing_ids(event_store: EventStore) -> None:
     assert sorted(found.to_pylist()) == sorted(ids[::2])
     assert event_store.stored_ids("owner-c", pa.array(ids[:10])).to_pylist() == []
     assert event_store.stored_ids("owner-a", pa.array([], pa.string())).to_pylist() == []
+
+
+def test_ids_of_every_form_round_trip_and_replace(event_store: EventStore) -> None:
+    """UUIDs (which the embedded store keeps as numbers when canonical) and other texts."""
+    batch = make_batch([*UUIDS, *NOT_UUIDS])
+    event_store.write_batch("owner-a", batch, checkpoint(line=len(batch["id"]) + 1))
+    assert event_store.rows("owner-a") == expected_rows(batch)
+    assert existing_ids(event_store, "owner-a", [*UUIDS, "x"]) == set(UUIDS)
+    again = make_batch([UUIDS[-1], NOT_UUIDS[0]], import_id="import-2", version="2")
+    event_store.write_batch("owner-a", again, checkpoint("import-2", line=3))
+    rows = sorted(event_store.rows("owner-a"), key=lambda row: row["id"])
+    assert [row["id"] for row in rows] == sorted([*UUIDS, *NOT_UUIDS])
+    assert sorted(row["id"] for row in rows if row["version"] == "2") == sorted(again["id"])
 
 
 # -- atomicity ------------------------------------------------------------------------------------

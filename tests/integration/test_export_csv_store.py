@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,7 +88,7 @@ def awkward_events(store: EventStore) -> list[dict[str, Any]]:
         flag = [True, False, None][i % 3]
         events.append(
             ev(
-                f"{text!r}-{i}" if i % 2 else f"e{i:02d}",
+                event_id(i, text),
                 TIMES[i % len(TIMES)] - timedelta(days=i % 2 if i % len(TIMES) else 0),
                 package_id=[P1, P2, None, "pkg-unknown"][i % 4],
                 pixel_id=[None, X1, X2][i % 3],
@@ -123,6 +124,16 @@ def awkward_events(store: EventStore) -> list[dict[str, Any]]:
     if store.capabilities.text_allows_nul:
         events.append(ev("nul", at(2024, 6, 4), package_id=P1, user_agent="a\0b", referer="\0"))
     return events
+
+
+def event_id(i: int, text: str | None) -> str:
+    """The ``i``th awkward event's id: texts, and every third a UUID (DuckDB keeps a canonical
+    one as its number: duckdb_store._ID_UUID), some of them at the same times as texts."""
+    if i % 3 == 0:
+        return str(uuid.UUID(int=i * 0x1F3D5B79 << 64 | i))
+    if i % 3 == 1:
+        return str(uuid.UUID(int=i << 100)).upper() if i % 2 else f"e{i:02d}"
+    return f"{text!r}-{i}"
 
 
 @pytest.fixture(params=["windows", "scattered"])
@@ -297,18 +308,27 @@ moments = st.one_of(
     st.integers(0, 3 * 3600 * 1_000_000).map(lambda n: at(2025, 1, 3) + n * timedelta(0, 0, 1)),
 )
 counter = itertools.count()
+# An event's id: a text, or a UUID (canonical, kept by DuckDB as its number; or upper case).
+ids = st.one_of(
+    st.integers(0, 99).map(lambda n: f"r{n}"),
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.sampled_from(
+        ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]
+    ),
+)
 
 
 @st.composite
 def random_events(draw: st.DrawFn, allow_nul: bool) -> list[dict[str, Any]]:
     events = []
-    for i in range(draw(st.integers(1, 25))):
+    for event_id in draw(st.lists(ids, min_size=1, max_size=25, unique=True)):
         text = {name: draw(texts) for name in ("type", "user_agent", "referer", "origin_city")}
         if not allow_nul:
             text = {k: v.replace("\0", "") if v else v for k, v in text.items()}
         events.append(
             ev(
-                f"r{i}",
+                event_id,
                 draw(moments),
                 package_id=draw(st.sampled_from([P1, P2, None])),
                 pixel_id=draw(st.sampled_from([None, X1])),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import uuid
 
 import duckdb
 import pyarrow as pa
@@ -204,3 +205,56 @@ def test_spelled_keys_say_which_texts_the_key_gives_back() -> None:
     ):
         if back:
             assert f"{hi:016x}{lo:016x}" == text
+
+
+UUIDS = [
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1a",
+    "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff",
+    "0190c8a2-6e4b-7c1d-9f3e-5a2b1c0d9e8f",
+]
+NOT_UUIDS = [
+    "4A1C7E0D-2B9F-4C1E-8D3A-6F5E4D3C2B1A",  # upper case: DuckDB would give it back lower
+    "4a1c7e0d2b9f4c1e8d3a6f5e4d3c2b1a",  # no hyphens
+    "{4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1a}",
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1a0",
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1",
+    "4a1c7e0d2-b9f-4c1e-8d3a-6f5e4d3c2b1a",  # a hyphen one place off
+    "4a1c7e0d-2b9f-4c1e-8d3a_6f5e4d3c2b1a",
+    "4a1c7e0g-2b9f-4c1e-8d3a-6f5e4d3c2b1a",  # one byte that is not a digit: 'g', ':', '/'
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1:",
+    "/a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2b1a",
+    "4a1c7e0d-2b9f-4c1e-8d3a-6f5e4d3c2bé",  # 36 bytes, two of them above ASCII
+    "",
+    "import-1:17",
+]
+
+
+@pytest.mark.usefixtures("compiled")
+def test_uuid_numbers_are_duckdbs_for_canonical_uuids_only() -> None:
+    """A canonical UUID (lowercase, 8-4-4-4-12) is the number DuckDB's UUID type holds for
+    it, and that type gives the same text back; any other id has no number."""
+    column = pa.array(["skip", *UUIDS, *NOT_UUIDS])[1:]
+    high, low, spelled = keys.uuid_numbers(column)
+    assert spelled.to_pylist() == [True] * len(UUIDS) + [False] * len(NOT_UUIDS)
+    assert high.null_count == low.null_count == len(NOT_UUIDS)
+    con = duckdb.connect()
+    con.register("ids", pa.table({"id": column, "id_uuid_hi": high, "id_uuid_lo": low}))
+    number = f"CAST({KEY_FROM_HALVES_SQL.format(prefix='id_uuid')} AS UUID)"
+    found = con.execute(
+        f"SELECT CAST({number} AS VARCHAR), {number} = TRY_CAST(id AS UUID) FROM ids"
+    ).fetchall()
+    assert found == [(text, True) for text in UUIDS] + [(None, None)] * len(NOT_UUIDS)
+
+
+def test_uuid_numbers_with_and_without_the_extension_agree() -> None:
+    texts = [*UUIDS, *NOT_UUIDS, *(str(uuid.UUID(int=random.getrandbits(128))) for _ in range(99))]
+    got = keys.uuid_numbers(pa.chunked_array([pa.array(texts[:5]), pa.array(texts[5:])]))
+    compiled_module, keys._hashing = keys._hashing, None
+    try:
+        want = keys.uuid_numbers(pa.array(texts))
+    finally:
+        keys._hashing = compiled_module
+    assert [column.to_pylist() for column in got] == [column.to_pylist() for column in want]
+    with pytest.raises(ValueError, match="missing"):
+        keys.uuid_numbers(pa.array([UUIDS[0], None]))

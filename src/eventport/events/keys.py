@@ -35,6 +35,7 @@ ORIGIN_KEY_SQL = (
 )
 KEY_FROM_HALVES_SQL = "((CAST({prefix}_hi AS UHUGEINT) << 64) | {prefix}_lo)"
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 HALF_MASK = (1 << 64) - 1  # a 128-bit key's low half
 
 
@@ -104,11 +105,39 @@ def spelled_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array,
         return high, low, pa.array(hex_ids, pa.bool_())
     high_words, low_words, flags = _hashing.origin_keys(offsets, data, len(column))
     high, low = _halves(high_words, low_words, column)
-    spelled = pa.Array.from_buffers(pa.uint8(), len(column), [None, pa.py_buffer(flags)])
-    spelled = pc.cast(spelled, pa.bool_())
+    spelled = _flags(flags, len(column))
     if column.null_count:
         spelled = pc.and_(spelled, pc.is_valid(column))
     return high, low, spelled
+
+
+def uuid_numbers(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """The number each id (no nulls) that is a canonical UUID (36 characters, lowercase hex in
+    groups of 8-4-4-4-12) spells, as (high, low) uint64 columns null where the id is not one,
+    and a boolean column of where it is. DuckDB's UUID type gives exactly that text back."""
+    column, offsets, data = string_buffers(ids)
+    if column.null_count:
+        raise ValueError("an event id cannot be missing")
+    if _hashing is None:
+        texts = [t or b"" for t in _bytes(column)]  # no nulls
+        high, low = _split(
+            [int(t.replace(b"-", b""), 16) if _UUID.fullmatch(t) else None for t in texts]
+        )
+        return high, low, pc.is_valid(high)
+    high_words, low_words, flags = _hashing.uuid_numbers(offsets, data, len(column))
+    spelled = _flags(flags, len(column))
+    validity = spelled.buffers()[1]
+    return (
+        pa.Array.from_buffers(pa.uint64(), len(column), [validity, pa.py_buffer(high_words)]),
+        pa.Array.from_buffers(pa.uint64(), len(column), [validity, pa.py_buffer(low_words)]),
+        spelled,
+    )
+
+
+def _flags(flags: bytes, count: int) -> pa.Array:
+    """A byte a text, 1 or 0, as a boolean column."""
+    spelled = pa.Array.from_buffers(pa.uint8(), count, [None, pa.py_buffer(flags)])
+    return pc.cast(spelled, pa.bool_())
 
 
 def _spelled_keys_of_dictionaries(
