@@ -28,6 +28,7 @@ import resource
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -111,7 +112,7 @@ def make_batch(
     country = [c for c, _ in cities]
     flags = rnd.choices([(False, False), (True, False), (False, True)], [94, 3, 3], k=size)
     batch: Batch = {
-        "id": [f"{rnd.getrandbits(128):032x}" for _ in line],
+        "id": [str(uuid.UUID(int=rnd.getrandbits(128))) for _ in line],  # as $unique_ids are
         "owner_id": [OWNER] * size,
         "package_id": [None if p else PACKAGE for p in pixel],
         "pixel_id": [PIXEL if p else None for p in pixel],

@@ -20,6 +20,8 @@ Layout, chosen for bulk-load speed:
   the few ids that may be stored; a batch of new ids looks up and deletes nothing. The filter
   must see every write: one process owns the file, and its store objects of the file share
   the filter (and the write lock).
+* An id that is a canonical UUID (as most ``$unique_id`` values are) is kept as its number in
+  ``id_uuid``, the ``id`` text null; reads give the text back (see ``_ID_UUID``).
 * A batch arrives as columns, becomes one Arrow table with the schema's types, and is inserted
   with a single ``INSERT … SELECT`` from it; the delete of replaced ids joins the same table.
 * ``event_import_checkpoints`` is a tiny keyed table in the same file, written in the same
