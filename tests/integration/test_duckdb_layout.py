@@ -526,22 +526,56 @@ def test_uuid_ids_are_kept_as_the_numbers_they_spell(tmp_path: Path) -> None:
     finally:
         store.close()
     kept = [(None, False)] * (len(UUIDS) - 1) + [(text, True) for text in NOT_UUIDS[1:]]
+    assert NOT_UUIDS[-1] == f"import-1:{len(batch['id'])}"  # the id derived for its line:
+    kept[-1] = (None, True)  # not kept either (the next test)
     assert raw_ids(path, "import-1") == kept  # the first two were replaced
     assert raw_ids(path, "import-2") == [(None, False), (NOT_UUIDS[0], True)]
+
+
+def test_ids_derived_for_their_line_are_not_kept(tmp_path: Path) -> None:
+    """An event without $unique_id has the id ``{import id}:{line}``: the row keeps no text
+    for it (reads make it again), in a batch of one import or of several. The same text on
+    another line, or of another import, is an id like any other and is kept."""
+    path = tmp_path / "events.duckdb"
+    store = opened(path)
+    try:
+        derived = make_batch([f"import-1:{line}" for line in range(1, 5)])
+        derived["id"][2] = "import-1:99"  # line 3: not its line's
+        derived["id"][3] = "import-2:4"  # line 4, of another import
+        store.write_batch("owner-a", derived, checkpoint(line=5))
+        mixed = make_batch(["import-3:7", UUIDS[0]], import_id="import-3", first_line=7)
+        mixed["import_id"][1] = "import-4"
+        mixed["id"][1] = "import-4:8"
+        store.write_batch("owner-a", mixed, checkpoint("import-3", line=9))
+        assert store.rows("owner-a") == expected_rows(derived) + expected_rows(mixed)
+        asked = ["import-1:1", "import-1:99", "import-2:4", "import-4:8", "import-1:3"]
+        assert existing_ids(store, "owner-a", asked) == set(asked[:4])
+        again = make_batch(["import-1:2"], import_id="import-9", version="2")  # replaced
+        store.write_batch("owner-a", again, checkpoint("import-9", line=2))
+        rows = {row["id"]: row for row in store.rows("owner-a")}
+        assert rows["import-1:2"]["version"] == "2"
+        assert len(rows) == store.count(owner_id="owner-a") == 6
+    finally:
+        store.close()
+    assert raw_ids(path, "import-1") == [(None, True), ("import-1:99", True), ("import-2:4", True)]
+    assert raw_ids(path, "import-3") == [(None, True)]
+    assert raw_ids(path, "import-4") == [(None, True)]
+    assert raw_ids(path, "import-9") == [("import-1:2", True)]
 
 
 def test_a_file_from_before_uuid_numbers_is_upgraded_and_compacted(tmp_path: Path) -> None:
     """A file whose ids are all text (and not null): setup adds ``id_uuid``; the old ids are
     still found and replaced, new UUIDs are kept as numbers, and compact moves the old
-    UUIDs into numbers too."""
+    UUIDs into numbers too and drops the old derived ids' texts."""
     path = tmp_path / "events.duckdb"
     store = opened(path)
-    first = make_batch([UUIDS[0], UUIDS[1], "text-id"])
-    store.write_batch("owner-a", first, checkpoint(line=4))
+    first = make_batch([UUIDS[0], UUIDS[1], "text-id", "import-1:4"])
+    store.write_batch("owner-a", first, checkpoint(line=5))
     store.close()
     con = duckdb.connect(str(path))  # as a file from before: every id text, NOT NULL
     con.execute(f"DROP VIEW {EVENTS_TABLE}")
-    con.execute(f"UPDATE {ROWS_TABLE} SET id = CAST(id_uuid AS VARCHAR) WHERE id IS NULL")
+    texts = "coalesce(CAST(id_uuid AS VARCHAR), import_id || ':' || line)"
+    con.execute(f"UPDATE {ROWS_TABLE} SET id = {texts} WHERE id IS NULL")
     con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN id_uuid")
     con.execute(f"ALTER TABLE {ROWS_TABLE} ALTER COLUMN id SET NOT NULL")
     con.close()
@@ -551,13 +585,16 @@ def test_a_file_from_before_uuid_numbers_is_upgraded_and_compacted(tmp_path: Pat
         assert existing_ids(store, "owner-a", [UUIDS[0], "text-id"]) == {UUIDS[0], "text-id"}
         newer = make_batch([UUIDS[1], UUIDS[2]], import_id="import-2", first_line=4)
         store.write_batch("owner-a", newer, checkpoint("import-2", line=6))
-        want = expected_rows(first)[::2] + expected_rows(newer)
+        want = [row for row in expected_rows(first) if row["id"] != UUIDS[1]]
+        want += expected_rows(newer)
         assert store.rows("owner-a") == want  # UUIDS[1] replaced
     finally:
         store.close()
-    assert raw_ids(path) == [(UUIDS[0], True), ("text-id", True), (None, False), (None, False)]
+    old = [(UUIDS[0], True), ("text-id", True), ("import-1:4", True)]
+    assert raw_ids(path) == [*old, (None, False), (None, False)]
     compact_file(path)
-    assert raw_ids(path) == [(None, False), ("text-id", True), (None, False), (None, False)]
+    compacted = [(None, False), ("text-id", True), (None, True)]
+    assert raw_ids(path) == [*compacted, (None, False), (None, False)]
     store = opened(path)
     try:
         assert store.rows("owner-a") == want

@@ -127,12 +127,13 @@ def awkward_events(store: EventStore) -> list[dict[str, Any]]:
 
 
 def event_id(i: int, text: str | None) -> str:
-    """The ``i``th awkward event's id: texts, and every third a UUID (DuckDB keeps a canonical
-    one as its number: duckdb_store._ID_UUID), some of them at the same times as texts."""
+    """The ``i``th awkward event's id: texts, every third a UUID, some the id derived for the
+    event's line (DuckDB keeps a canonical UUID as its number and no text for a derived id:
+    duckdb_store._ID_UUID), some of them at the same times as texts."""
     if i % 3 == 0:
         return str(uuid.UUID(int=i * 0x1F3D5B79 << 64 | i))
     if i % 3 == 1:
-        return str(uuid.UUID(int=i << 100)).upper() if i % 2 else f"e{i:02d}"
+        return str(uuid.UUID(int=i << 100)).upper() if i % 2 else f"import-1:{i + 1}"
     return f"{text!r}-{i}"
 
 
@@ -308,7 +309,9 @@ moments = st.one_of(
     st.integers(0, 3 * 3600 * 1_000_000).map(lambda n: at(2025, 1, 3) + n * timedelta(0, 0, 1)),
 )
 counter = itertools.count()
-# An event's id: a text, or a UUID (canonical, kept by DuckDB as its number; or upper case).
+# An event's id: a text, a UUID (canonical, kept by DuckDB as its number; or upper case), or
+# the id derived for its line (DERIVED, made by the test; DuckDB keeps no text for it).
+DERIVED = "derived"
 ids = st.one_of(
     st.integers(0, 99).map(lambda n: f"r{n}"),
     st.uuids().map(str),
@@ -316,6 +319,7 @@ ids = st.one_of(
     st.sampled_from(
         ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"]
     ),
+    st.just(DERIVED),
 )
 
 
@@ -357,6 +361,9 @@ def test_random_values_give_the_reference_bytes(
     store = small_windows
     owner = f"csv-owner-{next(counter)}"  # a fresh owner per example: the store is shared
     events = data.draw(random_events(store.capabilities.text_allows_nul))
+    for line, event in enumerate(events, start=1):
+        if event["id"] == DERIVED:
+            event["id"] = f"{owner}-import:{line}"
     write(store, owner, events, f"{owner}-import")
     query = EventQuery(owner, EVERYTHING.start, EVERYTHING.end, (P1, P2), (X1,), {X1: P1})
     assert written(store, query, layout, chunk_rows=3) == reference(store, query, layout)

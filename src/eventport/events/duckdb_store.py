@@ -86,10 +86,12 @@ from eventport.events.keys import (
 from eventport.events.schema import (
     COLUMN_NAMES,
     COLUMNS,
+    DERIVED_ID_SQL,
     Batch,
     Checkpoint,
     Column,
     ColumnType,
+    derived_ids,
 )
 from eventport.events.store import (
     CHECKPOINT_FIELDS,
@@ -99,6 +101,7 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     checked_batch,
+    distinct_texts,
     micros_to_datetime,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
@@ -214,9 +217,11 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
 
 # An event id that is a canonical UUID (36 characters, lowercase hex in groups of 8-4-4-4-12:
 # what most $unique_ids are) is kept only as the number it spells, in ``id_uuid`` (DuckDB's
-# UUID, 16 bytes), with a null ``id``; DuckDB gives exactly that text back. Any other id (an
-# upper-case UUID, an id derived from the import and line) stays text. Measured on 2M ids
+# UUID, 16 bytes), with a null ``id``; DuckDB gives exactly that text back. Measured on 2M ids
 # written apart, as the writer does: 0.68-0.79 s and 41 MB against 0.81-0.93 s and 81 MB.
+# The id an import derives for a line without $unique_id (schema.derived_ids: ~43 bytes) is
+# not kept at all: both null, reads make it again from the row's import id and line. Any
+# other id (an upper-case UUID, say) stays text.
 _ID_UUID_SQL = "id_uuid UUID USING COMPRESSION uncompressed"
 _ID_UUID = f"CAST({KEY_FROM_HALVES_SQL.format(prefix='id_uuid')} AS UUID)"
 
@@ -246,7 +251,8 @@ _SPELLED_KEYS_SQL = ", ".join(KEY_FROM_HALVES_SQL.format(prefix=p) for p in _SPE
 def _row_value(name: str, table: str) -> str:
     """A row column's value, read from the row table aliased ``table``."""
     if name == "id":
-        return f"coalesce({table}.id, CAST({table}.id_uuid AS VARCHAR))"
+        derived = DERIVED_ID_SQL.format(import_id=f"{table}.import_id", line=f"{table}.line")
+        return f"coalesce({table}.id, CAST({table}.id_uuid AS VARCHAR), {derived})"
     if name in _EXTRAS:
         text = f"json_extract_string({table}.extras, '$.{name}')"
         kind = _COLUMN_OF[name].type
@@ -631,11 +637,7 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
     uuid_high, uuid_low, spelled = uuid_numbers(ids)
     halves = [("id_hi", id_high), ("id_lo", id_low), ("id_uuid_hi", uuid_high)]
     halves.append(("id_uuid_lo", uuid_low))
-    if spelled.true_count == len(ids):  # every id a UUID (no text kept)
-        kept = pa.nulls(len(ids), pa.string())
-    else:
-        kept = pc.if_else(spelled, pa.scalar(None, pa.string()), ids.cast(pa.string()))
-    rows = rows.set_column(rows.schema.get_field_index("id"), "id", kept)
+    rows = rows.set_column(rows.schema.get_field_index("id"), "id", _id_texts(rows, spelled))
     for name, prefix in _SPELLED.items():
         texts = rows.column(name)
         high, low, spelled = spelled_keys(texts)
@@ -651,6 +653,24 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
         rows = rows.drop_columns(list(_EXTRAS))
         rows = rows.append_column("extras", pa.nulls(rows.num_rows, pa.string()))
     return rows
+
+
+def _id_texts(rows: pa.Table, spelled: pa.Array) -> pa.Array | pa.ChunkedArray:
+    """The id texts the rows keep (see _ID_UUID): none where the id is a UUID (``spelled``)
+    or the id derived for its import and line. Nearly every batch is all one or the other."""
+    nothing = pa.nulls(rows.num_rows, pa.string())
+    if spelled.true_count == rows.num_rows:
+        return nothing
+    ids = rows.column("id").cast(pa.string())
+    imports: str | pa.ChunkedArray = rows.column("import_id")
+    distinct = distinct_texts(rows.column("import_id"))
+    if len(distinct) == 1:  # one import's batch: its prefix once, not joined on every row
+        imports = distinct[0]
+    derived = derived_ids(imports, rows.column("line"))
+    dropped = pc.or_(spelled, pc.equal(ids, derived))
+    if pc.all(dropped).as_py():
+        return nothing
+    return pc.if_else(dropped, pa.scalar(None, pa.string()), ids)
 
 
 def _not_among(keys: pa.Table, maybe: pa.Array | None) -> tuple[pa.ChunkedArray, ...]:
@@ -1635,10 +1655,12 @@ def compact_file(path: Path) -> tuple[int, int, int]:
 
 
 _OLD_STORE = "eventport_old_store"
-# Compaction keeps the UUID ids an earlier version stored as text as their numbers (_ID_UUID).
+# Compaction keeps the UUID ids an earlier version stored as text as their numbers, and its
+# derived ids not at all (_ID_UUID).
 _UUID_TEXT = "regexp_full_match(id, '[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}')"
+_DERIVED_TEXT = f"id = {DERIVED_ID_SQL.format(import_id='import_id', line='line')}"
 _COMPACTED = {
-    "id": f"CASE WHEN {_UUID_TEXT} THEN NULL ELSE id END",
+    "id": f"CASE WHEN {_UUID_TEXT} OR {_DERIVED_TEXT} THEN NULL ELSE id END",
     "id_uuid": f"coalesce(id_uuid, CASE WHEN {_UUID_TEXT} THEN CAST(id AS UUID) END)",
 }
 

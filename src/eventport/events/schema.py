@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ColumnType = Literal["text", "bigint", "integer", "double", "boolean", "timestamp"]
 
@@ -106,6 +107,22 @@ class Checkpoint:
     warnings: int
     excluded: int = 0  # events flagged as bots or by the owner's exclusions
     do_not_track: int = 0  # events that asked not to be tracked (DNT / Sec-GPC)
+
+
+def derived_ids(
+    import_ids: str | pa.Array | pa.ChunkedArray, lines: pa.Array | pa.ChunkedArray
+) -> pa.Array | pa.ChunkedArray:
+    """The id of an event without ``$unique_id``: ``{import id}:{line}`` (``import_ids`` one
+    import's id, or each line's), stable per line, so that processing part of a file again
+    never doubles an event."""
+    texts = pc.cast(lines, pa.string())
+    if isinstance(import_ids, str):
+        return pc.binary_join_element_wise(f"{import_ids}:", texts, "")
+    return pc.binary_join_element_wise(pc.cast(import_ids, pa.string()), texts, ":")
+
+
+#: :func:`derived_ids` in SQL, of an import id and a line (formatted in).
+DERIVED_ID_SQL = "{import_id} || ':' || CAST({line} AS VARCHAR)"
 
 
 def empty_batch() -> Batch:

@@ -250,7 +250,7 @@ def _check_rows(owner_id: str, table: pa.Table) -> None:
     for name in _REQUIRED:
         if table.column(name).null_count:
             raise ValueError(f"batch column {name!r} holds None; it is required")
-    owners = _distinct_texts(table.column("owner_id"))
+    owners = distinct_texts(table.column("owner_id"))
     if owners != [owner_id]:
         raise ValueError(f"batch holds events of owners {sorted(owners)}, not only {owner_id!r}")
     times = pc.min_max(pc.cast(table.column("time"), pa.int64())).as_py()
@@ -258,7 +258,7 @@ def _check_rows(owner_id: str, table: pa.Table) -> None:
         raise ValueError("batch column 'time' holds a time outside years 1 to 9999")
 
 
-def _distinct_texts(column: pa.ChunkedArray) -> list[str]:
+def distinct_texts(column: pa.ChunkedArray) -> list[str]:
     """The distinct values of a text column, plain or dictionary-encoded (without decoding it
     row by row)."""
     if pa.types.is_dictionary(column.type):

@@ -26,6 +26,7 @@ from eventport.events.batch import (
     EventBatch,
     conform,
 )
+from eventport.events.schema import derived_ids
 from eventport.imports.log_lines import (
     DUPLICATE_UNIQUE_ID,
     INVALID_REMOTE_ADDRESS,
@@ -313,8 +314,7 @@ def build_batch(
     # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
     ids = unique_ids
     if unique_ids.null_count:
-        derived = pc.binary_join_element_wise(f"{import_id}:", pc.cast(lines, pa.string()), "")
-        ids = pc.coalesce(unique_ids, derived)
+        ids = pc.coalesce(unique_ids, derived_ids(import_id, lines))
 
     raw = events.column("remote_address")
     values, raw_at = _encode(raw, nulls=False)
