@@ -77,6 +77,7 @@ from eventport.events.id_filter import IdFilter
 from eventport.events.id_filter import available as id_filter_available
 from eventport.events.keys import (
     HALF_MASK,
+    IS_UUID_SQL,
     KEY_FROM_HALVES_SQL,
     ORIGIN_KEY_SQL,
     RecentIdKeys,
@@ -635,8 +636,12 @@ def _with_keys(owner_id: str, rows: pa.Table, id_keys: RecentIdKeys) -> pa.Table
     ids = rows.column("id")
     id_high, id_low = id_keys(owner_id, ids, last_use=True)
     uuid_high, uuid_low, spelled = uuid_numbers(ids)
-    halves = [("id_hi", id_high), ("id_lo", id_low), ("id_uuid_hi", uuid_high)]
-    halves.append(("id_uuid_lo", uuid_low))
+    halves = [
+        ("id_hi", id_high),
+        ("id_lo", id_low),
+        ("id_uuid_hi", uuid_high),
+        ("id_uuid_lo", uuid_low),
+    ]
     rows = rows.set_column(rows.schema.get_field_index("id"), "id", _id_texts(rows, spelled))
     for name, prefix in _SPELLED.items():
         texts = rows.column(name)
@@ -1657,7 +1662,7 @@ def compact_file(path: Path) -> tuple[int, int, int]:
 _OLD_STORE = "eventport_old_store"
 # Compaction keeps the UUID ids an earlier version stored as text as their numbers, and its
 # derived ids not at all (_ID_UUID).
-_UUID_TEXT = "regexp_full_match(id, '[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}')"
+_UUID_TEXT = IS_UUID_SQL.format(id="id")
 _DERIVED_TEXT = f"id = {DERIVED_ID_SQL.format(import_id='import_id', line='line')}"
 _COMPACTED = {
     "id": f"CASE WHEN {_UUID_TEXT} OR {_DERIVED_TEXT} THEN NULL ELSE id END",

@@ -35,7 +35,13 @@ ORIGIN_KEY_SQL = (
 )
 KEY_FROM_HALVES_SQL = "((CAST({prefix}_hi AS UHUGEINT) << 64) | {prefix}_lo)"
 _HEX_ID = re.compile(rb"[0-9a-f]{32}")
-_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A canonical UUID: what uuid_numbers gives a number (and DuckDB's UUID type gives back).
+_UUID_PATTERN = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID = re.compile(_UUID_PATTERN.encode())
+#: Whether the text ``{id}`` is a canonical UUID, in SQL (for ids stored as text before).
+IS_UUID_SQL = (
+    "regexp_full_match({id}, '" + _UUID_PATTERN.replace("{", "{{").replace("}", "}}") + "')"
+)
 HALF_MASK = (1 << 64) - 1  # a 128-bit key's low half
 
 
