@@ -235,6 +235,17 @@ def opened(path: Path) -> DuckDBEventStore:
     return store
 
 
+def made_older(path: Path, *statements: str) -> None:
+    """Run ``statements`` on the (closed) store file at ``path``: what makes it a file from
+    before a change of the layout."""
+    con = duckdb.connect(str(path))
+    try:
+        for statement in statements:
+            con.execute(statement)
+    finally:
+        con.close()
+
+
 def test_a_row_table_from_before_extras_keeps_its_values(tmp_path: Path) -> None:
     """A file whose rows still have the columns that now live in ``extras``: setup moves their
     values there and drops the columns; every event reads back as it was."""
@@ -251,19 +262,26 @@ def test_a_row_table_from_before_extras_keeps_its_values(tmp_path: Path) -> None
     want = store.rows("owner-a")
     store.close()
     assert want == expected_rows(batch)
-    con = duckdb.connect(str(path))  # as a file from before: the values in columns of their own
-    for name, kind in (
+    own_columns = (
         ("origin_id", "VARCHAR"),
         ("endpoint_id", "VARCHAR"),
         ("confidence", "DOUBLE"),
         ("mtc_quota_exceeded", "BOOLEAN"),
         ("remote_address", "VARCHAR"),
-    ):
-        con.execute(f"ALTER TABLE {ROWS_TABLE} ADD COLUMN {name} {kind}")
-        typed = f"CAST(json_extract_string(extras, '$.{name}') AS {kind})"
-        con.execute(f"UPDATE {ROWS_TABLE} SET {name} = {typed}")
-    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
-    con.close()
+    )
+    made_older(  # as a file from before: the values in columns of their own
+        path,
+        *(
+            statement
+            for name, kind in own_columns
+            for statement in (
+                f"ALTER TABLE {ROWS_TABLE} ADD COLUMN {name} {kind}",
+                f"UPDATE {ROWS_TABLE} SET {name} = "
+                f"CAST(json_extract_string(extras, '$.{name}') AS {kind})",
+            )
+        ),
+        f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras",
+    )
     store = opened(path)
     try:
         assert store.rows("owner-a") == want
@@ -325,12 +343,13 @@ def test_a_row_table_from_before_endpoint_keys_gets_the_column(tmp_path: Path) -
     batch = make_batch(["old"], endpoint_id="e" * 32, origin_id="0" * 32)
     store.write_batch("owner-a", batch, checkpoint(line=2))
     store.close()
-    con = duckdb.connect(str(path))  # as a file from before: the text in the row, no key
-    con.execute(f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_id VARCHAR")
-    con.execute(f"UPDATE {ROWS_TABLE} SET endpoint_id = '{'e' * 32}'")
-    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN endpoint_key")
-    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras")
-    con.close()
+    made_older(  # as a file from before: the text in the row, no key
+        path,
+        f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_id VARCHAR",
+        f"UPDATE {ROWS_TABLE} SET endpoint_id = '{'e' * 32}'",
+        f"ALTER TABLE {ROWS_TABLE} DROP COLUMN endpoint_key",
+        f"ALTER TABLE {ROWS_TABLE} DROP COLUMN extras",
+    )
     store = opened(path)
     try:
         newer = make_batch(["new"], endpoint_id="e" * 32, first_line=2)
@@ -572,13 +591,14 @@ def test_a_file_from_before_uuid_numbers_is_upgraded_and_compacted(tmp_path: Pat
     first = make_batch([UUIDS[0], UUIDS[1], "text-id", "import-1:4"])
     store.write_batch("owner-a", first, checkpoint(line=5))
     store.close()
-    con = duckdb.connect(str(path))  # as a file from before: every id text, NOT NULL
-    con.execute(f"DROP VIEW {EVENTS_TABLE}")
     texts = "coalesce(CAST(id_uuid AS VARCHAR), import_id || ':' || line)"
-    con.execute(f"UPDATE {ROWS_TABLE} SET id = {texts} WHERE id IS NULL")
-    con.execute(f"ALTER TABLE {ROWS_TABLE} DROP COLUMN id_uuid")
-    con.execute(f"ALTER TABLE {ROWS_TABLE} ALTER COLUMN id SET NOT NULL")
-    con.close()
+    made_older(  # as a file from before: every id text, NOT NULL
+        path,
+        f"DROP VIEW {EVENTS_TABLE}",
+        f"UPDATE {ROWS_TABLE} SET id = {texts} WHERE id IS NULL",
+        f"ALTER TABLE {ROWS_TABLE} DROP COLUMN id_uuid",
+        f"ALTER TABLE {ROWS_TABLE} ALTER COLUMN id SET NOT NULL",
+    )
     store = opened(path)
     try:
         assert store.rows("owner-a") == expected_rows(first)
