@@ -111,10 +111,14 @@ _FIND_IDS = f"SELECT b.n FROM {_BATCH_KEYS} JOIN {EVENT_IDS_TABLE} k ON k.key = 
 _PROBE_KEYS = "SET LOCAL random_page_cost = 1.1"
 # A batch's keys are added in one pass over the index, which finds the ones stored already
 # (the ids the batch replaces) as it goes: their numbers are the answer. A delete of the
-# stored keys first and an insert of all of them after took ~0.3 s a batch more.
+# stored keys first and an insert of all of them after took ~0.3 s a batch more. The keys go
+# in in key order, so that the index's pages are met in order, each once a batch: inserting
+# 21,700 random keys into an index of 1M took 126 ms instead of 144-150 ms after a checkpoint
+# (EXPLAIN ANALYZE), and a 1M enriched import over HTTP 12.12-12.30 s instead of 13.01-13.18 s
+# (three interleaved pairs). Probing in key order for stored_ids (_FIND_IDS) gained nothing.
 _ADD_IDS = (
     f"WITH added AS (INSERT INTO {EVENT_IDS_TABLE} (key) SELECT DISTINCT b.key FROM {_BATCH_KEYS} "
-    f"ON CONFLICT (key) DO NOTHING RETURNING key) "
+    f"ORDER BY b.key ON CONFLICT (key) DO NOTHING RETURNING key) "
     f"SELECT b.n FROM {_BATCH_KEYS} WHERE NOT EXISTS (SELECT FROM added a WHERE a.key = b.key)"
 )
 _FILL_IDS = (
