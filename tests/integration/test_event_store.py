@@ -525,6 +525,62 @@ def test_connections_the_postgresql_server_ended_are_replaced(open_store: Opener
     assert store.count(owner_id="owner-a") == 2
 
 
+def _event_indexes(url: str) -> dict[str, str]:
+    """The events table's own indexes (not its partitions'): name -> definition."""
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = %s",
+            (EVENTS_TABLE,),
+        ).fetchall()
+    return dict(rows)
+
+
+def test_a_postgresql_store_with_the_old_index_gets_the_new_ones(open_store: Opener) -> None:
+    """A store made with the one B-tree on (owner_id, id) gets the hash index on id and the
+    B-tree on owner_id at setup, on every partition, and loses the old index; its events
+    are still found, replaced and counted by owner."""
+    if open_store.url is None:
+        pytest.skip("the PostgreSQL store's indexes")
+    url = open_store.url
+    store = open_store()
+    store.write_batch("owner-a", make_batch(["a", "b"], version="1"), checkpoint(line=3))
+    store.write_batch("owner-b", make_batch(["a"], owner="owner-b", import_id="b"), checkpoint("b"))
+    store.close()
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:  # as the store was made
+        for name in _event_indexes(url):
+            conn.execute(f'DROP INDEX "{name}"')
+        old = f"{EVENTS_TABLE}_owner_id_id_idx"
+        conn.execute(f"CREATE INDEX {old} ON {EVENTS_TABLE} (owner_id, id)")
+    assert set(_event_indexes(url)) == {f"{EVENTS_TABLE}_owner_id_id_idx"}
+
+    reopened = open_store()
+    indexes = _event_indexes(url)
+    assert set(indexes) == {f"{EVENTS_TABLE}_id_idx", f"{EVENTS_TABLE}_owner_id_idx"}
+    assert "USING hash (id)" in indexes[f"{EVENTS_TABLE}_id_idx"]
+    assert "USING btree (owner_id)" in indexes[f"{EVENTS_TABLE}_owner_id_idx"]
+    with psycopg.connect(libpq_url(url)) as conn:  # and each partition has both, nothing else
+        partition_indexes = conn.execute(
+            "SELECT c.relname, count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_index x ON x.indrelid = c.oid WHERE i.inhparent = %s::regclass "
+            "GROUP BY c.relname",
+            (EVENTS_TABLE,),
+        ).fetchall()
+    assert partition_indexes
+    assert all(count == 2 for _, count in partition_indexes)
+
+    again = make_batch(["b", "c"], import_id="import-2", version="2")
+    reopened.write_batch("owner-a", again, checkpoint("import-2", line=3))
+    versions = {row["id"]: row["version"] for row in reopened.rows("owner-a")}
+    assert versions == {"a": "1", "b": "2", "c": "2"}
+    assert [row["id"] for row in reopened.rows("owner-b")] == ["a"]
+    assert reopened.count() == 4
+    reopened.close()
+    assert set(_event_indexes(url)) == set(indexes)  # a second setup changes nothing
+    open_store()
+    assert _event_indexes(url) == indexes
+
+
 def test_a_postgresql_store_made_before_the_id_table_gets_its_keys(open_store: Opener) -> None:
     """Stores made before ``event_ids`` have events but no keys: setup fills them in, so
     their ids are found again and replaced, not stored twice."""
