@@ -505,7 +505,7 @@ class PostgresEventStore:
         in this process."""
 
     def prepare_batch(self, owner_id: str, batch: Batch) -> PreparedBatch:
-        """The batch checked, its keys, its months and its rows as COPY's CSV, in id order."""
+        """The batch checked, its keys, its months and its rows as COPY's CSV, in time order."""
         table = batch_table(owner_id, batch)
         del batch
         if not table.num_rows:
@@ -515,8 +515,11 @@ class PostgresEventStore:
         keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
         times = table.column("time")
         months = pc.unique(pc.add(pc.multiply(pc.year(times), 100), pc.month(times)))
-        # In id order, index inserts walk each partition's index once, page by page.
-        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+        # In time order: each partition's rows come together (and in its heap), a run at a time
+        # for COPY. 1M enriched over HTTP, interleaved: 11.18-11.46 s against 12.19-12.27 s in
+        # id order (which the hash index on id does not need; unsorted: 11.86-12.13 s), a 500k
+        # re-import 9.39-9.52 s against 9.77-10.27 s.
+        table = table.take(pc.sort_indices(table, [("time", "ascending")]))
         rows = _Rows(ids, keys, {divmod(m, 100) for m in months.to_pylist()}, _copy_csv(table))
         return PreparedBatch(self, owner_id, rows)
 
