@@ -667,11 +667,10 @@ def _id_texts(rows: pa.Table, spelled: pa.Array) -> pa.Array | pa.ChunkedArray:
     if spelled.true_count == rows.num_rows:
         return nothing
     ids = rows.column("id").cast(pa.string())
-    imports: str | pa.ChunkedArray = rows.column("import_id")
-    distinct = distinct_texts(rows.column("import_id"))
-    if len(distinct) == 1:  # one import's batch: its prefix once, not joined on every row
-        imports = distinct[0]
-    derived = derived_ids(imports, rows.column("line"))
+    imports = rows.column("import_id")
+    distinct = distinct_texts(imports)
+    # One import's batch: its prefix once, not joined on every row.
+    derived = derived_ids(distinct[0] if len(distinct) == 1 else imports, rows.column("line"))
     dropped = pc.or_(spelled, pc.equal(ids, derived))
     if pc.all(dropped).as_py():
         return nothing

@@ -53,7 +53,7 @@ def id_keys(owner_id: str, ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, p
         raise ValueError("an event id cannot be missing")
     if _hashing is None:
         return _split([_md5_number(prefix + t) for t in _bytes(texts)])
-    return _halves(*_hashing.md5_keys(prefix, offsets, data, len(texts)), texts)
+    return _halves(*_hashing.md5_keys(prefix, offsets, data, len(texts)), None)
 
 
 class RecentIdKeys:
@@ -110,7 +110,8 @@ def spelled_keys(texts: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array,
         hex_ids = [t is not None and _HEX_ID.fullmatch(t) is not None for t in values]
         return high, low, pa.array(hex_ids, pa.bool_())
     high_words, low_words, flags = _hashing.origin_keys(offsets, data, len(column))
-    high, low = _halves(high_words, low_words, column)
+    nulls = column.buffers()[0] if column.null_count else None
+    high, low = _halves(high_words, low_words, nulls)
     spelled = _flags(flags, len(column))
     if column.null_count:
         spelled = pc.and_(spelled, pc.is_valid(column))
@@ -132,12 +133,7 @@ def uuid_numbers(ids: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array, p
         return high, low, pc.is_valid(high)
     high_words, low_words, flags = _hashing.uuid_numbers(offsets, data, len(column))
     spelled = _flags(flags, len(column))
-    validity = spelled.buffers()[1]
-    return (
-        pa.Array.from_buffers(pa.uint64(), len(column), [validity, pa.py_buffer(high_words)]),
-        pa.Array.from_buffers(pa.uint64(), len(column), [validity, pa.py_buffer(low_words)]),
-        spelled,
-    )
+    return (*_halves(high_words, low_words, spelled.buffers()[1]), spelled)
 
 
 def _flags(flags: bytes, count: int) -> pa.Array:
@@ -199,11 +195,11 @@ def _split(numbers: list[int | None]) -> tuple[pa.Array, pa.Array]:
     return pa.array(high, pa.uint64()), pa.array(low, pa.uint64())
 
 
-def _halves(high: bytes, low: bytes, texts: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _halves(high: bytes, low: bytes, validity: pa.Buffer | None) -> tuple[pa.Array, pa.Array]:
     """The C function's words (native-endian, as Arrow's own) as uint64 columns, null where
-    ``texts`` is."""
-    validity = texts.buffers()[0] if texts.null_count else None
+    the bitmap ``validity`` (None: nowhere) says."""
+    count = len(high) // 8
     return (
-        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(high)]),
-        pa.Array.from_buffers(pa.uint64(), len(texts), [validity, pa.py_buffer(low)]),
+        pa.Array.from_buffers(pa.uint64(), count, [validity, pa.py_buffer(high)]),
+        pa.Array.from_buffers(pa.uint64(), count, [validity, pa.py_buffer(low)]),
     )

@@ -85,6 +85,7 @@ from eventport.export.query import (
     export_schema,
     variable_pair,
 )
+from eventport.positions import int64_values
 
 _SQL_TYPES: dict[ColumnType, str] = {
     "text": 'text COLLATE "C"',  # byte order: cheaper comparisons, the same order as DuckDB
@@ -803,9 +804,7 @@ def _keyed(high: pa.Array, low: pa.Array) -> dict[str, _UuidArray]:
     # low word's bytes, then the high word's, which is the uuid's 16 bytes. An element of the
     # array is its length (16, as a big-endian int32), then those bytes.
     count = len(low)
-    lows, highs = (
-        memoryview(a.buffers()[1])[a.offset * 8 : (a.offset + count) * 8] for a in (low, high)
-    )
+    lows, highs = (memoryview(int64_values(a)[1]) for a in (low, high))  # the 64-bit words
     elements = bytearray(20 * count)
     elements[3::20] = bytes([16]) * count
     for byte in range(8):
