@@ -57,9 +57,17 @@ def bloom_add(bits: Buffer, high: Buffer, low: Buffer, count: int, /) -> None:
     """Add ``count`` 128-bit keys (native uint64 halves) to a blocked Bloom filter's bits (a
     writable buffer of whole 64-byte blocks)."""
 
-def bloom_candidates(filters: Sequence[Buffer], high: Buffer, low: Buffer, count: int, /) -> bytes:
+def bloom_candidates(
+    filters: Sequence[Buffer],
+    high: Buffer,
+    low: Buffer,
+    count: int,
+    add_to: Buffer | None = None,
+    /,
+) -> bytes:
     """Native int32 positions of the keys any of the filters (1 to 64 of them) may hold (every
-    added key among them)."""
+    added key among them). With ``add_to`` (a writable filter's bits), every other key is added
+    to it in the same pass."""
 
 def fixed_offsets(count: int, width: int, /) -> bytes:
     """Native int32 offsets ``0, width, ..., count * width`` of ``count`` texts of one width."""

@@ -117,7 +117,7 @@ from eventport.export.query import (
     export_schema,
     variable_pair,
 )
-from eventport.positions import KnownKeys, not_at
+from eventport.positions import KnownKeys
 
 
 def _q(name: str) -> str:
@@ -677,16 +677,6 @@ def _id_texts(rows: pa.Table, spelled: pa.Array) -> pa.Array | pa.ChunkedArray:
     return pc.if_else(dropped, pa.scalar(None, pa.string()), ids)
 
 
-def _not_among(keys: pa.Table, maybe: pa.Array | None) -> tuple[pa.ChunkedArray, ...]:
-    """The id key halves of the rows not at the positions ``maybe``: what the filter of stored
-    ids needs to be told. A key it said it may hold already answers "maybe" whether it is added
-    or not, so a re-import's keys (every one stored before) add nothing, and it does not grow
-    as if they were new (5M: a part of 25 MB more)."""
-    if maybe is not None and len(maybe):
-        keys = keys.filter(not_at(keys.num_rows, maybe))
-    return keys.column(0), keys.column(1)
-
-
 def default_threads() -> int:
     """Threads DuckDB may use: half the cores, at most 4; import workers parse on the others.
 
@@ -1116,7 +1106,7 @@ class DuckDBEventStore:
                     added.append((table, held[source].column(key)))
                 del held
                 keyed = batch.tables[0][1]
-                maybe = self._delete_replaced(con, keyed, ids)
+                self._delete_replaced(con, keyed, ids)
                 _run(
                     con,
                     f"INSERT INTO {ROWS_TABLE} (id_key, {_ROW_NAMES_SQL}, {_SPELLED_KEYS}, "
@@ -1124,8 +1114,6 @@ class DuckDBEventStore:
                     f"{_ROW_VALUES_SQL['extras' in keyed.column_names]}, "
                     f"{_SPELLED_KEYS_SQL}, {_ID_UUID} FROM {_BATCH_VIEW}",
                 )
-                if ids is not None:  # before the commit: the filter never misses a key
-                    ids.add(*_not_among(keyed.select(["id_hi", "id_lo"]), maybe))
                 del keyed
                 batch.let_go_of(con)
             self._before_commit()
@@ -1266,16 +1254,19 @@ class DuckDBEventStore:
 
     def _delete_replaced(
         self, con: duckdb.DuckDBPyConnection, keyed: pa.Table, ids: IdFilter | None
-    ) -> pa.Array | None:
+    ) -> None:
         """Delete the stored events the batch replaces: those of the ids the filter may hold
-        (each one is a scan of every stored id key; a batch of new ids costs none). The
-        positions of those ids in the batch (None: no filter, every id was looked for)."""
+        (each one is a scan of every stored id key; a batch of new ids costs none).
+
+        The filter is told the batch's other keys in the same pass, before the commit, so it
+        never misses a committed key (a re-import's keys, every one a candidate, add nothing:
+        it does not grow as if they were new). A write made again after a failure finds them
+        all candidates: a scan for nothing."""
         source = _BATCH_VIEW
-        maybe = None
         if ids is not None:
-            maybe = ids.candidates(keyed.column("id_hi"), keyed.column("id_lo"))
+            maybe = ids.candidates(keyed.column("id_hi"), keyed.column("id_lo"), adding=True)
             if not len(maybe):
-                return maybe
+                return
             con.register(_BATCH_MAYBE, keyed.select(["id_hi", "id_lo"]).take(maybe))
             source = _BATCH_MAYBE
         try:
@@ -1283,7 +1274,6 @@ class DuckDBEventStore:
         finally:
             if source == _BATCH_MAYBE:
                 con.unregister(_BATCH_MAYBE)
-        return maybe
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:

@@ -109,18 +109,38 @@ class IdFilter:
         _, low_words = _words(low)
         if not count:
             return
-        if self._part_keys >= self._newest_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
-            self._add_part(2 * self.keys)
+        self._make_room()
         _hashing.bloom_add(self._parts[-1], high_words, low_words, count)
         self.keys += count
         self._part_keys += count
 
+    def _make_room(self) -> None:
+        """A new part when the newest holds the keys it was sized for (and memory allows)."""
+        if self._part_keys >= self._newest_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
+            self._add_part(2 * self.keys)
+
     def candidates(
-        self, high: pa.Array | pa.ChunkedArray, low: pa.Array | pa.ChunkedArray
+        self,
+        high: pa.Array | pa.ChunkedArray,
+        low: pa.Array | pa.ChunkedArray,
+        *,
+        adding: bool = False,
     ) -> pa.Array:
         """The int32 positions of the keys that may have been added: every one that was, and
-        (within capacity) about one in a million of the others."""
+        (within capacity) about one in a million of the others. With ``adding``, the others
+        are added in the same pass (a key already a candidate adds nothing: it answers "maybe"
+        either way), at about the cost of asking alone."""
         count, high_words = _words(high)
         _, low_words = _words(low)
-        found = _hashing.bloom_candidates(self._parts, high_words, low_words, count)
+        if not adding:
+            found = _hashing.bloom_candidates(self._parts, high_words, low_words, count)
+        else:
+            if count:
+                self._make_room()
+            found = _hashing.bloom_candidates(
+                self._parts, high_words, low_words, count, self._parts[-1]
+            )
+            added = count - len(found) // 4
+            self.keys += added
+            self._part_keys += added
         return pa.Array.from_buffers(pa.int32(), len(found) // 4, [None, pa.py_buffer(found)])
