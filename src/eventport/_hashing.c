@@ -1309,11 +1309,11 @@ static Py_ssize_t bloom_filters(PyObject *filters, Py_buffer *bits) {
 }
 
 /* bloom_candidates(filters, high, low, count[, add_to]) -> the native int32 positions of the
- * keys that any filter may hold. With add_to (one of the filters, writable), every other key is
- * added to it in the same pass: the writer asks which of a batch's keys may be stored and adds
- * the new ones while their block is in the cache (two passes cost it ~0.4 s of a 5M import). A
- * key is asked before it is added, so the keys before it in the call can make it a candidate
- * (as likely as any false "maybe"). */
+ * keys that any filter may hold. With add_to (one of the filters, writable: its blocks are
+ * prefetched as one of them), every other key is added to it in the same pass: the writer asks
+ * which of a batch's keys may be stored and adds the new ones while their block is in the cache
+ * (two passes cost it ~0.4 s of a 5M import). A key is asked before it is added, so the keys
+ * before it in the call can make it a candidate (as likely as any false "maybe"). */
 static PyObject *bloom_candidates(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *filters, *add_to = Py_None;
     Py_buffer high, low, bits[BLOOM_MAX_FILTERS], added = {0};
@@ -1342,11 +1342,9 @@ static PyObject *bloom_candidates(PyObject *Py_UNUSED(self), PyObject *args) {
         int present = 0;
         unsigned probe[BLOOM_PROBES];
         bloom_bits(h[i], l[i], probe);
-        if (i + 16 < count) { /* the blocks are read at random: ask for later ones now */
+        if (i + 16 < count) /* the blocks are read at random: ask for later ones now */
             for (Py_ssize_t f = 0; f < filter_count; f++)
                 __builtin_prefetch(bloom_block(bits[f].buf, blocks[f], h[i + 16]));
-            if (add_blocks) __builtin_prefetch(bloom_block(added.buf, add_blocks, h[i + 16]), 1);
-        }
         for (Py_ssize_t f = 0; f < filter_count && !present; f++) {
             const uint64_t *block = bloom_block(bits[f].buf, blocks[f], h[i]);
             present = 1;

@@ -111,13 +111,16 @@ class IdFilter:
             return
         self._make_room()
         _hashing.bloom_add(self._parts[-1], high_words, low_words, count)
-        self.keys += count
-        self._part_keys += count
+        self._counted(count)
 
     def _make_room(self) -> None:
         """A new part when the newest holds the keys it was sized for (and memory allows)."""
         if self._part_keys >= self._newest_capacity and self.nbytes + BLOCK_BYTES <= self.max_bytes:
             self._add_part(2 * self.keys)
+
+    def _counted(self, added: int) -> None:
+        self.keys += added
+        self._part_keys += added
 
     def candidates(
         self,
@@ -132,15 +135,10 @@ class IdFilter:
         either way), at about the cost of asking alone."""
         count, high_words = _words(high)
         _, low_words = _words(low)
-        if not adding:
-            found = _hashing.bloom_candidates(self._parts, high_words, low_words, count)
-        else:
-            if count:
-                self._make_room()
-            found = _hashing.bloom_candidates(
-                self._parts, high_words, low_words, count, self._parts[-1]
-            )
-            added = count - len(found) // 4
-            self.keys += added
-            self._part_keys += added
+        if adding and count:
+            self._make_room()
+        add_to = self._parts[-1] if adding else None
+        found = _hashing.bloom_candidates(self._parts, high_words, low_words, count, add_to)
+        if adding:
+            self._counted(count - len(found) // 4)
         return pa.Array.from_buffers(pa.int32(), len(found) // 4, [None, pa.py_buffer(found)])
