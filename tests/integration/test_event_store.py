@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pyarrow as pa
@@ -28,6 +28,7 @@ from eventport.events.store import (
     EVENTS_TABLE,
     EventStore,
     EventStoreError,
+    StagedWrites,
     existing_ids,
     is_postgres_url,
     libpq_url,
@@ -429,6 +430,77 @@ def test_threads_write_at_once(event_store: EventStore) -> None:
     ] == [True] * 4
 
 
+# -- staged writes (a store whose capabilities say so) ---------------------------------------------
+
+
+def staged_store(event_store: EventStore) -> StagedWrites:
+    if not event_store.capabilities.staged_writes:
+        pytest.skip("this backend writes a batch in one step")
+    return cast(StagedWrites, event_store)
+
+
+def test_a_staged_batch_replaces_what_is_committed_before_its_commit(
+    event_store: EventStore,
+) -> None:
+    """An import stages batch N+1 while batch N commits: N+1's rows are sent before N's are
+    committed, yet the ids N+1 reuses replace N's events (and earlier ones), and its own rows
+    stay. Nothing staged is visible before its commit."""
+    stages = staged_store(event_store)
+    event_store.write_batch("owner-a", make_batch(["old", "kept"], version="0"), checkpoint(line=3))
+    first = make_batch(["a", "b"], first_line=3, version="1")
+    second = make_batch(["b", "old", "c"], first_line=5, version="2")
+    staged_first = stages.stage_batch("owner-a", first)
+    staged_second = stages.stage_batch("owner-a", second)  # sent before the first commits
+    assert event_store.count() == 2  # neither visible yet
+    assert existing_ids(event_store, "owner-a", ["a", "b", "c"]) == set()
+
+    stages.commit_staged(staged_first, checkpoint(line=5))
+    assert event_store.count() == 4
+    stages.commit_staged(staged_second, checkpoint(line=8))
+
+    rows = {row["id"]: (row["version"], row["line"]) for row in event_store.rows("owner-a")}
+    assert rows == {"kept": ("0", 2), "a": ("1", 3), "b": ("2", 5), "old": ("2", 6), "c": ("2", 7)}
+    assert event_store.count() == 5
+    assert event_store.checkpoint("import-1") == checkpoint(line=8)
+
+
+def test_the_same_batch_written_again_replaces_itself(event_store: EventStore) -> None:
+    """The rows a staged batch's transaction wrote are kept, not those of the same import and
+    lines committed before (a store written twice with the same batch holds it once)."""
+    batch = make_batch(["x", "y"], version="1")
+    event_store.write_batch("owner-a", batch, checkpoint(line=3))
+    event_store.write_batch("owner-a", make_batch(["x", "y"], version="2"), checkpoint(line=3))
+    assert [(r["id"], r["version"]) for r in event_store.rows("owner-a")] == [
+        ("x", "2"),
+        ("y", "2"),
+    ]
+
+
+def test_a_discarded_or_failed_staged_batch_leaves_nothing(
+    event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stages = staged_store(event_store)
+    event_store.write_batch("owner-a", make_batch(["a"], version="1"), checkpoint(line=2))
+    before = snapshot(event_store, "owner-a")
+    stages.discard_staged(stages.stage_batch("owner-a", make_batch(["a", "b"], version="2")))
+    assert snapshot(event_store, "owner-a") == before
+
+    def fail() -> None:
+        raise RuntimeError("disk on fire")
+
+    staged = stages.stage_batch("owner-a", make_batch(["a", "c"], first_line=2, version="3"))
+    monkeypatch.setattr(event_store, "_before_commit", fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        stages.commit_staged(staged, checkpoint(line=4))
+    assert snapshot(event_store, "owner-a") == before
+    assert event_store.checkpoint("import-1") == checkpoint(line=2)
+    with pytest.raises(RuntimeError, match="already"):  # once only
+        stages.discard_staged(staged)
+    monkeypatch.undo()  # and the store's connections still serve
+    event_store.write_batch("owner-a", make_batch(["c"], first_line=2), checkpoint(line=3))
+    assert existing_ids(event_store, "owner-a", ["a", "b", "c"]) == {"a", "c"}
+
+
 # -- backend-specific, chosen by capability -------------------------------------------------------
 
 
@@ -475,6 +547,59 @@ def test_rows_land_in_their_monthly_partition(event_store: EventStore, open_stor
     }
     assert partitions == {*placed.values(), "events_default"}
     assert default_rows == (0,)
+
+
+def test_a_partition_dropped_behind_the_stores_back_is_made_again(
+    event_store: EventStore, open_store: Opener
+) -> None:
+    """An operator drops a month's partition (old events let go) while a server runs that
+    made it: that server's next batch for the month gets a new partition, not the default
+    partition, which refuses rows (a row there would stop the month's partition from ever
+    being attached again)."""
+    if not event_store.capabilities.time_partitions:
+        pytest.skip("this backend does not partition events by time")
+    assert open_store.url is not None
+    march = micros(datetime(2023, 3, 5, tzinfo=UTC))
+    event_store.write_batch("owner-a", make_batch(["a"], time=march), checkpoint(line=2))
+    with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
+        conn.execute("DROP TABLE events_p202303")
+        with pytest.raises(psycopg.errors.CheckViolation):  # the default partition refuses
+            conn.execute(
+                f"INSERT INTO {EVENTS_TABLE} (id, owner_id, import_id, line, time) "
+                "VALUES ('x', 'o', 'i', 1, '2023-03-05Z')"
+            )
+
+    event_store.write_batch(
+        "owner-a", make_batch(["b"], first_line=2, time=march), checkpoint(line=3)
+    )
+
+    assert [row["id"] for row in event_store.rows("owner-a")] == ["b"]
+    with psycopg.connect(libpq_url(open_store.url)) as conn:
+        placed = conn.execute(f"SELECT id, tableoid::regclass::text FROM {EVENTS_TABLE}").fetchall()
+    assert placed == [("b", "events_p202303")]
+    assert event_store.checkpoint("import-1") == checkpoint(line=3)
+
+
+def test_an_older_stores_default_partition_is_made_to_refuse_rows(
+    event_store: EventStore, open_store: Opener
+) -> None:
+    """Setup adds the refusal to a store made before it, without checking the rows the
+    default partition may hold already."""
+    if not event_store.capabilities.time_partitions:
+        pytest.skip("this backend does not partition events by time")
+    assert open_store.url is not None
+    insert = (
+        f"INSERT INTO {EVENTS_TABLE} (id, owner_id, import_id, line, time) "
+        "VALUES ('x', 'o', 'i', 1, '2023-03-05Z')"
+    )
+    with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
+        conn.execute("ALTER TABLE events_default DROP CONSTRAINT events_default_refuses_rows")
+        conn.execute(insert)  # as an older store let it
+    open_store().close()  # setup
+    with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(insert)
+        assert conn.execute("SELECT count(*) FROM events_default").fetchone() == (1,)
 
 
 def test_a_second_process_cannot_open_the_embedded_file(

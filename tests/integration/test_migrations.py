@@ -13,7 +13,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from eventport.control import accounts
-from eventport.control.database import ControlDatabase, alembic_config, control_objects_only
+from eventport.control.database import (
+    ControlDatabase,
+    alembic_config,
+    control_names_only,
+    control_objects_only,
+)
 from eventport.control.event_settings import ExclusionRules, exclusion_rules
 from eventport.control.models import Base, Import
 from tests.conftest import _postgres_database
@@ -21,7 +26,11 @@ from tests.conftest import _postgres_database
 
 def test_migrations_match_models(control: ControlDatabase) -> None:
     with control.engine.connect() as connection:
-        options = {"compare_type": True, "include_object": control_objects_only}
+        options = {
+            "compare_type": True,
+            "include_object": control_objects_only,
+            "include_name": control_names_only,
+        }
         context = MigrationContext.configure(connection, opts=options)
         differences = compare_metadata(context, Base.metadata)
     assert differences == []

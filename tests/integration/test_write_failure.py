@@ -37,7 +37,9 @@ class InjectedFailure(OSError):
 
 
 class FailingStore:
-    """The real store, except that its ``fail_on``-th write raises :class:`InjectedFailure`."""
+    """The real store, except that its ``fail_on``-th write raises :class:`InjectedFailure`.
+    A write is ``write_batch``, or ``commit_staged`` for a store with staged writes (whose
+    failed commit leaves nothing of the batch, as the real store's does)."""
 
     def __init__(self, store: EventStore, fail_on: int) -> None:
         self._store = store
@@ -45,10 +47,21 @@ class FailingStore:
         self.writes = 0
 
     def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
+        self._count()
+        self._store.write_batch(owner_id, batch, checkpoint)
+
+    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
+        try:
+            self._count()
+        except InjectedFailure:
+            self._store.discard_staged(staged)  # type: ignore[attr-defined]
+            raise
+        self._store.commit_staged(staged, checkpoint)  # type: ignore[attr-defined]
+
+    def _count(self) -> None:
         self.writes += 1
         if self.writes == self._fail_on:
             raise InjectedFailure("the store broke at 10.1.2.3 (injected)")
-        self._store.write_batch(owner_id, batch, checkpoint)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

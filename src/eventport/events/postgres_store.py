@@ -5,8 +5,11 @@ Layout:
 * ``events``: the columns of :data:`~eventport.events.schema.COLUMNS`, range-partitioned by
   ``time`` into monthly partitions ``events_pYYYYMM``, created on demand for the months a batch
   touches (in a short transaction of their own, under an advisory lock, before the batch's
-  transaction), plus ``events_default`` for safety (the store only accepts years 1-9999 and makes
-  a partition for every month it meets, so nothing should land there). A partition is created
+  transaction), plus ``events_default``, which refuses every row (``CHECK (false)``): a month
+  whose partition this process believes made but which is gone (dropped by an operator, say)
+  fails the copy instead of landing there unseen, and the store makes the partition again
+  (rows in the default partition would stop that month's partition from ever being attached).
+  A partition is created
   as a table and then attached, which does not wait for queries on ``events`` (it does lock
   ``events_default``, which reads therefore never touch: they name the partitioned months).
 * ``event_ids``: the key of every stored event (a uuid: the MD5 of its owner's id, a NUL and its
@@ -19,8 +22,9 @@ Layout:
 * A hash index on ``id``, inherited by every partition, finds the events to delete once
   ``event_ids`` has named them (the delete's ``owner_id`` filter is checked on the rows). It
   cannot be unique: a unique index on a partitioned table must include the partition key.
-  Uniqueness per owner comes from ``write_batch`` deleting before inserting, under a per-owner
-  advisory lock (batches of different owners are written in parallel; one owner's take turns).
+  Uniqueness per owner comes from ``write_batch`` deleting, under a per-owner advisory lock,
+  every event of the batch's ids but the batch's own (batches of different owners are written
+  in parallel; one owner's take turns).
   A B-tree on ``owner_id`` alone lets reads find a small tenant's events without scanning
   its months' partitions whole; it costs little to keep (one key repeated: PostgreSQL stores
   the row pointers of a key together). The two replaced one B-tree on ``(owner_id, id)``
@@ -30,8 +34,12 @@ Layout:
 The names stay clear of the control store's tables, so both can share one database.
 
 Batches are written with ``COPY … FROM STDIN`` in CSV that Arrow writes (C++, no Python object
-per value). Connections come from a small built-in pool (idle connections kept for reuse); each
-call holds one for its duration, so threads write in parallel.
+per value), in two steps an import overlaps (``StagedWrites``): the rows copied in a transaction
+left open (``stage_batch``), while the batch before commits on another connection; then the ids
+added, the replaced events deleted, the checkpoint upserted and the commit (``commit_staged``).
+One backend doing all of a batch left a core idle a third of the time (docs/performance.md).
+Connections come from a small built-in pool (idle connections kept for reuse); each call holds
+one for its duration (a staged batch, until its commit), so threads write in parallel.
 
 Exports and aggregates read in a read-only, repeatable-read transaction. An export is a
 ``COPY (SELECT … ORDER BY time, id) TO STDOUT`` in CSV, ``batch_rows`` rows at a time parsed by
@@ -45,6 +53,7 @@ decoded ``%00`` is a NUL, which PostgreSQL text cannot hold.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import threading
@@ -87,6 +96,8 @@ from eventport.export.query import (
 )
 from eventport.positions import int64_values
 
+log = logging.getLogger(__name__)
+
 _SQL_TYPES: dict[ColumnType, str] = {
     "text": 'text COLLATE "C"',  # byte order: cheaper comparisons, the same order as DuckDB
     "bigint": "int8",
@@ -98,6 +109,7 @@ _SQL_TYPES: dict[ColumnType, str] = {
 _COPY_CHUNK = 1 << 20
 _UUID_OID, _UUID_ARRAY_OID = 2950, 2951  # PostgreSQL's built-in type ids of uuid and uuid[]
 _DEFAULT_PARTITION = f"{EVENTS_TABLE}_default"
+_REFUSES_ROWS = f"{_DEFAULT_PARTITION}_refuses_rows"  # its CHECK (false) (module docstring)
 # The events' indexes (see the module docstring), as (name, method and columns). They cost
 # rows ~20% less to keep than the one B-tree on (owner_id, id) they replaced, whose keys (two
 # texts, ~90 bytes) land all over it: 1M rows, 20 COPYs of 50,000 each in id order,
@@ -140,6 +152,14 @@ _ADD_IDS = (
     f"ORDER BY b.key ON CONFLICT (key) DO NOTHING RETURNING key) "
     f"SELECT b.n FROM {_BATCH_KEYS} WHERE NOT EXISTS (SELECT FROM added a WHERE a.key = b.key)"
 )
+# The stored events of ids a batch replaces. The batch's own rows, copied first in the same
+# transaction (stage_batch), carry its ids too: a row this transaction wrote has its id as xmin.
+# (A frozen row keeps its xmin, so one of the same import written exactly 2^32 transactions
+# earlier would look like one of the batch's own: the import id has to match as well.)
+_DELETE_REPLACED = sql.SQL(
+    "DELETE FROM {} WHERE owner_id = %s AND id = ANY(%b) "
+    "AND NOT (xmin = pg_current_xact_id()::xid AND import_id = ANY(%s))"
+).format(_T)
 _FILL_IDS = (
     f"INSERT INTO {EVENT_IDS_TABLE} (key) SELECT DISTINCT "
     "md5(convert_to(owner_id, 'UTF8') || '\\x00'::bytea || convert_to(id, 'UTF8'))::uuid "
@@ -342,14 +362,7 @@ class _Connections:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        conn = self._idle_alive()
-        if conn is None:
-            conn = psycopg.connect(
-                self._conninfo,
-                autocommit=True,
-                application_name="eventport events",
-                options="-c TimeZone=UTC",
-            )
+        conn = self.take()
         healthy = False
         try:
             yield conn
@@ -358,14 +371,31 @@ class _Connections:
             healthy = True
             raise
         finally:
-            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            keep = healthy and idle and not conn.closed
-            with self._lock:
-                keep = keep and not self._closed and len(self._idle) < self._max_idle
-                if keep:
-                    self._idle.append(conn)
-            if not keep:
-                conn.close()
+            self.give_back(conn, healthy)
+
+    def take(self) -> Connection:
+        """A connection for the caller alone until :meth:`give_back`."""
+        conn = self._idle_alive()
+        if conn is None:
+            conn = psycopg.connect(
+                self._conninfo,
+                autocommit=True,
+                application_name="eventport events",
+                options="-c TimeZone=UTC",
+            )
+        return conn
+
+    def give_back(self, conn: Connection, healthy: bool) -> None:
+        """Keep ``conn`` for reuse if it is ``healthy`` and idle (no transaction open), else
+        close it."""
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        keep = healthy and idle and not conn.closed
+        with self._lock:
+            keep = keep and not self._closed and len(self._idle) < self._max_idle
+            if keep:
+                self._idle.append(conn)
+        if not keep:
+            conn.close()
 
     def _idle_alive(self) -> Connection | None:
         """An idle connection the server still serves, or None. The server may have ended any
@@ -402,6 +432,24 @@ class _Rows:
     keys: dict[str, _UuidArray]
     months: set[tuple[int, int]]
     data: bytes
+    import_ids: list[str]  # of the rows: with the transaction, what tells its own rows
+
+
+class _Staged:
+    """A batch whose rows a transaction holds, uncommitted, on a connection of its own
+    (:meth:`PostgresEventStore.stage_batch`), until it is committed or discarded, once."""
+
+    def __init__(self, store: PostgresEventStore, owner_id: str, rows: _Rows, conn: Connection):
+        self.store, self.owner_id, self.rows = store, owner_id, rows
+        self._conn: Connection | None = conn
+
+    def take(self, store: PostgresEventStore) -> tuple[Connection, _Rows]:
+        if store is not self.store:
+            raise ValueError("the batch was staged by another event store")
+        if self._conn is None:
+            raise RuntimeError("the staged batch was committed or discarded already")
+        conn, self._conn = self._conn, None
+        return conn, self.rows
 
 
 class PostgresEventStore:
@@ -414,6 +462,7 @@ class PostgresEventStore:
         time_partitions=True,
         preferred_batch_rows=50_000,
         text_allows_nul=False,
+        staged_writes=True,
     )
 
     def __init__(self, conninfo: str, *, max_idle_connections: int = 4) -> None:
@@ -456,6 +505,16 @@ class PostgresEventStore:
                     sql.Identifier(_DEFAULT_PARTITION), _T
                 )
             )
+            refusing = conn.execute(
+                "SELECT 1 FROM pg_constraint WHERE conrelid = %s::regclass AND conname = %s",
+                (_DEFAULT_PARTITION, _REFUSES_ROWS),
+            ).fetchone()
+            if refusing is None:  # NOT VALID: an older store's rows there are not checked
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (false) NOT VALID").format(
+                        sql.Identifier(_DEFAULT_PARTITION), sql.Identifier(_REFUSES_ROWS)
+                    )
+                )
             for name, definition in _INDEXES:  # an older store's: minutes for many events
                 conn.execute(
                     sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} {}").format(
@@ -514,7 +573,8 @@ class PostgresEventStore:
         table = batch_table(owner_id, batch)
         del batch
         if not table.num_rows:
-            return PreparedBatch(self, owner_id, _Rows(pa.array([], pa.string()), {}, set(), b""))
+            empty = _Rows(pa.array([], pa.string()), {}, set(), b"", [])
+            return PreparedBatch(self, owner_id, empty)
         # The keys in the batch's own order: found again from stored_ids (events/keys.py).
         ids = table.column("id").combine_chunks()
         keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
@@ -525,37 +585,101 @@ class PostgresEventStore:
         # id order (which the hash index on id does not need; unsorted: 11.86-12.13 s), a 500k
         # re-import 9.39-9.52 s against 9.77-10.27 s.
         table = table.take(pc.sort_indices(table, [("time", "ascending")]))
-        rows = _Rows(ids, keys, {divmod(m, 100) for m in months.to_pylist()}, _copy_csv(table))
+        months_of = {divmod(m, 100) for m in months.to_pylist()}
+        imports = pc.unique(table.column("import_id")).to_pylist()
+        rows = _Rows(ids, keys, months_of, _copy_csv(table), imports)
         return PreparedBatch(self, owner_id, rows)
 
     def write_batch(self, owner_id: str, batch: Batch, checkpoint: Checkpoint) -> None:
+        self.commit_staged(self.stage_batch(owner_id, batch), checkpoint)
+
+    def stage_batch(self, owner_id: str, batch: Batch) -> _Staged:
+        """See :class:`~eventport.events.store.StagedWrites`: the batch's rows copied in a
+        transaction left open on a connection of its own. Nothing here waits for other
+        writers: the rows go into ``events`` (no unique index) and nothing else is written."""
         if not isinstance(batch, PreparedBatch):
             batch = self.prepare_batch(owner_id, batch)
         rows: _Rows = batch.take(self, owner_id)
         del batch
-        values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
-        ids, keys, data = rows.ids, rows.keys, rows.data
-        if data:
+        try:
+            conn = self._copied(rows)
+        except psycopg.errors.CheckViolation as exc:
+            if exc.diag.constraint_name != _REFUSES_ROWS:
+                raise
+            # A month this process made a partition for has none now: find out which exist
+            # and make the missing ones, once.
+            log.warning("a partition of %s was gone; making it again", EVENTS_TABLE)
+            with self._partitions_lock:
+                self._partitions.difference_update(rows.months)
+            conn = self._copied(rows)
+        rows.data = b""  # PostgreSQL holds the rows: let their text go
+        return _Staged(self, owner_id, rows, conn)
+
+    def _copied(self, rows: _Rows) -> Connection:
+        """A connection whose open transaction holds ``rows`` (their months' partitions made
+        first); on failure nothing is left open."""
+        if rows.data:
             self._ensure_partitions(rows.months)
-        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            # One owner's batches take turns: with no unique index, two concurrent batches
-            # reusing an id could otherwise both delete nothing and both insert it.
-            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner_id))
-            if data:
-                found = cur.execute(_ADD_IDS, keys).fetchall()
-                if found:  # the events of the ids the batch replaces
-                    replaced = ids.take([n - 1 for (n,) in found]).to_pylist()
-                    cur.execute(
-                        sql.SQL("DELETE FROM {} WHERE owner_id = %s AND id = ANY(%b)").format(_T),
-                        (owner_id, replaced),
-                    )
+        conn = self._pool.take()
+        try:
+            conn.execute("BEGIN")
+            if rows.data:
                 statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(_T, _COLUMNS_SQL)
-                with cur.copy(statement) as copy:
-                    view = memoryview(data)
-                    for start in range(0, len(data), _COPY_CHUNK):
+                with conn.cursor() as cur, cur.copy(statement) as copy:
+                    view = memoryview(rows.data)
+                    for start in range(0, len(rows.data), _COPY_CHUNK):
                         copy.write(view[start : start + _COPY_CHUNK])
-            cur.execute(_UPSERT_CHECKPOINT, values)
-            self._before_commit()
+        except BaseException:
+            self._roll_back(conn)
+            raise
+        return conn
+
+    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
+        """See :class:`~eventport.events.store.StagedWrites`. Under the owner's lock: the
+        batch's keys added to ``event_ids`` (the stored ones found as they go), the events of
+        those ids deleted (all but the batch's own, which this transaction wrote), the
+        checkpoint upserted, and the commit."""
+        if not isinstance(staged, _Staged):
+            raise ValueError("not a batch this event store staged")
+        conn, rows = staged.take(self)
+        values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
+        try:
+            with conn.cursor() as cur:
+                # One owner's batches take turns: with no unique index, two concurrent batches
+                # reusing an id could otherwise both delete nothing and both insert it.
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, staged.owner_id)
+                )
+                if len(rows.ids):
+                    found = cur.execute(_ADD_IDS, rows.keys).fetchall()
+                    if found:  # the events of the ids the batch replaces, not its own
+                        replaced = rows.ids.take([n - 1 for (n,) in found]).to_pylist()
+                        cur.execute(_DELETE_REPLACED, (staged.owner_id, replaced, rows.import_ids))
+                cur.execute(_UPSERT_CHECKPOINT, values)
+                self._before_commit()
+            conn.execute("COMMIT")
+        except BaseException:
+            self._roll_back(conn)
+            raise
+        self._pool.give_back(conn, True)
+
+    def discard_staged(self, staged: object) -> None:
+        """See :class:`~eventport.events.store.StagedWrites`."""
+        if not isinstance(staged, _Staged):
+            raise ValueError("not a batch this event store staged")
+        conn, _ = staged.take(self)
+        self._roll_back(conn)
+
+    def _roll_back(self, conn: Connection) -> None:
+        """End ``conn``'s transaction and give it back (closed if it cannot be ended)."""
+        idle = psycopg.pq.TransactionStatus.IDLE
+        try:
+            if not conn.closed and conn.info.transaction_status != idle:
+                conn.execute("ROLLBACK")
+        except psycopg.Error:
+            self._pool.give_back(conn, False)
+        else:
+            self._pool.give_back(conn, True)
 
     def export_batches(
         self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536

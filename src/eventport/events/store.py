@@ -78,6 +78,10 @@ class StoreCapabilities:
     #: group (``duckdb_store.ROW_GROUP_ROWS``) is compressed straight into the file instead of
     #: going through the write-ahead log (twice the rows/s of a batch of half a row group).
     preferred_batch_rows: int
+    #: The store writes a batch in two steps that a writer can overlap with the batch before
+    #: (:class:`StagedWrites`): its rows sent and held uncommitted while the batch before
+    #: commits, then the rest of ``write_batch``'s transaction and the commit.
+    staged_writes: bool = False
 
 
 class EventStoreError(RuntimeError):
@@ -107,6 +111,29 @@ class PreparedBatch:
             raise RuntimeError("the prepared batch was written already")
         contents, self._contents, self._taken = self._contents, None, True
         return contents
+
+
+class StagedWrites(Protocol):
+    """``write_batch`` in two steps, for a store with ``capabilities.staged_writes``: an import
+    stages batch N+1 (its rows sent, uncommitted, on a connection of its own) while batch N
+    commits, then commits N+1. Staging makes nothing visible; ``write_batch`` is the two steps
+    one after the other."""
+
+    def stage_batch(self, owner_id: str, batch: Batch) -> object:
+        """Send the batch's rows in a transaction left open; raises what ``write_batch``
+        would (and leaves nothing behind). The answer goes to :meth:`commit_staged` or
+        :meth:`discard_staged`, exactly once."""
+        ...
+
+    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
+        """The rest of ``write_batch``'s transaction (the events the batch's ids replace, the
+        checkpoint) and its commit. Call it once the batches staged before it are committed:
+        the events it replaces are those committed by then. On failure nothing of it stays."""
+        ...
+
+    def discard_staged(self, staged: object) -> None:
+        """Roll the staged batch back."""
+        ...
 
 
 class EventStore(Protocol):

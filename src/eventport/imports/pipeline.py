@@ -90,15 +90,30 @@ class Lookups:
     keep_ip_addresses: bool = False
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
-    # $unique_ids of the batch built before this one: it may still be being written (the
-    # worker writes a batch while it builds the next), so the store may not show them yet.
-    previous_ids: tuple[pa.Array, pa.Array] = field(
-        default_factory=lambda: (pa.array([], pa.string()), pa.array([], pa.int64()))
-    )  # and their text_hashes
+    # $unique_ids of the batches built before this one that may not be committed yet (the
+    # worker writes a batch while it builds the next; with a store's staged writes, two), so
+    # the store may not show them yet: their ids and text_hashes, one pair a batch, the last
+    # ``unwritten_batches``.
+    unwritten_batches: int = 1
+    recent_ids: list[tuple[pa.Array, pa.Array]] = field(default_factory=list)
     addresses: AddressBook = field(init=False)
 
     def __post_init__(self) -> None:
         self.addresses = AddressBook(self.enrichment)
+
+    @property
+    def previous_ids(self) -> tuple[pa.Array, pa.Array]:
+        """The ids of :attr:`recent_ids` and their hashes, as one pair."""
+        if len(self.recent_ids) == 1:
+            return self.recent_ids[0]
+        if not self.recent_ids:
+            return pa.array([], pa.string()), pa.array([], pa.int64())
+        ids, hashes = zip(*self.recent_ids, strict=True)
+        return pa.concat_arrays(ids), pa.concat_arrays(hashes)
+
+    def built(self, ids: pa.Array, hashes: pa.Array) -> None:
+        """A batch with these ids (and hashes) was built: it may not be committed for a while."""
+        self.recent_ids = [*self.recent_ids, (ids, hashes)][-self.unwritten_batches :]
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
@@ -369,7 +384,7 @@ def build_batch(
                 )
             )
 
-    lookups.previous_ids = (unique, unique_hashes)
+    lookups.built(unique, unique_hashes)
     batch, excluded, dnt_count = _columns(table, owner_id, import_id, lookups)
     entries = sorted([*logs, *not_found, *in_file], key=lambda entry: entry.line or 0)
     warnings = sum(1 for entry in entries if entry.level == "warning")

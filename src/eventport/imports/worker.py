@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
 
@@ -34,7 +35,7 @@ from eventport.domain.access import Access
 from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
-from eventport.events.store import EventStore, PreparedBatch
+from eventport.events.store import EventStore, PreparedBatch, StagedWrites
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
 from eventport.imports.log_lines import LineWarnings
@@ -156,38 +157,68 @@ class _Writer:
     """Commits prepared batches in order on a thread of its own, so that the next batch is
     read, decoded and built while one is written (DuckDB and psycopg release the GIL).
 
-    At most one batch is being written and one waits for it: memory holds two batches. A
-    failed write is raised again by :meth:`submit` or :meth:`close`; a write that finds the
-    lease lost sets :attr:`lost`, and later batches are dropped.
+    At most one batch is being written and one waits for it: memory holds two batches (three
+    with ``stage``, below). A failed write is raised again by :meth:`submit` or
+    :meth:`close`; a write that finds the lease lost sets :attr:`lost`, and later batches are
+    dropped.
+
+    With ``stage`` (a store with staged writes, see events/store.py StagedWrites), a batch is
+    staged on a thread of its own as soon as it is submitted, while the batch before it
+    commits: the write gets the staged batch's future, and two batches are in the writer's
+    hands (the reading thread builds a third). ``drop`` is given the staged batch's future of a
+    batch that is not written (a lost lease, a failed write before it), to roll it back.
     """
 
-    def __init__(self, write: Callable[[_Prepared], bool]) -> None:
+    def __init__(
+        self,
+        write: Callable[[_Prepared, Future[object] | None], bool],
+        stage: Callable[[_Prepared], object] | None = None,
+        drop: Callable[[Future[object] | None], None] | None = None,
+    ) -> None:
         self._write = write
-        self._queue: queue.Queue[_Prepared | None] = queue.Queue(maxsize=1)
-        self._free = threading.Semaphore(1)  # released when a write is done
+        self._stage, self._drop = stage, drop
+        self._stager = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-stager") if stage else None
+        )
+        self._queue: queue.Queue[tuple[_Prepared, Future[object] | None] | None] = queue.Queue()
+        self._slots = 2 if stage else 1
+        self._free = threading.Semaphore(self._slots)  # released when a write is done
         self._failure: BaseException | None = None
         self.failed = threading.Event()  # a write failed: later batches are dropped
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def unwritten(self) -> int:
+        """How many batches submitted before the one being built may not be committed yet."""
+        return self._slots
+
     def submit(self, item: _Prepared) -> Checkpoint:
-        """Queue a batch once the one before it is written; its checkpoint."""
+        """Queue a batch once there is room for it; its checkpoint."""
         self._free.acquire()
         if self._failure is not None:
             # Nothing is queued, so the writer is idle: give the slot back, or close() would
             # wait for it forever (and the import's heartbeat would keep it "importing").
             self._free.release()
             self._raise()
-        self._queue.put(item)
+        staged = None
+        if self._stager is not None and self._stage is not None:
+            staged = self._stager.submit(self._stage, item)
+        self._queue.put((item, staged))
         return item.checkpoint
 
     def close(self) -> None:
         """Wait for the queued batches to be written (or dropped)."""
-        if self._thread.is_alive():
-            self._free.acquire()
-            self._queue.put(None)
-            self._thread.join()
+        try:
+            if self._thread.is_alive():
+                for _ in range(self._slots):
+                    self._free.acquire()
+                self._queue.put(None)
+                self._thread.join()
+        finally:
+            if self._stager is not None:
+                self._stager.shutdown()
         self._raise()
 
     def _raise(self) -> None:
@@ -196,15 +227,20 @@ class _Writer:
             raise failure
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (entry := self._queue.get()) is not None:
+            item, staged = entry
             try:
-                if not self.failed.is_set() and not self.lost.is_set() and not self._write(item):
+                if self.failed.is_set() or self.lost.is_set():
+                    if self._drop is not None:
+                        self._drop(staged)
+                elif not self._write(item, staged):
                     self.lost.set()
             except BaseException as exc:  # handed to the import's thread
-                self._failure = exc
+                if self._failure is None:  # the first failure is the one that matters
+                    self._failure = exc
                 self.failed.set()
             finally:
-                del item
+                del item, staged, entry
                 self._free.release()
 
 
@@ -342,7 +378,14 @@ class ImportWorker:
         batch = _Pending()
         first_batch = True
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
-            writer = _Writer(lambda item: self._write(row, item, heartbeat.stop))
+            staged = self.events.capabilities.staged_writes
+            stages = cast(StagedWrites, self.events) if staged else None
+            writer = _Writer(
+                lambda item, held: self._write(row, item, heartbeat.stop, held),
+                (lambda item: stages.stage_batch(row.owner_id, item.batch)) if stages else None,
+                self._discard,
+            )
+            lookups.unwritten_batches = writer.unwritten
 
             def stopped() -> bool:  # no batch is written any more: their entries are not due
                 return heartbeat.stop.is_set() or writer.lost.is_set() or writer.failed.is_set()
@@ -492,18 +535,43 @@ class ImportWorker:
         self._log(row.id, [progress])
         return True
 
-    def _write(self, row: Import, item: _Prepared, stop: threading.Event) -> bool:
+    def _write(
+        self,
+        row: Import,
+        item: _Prepared,
+        stop: threading.Event,
+        staged: Future[object] | None = None,
+    ) -> bool:
         """Once the logger has stored the batch's log entries: the events with their
         checkpoint in one transaction, then the progress mirror in the control store. False
         when the lease turned out to be lost. An abort noticed before the write skips it
-        altogether."""
+        altogether. ``staged``: the batch staged by the store (StagedWrites), to commit."""
         assert item.logged is not None, "submitted to the logger first"
-        stored = item.logged.result()  # the logger's error, if any, is this write's
+        try:
+            stored = item.logged.result()  # the logger's error, if any, is this write's
+        except BaseException:
+            self._discard(staged)
+            raise
         item.logged = None
         if not stored or stop.is_set():
+            self._discard(staged)
             return True
-        self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
+        if staged is None:
+            self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
+        else:
+            cast(StagedWrites, self.events).commit_staged(staged.result(), item.checkpoint)
         return self._record(row, item.checkpoint)
+
+    def _discard(self, staged: Future[object] | None) -> None:
+        """Roll back a staged batch that is not to be written (one that failed to stage left
+        nothing behind)."""
+        if staged is None:
+            return
+        try:
+            held = staged.result()
+        except BaseException:
+            return
+        cast(StagedWrites, self.events).discard_staged(held)
 
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
