@@ -650,6 +650,24 @@ def test_connections_the_postgresql_server_ended_are_replaced(open_store: Opener
     assert store.count(owner_id="owner-a") == 2
 
 
+def test_a_postgresql_store_keeps_connections_for_its_workers_imports(
+    open_store: Opener,
+) -> None:
+    """Each import holds up to three connections (a batch staged, one committing, its
+    look-ups): a store opened for four workers keeps 2 + 3 x 4 idle, not the default four."""
+    if open_store.url is None:
+        pytest.skip("a PostgreSQL store's connections")
+    store = open_event_store(open_store.url, open_store.data_dir, workers=4)
+    open_store.opened.append(store)
+    assert isinstance(store, PostgresEventStore)
+    with ExitStack() as stack:
+        pids = {stack.enter_context(store._pool.connection()).info.backend_pid for _ in range(16)}
+    assert len(pids) == 16
+    with ExitStack() as stack:  # the 14 kept serve again; two more are new
+        again = {stack.enter_context(store._pool.connection()).info.backend_pid for _ in range(16)}
+    assert len(again & pids) == 14
+
+
 def _event_indexes(url: str) -> dict[str, str]:
     """The events table's own indexes (not its partitions'): name -> definition."""
     with psycopg.connect(libpq_url(url)) as conn:

@@ -346,10 +346,13 @@ def open_event_store(
     id_filter_mb: int = 64,
     duckdb_memory_mb: int = 128,
     duckdb_write_memory_mb: int | None = None,
+    workers: int = 1,
 ) -> EventStore:
     """PostgreSQL when ``database_url`` is a PostgreSQL URL, else DuckDB in the data dir (with
     ``id_filter_mb`` for its filter of stored ids and ``duckdb_memory_mb`` for its buffer pool,
-    ``duckdb_write_memory_mb`` for it while no read runs: None, the same).
+    ``duckdb_write_memory_mb`` for it while no read runs: None, the same). PostgreSQL keeps
+    enough idle connections for ``workers`` imports at once (three each: a batch staged, one
+    committing, the look-ups) and two readers, so a busy process does not connect per batch.
 
     The store is returned set up (:meth:`EventStore.setup` has run).
     """
@@ -357,7 +360,8 @@ def open_event_store(
     if database_url is not None and is_postgres_url(database_url):
         from eventport.events.postgres_store import PostgresEventStore
 
-        store = PostgresEventStore(libpq_url(database_url))
+        idle = 2 + 3 * max(workers, 1)
+        store = PostgresEventStore(libpq_url(database_url), max_idle_connections=idle)
     else:
         from eventport.events.duckdb_store import DuckDBEventStore
 
@@ -386,6 +390,7 @@ def open_configured_event_store(settings: Settings) -> EventStore:
         id_filter_mb=settings.id_filter_mb,
         duckdb_memory_mb=settings.duckdb_memory_mb,
         duckdb_write_memory_mb=settings.duckdb_write_memory_mb,
+        workers=settings.workers,
     )
 
 
