@@ -17,6 +17,8 @@ from typing import Generic, TypeVar
 
 import duckdb
 
+from eventport.threads import name_this_thread
+
 T = TypeVar("T")
 Cursor = duckdb.DuckDBPyConnection
 
@@ -29,7 +31,9 @@ class WindowPipeline(Generic[T]):
             raise ValueError("a pipeline needs at least one cursor")
         self._free: deque[Cursor] = deque(cursors)
         self._running: deque[tuple[Future[T], Cursor]] = deque()
-        self._pool = ThreadPoolExecutor(len(cursors), thread_name_prefix="eventport-export")
+        self._pool = ThreadPoolExecutor(
+            len(cursors), "eventport-export", initializer=name_this_thread
+        )
 
     @property
     def full(self) -> bool:

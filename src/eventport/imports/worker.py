@@ -42,6 +42,7 @@ from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
 from eventport.settings import Settings
+from eventport.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ class _Writer:
         self._write = write
         self._stage, self._drop = stage, drop
         self._stager = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-stager") if stage else None
+            ThreadPoolExecutor(1, "import-stager", initializer=name_this_thread) if stage else None
         )
         self._queue: queue.Queue[tuple[_Prepared, Future[object] | None] | None] = queue.Queue()
         self._slots = 2 if stage else 1
@@ -227,6 +228,7 @@ class _Writer:
             raise failure
 
     def _run(self) -> None:
+        name_this_thread()
         while (entry := self._queue.get()) is not None:
             item, staged = entry
             try:
@@ -264,6 +266,7 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
+        name_this_thread("heartbeat")
         renew_every = self.lease.total_seconds() / 3
         waited = 0.0
         while not self._done.wait(ABORT_POLL_SECONDS):
@@ -387,8 +390,25 @@ class ImportWorker:
             )
             lookups.unwritten_batches = writer.unwritten
 
+            # Set when the logger fails: the batch whose entries failed is not written, so no
+            # later one is, and the logger stores no later entries (with staged writes it may
+            # hold the next batch's entries before the writer has seen the failure).
+            log_failed = threading.Event()
+
             def stopped() -> bool:  # no batch is written any more: their entries are not due
-                return heartbeat.stop.is_set() or writer.lost.is_set() or writer.failed.is_set()
+                return (
+                    heartbeat.stop.is_set()
+                    or writer.lost.is_set()
+                    or writer.failed.is_set()
+                    or log_failed.is_set()
+                )
+
+            def log_batch(item: _Prepared) -> bool:
+                try:
+                    return self._log_batch(row, item, stopped)
+                except BaseException:
+                    log_failed.set()
+                    raise
 
             # Log entries are stored on a thread of their own, in order, ahead of the writer:
             # a batch's entries go into the control store while the batch before it is written
@@ -398,10 +418,10 @@ class ImportWorker:
             # are kept). Written by the writer before its batch, 1M entries took it ~4.4 s of a
             # re-import's 7.3 s (a duplicate-unique-id warning for every event) while DuckDB
             # took ~1.3 s and the reading thread ~3.3 s.
-            logger = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-logger")
+            logger = ThreadPoolExecutor(1, "import-logger", initializer=name_this_thread)
 
             def submit(item: _Prepared) -> Checkpoint:
-                item.logged = logger.submit(self._log_batch, row, item, stopped)
+                item.logged = logger.submit(log_batch, item)
                 return writer.submit(item)
 
             try:
@@ -694,7 +714,10 @@ class WorkerPool:
             gc.set_threshold(50_000, 20, 100)
         for worker in self.workers:
             thread = threading.Thread(
-                target=worker.run, args=(self._stop, self._wake), name=worker.name, daemon=True
+                target=_run_named,
+                args=(worker, self._stop, self._wake),
+                name=worker.name,
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -708,3 +731,10 @@ class WorkerPool:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+
+
+def _run_named(worker: ImportWorker, stop: threading.Event, wake: threading.Event) -> None:
+    """A pool's thread: named "import-worker" for the operating system (it reads, decodes and
+    builds an import's batches), then the worker's loop."""
+    name_this_thread("import-worker")
+    worker.run(stop, wake)
