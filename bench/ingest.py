@@ -17,6 +17,10 @@ compare runs made side by side, not whatever minute each one fell in.
 event replaces one and gets a ``duplicate-unique-id`` warning): its time, the server's peak
 memory during it, the control store's size on disk after it, and how fast its whole log (an
 entry a line) streams over HTTP. Enriched only, and no baseline.
+
+``--cpu`` also prints where the CPU went while each import ran (from the end of its upload):
+the server's threads by name (eventport names its own: import-worker reads, decodes and builds
+batches, import-writer writes them, ...), PostgreSQL's processes, and the cores left idle.
 """
 
 from __future__ import annotations
@@ -170,6 +174,79 @@ def start_import(client: httpx.Client, package_id: str, path: Path) -> str:
 # often. The import's end is the server's own ``finished_at``, not when a poll saw it.
 STATUS_SECONDS = 1.0
 MEMORY_SECONDS = 0.05
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(path: Path) -> tuple[str, list[str]] | None:
+    """A /proc stat file's name (comm) and the fields after it; None once it is gone."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+
+
+class CpuSampler:
+    """CPU-seconds used from now on, by the server's threads (threads that end are kept: they
+    are sampled as often as memory is), by PostgreSQL's processes, and left idle."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.threads: dict[str, tuple[str, float]] = {}  # tid -> (name, CPU-seconds so far)
+        self.started = self._threads_now()
+        self.postgres_started = self._postgres_now()
+        self.machine_started = self._machine_now()
+
+    def sample(self) -> None:
+        self.threads.update(self._threads_now())
+
+    def report(self) -> str:
+        self.sample()
+        busy: dict[str, float] = {}
+        for tid, (name, seconds) in self.threads.items():
+            used = seconds - self.started.get(tid, (name, 0.0))[1]
+            busy[name] = busy.get(name, 0.0) + used
+        postgres = self._postgres_now() - self.postgres_started
+        now = self._machine_now()
+        total, idle = (b - a for a, b in zip(self.machine_started, now, strict=True))
+        cores = os.cpu_count() or 1
+        wall = total / TICKS / cores
+        listed = ", ".join(
+            f"{name} {seconds:.2f}"
+            for name, seconds in sorted(busy.items(), key=lambda i: -i[1])
+            if seconds >= 0.05
+        )
+        pg = f"; PostgreSQL's processes {postgres:.2f}" if postgres >= 0.05 else ""
+        return (
+            f"  CPU-seconds over the {wall:.2f} s after the upload: server threads {listed}{pg}; "
+            f"idle {idle / TICKS:.2f} core-seconds of {wall * cores:.2f}"
+        )
+
+    def _threads_now(self) -> dict[str, tuple[str, float]]:
+        found = {}
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{self.pid}/task"):
+                stat = _stat_fields(Path(f"/proc/{self.pid}/task/{tid}/stat"))
+                if stat is not None:
+                    name, fields = stat
+                    found[tid] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
+        return found
+
+    @staticmethod
+    def _postgres_now() -> float:
+        """CPU-seconds of every process named postgres (those still running)."""
+        used = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            stat = _stat_fields(Path(f"/proc/{pid}/stat"))
+            if stat is not None and stat[0].startswith("postgres"):
+                used += (int(stat[1][11]) + int(stat[1][12])) / TICKS
+        return used
+
+    @staticmethod
+    def _machine_now() -> tuple[int, int]:
+        """All CPUs' ticks, and their idle and I/O-wait ticks, from /proc/stat."""
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return sum(values), values[3] + values[4]
 
 
 def finished_at(status: dict[str, object]) -> float:
@@ -204,7 +281,7 @@ def log_rate(client: httpx.Client, import_id: str) -> tuple[int, float]:
 
 
 def import_over_http(
-    path: Path, env: dict[str, str], *, reimport: bool = False
+    path: Path, env: dict[str, str], *, reimport: bool = False, cpu: bool = False
 ) -> tuple[float, float, dict[str, object]]:
     port = free_port()
     server = run_server(env, port)
@@ -217,12 +294,16 @@ def import_over_http(
         started_at = time.time()
         import_id = start_import(client, package_id, path)
         uploaded = time.perf_counter() - started
+        sampler = CpuSampler(server.pid) if cpu else None
         anon = mapped = 0.0
         asked = 0.0
         while True:
+            if sampler is not None:
+                sampler.sample()
             now = memory_mb(server.pid)
             anon, mapped = max(anon, now["RssAnon"]), max(mapped, now["RssFile"])
-            if time.perf_counter() - asked >= STATUS_SECONDS:
+            # With --cpu, asked often: the CPU is counted until the import is seen done.
+            if time.perf_counter() - asked >= (STATUS_SECONDS / 10 if cpu else STATUS_SECONDS):
                 asked = time.perf_counter()
                 status = client.get(f"/v2/imports/bench/{import_id}").json()
                 if status["status"] != "importing":
@@ -231,6 +312,8 @@ def import_over_http(
         status["peak_anon_mb"], status["peak_file_mb"] = round(anon), round(mapped)
         elapsed = finished_at(status) - started_at
         status["upload_seconds"] = round(uploaded, 2)
+        if sampler is not None:
+            status["cpu_report"] = sampler.report()
         peak = peak_rss_mb(server.pid)
         if reimport:
             status["log_entries"], status["log_seconds"] = log_rate(client, import_id)
@@ -318,6 +401,11 @@ def main() -> None:
         "--reimport",
         action="store_true",
         help="time a second import of the file into the same server (enriched; no baseline)",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="print each import's CPU-seconds by thread, PostgreSQL's, and the idle cores",
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -417,7 +505,7 @@ def fresh_server_import(
     with contextlib.ExitStack() as stack:
         if args.postgres:
             env["EVENTPORT_DATABASE_URL"] = stack.enter_context(temporary_database(args.pg_admin))
-        return import_over_http(path, env, reimport=reimport)
+        return import_over_http(path, env, reimport=reimport, cpu=args.cpu)
 
 
 def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
@@ -433,6 +521,8 @@ def reimport_once(args: argparse.Namespace, path: Path, data_dir: Path) -> None:
         f"server peak RSS during it {rss:.0f} MB{stored}; its log: {entries:,} entries in "
         f"{log_seconds:.2f} s = {entries / log_seconds:,.0f} entries/s over HTTP"
     )
+    if "cpu_report" in status:
+        print(status["cpu_report"])
 
 
 def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: bool) -> float:
@@ -449,6 +539,8 @@ def run_once(args: argparse.Namespace, path: Path, data_dir: Path, enrichment: b
         f"anonymous {status['peak_anon_mb']} MB, mapped files {status['peak_file_mb']} MB)"
         f"{on_disk}"
     )
+    if "cpu_report" in status:
+        print(status["cpu_report"])
     return elapsed
 
 
