@@ -177,13 +177,15 @@ MEMORY_SECONDS = 0.05
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(path: Path) -> tuple[str, list[str]] | None:
-    """A /proc stat file's name (comm) and the fields after it; None once it is gone."""
+def _name_and_cpu(path: Path) -> tuple[str, float] | None:
+    """A /proc stat file's name (comm) and CPU-seconds (user and system); None once it is
+    gone."""
     try:
         text = path.read_text()
     except OSError:
         return None
-    return text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+    fields = text[text.rindex(")") + 2 :].split()
+    return text[text.index("(") + 1 : text.rindex(")")], (int(fields[11]) + int(fields[12])) / TICKS
 
 
 class CpuSampler:
@@ -226,10 +228,9 @@ class CpuSampler:
         found = {}
         with contextlib.suppress(OSError):
             for tid in os.listdir(f"/proc/{self.pid}/task"):
-                stat = _stat_fields(Path(f"/proc/{self.pid}/task/{tid}/stat"))
+                stat = _name_and_cpu(Path(f"/proc/{self.pid}/task/{tid}/stat"))
                 if stat is not None:
-                    name, fields = stat
-                    found[tid] = (name, (int(fields[11]) + int(fields[12])) / TICKS)
+                    found[tid] = stat
         return found
 
     @staticmethod
@@ -237,9 +238,9 @@ class CpuSampler:
         """CPU-seconds of every process named postgres (those still running)."""
         used = 0.0
         for pid in filter(str.isdigit, os.listdir("/proc")):
-            stat = _stat_fields(Path(f"/proc/{pid}/stat"))
+            stat = _name_and_cpu(Path(f"/proc/{pid}/stat"))
             if stat is not None and stat[0].startswith("postgres"):
-                used += (int(stat[1][11]) + int(stat[1][12])) / TICKS
+                used += stat[1]
         return used
 
     @staticmethod

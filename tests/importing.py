@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from eventport.events.schema import Checkpoint
+from eventport.events.store import EventStore
 from tests.openapi_check import assert_log_matches_spec, assert_matches_spec
 
 
@@ -71,3 +73,31 @@ def counts(status: dict[str, Any]) -> tuple[int, int, int]:
 
 def full_log(client: httpx.Client, owner: str, import_id: str) -> list[dict[str, Any]]:
     return assert_log_matches_spec(client.get(f"/v2/imports/{owner}/{import_id}/log"))
+
+
+class WrappedStore:
+    """The real store, with :meth:`before_write` called before each write of a batch: its
+    ``write_batch``, or ``commit_staged`` for a store with staged writes. A write that
+    :meth:`before_write` stops leaves nothing of its batch (a staged one is discarded), as the
+    real store's failed write does."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+
+    def before_write(self) -> None:
+        """Runs before each write; raising stops it."""
+
+    def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
+        self.before_write()
+        self._store.write_batch(owner_id, batch, checkpoint)
+
+    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
+        try:
+            self.before_write()
+        except BaseException:
+            self._store.discard_staged(staged)  # type: ignore[attr-defined]
+            raise
+        self._store.commit_staged(staged, checkpoint)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

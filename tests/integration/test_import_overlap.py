@@ -14,17 +14,22 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
-from typing import Any
 
 import orjson
 from sqlalchemy import select
 
 from eventport.control.models import Account
-from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
 from eventport.imports.worker import ImportWorker
 from tests.conftest import Server
-from tests.importing import counts, full_log, setup_package, start, wait_finished
+from tests.importing import (
+    WrappedStore,
+    counts,
+    full_log,
+    setup_package,
+    start,
+    wait_finished,
+)
 
 BATCH = 100
 BATCHES = 6
@@ -32,25 +37,16 @@ COMMIT_SECONDS = 0.3
 JANUARY_2024 = 1_704_067_200
 
 
-class SlowStore:
-    """The real store, each commit of a batch held back by COMMIT_SECONDS first."""
+class SlowStore(WrappedStore):
+    """The real store, each write of a batch held back by COMMIT_SECONDS first."""
 
     def __init__(self, store: EventStore) -> None:
-        self._store = store
+        super().__init__(store)
         self.commits = 0
 
-    def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
+    def before_write(self) -> None:
         time.sleep(COMMIT_SECONDS)
-        self._store.write_batch(owner_id, batch, checkpoint)
         self.commits += 1
-
-    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
-        time.sleep(COMMIT_SECONDS)
-        self._store.commit_staged(staged, checkpoint)  # type: ignore[attr-defined]
-        self.commits += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def test_ids_reused_from_batches_not_yet_committed_are_warned_about_once(server: Server) -> None:

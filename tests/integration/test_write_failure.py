@@ -21,12 +21,18 @@ from sqlalchemy import select
 
 from eventport.control.imports import RunRow
 from eventport.control.models import Account
-from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
 from eventport.imports import worker as worker_module
 from eventport.imports.worker import MAX_ATTEMPTS, ImportWorker
 from tests.conftest import Server
-from tests.importing import counts, full_log, setup_package, start, wait_finished
+from tests.importing import (
+    WrappedStore,
+    counts,
+    full_log,
+    setup_package,
+    start,
+    wait_finished,
+)
 
 EVENTS = 500
 BATCH = 100
@@ -36,35 +42,19 @@ class InjectedFailure(OSError):
     pass
 
 
-class FailingStore:
-    """The real store, except that its ``fail_on``-th write raises :class:`InjectedFailure`.
-    A write is ``write_batch``, or ``commit_staged`` for a store with staged writes (whose
-    failed commit leaves nothing of the batch, as the real store's does)."""
+class FailingStore(WrappedStore):
+    """The real store, except that its ``fail_on``-th write raises :class:`InjectedFailure`
+    (see WrappedStore: a failed write leaves nothing of its batch, as the real store's does)."""
 
     def __init__(self, store: EventStore, fail_on: int) -> None:
-        self._store = store
+        super().__init__(store)
         self._fail_on = fail_on
         self.writes = 0
 
-    def write_batch(self, owner_id: str, batch: Any, checkpoint: Checkpoint) -> None:
-        self._count()
-        self._store.write_batch(owner_id, batch, checkpoint)
-
-    def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
-        try:
-            self._count()
-        except InjectedFailure:
-            self._store.discard_staged(staged)  # type: ignore[attr-defined]
-            raise
-        self._store.commit_staged(staged, checkpoint)  # type: ignore[attr-defined]
-
-    def _count(self) -> None:
+    def before_write(self) -> None:
         self.writes += 1
         if self.writes == self._fail_on:
             raise InjectedFailure("the store broke at 10.1.2.3 (injected)")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def run_in_thread(worker: ImportWorker, timeout: float) -> tuple[bool, BaseException | None]:

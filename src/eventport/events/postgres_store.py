@@ -82,6 +82,7 @@ from eventport.events.store import (
     PreparedBatch,
     StoreCapabilities,
     batch_table,
+    distinct_texts,
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
@@ -435,21 +436,10 @@ class _Rows:
     import_ids: list[str]  # of the rows: with the transaction, what tells its own rows
 
 
-class _Staged:
+class _Staged(PreparedBatch):
     """A batch whose rows a transaction holds, uncommitted, on a connection of its own
-    (:meth:`PostgresEventStore.stage_batch`), until it is committed or discarded, once."""
-
-    def __init__(self, store: PostgresEventStore, owner_id: str, rows: _Rows, conn: Connection):
-        self.store, self.owner_id, self.rows = store, owner_id, rows
-        self._conn: Connection | None = conn
-
-    def take(self, store: PostgresEventStore) -> tuple[Connection, _Rows]:
-        if store is not self.store:
-            raise ValueError("the batch was staged by another event store")
-        if self._conn is None:
-            raise RuntimeError("the staged batch was committed or discarded already")
-        conn, self._conn = self._conn, None
-        return conn, self.rows
+    (:meth:`PostgresEventStore.stage_batch`): taken once, as ``(connection, rows)``, by its
+    commit or discard."""
 
 
 class PostgresEventStore:
@@ -578,6 +568,7 @@ class PostgresEventStore:
         # The keys in the batch's own order: found again from stored_ids (events/keys.py).
         ids = table.column("id").combine_chunks()
         keys = _keyed(*self._id_keys(owner_id, ids, last_use=True))
+        imports = distinct_texts(table.column("import_id"))
         times = table.column("time")
         months = pc.unique(pc.add(pc.multiply(pc.year(times), 100), pc.month(times)))
         # In time order: each partition's rows come together (and in its heap), a run at a time
@@ -586,7 +577,6 @@ class PostgresEventStore:
         # re-import 9.39-9.52 s against 9.77-10.27 s.
         table = table.take(pc.sort_indices(table, [("time", "ascending")]))
         months_of = {divmod(m, 100) for m in months.to_pylist()}
-        imports = pc.unique(table.column("import_id")).to_pylist()
         rows = _Rows(ids, keys, months_of, _copy_csv(table), imports)
         return PreparedBatch(self, owner_id, rows)
 
@@ -613,7 +603,7 @@ class PostgresEventStore:
                 self._partitions.difference_update(rows.months)
             conn = self._copied(rows)
         rows.data = b""  # PostgreSQL holds the rows: let their text go
-        return _Staged(self, owner_id, rows, conn)
+        return _Staged(self, owner_id, (conn, rows))
 
     def _copied(self, rows: _Rows) -> Connection:
         """A connection whose open transaction holds ``rows`` (their months' partitions made
@@ -639,22 +629,20 @@ class PostgresEventStore:
         batch's keys added to ``event_ids`` (the stored ones found as they go), the events of
         those ids deleted (all but the batch's own, which this transaction wrote), the
         checkpoint upserted, and the commit."""
-        if not isinstance(staged, _Staged):
-            raise ValueError("not a batch this event store staged")
-        conn, rows = staged.take(self)
+        owner_id, conn, rows = self._take_staged(staged)
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
         try:
             with conn.cursor() as cur:
                 # One owner's batches take turns: with no unique index, two concurrent batches
                 # reusing an id could otherwise both delete nothing and both insert it.
                 cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, staged.owner_id)
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner_id)
                 )
                 if len(rows.ids):
                     found = cur.execute(_ADD_IDS, rows.keys).fetchall()
                     if found:  # the events of the ids the batch replaces, not its own
                         replaced = rows.ids.take([n - 1 for (n,) in found]).to_pylist()
-                        cur.execute(_DELETE_REPLACED, (staged.owner_id, replaced, rows.import_ids))
+                        cur.execute(_DELETE_REPLACED, (owner_id, replaced, rows.import_ids))
                 cur.execute(_UPSERT_CHECKPOINT, values)
                 self._before_commit()
             conn.execute("COMMIT")
@@ -665,10 +653,15 @@ class PostgresEventStore:
 
     def discard_staged(self, staged: object) -> None:
         """See :class:`~eventport.events.store.StagedWrites`."""
+        _, conn, _ = self._take_staged(staged)
+        self._roll_back(conn)
+
+    def _take_staged(self, staged: object) -> tuple[str, Connection, _Rows]:
+        """The owner, connection and rows of a batch this store staged, once."""
         if not isinstance(staged, _Staged):
             raise ValueError("not a batch this event store staged")
-        conn, _ = staged.take(self)
-        self._roll_back(conn)
+        conn, rows = staged.take(self, staged.owner_id)
+        return staged.owner_id, conn, rows
 
     def _roll_back(self, conn: Connection) -> None:
         """End ``conn``'s transaction and give it back (closed if it cannot be ended)."""

@@ -166,21 +166,19 @@ class _Writer:
     With ``stage`` (a store with staged writes, see events/store.py StagedWrites), a batch is
     staged on a thread of its own as soon as it is submitted, while the batch before it
     commits: the write gets the staged batch's future, and two batches are in the writer's
-    hands (the reading thread builds a third). ``drop`` is given the staged batch's future of a
-    batch that is not written (a lost lease, a failed write before it), to roll it back.
+    hands (the reading thread builds a third). ``drop`` is given the staged batch's future (or
+    None) of a batch that is not written (a lost lease, a failed write before it), to roll it
+    back.
     """
 
     def __init__(
         self,
         write: Callable[[_Prepared, Future[object] | None], bool],
+        drop: Callable[[Future[object] | None], None],
         stage: Callable[[_Prepared], object] | None = None,
-        drop: Callable[[Future[object] | None], None] | None = None,
     ) -> None:
-        self._write = write
-        self._stage, self._drop = stage, drop
-        self._stager = (
-            ThreadPoolExecutor(1, "import-stager", initializer=name_this_thread) if stage else None
-        )
+        self._write, self._drop, self._stage = write, drop, stage
+        self._stager = ThreadPoolExecutor(1, "import-stager", initializer=name_this_thread)
         self._queue: queue.Queue[tuple[_Prepared, Future[object] | None] | None] = queue.Queue()
         self._slots = 2 if stage else 1
         self._free = threading.Semaphore(self._slots)  # released when a write is done
@@ -203,9 +201,7 @@ class _Writer:
             # wait for it forever (and the import's heartbeat would keep it "importing").
             self._free.release()
             self._raise()
-        staged = None
-        if self._stager is not None and self._stage is not None:
-            staged = self._stager.submit(self._stage, item)
+        staged = None if self._stage is None else self._stager.submit(self._stage, item)
         self._queue.put((item, staged))
         return item.checkpoint
 
@@ -218,8 +214,7 @@ class _Writer:
                 self._queue.put(None)
                 self._thread.join()
         finally:
-            if self._stager is not None:
-                self._stager.shutdown()
+            self._stager.shutdown()
         self._raise()
 
     def _raise(self) -> None:
@@ -233,8 +228,7 @@ class _Writer:
             item, staged = entry
             try:
                 if self.failed.is_set() or self.lost.is_set():
-                    if self._drop is not None:
-                        self._drop(staged)
+                    self._drop(staged)
                 elif not self._write(item, staged):
                     self.lost.set()
             except BaseException as exc:  # handed to the import's thread
@@ -381,12 +375,13 @@ class ImportWorker:
         batch = _Pending()
         first_batch = True
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
-            staged = self.events.capabilities.staged_writes
-            stages = cast(StagedWrites, self.events) if staged else None
+            stages = cast(StagedWrites, self.events)
             writer = _Writer(
-                lambda item, held: self._write(row, item, heartbeat.stop, held),
-                (lambda item: stages.stage_batch(row.owner_id, item.batch)) if stages else None,
+                lambda item, staged: self._write(row, item, heartbeat.stop, staged),
                 self._discard,
+                (lambda item: stages.stage_batch(row.owner_id, item.batch))
+                if self.events.capabilities.staged_writes
+                else None,
             )
             lookups.unwritten_batches = writer.unwritten
 
