@@ -29,6 +29,7 @@ from eventport.api.app import create_app
 from eventport.control import accounts
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Base
+from eventport.events.store import is_postgres_url
 from eventport.settings import Settings
 
 PG_ADMIN_URL = os.environ.get(
@@ -36,7 +37,9 @@ PG_ADMIN_URL = os.environ.get(
 )
 
 
-def _postgres_database() -> Iterator[str]:
+def postgres_database() -> Iterator[str]:
+    """A new PostgreSQL database's URL, dropped after (skips the test when PostgreSQL is not
+    reachable)."""
     name = f"eventport_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -61,7 +64,18 @@ def backend(
         path = tmp_path_factory.mktemp("sqlite") / "control.sqlite3"
         yield f"sqlite:///{path}"
     else:
-        yield from _postgres_database()
+        yield from postgres_database()
+
+
+@pytest.fixture(scope="session")
+def store_database(backend: str) -> Iterator[str | None]:
+    """A PostgreSQL database for tests of the event store alone (None on the embedded
+    backend). Not the session's: the shared live server keeps its event store there, and those
+    tests drop event tables and partitions, which that store would then meet as missing."""
+    if is_postgres_url(backend):
+        yield from postgres_database()
+    else:
+        yield None
 
 
 @pytest.fixture(scope="session")

@@ -206,7 +206,7 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
 
 def test_ids_are_stored_uncompressed_and_rarely_set_columns_in_one_text(tmp_path: Path) -> None:
     """Event ids are nearly all distinct: compressing them costs the write more than it saves
-    (see duckdb_store._UNCOMPRESSED); the other texts keep DuckDB's compression. Origin and
+    (see duckdb_store._COMPRESSION); the other texts keep DuckDB's compression. Origin and
     endpoint ids that do not spell a key, and the other columns imports (nearly) never set,
     live in the row's ``extras`` (see duckdb_store._EXTRAS), not in columns of their own."""
     store = DuckDBEventStore(tmp_path / "events.duckdb")

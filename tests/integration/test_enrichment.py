@@ -22,7 +22,7 @@ from eventport.control.accounts import account_by_name
 from eventport.control.database import ControlDatabase
 from eventport.events.schema import COLUMN_NAMES
 from eventport.settings import Settings
-from tests.conftest import Server, _postgres_database, running_server, truncate_all
+from tests.conftest import Server, postgres_database, running_server, truncate_all
 from tests.importing import full_log, setup_package, start, wait_finished
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -136,7 +136,7 @@ def own_database(backend: str, data_dir: Path) -> Iterator[str]:
     if backend.startswith("sqlite"):
         yield f"sqlite:///{data_dir / 'control.sqlite3'}"
     else:
-        with contextmanager(_postgres_database)() as url:
+        with contextmanager(postgres_database)() as url:
             yield url
 
 

@@ -30,7 +30,6 @@ from eventport.events.store import (
     EventStoreError,
     StagedWrites,
     existing_ids,
-    is_postgres_url,
     libpq_url,
     open_event_store,
 )
@@ -66,9 +65,9 @@ def _drop_event_tables(url: str) -> None:
 
 
 @pytest.fixture
-def open_store(backend: str, tmp_path: Path) -> Iterator[Opener]:
-    url = backend if is_postgres_url(backend) else None
-    if url is not None:  # the session's database: start from no event tables
+def open_store(store_database: str | None, tmp_path: Path) -> Iterator[Opener]:
+    url = store_database
+    if url is not None:  # start from no event tables
         _drop_event_tables(url)
     opener = Opener(url, tmp_path / "data")
     yield opener

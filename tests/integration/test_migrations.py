@@ -21,7 +21,7 @@ from eventport.control.database import (
 )
 from eventport.control.event_settings import ExclusionRules, exclusion_rules
 from eventport.control.models import Base, Import
-from tests.conftest import _postgres_database
+from tests.conftest import postgres_database
 
 
 def test_migrations_match_models(control: ControlDatabase) -> None:
@@ -67,7 +67,7 @@ def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
     else:
-        yield from _postgres_database()
+        yield from postgres_database()
 
 
 def test_event_settings_migration_keeps_existing_rows(fresh_url: str) -> None:
