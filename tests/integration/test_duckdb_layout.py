@@ -228,6 +228,60 @@ def test_ids_are_stored_uncompressed_and_rarely_set_columns_in_one_text(tmp_path
     assert "extras" in methods
 
 
+def test_the_keys_time_and_line_are_stored_with_the_compression_named_for_them(
+    tmp_path: Path,
+) -> None:
+    """A new file's row table names the compression of its 128-bit keys (uncompressed) and of
+    the time and line (bit packing), so DuckDB does not try the others on every row group it
+    writes (see duckdb_store._COMPRESSION); the stored segments are what was named. (A
+    segment of one value is still stored as a constant.)"""
+    store = DuckDBEventStore(tmp_path / "events.duckdb")
+    store.setup()
+    try:
+        batch = make_batch(UUIDS + [f"event-{i}" for i in range(3000)], origin_country="DE")
+        rows = len(batch["id"])  # ids that spell their keys (32 hex digits), all different
+        batch["origin_id"] = [f"{i * 7919:032x}" for i in range(rows)]
+        batch["endpoint_id"] = [f"{i * 104729:032x}" for i in range(rows)]
+        store.write_batch("owner-a", batch, checkpoint(line=len(UUIDS) + 3001))
+        assert store.rows("owner-a") == expected_rows(batch)
+    finally:
+        store.close()
+    named = {
+        "id_key": "Uncompressed",
+        "origin_key": "Uncompressed",
+        "endpoint_key": "Uncompressed",
+        "id_uuid": "Uncompressed",
+        "time": "BitPacking",
+        "line": "BitPacking",
+    }
+    con = duckdb.connect(str(tmp_path / "events.duckdb"))
+    try:
+        con.execute("CHECKPOINT")
+        (ddl,) = con.execute(  # type: ignore[misc]
+            "SELECT sql FROM duckdb_tables() WHERE table_name = ?", [ROWS_TABLE]
+        ).fetchone()
+        stored = dict(
+            con.execute(
+                "SELECT column_name, list(DISTINCT compression) FROM pragma_storage_info(?) "
+                "WHERE segment_type NOT IN ('VALIDITY') GROUP BY column_name",
+                [ROWS_TABLE],
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    definitions = {
+        name.strip('"'): rest
+        for name, _, rest in (
+            part.strip().partition(" ")
+            for part in ddl.split("(", 1)[1].rsplit(")", 1)[0].split(",")
+        )
+    }
+    for column, method in named.items():
+        assert f"USING COMPRESSION {method}" in definitions[column], column
+        assert stored[column] == [method], column
+    assert "USING COMPRESSION" not in definitions["place_key"]  # DuckDB chooses
+
+
 def opened(path: Path) -> DuckDBEventStore:
     """The store of the file at ``path``, set up (a file from before is upgraded by that)."""
     store = DuckDBEventStore(path)

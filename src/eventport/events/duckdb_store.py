@@ -203,16 +203,29 @@ _PIXELS_VIEW = "eventport_pixels"
 _ITEMS_VIEW = "eventport_items"
 
 
-# Texts that are (nearly) all distinct: event ids. DuckDB's dictionary and FSST compression of
-# them costs a write ~0.35 us an event (of ~2.8 us, on 122,880-event batches) and saves ~35 bytes
-# an event (~30% of the file); stored as they are, the write is ~25% faster. (Origin and endpoint
-# ids were stored so too while they had columns of their own: now their keys, see _SPELLED.)
-# Files made before keep their columns' compression.
-_UNCOMPRESSED = frozenset({"id"})
+# Columns stored with a compression named in the table (DuckDB then skips trying the others on
+# every row group it writes; files made before keep their columns' compression):
+# - Texts that are (nearly) all distinct, event ids: uncompressed. DuckDB's dictionary and FSST
+#   compression of them costs a write ~0.35 us an event (of ~2.8 us, on 122,880-event batches)
+#   and saves ~35 bytes an event (~30% of the file); stored as they are, the write is ~25%
+#   faster. (Origin and endpoint ids were stored so too while they had columns of their own:
+#   now their keys, see _SPELLED.)
+# - The 128-bit keys (id, origin, endpoint: hashes, or numbers spelled by random ids):
+#   uncompressed, what DuckDB chooses for them after trying bit packing and RLE on each.
+# - The time and the line: bit packing (frame of reference or deltas), what it chooses for them.
+# The rows of a real 1M enriched import written again apart from the server as the writer does
+# (a transaction per 61,440 rows, one thread), five rounds: 1.11 s against 1.25 s (medians; the
+# keys alone 1.15, time and line alone 1.17); the file as large. In the server (perf, 5M
+# enriched) the analyses skipped were ~2.3% of the writer's samples: end to end within the
+# machine's drift. Naming the texts' dict_fsst (what DuckDB chooses for them) or the place and
+# agent keys' uncompressed saved nothing. A segment of one value is still stored as a constant.
+_COMPRESSION = {"id": "uncompressed", "time": "bitpacking", "line": "bitpacking"}
+_KEYS_SQL = "UHUGEINT USING COMPRESSION uncompressed"
 
 
 def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
-    stored = " USING COMPRESSION uncompressed" if name in _UNCOMPRESSED else ""
+    named = _COMPRESSION.get(name)
+    stored = f" USING COMPRESSION {named}" if named else ""
     return f"{_q(name)} {_SQL_TYPES[type_]}{stored}" + ("" if nullable else " NOT NULL")
 
 
@@ -935,9 +948,9 @@ class DuckDBEventStore:
         rows = ", ".join(_row_column_sql(c) for c in _ROW_COLUMNS)
         _run(
             con,
-            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key UHUGEINT NOT NULL, {rows}, "
-            "place_key BIGINT, agent_key BIGINT, origin_key UHUGEINT, endpoint_key UHUGEINT, "
-            f"extras VARCHAR, {_ID_UUID_SQL})",
+            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key {_KEYS_SQL} NOT NULL, {rows}, "
+            f"place_key BIGINT, agent_key BIGINT, origin_key {_KEYS_SQL}, "
+            f"endpoint_key {_KEYS_SQL}, extras VARCHAR, {_ID_UUID_SQL})",
         )
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
@@ -960,7 +973,7 @@ class DuckDBEventStore:
                         f"{_column_sql(column.name, column.type, True)}",
                     )
         if "endpoint_key" not in _columns_of(con, ROWS_TABLE):  # a file from before it
-            _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_key UHUGEINT")
+            _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_key {_KEYS_SQL}")
         _fold_extras(con)
         if "id_uuid" not in _columns_of(con, ROWS_TABLE):  # a file from before it
             _run(con, f"DROP VIEW IF EXISTS {EVENTS_TABLE}")  # made again below
