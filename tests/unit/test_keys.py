@@ -258,3 +258,44 @@ def test_uuid_numbers_with_and_without_the_extension_agree() -> None:
     assert [column.to_pylist() for column in got] == [column.to_pylist() for column in want]
     with pytest.raises(ValueError, match="missing"):
         keys.uuid_numbers(pa.array([UUIDS[0], None]))
+
+
+def _every_byte_once(valid: str) -> list[str]:
+    """``valid`` with each of its characters replaced, one at a time, by every ASCII character
+    and by two characters above ASCII."""
+    return [
+        valid[:at] + other + valid[at + 1 :]
+        for at in range(len(valid))
+        for other in [*map(chr, range(128)), "é", "\uffff"]
+    ]
+
+
+@pytest.mark.usefixtures("compiled")
+def test_every_byte_anywhere_in_a_hex_id_or_a_uuid_is_read_as_python_reads_it() -> None:
+    """The C reading of 32 hex digits (16 at a time where the CPU has SSE2, else a digit a
+    step) takes lowercase digits only, at every position: each text with one character
+    replaced by every ASCII character (and two above ASCII) is spelled exactly when Python's
+    reading says so, as the same number."""
+    hex_texts = _every_byte_once("0123456789abcdeffedcba9876543210")
+    high, low, spelled = keys.spelled_keys(pa.array(hex_texts))
+    for text, hi, lo, back in zip(
+        hex_texts, high.to_pylist(), low.to_pylist(), spelled.to_pylist(), strict=True
+    ):
+        is_hex = len(text) == 32 and all(c in HEX for c in text)
+        assert back == is_hex, text
+        if is_hex:
+            assert (hi << 64 | lo) == int(text, 16)
+    uuid_texts = _every_byte_once(UUIDS[3])
+    high, low, spelled = keys.uuid_numbers(pa.array(uuid_texts))
+    for text, hi, back in zip(uuid_texts, high.to_pylist(), spelled.to_pylist(), strict=True):
+        assert back == _uuid_shaped(text), text
+        if back:
+            assert hi == uuid.UUID(text).int >> 64
+
+
+def _uuid_shaped(text: str) -> bool:
+    """Whether ``text`` is a canonical UUID (what Python writes for the UUID it reads)."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
