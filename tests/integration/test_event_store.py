@@ -548,6 +548,13 @@ def test_rows_land_in_their_monthly_partition(event_store: EventStore, open_stor
     assert default_rows == (0,)
 
 
+# A row of March 2023 inserted past the store (into the partition of its month, or the default).
+_A_MARCH_ROW = (
+    f"INSERT INTO {EVENTS_TABLE} (id, owner_id, import_id, line, time) "
+    "VALUES ('x', 'o', 'i', 1, '2023-03-05Z')"
+)
+
+
 def test_a_partition_dropped_behind_the_stores_back_is_made_again(
     event_store: EventStore, open_store: Opener
 ) -> None:
@@ -563,10 +570,7 @@ def test_a_partition_dropped_behind_the_stores_back_is_made_again(
     with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
         conn.execute("DROP TABLE events_p202303")
         with pytest.raises(psycopg.errors.CheckViolation):  # the default partition refuses
-            conn.execute(
-                f"INSERT INTO {EVENTS_TABLE} (id, owner_id, import_id, line, time) "
-                "VALUES ('x', 'o', 'i', 1, '2023-03-05Z')"
-            )
+            conn.execute(_A_MARCH_ROW)
 
     event_store.write_batch(
         "owner-a", make_batch(["b"], first_line=2, time=march), checkpoint(line=3)
@@ -587,17 +591,13 @@ def test_an_older_stores_default_partition_is_made_to_refuse_rows(
     if not event_store.capabilities.time_partitions:
         pytest.skip("this backend does not partition events by time")
     assert open_store.url is not None
-    insert = (
-        f"INSERT INTO {EVENTS_TABLE} (id, owner_id, import_id, line, time) "
-        "VALUES ('x', 'o', 'i', 1, '2023-03-05Z')"
-    )
     with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
         conn.execute("ALTER TABLE events_default DROP CONSTRAINT events_default_refuses_rows")
-        conn.execute(insert)  # as an older store let it
+        conn.execute(_A_MARCH_ROW)  # as an older store let it
     open_store().close()  # setup
     with psycopg.connect(libpq_url(open_store.url), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute(insert)
+            conn.execute(_A_MARCH_ROW)
         assert conn.execute("SELECT count(*) FROM events_default").fetchone() == (1,)
 
 

@@ -219,14 +219,26 @@ _ITEMS_VIEW = "eventport_items"
 # enriched) the analyses skipped were ~2.3% of the writer's samples: end to end within the
 # machine's drift. Naming the texts' dict_fsst (what DuckDB chooses for them) or the place and
 # agent keys' uncompressed saved nothing. A segment of one value is still stored as a constant.
-_COMPRESSION = {"id": "uncompressed", "time": "bitpacking", "line": "bitpacking"}
-_KEYS_SQL = "UHUGEINT USING COMPRESSION uncompressed"
+# (id_uuid, below, is uncompressed for the first reason: its numbers are as distinct.)
+_COMPRESSION = {
+    "id": "uncompressed",
+    "id_uuid": "uncompressed",
+    "id_key": "uncompressed",
+    "origin_key": "uncompressed",
+    "endpoint_key": "uncompressed",
+    "time": "bitpacking",
+    "line": "bitpacking",
+}
+
+
+def _defined(name: str, sql_type: str) -> str:
+    """A row table column's name and type, with its compression where one is named."""
+    named = _COMPRESSION.get(name)
+    return f"{_q(name)} {sql_type}" + (f" USING COMPRESSION {named}" if named else "")
 
 
 def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
-    named = _COMPRESSION.get(name)
-    stored = f" USING COMPRESSION {named}" if named else ""
-    return f"{_q(name)} {_SQL_TYPES[type_]}{stored}" + ("" if nullable else " NOT NULL")
+    return _defined(name, _SQL_TYPES[type_]) + ("" if nullable else " NOT NULL")
 
 
 # An event id that is a canonical UUID (36 characters, lowercase hex in groups of 8-4-4-4-12:
@@ -236,7 +248,7 @@ def _column_sql(name: str, type_: ColumnType, nullable: bool) -> str:
 # The id an import derives for a line without $unique_id (schema.derived_ids: ~43 bytes) is
 # not kept at all: both null, reads make it again from the row's import id and line. Any
 # other id (an upper-case UUID, say) stays text.
-_ID_UUID_SQL = "id_uuid UUID USING COMPRESSION uncompressed"
+_ID_UUID_SQL = _defined("id_uuid", "UUID")
 _ID_UUID = f"CAST({KEY_FROM_HALVES_SQL.format(prefix='id_uuid')} AS UUID)"
 
 
@@ -948,9 +960,10 @@ class DuckDBEventStore:
         rows = ", ".join(_row_column_sql(c) for c in _ROW_COLUMNS)
         _run(
             con,
-            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} (id_key {_KEYS_SQL} NOT NULL, {rows}, "
-            f"place_key BIGINT, agent_key BIGINT, origin_key {_KEYS_SQL}, "
-            f"endpoint_key {_KEYS_SQL}, extras VARCHAR, {_ID_UUID_SQL})",
+            f"CREATE TABLE IF NOT EXISTS {ROWS_TABLE} ({_defined('id_key', 'UHUGEINT')} "
+            f"NOT NULL, {rows}, place_key BIGINT, agent_key BIGINT, "
+            f"{_defined('origin_key', 'UHUGEINT')}, {_defined('endpoint_key', 'UHUGEINT')}, "
+            f"extras VARCHAR, {_ID_UUID_SQL})",
         )
         for table, key, fields in _DIMENSION_TABLES:
             listed = ", ".join(_column_sql(n, _COLUMN_OF[n].type, True) for n in fields)
@@ -973,7 +986,7 @@ class DuckDBEventStore:
                         f"{_column_sql(column.name, column.type, True)}",
                     )
         if "endpoint_key" not in _columns_of(con, ROWS_TABLE):  # a file from before it
-            _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN endpoint_key {_KEYS_SQL}")
+            _run(con, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN {_defined('endpoint_key', 'UHUGEINT')}")
         _fold_extras(con)
         if "id_uuid" not in _columns_of(con, ROWS_TABLE):  # a file from before it
             _run(con, f"DROP VIEW IF EXISTS {EVENTS_TABLE}")  # made again below

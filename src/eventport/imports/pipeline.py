@@ -101,16 +101,6 @@ class Lookups:
     def __post_init__(self) -> None:
         self.addresses = AddressBook(self.enrichment)
 
-    @property
-    def previous_ids(self) -> tuple[pa.Array, pa.Array]:
-        """The ids of :attr:`recent_ids` and their hashes, as one pair."""
-        if len(self.recent_ids) == 1:
-            return self.recent_ids[0]
-        if not self.recent_ids:
-            return pa.array([], pa.string()), pa.array([], pa.int64())
-        ids, hashes = zip(*self.recent_ids, strict=True)
-        return pa.concat_arrays(ids), pa.concat_arrays(hashes)
-
     def built(self, ids: pa.Array, hashes: pa.Array) -> None:
         """A batch with these ids (and hashes) was built: it may not be committed for a while."""
         self.recent_ids = [*self.recent_ids, (ids, hashes)][-self.unwritten_batches :]
@@ -371,9 +361,10 @@ def build_batch(
     replaced = 0
     if with_unique_id.num_rows:
         found = lookups.stored_ids(unique)
-        also = _also_in(unique, unique_hashes, *lookups.previous_ids)
-        if len(found) or len(also):
-            known = pa.concat_arrays([found.cast(unique.type), also])  # also: unique's
+        # Each recent batch asked apart: their ids are not copied into one array a batch.
+        also = [_also_in(unique, unique_hashes, *recent) for recent in lookups.recent_ids]
+        if len(found) or any(len(a) for a in also):
+            known = pa.concat_arrays([found.cast(unique.type), *also])  # also: unique's
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), value_set=known))
             replaced = hit.num_rows
             line_warnings.append(
