@@ -12,6 +12,7 @@ under that host with their real path.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ EXTRA_LOG_TYPES = (
     "naive-time",
     "unknown-field",
     "invalid-field",
+    "extra-cells",
     "duplicate-unique-id",
     "invalid-remote-address",
     "attempt-failed",
@@ -191,7 +193,9 @@ def assert_log_matches_spec(response: httpx.Response) -> list[dict[str, Any]]:
     document = import_spec_document()
     mapping = document["components"]["schemas"]["ImportLog"]["discriminator"]["mapping"]
     entries = []
-    for number, line in enumerate(response.text.splitlines(), start=1):
+    # NDJSON lines end at "\n" only: a message may hold U+2028 or U+0085, which JSON leaves as
+    # they are and str.splitlines() would split at.
+    for number, line in enumerate(response.text.removesuffix("\n").split("\n"), start=1):
         entry = json.loads(line)
         branch = mapping.get(entry.get("type"))
         if branch is None:
@@ -225,3 +229,26 @@ def assert_ndjson_matches_spec(response: httpx.Response, schema: str) -> list[di
             raise SpecDrift(f"line {number} {line} is not a {schema}: {problems}")
         lines.append(line)
     return lines
+
+
+@cache
+def _own_operations() -> list[tuple[re.Pattern[str], str, frozenset[str]]]:
+    """eventport's own OpenAPI document (what ``/openapi.json`` serves): each operation's path
+    as a pattern, its method, and the statuses it documents."""
+    from eventport.api.app import create_app
+
+    found = []
+    for template, operations in create_app().openapi()["paths"].items():
+        pattern = re.compile(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$")
+        for method, operation in operations.items():
+            found.append((pattern, method.upper(), frozenset(operation["responses"])))
+    return found
+
+
+def documented_statuses(method: str, path: str) -> frozenset[str] | None:
+    """The statuses eventport's own OpenAPI document gives the operation that serves ``method
+    path`` (the first that matches, as routing takes them), or None if no operation does."""
+    for pattern, operation_method, statuses in _own_operations():
+        if operation_method == method.upper() and pattern.match(path):
+            return statuses
+    return None

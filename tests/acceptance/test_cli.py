@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -123,6 +124,25 @@ def test_docs_and_openapi(serve: str) -> None:
     assert "/v2/packages/{owner}" in spec["paths"]
     assert "/api/v1/packages" in spec["paths"]
     assert "swagger" in httpx.get(f"{serve}/docs").text.lower()
+    # Errors are documented as the API sends them: {message, code}, bad input a 400 (FastAPI's
+    # own 422 shape is never sent, so it is not documented either).
+    assert "HTTPValidationError" not in json.dumps(spec)
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["message", "code"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if path.startswith(("/api/", "/v2/")):
+                for status in ("400", "401", "403", "404", "413", "422"):
+                    content = operation["responses"][status]["content"]
+                    assert content["application/json"]["schema"] == error, (method, path, status)
+    upload = spec["paths"]["/v2/{owner}/import"]["post"]
+    assert set(upload["requestBody"]["content"]) == {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/json",
+        "text/csv",
+    }
+    assert {"415", "507"} <= set(upload["responses"])
 
 
 def test_tokens_are_stored_hashed(env: dict[str, str], backend: str) -> None:

@@ -22,6 +22,7 @@ from eventport.control.accounts import OrganizationFields
 from eventport.control.packages import PackageFields
 from eventport.domain.access import OrgRole, PermissionLevel
 from tests.conftest import Server
+from tests.openapi_check import documented_statuses
 
 ROLES = ("boss", "adm", "mem", "blk", "padm", "out", "anonymous")
 
@@ -408,3 +409,6 @@ def test_matrix(server: Server, key: tuple[str, str], row: Row, role: str) -> No
     )
     if response.status_code >= 400:
         assert isinstance(response.json()["message"], str)
+    documented = documented_statuses(method, path)
+    assert documented is not None, f"{method} {path}: no operation in the OpenAPI document"
+    assert str(response.status_code) in documented, documented

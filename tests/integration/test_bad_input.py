@@ -20,6 +20,7 @@ from eventport.control.accounts import OrganizationFields
 from eventport.control.packages import PackageFields
 from eventport.domain.access import OrgRole, PermissionLevel
 from tests.conftest import Server
+from tests.openapi_check import documented_statuses
 
 NOTHING: Any = object()
 UNKNOWN_UUID = "0b6d5c8e-3f1a-4c2b-9d7e-5a4f3e2d1c0b"
@@ -596,6 +597,15 @@ def test_bad_request_is_refused_with_a_reason(world: World, bad: Case) -> None:
     assert bad.message.lower() in body["message"].lower(), body
     if bad.status == 401:
         assert response.headers["www-authenticate"] == "Bearer"
+    if bad.status == 405:  # RFC 9110: a 405 names the methods the resource takes
+        assert response.headers["allow"] == "GET, PUT"
+        return
+    # The answer is one the route's own OpenAPI entry documents (with the error body).
+    path = bad.path.format(**world.ids).partition("?")[0]
+    documented = documented_statuses(bad.method, path)
+    if documented is not None or not bad.message.startswith("no such endpoint"):
+        assert documented is not None, f"{bad.method} {path}: no operation documents it"
+        assert str(bad.status) in documented, (path, documented)
 
 
 def snapshot(world: World) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from eventport.domain.errors import (
     BadRequest,
@@ -54,6 +56,35 @@ STATUS: dict[type[DomainError], int] = {
 }
 
 
+class ErrorBody(BaseModel):
+    """What every error answer holds (some add fields, e.g. ``errors``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    code: str
+
+
+_MEANINGS = {
+    400: "A malformed request: invalid JSON, a missing or wrong-typed field or parameter.",
+    401: "No API token, or an unknown or revoked one.",
+    403: "The caller may see the resource but not do this to it.",
+    404: "No such resource, or one the caller may not know exists.",
+    413: "The request body is larger than the server takes.",
+    415: "The body's Content-Type is not one this route reads.",
+    422: "A well-formed request that breaks a rule (a name taken, too many active imports).",
+    503: "The server lacks the memory for this request now; it may succeed later.",
+    507: "The server has no room to store the upload; nothing of it was kept.",
+}
+#: The errors every API route may answer (its own JSON error body, not FastAPI's 422 shape).
+COMMON_ERRORS = (400, 401, 403, 404, 413, 422)
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the :class:`ErrorBody`."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
 def status_of(exc: DomainError) -> int:
     return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 400)
 
@@ -87,6 +118,22 @@ def _describe(error: dict[str, Any]) -> str:
     return f"{where}: {message}" if where else message
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _methods_of(request: Request) -> list[str]:
+    """The methods some route takes at the request's path (Starlette's own 405 names only
+    those of the first route whose path matched, one of several for a path)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
@@ -114,7 +161,11 @@ def install(app: FastAPI) -> None:
             message = f"no such endpoint: {where}"
         elif exc.status_code == 405:
             message = f"method not allowed: {where}"
-        return error_response(exc.status_code, message, code)
+        response = error_response(exc.status_code, message, code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110: Allow names every method the path takes
+            response.headers["Allow"] = ", ".join(_methods_of(request))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

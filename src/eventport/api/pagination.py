@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from eventport.domain.errors import BadRequest
 
 T = TypeVar("T")
 DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 1000
+# The query parameters of a page. Their bounds are documented here and checked by page(), which
+# words the error (FastAPI's own check would answer in pydantic's words).
+PerPage = Annotated[
+    int | None,
+    Query(
+        description=f"Items a page (default {DEFAULT_PER_PAGE})",
+        json_schema_extra={"minimum": 1, "maximum": MAX_PER_PAGE},
+    ),
+]
+After = Annotated[
+    str | None,
+    Query(
+        description="The cursor of the last item seen: the next page starts after it",
+        json_schema_extra={"minLength": 1},
+    ),
+]
 
 
 def page(

@@ -16,8 +16,14 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import InsufficientStorage, PayloadTooLarge, UnsupportedMediaType
-from eventport.api.pagination import page
+from eventport.api.errors import (
+    COMMON_ERRORS,
+    InsufficientStorage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    documented,
+)
+from eventport.api.pagination import After, PerPage, page
 from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
 from eventport.control.database import ControlDatabase
@@ -29,7 +35,7 @@ from eventport.domain.errors import no_room
 from eventport.imports import log_lines
 from eventport.settings import Settings
 
-router = APIRouter(tags=["v2 event import"])
+router = APIRouter(tags=["v2 event import"], responses=documented(*COMMON_ERRORS))
 
 FORMATS = {
     "application/x-ndjson": "ndjson",
@@ -38,6 +44,21 @@ FORMATS = {
     "text/csv": "csv",
 }
 ENCODINGS = {"": "identity", "identity": "identity", "gzip": "gzip", "x-gzip": "gzip"}
+# What the upload routes document: the body (read as a stream, so FastAPI cannot see it) in each
+# format they take, and the errors only an upload can meet.
+_UPLOAD: dict[str, Any] = {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "Events: NDJSON (a JSON object a line) or CSV (a header row of field "
+            "names), optionally with Content-Encoding: gzip.",
+            "content": {
+                media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS
+            },
+        }
+    },
+    "responses": documented(415, 507),
+}
 PUBLIC_STATUS = {"waiting": "importing", "running": "importing"}
 StatusFilter = Literal["importing", "done", "aborted", "failed"]
 # Authorizes an import's target: (owner account, package id, pixel id).
@@ -125,7 +146,7 @@ async def _start_import(
     return body
 
 
-@router.post("/v2/packages/{owner}/{package_id}/import")
+@router.post("/v2/packages/{owner}/{package_id}/import", **_UPLOAD)
 async def import_package_events(
     owner: str, package_id: str, request: Request, db: Db, actor: Actor
 ) -> dict[str, Any]:
@@ -136,7 +157,7 @@ async def import_package_events(
     return await _start_import(request, db, actor, owner, "package", resolve)
 
 
-@router.post("/v2/tracking-pixels/{owner}/{tracking_pixel_id}/import")
+@router.post("/v2/tracking-pixels/{owner}/{tracking_pixel_id}/import", **_UPLOAD)
 async def import_tracking_pixel_events(
     owner: str, tracking_pixel_id: str, request: Request, db: Db, actor: Actor
 ) -> dict[str, Any]:
@@ -147,7 +168,7 @@ async def import_tracking_pixel_events(
     return await _start_import(request, db, actor, owner, "pixel", resolve)
 
 
-@router.post("/v2/{owner}/import")
+@router.post("/v2/{owner}/import", **_UPLOAD)
 async def import_events(owner: str, request: Request, db: Db, actor: Actor) -> dict[str, Any]:
     """Each line names its ``$package`` and/or ``$tracking_pixel`` (or ``$pixel``)."""
 
@@ -163,8 +184,8 @@ def list_imports(
     db: Db,
     actor: Actor,
     status: Annotated[list[StatusFilter] | None, Query()] = None,
-    after: Annotated[str | None, Query()] = None,
-    per_page: Annotated[int | None, Query()] = None,
+    after: After = None,
+    per_page: PerPage = None,
 ) -> dict[str, Any]:
     states: list[str] = []
     for wanted in status or []:

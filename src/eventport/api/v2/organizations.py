@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from eventport.api.deps import Actor, Db
-from eventport.api.pagination import links, page
+from eventport.api.errors import COMMON_ERRORS, documented
+from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import MemberBody, OrganizationBody, RoleBody
 from eventport.control import accounts as store
@@ -15,7 +16,9 @@ from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
 from eventport.domain.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/v2", tags=["v2 organizations and users"])
+router = APIRouter(
+    prefix="/v2", tags=["v2 organizations and users"], responses=documented(*COMMON_ERRORS)
+)
 
 
 @router.get("/organizations/{organization_name}")
@@ -39,8 +42,8 @@ def list_members(
     request: Request,
     db: Db,
     actor: Actor,
-    after: Annotated[str | None, Query()] = None,
-    per_page: Annotated[int | None, Query()] = None,
+    after: After = None,
+    per_page: PerPage = None,
 ) -> dict[str, Any]:
     with db.session() as s:
         rows = store.list_members(s, actor, organization_name)
@@ -104,8 +107,8 @@ def user_organizations(
     db: Db,
     actor: Actor,
     organization_id: Annotated[str | None, Query()] = None,
-    per_page: Annotated[int | None, Query()] = None,
-    after: Annotated[str | None, Query()] = None,
+    per_page: PerPage = None,
+    after: After = None,
 ) -> dict[str, Any]:
     with db.session() as s:
         rows = store.organizations_of(s, actor, username)

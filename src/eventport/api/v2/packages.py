@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import error_response
-from eventport.api.pagination import links, page
+from eventport.api.errors import COMMON_ERRORS, documented, error_response
+from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
 from eventport.control import packages as store
@@ -18,10 +18,9 @@ from eventport.control.packages import PackageFields
 from eventport.domain.access import Access, PermissionLevel
 from eventport.domain.errors import InvalidInput
 
-router = APIRouter(prefix="/v2/packages", tags=["v2 packages"])
-
-PerPage = Annotated[int | None, Query()]
-After = Annotated[str | None, Query()]
+router = APIRouter(
+    prefix="/v2/packages", tags=["v2 packages"], responses=documented(*COMMON_ERRORS)
+)
 
 
 def _fields(body: PackageBody) -> PackageFields:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from eventport.api.deps import Actor, Db
-from eventport.api.pagination import links, page
+from eventport.api.errors import COMMON_ERRORS, documented
+from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import PixelBody
 from eventport.control import pixels as store
 from eventport.domain.access import Access
 
-router = APIRouter(prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"])
+router = APIRouter(
+    prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"], responses=documented(*COMMON_ERRORS)
+)
 
 
 @router.get("/{owner}")
@@ -22,8 +25,8 @@ def list_pixels(
     request: Request,
     db: Db,
     actor: Actor,
-    after: Annotated[str | None, Query()] = None,
-    per_page: Annotated[int | None, Query()] = None,
+    after: After = None,
+    per_page: PerPage = None,
 ) -> dict[str, Any]:
     with db.session() as s:
         chunk, next_after = page(
