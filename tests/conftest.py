@@ -162,9 +162,32 @@ def live_server(
 @pytest.fixture
 def server(live_server: Server) -> Iterator[Server]:
     """The live server with an empty store and spool; clients made in the test are closed after."""
-    truncate_all(live_server.control)
     shutil.rmtree(live_server.settings.spool_dir, ignore_errors=True)
-    yield live_server
-    for client in live_server.clients:
+    yield from _emptied(live_server)
+
+
+def _emptied(server: Server) -> Iterator[Server]:
+    truncate_all(server.control)
+    yield server
+    for client in server.clients:
         client.close()
-    live_server.clients.clear()
+    server.clients.clear()
+
+
+@pytest.fixture(scope="module")
+def worker_server(
+    backend: str, control: ControlDatabase, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server of the test module's own on this backend, with one in-process import worker
+    and default settings (a module may define its own, with other settings)."""
+    settings = Settings(
+        database_url=backend, data_dir=tmp_path_factory.mktemp("worker-data"), workers=1
+    )
+    with running_server(settings, control) as server:
+        yield server
+
+
+@pytest.fixture
+def api(worker_server: Server) -> Iterator[Server]:
+    """The worker server with an empty store; clients made in the test are closed after."""
+    yield from _emptied(worker_server)

@@ -22,7 +22,7 @@ from eventport.control.accounts import account_by_name
 from eventport.control.database import ControlDatabase
 from eventport.events.schema import COLUMN_NAMES
 from eventport.settings import Settings
-from tests.conftest import Server, postgres_database, running_server, truncate_all
+from tests.conftest import Server, postgres_database, running_server
 from tests.importing import full_log, setup_package, start, wait_finished
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -106,27 +106,6 @@ class Importer:
     def settings(self, **changes: object) -> None:
         response = self.client.patch(f"/v2/{self.name}/settings", json=changes)
         assert response.status_code == 200, response.text
-
-
-@pytest.fixture(scope="module")
-def worker_server(
-    backend: str, control: ControlDatabase, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    """A server on this backend with one in-process import worker and default settings."""
-    settings = Settings(
-        database_url=backend, data_dir=tmp_path_factory.mktemp("enrich-data"), workers=1
-    )
-    with running_server(settings, control) as server:
-        yield server
-
-
-@pytest.fixture
-def api(worker_server: Server) -> Iterator[Server]:
-    truncate_all(worker_server.control)
-    yield worker_server
-    for client in worker_server.clients:
-        client.close()
-    worker_server.clients.clear()
 
 
 @contextmanager

@@ -117,6 +117,21 @@ def test_an_entry_reads_back_as_written(control: ControlDatabase, import_id: str
     assert created is not None  # stored, though a read does not give it
 
 
+def test_a_nul_in_a_message_does_not_stop_the_entries_going_in(
+    control: ControlDatabase, import_id: str
+) -> None:
+    """PostgreSQL cannot make text of a NUL (its json's \\u0000): the entries went in as one
+    JSON parameter, and one such message failed them all, and the import's every attempt."""
+    written = [entry(1, "error", "invalid-json"), entry(2, "warning", "naive-time")]
+    written[0]["message"] = "not JSON: x\x00y"
+    with control.session() as s:
+        write_logs(s, import_id, written)
+        found = imports.log_page(s, import_id, None)
+    assert [(e.line, e.code) for e in found] == [(1, "invalid-json"), (2, "naive-time")]
+    kept = "\x00" if control.engine.dialect.name == "sqlite" else "\ufffd"
+    assert found[0].message == f"not JSON: x{kept}y"
+
+
 def test_many_entries_go_in_several_statements_and_replays_are_kept_once(
     control: ControlDatabase, import_id: str
 ) -> None:

@@ -15,7 +15,7 @@ from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_store import ROW_GROUP_ROWS
 from eventport.imports.worker import LOG_CHUNK
 from eventport.settings import Settings
-from tests.conftest import Server, running_server, truncate_all
+from tests.conftest import Server, running_server
 from tests.importing import counts, full_log, setup_package, start, wait_finished
 from tests.integration.test_duckdb_layout import row_group_sizes
 
@@ -42,15 +42,6 @@ def worker_server(
     )
     with running_server(settings, control) as server:
         yield server
-
-
-@pytest.fixture
-def api(worker_server: Server) -> Iterator[Server]:
-    truncate_all(worker_server.control)
-    yield worker_server
-    for client in worker_server.clients:
-        client.close()
-    worker_server.clients.clear()
 
 
 def stored(server: Server, **filters: str) -> int:
@@ -294,6 +285,11 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
         (-1, -1, -1),
     ),
     ("not gzip at all", b'{"$time":1}\n', {"Content-Encoding": "gzip"}, "failed", (0, 0, 0)),
+    # A raw NUL makes the line invalid JSON; its message quotes the line (PostgreSQL cannot
+    # store a NUL in text: this import once failed every attempt there).
+    ("raw nul", b'{"$time":1,"a":"x\x00y"}\n{"$time":2}\n', {}, "done", (2, 1, 1)),
+    # U+2028 is a line break to str.splitlines(), not to NDJSON.
+    ("u+2028", '{"$time":1,"a":"x\u2028y"\n{"$time":2}\n'.encode(), {}, "done", (2, 1, 1)),
 ]
 
 
@@ -321,6 +317,18 @@ def test_hostile_inputs(
     if state == "failed":
         assert done["failure_reason"]
         assert done["error_log_sample"][-1]["code"] == "input-unusable"
+
+
+def test_a_broken_line_is_quoted_without_its_nul(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b'{"$time":1,"a":"x\x00y"}\n'
+    done = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", body)["id"]
+    )
+    (entry,) = [e for e in full_log(alice, "alice", done["id"]) if e["class"] == "error"]
+    assert entry["code"] == "invalid-json"
+    assert entry["human_friendly_message"].endswith('{"$time":1,"a":"x\ufffdy"}')
 
 
 def test_gzip_bomb_fails_cleanly(api: Server) -> None:

@@ -182,7 +182,9 @@ def _show(value: Any) -> str:
 
 
 def _show_bytes(raw: bytes) -> str:
-    text = raw[: _SHOW_CHARS * 4].decode("utf-8", "replace")
+    """The start of a line that could not be read, for its message: invalid UTF-8 and NUL
+    (which PostgreSQL cannot store in text) shown as U+FFFD."""
+    text = raw[: _SHOW_CHARS * 4].decode("utf-8", "replace").replace("\x00", "\ufffd")
     if len(text) > _SHOW_CHARS or len(raw) > _SHOW_CHARS * 4:
         text = text[: _SHOW_CHARS - 1] + "…"
     return text
