@@ -57,7 +57,7 @@ STATUS: dict[type[DomainError], int] = {
 
 
 class ErrorBody(BaseModel):
-    """What every error answer holds (some add fields, e.g. ``errors``)."""
+    """What every error answer holds (one adds a field: a taken package name's ``type``)."""
 
     model_config = ConfigDict(extra="allow")
 
