@@ -195,7 +195,8 @@ def assert_log_matches_spec(response: httpx.Response) -> list[dict[str, Any]]:
     entries = []
     # NDJSON lines end at "\n" only: a message may hold U+2028 or U+0085, which JSON leaves as
     # they are and str.splitlines() would split at.
-    for number, line in enumerate(response.text.removesuffix("\n").split("\n"), start=1):
+    lines = response.text.removesuffix("\n").split("\n") if response.text else []
+    for number, line in enumerate(lines, start=1):
         entry = json.loads(line)
         branch = mapping.get(entry.get("type"))
         if branch is None:
