@@ -61,20 +61,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: answers 200 once the server has started and migrated its store."""
         return {"status": "ok", "version": __version__}
 
+    # Every API route may answer these, with the API's own error body (exports add 503, uploads
+    # 415 and 507, on their routers and routes).
+    api_errors = errors.documented(*errors.COMMON_ERRORS)
     # v1's /api/v1/{organization}/... must come after the fixed /api/v1/packages routes, and
     # those after the export's /api/v1/packages/{id}/events/{file}.csv (before .../{ref:path}).
-    app.include_router(v1_export.router)
-    app.include_router(v1_packages.router)
-    app.include_router(v1_organizations.router)
+    app.include_router(v1_export.router, responses=api_errors)
+    app.include_router(v1_packages.router, responses=api_errors)
+    app.include_router(v1_organizations.router, responses=api_errors)
     # /v2/packages/{owner}/events and /aggregates, /v2/tracking-pixels/{owner}/events before
     # /v2/packages/{owner}/{package_id} and /v2/tracking-pixels/{owner}/{id}; a package's own
     # .../{package_id}/events after the packages' by-name route (an npm package "events").
-    app.include_router(v2_export.router)
-    app.include_router(v2_packages.router)
-    app.include_router(v2_export.package_router)
-    app.include_router(v2_pixels.router)
-    app.include_router(v2_organizations.router)
-    app.include_router(v2_imports.router)
+    app.include_router(v2_export.router, responses=api_errors)
+    app.include_router(v2_packages.router, responses=api_errors)
+    app.include_router(v2_export.package_router, responses=api_errors)
+    app.include_router(v2_pixels.router, responses=api_errors)
+    app.include_router(v2_organizations.router, responses=api_errors)
+    app.include_router(v2_imports.router, responses=api_errors)
     # /v2/{owner}/settings last: before them it would take e.g. GET /v2/imports/settings.
-    app.include_router(v2_settings.router)
+    app.include_router(v2_settings.router, responses=api_errors)
     return app

@@ -162,7 +162,6 @@ def install(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"method not allowed: {where}"
         response = error_response(exc.status_code, message, code)
-        response.headers.update(exc.headers or {})
         if exc.status_code == 405:  # RFC 9110: Allow names every method the path takes
             response.headers["Allow"] = ", ".join(_methods_of(request))
         return response

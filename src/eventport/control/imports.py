@@ -20,6 +20,7 @@ from eventport.control.models import Account, Import, ImportLog, ImportLogRun, u
 from eventport.control.packages import owner_for_listing, parse_uuid
 from eventport.domain.access import Access
 from eventport.domain.errors import InvalidInput, NotFound
+from eventport.domain.text import without_nul
 
 ACTIVE = ("waiting", "running")
 FINAL = ("done", "aborted", "failed")
@@ -323,7 +324,7 @@ def write_log_rows(session: Session, import_id: str, rows: Iterable[LogRow]) -> 
         return
     payload = orjson.dumps(listed_rows).decode()
     if "\\u0000" in payload:  # PostgreSQL's json refuses to make text of a NUL: U+FFFD
-        payload = orjson.dumps([_without_nul(row) for row in listed_rows]).decode()
+        payload = orjson.dumps(without_nul(listed_rows)).decode()
     fields = ", ".join(f"x.{name}" for name in _LOG_FIELDS)
     shape = ", ".join(f"{name} {_LOG_TYPES.get(name, 'text')}" for name in _LOG_FIELDS)
     connection.exec_driver_sql(
@@ -332,10 +333,6 @@ def write_log_rows(session: Session, import_id: str, rows: Iterable[LogRow]) -> 
         "ON CONFLICT (import_id, line, code) DO NOTHING",
         (import_id, now, payload),
     )
-
-
-def _without_nul(row: dict[str, object]) -> dict[str, object]:
-    return {k: v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
 
 
 # Log entries a SQLite statement inserts at most: 2,500 rows of 11 parameters, within the 32,766

@@ -53,6 +53,8 @@ from urllib.parse import quote_plus
 
 import orjson
 
+from eventport.domain.text import without_nul
+
 __all__ = [
     "KNOWN_FIELDS",
     "MAX_LINE_BYTES",
@@ -184,7 +186,7 @@ def _show(value: Any) -> str:
 def _show_bytes(raw: bytes) -> str:
     """The start of a line that could not be read, for its message: invalid UTF-8 and NUL
     (which PostgreSQL cannot store in text) shown as U+FFFD."""
-    text = raw[: _SHOW_CHARS * 4].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    text: str = without_nul(raw[: _SHOW_CHARS * 4].decode("utf-8", "replace"))
     if len(text) > _SHOW_CHARS or len(raw) > _SHOW_CHARS * 4:
         text = text[: _SHOW_CHARS - 1] + "…"
     return text
@@ -696,21 +698,6 @@ def _json_fallback(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
     except (ValueError, RecursionError):  # UnicodeError is a ValueError
         return None
     return obj
-
-
-def without_nul(value: Any) -> Any:
-    """Text with U+0000 replaced by U+FFFD: PostgreSQL cannot store NUL, so neither store does.
-
-    Only lines whose raw bytes contain an escaped NUL come here, so the common case pays one
-    substring search per line.
-    """
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {without_nul(k): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value
 
 
 def decode_ndjson(

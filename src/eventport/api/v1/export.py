@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
+from eventport.api.errors import documented
 from eventport.api.v2.export import (
     NDJSON,
     ClosingStream,
@@ -38,9 +38,7 @@ from eventport.export.csv import V1_LAYOUT
 from eventport.export.dates import MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import AggregateRow
 
-router = APIRouter(
-    prefix="/api/v1", tags=["v1 data export"], responses=documented(*COMMON_ERRORS, 503)
-)
+router = APIRouter(prefix="/api/v1", tags=["v1 data export"], responses=documented(503))
 
 V1_DATES: Final = ("startDate", "endDate")
 StartDate = Annotated[str | None, Query(alias="startDate")]

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy.orm import Session
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
 from eventport.api.v1 import shapes
 from eventport.control import packages as store
 from eventport.control.models import Account, Package
@@ -17,9 +16,7 @@ from eventport.domain import names
 from eventport.domain.access import Access, PermissionLevel
 from eventport.domain.errors import InvalidInput, NotFound
 
-router = APIRouter(
-    prefix="/api/v1/packages", tags=["v1 packages"], responses=documented(*COMMON_ERRORS)
-)
+router = APIRouter(prefix="/api/v1/packages", tags=["v1 packages"])
 
 
 def _fields(body: shapes.PackageUpsert, existing: Package | None) -> PackageFields:

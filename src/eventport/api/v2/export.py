@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from starlette.types import Send
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
+from eventport.api.errors import documented
 from eventport.control.models import Account, Package, TrackingPixel
 from eventport.control.packages import list_owner_packages, owned_package_for, owner_for_listing
 from eventport.control.pixels import list_package_pixels, list_pixels, pixel_for
@@ -45,8 +45,8 @@ from eventport.export.csv import CsvLayout, v2_layout
 from eventport.export.dates import INVALID, MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery, Rollup
 
-router = APIRouter(tags=["v2 data export"], responses=documented(*COMMON_ERRORS, 503))
-package_router = APIRouter(tags=["v2 data export"], responses=documented(*COMMON_ERRORS, 503))
+router = APIRouter(tags=["v2 data export"], responses=documented(503))
+package_router = APIRouter(tags=["v2 data export"], responses=documented(503))
 
 T = TypeVar("T")
 

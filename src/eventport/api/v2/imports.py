@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import (
-    COMMON_ERRORS,
     InsufficientStorage,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -35,7 +34,7 @@ from eventport.domain.errors import no_room
 from eventport.imports import log_lines
 from eventport.settings import Settings
 
-router = APIRouter(tags=["v2 event import"], responses=documented(*COMMON_ERRORS))
+router = APIRouter(tags=["v2 event import"])
 
 FORMATS = {
     "application/x-ndjson": "ndjson",

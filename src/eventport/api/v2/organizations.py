@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
 from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import MemberBody, OrganizationBody, RoleBody
@@ -16,9 +15,7 @@ from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
 from eventport.domain.errors import InvalidInput, NotFound
 
-router = APIRouter(
-    prefix="/v2", tags=["v2 organizations and users"], responses=documented(*COMMON_ERRORS)
-)
+router = APIRouter(prefix="/v2", tags=["v2 organizations and users"])
 
 
 @router.get("/organizations/{organization_name}")

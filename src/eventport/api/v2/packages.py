@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented, error_response
+from eventport.api.errors import error_response
 from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
@@ -18,9 +18,7 @@ from eventport.control.packages import PackageFields
 from eventport.domain.access import Access, PermissionLevel
 from eventport.domain.errors import InvalidInput
 
-router = APIRouter(
-    prefix="/v2/packages", tags=["v2 packages"], responses=documented(*COMMON_ERRORS)
-)
+router = APIRouter(prefix="/v2/packages", tags=["v2 packages"])
 
 
 def _fields(body: PackageBody) -> PackageFields:

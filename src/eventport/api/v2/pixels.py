@@ -7,16 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
 from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import PixelBody
 from eventport.control import pixels as store
 from eventport.domain.access import Access
 
-router = APIRouter(
-    prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"], responses=documented(*COMMON_ERRORS)
-)
+router = APIRouter(prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"])
 
 
 @router.get("/{owner}")

@@ -11,12 +11,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import COMMON_ERRORS, documented
 from eventport.api.v2.bodies import SettingsBody
 from eventport.control import event_settings as store
 from eventport.control.models import Account
 
-router = APIRouter(prefix="/v2", tags=["v2 event settings"], responses=documented(*COMMON_ERRORS))
+router = APIRouter(prefix="/v2", tags=["v2 event settings"])
 
 
 def settings_shape(owner: Account) -> dict[str, Any]:
