@@ -143,6 +143,24 @@ def test_docs_and_openapi(serve: str) -> None:
         "text/csv",
     }
     assert {"415", "507"} <= set(upload["responses"])
+    # Every export route declares its two dates required, as Scarf's schema does, and once.
+    exports = [
+        operation
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        if any(tag.endswith("data export") for tag in operation["tags"])
+    ]
+    assert len(exports) == 8
+    for operation in exports:
+        dates = [p for p in operation["parameters"] if p["name"].lower().endswith("date")]
+        assert [p["name"] for p in dates] in (["start_date", "end_date"], ["startDate", "endDate"])
+        for parameter in dates:
+            assert parameter["required"] is True
+            assert parameter["schema"] == {
+                "type": "string",
+                "format": "date",
+                "example": "2026-01-01",
+            }
 
 
 def test_tokens_are_stored_hashed(env: dict[str, str], backend: str) -> None:

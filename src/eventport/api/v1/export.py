@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from eventport.api.dates import V1_DATES, V1EndDate, V1StartDate, documented_dates
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import documented
 from eventport.api.v2.export import (
@@ -40,9 +41,8 @@ from eventport.export.query import AggregateRow
 
 router = APIRouter(prefix="/api/v1", tags=["v1 data export"], responses=documented(503))
 
-V1_DATES: Final = ("startDate", "endDate")
-StartDate = Annotated[str | None, Query(alias="startDate")]
-EndDate = Annotated[str | None, Query(alias="endDate")]
+_AGGREGATE_DATES: Final = documented_dates(V1_DATES, MAX_AGGREGATE_DAYS)
+_EVENT_DATES: Final = documented_dates(V1_DATES, MAX_EVENT_DAYS)
 
 #: AggregateV1 breakdown -> the store's breakdown and the fields its values go to.
 V1_BREAKDOWNS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -98,41 +98,41 @@ def _aggregates(
     return ClosingStream(ndjson(primed(lines())), NDJSON)
 
 
-@router.get("/organizations/{organization_name}/aggregates")
+@router.get("/organizations/{organization_name}/aggregates", openapi_extra=_AGGREGATE_DATES)
 def organization_aggregates(
     organization_name: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: StartDate = None,
-    end_date: EndDate = None,
+    start_date: V1StartDate = None,
+    end_date: V1EndDate = None,
 ) -> StreamingResponse:
     """Daily counts of every package of the organization the caller may read."""
     return _aggregates(db, actor, events, organization_name, "organization", start_date, end_date)
 
 
-@router.get("/users/{username}/aggregates")
+@router.get("/users/{username}/aggregates", openapi_extra=_AGGREGATE_DATES)
 def user_aggregates(
     username: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: StartDate = None,
-    end_date: EndDate = None,
+    start_date: V1StartDate = None,
+    end_date: V1EndDate = None,
 ) -> StreamingResponse:
     """Daily counts of every package of the user the caller may read."""
     return _aggregates(db, actor, events, username, "user", start_date, end_date)
 
 
-@router.get("/packages/{package_id}/events/{filename}.csv")
+@router.get("/packages/{package_id}/events/{filename}.csv", openapi_extra=_EVENT_DATES)
 def package_events(
     package_id: str,
     filename: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: StartDate = None,
-    end_date: EndDate = None,
+    start_date: V1StartDate = None,
+    end_date: V1EndDate = None,
 ) -> StreamingResponse:
     """Events of the package and of its tracking pixels; ``filename`` only names the file."""
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS, names=V1_DATES)
@@ -142,14 +142,14 @@ def package_events(
     return events_csv(events, [selection], start, end, V1_LAYOUT, f"{filename}.csv")
 
 
-@router.get("/pixels/events/{filename}.csv")
+@router.get("/pixels/events/{filename}.csv", openapi_extra=_EVENT_DATES)
 def pixel_events(
     filename: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: StartDate = None,
-    end_date: EndDate = None,
+    start_date: V1StartDate = None,
+    end_date: V1EndDate = None,
 ) -> StreamingResponse:
     """Events of every tracking pixel the caller may read, of any owner."""
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS, names=V1_DATES)

@@ -33,6 +33,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.types import Send
 
+from eventport.api.dates import V2_DATES, EndDate, StartDate, documented_dates
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import documented
 from eventport.control.models import Account, Package, TrackingPixel
@@ -47,6 +48,8 @@ from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery
 
 router = APIRouter(tags=["v2 data export"], responses=documented(503))
 package_router = APIRouter(tags=["v2 data export"], responses=documented(503))
+_EVENT_DATES: Final = documented_dates(V2_DATES, MAX_EVENT_DAYS)
+_AGGREGATE_DATES: Final = documented_dates(V2_DATES, MAX_AGGREGATE_DAYS)
 
 T = TypeVar("T")
 
@@ -315,14 +318,14 @@ def aggregate_line(rollup: str, row: AggregateRow) -> dict[str, Any]:
 # --- routes ----------------------------------------------------------------------------------
 
 
-@router.get("/v2/packages/{owner}/events")
+@router.get("/v2/packages/{owner}/events", openapi_extra=_EVENT_DATES)
 def export_owner_package_events(
     owner: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
     query: str | None = None,
     extra_columns: str | None = None,
 ) -> StreamingResponse:
@@ -337,14 +340,14 @@ def export_owner_package_events(
     return events_csv(events, [selection], start, end, layout, name)
 
 
-@router.get("/v2/packages/{owner}/aggregates")
+@router.get("/v2/packages/{owner}/aggregates", openapi_extra=_AGGREGATE_DATES)
 def export_aggregates(
     owner: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
     query: str | None = None,
     rollup: Many = None,
     breakdown: Many = None,
@@ -364,14 +367,14 @@ def export_aggregates(
     return ClosingStream(ndjson(aggregate_line(*pair) for pair in rows), NDJSON)
 
 
-@router.get("/v2/tracking-pixels/{owner}/events")
+@router.get("/v2/tracking-pixels/{owner}/events", openapi_extra=_EVENT_DATES)
 def export_owner_pixel_events(
     owner: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
     extra_columns: str | None = None,
 ) -> StreamingResponse:
     """Events of every tracking pixel of the owner the caller may read, as CSV."""
@@ -384,15 +387,15 @@ def export_owner_pixel_events(
     return events_csv(events, [selection], start, end, layout, name)
 
 
-@package_router.get("/v2/packages/{owner}/{package_id}/events")
+@package_router.get("/v2/packages/{owner}/{package_id}/events", openapi_extra=_EVENT_DATES)
 def export_package_events(
     owner: str,
     package_id: str,
     db: Db,
     actor: Actor,
     events: Events,
-    start_date: str | None = None,
-    end_date: str | None = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
     extra_columns: str | None = None,
 ) -> StreamingResponse:
     """Events of one package, its tracking pixels' included (or of one tracking pixel), as
