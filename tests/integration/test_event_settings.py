@@ -161,6 +161,16 @@ def test_malformed_bodies_are_bad_requests(
     assert answer(alice.get("/v2/alice/settings"), 200) == {"owner": "alice", **DEFAULTS}
 
 
+def test_the_schema_offers_no_null(server: Server) -> None:
+    """The OpenAPI document says what may be sent: a field left out, never null."""
+    schema = httpx.get(f"{server.base_url}/openapi.json").json()["components"]["schemas"]
+    fields = schema["SettingsBody"]["properties"]
+    assert fields["exclude_bots"]["type"] == "boolean"
+    assert fields["excluded_user_agents"]["type"] == "array"
+    assert "null" not in str(fields)
+    assert "required" not in schema["SettingsBody"]
+
+
 # --- who may ----------------------------------------------------------------------------------
 
 

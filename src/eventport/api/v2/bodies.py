@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
 
 from eventport.domain.names import unstorable_reason
 
@@ -84,8 +84,11 @@ class SettingsBody(Body):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    exclude_bots: bool | None = None
-    excluded_user_agents: list[str] | None = None
+    # None only stands for "left out": the schema says what may be sent.
+    exclude_bots: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
+    excluded_user_agents: Annotated[
+        list[str] | None, WithJsonSchema({"type": "array", "items": {"type": "string"}})
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
