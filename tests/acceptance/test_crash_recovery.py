@@ -207,7 +207,7 @@ def test_kill_9_mid_import_then_resume(serve: Serve, env: dict[str, str], tmp_pa
 
     store = open_event_store(env.get("EVENTPORT_DATABASE_URL"), Path(env["EVENTPORT_DATA_DIR"]))
     try:
-        owners = _owner_ids(env)
+        owners = owner_ids(env, ("victim", "calm"))
         stored = []
         for owner in ("victim", "calm"):
             rows = store.rows(owners[owner])
@@ -229,7 +229,8 @@ def test_kill_9_mid_import_then_resume(serve: Serve, env: dict[str, str], tmp_pa
     assert stored[0] == stored[1]
 
 
-def _owner_ids(env: dict[str, str]) -> dict[str, str]:
+def owner_ids(env: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The account id of each of ``names``, from the control store of ``env``."""
     from eventport.control.accounts import account_by_name
     from eventport.control.database import ControlDatabase
     from eventport.settings import Settings
@@ -241,7 +242,7 @@ def _owner_ids(env: dict[str, str]) -> dict[str, str]:
     try:
         with db.session() as s:
             result = {}
-            for name in ("victim", "calm"):
+            for name in names:
                 account = account_by_name(s, name)
                 assert account is not None
                 result[name] = account.id

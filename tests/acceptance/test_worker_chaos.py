@@ -1,0 +1,207 @@
+"""Scale-out on PostgreSQL under failure: `eventport worker` processes killed with SIGKILL while
+they hold imports of several owners at once, twice; the survivors and replacements finish every
+import exactly: the same counts, log and stored events as an import nothing interrupted.
+
+Each kill picks the process that holds a lease on an import that is part-way through (the
+lease's owner names its process id), so every kill interrupts real work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import create_engine, text
+
+from eventport.events.store import open_event_store
+from eventport.settings import normalize_database_url
+from tests.acceptance.test_cli import EVENTPORT
+from tests.acceptance.test_crash_recovery import (
+    LINES,
+    Serve,
+    comparable,
+    make_file,
+    owner_ids,
+    upload,
+    user,
+    wait_done,
+)
+
+OWNERS = ("chaos-a", "chaos-b", "chaos-c", "chaos-d")  # imported at once, under fire
+CALM = "chaos-calm"  # the same file afterwards, nothing killed
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path, backend: str) -> dict[str, str]:
+    if not backend.startswith("postgresql"):
+        pytest.skip("separate worker processes share the store through PostgreSQL")
+    return {
+        **os.environ,
+        "EVENTPORT_DATA_DIR": str(tmp_path / "data"),
+        "EVENTPORT_DATABASE_URL": backend,
+        "EVENTPORT_LEASE_SECONDS": "2",
+        "EVENTPORT_LOG_LEVEL": "warning",
+    }
+
+
+class Workers:
+    """`eventport worker --workers 2` processes, started and killed at will."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.running: dict[int, subprocess.Popen[bytes]] = {}
+        self.killed = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as output:
+            process = subprocess.Popen(
+                [EVENTPORT, "worker", "--workers", "2"],
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.running[process.pid] = process
+
+    def kill(self, pid: int) -> None:
+        process = self.running.pop(pid)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        self.killed += 1
+
+    def stop(self) -> list[int]:
+        for process in self.running.values():
+            process.send_signal(signal.SIGTERM)
+        return [process.wait(timeout=60) for process in self.running.values()]
+
+
+@pytest.fixture
+def workers(pg_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(pg_env, tmp_path / "workers.log")
+    yield pool
+    for process in pool.running.values():  # a failed test's survivors
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _leases(url: str, import_ids: list[str]) -> list[tuple[str, int, int]]:
+    """(import id, pid of the lease's owner, lines processed) of each running import named."""
+    engine = create_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT id, lease_owner, lines_processed FROM imports "
+                    "WHERE state = 'running' AND lease_owner IS NOT NULL"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    # worker names are host:pid:suffix (imports/worker.py worker_name)
+    return [(i, int(owner.split(":")[1]), lines) for i, owner, lines in rows if i in import_ids]
+
+
+def _attempts(url: str, import_ids: list[str]) -> dict[str, int]:
+    engine = create_engine(normalize_database_url(url))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, attempts FROM imports")).all()
+    finally:
+        engine.dispose()
+    return {i: attempts for i, attempts in rows if i in import_ids}
+
+
+def _kill_one_mid_import(workers: Workers, url: str, import_ids: list[str]) -> str:
+    """SIGKILL the worker process holding an import that is part-way through; its id."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for import_id, pid, lines in _leases(url, import_ids):
+            if 0 < lines < LINES and pid in workers.running:
+                workers.kill(pid)
+                return import_id
+        time.sleep(0.02)
+    raise AssertionError("no import was part-way through a worker that could be killed")
+
+
+def _log(client: httpx.Client, owner: str, import_id: str) -> list[tuple[Any, str]]:
+    lines = client.get(f"/v2/imports/{owner}/{import_id}/log").text.splitlines()
+    entries = [orjson.loads(line) for line in lines]
+    return [(e.get("line"), e["code"]) for e in entries if e["type"] != "progress"]
+
+
+def _stored(env: dict[str, str], names: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
+    store = open_event_store(env["EVENTPORT_DATABASE_URL"], Path(env["EVENTPORT_DATA_DIR"]))
+    try:
+        ids = owner_ids(env, names)
+        return {
+            name: sorted(
+                (
+                    r["id"].split(":")[-1] if ":" in r["id"] else r["id"],
+                    r["line"],
+                    r["time"],
+                    r["version"],
+                    r["variables"],
+                )
+                for r in store.rows(ids[name])
+            )
+            for name in names
+        }
+    finally:
+        store.close()
+
+
+def test_worker_processes_killed_mid_import_lose_and_double_nothing(
+    pg_env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    data = tmp_path / "events.ndjson"
+    make_file(data)
+    url = pg_env["EVENTPORT_DATABASE_URL"]
+    serve = Serve({**pg_env, "EVENTPORT_WORKERS": "0"}, tmp_path / "serve.log")
+    serve.start()
+    try:
+        tokens = {name: user(pg_env, name) for name in (*OWNERS, CALM)}
+        imports = {name: upload(serve.url, tokens[name], name, data) for name in OWNERS}
+        import_ids = [import_id for _, import_id in imports.values()]
+        workers.start()
+        workers.start()  # two processes of two workers: all four imports run at once
+
+        first = _kill_one_mid_import(workers, url, import_ids)
+        workers.start()
+        second = _kill_one_mid_import(workers, url, import_ids)
+        workers.start()
+
+        finished = {name: wait_done(client, name, i) for name, (client, i) in imports.items()}
+        calm_client, calm_import = upload(serve.url, tokens[CALM], CALM, data)
+        reference = wait_done(calm_client, CALM, calm_import)
+        assert reference["status"] == "done"
+        assert reference["events_total"] == LINES
+
+        attempts = _attempts(url, import_ids)
+        assert attempts[first] >= 2, attempts  # resumed after its worker died
+        assert attempts[second] >= 2, attempts
+        assert workers.killed == 2
+        for name, status in finished.items():
+            assert status["status"] == "done", (name, status)
+            assert comparable(status) == comparable(reference), name
+        reference_log = _log(calm_client, CALM, calm_import)
+        for name, (client, import_id) in imports.items():
+            assert _log(client, name, import_id) == reference_log, name
+            client.close()
+        calm_client.close()
+    finally:
+        codes = workers.stop()
+        serve.stop()
+    assert codes == [0, 0]  # the survivors stop cleanly on SIGTERM
+
+    stored = _stored(pg_env, (*OWNERS, CALM))
+    assert len(stored[CALM]) > 0
+    for name in OWNERS:
+        assert stored[name] == stored[CALM], name
