@@ -403,6 +403,52 @@ def test_raw_addresses_are_kept_nowhere(api: Server) -> None:
     assert not spool.exists() or list(spool.iterdir()) == []
 
 
+# Lines whose messages quote what they held: each holds an address no other test imports.
+QUOTED = [
+    "52.94.76.41",
+    "52.94.76.42",
+    "52.94.76.43",
+    "2001:4860:4860::8845",
+    "52.94.76.44",
+    "152.241.796.45",
+    "::ffff:52.94.76.46",
+    "52.94.76.47",
+    "2a03:2880:f10c:83:face:b00c:0:2548",
+]
+
+
+def test_messages_that_quote_a_line_leave_its_addresses_out(api: Server) -> None:
+    """An error or warning shows what was wrong by quoting the line or the value; an address
+    quoted there would keep a raw IP in the import's log. Each is shown as <address>."""
+    alice = Importer(api)
+    a = QUOTED
+    lines = [
+        b'{"$remote_address": "%s", "$time": "2024-06-04T00:00:00Z"' % a[0].encode(),  # cut off
+        b'["%s"]' % a[1].encode(),  # not an object
+        b'{"$time": "2024-06-04T00:00:00Z", "$remote_address": ["%s"]}' % a[2].encode(),
+        b'{"$time": "2024-06-04T00:00:00Z", "$remote_address": {"v6": "%s"}}' % a[3].encode(),
+        b'{"$time": "2024-06-04T00:00:00Z", "$headers": [{"X-Real-IP": "%s"}]}' % a[4].encode(),
+        b'{"$time": {"at": "%s"}}' % a[5].encode(),  # an address that is not one, too
+        b'{"$time": "2024-06-04T00:00:00Z", "$unique_id": ["[%s]:443"]}' % a[6].encode(),
+        b'{"$time": "2024-06-04T00:00:00Z", "$version": ["%s:8080"]}' % a[7].encode(),
+        # cut off, and longer than a message shows: the address runs past the cut
+        b'{"$time": "2024-06-04T00:00:00Z", "$remote_address": "%s", "x": ' % a[8].encode(),
+    ]
+    body = b"\n".join(lines) + b"\n"
+    started = start(alice.client, f"/v2/packages/alice/{alice.package_id}/import", body)
+    done = wait_finished(alice.client, "alice", started["id"])
+    assert done["status"] == "done", done
+    log = full_log(alice.client, "alice", done["id"])
+    quoting = [e for e in log if "<address>" in e["human_friendly_message"]]
+    assert {e["line"] for e in quoting} == set(range(1, len(lines) + 1)), log
+    # What else the messages show is still there: the time, the header's name, the port.
+    shown = orjson.dumps(log).decode()
+    for kept in ("2024-06-04T00:00:00Z", "X-Real-IP", "<address>:8080", "[<address>]:443"):
+        assert kept in shown, kept
+    assert not [n for n in a if n[:12] in shown]  # not even a part of one
+    assert stored_anywhere(api, a) == {}
+
+
 def test_address_headers_are_not_stored(api: Server) -> None:
     alice = Importer(api)
     forwarded = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+import re
+from typing import Any, Final
 
 
 def without_nul(value: Any) -> Any:
@@ -18,3 +20,36 @@ def without_nul(value: Any) -> Any:
     if isinstance(value, list):
         return [without_nul(v) for v in value]
     return value
+
+
+# Anything in a text shaped like an IPv4 address (four dotted numbers of 1-3 digits, valid or
+# not: an address like 152.241.796.177 is still someone's attempt at theirs), or a valid IPv6
+# address (hex groups and colons, an IPv4 tail and a zone allowed; a time such as 12:30:00 is
+# not one). A match must stand alone: not part of a longer dotted number or of a word (a
+# sentence's full stop after it is not part of it).
+_IPV4: Final = r"\d{1,3}(?:\.\d{1,3}){3}"
+_ADDRESS_LIKE: Final = re.compile(
+    rf"(?<![\w:])(?<!\d\.)(?:{_IPV4}(?!\w|\.\d)|"
+    r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:%[\w-]+)?(?![\w:]|\.\d))"
+)
+_IPV4_ONLY: Final = re.compile(_IPV4)
+ADDRESS_SHOWN: Final = "<address>"
+
+
+def _address_shown(match: re.Match[str]) -> str:
+    token = match[0]
+    if _IPV4_ONLY.fullmatch(token):
+        return ADDRESS_SHOWN
+    try:
+        ipaddress.ip_address(token)
+    except ValueError:
+        return token  # colons, but no address (a time, say)
+    return ADDRESS_SHOWN
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with every IP address in it shown as ``<address>``: for messages that quote what
+    an imported line held, which must not keep a raw IP in the import's log."""
+    if "." not in text and ":" not in text:
+        return text
+    return _ADDRESS_LIKE.sub(_address_shown, text)

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from eventport.domain.text import without_addresses
 from eventport.enrich.enricher import NO_PLACE, ImportEnrichment, canonical_addresses
 from eventport.events.batch import (
     AGENT_SCHEMA,
@@ -432,6 +433,7 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
         message = f"package {package[:80]!r} not found, or you may not import into it"
     else:
         message = f"tracking pixel {str(pixel)[:80]!r} not found, or you may not import into it"
+    message = without_addresses(message)  # the log keeps no raw address, whatever it quotes
     return LogEntry(
         line=line,
         level="error",

@@ -53,7 +53,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from eventport.domain.text import without_nul
+from eventport.domain.text import without_addresses, without_nul
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -76,6 +76,7 @@ MAX_LINE_BYTES: Final = 1 << 20
 MAX_UNIQUE_ID_CHARS: Final = 512
 MS_THRESHOLD: Final = 100_000_000_000  # |timestamp| >= 1e11 is in milliseconds
 _SHOW_CHARS: Final = 80
+_ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
 
 Level = Literal["error", "warning", "info"]
 
@@ -170,7 +171,7 @@ def failed_line_count(entries: Iterable[LogEntry]) -> int:
 
 
 def _show(value: Any) -> str:
-    """A value as JSON text, cut to about 80 characters."""
+    """A value as JSON text for a message, cut to about 80 characters, addresses left out."""
     if type(value) is float and not math.isfinite(value):
         text = repr(value)
     else:
@@ -178,16 +179,22 @@ def _show(value: Any) -> str:
             text = orjson.dumps(value).decode()
         except TypeError:
             text = repr(value)
-    if len(text) > _SHOW_CHARS:
-        text = text[: _SHOW_CHARS - 1] + "…"
-    return text
+    return _cut(text, len(text) > _SHOW_CHARS)
 
 
 def _show_bytes(raw: bytes) -> str:
     """The start of a line that could not be read, for its message: invalid UTF-8 and NUL
-    (which PostgreSQL cannot store in text) shown as U+FFFD."""
+    (which PostgreSQL cannot store in text) shown as U+FFFD, addresses left out."""
     text: str = without_nul(raw[: _SHOW_CHARS * 4].decode("utf-8", "replace"))
-    if len(text) > _SHOW_CHARS or len(raw) > _SHOW_CHARS * 4:
+    return _cut(text, len(text) > _SHOW_CHARS or len(raw) > _SHOW_CHARS * 4)
+
+
+def _cut(text: str, long: bool) -> str:
+    """``text`` with its IP addresses shown as <address> (the import's log keeps no raw
+    address), then cut to about 80 characters (so an address across the cut is not shown in
+    part either)."""
+    text = without_addresses(text[: _SHOW_CHARS + _ADDRESS_CHARS])
+    if long or len(text) > _SHOW_CHARS:
         text = text[: _SHOW_CHARS - 1] + "…"
     return text
 

@@ -1,0 +1,36 @@
+"""Text rules the stores and the import's messages share (domain/text.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventport.domain.text import without_addresses
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ('{"$remote_address": "52.94.76.41"}', '{"$remote_address": "<address>"}'),
+        ("152.241.796.177", "<address>"),  # not a valid address, still someone's attempt
+        ("10.0.0.1,10.0.0.2", "<address>,<address>"),
+        ("1.2.3.4:8080", "<address>:8080"),
+        ("http://1.2.3.4/x", "http://<address>/x"),
+        ("from 1.2.3.4.", "from <address>."),
+        ("2001:4860:4860::8844", "<address>"),
+        ("2a03:2880:f10c:83:face:b00c:0:25de", "<address>"),
+        ("::ffff:52.94.76.46", "<address>"),
+        ("[2001:db8::1]:443", "[<address>]:443"),
+        ("fe80::1%eth0 and ::1", "<address> and <address>"),
+        # not addresses: left as they are
+        ("2024-06-04T00:00:00.123Z", "2024-06-04T00:00:00.123Z"),
+        ("12:30:00", "12:30:00"),
+        ("1.2.3", "1.2.3"),
+        ("1.2.3.4.5", "1.2.3.4.5"),
+        ("v1.2.3.4", "v1.2.3.4"),
+        ("std::vector", "std::vector"),
+        ("deadbeef::", "deadbeef::"),
+        ("no address here", "no address here"),
+    ],
+)
+def test_addresses_are_left_out(text: str, shown: str) -> None:
+    assert without_addresses(text) == shown
