@@ -152,6 +152,30 @@ def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server
     ]
 
 
+def test_an_upload_missing_from_the_spool_is_named_in_the_log(server: Server) -> None:
+    """A worker that does not see the upload's file (it runs with another data dir than the
+    server that took the upload, or the file was deleted) says so, not just "an error"."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", b'{"$time": 1717200000}\n')
+    (server.settings.spool_dir / f"{started['id']}.upload").unlink()
+    store = server.app.state.events
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+
+    finished, raised = run_in_thread(worker, timeout=30)
+
+    assert finished
+    assert raised is None
+    status = alice.get(f"/v2/imports/alice/{started['id']}").json()
+    assert status["status"] == "importing"  # another worker may see it, once the lease ends
+    (entry,) = [e for e in full_log(alice, "alice", started["id"]) if e["type"] != "progress"]
+    assert entry["type"] == "attempt-failed"
+    message = entry["human_friendly_message"]
+    assert message.startswith("attempt 1 of 5 stopped: the upload's file is not in this worker")
+    assert str(server.settings.spool_dir) in message
+    assert "EVENTPORT_DATA_DIR" in message
+
+
 class ExpectingStore:
     """The real store, noting what each ``expect_events`` call expected."""
 

@@ -86,12 +86,29 @@ SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
 
+class UploadMissing(Exception):
+    """The upload's file is not where the import says (the spool of this process's data dir)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
 def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
     """The log entry of an attempt ``exc`` stopped. Its message is not quoted (it may quote
     input, such as an address), only its type, or the system's words for a full disk."""
     full = no_room(exc)
     kind = type(exc).__name__
-    cause = f"the server could not write ({full}; {kind})" if full else f"an error ({kind})"
+    if isinstance(exc, UploadMissing):
+        cause = (
+            f"the upload's file is not in this worker's spool ({exc.path.parent}): the worker "
+            "runs with another EVENTPORT_DATA_DIR than the server that took the upload (workers "
+            "must share it, on the same machine or a shared file system), or the file was deleted"
+        )
+    elif full:
+        cause = f"the server could not write ({full}; {kind})"
+    else:
+        cause = f"an error ({kind})"
     return LogEntry(
         None,
         "warning",
@@ -351,7 +368,16 @@ class ImportWorker:
             # keeps its lease until that runs out, then a worker resumes it from its last
             # committed batch; after MAX_ATTEMPTS it fails. The server's log has the error;
             # the import's log says that it happened (not the message: it may quote input).
-            log.exception("import %s: attempt %d stopped", row.id, row.attempts)
+            if isinstance(exc, UploadMissing):
+                log.warning(
+                    "import %s: attempt %d stopped: its upload %s is missing (is this worker's "
+                    "EVENTPORT_DATA_DIR the server's?)",
+                    row.id,
+                    row.attempts,
+                    exc.path,
+                )
+            else:
+                log.exception("import %s: attempt %d stopped", row.id, row.attempts)
             try:
                 self._log(row.id, _log_rows([_attempt_failed(row.attempts, exc)]))
             except Exception:  # the control store itself may be what failed
@@ -363,6 +389,8 @@ class ImportWorker:
     def process(self, row: Import) -> None:
         """Read and decode in slices, build batches, and commit each on a writer thread while
         the next is built; look for abort between slices."""
+        if not Path(row.spool_path).is_file():
+            raise UploadMissing(Path(row.spool_path))
         checkpoint = self.events.checkpoint(row.id)
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
