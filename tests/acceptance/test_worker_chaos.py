@@ -205,3 +205,51 @@ def test_worker_processes_killed_mid_import_lose_and_double_nothing(
     assert len(stored[CALM]) > 0
     for name in OWNERS:
         assert stored[name] == stored[CALM], name
+
+
+def test_one_owners_imports_run_in_upload_order_on_any_number_of_workers(
+    pg_env: dict[str, str], workers: Workers, tmp_path: Path
+) -> None:
+    """Two imports of one owner, uploaded before two worker processes start, share half their
+    ``$unique_id``s: the second runs once the first is done (run side by side, each looked up
+    the stored ids before the other wrote and no replacement was warned about), so each id is
+    stored once, the second import's event of it kept, and each shared id warned about once."""
+    lines, shared = 60_000, 30_000
+    first, second = tmp_path / "first.ndjson", tmp_path / "second.ndjson"
+    for path, ids in ((first, range(lines)), (second, range(lines - shared, 2 * lines - shared))):
+        path.write_bytes(
+            b"".join(
+                orjson.dumps({"$time": 1717459200 + n, "$unique_id": f"s{n}", "n": n}) + b"\n"
+                for n in ids
+            )
+        )
+    serve = Serve({**pg_env, "EVENTPORT_WORKERS": "0"}, tmp_path / "serve.log")
+    serve.start()
+    try:
+        token = user(pg_env, "chaos-one")
+        client, first_import = upload(serve.url, token, "chaos-one", first)
+        (package,) = client.get("/v2/packages/chaos-one").json()["results"]
+        with second.open("rb") as body:
+            answer = client.post(
+                f"/v2/packages/chaos-one/{package['id']}/import",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+        assert answer.status_code == 200, answer.text
+        workers.start()
+        workers.start()
+        done = [wait_done(client, "chaos-one", i) for i in (first_import, answer.json()["id"])]
+        client.close()
+    finally:
+        codes = workers.stop()
+        serve.stop()
+    assert codes == [0, 0]
+    assert [status["status"] for status in done] == ["done", "done"]
+    assert [status["events_successfully_imported"] for status in done] == [lines, lines]
+    assert done[1]["started_at"] >= done[0]["finished_at"]
+    assert [status["warnings_total"] for status in done] == [0, shared]  # duplicate-unique-id
+    stored = _stored(pg_env, ("chaos-one",))["chaos-one"]
+    assert sorted(row[0] for row in stored) == sorted(f"s{n}" for n in range(2 * lines - shared))
+    lines_of = {row[0]: row[1] for row in stored}
+    assert lines_of[f"s{lines - shared}"] == 1  # the second file's first line replaced it
+    assert lines_of[f"s{lines - 1}"] == shared

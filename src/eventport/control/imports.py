@@ -10,10 +10,10 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, delete, func, select, tuple_, update
+from sqlalchemy import Row, Select, delete, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from eventport.control.accounts import namespace_access
 from eventport.control.models import Account, Import, ImportLog, ImportLogRun, utcnow
@@ -118,17 +118,33 @@ def request_abort(session: Session, actor: Account, owner: str, import_id: str) 
 
 
 def claim_next(session: Session, worker: str, lease: timedelta) -> Import | None:
-    """Take the oldest waiting import, or a running one whose worker stopped renewing its lease.
+    """Take the oldest waiting import, or a running one whose worker stopped renewing its lease,
+    of an owner none of whose older imports is waiting or running.
+
+    One owner's imports run one at a time, in the order they were uploaded (different owners'
+    at once). A later upload's events then replace an earlier one's of the same ``$unique_id``
+    and are warned about (``duplicate-unique-id``), as the import engine promises. Run side
+    by side, two imports each looked up the stored ids before the other had written its own:
+    the events were still stored once each (the stores delete what a batch replaces when they
+    write it), but the warnings were lost and which import's event stayed was left to chance.
 
     The claim is a compare-and-set UPDATE, so two workers never hold the same import, on
     SQLite and PostgreSQL alike.
     """
     now = utcnow()
-    claimable = (Import.state == "waiting") | (
-        (Import.state == "running") & (Import.lease_expires_at < now)
+    older = aliased(Import)
+    first_of_its_owner = ~exists().where(
+        older.owner_id == Import.owner_id,
+        older.state.in_(ACTIVE),
+        (older.created_at < Import.created_at)
+        | ((older.created_at == Import.created_at) & (older.id < Import.id)),
     )
+    claimable = (
+        (Import.state == "waiting")
+        | ((Import.state == "running") & (Import.lease_expires_at < now))
+    ) & first_of_its_owner
     candidates = session.scalars(
-        select(Import.id).where(claimable).order_by(Import.created_at).limit(5)
+        select(Import.id).where(claimable).order_by(Import.created_at, Import.id).limit(5)
     ).all()
     for candidate in candidates:
         result = session.execute(
