@@ -86,6 +86,24 @@ def control(backend: str) -> Iterator[ControlDatabase]:
     db.dispose()
 
 
+@pytest.fixture
+def own_control(backend: str, tmp_path: Path) -> Iterator[ControlDatabase]:
+    """A migrated control store no other test's server uses (its workers would claim imports
+    the test makes): a SQLite file, or a PostgreSQL database of its own."""
+    urls = (
+        iter([f"sqlite:///{tmp_path / 'control.sqlite3'}"])
+        if backend.startswith("sqlite")
+        else postgres_database()
+    )
+    for url in urls:
+        db = ControlDatabase(url)
+        db.migrate()
+        try:
+            yield db
+        finally:
+            db.dispose()
+
+
 def truncate_all(db: ControlDatabase) -> None:
     with db.session() as session:
         for table in reversed(Base.metadata.sorted_tables):

@@ -6,11 +6,13 @@ same counts, the same log and the same stored events: nothing lost, nothing doub
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import resource
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,3 +251,51 @@ def owner_ids(env: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
             return result
     finally:
         db.dispose()
+
+
+def test_an_upload_cut_off_by_kill_9_is_deleted_once_stale(
+    serve: Serve, env: dict[str, str]
+) -> None:
+    """The server killed while an upload arrives leaves a partial file (raw addresses in it)
+    and no import. Restarted, it deletes such a file once nothing has written to it for an
+    hour (until then it may be an upload another server process is receiving)."""
+    token = user(env, "cutoff")
+    client = httpx.Client(
+        base_url=serve.url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    package = client.post("/v2/packages/cutoff", json={"name": "w", "type": "npm"}).json()
+    line = b'{"$time": 1717459200, "$remote_address": "52.94.76.61"}\n'
+
+    def body() -> Iterator[bytes]:
+        while True:  # never ends: the server dies first
+            yield line * 1000
+            time.sleep(0.01)
+
+    def send() -> None:
+        with contextlib.suppress(httpx.TransportError):
+            client.post(
+                f"/v2/packages/cutoff/{package['id']}/import",
+                content=body(),
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    spool = Path(env["EVENTPORT_DATA_DIR"]) / "spool"
+    deadline = time.monotonic() + 30
+    while not [p for p in spool.glob("*.upload") if p.stat().st_size > 100_000]:
+        assert time.monotonic() < deadline, "the upload never reached the spool"
+        time.sleep(0.05)
+    serve.kill()
+    sender.join(timeout=30)
+    client.close()
+    (partial,) = spool.glob("*.upload")
+    assert b"52.94.76.61" in partial.read_bytes()
+
+    serve.start()  # too fresh to tell from an upload still arriving: kept
+    assert partial.exists()
+    serve.stop()
+    stale = time.time() - 2 * 3600
+    os.utime(partial, (stale, stale))
+    serve.start()
+    assert not partial.exists()

@@ -5,55 +5,41 @@ on a control database of its own (no other server's workers may claim its import
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 
 from eventport.control import accounts
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account, Import
-from tests.conftest import postgres_database
 
 LEASE = timedelta(seconds=30)
 
 
-@pytest.fixture
-def control(backend: str, tmp_path: Path) -> Iterator[ControlDatabase]:
-    urls = (
-        iter([f"sqlite:///{tmp_path / 'control.sqlite3'}"])
-        if backend.startswith("sqlite")
-        else postgres_database()
-    )
-    for url in urls:
-        db = ControlDatabase(url)
-        db.migrate()
-        try:
-            yield db
-        finally:
-            db.dispose()
-
-
-def _owner(db: ControlDatabase, name: str) -> Account:
+def make_owner(db: ControlDatabase, name: str) -> Account:
     with db.session() as s:
         account, _ = accounts.create_user(s, name, f"{name}@example.com")
         s.expunge(account)
         return account
 
 
-def _upload(db: ControlDatabase, owner: Account) -> str:
+def make_import(
+    db: ControlDatabase,
+    owner: Account,
+    spool_path: str = "/nonexistent",
+    import_id: str | None = None,
+) -> str:
+    """A waiting import of ``owner`` whose upload is at ``spool_path``; its id."""
     new = control_imports.NewImport(
-        id=str(uuid.uuid4()),
+        id=import_id or str(uuid.uuid4()),
         owner=owner,
         target="multi",
         package_id=None,
         pixel_id=None,
         format="ndjson",
         compression="identity",
-        spool_path="/nonexistent",
+        spool_path=spool_path,
         bytes_total=0,
     )
     with db.session() as s:
@@ -72,47 +58,47 @@ def _finish(db: ControlDatabase, import_id: str, worker: str, state: str = "done
 
 
 def test_one_owners_imports_are_claimed_one_at_a_time_in_upload_order(
-    control: ControlDatabase,
+    own_control: ControlDatabase,
 ) -> None:
-    ana, ben = _owner(control, "ana"), _owner(control, "ben")
+    ana, ben = make_owner(own_control, "ana"), make_owner(own_control, "ben")
     ana_first, ana_second, ben_first, ana_third = (
-        _upload(control, ana),
-        _upload(control, ana),
-        _upload(control, ben),
-        _upload(control, ana),
+        make_import(own_control, ana),
+        make_import(own_control, ana),
+        make_import(own_control, ben),
+        make_import(own_control, ana),
     )
-    assert _claim(control, "w1") == ana_first
-    assert _claim(control, "w2") == ben_first  # another owner's runs beside it
-    assert _claim(control, "w3") is None  # ana's second waits for her first
-    _finish(control, ana_first, "w1")
-    assert _claim(control, "w3") == ana_second
-    _finish(control, ana_second, "w3", "failed")  # a failed import lets the next go too
-    assert _claim(control, "w1") == ana_third
-    assert _claim(control, "w2") is None
+    assert _claim(own_control, "w1") == ana_first
+    assert _claim(own_control, "w2") == ben_first  # another owner's runs beside it
+    assert _claim(own_control, "w3") is None  # ana's second waits for her first
+    _finish(own_control, ana_first, "w1")
+    assert _claim(own_control, "w3") == ana_second
+    _finish(own_control, ana_second, "w3", "failed")  # a failed import lets the next go too
+    assert _claim(own_control, "w1") == ana_third
+    assert _claim(own_control, "w2") is None
 
 
 def test_a_dead_workers_import_is_resumed_before_the_owners_next(
-    control: ControlDatabase,
+    own_control: ControlDatabase,
 ) -> None:
-    ana = _owner(control, "ana")
-    first, second = _upload(control, ana), _upload(control, ana)
-    assert _claim(control, "w1") == first
-    assert _claim(control, "w2") is None
-    with control.session() as s:  # w1 died: its lease ran out
+    ana = make_owner(own_control, "ana")
+    first, second = make_import(own_control, ana), make_import(own_control, ana)
+    assert _claim(own_control, "w1") == first
+    assert _claim(own_control, "w2") is None
+    with own_control.session() as s:  # w1 died: its lease ran out
         s.execute(
             update(Import)
             .where(Import.id == first)
             .values(lease_expires_at=control_imports.utcnow() - timedelta(seconds=1))
         )
-    assert _claim(control, "w2") == first
-    assert _claim(control, "w3") is None
-    _finish(control, first, "w2")
-    assert _claim(control, "w3") == second
+    assert _claim(own_control, "w2") == first
+    assert _claim(own_control, "w3") is None
+    _finish(own_control, first, "w2")
+    assert _claim(own_control, "w3") == second
 
 
-def test_an_aborted_waiting_import_lets_the_next_one_go(control: ControlDatabase) -> None:
-    ana = _owner(control, "ana")
-    first, second = _upload(control, ana), _upload(control, ana)
-    with control.session() as s:
+def test_an_aborted_waiting_import_lets_the_next_one_go(own_control: ControlDatabase) -> None:
+    ana = make_owner(own_control, "ana")
+    first, second = make_import(own_control, ana), make_import(own_control, ana)
+    with own_control.session() as s:
         control_imports.request_abort(s, ana, "ana", first)
-    assert _claim(control, "w1") == second
+    assert _claim(own_control, "w1") == second
