@@ -290,6 +290,21 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
     ("raw nul", b'{"$time":1,"a":"x\x00y"}\n{"$time":2}\n', {}, "done", (2, 1, 1)),
     # U+2028 is a line break to str.splitlines(), not to NDJSON.
     ("u+2028", '{"$time":1,"a":"x\u2028y"\n{"$time":2}\n'.encode(), {}, "done", (2, 1, 1)),
+    # A CSV header without $time: no line could be imported, so the file is unusable as a whole.
+    (
+        "csv separated by semicolons",
+        b"$time;$unique_id\n2024-06-04T00:00:00Z;a\n",
+        {"content_type": "text/csv"},
+        "failed",
+        (0, 0, 0),
+    ),
+    (
+        "csv without a header",
+        b"2024-06-04T00:00:00Z,a\n",
+        {"content_type": "text/csv"},
+        "failed",
+        (0, 0, 0),
+    ),
 ]
 
 
@@ -317,6 +332,18 @@ def test_hostile_inputs(
     if state == "failed":
         assert done["failure_reason"]
         assert done["error_log_sample"][-1]["code"] == "input-unusable"
+
+
+def test_a_csv_header_without_time_says_what_is_wrong(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"$time;$unique_id;plan\n2024-06-04T00:00:00Z;u1;pro\n" * 3
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body, "text/csv")
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "failed"
+    assert counts(done) == (0, 0, 0)  # not three lines failed one by one
+    assert "separated by semicolons" in done["failure_reason"]
+    assert "comma-separated" in done["failure_reason"]
 
 
 def test_a_broken_line_is_quoted_without_its_nul(api: Server) -> None:

@@ -410,12 +410,31 @@ def test_csv_records(
         pytest.param(b"$time," + b"x" * 40 + b"\n1,2\n", "longer than", id="too-long"),
         pytest.param(b"$time,\xff\n1,2\n", "UTF-8", id="bad-utf8"),
         pytest.param(b"$time,a\rb\n1,2\n", "not valid CSV", id="bare-cr"),
+        # No line of these could be imported: each would fail with missing-time.
+        pytest.param(b"$time;$unique_id\n1;a\n", "separated by semicolons", id="semicolons"),
+        pytest.param(b"$time\t$unique_id\n1\ta\n", "separated by tabs", id="tabs"),
+        pytest.param(b"2024-06-01T00:00:00Z,a\n", "looks like an event", id="no-header"),
+        pytest.param(b"time,id\n1,a\n", "columns: 'time', 'id'", id="no-time-column"),
     ],
 )
 def test_csv_bad_header(tmp_path: Path, data: bytes, reason: str) -> None:
     path = write(tmp_path, data, packed=False)
     with pytest.raises(InputUnusable, match=reason):
         chunks(path, fmt="csv", max_line_bytes=30)
+
+
+def test_csv_header_without_time_quotes_no_address(tmp_path: Path) -> None:
+    path = write(tmp_path, b"id,52.94.76.62,2001:db8::62\nx,y,z\n", packed=False)
+    with pytest.raises(InputUnusable) as caught:
+        chunks(path, fmt="csv")
+    assert "52.94.76.62" not in caught.value.reason
+    assert "2001:db8::62" not in caught.value.reason
+    assert "'<address>', '<address>'" in caught.value.reason
+
+
+def test_csv_header_time_column_may_have_spaces(tmp_path: Path) -> None:
+    path = write(tmp_path, b" $time ,a\n1,b\n", packed=False)
+    assert [row for c in chunks(path, fmt="csv") for row in c.rows] == [(2, ["1", "b"])]
 
 
 def test_csv_chunks_end_on_record_boundaries(tmp_path: Path) -> None:
@@ -447,7 +466,7 @@ def test_csv_splitting_agrees_with_the_csv_module(tmp_path: Path) -> None:
     path = tmp_path / "fuzz.csv"
     for case in range(1500):
         body = random_csv(rng)
-        data = b"h1,h2\n" + body
+        data = b"$time,h2\n" + body
         path.write_bytes(data)
         reader = csv.reader(io.StringIO(data.decode(), newline=""))
         expected: list[tuple[int, CsvCells]] = []

@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
-from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells
+from eventport.domain.text import without_addresses
+from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells, parse_time
 
 
 def count_lines_py(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:
@@ -621,7 +622,34 @@ def _header(line: int, raw: bytes | None, max_line: int) -> list[str]:
         raise InputUnusable(f"The CSV header (line {line}) is not valid UTF-8 text.")
     if not isinstance(row, list):
         raise InputUnusable(f"The CSV header (line {line}) is not valid CSV.")
+    if TIME_FIELD not in (name.strip() for name in row):
+        raise InputUnusable(_no_time_column(line, row))
     return row
+
+
+TIME_FIELD: Final = "$time"
+
+
+def _no_time_column(line: int, header: list[str]) -> str:
+    """Why a CSV header without a ``$time`` column makes the file unusable (no line of it
+    could be imported), and what the header looks like instead. The header is quoted without
+    addresses: a file without a header has an event's values there."""
+    problem = f'The CSV header (line {line}) has no "$time" column, which every event needs'
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        if any(TIME_FIELD in cell.split(separator) for cell in header if separator in cell):
+            return (
+                f"{problem}: its names are separated by {name}, and eventport reads "
+                'comma-separated values (a header such as "$time,$unique_id,$package").'
+            )
+    if any(parse_time(cell.strip()) is not None for cell in header):
+        return (
+            f"{problem}: its first row looks like an event, not a header of field names "
+            '(such as "$time,$unique_id,$package").'
+        )
+    listed = without_addresses(", ".join(repr(cell) for cell in header))
+    if len(listed) > 200:
+        listed = listed[:199] + "…"
+    return f"{problem} (its columns: {listed})."
 
 
 def _csv_chunks(
