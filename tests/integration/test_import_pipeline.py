@@ -290,6 +290,16 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
     ("raw nul", b'{"$time":1,"a":"x\x00y"}\n{"$time":2}\n', {}, "done", (2, 1, 1)),
     # U+2028 is a line break to str.splitlines(), not to NDJSON.
     ("u+2028", '{"$time":1,"a":"x\u2028y"\n{"$time":2}\n'.encode(), {}, "done", (2, 1, 1)),
+    # A pretty-printed JSON array: no line could be imported, so the file is unusable as a whole
+    # (an array on one line is that line's error).
+    (
+        "json array over lines",
+        b'\xef\xbb\xbf\n[\n  {"$time": 1},\n  {"$time": 2}\n]\n',
+        {},
+        "failed",
+        (0, 0, 0),
+    ),
+    ("json array on a line", b'[{"$time": 1}, {"$time": 2}]\n', {}, "done", (1, 0, 1)),
     # A CSV header without $time: no line could be imported, so the file is unusable as a whole.
     (
         "csv separated by semicolons",
@@ -344,6 +354,18 @@ def test_a_csv_header_without_time_says_what_is_wrong(api: Server) -> None:
     assert counts(done) == (0, 0, 0)  # not three lines failed one by one
     assert "separated by semicolons" in done["failure_reason"]
     assert "comma-separated" in done["failure_reason"]
+
+
+def test_a_json_array_over_lines_says_what_is_wrong(api: Server) -> None:
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    events = [{"$time": 1717459200 + n, "$unique_id": f"a{n}"} for n in range(1000)]
+    body = orjson.dumps(events, option=orjson.OPT_INDENT_2)
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body, "application/json")
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "failed"
+    assert counts(done) == (0, 0, 0)  # not 4,002 lines failed one by one
+    assert "JSON array spread over lines, not NDJSON" in done["failure_reason"]
 
 
 def test_a_broken_line_is_quoted_without_its_nul(api: Server) -> None:
