@@ -42,7 +42,7 @@ class Fuzzer:
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.csv_without_time = False  # the last upload: a CSV whose header has no $time
+        self.unusable = False  # the last upload: a file no line of which could pass
 
     def event(self) -> bytes:
         rng = self.rng
@@ -117,6 +117,9 @@ class Fuzzer:
                 lines.append(self.mutate(self.event()))
         end = rng.choice([b"\n", b"\r\n"])
         body = end.join(lines) + rng.choice([b"", end, end + end])
+        # a lone "{" or "[" first: pretty-printed JSON, which no line could pass
+        first = next((line.strip() for line in lines if line.strip()), b"")
+        self.unusable = first in (b"{", b"[")
         return b"\xef\xbb\xbf" + body if rng.random() < 0.05 else body
 
     def csv(self, count: int) -> bytes:
@@ -124,7 +127,7 @@ class Fuzzer:
         header = rng.choice(
             [b"$time,$unique_id,$remote_address,custom", b"$time,$time,x", b"$time", b"a,b"]
         )
-        self.csv_without_time = b"$time" not in header  # no line of it can be imported
+        self.unusable = b"$time" not in header  # a CSV header no line can pass
         rows = [header]
         for _ in range(count):
             cells = [
@@ -139,7 +142,7 @@ class Fuzzer:
 
     def upload(self) -> tuple[bytes, dict[str, str]]:
         rng = self.rng
-        self.csv_without_time = False
+        self.unusable = False
         count = rng.choice([1, 5, 50, 200])
         if rng.random() < 0.75:
             body = self.ndjson(count)
@@ -173,9 +176,9 @@ def test_fuzzed_uploads_end_with_counts_that_add_up(api: Server, seed: int) -> N
         import_id = response.json()["id"]
         done = wait_finished(alice, "alice", import_id)
         total, imported, failed = counts(done)
-        if done["status"] == "failed":  # the input as a whole: a corrupt gzip, or a CSV
-            # header without $time (no line could be imported)
-            assert "Content-Encoding" in headers or fuzzer.csv_without_time, (where, done)
+        if done["status"] == "failed":  # the input as a whole: a corrupt gzip, a CSV header
+            # without $time, or pretty-printed JSON (no line could be imported)
+            assert "Content-Encoding" in headers or fuzzer.unusable, (where, done)
             assert done["failure_reason"], (where, done)
         else:
             assert done["status"] == "done", (where, done)

@@ -300,6 +300,14 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
         (0, 0, 0),
     ),
     ("json array on a line", b'[{"$time": 1}, {"$time": 2}]\n', {}, "done", (1, 0, 1)),
+    (
+        "json objects over lines",
+        b'{\n  "$time": 1\n}\n{\n  "$time": 2\n}\n',
+        {},
+        "failed",
+        (0, 0, 0),
+    ),
+    ("a lone brace later", b'{"$time": 1}\n{\n"$time": 2}\n', {}, "done", (3, 1, 2)),
     # A CSV header without $time: no line could be imported, so the file is unusable as a whole.
     (
         "csv separated by semicolons",

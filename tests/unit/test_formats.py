@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
+from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
 from eventport.imports.records import Code, CsvCells
 
 BOM = b"\xef\xbb\xbf"
@@ -693,3 +693,26 @@ def test_a_mapped_file_reads_as_the_streamed_one(tmp_path: Path, seed: int) -> N
     if mapped:
         assert mapped[-1].next_offset == len(data)
     assert chunks(path, mapped=True, start_offset=len(data), **kw) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [
+        pytest.param(b'[\n  {"$time": 1}\n]\n', "JSON array", id="array"),
+        pytest.param(BOM + b'\r\n  \n[ \r\n{"$time": 1}\n]', "JSON array", id="array-after-blanks"),
+        pytest.param(b'{\n  "$time": 1\n}\n', "objects spread over lines", id="objects"),
+        pytest.param(b"{", "objects spread over lines", id="a-lone-brace"),
+        pytest.param(b'[{"$time": 1}]\n', None, id="array-on-a-line"),
+        pytest.param(b'{"$time": 1}\n{\n', None, id="a-lone-brace-later"),
+        pytest.param(b"[1,\n2]\n", None, id="not-alone-on-its-line"),
+    ],
+)
+def test_pretty_printed_json_is_refused(tmp_path: Path, data: bytes, refused: str | None) -> None:
+    path = write(tmp_path, data, packed=False)
+    read = chunks(path)  # the reading itself hands out every line either way
+    assert sum(c.line_count for c in read) == data.count(b"\n") + (not data.endswith(b"\n"))
+    if refused is None:
+        assert list(refuse_pretty_json(iter(read))) == read
+    else:
+        with pytest.raises(InputUnusable, match=refused):
+            list(refuse_pretty_json(iter(read)))

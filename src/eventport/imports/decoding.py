@@ -15,7 +15,6 @@ address dropped unless addresses are kept) and ``dnt`` whether they asked not to
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventport.enrich.enricher import do_not_track
-from eventport.imports.formats import Chunk, InputUnusable
+from eventport.imports.formats import Chunk
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.records import (
     Code,
@@ -38,13 +37,6 @@ try:
     from eventport.imports import _plainline
 except ImportError:  # not compiled: every line takes the Python decoder
     _plainline = None  # type: ignore[assignment]
-
-# An upload whose first line that is not blank is a lone "[" is a JSON document of an array,
-# pretty-printed (json.dump(events, indent=2), say): every one of its lines would fail by
-# itself, millions of errors for a large file, so the import fails at once and says why. An
-# array on one line is one line's error, as any line that is not an object.
-_JSON_ARRAY_OPENED: Final = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*\[[ \t\r]*(?:\n|\Z)")
-_LOOK: Final = 64 << 10  # bytes looked at: blank lines before the "[" are not expected
 
 #: What a decoded event carries, before targets, ids and enrichment.
 DECODED_SCHEMA: Final = pa.schema(
@@ -132,12 +124,6 @@ def decode_chunk(chunk: Chunk, *, csv: bool, keep_addresses: bool) -> Decoded:
     if csv:
         events, entries = decode_csv(chunk.header, chunk.rows)
         return parsed_table(events, keep_addresses), entries, []
-    if chunk.first_line == 1 and _JSON_ARRAY_OPENED.match(chunk.block[:_LOOK]):
-        raise InputUnusable(
-            "The upload is a JSON array spread over lines, not NDJSON: eventport reads one JSON "
-            "object a line (`jq -c '.[]'` turns such an array into NDJSON), and no line of it "
-            "could be imported."
-        )
     if _plainline is None:
         events, entries = decode_ndjson(chunk.lines, max_line_bytes=chunk.max_line_bytes)
         return parsed_table(events, keep_addresses), entries, []

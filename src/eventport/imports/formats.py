@@ -90,6 +90,7 @@ __all__ = [
     "Chunk",
     "InputUnusable",
     "iter_chunks",
+    "refuse_pretty_json",
 ]
 
 BLOCK_SIZE: Final = 1 << 20  # decoded bytes per read
@@ -682,6 +683,32 @@ def _csv_chunks(
             pending = []
     if pending and header is not None:
         yield Chunk(next_line, next_offset, stream.consumed, header=header, rows=_cells(pending))
+
+
+# An NDJSON upload whose first line that is not blank is a lone "[" or "{" is pretty-printed
+# JSON: an array (json.dump(events, indent=2), say) or objects one after another (jq without
+# -c). Every one of its lines would fail by itself, millions of errors for a large file, so the
+# import fails at once and says why. An array or object on one line is that line's, as before.
+_JSON_OPENED: Final = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*([\[{])[ \t\r]*(?:\n|\Z)")
+_LOOK: Final = 64 << 10  # bytes looked at: blank lines before the bracket are not expected
+_SPREAD_OVER_LINES: Final = {
+    b"[": "The upload is a JSON array spread over lines, not NDJSON: eventport reads one JSON "
+    "object a line (`jq -c '.[]'` turns such an array into NDJSON), and no line of it could be "
+    "imported.",
+    b"{": "The upload holds JSON objects spread over lines (pretty-printed), not NDJSON: "
+    "eventport reads one JSON object a line (`jq -c .` writes them so), and no line of it "
+    "could be imported.",
+}
+
+
+def refuse_pretty_json(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """An import's NDJSON ``chunks`` (:func:`iter_chunks`), unless the upload opens as
+    pretty-printed JSON (above): then :class:`InputUnusable`. A policy of the import, kept out
+    of the reading itself, which hands out whatever lines there are."""
+    for chunk in chunks:
+        if chunk.first_line == 1 and (opened := _JSON_OPENED.match(chunk.block[:_LOOK])):
+            raise InputUnusable(_SPREAD_OVER_LINES[opened[1]])
+        yield chunk
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore, PreparedBatch, StagedWrites
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
-from eventport.imports.formats import Chunk, InputUnusable, iter_chunks
+from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
@@ -458,6 +458,8 @@ class ImportWorker:
                     chunk_bytes=SLICE_BYTES,
                     mapped=True,
                 )
+                if not is_csv:
+                    slices = refuse_pretty_json(slices)
                 for chunk in slices:
                     if heartbeat.stop.is_set() or writer.lost.is_set():
                         break
