@@ -126,7 +126,6 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
 
     from eventport.arrow_memory import use_server_pool
     from eventport.events.store import open_configured_event_store
-    from eventport.imports.spool import SpoolSweeper
     from eventport.imports.worker import WorkerPool
 
     use_server_pool()
@@ -147,14 +146,11 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
             f"cannot open the event store ({exc}); with the embedded store, is `eventport serve` "
             "running? Separate workers need EVENTPORT_DATABASE_URL=postgresql://..."
         ) from exc
-    sweeper = SpoolSweeper(control, settings.spool_dir)
-    sweeper.start()
     pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
     pool.start()
     click.echo(f"{len(pool.workers)} import worker(s) running; Ctrl-C to stop")
     stop.wait()
     pool.stop()
-    sweeper.stop()
     events.close()
     control.dispose()
 

@@ -135,16 +135,53 @@ def user(env: dict[str, str], name: str) -> str:
 
 
 def upload(url: str, token: str, owner: str, path: Path) -> tuple[httpx.Client, str]:
+    """A client of ``token``'s user, and the import of ``path`` into a new package of
+    ``owner``."""
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
     package = client.post(f"/v2/packages/{owner}", json={"name": "widget", "type": "npm"}).json()
+    return client, send(client, owner, package["id"], path)
+
+
+def send(client: httpx.Client, owner: str, package_id: str, path: Path) -> str:
+    """The id of a new import of the NDJSON file ``path`` into the package."""
     with path.open("rb") as body:
         started = client.post(
-            f"/v2/packages/{owner}/{package['id']}/import",
+            f"/v2/packages/{owner}/{package_id}/import",
             content=body,
             headers={"Content-Type": "application/x-ndjson"},
         )
     assert started.status_code == 200, started.text
-    return client, started.json()["id"]
+    import_id: str = started.json()["id"]
+    return import_id
+
+
+def log_codes(client: httpx.Client, owner: str, import_id: str) -> list[tuple[Any, str]]:
+    """(line, code) of each entry of an import's log but its progress entries."""
+    lines = client.get(f"/v2/imports/{owner}/{import_id}/log").text.splitlines()
+    entries = [orjson.loads(line) for line in lines]
+    return [(e.get("line"), e["code"]) for e in entries if e["type"] != "progress"]
+
+
+def stored_events(env: dict[str, str], names: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
+    """Each of ``names``' stored events, as comparable tuples, sorted."""
+    store = open_event_store(env.get("EVENTPORT_DATABASE_URL"), Path(env["EVENTPORT_DATA_DIR"]))
+    try:
+        ids = owner_ids(env, names)
+        return {
+            name: sorted(
+                (
+                    r["id"].split(":")[-1] if ":" in r["id"] else r["id"],
+                    r["line"],
+                    r["time"],
+                    r["version"],
+                    r["variables"],
+                )
+                for r in store.rows(ids[name])
+            )
+            for name in names
+        }
+    finally:
+        store.close()
 
 
 def wait_done(client: httpx.Client, owner: str, import_id: str) -> dict[str, Any]:
@@ -194,41 +231,14 @@ def test_kill_9_mid_import_then_resume(serve: Serve, env: dict[str, str], tmp_pa
     assert resumed["status"] == uninterrupted["status"] == "done"
     assert comparable(resumed) == comparable(uninterrupted)
     assert resumed["events_total"] == LINES
-    logs = []
-    for client, owner, import_id in (
-        (victim, "victim", victim_import),
-        (calm, "calm", calm_import),
-    ):
-        lines = client.get(f"/v2/imports/{owner}/{import_id}/log").text.splitlines()
-        entries = [orjson.loads(line) for line in lines]
-        logs.append([(e.get("line"), e["code"]) for e in entries if e["type"] != "progress"])
-    assert logs[0] == logs[1]
+    assert log_codes(victim, "victim", victim_import) == log_codes(calm, "calm", calm_import)
     victim.close()
     calm.close()
     serve.stop()
 
-    store = open_event_store(env.get("EVENTPORT_DATABASE_URL"), Path(env["EVENTPORT_DATA_DIR"]))
-    try:
-        owners = owner_ids(env, ("victim", "calm"))
-        stored = []
-        for owner in ("victim", "calm"):
-            rows = store.rows(owners[owner])
-            stored.append(
-                sorted(
-                    (
-                        r["id"].split(":")[-1] if ":" in r["id"] else r["id"],
-                        r["line"],
-                        r["time"],
-                        r["version"],
-                        r["variables"],
-                    )
-                    for r in rows
-                )
-            )
-    finally:
-        store.close()
-    assert len(stored[0]) == len(stored[1]) > 0
-    assert stored[0] == stored[1]
+    stored = stored_events(env, ("victim", "calm"))
+    assert len(stored["victim"]) == len(stored["calm"]) > 0
+    assert stored["victim"] == stored["calm"]
 
 
 def owner_ids(env: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:

@@ -8,28 +8,26 @@ lease's owner names its process id), so every kill interrupts real work.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
-from eventport.events.store import open_event_store
 from eventport.settings import normalize_database_url
 from tests.acceptance.test_cli import EVENTPORT
 from tests.acceptance.test_crash_recovery import (
     LINES,
     Serve,
     comparable,
+    log_codes,
     make_file,
-    owner_ids,
+    send,
+    stored_events,
     upload,
     user,
     wait_done,
@@ -37,19 +35,6 @@ from tests.acceptance.test_crash_recovery import (
 
 OWNERS = ("chaos-a", "chaos-b", "chaos-c", "chaos-d")  # imported at once, under fire
 CALM = "chaos-calm"  # the same file afterwards, nothing killed
-
-
-@pytest.fixture
-def pg_env(tmp_path: Path, backend: str) -> dict[str, str]:
-    if not backend.startswith("postgresql"):
-        pytest.skip("separate worker processes share the store through PostgreSQL")
-    return {
-        **os.environ,
-        "EVENTPORT_DATA_DIR": str(tmp_path / "data"),
-        "EVENTPORT_DATABASE_URL": backend,
-        "EVENTPORT_LEASE_SECONDS": "2",
-        "EVENTPORT_LOG_LEVEL": "warning",
-    }
 
 
 class Workers:
@@ -131,33 +116,6 @@ def _kill_one_mid_import(workers: Workers, url: str, import_ids: list[str]) -> s
     raise AssertionError("no import was part-way through a worker that could be killed")
 
 
-def _log(client: httpx.Client, owner: str, import_id: str) -> list[tuple[Any, str]]:
-    lines = client.get(f"/v2/imports/{owner}/{import_id}/log").text.splitlines()
-    entries = [orjson.loads(line) for line in lines]
-    return [(e.get("line"), e["code"]) for e in entries if e["type"] != "progress"]
-
-
-def _stored(env: dict[str, str], names: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
-    store = open_event_store(env["EVENTPORT_DATABASE_URL"], Path(env["EVENTPORT_DATA_DIR"]))
-    try:
-        ids = owner_ids(env, names)
-        return {
-            name: sorted(
-                (
-                    r["id"].split(":")[-1] if ":" in r["id"] else r["id"],
-                    r["line"],
-                    r["time"],
-                    r["version"],
-                    r["variables"],
-                )
-                for r in store.rows(ids[name])
-            )
-            for name in names
-        }
-    finally:
-        store.close()
-
-
 def test_worker_processes_killed_mid_import_lose_and_double_nothing(
     pg_env: dict[str, str], workers: Workers, tmp_path: Path
 ) -> None:
@@ -191,9 +149,9 @@ def test_worker_processes_killed_mid_import_lose_and_double_nothing(
         for name, status in finished.items():
             assert status["status"] == "done", (name, status)
             assert comparable(status) == comparable(reference), name
-        reference_log = _log(calm_client, CALM, calm_import)
+        reference_log = log_codes(calm_client, CALM, calm_import)
         for name, (client, import_id) in imports.items():
-            assert _log(client, name, import_id) == reference_log, name
+            assert log_codes(client, name, import_id) == reference_log, name
             client.close()
         calm_client.close()
     finally:
@@ -201,7 +159,7 @@ def test_worker_processes_killed_mid_import_lose_and_double_nothing(
         serve.stop()
     assert codes == [0, 0]  # the survivors stop cleanly on SIGTERM
 
-    stored = _stored(pg_env, (*OWNERS, CALM))
+    stored = stored_events(pg_env, (*OWNERS, CALM))
     assert len(stored[CALM]) > 0
     for name in OWNERS:
         assert stored[name] == stored[CALM], name
@@ -229,16 +187,10 @@ def test_one_owners_imports_run_in_upload_order_on_any_number_of_workers(
         token = user(pg_env, "chaos-one")
         client, first_import = upload(serve.url, token, "chaos-one", first)
         (package,) = client.get("/v2/packages/chaos-one").json()["results"]
-        with second.open("rb") as body:
-            answer = client.post(
-                f"/v2/packages/chaos-one/{package['id']}/import",
-                content=body,
-                headers={"Content-Type": "application/x-ndjson"},
-            )
-        assert answer.status_code == 200, answer.text
+        second_import = send(client, "chaos-one", package["id"], second)
         workers.start()
         workers.start()
-        done = [wait_done(client, "chaos-one", i) for i in (first_import, answer.json()["id"])]
+        done = [wait_done(client, "chaos-one", i) for i in (first_import, second_import)]
         client.close()
     finally:
         codes = workers.stop()
@@ -248,7 +200,7 @@ def test_one_owners_imports_run_in_upload_order_on_any_number_of_workers(
     assert [status["events_successfully_imported"] for status in done] == [lines, lines]
     assert done[1]["started_at"] >= done[0]["finished_at"]
     assert [status["warnings_total"] for status in done] == [0, shared]  # duplicate-unique-id
-    stored = _stored(pg_env, ("chaos-one",))["chaos-one"]
+    stored = stored_events(pg_env, ("chaos-one",))["chaos-one"]
     assert sorted(row[0] for row in stored) == sorted(f"s{n}" for n in range(2 * lines - shared))
     lines_of = {row[0]: row[1] for row in stored}
     assert lines_of[f"s{lines - shared}"] == 1  # the second file's first line replaced it

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.acceptance.test_cli import EVENTPORT
 from tests.acceptance.test_crash_recovery import Serve, upload, user, wait_done
-
-
-@pytest.fixture
-def pg_env(tmp_path: Path, backend: str) -> dict[str, str]:
-    if not backend.startswith("postgresql"):
-        pytest.skip("separate worker processes share the store through PostgreSQL")
-    return {
-        **os.environ,
-        "EVENTPORT_DATA_DIR": str(tmp_path / "data"),
-        "EVENTPORT_DATABASE_URL": backend,
-        "EVENTPORT_LEASE_SECONDS": "2",
-        "EVENTPORT_LOG_LEVEL": "warning",
-    }
 
 
 def test_separate_worker_processes_share_the_work(pg_env: dict[str, str], tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from eventport.api.v2 import pixels as v2_pixels
 from eventport.api.v2 import settings as v2_settings
 from eventport.control.database import ControlDatabase
 from eventport.events.store import open_configured_event_store
-from eventport.imports.spool import SpoolSweeper
 from eventport.imports.worker import WorkerPool
 from eventport.settings import Settings
 
@@ -36,8 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.control = control
         events = open_configured_event_store(settings)
         app.state.events = events
-        sweeper = SpoolSweeper(control, settings.spool_dir)
-        sweeper.start()
         pool = WorkerPool.from_settings(settings, control, events, count=settings.workers)
         pool.start()
         app.state.wake_workers = pool.wake
@@ -45,7 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             pool.stop()
-            sweeper.stop()
             events.close()
             control.dispose()
 

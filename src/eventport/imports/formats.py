@@ -612,6 +612,9 @@ def _is_blank(raw: bytes | None) -> bool:
     return raw is not None and not raw.replace(b",", b"").strip()
 
 
+TIME_FIELD: Final = "$time"  # the one column a CSV header must have
+
+
 def _header(line: int, raw: bytes | None, max_line: int) -> list[str]:
     if raw is None:
         raise InputUnusable(
@@ -626,9 +629,6 @@ def _header(line: int, raw: bytes | None, max_line: int) -> list[str]:
     if TIME_FIELD not in (name.strip() for name in row):
         raise InputUnusable(_no_time_column(line, row))
     return row
-
-
-TIME_FIELD: Final = "$time"
 
 
 def _no_time_column(line: int, header: list[str]) -> str:
@@ -705,10 +705,13 @@ def refuse_pretty_json(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     """An import's NDJSON ``chunks`` (:func:`iter_chunks`), unless the upload opens as
     pretty-printed JSON (above): then :class:`InputUnusable`. A policy of the import, kept out
     of the reading itself, which hands out whatever lines there are."""
-    for chunk in chunks:
-        if chunk.first_line == 1 and (opened := _JSON_OPENED.match(chunk.block[:_LOOK])):
-            raise InputUnusable(_SPREAD_OVER_LINES[opened[1]])
-        yield chunk
+    first = next(chunks, None)  # only the first chunk can start the file
+    if first is None:
+        return
+    if first.first_line == 1 and (opened := _JSON_OPENED.match(first.block[:_LOOK])):
+        raise InputUnusable(_SPREAD_OVER_LINES[opened[1]])
+    yield first
+    yield from chunks
 
 
 # --- entry point ------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
+from eventport.imports.spool import SpoolSweeper
 from eventport.settings import Settings
 from eventport.threads import name_this_thread
 
@@ -87,11 +88,15 @@ LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
 
 
 class UploadMissing(Exception):
-    """The upload's file is not where the import says (the spool of this process's data dir)."""
+    """The upload's file is not where the import says (the spool of this process's data dir);
+    its text says why that happens, for the import's log and the server's."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(str(path))
-        self.path = path
+        super().__init__(
+            f"the upload's file is not in this worker's spool ({path.parent}): the worker runs "
+            "with another EVENTPORT_DATA_DIR than the server that took the upload (workers must "
+            "share it, on the same machine or a shared file system), or the file was deleted"
+        )
 
 
 def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
@@ -100,11 +105,7 @@ def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
     full = no_room(exc)
     kind = type(exc).__name__
     if isinstance(exc, UploadMissing):
-        cause = (
-            f"the upload's file is not in this worker's spool ({exc.path.parent}): the worker "
-            "runs with another EVENTPORT_DATA_DIR than the server that took the upload (workers "
-            "must share it, on the same machine or a shared file system), or the file was deleted"
-        )
+        cause = str(exc)
     elif full:
         cause = f"the server could not write ({full}; {kind})"
     else:
@@ -368,14 +369,8 @@ class ImportWorker:
             # keeps its lease until that runs out, then a worker resumes it from its last
             # committed batch; after MAX_ATTEMPTS it fails. The server's log has the error;
             # the import's log says that it happened (not the message: it may quote input).
-            if isinstance(exc, UploadMissing):
-                log.warning(
-                    "import %s: attempt %d stopped: its upload %s is missing (is this worker's "
-                    "EVENTPORT_DATA_DIR the server's?)",
-                    row.id,
-                    row.attempts,
-                    exc.path,
-                )
+            if isinstance(exc, UploadMissing):  # no traceback: the text says it all
+                log.warning("import %s: attempt %d stopped: %s", row.id, row.attempts, exc)
             else:
                 log.exception("import %s: attempt %d stopped", row.id, row.attempts)
             try:
@@ -682,7 +677,8 @@ class ImportWorker:
 
 
 class WorkerPool:
-    """``count`` worker threads sharing one control store and one event store."""
+    """``count`` worker threads sharing one control store and one event store, and, given the
+    spool's directory, its sweeper (imports/spool.py: a process with no workers sweeps too)."""
 
     def __init__(
         self,
@@ -693,7 +689,9 @@ class WorkerPool:
         lease: timedelta,
         enricher: Enricher | None = None,
         keep_ip_addresses: bool = False,
+        spool_dir: Path | None = None,
     ) -> None:
+        self._sweeper = None if spool_dir is None else SpoolSweeper(control, spool_dir)
         self.workers = [
             ImportWorker(
                 control,
@@ -730,9 +728,12 @@ class WorkerPool:
             lease=timedelta(seconds=settings.lease_seconds),
             enricher=enricher,
             keep_ip_addresses=settings.keep_ip_addresses,
+            spool_dir=settings.spool_dir,
         )
 
     def start(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.start()
         if self.workers:
             # The import keeps many small objects alive per batch; the default thresholds make
             # the cyclic GC run constantly (15-20% of parse time, measured by bench/parse.py).
@@ -756,6 +757,8 @@ class WorkerPool:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        if self._sweeper is not None:
+            self._sweeper.stop()
 
 
 def _run_named(worker: ImportWorker, stop: threading.Event, wake: threading.Event) -> None:
