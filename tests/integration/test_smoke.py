@@ -34,3 +34,35 @@ def test_oversized_management_body_is_refused(server: Server) -> None:
     )
     assert streamed.status_code == 413
     assert alice.get("/v2/packages/alice").json()["results"] == []
+
+
+def test_a_management_route_for_a_name_import_keeps_the_body_cap(server: Server) -> None:
+    """Only the bulk import routes stream big bodies; a management route whose organization,
+    owner or pixel is named ``import`` is capped like any other, before its authorization
+    runs (an anonymous client must not make the server read and parse gigabytes)."""
+    anonymous = server.client()
+    big = b'{"name": "x", "description": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+    def chunks() -> object:
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    for method, path in [
+        ("PUT", "/v2/organizations/import"),
+        ("PUT", "/api/v1/organizations/import"),
+        ("POST", "/v2/packages/import"),
+        ("POST", "/v2/tracking-pixels/import"),
+        ("PUT", "/v2/tracking-pixels/alice/import"),
+        ("PUT", "/v2/organizations/acme/members/import"),
+    ]:
+        headers = {"Content-Type": "application/json"}
+        declared = anonymous.request(method, path, content=big, headers=headers)
+        assert declared.status_code == 413, (method, path, declared.text)
+        streamed = anonymous.request(method, path, content=chunks(), headers=headers)
+        assert streamed.status_code == 413, (method, path, streamed.text)
+        assert "larger than" in streamed.json()["message"]
+    # The import routes themselves still take a body past the cap (and ask for a token first).
+    upload = anonymous.post(
+        "/v2/alice/import", content=big, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert upload.status_code == 401, upload.text

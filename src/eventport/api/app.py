@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, streaming=v2_imports.UPLOADS)
     app.add_middleware(RejectNulInUrl)
 
     @app.get("/healthz", tags=["operations"])

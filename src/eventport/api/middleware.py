@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventport.api.errors import error_response
@@ -14,30 +17,43 @@ class BodyLimit:
     """A cap on management request bodies, checked while the body streams in.
 
     Management bodies are a few hundred bytes; without a cap one request could make the server
-    buffer gigabytes. Bulk import routes stream to disk instead and are exempt.
+    buffer gigabytes (FastAPI reads and parses a JSON body before the route's authorization
+    runs). The bulk import routes (``streaming``, their endpoints) stream to disk instead and
+    are exempt. Which route a request goes to is known only once the router has chosen it, so
+    the cap is decided when the route first reads the body, by the endpoint the router put in
+    the scope: not by how the path ends (a package, organization or pixel may be named
+    ``import``).
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_MANAGEMENT_BODY) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        streaming: Collection[Callable[..., Any]],
+        limit: int = MAX_MANAGEMENT_BODY,
+    ) -> None:
         self.app = app
+        self.streaming = streaming
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].endswith("/import"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
+        too_large = declared is not None and declared.isdigit() and int(declared) > self.limit
+        capped: bool | None = None  # decided at the first read, once the route is known
         seen = 0
         exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal capped, seen, exceeded
+            if capped is None:
+                capped = scope.get("endpoint") not in self.streaming
+                exceeded = capped and too_large
             if exceeded:
                 return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
-            if message["type"] == "http.request":
+            if capped and message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     # End the body here; whatever the app answers is replaced by a 413.

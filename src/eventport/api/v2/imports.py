@@ -177,6 +177,10 @@ async def import_events(owner: str, request: Request, db: Db, actor: Actor) -> d
     return await _start_import(request, db, actor, owner, "multi", resolve)
 
 
+# The routes whose bodies stream to the spool, exempt from the management body cap.
+UPLOADS = frozenset({import_package_events, import_tracking_pixel_events, import_events})
+
+
 @router.get("/v2/imports/{owner}")
 def list_imports(
     owner: str,
