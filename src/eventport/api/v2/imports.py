@@ -178,7 +178,9 @@ async def import_events(owner: str, request: Request, db: Db, actor: Actor) -> d
 
 
 # The routes whose bodies stream to the spool, exempt from the management body cap.
-UPLOADS = frozenset({import_package_events, import_tracking_pixel_events, import_events})
+UPLOADS: frozenset[Callable[..., Any]] = frozenset(
+    {import_package_events, import_tracking_pixel_events, import_events}
+)
 
 
 @router.get("/v2/imports/{owner}")
