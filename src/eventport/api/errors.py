@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -71,6 +72,7 @@ _MEANINGS = {
     403: "The caller may see the resource but not do this to it.",
     404: "No such resource, or one the caller may not know exists.",
     413: "The request body is larger than the server takes.",
+    409: "Concurrent requests kept changing the same resource; nothing was changed.",
     415: "The body's Content-Type is not one this route reads.",
     422: "A well-formed request that breaks a rule (a name taken, too many active imports).",
     503: "The server lacks the memory for this request now; it may succeed later.",
@@ -165,6 +167,14 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:  # RFC 9110: Allow names every method the path takes
             response.headers["Allow"] = ", ".join(_methods_of(request))
         return response
+
+    @app.exception_handler(IntegrityError)
+    async def conflict(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Concurrent requests kept changing the same thing (see api/routing.py): nothing of
+        # this one was kept, and the same request may well succeed now.
+        log.warning("a request lost every retry to concurrent changes: %s", exc.orig)
+        message = "a concurrent request changed the same resource; nothing was changed: try again"
+        return error_response(409, message, "conflict")
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

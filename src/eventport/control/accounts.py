@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from eventport.control.models import Account, ApiToken, Membership, utcnow
@@ -224,6 +224,16 @@ def _membership(session: Session, org: Account, username: str) -> Membership:
     return membership
 
 
+def _hold_members(session: Session, org: Account) -> None:
+    """Make this transaction the only one changing ``org``'s members until it ends, and read
+    them afresh. Without it, two owners leaving (or demoting each other) at once both counted
+    two owners and the organization was left with none. A write to the organization's row is
+    the lock on both backends: PostgreSQL holds the row until the transaction ends (its later
+    reads see what the one before committed); SQLite lets one writer at a time."""
+    session.execute(text("UPDATE accounts SET name = name WHERE id = :id"), {"id": org.id})
+    session.expire_all()
+
+
 def _owner_count(session: Session, org: Account) -> int:
     return (
         session.scalar(
@@ -240,6 +250,7 @@ def upsert_member(
 ) -> Membership:
     """Add a member or change their role. Only owners grant or take away ownership."""
     org = organization_for(session, actor, org_name, Access.ADMIN)
+    _hold_members(session, org)
     access = namespace_access(session, actor, org)
     user = account_by_name(session, username)
     if user is None or user.kind != "user":
@@ -275,6 +286,7 @@ def set_member_role(
 def remove_member(session: Session, actor: Account, org_name: str, username: str) -> None:
     """Admins remove members; owners remove anyone; anyone may leave; the last owner stays."""
     org = organization_for(session, actor, org_name, Access.READ)
+    _hold_members(session, org)
     access = namespace_access(session, actor, org)
     membership = _membership(session, org, username)
     leaving = membership.user_id == actor.id

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from eventport.api.deps import Actor, Db
+from eventport.api.routing import ControlRoute
 from eventport.api.v1 import shapes
 from eventport.api.v1.packages import create_in
 from eventport.control import accounts as store
@@ -14,7 +15,7 @@ from eventport.control import packages as package_store
 from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
 
-router = APIRouter(prefix="/api/v1", tags=["v1 organizations"])
+router = APIRouter(prefix="/api/v1", tags=["v1 organizations"], route_class=ControlRoute)
 
 
 def _fields(body: shapes.OrganizationUpsert) -> OrganizationFields:

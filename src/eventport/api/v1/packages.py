@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 from sqlalchemy.orm import Session
 
 from eventport.api.deps import Actor, Db
+from eventport.api.routing import ControlRoute
 from eventport.api.v1 import shapes
 from eventport.control import packages as store
 from eventport.control.models import Account, Package
@@ -16,7 +17,7 @@ from eventport.domain import names
 from eventport.domain.access import Access, PermissionLevel
 from eventport.domain.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/api/v1/packages", tags=["v1 packages"])
+router = APIRouter(prefix="/api/v1/packages", tags=["v1 packages"], route_class=ControlRoute)
 
 
 def _fields(body: shapes.PackageUpsert, existing: Package | None) -> PackageFields:

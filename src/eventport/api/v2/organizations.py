@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from eventport.api.deps import Actor, Db
 from eventport.api.pagination import After, PerPage, links, page
+from eventport.api.routing import ControlRoute
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import MemberBody, OrganizationBody, RoleBody
 from eventport.control import accounts as store
@@ -15,7 +16,7 @@ from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
 from eventport.domain.errors import InvalidInput, NotFound
 
-router = APIRouter(prefix="/v2", tags=["v2 organizations and users"])
+router = APIRouter(prefix="/v2", tags=["v2 organizations and users"], route_class=ControlRoute)
 
 
 @router.get("/organizations/{organization_name}")

@@ -10,6 +10,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import error_response
 from eventport.api.pagination import After, PerPage, links, page
+from eventport.api.routing import ControlRoute
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
 from eventport.control import packages as store
@@ -18,7 +19,7 @@ from eventport.control.packages import PackageFields
 from eventport.domain.access import Access, PermissionLevel
 from eventport.domain.errors import InvalidInput
 
-router = APIRouter(prefix="/v2/packages", tags=["v2 packages"])
+router = APIRouter(prefix="/v2/packages", tags=["v2 packages"], route_class=ControlRoute)
 
 
 def _fields(body: PackageBody) -> PackageFields:

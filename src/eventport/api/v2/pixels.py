@@ -8,12 +8,15 @@ from fastapi import APIRouter, Request, Response
 
 from eventport.api.deps import Actor, Db
 from eventport.api.pagination import After, PerPage, links, page
+from eventport.api.routing import ControlRoute
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import PixelBody
 from eventport.control import pixels as store
 from eventport.domain.access import Access
 
-router = APIRouter(prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"])
+router = APIRouter(
+    prefix="/v2/tracking-pixels", tags=["v2 tracking pixels"], route_class=ControlRoute
+)
 
 
 @router.get("/{owner}")

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from eventport.api.deps import Actor, Db
+from eventport.api.routing import ControlRoute
 from eventport.api.v2.bodies import SettingsBody
 from eventport.control import event_settings as store
 from eventport.control.models import Account
 
-router = APIRouter(prefix="/v2", tags=["v2 event settings"])
+router = APIRouter(prefix="/v2", tags=["v2 event settings"], route_class=ControlRoute)
 
 
 def settings_shape(owner: Account) -> dict[str, Any]:
