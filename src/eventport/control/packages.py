@@ -209,6 +209,13 @@ def create_package(session: Session, actor: Account, owner: str, fields: Package
         raise NotFound(f"owner {owner!r} not found")
     require(namespace_access(session, actor, account), Access.ADMIN, f"packages of {owner!r}")
     _check_fields(fields)
+    if fields.type != "file" and (fields.incoming_path or fields.outgoing_url):
+        # Stored, such a route could be neither checked nor deleted (POST .../routes refuses
+        # it too); the code is one Scarf's spec lists for a create.
+        raise InvalidInput(
+            f"incoming_path and outgoing_url belong to file packages, not to {fields.type} ones",
+            code="package-is-conflicting",
+        )
     if fields.type == "file" and fields.incoming_path is not None:
         names.check_route(fields.incoming_path, fields.outgoing_url or "")
     _ensure_unique(session, account, fields, exclude="")
@@ -253,7 +260,11 @@ def update_package(
         )
     if fields.type == "docker":
         fields.backend_registry = fields.backend_registry or package.backend_registry
-        fields.repository_name = fields.repository_name or package.repository_name
+        if fields.repository_name is None and package.repository_name != package.name:
+            fields.repository_name = package.repository_name  # given on create: kept
+        # else the image's name follows the package's, checked as on create
+    if fields.type == "python" and not fields.repository_url:
+        fields.repository_url = package.repository_url  # v1 updates cannot even send it
     _check_fields(fields)
     _ensure_unique(session, package.owner, fields, exclude=package.id)
     package.name = fields.name
@@ -374,10 +385,10 @@ def list_routes(session: Session, package: Package) -> list[PackageRoute]:
     )
 
 
-def _require_file_package(package: Package) -> None:
-    if package.type != "file":
+def _require_file_package(package_type: str) -> None:
+    if package_type != "file":
         raise InvalidInput(
-            f"routes belong to file packages; this one is a {package.type} package",
+            f"routes belong to file packages; this one is a {package_type} package",
             code="not-a-file-package",
         )
 
@@ -385,7 +396,7 @@ def _require_file_package(package: Package) -> None:
 def create_route(
     session: Session, package: Package, incoming_path: str, outgoing_url: str
 ) -> PackageRoute:
-    _require_file_package(package)
+    _require_file_package(package.type)
     names.check_route(incoming_path, outgoing_url)
     clash = session.scalar(
         select(PackageRoute.id).where(
@@ -412,7 +423,7 @@ def get_route(session: Session, package: Package, route_id: str) -> PackageRoute
 
 
 def delete_route(session: Session, package: Package, route_id: str) -> None:
-    _require_file_package(package)
+    _require_file_package(package.type)
     route = get_route(session, package, route_id)
     session.delete(route)
     session.flush()

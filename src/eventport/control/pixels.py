@@ -49,7 +49,7 @@ def list_package_pixels(session: Session, package_id: str) -> list[TrackingPixel
 
 
 def _check_name(name: str) -> str:
-    if not name.strip():
+    if not any(c.isprintable() and not c.isspace() for c in name):  # blank, or invisible
         raise InvalidInput("tracking pixel name is empty", code="name-is-empty")
     return names.check_text("name", name, 200) or name
 
@@ -108,6 +108,13 @@ def update_pixel(
     session: Session, actor: Account, pixel: TrackingPixel, name: str, package_id: str | None
 ) -> TrackingPixel:
     name = _check_name(name)
+    if package_id is None and pixel.package_id is not None:
+        # Detached, it is a pixel of the owner's own: it needs what creating one of those needs.
+        require(
+            namespace_access(session, actor, pixel.owner),
+            Access.ADMIN,
+            f"pixels of {pixel.owner.name!r}",
+        )
     attached = _attachable_package(session, actor, pixel.owner, package_id, creating=False)
     _ensure_name_free(session, pixel.owner, name, exclude=pixel.id)
     pixel.name = name

@@ -46,9 +46,10 @@ REGISTRY_MAX = 255
 HOST_RE = re.compile(
     r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
-REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(?::[0-9]{1,5})?$")
+REGISTRY_RE = re.compile(r"^[a-z0-9.-]+(?::[1-9][0-9]{0,4})?$")
 _EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f\ud800-\udfff]"  # no spaces, control characters or surrogates
 EMAIL_RE = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$")
+SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?![0-9]+(?:[/?#]|$))")
 TEMPLATE_VAR_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 USER_AGENT_SUBSTRINGS_MAX = 100
@@ -89,7 +90,7 @@ def check_text(field: str, value: str | None, limit: int | None = None) -> str |
     limit = limit or TEXT_LIMITS.get(field, 10_000)
     if len(value) > limit:
         raise InvalidInput(f"{field} is too long: {len(value)} characters, at most {limit}")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
         raise InvalidInput(f"{field} contains control characters", code=f"invalid-{field}")
     reason = unstorable_reason(value)
     if reason is not None:
@@ -110,9 +111,11 @@ def check_account_name(name: str, *, code: str = "invalid-name") -> str:
 
 
 def check_email(email: str, *, code: str = "invalid-email") -> str:
-    if len(email) > 254 or not EMAIL_RE.fullmatch(email):
+    # The limit applies to what is stored: some characters grow when lowercased ('İ' is two).
+    stored = email.lower()
+    if len(stored) > 254 or not EMAIL_RE.fullmatch(email):
         raise InvalidInput(f"invalid email address {email[:80]!r}", code=code)
-    return email.lower()
+    return stored
 
 
 def check_website(website: str | None, *, code: str = "invalid-website-url") -> str | None:
@@ -121,6 +124,13 @@ def check_website(website: str | None, *, code: str = "invalid-website-url") -> 
     check_text("website", website)
     if any(c.isspace() for c in website):
         raise InvalidInput(f"invalid website {website[:80]!r}: no spaces allowed", code=code)
+    scheme = SCHEME_RE.match(website)
+    if scheme and scheme[1].lower() not in ("http", "https"):
+        # Shown as a link, 'javascript:' or 'data:' would run or forge content. (A bare
+        # 'host:8080/path' has no scheme: what follows its colon is a port.)
+        raise InvalidInput(
+            f"invalid website {website[:80]!r}: only http and https addresses", code=code
+        )
     return website
 
 
@@ -132,7 +142,8 @@ def check_package_name(name: str) -> str:
             f"package name is too long: {len(name)} characters, at most {PACKAGE_NAME_MAX}",
             code="invalid-package-name",
         )
-    if not PACKAGE_NAME_RE.fullmatch(name) or "//" in name or name.endswith("/"):
+    segments = name.split("/")
+    if not PACKAGE_NAME_RE.fullmatch(name) or "" in segments or "." in segments or ".." in segments:
         raise InvalidInput(
             f"invalid package name {name[:80]!r}: use letters, digits and . _ ~ @ / + -, "
             "starting with a letter, digit, '@' or '_'",
@@ -179,6 +190,7 @@ def check_registry(registry: str | None) -> str:
         len(registry) > REGISTRY_MAX
         or not REGISTRY_RE.fullmatch(registry)
         or not HOST_RE.fullmatch(registry.split(":")[0])
+        or int(registry.partition(":")[2] or 1) > 65535
     ):
         raise InvalidInput(
             f"backend_registry {registry[:80]!r} must be a host name, optionally with a port",
@@ -274,7 +286,7 @@ def check_route(incoming_path: str, outgoing_url: str) -> tuple[str, str]:
     incoming_vars = _template_vars(incoming_path, "incoming_path")
     outgoing_vars = _template_vars(outgoing_url, "outgoing_url")
     parts = _split_url(outgoing_url, "outgoing_url", "outgoing-url-must-be-absolute")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
         raise InvalidInput(
             "outgoing_url must be an absolute http(s) URL", code="outgoing-url-must-be-absolute"
         )

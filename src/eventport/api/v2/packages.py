@@ -31,7 +31,7 @@ def _fields(body: PackageBody) -> PackageFields:
         website=body.website,
         backend_registry=body.backend_registry,
         repository_url=body.repository_url,
-        domains=[body.domain] if body.domain else [],
+        domains=[body.domain] if body.domain is not None else [],
         incoming_path=body.incoming_path,
         outgoing_url=body.outgoing_url,
     )
