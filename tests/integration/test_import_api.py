@@ -6,7 +6,9 @@ Processing is tested in test_import_pipeline.py; here imports stay waiting (EVEN
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -192,6 +194,26 @@ def test_too_many_active_imports(strict_server: Server) -> None:
     # A finished (here: aborted) import frees its place.
     assert alice.post(f"/v2/imports/alice/{first['id']}/abort").status_code == 204
     ok(upload(alice, path, NDJSON))
+
+
+def test_the_active_imports_limit_holds_for_uploads_at_once(strict_server: Server) -> None:
+    """Twelve uploads that end together: the limit (2 here) admits two of them, where each
+    counted the others' imports before any was written (21-28 of 40 past a limit of 15)."""
+    alice = strict_server.user("alice")
+    path = f"/v2/packages/alice/{setup_package(alice, 'alice')}/import"
+    token = alice.headers["Authorization"].split()[1]
+    clients = [strict_server.client(token) for _ in range(12)]
+    start = threading.Barrier(len(clients))
+
+    def send(client: httpx.Client) -> httpx.Response:
+        start.wait()
+        return upload(client, path, NDJSON)
+
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        statuses = sorted(r.status_code for r in pool.map(send, clients))
+    assert statuses == [200, 200] + [422] * 10
+    active = alice.get("/v2/imports/alice", params={"status": "importing"}).json()
+    assert len(active["event_imports"]) == 2
 
 
 def test_upload_over_the_cap(strict_server: Server) -> None:

@@ -224,13 +224,21 @@ def _membership(session: Session, org: Account, username: str) -> Membership:
     return membership
 
 
+def hold_account(session: Session, account_id: str) -> None:
+    """Make this transaction the only one, of those that call this, that changes what belongs
+    to the account until it ends: for a rule that counts rows and then writes (the last owner,
+    the active imports' limit), which two transactions at once would both pass. A write to the
+    account's row is the lock on both backends: PostgreSQL holds the row until the transaction
+    ends, and the statements after it see what the one before committed; SQLite lets one
+    writer at a time."""
+    session.execute(text("UPDATE accounts SET name = name WHERE id = :id"), {"id": account_id})
+
+
 def _hold_members(session: Session, org: Account) -> None:
-    """Make this transaction the only one changing ``org``'s members until it ends, and read
-    them afresh. Without it, two owners leaving (or demoting each other) at once both counted
-    two owners and the organization was left with none. A write to the organization's row is
-    the lock on both backends: PostgreSQL holds the row until the transaction ends (its later
-    reads see what the one before committed); SQLite lets one writer at a time."""
-    session.execute(text("UPDATE accounts SET name = name WHERE id = :id"), {"id": org.id})
+    """Hold ``org`` (see :func:`hold_account`) and read its members afresh. Without it, two
+    owners leaving (or demoting each other) at once both counted two owners and the
+    organization was left with none."""
+    hold_account(session, org.id)
     session.expire_all()
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
-from eventport.control.accounts import namespace_access
+from eventport.control.accounts import hold_account, namespace_access
 from eventport.control.models import Account, Import, ImportLog, ImportLogRun, utcnow
 from eventport.control.packages import owner_for_listing, parse_uuid
 from eventport.domain.access import Access
@@ -55,6 +55,7 @@ def ensure_capacity(session: Session, owner_id: str, limit: int) -> None:
 
 
 def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:
+    hold_account(session, new.owner.id)  # uploads that end at once are counted one by one
     ensure_capacity(session, new.owner.id, limit)
     row = Import(
         id=new.id,
