@@ -478,13 +478,28 @@ def test_warnings_never_stop_the_event() -> None:
     )
     assert event is not None
     assert event.time_us == T0
-    assert sorted(codes(entries)) == [
-        "invalid-field",
-        "invalid-field",
-        "naive-time",
-        "unknown-field",
-    ]
+    assert sorted(codes(entries)) == ["invalid-field", "naive-time", "unknown-field"]
     assert all(e.level == "warning" for e in entries)
+    # One entry for the line's ignored fields, naming each: the log keeps one entry per line
+    # and code, and the import counts its entries (three counted, one kept, before).
+    (invalid,) = (e for e in entries if e.code == "invalid-field")
+    assert '"$type"' in invalid.message
+    assert '"$headers"' in invalid.message
+
+
+def test_every_ignored_field_of_a_line_is_named_in_one_entry() -> None:
+    event, entries = decode_object(
+        {"$time": GOOD_TIME, "$type": ["x"], "$domain": 5, "$user_agent": {"a": 1}}, 7
+    )
+    assert event is not None
+    assert (event.type, event.domain, event.user_agent) == (None,) * 3
+    (entry,) = entries
+    assert (entry.line, entry.code, entry.level) == (7, "invalid-field", "warning")
+    assert [entry.message.count(f'"{key}"') for key in ("$type", "$domain", "$user_agent")] == [
+        1,
+        1,
+        1,
+    ]
 
 
 def test_several_errors_one_failed_line() -> None:

@@ -223,6 +223,20 @@ def _warning(line: int | None, code: Code, message: str) -> LogEntry:
     return LogEntry(line, "warning", code.value, code.value, message)
 
 
+def _invalid_field(line: int, message: str, entries: list[LogEntry]) -> None:
+    """An ``invalid-field`` warning, one per line: a line with several ignored fields gets one
+    entry that names them all (the log keeps one entry per line and code, and the import
+    counts entries). The line's entries are the last ones made."""
+    for index in range(len(entries) - 1, -1, -1):
+        entry = entries[index]
+        if entry.line != line:
+            break
+        if entry.code == Code.INVALID_FIELD:
+            entries[index] = _warning(line, Code.INVALID_FIELD, f"{entry.message} {message}")
+            return
+    entries.append(_warning(line, Code.INVALID_FIELD, message))
+
+
 def _too_long(line: int, max_line_bytes: int) -> LogEntry:
     return _error(
         line,
@@ -390,12 +404,10 @@ def _field(key: str, value: Any, line: int, entries: list[LogEntry]) -> str | No
     tv = type(value)
     if (tv is int or (tv is float and math.isfinite(value))) and key in _NUMBER_OK:
         return _number_text(value)
-    entries.append(
-        _warning(
-            line,
-            Code.INVALID_FIELD,
-            f'"{key}" should be a string but is {_kind(value)} ({_show(value)}); it was ignored.',
-        )
+    _invalid_field(
+        line,
+        f'"{key}" should be a string but is {_kind(value)} ({_show(value)}); it was ignored.',
+        entries,
     )
     return None
 
@@ -433,13 +445,11 @@ def _headers(value: Any, line: int, entries: list[LogEntry]) -> list[tuple[str, 
     else:
         problem = f"it is {_kind(value)}"
     if problem is not None:
-        entries.append(
-            _warning(
-                line,
-                Code.INVALID_FIELD,
-                '"$headers" should be an array of {"name": …, "value": …} objects or an object '
-                f"of names to values, but {problem}; it was ignored.",
-            )
+        _invalid_field(
+            line,
+            '"$headers" should be an array of {"name": …, "value": …} objects or an object '
+            f"of names to values, but {problem}; it was ignored.",
+            entries,
         )
         return None
     return out or None
