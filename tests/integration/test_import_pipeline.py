@@ -147,6 +147,36 @@ def test_unique_ids_replace_earlier_events(api: Server) -> None:
     assert by_id["c"]["line"] == 3
 
 
+def test_an_id_stored_before_and_repeated_in_the_file_warns_each_line_once(
+    api: Server,
+) -> None:
+    """The first line of a stored id replaced the stored event; each later line replaced
+    the line before it. Before, the first line got no warning and the last two (counted
+    twice, logged once: warnings_total did not match the log)."""
+    alice = api.user("alice")
+    path = f"/v2/packages/alice/{setup_package(alice, 'alice')}/import"
+    first = start(alice, path, b'{"$time":1,"$unique_id":"x"}\n')
+    wait_finished(alice, "alice", first["id"])
+    body = (
+        b'{"$time":2,"$unique_id":"x"}\n{"$time":3,"$unique_id":"y"}\n'
+        b'{"$time":4,"$unique_id":"x"}\n{"$time":5,"$unique_id":"x"}\n'
+    )
+    second = start(alice, path, body)
+    done = wait_finished(alice, "alice", second["id"])
+    log = full_log(alice, "alice", second["id"])
+    warned = [(e["line"], e["human_friendly_message"]) for e in log if e["class"] == "warning"]
+    used = "$unique_id 'x' was used before: this event replaces"
+    assert warned == [
+        (1, f"{used} an event imported earlier"),
+        (3, f"{used} the event from line 1 of this file"),
+        (4, f"{used} the event from line 3 of this file"),
+    ]
+    assert done["warnings_total"] == len(warned)
+    assert done["events_successfully_imported"] == 4
+    rows = {r["id"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    assert (rows["x"]["import_id"], rows["x"]["line"]) == (second["id"], 4)
+
+
 def test_a_reimport_warns_on_every_line_once(api: Server) -> None:
     """Importing a file again replaces each of its events: every line gets one warning that
     names its id, and every line whose address is not one gets its own, however many (more

@@ -368,6 +368,8 @@ def build_batch(
             known = pa.concat_arrays([found.cast(unique.type), *also])  # also: unique's
             hit = with_unique_id.filter(pc.is_in(with_unique_id.column("id"), value_set=known))
             replaced = hit.num_rows
+            if keep is not None:  # an id may have earlier lines in the batch than the one kept
+                hit = _first_lines(ids, lines, hit.column("id").combine_chunks())
             line_warnings.append(
                 LineWarnings(
                     DUPLICATE_UNIQUE_ID,
@@ -457,6 +459,17 @@ def _also_in(ids: pa.Array, hashes: pa.Array, others: pa.Array, other_hashes: pa
     maybe = pc.filter(ids, candidates)
     theirs = pc.filter(others, pc.is_in(other_hashes, value_set=pc.filter(hashes, candidates)))
     return pc.filter(maybe, pc.is_in(maybe, value_set=theirs))
+
+
+def _first_lines(ids: pa.Array, lines: pa.Array, hit_ids: pa.Array) -> pa.Table:
+    """Each of ``hit_ids`` (ids already stored) with its first line in the batch: that line
+    replaced the stored event, so it is the one warned about that; each later line of the id
+    replaced the line before it, warned by :func:`_last_of_each_id`. (Before, the kept last
+    line was warned twice and the first not at all.)"""
+    rows = pa.table({"id": ids, "line": lines}).filter(pc.is_in(ids, value_set=hit_ids))
+    firsts = rows.group_by("id", use_threads=False).aggregate([("line", "min")])
+    firsts = firsts.sort_by("line_min")
+    return pa.table({"id": firsts.column("id"), "line": firsts.column("line_min")})
 
 
 def _last_of_each_id(
