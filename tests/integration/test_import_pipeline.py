@@ -439,7 +439,11 @@ def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")
     # Fractional times are decoded by Python, not the scanner: slow enough to abort midway.
-    body = b"".join(b'{"$time":%d.5,"n":"x"}\n' % i for i in range(1, 400_001))
+    # Every line is warned twice: an entry of its own and one of a run (log_lines.py).
+    body = b"".join(
+        b'{"$time":%d.5,"n":"x","$nope":1,"$remote_address":"999.1.1.1"}\n' % i
+        for i in range(1, 400_001)
+    )
     started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
     deadline = time.monotonic() + 60
     while alice.get(f"/v2/imports/alice/{started['id']}").json()["events_total"] == 0:
@@ -450,6 +454,17 @@ def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:
     assert done["status"] == "aborted"
     assert 0 < done["events_successfully_imported"] < 400_000
     assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
+    # The log tells of the committed lines only (the logger is a batch ahead of the writer:
+    # before, the entries of batches never committed stayed, with their progress entries).
+    log = full_log(alice, "alice", started["id"])
+    processed = done["lines_processed"]
+    assert processed == done["events_total"]
+    warned = [e["line"] for e in log if e["class"] == "warning"]
+    assert len(warned) == done["warnings_total"] == 2 * processed
+    assert max(warned) == processed
+    progress = [e for e in log if e["type"] == "progress"]
+    assert progress[-1]["events_count"] == done["events_successfully_imported"]
+    assert max(e["line"] for e in progress) == processed
 
 
 def test_clean_lines_make_whole_row_groups(backend: str, tmp_path: Path) -> None:

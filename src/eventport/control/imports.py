@@ -446,6 +446,16 @@ def drop_log_runs_from(session: Session, import_id: str, line: int) -> None:
     )
 
 
+def drop_log_from(session: Session, import_id: str, line: int) -> None:
+    """Forget every entry and run about ``line`` or later (the line after the last committed
+    batch) of an import that ends aborted: the logger stores a batch's entries before the
+    writer commits it, and the batches after the abort are never committed."""
+    session.execute(
+        delete(ImportLog).where(ImportLog.import_id == import_id, ImportLog.line >= line)
+    )
+    drop_log_runs_from(session, import_id, line)
+
+
 def run_heads(
     session: Session, import_id: str, after: tuple[int, str] | None, limit: int = 1_000
 ) -> Sequence[RunHead]:

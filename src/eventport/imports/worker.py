@@ -485,8 +485,12 @@ class ImportWorker:
             if writer.lost.is_set():
                 return  # the lease went to another worker: it carries on from the checkpoint
         if heartbeat.stop.is_set():
+            committed = self.events.checkpoint(row.id)
             with self.control.session() as s:
                 aborted = control_imports.abort_was_requested(s, row.id)
+                if aborted:  # the log ends where the committed events end
+                    after = 1 if committed is None else committed.line
+                    control_imports.drop_log_from(s, row.id, max(after, 1))
             if aborted:
                 self._finish(row, "aborted")
             return
