@@ -261,6 +261,36 @@ def test_multi_artifact_import(api: Server) -> None:
     ]
 
 
+def test_a_pixel_named_beside_another_package_is_refused(api: Server) -> None:
+    """A pixel attached to package A named with $package B: which artifact the event counts
+    under depended on who asked (an export counts A's own events and its pixels'). Such a
+    line is an artifact-not-found error; a pixel with its own package, or alone, is fine."""
+    alice = api.user("alice")
+    a = setup_package(alice, "alice", "a")
+    b = setup_package(alice, "alice", "b")
+    on_a = alice.post("/v2/tracking-pixels/alice", json={"name": "on-a", "package_id": a})
+    free = alice.post("/v2/tracking-pixels/alice", json={"name": "free"})
+    pixel_a, pixel_free = on_a.json()["id"], free.json()["id"]
+    lines = [
+        {"$time": 1, "$package": b, "$tracking_pixel": pixel_a},
+        {"$time": 2, "$package": a, "$tracking_pixel": pixel_a},
+        {"$time": 3, "$tracking_pixel": pixel_a},
+        {"$time": 4, "$package": b, "$tracking_pixel": pixel_free},
+    ]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    done = wait_finished(alice, "alice", start(alice, "/v2/alice/import", body)["id"])
+    assert counts(done) == (4, 3, 1)
+    (error,) = done["error_log_sample"]
+    assert (error["line"], error["type"]) == (1, "artifact-not-found")
+    assert "belongs to another package" in error["human_friendly_message"]
+    rows = api.app.state.events.rows(done_owner_id(api, "alice"))
+    assert sorted((r["line"], r["package_id"], r["pixel_id"]) for r in rows) == [
+        (2, a, pixel_a),
+        (3, None, pixel_a),
+        (4, b, pixel_free),
+    ]
+
+
 def test_csv_import(api: Server) -> None:
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")

@@ -89,8 +89,11 @@ class Lookups:
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
+    # A pixel's id -> the id of the package it is attached to (None: free-standing).
+    pixel_package: Callable[[str], str | None] = lambda _pixel_id: None
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
+    pixel_packages: dict[str, str | None] = field(default_factory=dict)
     # $unique_ids of the batches built before this one that may not be committed yet (the
     # worker writes a batch while it builds the next; with a store's staged writes, two), so
     # the store may not show them yet: their ids and text_hashes, one pair a batch, the last
@@ -115,6 +118,11 @@ class Lookups:
         if ref not in self.pixels:
             self.pixels[ref] = self.pixel(ref)
         return self.pixels[ref]
+
+    def package_of_pixel(self, pixel_id: str) -> str | None:
+        if pixel_id not in self.pixel_packages:
+            self.pixel_packages[pixel_id] = self.pixel_package(pixel_id)
+        return self.pixel_packages[pixel_id]
 
 
 @dataclass
@@ -414,6 +422,15 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
             pc.and_(pc.is_valid(pixel), pc.is_null(pixel_id)),
         ),
     )
+    # A pixel attached to one package, named beside another: which artifact the event counts
+    # under would depend on who asks (an export counts a package's own events and its
+    # pixels'), so such a line is refused.
+    pixels_package = [None if p is None else lookups.package_of_pixel(p) for p in pixel_ids]
+    if any(p is not None for p in pixels_package):
+        elsewhere = pc.not_equal(
+            _encoded(pixel_at, pixels_package).cast(pa.string()), package_id.cast(pa.string())
+        )
+        bad = pc.or_(bad, pc.fill_null(elsewhere, False))
     entries: list[LogEntry] = []
     if pc.any(bad).as_py():
         rejected = events.filter(bad)
@@ -433,6 +450,11 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
         message = "the line names no $package or $tracking_pixel"
     elif package is not None and lookups.resolve_package(package) is None:
         message = f"package {package[:80]!r} not found, or you may not import into it"
+    elif package is not None and lookups.resolve_pixel(str(pixel)) is not None:
+        message = (
+            f"tracking pixel {str(pixel)[:80]!r} belongs to another package than "
+            f"{package[:80]!r}: name the pixel's own package, or no $package"
+        )
     else:
         message = f"tracking pixel {str(pixel)[:80]!r} not found, or you may not import into it"
     message = without_addresses(message)  # the log keeps no raw address, whatever it quotes

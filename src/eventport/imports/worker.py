@@ -641,9 +641,16 @@ class ImportWorker:
             with self.control.session() as s:
                 rules = exclusion_rules(s, row.owner_id)
             enrichment = self.enricher.for_import(rules)
+
+        def pixel_package(pixel_id: str) -> str | None:
+            with self.control.session() as s:
+                pixel = s.get(TrackingPixel, pixel_id)
+                return None if pixel is None else pixel.package_id
+
         return Lookups(
             package=writable(owned_package_for),
             pixel=writable(pixel_for),
+            pixel_package=pixel_package,
             stored_ids=lambda ids: self.events.stored_ids(row.owner_id, ids),
             enrichment=enrichment,
             keep_ip_addresses=self.keep_ip_addresses,
