@@ -19,6 +19,7 @@ from eventport.api.dates import V1_DATES, V1EndDate, V1StartDate, documented_dat
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import documented
 from eventport.api.v2.export import (
+    AGGREGATE_ROWS_AHEAD,
     NDJSON,
     ClosingStream,
     Events,
@@ -95,7 +96,7 @@ def _aggregates(
             for row in events.aggregate(query, "daily", breakdown):
                 yield aggregate_v1(name, row)
 
-    return ClosingStream(ndjson(primed(lines())), NDJSON)
+    return ClosingStream(ndjson(primed(lines(), AGGREGATE_ROWS_AHEAD)), NDJSON)
 
 
 @router.get("/organizations/{organization_name}/aggregates", openapi_extra=_AGGREGATE_DATES)

@@ -196,22 +196,33 @@ def choices(name: str, given: list[str] | None, allowed: Iterable[str], default:
 # --- streaming -------------------------------------------------------------------------------
 
 
-def primed(items: Iterator[T]) -> Iterator[T]:
-    """``items`` with its first item fetched now: a store that fails at once fails while the
-    answer can still be an error, not a 200 cut short. The rest stays lazy."""
+# An aggregate's rows fetched before its answer's status goes out: every one of a usual
+# aggregate (a year of days by a breakdown of a few hundred values is ~100,000), so that a
+# store that runs out of memory in any of its parts (they run side by side) answers 503, not
+# a 200 cut short. Past it the rest streams (a larger aggregate is not held whole).
+AGGREGATE_ROWS_AHEAD = 200_000
+
+
+def primed(items: Iterator[T], ahead: int = 1) -> Iterator[T]:
+    """``items`` with its first ``ahead`` items fetched now: a store that fails while they are
+    fetched fails while the answer can still be an error, not a 200 cut short. The rest stays
+    lazy."""
+    first: list[T] = []
     try:
-        first = next(items)
-    except StopIteration:
-        return iter(())
+        for item in items:
+            first.append(item)
+            if len(first) >= ahead:
+                break
     except BaseException:
         _close(items)
         raise
     return _prepend(first, items)
 
 
-def _prepend(first: T, rest: Iterator[T]) -> Iterator[T]:
+def _prepend(first: list[T], rest: Iterator[T]) -> Iterator[T]:
     try:
-        yield first
+        yield from first
+        first.clear()
         yield from rest
     finally:
         _close(rest)
@@ -363,7 +374,10 @@ def export_aggregates(
         selection = owner_packages(s, actor, owner)
     rows: Iterator[tuple[Rollup, AggregateRow]] = iter(())
     if not selection.empty:
-        rows = primed(aggregate_rows(events, selection.query(start, end), rollups, breakdowns))
+        rows = primed(
+            aggregate_rows(events, selection.query(start, end), rollups, breakdowns),
+            AGGREGATE_ROWS_AHEAD,
+        )
     return ClosingStream(ndjson(aggregate_line(*pair) for pair in rows), NDJSON)
 
 
