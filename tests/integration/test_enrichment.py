@@ -321,6 +321,25 @@ def test_bots_are_excluded_unless_the_owner_turns_it_off(api: Server) -> None:
     assert done["events_excluded"] == 1
 
 
+def test_lines_replaced_in_the_file_are_counted_as_flagged(api: Server) -> None:
+    """The counters count lines, as events_successfully_imported does: a bot or DNT line that
+    a later line of the same batch replaced counts too (before, only in another batch, so
+    the counts hung on where batches began and differed between the backends)."""
+    alice = Importer(api)
+    dnt = {"DNT": "1"}
+    lines = [
+        {**event("8.8.8.8", GOOGLEBOT), "$unique_id": "a"},
+        {**event("8.8.8.8", CURL, dnt), "$unique_id": "b"},
+        {**event("8.8.8.8", GOOGLEBOT, dnt), "$unique_id": "a"},
+        {**event("8.8.8.8", CURL, dnt), "$unique_id": "b"},
+        {**event("8.8.8.8", CURL), "$unique_id": "c"},
+    ]
+    done, rows = alice.run(*lines)
+    assert sorted(rows) == [3, 4, 5]  # a and b: their last lines
+    assert done["events_excluded"] == 2  # lines 1 and 3
+    assert done["events_do_not_track"] == 3  # lines 2, 3 and 4
+
+
 def test_settings_of_one_owner_leave_another_alone(api: Server) -> None:
     alice, bob = Importer(api, "alice"), Importer(api, "bob")
     alice.settings(exclude_bots=False, excluded_user_agents=["curl/"])

@@ -388,6 +388,10 @@ def build_batch(
 
     lookups.built(unique, unique_hashes)
     batch, excluded, dnt_count = _columns(table, owner_id, import_id, lookups)
+    if keep is not None:  # lines replaced within the batch are counted as every line is
+        replaced_excluded, replaced_dnt = _flagged(events.filter(pc.invert(keep)), lookups)
+        excluded += replaced_excluded
+        dnt_count += replaced_dnt
     entries = sorted([*logs, *not_found, *in_file], key=lambda entry: entry.line or 0)
     warnings = sum(1 for entry in entries if entry.level == "warning")
     warnings += sum(len(group) for group in line_warnings)
@@ -517,6 +521,19 @@ def _last_of_each_id(
             dropped.append(earlier_row)
         previous[event_id] = (row, line)
     return not_at(len(ids), pa.array(dropped, pa.int64())), entries
+
+
+def _flagged(events: pa.Table, lookups: Lookups) -> tuple[int, int]:
+    """How many of ``events`` (lines a later line of the batch replaced, so not written) are
+    excluded and do-not-track: the import's counters count every line, as they do a line
+    replaced by one of a later batch (before, only the lines kept were counted, so the counts
+    depended on where the batches began: they differed between the backends)."""
+    dnt = int(pc.sum(events.column("dnt")).as_py() or 0)
+    enrichment = lookups.enrichment
+    if enrichment is None:
+        return 0, dnt
+    agents = events.column("user_agent").to_pylist()
+    return sum(1 for agent in agents if enrichment.agent(agent)[1]), dnt
 
 
 def _columns(
