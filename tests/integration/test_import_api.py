@@ -9,10 +9,12 @@ import gzip
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import httpx
 import pytest
 
+from eventport.imports.worker import ImportWorker
 from tests.conftest import Server, running_server
 from tests.importing import ok, setup_package, upload
 from tests.openapi_check import SpecDrift, assert_log_matches_spec, assert_matches_spec
@@ -244,3 +246,30 @@ def test_spec_check_catches_a_bad_import(server: Server) -> None:
     doctored = httpx.Response(200, json=body, request=response.request)
     with pytest.raises(SpecDrift, match="queued"):
         assert_matches_spec(doctored)
+
+
+@pytest.mark.parametrize("target", ["package", "pixel"])
+def test_an_import_whose_target_was_deleted_fails_saying_so(server: Server, target: str) -> None:
+    """The package (or pixel) deleted between the upload and the worker: the import fails
+    with an artifact-not-found entry, where it was 'done' with its events stored under an
+    id no export finds."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    if target == "package":
+        path, gone = f"/v2/packages/alice/{package_id}/import", f"/v2/packages/alice/{package_id}"
+    else:
+        pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()["id"]
+        path, gone = (
+            f"/v2/tracking-pixels/alice/{pixel}/import",
+            f"/v2/tracking-pixels/alice/{pixel}",
+        )
+    started = ok(upload(alice, path, NDJSON))
+    assert alice.delete(gone).status_code == 204
+    worker = ImportWorker(server.control, server.app.state.events, lease=timedelta(seconds=15))
+    assert worker.run_once()
+    done = assert_matches_spec(alice.get(f"/v2/imports/alice/{started['id']}")).json()
+    assert (done["status"], done["events_successfully_imported"]) == ("failed", 0)
+    assert "deleted after the upload" in done["failure_reason"]
+    (entry,) = done["error_log_sample"]
+    assert entry["type"] == "artifact-not-found"
+    assert server.app.state.events.count(import_id=started["id"]) == 0

@@ -39,7 +39,7 @@ from eventport.events.store import EventStore, PreparedBatch, StagedWrites
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
 from eventport.imports.log_lines import LineWarnings
-from eventport.imports.pipeline import Lookups, Target, build_batch
+from eventport.imports.pipeline import ARTIFACT_NOT_FOUND, Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
 from eventport.imports.spool import SpoolSweeper
 from eventport.settings import Settings
@@ -96,6 +96,31 @@ class UploadMissing(Exception):
             f"the upload's file is not in this worker's spool ({path.parent}): the worker runs "
             "with another EVENTPORT_DATA_DIR than the server that took the upload (workers must "
             "share it, on the same machine or a shared file system), or the file was deleted"
+        )
+
+
+class TargetGone(Exception):
+    """The package or pixel an import goes into was deleted after the upload, or the importer
+    may no longer import into it: the import fails, saying so (its events would be stored
+    where no export finds them)."""
+
+    def __init__(self, row: Import) -> None:
+        what = (
+            f"package {row.package_id}"
+            if row.target == "package"
+            else f"tracking pixel {row.pixel_id}"
+        )
+        super().__init__(
+            f"the {what} was deleted after the upload, or its importer may no longer import into it"
+        )
+        self.entry = LogEntry(
+            None,
+            "error",
+            ARTIFACT_NOT_FOUND,
+            ARTIFACT_NOT_FOUND,
+            str(self),
+            package_id=row.package_id,
+            tracking_pixel_id=row.pixel_id,
         )
 
 
@@ -354,6 +379,9 @@ class ImportWorker:
             return True
         try:
             self.process(row)
+        except TargetGone as exc:
+            self._log(row.id, _log_rows([exc.entry]))
+            self._finish(row, "failed", str(exc))
         except InputUnusable as exc:
             unusable = LogEntry(
                 None,
@@ -395,6 +423,10 @@ class ImportWorker:
             checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
         lookups = self._lookups(row)
+        if (row.target == "package" and lookups.resolve_package(str(row.package_id)) is None) or (
+            row.target == "pixel" and lookups.resolve_pixel(str(row.pixel_id)) is None
+        ):
+            raise TargetGone(row)
         batch = _Pending()
         first_batch = True
         with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
