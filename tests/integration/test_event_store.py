@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from eventport.events.postgres_store import EVENT_IDS_TABLE, PostgresEventStore
+from eventport.events.postgres_store import _OWNER_LOCK, EVENT_IDS_TABLE, PostgresEventStore
 from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, empty_batch
 from eventport.events.store import (
     CHECKPOINTS_TABLE,
@@ -29,6 +30,7 @@ from eventport.events.store import (
     EventStore,
     EventStoreError,
     StagedWrites,
+    WriteInterrupted,
     existing_ids,
     libpq_url,
     open_event_store,
@@ -461,6 +463,46 @@ def test_a_staged_batch_replaces_what_is_committed_before_its_commit(
     assert rows == {"kept": ("0", 2), "a": ("1", 3), "b": ("2", 5), "old": ("2", 6), "c": ("2", 7)}
     assert event_store.count() == 5
     assert event_store.checkpoint("import-1") == checkpoint(line=8)
+
+
+def test_an_interrupted_commit_keeps_nothing_and_its_connection_is_not_reused(
+    event_store: EventStore, open_store: Opener
+) -> None:
+    """An aborted import cancels its batch in flight (interrupt_writes) rather than waiting
+    for it: the commit raises WriteInterrupted, nothing of the batch or its checkpoint stays,
+    and the store writes on as before. The commit is held on the owner's lock by another
+    session, so the cancel finds it running."""
+    stages = staged_store(event_store)
+    staged = stages.stage_batch("owner-a", make_batch(["a", "b"]))
+    raised: list[BaseException] = []
+
+    def commit() -> None:
+        try:
+            stages.commit_staged(staged, checkpoint(line=3))
+        except BaseException as exc:
+            raised.append(exc)
+
+    url = libpq_url(cast(str, open_store.url))
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_OWNER_LOCK, "owner-a"))
+        thread = threading.Thread(target=commit)
+        thread.start()
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%pg_advisory_xact_lock%' AND pid <> pg_backend_pid()"
+        )
+        deadline = time.monotonic() + 10
+        while holder.execute(waiting).fetchone() != (1,):
+            assert time.monotonic() < deadline, "the commit never waited for the lock"
+            time.sleep(0.02)
+        stages.interrupt_writes("owner-a")
+        thread.join(10)
+        holder.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_OWNER_LOCK, "owner-a"))
+    assert not thread.is_alive()
+    assert [type(exc) for exc in raised] == [WriteInterrupted]
+    assert (event_store.count(), event_store.checkpoint("import-1")) == (0, None)
+    event_store.write_batch("owner-a", make_batch(["c"]), checkpoint(line=2))
+    assert [row["id"] for row in event_store.rows("owner-a")] == ["c"]
 
 
 def test_the_same_batch_written_again_replaces_itself(event_store: EventStore) -> None:

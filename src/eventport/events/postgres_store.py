@@ -81,6 +81,7 @@ from eventport.events.store import (
     EventStoreError,
     PreparedBatch,
     StoreCapabilities,
+    WriteInterrupted,
     batch_table,
     distinct_texts,
 )
@@ -461,6 +462,12 @@ class PostgresEventStore:
         self._partitions: set[tuple[int, int]] = set()
         self._partitions_lock = threading.Lock()
         self._id_keys = RecentIdKeys()  # stored_ids' keys, found again by write_batch
+        # The connections staging or committing each owner's batches, for interrupt_writes.
+        self._writing: dict[str, set[Connection]] = {}
+        self._writing_lock = threading.Lock()
+        # Connections a cancel was sent to: closed when given back, never reused, so that a
+        # cancel that arrives late hits no other statement.
+        self._cancelled: set[Connection] = set()
 
     # -- the interface -------------------------------------------------------------------------
 
@@ -592,7 +599,7 @@ class PostgresEventStore:
         rows: _Rows = batch.take(self, owner_id)
         del batch
         try:
-            conn = self._copied(rows)
+            conn = self._copied(owner_id, rows)
         except psycopg.errors.CheckViolation as exc:
             if exc.diag.constraint_name != _REFUSES_ROWS:
                 raise
@@ -601,28 +608,65 @@ class PostgresEventStore:
             log.warning("a partition of %s was gone; making it again", EVENTS_TABLE)
             with self._partitions_lock:
                 self._partitions.difference_update(rows.months)
-            conn = self._copied(rows)
+            conn = self._copied(owner_id, rows)
         rows.data = b""  # PostgreSQL holds the rows: let their text go
         return _Staged(self, owner_id, (conn, rows))
 
-    def _copied(self, rows: _Rows) -> Connection:
+    def _copied(self, owner_id: str, rows: _Rows) -> Connection:
         """A connection whose open transaction holds ``rows`` (their months' partitions made
         first); on failure nothing is left open."""
         if rows.data:
             self._ensure_partitions(rows.months)
         conn = self._pool.take()
         try:
-            conn.execute("BEGIN")
-            if rows.data:
-                statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(_T, _COLUMNS_SQL)
-                with conn.cursor() as cur, cur.copy(statement) as copy:
-                    view = memoryview(rows.data)
-                    for start in range(0, len(rows.data), _COPY_CHUNK):
-                        copy.write(view[start : start + _COPY_CHUNK])
+            with self._interruptible(owner_id, conn):
+                conn.execute("BEGIN")
+                if rows.data:
+                    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                        _T, _COLUMNS_SQL
+                    )
+                    with conn.cursor() as cur, cur.copy(statement) as copy:
+                        view = memoryview(rows.data)
+                        for start in range(0, len(rows.data), _COPY_CHUNK):
+                            copy.write(view[start : start + _COPY_CHUNK])
         except BaseException:
             self._roll_back(conn)
             raise
         return conn
+
+    @contextmanager
+    def _interruptible(self, owner_id: str, conn: Connection) -> Iterator[None]:
+        """``conn`` works for the owner's batch meanwhile: :meth:`interrupt_writes` may cancel
+        its statement, which then raises :class:`WriteInterrupted`."""
+        with self._writing_lock:
+            self._writing.setdefault(owner_id, set()).add(conn)
+        try:
+            yield
+        except psycopg.errors.QueryCanceled as exc:
+            raise WriteInterrupted(f"a batch of {owner_id} was interrupted") from exc
+        finally:
+            with self._writing_lock:
+                working = self._writing[owner_id]
+                working.discard(conn)
+                if not working:
+                    del self._writing[owner_id]
+
+    def interrupt_writes(self, owner_id: str) -> None:
+        """See :class:`~eventport.events.store.StagedWrites`. Under the lock, so that none of
+        the connections is given back (and given to another statement) meanwhile."""
+        with self._writing_lock:
+            for conn in self._writing.get(owner_id, ()):
+                self._cancelled.add(conn)
+                try:
+                    conn.cancel_safe(timeout=2.0)
+                except (psycopg.Error, OSError):  # it ended meanwhile, or the server is gone
+                    log.debug("could not cancel a write of %s", owner_id, exc_info=True)
+
+    def _give_back(self, conn: Connection, healthy: bool) -> None:
+        with self._writing_lock:
+            cancelled = conn in self._cancelled
+            self._cancelled.discard(conn)
+        self._pool.give_back(conn, healthy and not cancelled)
 
     def commit_staged(self, staged: object, checkpoint: Checkpoint) -> None:
         """See :class:`~eventport.events.store.StagedWrites`. Under the owner's lock: the
@@ -632,7 +676,7 @@ class PostgresEventStore:
         owner_id, conn, rows = self._take_staged(staged)
         values = [getattr(checkpoint, f) for f in CHECKPOINT_FIELDS]
         try:
-            with conn.cursor() as cur:
+            with self._interruptible(owner_id, conn), conn.cursor() as cur:
                 # One owner's batches take turns: with no unique index, two concurrent batches
                 # reusing an id could otherwise both delete nothing and both insert it.
                 cur.execute(
@@ -645,11 +689,11 @@ class PostgresEventStore:
                         cur.execute(_DELETE_REPLACED, (owner_id, replaced, rows.import_ids))
                 cur.execute(_UPSERT_CHECKPOINT, values)
                 self._before_commit()
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
         except BaseException:
             self._roll_back(conn)
             raise
-        self._pool.give_back(conn, True)
+        self._give_back(conn, True)
 
     def discard_staged(self, staged: object) -> None:
         """See :class:`~eventport.events.store.StagedWrites`."""
@@ -670,9 +714,9 @@ class PostgresEventStore:
             if not conn.closed and conn.info.transaction_status != idle:
                 conn.execute("ROLLBACK")
         except psycopg.Error:
-            self._pool.give_back(conn, False)
+            self._give_back(conn, False)
         else:
-            self._pool.give_back(conn, True)
+            self._give_back(conn, True)
 
     def export_batches(
         self, query: EventQuery, columns: Sequence[str], *, batch_rows: int = 65_536

@@ -135,6 +135,19 @@ class StagedWrites(Protocol):
         """Roll the staged batch back."""
         ...
 
+    def interrupt_writes(self, owner_id: str) -> None:
+        """Cancel the statements that stage or commit the owner's batches now (called from
+        another thread, when an import is aborted): the interrupted staging or commit raises
+        :class:`WriteInterrupted` and leaves nothing of its batch, so an abort does not wait
+        for a batch that will not count. A commit that ends before the cancel arrives
+        stands."""
+        ...
+
+
+class WriteInterrupted(Exception):
+    """A staged write or commit that :meth:`StagedWrites.interrupt_writes` cancelled: nothing
+    of its batch was kept."""
+
 
 class EventStore(Protocol):
     """Where imported events live. Safe to share between the threads of one process."""

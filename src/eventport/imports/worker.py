@@ -35,7 +35,7 @@ from eventport.domain.access import Access
 from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
-from eventport.events.store import EventStore, PreparedBatch, StagedWrites
+from eventport.events.store import EventStore, PreparedBatch, StagedWrites, WriteInterrupted
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
 from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
 from eventport.imports.log_lines import LineWarnings
@@ -286,8 +286,16 @@ class _Writer:
 class Heartbeat:
     """Renews the lease in the background and notices an abort or a lost lease within ~0.25 s."""
 
-    def __init__(self, control: ControlDatabase, import_id: str, worker: str, lease: timedelta):
+    def __init__(
+        self,
+        control: ControlDatabase,
+        import_id: str,
+        worker: str,
+        lease: timedelta,
+        on_stop: Callable[[], None] | None = None,
+    ):
         self.control, self.import_id, self.worker, self.lease = control, import_id, worker, lease
+        self.on_stop = on_stop  # called on the heartbeat's thread once it has set stop
         self.stop = threading.Event()  # set: the import must stop (abort, or lease lost)
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -322,6 +330,11 @@ class Heartbeat:
                 continue
             if not alive:
                 self.stop.set()
+                if self.on_stop is not None:
+                    try:
+                        self.on_stop()
+                    except Exception:  # the batch in flight is then waited for, as before
+                        log.warning("import %s: could not interrupt its writes", self.import_id)
                 return
 
 
@@ -429,8 +442,15 @@ class ImportWorker:
             raise TargetGone(row)
         batch = _Pending()
         first_batch = True
-        with Heartbeat(self.control, row.id, self.name, self.lease) as heartbeat:
-            stages = cast(StagedWrites, self.events)
+        stages = cast(StagedWrites, self.events)
+        # Stopped (aborted, or the lease lost), the batches in flight will not count: a store
+        # that stages writes cancels them rather than making the abort wait for them.
+        interrupt = (
+            (lambda: stages.interrupt_writes(row.owner_id))
+            if self.events.capabilities.staged_writes
+            else None
+        )
+        with Heartbeat(self.control, row.id, self.name, self.lease, interrupt) as heartbeat:
             writer = _Writer(
                 lambda item, staged: self._write(row, item, heartbeat.stop, staged),
                 self._discard,
@@ -524,6 +544,8 @@ class ImportWorker:
                     after = 1 if committed is None else committed.line
                     control_imports.drop_log_from(s, row.id, max(after, 1))
             if aborted:
+                if committed is not None:  # the counts too, whatever the last write answered
+                    self._record(row, committed)
                 self._finish(row, "aborted")
             return
         self._finish(row, "done")
@@ -632,10 +654,15 @@ class ImportWorker:
         if not stored or stop.is_set():
             self._discard(staged)
             return True
-        if staged is None:
-            self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
-        else:
-            cast(StagedWrites, self.events).commit_staged(staged.result(), item.checkpoint)
+        try:
+            if staged is None:
+                self.events.write_batch(row.owner_id, item.batch, item.checkpoint)
+            else:
+                cast(StagedWrites, self.events).commit_staged(staged.result(), item.checkpoint)
+        except WriteInterrupted:
+            if not stop.is_set():
+                raise
+            return True  # stopped meanwhile: the batch was rolled back, as a skipped one
         return self._record(row, item.checkpoint)
 
     def _discard(self, staged: Future[object] | None) -> None:
