@@ -38,6 +38,7 @@ EXTRA_LOG_TYPES = (
     "duplicate-unique-id",
     "invalid-remote-address",
     "attempt-failed",
+    "other-target",
 )
 EXTRA_IMPORT_STATUSES = ("failed",)
 SCARF_HOST = "https://api.scarf.sh"

@@ -291,6 +291,40 @@ def test_a_pixel_named_beside_another_package_is_refused(api: Server) -> None:
     ]
 
 
+def test_a_line_naming_another_target_is_warned_and_imported_into_the_imports(
+    api: Server,
+) -> None:
+    """A package's (or pixel's) import puts every line into its own package (or pixel); a
+    line that names another gets a warning, not a silent drop of what it said."""
+    alice = api.user("alice")
+    own = setup_package(alice, "alice", "own")
+    other = setup_package(alice, "alice", "other")
+    lines = [
+        {"$time": 1, "$package": own},
+        {"$time": 2},
+        {"$time": 3, "$package": other},
+        {"$time": 4, "$package": "no-such-package"},
+        {"$time": 5, "$package": own},
+    ]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    done = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{own}/import", body)["id"]
+    )
+    assert counts(done) == (5, 5, 0)
+    warned = [(w["line"], w["type"]) for w in done["warning_log_sample"]]
+    assert warned == [(3, "other-target"), (4, "other-target")]
+    assert done["warnings_total"] == 2
+    assert f"$package {other!r}" in done["warning_log_sample"][0]["human_friendly_message"]
+    rows = api.app.state.events.rows(done_owner_id(api, "alice"))
+    assert {r["package_id"] for r in rows} == {own}
+
+    docs = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()["id"]
+    body = b'{"$time":1,"$tracking_pixel":"elsewhere"}\n{"$time":2,"$pixel":"%s"}\n' % docs.encode()
+    path = f"/v2/tracking-pixels/alice/{docs}/import"
+    done = wait_finished(alice, "alice", start(alice, path, body)["id"])
+    assert [(w["line"], w["type"]) for w in done["warning_log_sample"]] == [(1, "other-target")]
+
+
 def test_csv_import(api: Server) -> None:
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")

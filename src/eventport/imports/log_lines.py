@@ -35,6 +35,7 @@ from eventport.imports.records import Code, naive_time_message
 __all__ = [
     "DUPLICATE_UNIQUE_ID",
     "INVALID_REMOTE_ADDRESS",
+    "OTHER_TARGET",
     "LineWarnings",
     "log_entries",
     "log_sample",
@@ -43,6 +44,7 @@ __all__ = [
 
 DUPLICATE_UNIQUE_ID = "duplicate-unique-id"
 INVALID_REMOTE_ADDRESS = "invalid-remote-address"
+OTHER_TARGET = "other-target"
 
 # Warnings in one stored run at most: a run is read whole when any of its entries is wanted (a
 # status request's sample reads the first), ~0.4 MB compressed for 20,000 ids.
@@ -72,17 +74,26 @@ def _bad_address(_: str | None) -> str:
     return "$remote_address is not an IP address; the event is imported without location"
 
 
+def _other_target(named: str | None) -> str:
+    # ``named``: the field and the value, e.g. "$package 'left-pad'" (addresses left out).
+    return (
+        f"the line's {named} is not the id of what this import goes into, so it was ignored: "
+        "the event was imported into the import's own package or pixel"
+    )
+
+
 # The message of each code held as runs, made from the run's text for the line (or None).
 MESSAGES: dict[str, Callable[[str | None], str]] = {
     DUPLICATE_UNIQUE_ID: _replaced_earlier,
     INVALID_REMOTE_ADDRESS: _bad_address,
+    OTHER_TARGET: _other_target,
     Code.NAIVE_TIME.value: naive_time_message,
 }
 
 # The codes whose runs keep a text for each line. Runs are stored compressed, where a search of
 # the data directory for raw addresses (tests/integration/test_enrichment.py) cannot see them:
 # a warning about an address never keeps it (its message does not repeat it either).
-_KEEPS_TEXT = frozenset({DUPLICATE_UNIQUE_ID, Code.NAIVE_TIME.value})
+_KEEPS_TEXT = frozenset({DUPLICATE_UNIQUE_ID, OTHER_TARGET, Code.NAIVE_TIME.value})
 
 _WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 

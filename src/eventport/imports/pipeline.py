@@ -31,6 +31,7 @@ from eventport.events.schema import derived_ids
 from eventport.imports.log_lines import (
     DUPLICATE_UNIQUE_ID,
     INVALID_REMOTE_ADDRESS,
+    OTHER_TARGET,
     LineWarnings,
     replaced_message,
 )
@@ -317,12 +318,14 @@ def build_batch(
     undecodable = failed_line_count(logs)  # a line with several errors fails once
     total = events.num_rows
     not_found: list[LogEntry] = []
+    others = None
     if target.kind == "multi":
         events, not_found = _resolve_targets(events, lookups)
         package_ids, pixel_ids = events.column("package_id"), events.column("pixel_id")
     else:
         package_ids = _constant(target.package_id, events.num_rows)
         pixel_ids = _constant(target.pixel_id, events.num_rows)
+        others = _other_targets(events, target, lookups)
     lines = events.column("line")
     unique_ids = events.column("unique_id")
     # Without $unique_id the id is stable per (import, line): a replayed line never doubles.
@@ -359,6 +362,8 @@ def build_batch(
         table = table.filter(keep)
 
     line_warnings = list(line_warnings)
+    if others is not None:
+        line_warnings.append(others)
     if len(bad_addresses):
         line_warnings.append(LineWarnings(INVALID_REMOTE_ADDRESS, bad_addresses))
     table = table.append_column("id_hash", id_hashes if keep is None else id_hashes.filter(keep))
@@ -407,6 +412,31 @@ def build_batch(
         line_warnings,
         replaced,
     )
+
+
+def _other_targets(events: pa.Table, target: Target, lookups: Lookups) -> LineWarnings | None:
+    """A warning for each line of a one-artifact import that names another artifact of the
+    import's kind ($package in a package's import, $tracking_pixel in a pixel's): it goes
+    into the import's own, and the line's is ignored, which the line's author should hear."""
+    field, column, resolve, own = (
+        ("$package", "package", lookups.resolve_package, target.package_id)
+        if target.kind == "package"
+        else ("$tracking_pixel", "pixel", lookups.resolve_pixel, target.pixel_id)
+    )
+    named = events.column(column)
+    if named.null_count == len(named):
+        return None
+    refs, at = _distinct(named)
+    texts = [
+        None if ref is None or resolve(ref) == own else without_addresses(f"{field} {ref[:80]!r}")
+        for ref in refs
+    ]
+    if all(text is None for text in texts):
+        return None
+    per_line = _encoded(at, texts)
+    warned = pc.is_valid(per_line)
+    lines = pc.filter(events.column("line").combine_chunks(), warned)
+    return LineWarnings(OTHER_TARGET, lines, pc.filter(per_line, warned).cast(pa.string()))
 
 
 def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list[LogEntry]]:
