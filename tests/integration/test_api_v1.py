@@ -529,7 +529,10 @@ def test_permissions_admin_lets_a_non_member_manage(server: Server) -> None:
     )
     assert {p["username"] for p in granted} == {"dave", "erin", "frank"}
     failed(dave.get("/api/v1/organizations/acme"), 404, "acme")
-    failed(dave.get("/api/v1/organizations/acme/packages"), 404, "acme")
+    # The organization's list shows him the package he holds a grant on (as v2's does),
+    # and nothing else of it; someone with no grant gets 404.
+    assert [p["uuid"] for p in ok(dave.get("/api/v1/organizations/acme/packages"))] == [uuid]
+    failed(server.user("gina").get("/api/v1/organizations/acme/packages"), 404, "acme")
 
     # erin, a package member, reads but may not change it.
     assert ok(erin.get(f"/api/v1/packages/{uuid}"))["shortDescription"] == "new"
@@ -732,3 +735,57 @@ def test_v1_and_v2_are_the_same_data(server: Server) -> None:
     add_member(alice, "acme", "bob", "admin")
     members = ok(alice.get("/v2/organizations/acme/members"))["results"]
     assert {(m["username"], m["role"]) for m in members} == {("alice", "owner"), ("bob", "admin")}
+
+
+# --- rules a live probe found broken ---------------------------------------------------------
+
+
+def test_a_name_shared_with_an_organizations_package_finds_the_callers_own(
+    server: Server,
+) -> None:
+    """By name, the caller's own package wins over one an organization (or a grant) lets
+    them see; where only an id can tell them apart, the error says so (it sent the client
+    to ?packageType=, which answered the same error)."""
+    alice, bob = server.user("alice"), server.user("bob")
+    make_org(alice)
+    add_member(alice, "acme", "bob", "admin")
+    theirs = make_package(alice, package_body("pkg1", "file"), org="acme")
+    mine = make_package(bob, package_body("pkg1", "file"))
+    assert ok(bob.get("/api/v1/packages/pkg1"))["uuid"] == mine["uuid"]
+    assert ok(bob.get("/api/v1/packages/pkg1?packageType=file"))["uuid"] == mine["uuid"]
+    assert ok(alice.get("/api/v1/packages/pkg1"))["uuid"] == theirs["uuid"]
+    make_org(alice, "beta")
+    add_member(alice, "beta", "bob", "member")
+    make_package(alice, package_body("pkg2", "file"), org="acme")
+    make_package(alice, package_body("pkg2", "file"), org="beta")
+    body = failed(bob.get("/api/v1/packages/pkg2?packageType=file"), 422, "use the package's id")
+    assert body["code"] == "ambiguous-package-name"
+    assert "acme, beta" in body["message"]
+
+
+def test_an_owner_gets_no_lower_grant_than_ownership(server: Server) -> None:
+    alice = server.user("alice")
+    package = make_package(alice, package_body("pkg1"))
+    grant = {"userQuery": "alice", "permissionLevel": "admin"}
+    failed(alice.post(f"/api/v1/packages/{package['uuid']}/permissions", json=grant), 422, "owns")
+    assert ok(alice.get(f"/api/v1/packages/{package['uuid']}/permissions")) == []
+
+
+def test_docker_urls_are_checked_on_update_and_refused_for_other_types(server: Server) -> None:
+    alice = server.user("alice")
+    docker = package_body(
+        "dimg",
+        "docker",
+        backendUrl="https://ghcr.io/alice/dimg",
+        publicUrl="https://d.alice.example/alice/dimg",
+    )
+    created = make_package(alice, docker)
+    url = f"/api/v1/packages/{created['uuid']}"
+    moved = {**docker, "publicUrl": "https://d3.alice.example/other/path"}
+    failed(alice.put(url, json=moved), 422, "must match")
+    elsewhere = {**docker, "publicUrl": "https://d2.alice.example/alice/dimg"}
+    failed(alice.put(url, json=elsewhere), 422, "add it with POST")
+    ok(alice.post(f"{url}/domains", json={"name": "d2.alice.example"}))
+    ok(alice.put(url, json=elsewhere))
+    npm = package_body("left-pad", "npm", backendUrl="https://ghcr.io/alice/x")
+    failed(alice.post("/api/v1/packages", json=npm), 422, "belong to docker packages")

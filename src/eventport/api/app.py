@@ -64,17 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every API route may answer these, with the API's own error body (exports add 503, uploads
     # 415 and 507, on their routers and routes).
     api_errors = errors.documented(*errors.COMMON_ERRORS)
+    export_errors = errors.documented_as_json(*errors.COMMON_ERRORS)  # CSV and NDJSON answers
     # v1's /api/v1/{organization}/... must come after the fixed /api/v1/packages routes, and
     # those after the export's /api/v1/packages/{id}/events/{file}.csv (before .../{ref:path}).
-    app.include_router(v1_export.router, responses=api_errors)
+    app.include_router(v1_export.router, responses=export_errors)
     app.include_router(v1_packages.router, responses=api_errors)
     app.include_router(v1_organizations.router, responses=api_errors)
     # /v2/packages/{owner}/events and /aggregates, /v2/tracking-pixels/{owner}/events before
     # /v2/packages/{owner}/{package_id} and /v2/tracking-pixels/{owner}/{id}; a package's own
     # .../{package_id}/events after the packages' by-name route (an npm package "events").
-    app.include_router(v2_export.router, responses=api_errors)
+    app.include_router(v2_export.router, responses=export_errors)
     app.include_router(v2_packages.router, responses=api_errors)
-    app.include_router(v2_export.package_router, responses=api_errors)
+    app.include_router(v2_export.package_router, responses=export_errors)
     app.include_router(v2_pixels.router, responses=api_errors)
     app.include_router(v2_organizations.router, responses=api_errors)
     app.include_router(v2_imports.router, responses=api_errors)

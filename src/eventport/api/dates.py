@@ -36,8 +36,10 @@ def documented_dates(names: tuple[str, str], max_days: int) -> dict[str, Any]:
                 "in": "query",
                 "required": True,
                 "description": description,
-                "schema": {"type": "string", "format": "date", "example": "2026-01-01"},
+                "schema": {"type": "string", "format": "date", "example": example},
             }
-            for name, description in zip((start, end), descriptions, strict=True)
+            for name, description, example in zip(
+                (start, end), descriptions, ("2026-01-01", "2026-01-08"), strict=True
+            )
         ]
     }

@@ -87,6 +87,19 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
 
 
+def documented_as_json(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """As :func:`documented`, for a route whose answer is not JSON (a CSV or NDJSON export):
+    FastAPI would document its errors in the answer's media type, but they are JSON."""
+    schema = {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}
+    return {
+        status: {
+            "description": _MEANINGS[status],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
 def status_of(exc: DomainError) -> int:
     return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 400)
 

@@ -334,6 +334,7 @@ def set_permission(
     if namespace_access(session, user, package.owner) is Access.OWNER and level in (
         PermissionLevel.BLOCKED,
         PermissionLevel.MEMBER,
+        PermissionLevel.ADMIN,  # stored, it would list an owner as a mere admin
     ):
         raise InvalidInput(
             f"{user.name!r} owns this package; an owner's access cannot be lowered",

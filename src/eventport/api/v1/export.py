@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 
 from eventport.api.dates import V1_DATES, V1EndDate, V1StartDate, documented_dates
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import documented
+from eventport.api.errors import documented_as_json
 from eventport.api.v2.export import (
     AGGREGATE_ROWS_AHEAD,
     NDJSON,
     ClosingStream,
+    CsvAnswer,
     Events,
+    NdjsonAnswer,
     Selection,
     events_csv,
     ndjson,
@@ -40,7 +42,7 @@ from eventport.export.csv import V1_LAYOUT
 from eventport.export.dates import MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import AggregateRow
 
-router = APIRouter(prefix="/api/v1", tags=["v1 data export"], responses=documented(503))
+router = APIRouter(prefix="/api/v1", tags=["v1 data export"], responses=documented_as_json(503))
 
 _AGGREGATE_DATES: Final = documented_dates(V1_DATES, MAX_AGGREGATE_DAYS)
 _EVENT_DATES: Final = documented_dates(V1_DATES, MAX_EVENT_DAYS)
@@ -99,7 +101,11 @@ def _aggregates(
     return ClosingStream(ndjson(primed(lines(), AGGREGATE_ROWS_AHEAD)), NDJSON)
 
 
-@router.get("/organizations/{organization_name}/aggregates", openapi_extra=_AGGREGATE_DATES)
+@router.get(
+    "/organizations/{organization_name}/aggregates",
+    openapi_extra=_AGGREGATE_DATES,
+    response_class=NdjsonAnswer,
+)
 def organization_aggregates(
     organization_name: str,
     db: Db,
@@ -112,7 +118,9 @@ def organization_aggregates(
     return _aggregates(db, actor, events, organization_name, "organization", start_date, end_date)
 
 
-@router.get("/users/{username}/aggregates", openapi_extra=_AGGREGATE_DATES)
+@router.get(
+    "/users/{username}/aggregates", openapi_extra=_AGGREGATE_DATES, response_class=NdjsonAnswer
+)
 def user_aggregates(
     username: str,
     db: Db,
@@ -125,7 +133,11 @@ def user_aggregates(
     return _aggregates(db, actor, events, username, "user", start_date, end_date)
 
 
-@router.get("/packages/{package_id}/events/{filename}.csv", openapi_extra=_EVENT_DATES)
+@router.get(
+    "/packages/{package_id}/events/{filename}.csv",
+    openapi_extra=_EVENT_DATES,
+    response_class=CsvAnswer,
+)
 def package_events(
     package_id: str,
     filename: str,
@@ -143,7 +155,7 @@ def package_events(
     return events_csv(events, [selection], start, end, V1_LAYOUT, f"{filename}.csv")
 
 
-@router.get("/pixels/events/{filename}.csv", openapi_extra=_EVENT_DATES)
+@router.get("/pixels/events/{filename}.csv", openapi_extra=_EVENT_DATES, response_class=CsvAnswer)
 def pixel_events(
     filename: str,
     db: Db,

@@ -14,6 +14,7 @@ from eventport.control import accounts as store
 from eventport.control import packages as package_store
 from eventport.control.accounts import OrganizationFields
 from eventport.domain.access import Access, OrgRole
+from eventport.domain.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["v1 organizations"], route_class=ControlRoute)
 
@@ -47,8 +48,9 @@ def update_organization(
 def list_organization_packages(
     organization_name: str, db: Db, actor: Actor
 ) -> list[dict[str, Any]]:
-    with db.session() as s:
-        store.organization_for(s, actor, organization_name, Access.READ)
+    with db.session() as s:  # visible to members and to holders of a grant, as in v2
+        if not package_store.owner_for_listing(s, actor, organization_name).is_organization:
+            raise NotFound(f"organization {organization_name!r} not found")
         return [
             shapes.package(p)
             for p in package_store.list_owner_packages(s, actor, organization_name)

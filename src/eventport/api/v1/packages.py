@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from eventport.api.deps import Actor, Db
@@ -20,7 +21,10 @@ from eventport.domain.errors import InvalidInput, NotFound
 router = APIRouter(prefix="/api/v1/packages", tags=["v1 packages"], route_class=ControlRoute)
 
 
-def _fields(body: shapes.PackageUpsert, existing: Package | None) -> PackageFields:
+def _fields(
+    body: shapes.PackageUpsert, existing: Package | None, domains: Sequence[str] = ()
+) -> PackageFields:
+    """The store's fields from a v1 body; ``existing`` and its ``domains`` on update."""
     library = body.library_type or (
         shapes.V1_TYPE.get(existing.type, existing.type) if existing else "other"
     )
@@ -31,19 +35,35 @@ def _fields(body: shapes.PackageUpsert, existing: Package | None) -> PackageFiel
         long_description=body.long_description,
         website=body.website,
     )
-    if fields.type == "docker" and (body.backend_url or existing is None):
+    if fields.type != "docker" and (body.backend_url or body.public_url):
+        raise InvalidInput(
+            f"backendUrl and publicUrl belong to docker packages, not to {library} ones",
+            code="invalid-backendUrl",
+        )
+    if fields.type != "docker":
+        return fields
+    path = existing.repository_name if existing is not None else None
+    if body.backend_url or existing is None:
         if not body.backend_url:
             raise InvalidInput("a docker package needs backendUrl", code="invalid-backendUrl")
         registry, path = names.docker_url_parts(body.backend_url, "backendUrl")
         fields.backend_registry, fields.repository_name = registry, path
-        if body.public_url:
-            public_host, public_path = names.docker_url_parts(body.public_url, "publicUrl")
-            if public_path != path:
-                raise InvalidInput(
-                    f"publicUrl path {public_path!r} must match backendUrl path {path!r}",
-                    code="invalid-publicUrl",
-                )
-            fields.domains = [public_host.split(":")[0]]
+    if body.public_url:
+        public_host, public_path = names.docker_url_parts(body.public_url, "publicUrl")
+        if public_path != path:
+            raise InvalidInput(
+                f"publicUrl path {public_path!r} must match backendUrl path {path!r}",
+                code="invalid-publicUrl",
+            )
+        host = public_host.split(":")[0]
+        if existing is None:
+            fields.domains = [host]
+        elif host not in domains:  # an update does not change domains: say so, not ignore it
+            raise InvalidInput(
+                f"publicUrl's host {host!r} is not a domain of this package: add it with "
+                f"POST /api/v1/packages/{existing.id}/domains first",
+                code="invalid-publicUrl",
+            )
     return fields
 
 
@@ -64,9 +84,19 @@ def _package(
     if not matches:
         raise NotFound(f"package {ref[:80]!r} not found")
     if len(matches) > 1:
-        kinds = ", ".join(sorted({shapes.V1_TYPE.get(p.type, p.type) for p in matches}))
+        # The caller's own package wins over same-named ones others let them see (an
+        # organization's, a granted one): a grant must not break the caller's scripts.
+        own = [p for p in matches if p.owner_id == actor.id]
+        matches = own or matches
+    if len(matches) > 1:
+        kinds = sorted({shapes.V1_TYPE.get(p.type, p.type) for p in matches})
+        if len(kinds) > 1 and package_type is None:
+            advice = "add ?packageType= to choose"
+        else:  # the type cannot tell them apart: only the id can
+            owners = ", ".join(sorted({p.owner.name for p in matches}))
+            advice = f"they belong to {owners}: use the package's id"
         raise InvalidInput(
-            f"several packages are named {ref!r} ({kinds}): add ?packageType= to choose",
+            f"several packages are named {ref!r} ({', '.join(kinds)}): {advice}",
             code="ambiguous-package-name",
         )
     return store.package_for(s, actor, matches[0].id, needed)
@@ -159,25 +189,32 @@ def delete_domain(package_id: str, domain_id: str, db: Db, actor: Actor) -> Resp
     return Response(status_code=204)
 
 
-@router.put("/{package_id}")
+@router.put("/{package_ref}")
 def update_package(
-    package_id: str, body: shapes.PackageUpsert, db: Db, actor: Actor
+    package_ref: Annotated[str, Path(description="The package's id")],
+    body: shapes.PackageUpsert,
+    db: Db,
+    actor: Actor,
 ) -> dict[str, Any]:
     with db.session() as s:
-        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        package = store.package_for(s, actor, package_ref, Access.ADMIN)
         requested = body.library_type
         if requested is not None and shapes.STORE_TYPE.get(requested, requested) != package.type:
             raise InvalidInput(
                 "libraryType cannot change after the package is created",
                 code="library-type-is-immutable",
             )
-        return shapes.package(store.update_package(s, actor, package, _fields(body, package)))
+        domains = [d.name for d in store.list_domains(s, package)]
+        fields = _fields(body, package, domains)
+        return shapes.package(store.update_package(s, actor, package, fields))
 
 
-@router.delete("/{package_id}", status_code=204)
-def delete_package(package_id: str, db: Db, actor: Actor) -> Response:
+@router.delete("/{package_ref}", status_code=204)
+def delete_package(
+    package_ref: Annotated[str, Path(description="The package's id")], db: Db, actor: Actor
+) -> Response:
     with db.session() as s:
-        store.delete_package(s, actor, store.package_for(s, actor, package_id, Access.ADMIN))
+        store.delete_package(s, actor, store.package_for(s, actor, package_ref, Access.ADMIN))
     return Response(status_code=204)
 
 

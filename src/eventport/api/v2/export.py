@@ -29,13 +29,13 @@ from typing import Annotated, Any, Final, TypeVar
 import anyio
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.types import Send
 
 from eventport.api.dates import V2_DATES, EndDate, StartDate, documented_dates
 from eventport.api.deps import Actor, Db
-from eventport.api.errors import documented
+from eventport.api.errors import documented_as_json
 from eventport.control.models import Account, Package, TrackingPixel
 from eventport.control.packages import list_owner_packages, owned_package_for, owner_for_listing
 from eventport.control.pixels import list_package_pixels, list_pixels, pixel_for
@@ -46,8 +46,8 @@ from eventport.export.csv import CsvLayout, v2_layout
 from eventport.export.dates import INVALID, MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery, Rollup
 
-router = APIRouter(tags=["v2 data export"], responses=documented(503))
-package_router = APIRouter(tags=["v2 data export"], responses=documented(503))
+router = APIRouter(tags=["v2 data export"], responses=documented_as_json(503))
+package_router = APIRouter(tags=["v2 data export"], responses=documented_as_json(503))
 _EVENT_DATES: Final = documented_dates(V2_DATES, MAX_EVENT_DAYS)
 _AGGREGATE_DATES: Final = documented_dates(V2_DATES, MAX_AGGREGATE_DAYS)
 
@@ -75,6 +75,19 @@ AGGREGATE_FIELDS: Final[dict[str, tuple[str, ...]]] = {
 ROLLUP_NAMES: Final[dict[str, Rollup]] = {r: r for r in ROLLUPS}
 NDJSON: Final = "application/x-ndjson"
 CSV: Final = "text/csv; charset=utf-8"
+
+
+class CsvAnswer(Response):
+    """Documents a route's 200 as CSV in the OpenAPI document (the route answers a
+    :class:`ClosingStream`, which FastAPI sends as it is)."""
+
+    media_type = CSV
+
+
+class NdjsonAnswer(Response):
+    """Documents a route's 200 as NDJSON (see :class:`CsvAnswer`)."""
+
+    media_type = NDJSON
 
 
 # --- what a caller may export ----------------------------------------------------------------
@@ -329,7 +342,7 @@ def aggregate_line(rollup: str, row: AggregateRow) -> dict[str, Any]:
 # --- routes ----------------------------------------------------------------------------------
 
 
-@router.get("/v2/packages/{owner}/events", openapi_extra=_EVENT_DATES)
+@router.get("/v2/packages/{owner}/events", openapi_extra=_EVENT_DATES, response_class=CsvAnswer)
 def export_owner_package_events(
     owner: str,
     db: Db,
@@ -351,7 +364,11 @@ def export_owner_package_events(
     return events_csv(events, [selection], start, end, layout, name)
 
 
-@router.get("/v2/packages/{owner}/aggregates", openapi_extra=_AGGREGATE_DATES)
+@router.get(
+    "/v2/packages/{owner}/aggregates",
+    openapi_extra=_AGGREGATE_DATES,
+    response_class=NdjsonAnswer,
+)
 def export_aggregates(
     owner: str,
     db: Db,
@@ -381,7 +398,9 @@ def export_aggregates(
     return ClosingStream(ndjson(aggregate_line(*pair) for pair in rows), NDJSON)
 
 
-@router.get("/v2/tracking-pixels/{owner}/events", openapi_extra=_EVENT_DATES)
+@router.get(
+    "/v2/tracking-pixels/{owner}/events", openapi_extra=_EVENT_DATES, response_class=CsvAnswer
+)
 def export_owner_pixel_events(
     owner: str,
     db: Db,
@@ -401,7 +420,11 @@ def export_owner_pixel_events(
     return events_csv(events, [selection], start, end, layout, name)
 
 
-@package_router.get("/v2/packages/{owner}/{package_id}/events", openapi_extra=_EVENT_DATES)
+@package_router.get(
+    "/v2/packages/{owner}/{package_id}/events",
+    openapi_extra=_EVENT_DATES,
+    response_class=CsvAnswer,
+)
 def export_package_events(
     owner: str,
     package_id: str,
