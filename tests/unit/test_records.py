@@ -824,3 +824,19 @@ def test_nul_characters_are_replaced_in_every_text() -> None:
     assert "\x00" not in events[0].variables
     events, _ = decode_csv(["$time", "$version"], [(2, ["1", "1.0\x00"])])
     assert events[0].version == "1.0\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        pytest.param("2024-02-01T23:59:60Z", "leap second", id="leap-second"),
+        pytest.param("10000-01-01T00:00:00Z", "out of range", id="year-10000"),
+        pytest.param("+12024-01-01T00:00:00Z", "out of range", id="signed-long-year"),
+        pytest.param("2024-02-30T00:00:00Z", "not a real date-time", id="february-30"),
+        pytest.param("yesterday", "neither an ISO 8601", id="words"),
+    ],
+)
+def test_a_bad_time_is_named_for_what_is_wrong(value: str, says: str) -> None:
+    _, entries = decode_object({"$time": value}, 1)
+    assert codes(entries) == ["invalid-time"]
+    assert says in entries[0].message

@@ -346,6 +346,8 @@ def _time_problem(value: Any, line: int) -> LogEntry:
         stripped = value.strip()
         if not stripped:
             detail = "is empty"
+        elif _looks_iso(stripped) and _LEAP_SECOND.search(stripped):
+            detail = "is a leap second (:60), which UNIX time has not: write :59 or the next :00"
         elif _NUMERIC.fullmatch(stripped) or _looks_iso(stripped):
             detail = "is out of range (years 1 to 9999) or not a real date-time"
         else:
@@ -357,8 +359,12 @@ def _time_problem(value: Any, line: int) -> LogEntry:
     return _error(line, Code.INVALID_TIME, f'"$time" value {_show(value)} {detail}.')
 
 
+_LOOKS_ISO = re.compile(r"[+-]?\d{4,}-\d")  # a year (of any length) and a month
+_LEAP_SECOND = re.compile(r"T\d\d:\d\d:60(?!\d)")
+
+
 def _looks_iso(s: str) -> bool:
-    return len(s) >= 10 and s[:4].isdigit() and s[4] == "-"
+    return _LOOKS_ISO.match(s) is not None
 
 
 # --- fields -----------------------------------------------------------------------------------
