@@ -325,6 +325,24 @@ def test_a_line_naming_another_target_is_warned_and_imported_into_the_imports(
     assert [(w["line"], w["type"]) for w in done["warning_log_sample"]] == [(1, "other-target")]
 
 
+def test_a_custom_variable_keeps_an_integer_of_any_size(api: Server) -> None:
+    """orjson reads integers past 64 bits as doubles: 12345678901234567890123 was kept as
+    1.2345678901234568e+22. Such a line is read again by the standard library."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = (
+        b'{"$time":1,"big":12345678901234567890123,"n":{"deep":-99999999999999999999999}}\n'
+        b'{"$time":2,"id":"12345678901234567890123","small":1.5}\n'
+    )
+    done = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", body)["id"]
+    )
+    assert counts(done) == (2, 2, 0)
+    rows = {r["line"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    assert rows[1]["variables"] == "big=12345678901234567890123&n.deep=-99999999999999999999999"
+    assert rows[2]["variables"] == "id=12345678901234567890123&small=1.5"
+
+
 def test_csv_import(api: Server) -> None:
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")

@@ -723,6 +723,20 @@ def _json_fallback(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
     return obj
 
 
+# A run of digits longer than any integer orjson reads exactly (it turns those past 64 bits
+# into doubles, silently: 12345678901234567890123 became 1.2345678901234568e+22).
+_LONG_DIGITS = re.compile(rb"\d{20}")
+
+
+def _exact_numbers(raw: bytes, obj: Any) -> Any:
+    """``raw`` read again by the standard library, which keeps integers of any size, where
+    it may hold one (the digits may as well be in a string: then nothing changes)."""
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        return obj
+
+
 def decode_ndjson(
     lines: list[tuple[int, bytes | None]], *, max_line_bytes: int = MAX_LINE_BYTES
 ) -> tuple[list[ParsedEvent], list[LogEntry]]:
@@ -748,6 +762,8 @@ def decode_ndjson(
             if obj is None:
                 entries.append(_json_problem(line, raw, exc))
                 continue
+        if _LONG_DIGITS.search(raw) is not None:
+            obj = _exact_numbers(raw, obj)
         if b"\\u0000" in raw:
             obj = without_nul(obj)
         if type(obj) is not dict:
