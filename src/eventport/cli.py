@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from eventport import __version__
@@ -19,6 +22,11 @@ from eventport.domain.errors import DomainError
 from eventport.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# How long a stopping server waits for requests still open before it cuts them off.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+# Control characters a token's label may hold, shown escaped by `tokens list`.
+_ESCAPES = {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 
 
 def store_options(func: F) -> F:
@@ -38,27 +46,119 @@ def store_options(func: F) -> F:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    """The settings, from the environment and the given flags. A bad value is one line per
+    setting, named as it is set (EVENTPORT_PORT, not port); an EVENTPORT_ variable that is no
+    setting (a typo: EVENTPORT_WORKER) is warned about, not silently ignored."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    known = {f"EVENTPORT_{name.upper()}" for name in Settings.model_fields}
+    for name in sorted(os.environ):
+        if name.startswith("EVENTPORT_") and name not in known:
+            click.echo(f"warning: {name} is not an eventport setting; it is ignored", err=True)
     try:
         return Settings(**given)
-    except Exception as exc:  # pydantic's ValidationError, shown without a traceback
-        raise click.UsageError(f"invalid setting: {exc}") from exc
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            where = (
+                f"--{field.replace('_', '-')}" if field in given else f"EVENTPORT_{field.upper()}"
+            )
+            value = error.get("input")
+            shown = f" (got {str(value)[:80]!r})" if isinstance(value, str | int | float) else ""
+            problems.append(f"{where}: {error['msg']}{shown}")
+        raise click.ClickException("invalid setting: " + "; ".join(problems)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextmanager
+def user_errors(doing: str) -> Iterator[None]:
+    """Mistakes in the environment (a data dir that is a file or read-only, a bad or
+    unreachable database URL, a short origin secret, a store another process holds) end the
+    command with one line saying what went wrong while ``doing`` it, not a traceback."""
+    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import OperationalError as SqlOperationalError
+
+    from eventport.events.store import EventStoreError
+
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise click.ClickException(f"{doing}: {exc.strerror or exc}{where}") from exc
+    except ArgumentError as exc:
+        raise click.ClickException(
+            f"{doing}: EVENTPORT_DATABASE_URL is not a database URL ({_first_line(exc)})"
+        ) from exc
+    except SqlOperationalError as exc:
+        raise click.ClickException(f"{doing} ({_first_line(exc.orig or exc)})") from exc
+    except (EventStoreError, ValueError) as exc:
+        raise click.ClickException(f"{doing}: {_first_line(exc)}") from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):  # the event store's connection
+            raise click.ClickException(
+                f"{doing}: the database cannot be used ({_first_line(exc)})"
+            ) from exc
+        raise
 
 
 @contextmanager
 def store_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
     """One unit of work on the control store; domain errors become clean CLI errors."""
-    db = ControlDatabase(
-        load_settings(data_dir=data_dir, database_url=database_url).resolved_database_url()
-    )
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    with user_errors("cannot open the control database"):
+        db = ControlDatabase(settings.resolved_database_url())
     try:
-        db.migrate()
-        with db.session() as session:
-            yield session
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from exc
+        with user_errors("cannot use the control database"):
+            db.migrate()
+            with db.session() as session:
+                yield session
     finally:
         db.dispose()
+
+
+def _log_to_stderr(level: str) -> None:
+    """eventport's own log messages at ``level`` (EVENTPORT_LOG_LEVEL), as uvicorn's are."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("eventport")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def _preflight(settings: Settings) -> None:
+    """What the server needs before it starts, checked with a one-line error for each
+    mistake (uvicorn would print a traceback for a failure in the app's start-up)."""
+    from eventport.enrich.enricher import origin_key
+    from eventport.events.store import open_configured_event_store
+
+    with user_errors("cannot use the data directory"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with user_errors("cannot open the control database"):
+        control = ControlDatabase(settings.resolved_database_url())
+    try:
+        with user_errors("cannot use the control database"):
+            control.migrate()
+        with user_errors("cannot open the event store"):
+            open_configured_event_store(settings).close()
+    finally:
+        control.dispose()
+    with user_errors("invalid EVENTPORT_ORIGIN_SECRET"):
+        origin_key(settings.origin_secret, lambda: b"\0" * 16)
+    for name, path in (
+        ("EVENTPORT_GEOIP_CITY_DATABASE", settings.geoip_city_database),
+        ("EVENTPORT_GEOIP_ASN_DATABASE", settings.geoip_asn_database),
+    ):
+        if settings.enrichment and path is not None and not Path(path).is_file():
+            raise click.ClickException(f"{name}: no file at {path}")
 
 
 @click.group(invoke_without_command=True)
@@ -98,12 +198,16 @@ def serve(
     settings = load_settings(
         host=host, port=port, workers=workers, data_dir=data_dir, database_url=database_url
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _log_to_stderr(settings.log_level)
+    _preflight(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # A request still open (a stalled upload) must not keep the server from stopping: it
+        # is cut off after this (an upload cut off leaves nothing; the client sends it again).
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 
@@ -135,18 +239,23 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    click.echo("starting import workers", nl=True)
     settings = load_settings(workers=workers, data_dir=data_dir, database_url=database_url)
-    control = ControlDatabase(settings.resolved_database_url())
-    control.migrate()
+    _log_to_stderr(settings.log_level)
+    click.echo("starting import workers", nl=True)
+    with user_errors("cannot open the control database"):
+        control = ControlDatabase(settings.resolved_database_url())
+        control.migrate()
     try:
         events = open_configured_event_store(settings)
     except Exception as exc:
+        control.dispose()
         raise click.ClickException(
-            f"cannot open the event store ({exc}); with the embedded store, is `eventport serve` "
-            "running? Separate workers need EVENTPORT_DATABASE_URL=postgresql://..."
+            f"cannot open the event store ({_first_line(exc)}); with the embedded store, is "
+            "`eventport serve` running? Separate workers need "
+            "EVENTPORT_DATABASE_URL=postgresql://..."
         ) from exc
-    pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
+    with user_errors("cannot start the workers"):
+        pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
     pool.start()
     click.echo(f"{len(pool.workers)} import worker(s) running; Ctrl-C to stop")
     stop.wait()
@@ -236,7 +345,8 @@ def tokens_list(name: str, data_dir: Path | None, database_url: str | None) -> N
     with store_session(data_dir, database_url) as session:
         for row in accounts.list_tokens(session, name):
             state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            click.echo(f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}\t{row.label or ''}")
+            label = (row.label or "").translate(_ESCAPES)  # one line a token, whatever it says
+            click.echo(f"{row.id}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}\t{label}")
 
 
 @tokens.command("revoke")
@@ -249,10 +359,6 @@ def tokens_revoke(token_id: str, data_dir: Path | None, database_url: str | None
     click.echo(f"revoked token {token_id}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 @main.group()
 def enrichment() -> None:
     """What imported events are enriched with."""
@@ -261,9 +367,11 @@ def enrichment() -> None:
 @enrichment.command("info")
 def enrichment_info() -> None:
     """Print the data sources in use (and their dates) and where the origin-id key comes from."""
-    from eventport.enrich.enricher import open_enricher
+    from eventport.enrich.enricher import open_enricher, origin_key
 
     settings = load_settings()
+    with user_errors("invalid EVENTPORT_ORIGIN_SECRET"):
+        origin_key(settings.origin_secret, lambda: b"\0" * 16)
     if not settings.enrichment:
         click.echo("enrichment: off (EVENTPORT_ENRICHMENT=false); events are stored as imported")
         return
@@ -291,3 +399,7 @@ def enrichment_info() -> None:
         "raw IP addresses: "
         + ("kept (EVENTPORT_KEEP_IP_ADDRESSES)" if settings.keep_ip_addresses else "not kept")
     )
+
+
+if __name__ == "__main__":  # pragma: no cover  (after every command is defined)
+    sys.exit(main())

@@ -226,3 +226,171 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         assert {row["id"] for row in again.rows("owner-a")} == {"a", "b"}
     finally:
         again.close()
+
+
+# --- mistakes in the environment, and stopping (found by running the CLI as an operator) ----
+
+
+@pytest.mark.parametrize(
+    ("command", "settings", "message"),
+    [
+        (
+            ("users", "create", "ann", "--email", "a@example.com"),
+            {"DATA_DIR": "{file}"},
+            "file exists",
+        ),
+        (("tokens", "list", "ann"), {"DATA_DIR": "{file}/sub"}, "not a directory"),
+        (("serve", "--port", "0"), {"DATA_DIR": "{file}"}, "file exists"),
+        (("tokens", "list", "ann"), {"DATABASE_URL": "not a url"}, "not a database url"),
+        (("tokens", "list", "ann"), {"DATABASE_URL": "mysql://x@localhost/db"}, "unsupported"),
+        (("tokens", "list", "ann"), {"DATABASE_URL": "sqlite://"}, "in-memory"),
+        (
+            ("tokens", "list", "ann"),
+            {"DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},
+            "cannot use the control database",
+        ),
+        (("serve", "--port", "0"), {"ORIGIN_SECRET": "short"}, "origin_secret"),
+        (("worker",), {"ORIGIN_SECRET": "short"}, "origin_secret"),
+        (("enrichment", "info"), {"ORIGIN_SECRET": "short"}, "origin_secret"),
+        (("serve", "--port", "0"), {"GEOIP_CITY_DATABASE": "/no/such.mmdb"}, "no file at"),
+        (("tokens", "list", "ann"), {"PORT": "abc"}, "eventport_port: input should be"),
+    ],
+)
+def test_environment_mistakes_are_one_line(
+    env: dict[str, str],
+    tmp_path: Path,
+    backend: str,
+    command: tuple[str, ...],
+    settings: dict[str, str],
+    message: str,
+) -> None:
+    """A user's mistake ends the command with one line that says what is wrong (it was a
+    Python traceback for each of these), and a non-zero exit. (On the embedded default: each
+    case names its own database URL where it is about one.)"""
+    if not backend.startswith("sqlite"):
+        pytest.skip("the cases set their own database; once is enough")
+    (tmp_path / "afile").write_text("not a directory")
+    given = {f"EVENTPORT_{k}": v.format(file=tmp_path / "afile") for k, v in settings.items()}
+    result = run(*command, env={**env, **given}, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr.lower(), result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr  # the line (and a warning)
+
+
+def test_an_unknown_setting_is_warned_about(env: dict[str, str]) -> None:
+    result = run("tokens", "list", "nobody", env={**env, "EVENTPORT_WORKER": "0"}, check=False)
+    assert "EVENTPORT_WORKER is not an eventport setting" in result.stderr
+
+
+def test_a_second_server_on_the_same_embedded_store_is_one_line(
+    env: dict[str, str], serve: str, backend: str
+) -> None:
+    if not backend.startswith("sqlite"):
+        pytest.skip("PostgreSQL is shared by any number of servers")
+    result = run("serve", "--port", str(free_port()), env=env, check=False)
+    assert result.returncode == 1
+    assert "cannot open the event store" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_token_label_cannot_forge_a_line_of_the_listing(env: dict[str, str]) -> None:
+    name = _unique("lab")
+    run("users", "create", name, "--email", f"{name}@example.com", env=env)
+    run("tokens", "create", name, "--label", "one\nfake-id\t2020-01-01\tactive", env=env)
+    listed = run("tokens", "list", name, env=env).stdout.strip().splitlines()
+    assert len(listed) == 2
+    assert listed[-1].endswith("one\\nfake-id\\t2020-01-01\\tactive")
+
+
+def test_the_cli_module_offers_every_command(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventport.cli", "enrichment", "info"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "enrichment: on" in result.stdout
+
+
+def test_the_log_level_applies_to_eventports_own_messages(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A file no import owns, left for hours in the spool: the sweep deletes it at start-up and
+    says so at info level, which EVENTPORT_LOG_LEVEL=info shows and =warning hides."""
+    spool = Path(env["EVENTPORT_DATA_DIR"]) / "spool"
+    for level, shown in (("info", True), ("warning", False)):
+        spool.mkdir(parents=True, exist_ok=True)
+        stale = spool / "11111111-2222-3333-4444-555555555555.upload"
+        stale.write_text("x")
+        os.utime(stale, (time.time() - 4 * 3600,) * 2)
+        log = tmp_path / f"serve-{level}.log"
+        port = free_port()
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [EVENTPORT, "serve", "--port", str(port)],
+                env={**env, "EVENTPORT_LOG_LEVEL": level},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+            deadline = time.monotonic() + 10
+            while stale.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+        assert not stale.exists()
+        assert ("INFO eventport" in log.read_text()) is shown, log.read_text()
+
+
+def test_a_stalled_upload_does_not_keep_the_server_from_stopping(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A client that announced a body and stopped sending: SIGTERM still stops the server,
+    after its graceful wait (it waited for the client for ever), and the upload leaves
+    nothing in the spool."""
+    import socket
+
+    name = _unique("stall")
+    token = run("users", "create", name, "--email", f"{name}@example.com", env=env).stdout.split()[
+        -1
+    ]
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [EVENTPORT, "serve", "--port", str(port)],
+            env={**env, "EVENTPORT_WORKERS": "0"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, process, log)
+    auth = {"Authorization": f"Bearer {token}"}
+    package = httpx.post(
+        f"{url}/v2/packages/{name}", json={"name": "x", "type": "npm"}, headers=auth
+    )
+    head = (
+        f"POST /v2/packages/{name}/{package.json()['id']}/import HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\n"
+        "Content-Length: 20000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        stalled.sendall(head + b'{"$time":1}\n' * 10_000)
+        spool = Path(env["EVENTPORT_DATA_DIR"]) / "spool"
+        deadline = time.monotonic() + 10
+        while not any(spool.glob("*.upload")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise AssertionError("the server did not stop while an upload stalled") from None
+    assert code in (0, -signal.SIGTERM)
+    assert list(spool.glob("*.upload")) == []

@@ -24,7 +24,13 @@ class Backend:
 
 
 def backend_for(url: str) -> Backend:
-    dialect = make_url(url).get_backend_name()
+    parsed = make_url(url)
+    dialect = parsed.get_backend_name()
+    if dialect == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError(
+            "an in-memory SQLite database is one connection's own, and the server has many: "
+            "give a file (sqlite:///path) or leave EVENTPORT_DATABASE_URL unset"
+        )
     if dialect == "sqlite":
         return Backend("sqlite", {"connect_args": {"check_same_thread": False, "timeout": 30}})
     if dialect == "postgresql":

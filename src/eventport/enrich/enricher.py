@@ -19,6 +19,7 @@ Privacy:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import re
@@ -373,15 +374,19 @@ class ImportEnrichment:
 
 
 def origin_key(configured: str | None, stored: Callable[[], bytes]) -> bytes:
-    """The configured key (hex, or any text of at least 16 bytes), else the stored one."""
+    """The configured key (32 or more hex digits, or any text of at least 16 bytes), else the
+    stored one. Hex is read as hex only when it makes a whole key: 'abcdefabcdefabcd' is 16
+    bytes of text, not 8 of hex."""
     if configured is None:
         return stored()
-    try:
-        key = bytes.fromhex(configured)
-    except ValueError:
-        key = configured.encode()
+    key = configured.encode()
+    if len(configured) >= 32:
+        with contextlib.suppress(ValueError):  # not hex: text
+            key = bytes.fromhex(configured)
     if len(key) < 16:
-        raise ValueError("EVENTPORT_ORIGIN_SECRET must be at least 16 bytes (32 hex digits)")
+        raise ValueError(
+            "EVENTPORT_ORIGIN_SECRET must be at least 16 bytes of text (or 32 hex digits)"
+        )
     return key
 
 
