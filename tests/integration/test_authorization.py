@@ -107,7 +107,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("PUT", "/api/v1/organizations/{organization_name}"): Row(
         "org-admin", 200, body={"name": "acme", "description": "new", "billingEmail": "b@acme.io"}
     ),
-    ("GET", "/api/v1/organizations/{organization_name}/packages"): Row("org-read", 200),
+    # Like v2's list of an owner's packages: a grant's holder sees the packages granted.
+    ("GET", "/api/v1/organizations/{organization_name}/packages"): Row("owner-list", 200),
     ("POST", "/api/v1/{organization_name}/packages"): Row(
         "org-admin", 200, body={"name": "made-in-v1", "shortDescription": "s", "libraryType": "npm"}
     ),
@@ -124,10 +125,15 @@ MATRIX: dict[tuple[str, str], Row] = {
         "any-user", 200, body={"name": "mine", "shortDescription": "s", "libraryType": "npm"}
     ),
     ("GET", "/api/v1/packages/{package_ref}"): Row("package-read", 200, {"package_ref": "{npm}"}),
-    ("PUT", "/api/v1/packages/{package_id}"): Row(
-        "package-admin", 200, PKG, body={"name": "widget", "shortDescription": "changed"}
+    ("PUT", "/api/v1/packages/{package_ref}"): Row(
+        "package-admin",
+        200,
+        {"package_ref": "{npm}"},
+        body={"name": "widget", "shortDescription": "changed"},
     ),
-    ("DELETE", "/api/v1/packages/{package_id}"): Row("package-admin", 204, PKG),
+    ("DELETE", "/api/v1/packages/{package_ref}"): Row(
+        "package-admin", 204, {"package_ref": "{npm}"}
+    ),
     ("GET", "/api/v1/packages/{package_id}/permissions"): Row("package-read", 200, PKG),
     ("POST", "/api/v1/packages/{package_id}/permissions"): Row(
         "package-admin", 200, PKG, body={"userQuery": "newbie", "permissionLevel": "member"}
