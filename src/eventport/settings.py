@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     )
     duckdb_memory_mb: int = Field(
         128,
-        ge=16,
+        ge=32,  # at 16 an import's commit ran out of memory, whatever the write limit
         description="Memory (MB) for the embedded event store's DuckDB buffer pool while an "
         "export or aggregate runs (its cache of the file's blocks and the memory of its "
         "queries; beyond it DuckDB spills to a temporary file). A request that needs more than "
