@@ -336,7 +336,7 @@ def test_v1_package_events(world: World) -> None:
     assert [(r["id"], r["package"], r["pixel"]) for r in rows] == [
         ("w1", "widget", ""),
         ("w2", "widget", ""),
-        ("p1", "", w.docs),
+        ("p1", "widget", w.docs),  # the pixel is widget's: so is its event
         ("w3", "widget", ""),
         ("w4", "widget", ""),
         ("w5", "widget", ""),
@@ -351,7 +351,10 @@ def test_v1_package_events(world: World) -> None:
 def test_v1_pixel_events(world: World) -> None:
     w = world
     _, rows = csv_rows(w.alice.get("/api/v1/pixels/events/pixels.csv", params=JUNE_V1))
-    assert [(r["id"], r["pixel"]) for r in rows] == [("p1", w.docs), ("b1", w.blog)]
+    assert [(r["id"], r["pixel"], r["package"]) for r in rows] == [
+        ("p1", w.docs, "widget"),  # attached to widget
+        ("b1", w.blog, ""),  # a pixel of its own
+    ]
     # Someone who may read no pixel gets the header alone.
     response = w.bob.get("/api/v1/pixels/events/pixels.csv", params=JUNE_V1)
     assert response.status_code == 200

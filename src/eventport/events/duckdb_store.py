@@ -450,8 +450,8 @@ def _csv_field(column: CsvColumn, table: str = "e") -> Pieces:
     """A CSV column's field, of its value cast to its logical type (a no-op while the stored
     column has it): the package's name for a v1 package column, else the column of the
     events (or of the dimension table) aliased ``table``."""
-    if column.package_name:
-        return FIELDS["text"](f"CAST(n.name AS {_SQL_TYPES['text']})")
+    if column.package_name:  # the event's package, else its pixel's (package_names)
+        return FIELDS["text"](f"CAST(coalesce(n.name, pn.name) AS {_SQL_TYPES['text']})")
     kind = _LOGICAL_TYPES[column.source]
     return FIELDS[kind](f"CAST({_row_value(column.source, table)} AS {_SQL_TYPES[kind]})")
 
@@ -1359,7 +1359,10 @@ class DuckDBEventStore:
             return
         names = ""
         if any(column.package_name for column in layout.columns):
-            names = f"LEFT JOIN {_NAMES_VIEW} n ON e.package_id = n.id "
+            names = (
+                f"LEFT JOIN {_NAMES_VIEW} n ON e.package_id = n.id "
+                f"LEFT JOIN {_NAMES_VIEW} pn ON e.pixel_id = pn.id "
+            )
         texts = _DimensionTexts(layout)
         statement = (
             f"SELECT e.time AS {SORT_TIME}, {_row_value('id', 'e')} AS {SORT_ID}, "

@@ -151,8 +151,9 @@ def csv_chunks(
 ) -> Iterator[bytes]:
     """The header line, then one chunk of CSV lines per non-empty batch.
 
-    ``package_names`` maps package ids to names, for a layout with a package-name column; an
-    id it does not know gives an empty field.
+    ``package_names`` maps package ids to names, for a layout with a package-name column, and
+    the ids of pixels attached to a package to that package's name (an event of such a pixel
+    is its package's); an id it does not know gives an empty field.
     """
     yield layout.header_line
     yield from csv_lines(batches, layout, package_names)
@@ -179,8 +180,12 @@ def encode_batch(
     arrays = []
     for column in layout.columns:
         values = batch.column(column.source)
-        if column.package_name:
+        if column.package_name:  # the event's package, else its pixel's
             values = names_of(values, package_names or {})
+            if "pixel_id" in batch.schema.names:
+                values = pc.coalesce(
+                    values, names_of(batch.column("pixel_id"), package_names or {})
+                )
         arrays.append(csv_values(values))
     table = pa.RecordBatch.from_arrays(arrays, names=list(layout.headers))
     sink = pa.BufferOutputStream()

@@ -124,12 +124,14 @@ def packages_selection(s: Session, owner: Account, packages: Iterable[Package]) 
     artifacts = {
         p.id: package.id for package in packages for p in list_package_pixels(s, package.id)
     }
+    names = {p.id: p.name for p in packages}
     return Selection(
         owner.id,
         package_ids=tuple(p.id for p in packages),
         pixel_ids=tuple(artifacts),
         pixel_artifacts=artifacts,
-        package_names={p.id: p.name for p in packages},
+        # A pixel's events are its package's: v1's package column names it for them too.
+        package_names={**names, **{pixel: names[package] for pixel, package in artifacts.items()}},
     )
 
 
@@ -140,7 +142,10 @@ def pixels_selection(owner: Account, pixels: Iterable[TrackingPixel]) -> Selecti
         owner.id,
         pixel_ids=tuple(p.id for p in pixels),
         pixel_artifacts={p.id: p.package_id or p.id for p in pixels},
-        package_names={p.package.id: p.package.name for p in pixels if p.package is not None},
+        package_names={
+            **{p.package.id: p.package.name for p in pixels if p.package is not None},
+            **{p.id: p.package.name for p in pixels if p.package is not None},
+        },
     )
 
 
