@@ -420,3 +420,43 @@ def test_parse_is_memoized() -> None:
 )
 def test_matches_any(agent: str | None, substrings: list[str], expected: bool) -> None:
     assert matches_any(agent, substrings) is expected
+
+
+@pytest.mark.parametrize(
+    ("agent", "client", "version", "platform"),
+    [
+        pytest.param("Docker-Client/24.0.7 (linux)", "docker", "24.0.7", "linux", id="docker-cli"),
+        pytest.param("Buildah/1.33.2", "buildah", "1.33.2", "unknownplatform", id="buildah"),
+        pytest.param(
+            "containers/5.29.1 (github.com/containers/image)",
+            "containers-image",
+            "5.29.1",
+            "unknownplatform",
+            id="containers-image",
+        ),
+        pytest.param("Wget2/2.1.0", "wget", "2.1.0", "unknownplatform", id="wget2"),
+        pytest.param(
+            "docker/dev go/go1.20.4 git-commit/abc kernel/6.5.0 os/linux arch/arm64",
+            "docker",
+            None,
+            "linux",
+            id="docker-dev-build",
+        ),
+    ],
+)
+def test_more_container_tools_and_downloaders(
+    agent: str, client: str, version: str | None, platform: str
+) -> None:
+    """Found by importing real agents into a live server: these had no client (or, Wget2, no
+    version)."""
+    parsed = parse_agent(agent)
+    assert (parsed.client, parsed.client_version, parsed.platform) == (client, version, platform)
+
+
+def test_a_cut_short_pip_json_written_with_spaces_still_tells_platform_and_runtime() -> None:
+    spaced = (
+        'pip/24.0 {"ci": true, "cpu": "x86_64", "implementation": {"name": "CPython", '
+        '"version": "3.12.1"}, "system": {"name": "Linux", "rele'
+    )
+    parsed = parse_agent(spaced)
+    assert (parsed.platform, parsed.runtime, parsed.ci) == ("linux", "CPython 3.12.1", "ci")

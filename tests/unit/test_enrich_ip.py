@@ -1041,3 +1041,23 @@ def test_no_signatures_without_the_tree_walk_or_with_an_override(tmp_path: Path)
         assert IpEnricher().place_signatures(["8.8.8.8"]) is None
     asn_db = write_mmdb(tmp_path / "asn.mmdb", "GeoLite2-ASN", {"8.0.0.0/8": {}})
     assert IpEnricher(asn_database=asn_db).place_signatures(["8.8.8.8"]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        pytest.param("\uff18.\uff18.\uff18.\uff18", None, id="fullwidth-digits"),
+        pytest.param("\u0668.8.8.8", None, id="arabic-indic-digit"),
+        pytest.param("2001:4860:4860::8888%eth0", "2001:4860:4860::8888", id="ipv6-zone"),
+        pytest.param("::ffff:8.8.8.8%1", "8.8.8.8", id="mapped-with-zone"),
+        pytest.param(" 8.8.8.8 ", "8.8.8.8", id="spaces"),
+    ],
+)
+def test_only_ascii_digits_make_an_address_and_a_zone_is_no_part_of_it(
+    text: str, canonical: str | None
+) -> None:
+    """Python's \\d matched any script's digits: fullwidth 8.8.8.8 passed as an address (no
+    warning, no location, ids of its own). An IPv6 zone (the sender's interface) kept the
+    address from being located and gave it ids other than the address's."""
+    assert canonical_address(text) == canonical
+    assert enricher_module.canonical_addresses([text]) == [canonical]

@@ -83,7 +83,15 @@ RULES: tuple[Rule, ...] = (
     _rule("pnpm", r"pnpm/" + _VERSION + _NODE_TAIL, runtime_name="node"),
     _rule("bun", r"bun/" + _VERSION + _NODE_TAIL, runtime_name="node"),
     # Containers: Docker's daemon says "docker/24.0.7 go/go1.20.10 … os/linux arch/amd64"
-    _rule("docker", r"docker/" + _VERSION + r"(?: go/(?P<runtime>go\S+))?(?:.*? os/(?P<os>\w+))?"),
+    _rule(
+        "docker",
+        r"docker/(?:" + _VERSION + r"|dev)(?: go/(?P<runtime>go\S+))?(?:.*? os/(?P<os>\w+))?",
+    ),
+    # The docker CLI talking to a registry itself (login, search, manifest, buildx imagetools).
+    _rule("docker", r"Docker-Client/" + _VERSION + r"(?: \((?P<os>\w+)\))?"),
+    _rule("buildah", r"Buildah/" + _VERSION),
+    # containers/image's own agent, for the tools built on it that set none.
+    _rule("containers-image", r"containers/" + _VERSION + r" \(github\.com/containers/image\)"),
     _rule("containerd", r"containerd/" + _VERSION),
     _rule("podman", r"libpod/" + _VERSION),  # podman names its library, libpod
     _rule("buildkit", r"buildkit/" + _VERSION),
@@ -129,6 +137,7 @@ RULES: tuple[Rule, ...] = (
     _rule("homebrew", r"Homebrew/" + _VERSION + r"(?: \((?P<os>[^;)]+))?"),
     _rule("curl", r"curl/" + _VERSION),
     _rule("wget", r"Wget/" + _VERSION + r"(?: \((?P<os>[^)]+)\))?"),
+    _rule("wget", r"Wget2/" + _VERSION),  # GNU Wget2, the wget of newer distributions
     _rule("git", r"git/" + _VERSION),
     # CI runners and their toolkits, which announce the CI by existing
     _rule(

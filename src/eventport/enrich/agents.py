@@ -88,9 +88,12 @@ _OS_WORD = re.compile(r"\b(android|darwin|linux|windows|freebsd|openbsd|sunos|so
 _DARWIN_KERNEL = re.compile(r"\bDarwin/\d")
 _APPLE_DEVICE = re.compile(r"Macintosh|Mac OS X|iPhone|iPad|iPod|\biOS\b")
 # Salvage for linehaul JSON that arrives cut short (proxies truncate long agents) or mangled.
-_JSON_IMPLEMENTATION = re.compile(r'"implementation":\{"name":"(\w+)","version":"([^"]+)"')
-_JSON_SYSTEM = re.compile(r'"system":\{"name":"([^"]+)"')
-_JSON_CI = re.compile(r'"ci":true\b')
+# Spaces allowed where JSON allows them (a proxy or a log may have written the JSON again).
+_JSON_IMPLEMENTATION = re.compile(
+    r'"implementation"\s*:\s*\{\s*"name"\s*:\s*"(\w+)"\s*,\s*"version"\s*:\s*"([^"]+)"'
+)
+_JSON_SYSTEM = re.compile(r'"system"\s*:\s*\{\s*"name"\s*:\s*"([^"]+)"')
+_JSON_CI = re.compile(r'"ci"\s*:\s*true\b')
 _NOT_IN_NAME = re.compile(r"[^a-z0-9.]+")
 
 

@@ -80,8 +80,9 @@ def _values_of(place: Place | None) -> tuple[object, ...]:
 
 # A dotted-quad IPv4 address without leading zeros is its own canonical form (ipaddress
 # refuses leading zeros): the common case, answered without building an address object.
-_PLAIN_IPV4 = re.compile(
-    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_PLAIN_IPV4 = re.compile(  # ASCII digits only: fullwidth or Arabic-Indic digits make no address
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)",
+    re.ASCII,
 )
 
 
@@ -94,8 +95,11 @@ def canonical_address(text: str) -> str | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        if address.scope_id is not None:  # '%eth0': the sender's interface, not the address
+            return str(ipaddress.IPv6Address(int(address)))
     return str(address)
 
 
