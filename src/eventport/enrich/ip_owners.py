@@ -111,8 +111,14 @@ KNOWN_NETWORKS: tuple[KnownNetwork, ...] = (
 # "Telecom Hosting" hosting). Patterns are matched case-insensitively against the org name.
 CONNECTION_TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in (
+        # banks and credit unions before government: "Federal Credit Union", "Police Bank"
+        ("business", r"credit[- ]union|\bbank\b|\bbanco\b|\bbancorp|caixa economica"
+                     r"|savings bank|commercial join"),
         ("education", r"universi|college|school|academ|\bedu\b|\beducation|research network"
-                      r"|hochschule|polytechnic|institute of technology"),
+                      r"|hochschule|polytechnic|institute of technology"
+                      # registry handles: HARVARD-UNIV, UNIV-OF-OKLAHOMA, MARSHALLUNIV; US
+                      # school districts: HOUSTON-ISD, FORSYTH-K12-GA
+                      r"|univ(?![a-z])|\bisd\b|\bk-?12\b"),
         ("government", r"government|\bgov\b|\.gov\b|\bministry\b|ministerio|minist[eè]re|federal"
                        r"|state agency|department of|\bcounty\b|municipal|city of |parliament"
                        r"|\bdod\b|armed forces|military|police|tribunal|prefeitura|procuradoria"),
@@ -122,7 +128,10 @@ CONNECTION_TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                 r"|mobile|wireless|cellular|\bisp\b|internet service|internet provider|\bdsl\b"
                 r"|\bfib(er|re)\b"
                 # large consumer ISPs whose AS names carry none of the words above
-                r"|comcast|verizon|vodafone|orange|\bat&t\b|att-internet|\buunet\b"),
+                r"|comcast|verizon|vodafone|orange|\bat&t\b|att-internet|\buunet\b"
+                r"|charter|spectrum|\btwc\b|\bcox\b|\bcxa\b|centurylink|qwest|\blumen\b"
+                r"|frontier|cellco|t-mobile|sprint|\bjio\b|infocomm|airtel|\bkpn\b|telstra"
+                r"|bell canada|\bbacom\b|starlink|\bfree sas\b|rogers|telus|virgin media"),
     )
 )
 # fmt: on
