@@ -14,7 +14,8 @@ announces both Google Cloud and Google's own services; Microsoft's AS8075 both A
 Microsoft 365), which is also how Scarf reports such traffic: hosting, the provider as company.
 
 Everything else is classified by keyword rules on the organisation name, and only where the
-name says so; "business" is never guessed, only stated in the curated table.
+name says so; "business" is stated in the curated table, and by the rule for banks and credit
+unions, whose names ("Federal Credit Union", "Police Bank") would otherwise read as government.
 """
 
 from __future__ import annotations
