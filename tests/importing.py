@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore
@@ -46,6 +47,14 @@ def start(
     """Upload and return the EventImport the server answered."""
     started: dict[str, Any] = ok(upload(client, path, body, content_type, **headers))
     return started
+
+
+def import_lines(
+    client: httpx.Client, owner: str, path: str, lines: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Upload ``lines`` as NDJSON to ``path`` and wait until the import is finished."""
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    return wait_finished(client, owner, start(client, path, body)["id"])
 
 
 def wait_finished(

@@ -109,17 +109,34 @@ def user_errors(doing: str) -> Iterator[None]:
         raise
 
 
+def _open_control(settings: Settings) -> ControlDatabase:
+    """The control store, migrated; a mistake in its URL or an unreachable database is one
+    line (see :func:`user_errors`)."""
+    with user_errors("cannot open the control database"):
+        control = ControlDatabase(settings.resolved_database_url())
+    try:
+        with user_errors("cannot use the control database"):
+            control.migrate()
+    except BaseException:
+        control.dispose()
+        raise
+    return control
+
+
+def _check_origin_secret(settings: Settings) -> None:
+    from eventport.enrich.enricher import origin_key
+
+    with user_errors("invalid EVENTPORT_ORIGIN_SECRET"):
+        origin_key(settings.origin_secret, lambda: b"\0" * 16)  # the rule, not the key
+
+
 @contextmanager
 def store_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
     """One unit of work on the control store; domain errors become clean CLI errors."""
-    settings = load_settings(data_dir=data_dir, database_url=database_url)
-    with user_errors("cannot open the control database"):
-        db = ControlDatabase(settings.resolved_database_url())
+    db = _open_control(load_settings(data_dir=data_dir, database_url=database_url))
     try:
-        with user_errors("cannot use the control database"):
-            db.migrate()
-            with db.session() as session:
-                yield session
+        with user_errors("cannot use the control database"), db.session() as session:
+            yield session
     finally:
         db.dispose()
 
@@ -137,22 +154,17 @@ def _log_to_stderr(level: str) -> None:
 def _preflight(settings: Settings) -> None:
     """What the server needs before it starts, checked with a one-line error for each
     mistake (uvicorn would print a traceback for a failure in the app's start-up)."""
-    from eventport.enrich.enricher import origin_key
     from eventport.events.store import open_configured_event_store
 
     with user_errors("cannot use the data directory"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with user_errors("cannot open the control database"):
-        control = ControlDatabase(settings.resolved_database_url())
+    control = _open_control(settings)
     try:
-        with user_errors("cannot use the control database"):
-            control.migrate()
         with user_errors("cannot open the event store"):
             open_configured_event_store(settings).close()
     finally:
         control.dispose()
-    with user_errors("invalid EVENTPORT_ORIGIN_SECRET"):
-        origin_key(settings.origin_secret, lambda: b"\0" * 16)
+    _check_origin_secret(settings)
     for name, path in (
         ("EVENTPORT_GEOIP_CITY_DATABASE", settings.geoip_city_database),
         ("EVENTPORT_GEOIP_ASN_DATABASE", settings.geoip_asn_database),
@@ -242,9 +254,7 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     settings = load_settings(workers=workers, data_dir=data_dir, database_url=database_url)
     _log_to_stderr(settings.log_level)
     click.echo("starting import workers", nl=True)
-    with user_errors("cannot open the control database"):
-        control = ControlDatabase(settings.resolved_database_url())
-        control.migrate()
+    control = _open_control(settings)
     try:
         events = open_configured_event_store(settings)
     except Exception as exc:
@@ -367,11 +377,10 @@ def enrichment() -> None:
 @enrichment.command("info")
 def enrichment_info() -> None:
     """Print the data sources in use (and their dates) and where the origin-id key comes from."""
-    from eventport.enrich.enricher import open_enricher, origin_key
+    from eventport.enrich.enricher import open_enricher
 
     settings = load_settings()
-    with user_errors("invalid EVENTPORT_ORIGIN_SECRET"):
-        origin_key(settings.origin_secret, lambda: b"\0" * 16)
+    _check_origin_secret(settings)
     if not settings.enrichment:
         click.echo("enrichment: off (EVENTPORT_ENRICHMENT=false); events are stored as imported")
         return

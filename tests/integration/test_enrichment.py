@@ -23,7 +23,7 @@ from eventport.control.database import ControlDatabase
 from eventport.events.schema import COLUMN_NAMES
 from eventport.settings import Settings
 from tests.conftest import Server, postgres_database, running_server
-from tests.importing import full_log, setup_package, start, wait_finished
+from tests.importing import full_log, import_lines, setup_package, start, wait_finished
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 LOCATION = (
@@ -94,10 +94,8 @@ class Importer:
 
     def run(self, *lines: dict[str, Any]) -> Imported:
         """Import the lines and wait until done: the finished import and its events by line."""
-        body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
         path = f"/v2/packages/{self.name}/{self.package_id}/import"
-        started = start(self.client, path, body)
-        done = wait_finished(self.client, self.name, started["id"])
+        done = import_lines(self.client, self.name, path, list(lines))
         assert done["status"] == "done", done
         assert done["events_successfully_imported"] == len(lines), done
         rows = self.server.app.state.events.rows(self.owner_id)

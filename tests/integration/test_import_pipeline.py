@@ -16,7 +16,7 @@ from eventport.events.duckdb_store import ROW_GROUP_ROWS
 from eventport.imports.worker import LOG_CHUNK
 from eventport.settings import Settings
 from tests.conftest import Server, running_server
-from tests.importing import counts, full_log, setup_package, start, wait_finished
+from tests.importing import counts, full_log, import_lines, setup_package, start, wait_finished
 from tests.integration.test_duckdb_layout import row_group_sizes
 
 SEED = (
@@ -244,8 +244,7 @@ def test_multi_artifact_import(api: Server) -> None:
         {"$time": 5, "$package": bobs},
         {"$time": 6},
     ]
-    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-    done = wait_finished(alice, "alice", start(alice, "/v2/alice/import", body)["id"])
+    done = import_lines(alice, "alice", "/v2/alice/import", lines)
     assert (done["events_successfully_imported"], done["events_failed_to_import"]) == (3, 3)
     not_found = [(e["line"], e["type"], e.get("package_id")) for e in done["error_log_sample"]]
     assert not_found == [
@@ -277,8 +276,7 @@ def test_a_pixel_named_beside_another_package_is_refused(api: Server) -> None:
         {"$time": 3, "$tracking_pixel": pixel_a},
         {"$time": 4, "$package": b, "$tracking_pixel": pixel_free},
     ]
-    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-    done = wait_finished(alice, "alice", start(alice, "/v2/alice/import", body)["id"])
+    done = import_lines(alice, "alice", "/v2/alice/import", lines)
     assert counts(done) == (4, 3, 1)
     (error,) = done["error_log_sample"]
     assert (error["line"], error["type"]) == (1, "artifact-not-found")
@@ -306,10 +304,7 @@ def test_a_line_naming_another_target_is_warned_and_imported_into_the_imports(
         {"$time": 4, "$package": "no-such-package"},
         {"$time": 5, "$package": own},
     ]
-    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
-    done = wait_finished(
-        alice, "alice", start(alice, f"/v2/packages/alice/{own}/import", body)["id"]
-    )
+    done = import_lines(alice, "alice", f"/v2/packages/alice/{own}/import", lines)
     assert counts(done) == (5, 5, 0)
     warned = [(w["line"], w["type"]) for w in done["warning_log_sample"]]
     assert warned == [(3, "other-target"), (4, "other-target")]

@@ -72,7 +72,6 @@ _MEANINGS = {
     403: "The caller may see the resource but not do this to it.",
     404: "No such resource, or one the caller may not know exists.",
     413: "The request body is larger than the server takes.",
-    409: "Concurrent requests kept changing the same resource; nothing was changed.",
     415: "The body's Content-Type is not one this route reads.",
     422: "A well-formed request that breaks a rule (a name taken, too many active imports).",
     503: "The server lacks the memory for this request now; it may succeed later.",

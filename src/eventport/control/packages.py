@@ -122,7 +122,13 @@ def owner_for_listing(session: Session, actor: Account, owner: str) -> Account:
 def list_owner_packages(
     session: Session, actor: Account, owner: str, types: list[str] | None = None
 ) -> list[Package]:
-    account = owner_for_listing(session, actor, owner)
+    return packages_of(session, actor, owner_for_listing(session, actor, owner), types)
+
+
+def packages_of(
+    session: Session, actor: Account, account: Account, types: list[str] | None = None
+) -> list[Package]:
+    """The packages of ``account`` (found by :func:`owner_for_listing`) the caller may read."""
     query = select(Package).where(Package.owner_id == account.id)
     if types:
         query = query.where(Package.type.in_(types))

@@ -90,11 +90,11 @@ class Lookups:
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
-    # A pixel's id -> the id of the package it is attached to (None: free-standing).
+    # A pixel's id (one ``pixel`` found) -> the id of the package it is attached to (None:
+    # free-standing): known once the pixel was looked up, so no look-up of its own.
     pixel_package: Callable[[str], str | None] = lambda _pixel_id: None
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
-    pixel_packages: dict[str, str | None] = field(default_factory=dict)
     # $unique_ids of the batches built before this one that may not be committed yet (the
     # worker writes a batch while it builds the next; with a store's staged writes, two), so
     # the store may not show them yet: their ids and text_hashes, one pair a batch, the last
@@ -119,11 +119,6 @@ class Lookups:
         if ref not in self.pixels:
             self.pixels[ref] = self.pixel(ref)
         return self.pixels[ref]
-
-    def package_of_pixel(self, pixel_id: str) -> str | None:
-        if pixel_id not in self.pixel_packages:
-            self.pixel_packages[pixel_id] = self.pixel_package(pixel_id)
-        return self.pixel_packages[pixel_id]
 
 
 @dataclass
@@ -459,7 +454,7 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
     # A pixel attached to one package, named beside another: which artifact the event counts
     # under would depend on who asks (an export counts a package's own events and its
     # pixels'), so such a line is refused.
-    pixels_package = [None if p is None else lookups.package_of_pixel(p) for p in pixel_ids]
+    pixels_package = [None if p is None else lookups.pixel_package(p) for p in pixel_ids]
     if any(p is not None for p in pixels_package):
         elsewhere = pc.not_equal(
             _encoded(pixel_at, pixels_package).cast(pa.string()), package_id.cast(pa.string())
@@ -562,8 +557,9 @@ def _flagged(events: pa.Table, lookups: Lookups) -> tuple[int, int]:
     enrichment = lookups.enrichment
     if enrichment is None:
         return 0, dnt
-    agents = events.column("user_agent").to_pylist()
-    return sum(1 for agent in agents if enrichment.agent(agent)[1]), dnt
+    agents, agent_at = _distinct(events.column("user_agent"))  # each agent once, as _enrich
+    excluded = _mapped(agent_at, [enrichment.agent(a)[1] for a in agents], pa.bool_())
+    return int(pc.sum(excluded).as_py() or 0), dnt
 
 
 def _columns(

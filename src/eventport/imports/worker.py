@@ -690,6 +690,8 @@ class ImportWorker:
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""
 
+        pixel_packages: dict[str, str | None] = {}  # each pixel found: its package's id
+
         def writable(find: Callable[..., Package | TrackingPixel]) -> Callable[[str], str | None]:
             """The control store's own rule: the importer needs admin access to the artifact,
             and it must belong to the import's owner."""
@@ -700,9 +702,12 @@ class ImportWorker:
                     if importer is None:
                         return None
                     try:
-                        return find(s, importer, row.owner.name, ref, Access.ADMIN).id
+                        found = find(s, importer, row.owner.name, ref, Access.ADMIN)
                     except DomainError:
                         return None
+                    if isinstance(found, TrackingPixel):
+                        pixel_packages[found.id] = found.package_id
+                    return found.id
 
             return look_up
 
@@ -711,16 +716,10 @@ class ImportWorker:
             with self.control.session() as s:
                 rules = exclusion_rules(s, row.owner_id)
             enrichment = self.enricher.for_import(rules)
-
-        def pixel_package(pixel_id: str) -> str | None:
-            with self.control.session() as s:
-                pixel = s.get(TrackingPixel, pixel_id)
-                return None if pixel is None else pixel.package_id
-
         return Lookups(
             package=writable(owned_package_for),
             pixel=writable(pixel_for),
-            pixel_package=pixel_package,
+            pixel_package=pixel_packages.get,
             stored_ids=lambda ids: self.events.stored_ids(row.owner_id, ids),
             enrichment=enrichment,
             keep_ip_addresses=self.keep_ip_addresses,

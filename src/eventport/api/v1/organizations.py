@@ -49,12 +49,10 @@ def list_organization_packages(
     organization_name: str, db: Db, actor: Actor
 ) -> list[dict[str, Any]]:
     with db.session() as s:  # visible to members and to holders of a grant, as in v2
-        if not package_store.owner_for_listing(s, actor, organization_name).is_organization:
+        account = package_store.owner_for_listing(s, actor, organization_name)
+        if not account.is_organization:
             raise NotFound(f"organization {organization_name!r} not found")
-        return [
-            shapes.package(p)
-            for p in package_store.list_owner_packages(s, actor, organization_name)
-        ]
+        return [shapes.package(p) for p in package_store.packages_of(s, actor, account)]
 
 
 @router.post("/{organization_name}/packages")

@@ -142,9 +142,13 @@ def pixels_selection(owner: Account, pixels: Iterable[TrackingPixel]) -> Selecti
         owner.id,
         pixel_ids=tuple(p.id for p in pixels),
         pixel_artifacts={p.id: p.package_id or p.id for p in pixels},
+        # An attached pixel's package by its id, and (its events are its package's) by the
+        # pixel's: v1's package column names it for them.
         package_names={
-            **{p.package.id: p.package.name for p in pixels if p.package is not None},
-            **{p.id: p.package.name for p in pixels if p.package is not None},
+            key: p.package.name
+            for p in pixels
+            if p.package is not None
+            for key in (p.package.id, p.id)
         },
     )
 
