@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: answers 200 once the server has started and migrated its store."""
         return {"status": "ok", "version": __version__}
 
+    # HEAD too (no body): load balancers and uptime checks often probe with it.
+    app.head("/healthz", include_in_schema=False)(healthz)
+
     # Every API route may answer these, with the API's own error body (exports add 503, uploads
     # 415 and 507, on their routers and routes).
     api_errors = errors.documented(*errors.COMMON_ERRORS)
