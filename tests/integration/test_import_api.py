@@ -172,6 +172,29 @@ def test_list_pagination_newest_first(server: Server) -> None:
     assert seen == list(reversed(ids))
 
 
+def test_paging_through_a_status_while_imports_leave_it(server: Server) -> None:
+    """The cursor names an import the filter no longer lists (it has ended since): the next page
+    still starts after it, not with a 400."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    ids = [
+        ok(upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON))["id"] for _ in range(4)
+    ]
+    running = {"status": "importing", "per_page": 2}
+    first = [i["id"] for i in ok(alice.get("/v2/imports/alice", params=running))["event_imports"]]
+    assert first == [ids[3], ids[2]]
+    assert alice.post(f"/v2/imports/alice/{ids[2]}/abort").status_code == 204
+    rest = ok(alice.get("/v2/imports/alice", params={**running, "after": ids[2]}))
+    assert [i["id"] for i in rest["event_imports"]] == [ids[1], ids[0]]
+    # A cursor naming no import of the owner (or not one alice may see) is still refused.
+    bob = server.user("bob")
+    bobs = ok(upload(bob, f"/v2/packages/bob/{setup_package(bob, 'bob')}/import", NDJSON))["id"]
+    for unknown in (bobs, "00000000-0000-0000-0000-000000000000", "not-an-id"):
+        refused = alice.get("/v2/imports/alice", params={**running, "after": unknown})
+        assert refused.status_code == 400, refused.text
+        assert "unknown cursor" in refused.json()["message"]
+
+
 @pytest.fixture
 def strict_server(server: Server) -> Iterator[Server]:
     """The same store behind a server with tiny limits: 2 active imports, 1 KiB uploads."""

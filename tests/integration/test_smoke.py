@@ -7,7 +7,7 @@ def test_health_and_auth(server: Server) -> None:
     anonymous = server.client()
     assert anonymous.get("/healthz").status_code == 200
     head = anonymous.head("/healthz")  # uptime checks probe with HEAD
-    assert head.status_code == 200 and head.content == b""
+    assert (head.status_code, head.content) == (200, b"")
     response = anonymous.get("/v2/packages/alice")
     assert response.status_code == 401
     assert "token" in response.json()["message"]

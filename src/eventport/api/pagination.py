@@ -35,17 +35,27 @@ def page(
     after: str | None,
     per_page: int | None,
     cursor: Callable[[T], tuple[str, ...]],
+    locate: Callable[[str], Callable[[T], bool] | None] | None = None,
 ) -> tuple[list[T], str | None]:
-    """The items after the cursor, and the cursor of the next page (None on the last page)."""
+    """The items after the cursor, and the cursor of the next page (None on the last page).
+
+    A cursor naming no item of the list (one a filter now leaves out, e.g. an import that has
+    finished while a client pages through the running ones) is placed by ``locate``, when the
+    list has one: it answers, for the item the cursor names, which items come after it.
+    """
     size = DEFAULT_PER_PAGE if per_page is None else per_page
     if not 1 <= size <= MAX_PER_PAGE:
         raise BadRequest(f"per_page must be between 1 and {MAX_PER_PAGE}")
     start = 0
     if after is not None:
         matches = [i for i, item in enumerate(items) if after in cursor(item)]
-        if not matches:
-            raise BadRequest(f"unknown cursor after={after[:80]!r}")
-        start = matches[-1] + 1
+        if matches:
+            start = matches[-1] + 1
+        else:
+            comes_after = None if locate is None else locate(after)
+            if comes_after is None:
+                raise BadRequest(f"unknown cursor after={after[:80]!r}")
+            start = next((i for i, item in enumerate(items) if comes_after(item)), len(items))
     chunk = list(items[start : start + size])
     more = start + size < len(items)
     return chunk, (cursor(chunk[-1])[0] if more and chunk else None)

@@ -30,7 +30,7 @@ from eventport.control.models import Account, Import, utcnow
 from eventport.control.packages import owned_package_for, owner_for_listing
 from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
-from eventport.domain.errors import no_room
+from eventport.domain.errors import BadRequest, NotFound, no_room
 from eventport.imports import log_lines
 from eventport.settings import Settings
 
@@ -197,7 +197,16 @@ def list_imports(
         states.extend(["waiting", "running"] if wanted == "importing" else [wanted])
     with db.session() as s:
         rows = store.list_imports(s, actor, owner, states or None)
-        chunk, _ = page(rows, after, per_page, lambda row: (row.id,))
+
+        def newer_first(cursor: str) -> Callable[[Import], bool] | None:
+            # The import the cursor names, if the status filter now leaves it out.
+            try:
+                seen = store.import_for(s, actor, owner, cursor)
+            except (NotFound, BadRequest):
+                return None
+            return lambda row: (row.created_at, row.id) < (seen.created_at, seen.id)
+
+        chunk, _ = page(rows, after, per_page, lambda row: (row.id,), newer_first)
         return {"event_imports": [event_import(s, row) for row in chunk]}
 
 
