@@ -60,6 +60,15 @@ POLICIES: dict[str, dict[str, Any]] = {
     },
     # An import is seen by whoever started it and by the owner's admins (the world's import
     # was started by boss).
+    # A multi-artifact import: whoever may write some package or pixel of the owner.
+    "owner-import": {
+        "boss": OK,
+        "adm": OK,
+        "mem": FORBIDDEN,
+        "blk": FORBIDDEN,
+        "padm": OK,
+        "out": HIDDEN,
+    },
     "import-admin": {
         "boss": OK,
         "adm": OK,
@@ -239,7 +248,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         "package-admin", 200, ORG, body={"$time": "2024-06-04T00:00:00Z"}
     ),
     ("POST", "/v2/{owner}/import"): Row(
-        "owner-list", 200, ORG, body={"$time": "2024-06-04T00:00:00Z", "$package": "{npm}"}
+        "owner-import", 200, ORG, body={"$time": "2024-06-04T00:00:00Z", "$package": "{npm}"}
     ),
     ("GET", "/v2/imports/{owner}"): Row("owner-list", 200, ORG),
     ("GET", "/v2/imports/{owner}/{event_import_id}"): Row("import-admin", 200, ORG),

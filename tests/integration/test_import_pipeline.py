@@ -573,3 +573,106 @@ def test_clean_lines_make_whole_row_groups(backend: str, tmp_path: Path) -> None
     finally:
         control.dispose()
     assert sizes == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 7]
+
+
+def test_an_importer_never_replaces_events_they_may_not_write(api: Server) -> None:
+    """An owner's $unique_ids are one space, but a line only replaces an event of a package or
+    pixel its importer may write: carol (admin of one of alice's packages) and bob (admin of an
+    organization, blocked on one of its packages) get an error for such lines, and the events
+    stay where they were; alice herself still moves an event between her packages."""
+    alice, bob, carol = api.user("alice"), api.user("bob"), api.user("carol")
+    shared, private = setup_package(alice, "alice", "shared"), setup_package(alice, "alice", "own")
+    pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "site"})
+    assert pixel.status_code == 201, pixel.text
+    pixel_id = pixel.json()["id"]
+    grant = {"username": "carol", "permission_level": "admin"}
+    assert alice.post(f"/v2/packages/alice/{shared}/permissions", json=grant).status_code == 204
+    day = "2024-06-04T00:00:00Z"
+    import_lines(
+        alice,
+        "alice",
+        f"/v2/packages/alice/{private}/import",
+        [{"$time": day, "$unique_id": "p-1"}, {"$time": day, "$unique_id": "p-2"}],
+    )
+    import_lines(
+        alice,
+        "alice",
+        f"/v2/tracking-pixels/alice/{pixel_id}/import",
+        [{"$time": day, "$unique_id": "x-1"}],
+    )
+    import_lines(
+        alice, "alice", f"/v2/packages/alice/{shared}/import", [{"$time": day, "$unique_id": "s-1"}]
+    )
+
+    done = import_lines(
+        carol,
+        "alice",
+        f"/v2/packages/alice/{shared}/import",
+        [
+            {"$time": day, "$unique_id": "p-1", "tag": "carol"},  # 1 alice's own package's
+            {"$time": day, "$unique_id": "new", "tag": "carol"},  # 2 a new id
+            {"$time": day, "$unique_id": "x-1", "tag": "carol"},  # 3 alice's free pixel's
+            {"$time": day, "$unique_id": "s-1", "tag": "carol"},  # 4 the shared package's: replaced
+            {"$time": day, "$unique_id": "p-1", "tag": "carol"},  # 5 again
+        ],
+    )
+    assert counts(done) == (5, 2, 3)
+    errors = [e for e in full_log(carol, "alice", done["id"]) if e["class"] == "error"]
+    assert [(e["line"], e["type"], e["code"]) for e in errors] == [
+        (line, "artifact-not-found", "unique-id-not-writable") for line in (1, 3, 5)
+    ]
+    assert "may not import into" in errors[0]["human_friendly_message"]
+    owner_id = done_owner_id(api, "alice")
+
+    def where() -> dict[str, tuple[str | None, str | None, str | None]]:  # and variables
+        return {
+            r["id"]: (
+                r["package_id"],
+                r["pixel_id"],
+                r["variables"],
+            )
+            for r in api.app.state.events.rows(owner_id)
+        }
+
+    assert where() == {
+        "p-1": (private, None, None),
+        "p-2": (private, None, None),
+        "x-1": (None, pixel_id, None),
+        "s-1": (shared, None, "tag=carol"),
+        "new": (shared, None, "tag=carol"),
+    }
+
+    # An organization's admin blocked on one of its packages is held back from that one only.
+    create = {"name": "acme", "description": "an org", "billingEmail": "billing@acme.org"}
+    assert alice.post("/api/v1/organizations", json=create).status_code == 200
+    member = {"username": "bob", "role": "admin"}
+    assert alice.post("/v2/organizations/acme/members", json=member).status_code == 201
+    guarded, open_ = setup_package(alice, "acme", "guarded"), setup_package(alice, "acme", "open")
+    block = {"userQuery": "bob", "permissionLevel": "blocked"}  # v1's: v2 has no "blocked"
+    assert alice.post(f"/api/v1/packages/{guarded}/permissions", json=block).status_code == 200
+    import_lines(
+        alice, "acme", f"/v2/packages/acme/{guarded}/import", [{"$time": day, "$unique_id": "g-1"}]
+    )
+    import_lines(
+        alice, "acme", f"/v2/packages/acme/{open_}/import", [{"$time": day, "$unique_id": "o-1"}]
+    )
+    done = import_lines(
+        bob,
+        "acme",
+        "/v2/acme/import",
+        [
+            {"$time": day, "$unique_id": "g-1", "$package": open_},
+            {"$time": day, "$unique_id": "o-1", "$package": open_, "tag": "bob"},
+        ],
+    )
+    assert counts(done) == (2, 1, 1)
+    acme = {r["id"]: r["package_id"] for r in api.app.state.events.rows(done_owner_id(api, "acme"))}
+    assert acme == {"g-1": guarded, "o-1": open_}
+
+    # The owner may move an event from one of her packages to another, as before.
+    done = import_lines(
+        alice, "alice", f"/v2/packages/alice/{shared}/import", [{"$time": day, "$unique_id": "p-2"}]
+    )
+    assert counts(done) == (1, 1, 0)
+    assert [w["code"] for w in done["warning_log_sample"]] == ["duplicate-unique-id"]
+    assert where()["p-2"] == (shared, None, None)

@@ -65,6 +65,43 @@ def access_to(session: Session, actor: Account, package: Package) -> Access:
     )
 
 
+def writes_every_artifact(session: Session, actor: Account, account: Account) -> bool:
+    """Whether ``actor`` may write every package and tracking pixel of ``account``: an admin of
+    its namespace blocked on none of its packages (a block binds all but the owner)."""
+    access = namespace_access(session, actor, account)
+    if access is not Access.ADMIN:
+        return access is Access.OWNER
+    blocked = session.scalar(
+        select(PackagePermission.package_id)
+        .join(Package, Package.id == PackagePermission.package_id)
+        .where(
+            Package.owner_id == account.id,
+            PackagePermission.user_id == actor.id,
+            PackagePermission.level == PermissionLevel.BLOCKED.value,
+        )
+        .limit(1)
+    )
+    return blocked is None
+
+
+def writes_some_artifact(session: Session, actor: Account, account: Account) -> bool:
+    """Whether ``actor`` may import into any package or tracking pixel of ``account``: an
+    admin of its namespace, or the holder of an ``admin`` grant on one of its packages."""
+    if namespace_access(session, actor, account) >= Access.ADMIN:
+        return True
+    granted = session.scalar(
+        select(PackagePermission.package_id)
+        .join(Package, Package.id == PackagePermission.package_id)
+        .where(
+            Package.owner_id == account.id,
+            PackagePermission.user_id == actor.id,
+            PackagePermission.level == PermissionLevel.ADMIN.value,
+        )
+        .limit(1)
+    )
+    return granted is not None
+
+
 def package_for(session: Session, actor: Account, package_id: str, needed: Access) -> Package:
     package = session.get(Package, parse_uuid(package_id, "package"))
     if package is None:

@@ -98,6 +98,7 @@ from eventport.events.store import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
+    STORED_TARGETS_SCHEMA,
     EventStoreError,
     PreparedBatch,
     StoreCapabilities,
@@ -1014,9 +1015,30 @@ class DuckDBEventStore:
     def stored_ids(self, owner_id: str, ids: pa.Array) -> pa.Array:
         """On a cursor of its own: the lookup reads the last committed snapshot and does not
         wait for a batch being written (the worker looks up the next batch meanwhile)."""
-        none = pa.array([], pa.string())
+        found = self._look_up_ids(
+            owner_id,
+            ids,
+            f"SELECT id FROM {_IDS_VIEW} WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})",
+        )
+        return pa.array([], pa.string()) if found is None else found.column(0).combine_chunks()
+
+    def stored_targets(self, owner_id: str, ids: pa.Array) -> pa.Table:
+        """See :class:`~eventport.events.store.EventStore`; read as :meth:`stored_ids` is."""
+        found = self._look_up_ids(
+            owner_id,
+            ids,
+            f"SELECT i.id, r.package_id, r.pixel_id FROM {_IDS_VIEW} i "
+            f"JOIN {ROWS_TABLE} r ON r.id_key = {_ID_KEY}",
+        )
+        if found is None:
+            return STORED_TARGETS_SCHEMA.empty_table()
+        return found.rename_columns(STORED_TARGETS_SCHEMA.names).cast(STORED_TARGETS_SCHEMA)
+
+    def _look_up_ids(self, owner_id: str, ids: pa.Array, statement: str) -> pa.Table | None:
+        """``statement`` run over the view ``_IDS_VIEW`` of ``ids`` (columns ``id``, ``id_hi``
+        and ``id_lo``, those the id filter may hold); None when there are none."""
         if not len(ids):
-            return none
+            return None
         high, low = self._id_keys(owner_id, ids)
         table = pa.table({"id": ids, "id_hi": high, "id_lo": low})
         stored = self._shared.ids
@@ -1026,7 +1048,7 @@ class DuckDBEventStore:
         if stored is not None:  # only the ids it may hold are looked for
             maybe = stored.candidates(high, low)
             if not len(maybe):
-                return none
+                return None
             table = table.take(maybe)
         with self._lookup_lock:
             if self._lookup is None:
@@ -1035,14 +1057,9 @@ class DuckDBEventStore:
             cursor = self._lookup
             cursor.register(_IDS_VIEW, table)
             try:
-                statement = (
-                    f"SELECT id FROM {_IDS_VIEW} "
-                    f"WHERE {_ID_KEY} IN (SELECT id_key FROM {ROWS_TABLE})"
-                )
-                found = self._widening(cursor, lambda: cursor.sql(statement).to_arrow_table())
+                return self._widening(cursor, lambda: cursor.sql(statement).to_arrow_table())
             finally:
                 cursor.unregister(_IDS_VIEW)
-        return found.column(0).combine_chunks()
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: the filter of stored ids makes room

@@ -78,6 +78,7 @@ from eventport.events.store import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_TABLE,
     EVENTS_TABLE,
+    STORED_TARGETS_SCHEMA,
     EventStoreError,
     PreparedBatch,
     StoreCapabilities,
@@ -161,6 +162,9 @@ _ADD_IDS = (
 _DELETE_REPLACED = sql.SQL(
     "DELETE FROM {} WHERE owner_id = %s AND id = ANY(%b) "
     "AND NOT (xmin = pg_current_xact_id()::xid AND import_id = ANY(%s))"
+).format(_T)
+_STORED_TARGETS = sql.SQL(
+    "SELECT id, package_id, pixel_id FROM {} WHERE owner_id = %s AND id = ANY(%b)"
 ).format(_T)
 _FILL_IDS = (
     f"INSERT INTO {EVENT_IDS_TABLE} (key) SELECT DISTINCT "
@@ -560,6 +564,17 @@ class PostgresEventStore:
             conn.execute(_PROBE_KEYS)
             found = conn.execute(_FIND_IDS, keys).fetchall()
         return ids.take(pa.array([n - 1 for (n,) in found], pa.int64()))
+
+    def stored_targets(self, owner_id: str, ids: pa.Array) -> pa.Table:
+        """See :class:`~eventport.events.store.EventStore`."""
+        if not len(ids):
+            return STORED_TARGETS_SCHEMA.empty_table()
+        with self._pool.connection() as conn:
+            rows = conn.execute(_STORED_TARGETS, (owner_id, ids.to_pylist())).fetchall()
+        return pa.Table.from_pylist(
+            [dict(zip(STORED_TARGETS_SCHEMA.names, row, strict=True)) for row in rows],
+            STORED_TARGETS_SCHEMA,
+        )
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event

@@ -57,6 +57,10 @@ MAX_TIME_US = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) 
     microseconds=1
 )
 _REQUIRED = tuple(c.name for c in COLUMNS if not c.nullable)
+#: What :meth:`EventStore.stored_targets` answers: a stored event's id and where it counts.
+STORED_TARGETS_SCHEMA = pa.schema(
+    [("id", pa.string()), ("package_id", pa.string()), ("pixel_id", pa.string())]
+)
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,13 @@ class EventStore(Protocol):
         as an Arrow string array in any order: what an import looks up for every batch (a
         re-import finds every id, and a Python set of them cost ~10 MB a batch of 61,440).
         :func:`existing_ids` asks the same of a list."""
+        ...
+
+    def stored_targets(self, owner_id: str, ids: pa.Array) -> pa.Table:
+        """The stored events of this owner that ``ids`` name: a table of
+        :data:`STORED_TARGETS_SCHEMA` (``id``, ``package_id``, ``pixel_id``), a row an event.
+        Asked only for an importer who may not write every package and pixel of the owner
+        (see imports/pipeline.py ``_held_by_others``), so it is not on the hot path."""
         ...
 
     def expect_events(self, count: int) -> None:

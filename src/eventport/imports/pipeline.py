@@ -46,6 +46,9 @@ from eventport.positions import (
 )
 
 ARTIFACT_NOT_FOUND = "artifact-not-found"
+# The code of an artifact-not-found error for a line whose $unique_id names a stored event of
+# a package or pixel the importer may not write: it would have replaced (deleted) that event.
+UNIQUE_ID_NOT_WRITABLE = "unique-id-not-writable"
 # Remembered per import (~90 B an address in Arrow columns); cleared when full. An address
 # book holds at least a batch's addresses (a batch's events at most).
 # Addresses are what costs (~15 us each to resolve): 500,000 (~45 MB) keep a 1M-event import
@@ -87,6 +90,10 @@ class Lookups:
     package: Callable[[str], str | None]  # $package as given -> package id the importer may write
     pixel: Callable[[str], str | None]  # $tracking_pixel -> pixel id the importer may write
     stored_ids: Callable[[pa.Array], pa.Array]  # those of the ids stored for this owner
+    # For an importer who may not write every package and pixel of the owner: the stored
+    # events the ids name, with their package and pixel (EventStore.stored_targets), so that a
+    # line never replaces an event the importer may not change. None: they may write them all.
+    stored_targets: Callable[[pa.Array], pa.Table] | None = None
     # Location, client and ids (None: events are stored as imported, with no enrichment).
     enrichment: ImportEnrichment | None = None
     keep_ip_addresses: bool = False
@@ -313,9 +320,12 @@ def build_batch(
     undecodable = failed_line_count(logs)  # a line with several errors fails once
     total = events.num_rows
     not_found: list[LogEntry] = []
+    if lookups.stored_targets is not None:
+        events, not_found = _held_by_others(events, lookups, lookups.stored_targets)
     others = None
     if target.kind == "multi":
-        events, not_found = _resolve_targets(events, lookups)
+        events, unresolved = _resolve_targets(events, lookups)
+        not_found += unresolved
         package_ids, pixel_ids = events.column("package_id"), events.column("pixel_id")
     else:
         package_ids = _constant(target.package_id, events.num_rows)
@@ -472,6 +482,58 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
             entries.append(_not_found(line, ref, pixel_ref, lookups))
     events = events.append_column("package_id", package_id).append_column("pixel_id", pixel_id)
     return (events.filter(pc.invert(bad)) if entries else events), entries
+
+
+def _held_by_others(
+    events: pa.Table, lookups: Lookups, stored_targets: Callable[[pa.Array], pa.Table]
+) -> tuple[pa.Table, list[LogEntry]]:
+    """The lines whose ``$unique_id`` names a stored event the importer may not write (of a
+    package or pixel of the owner they may not import into, or of none left), taken out with
+    an error each: replacing that event would delete it from where it counts. (The error tells
+    that the id is in use, as a ``duplicate-unique-id`` warning would; not where.)"""
+    unique = events.column("unique_id")
+    if unique.null_count == len(unique):
+        return events, []
+    stored = stored_targets(pc.unique(unique.combine_chunks()).drop_null().cast(pa.string()))
+    if not stored.num_rows:
+        return events, []
+
+    def writable(package_id: str | None, pixel_id: str | None) -> bool:
+        if package_id is None and pixel_id is None:
+            return False
+        return (package_id is None or lookups.resolve_package(package_id) is not None) and (
+            pixel_id is None or lookups.resolve_pixel(pixel_id) is not None
+        )
+
+    held = [
+        event_id
+        for event_id, package_id, pixel_id in zip(
+            *(stored.column(name).to_pylist() for name in ("id", "package_id", "pixel_id")),
+            strict=True,
+        )
+        if not writable(package_id, pixel_id)
+    ]
+    if not held:
+        return events, []
+    refused = pc.fill_null(pc.is_in(unique, value_set=pa.array(held, pa.string())), False)
+    entries = [
+        LogEntry(
+            line=line,
+            level="error",
+            type=ARTIFACT_NOT_FOUND,
+            code=UNIQUE_ID_NOT_WRITABLE,
+            message=without_addresses(
+                f"$unique_id {event_id[:80]!r} names an event of a package or tracking pixel "
+                "you may not import into: the line would replace it, so it is not imported"
+            ),
+        )
+        for line, event_id in zip(
+            events.filter(refused).column("line").to_pylist(),
+            events.filter(refused).column("unique_id").to_pylist(),
+            strict=True,
+        )
+    ]
+    return events.filter(pc.invert(refused)), entries
 
 
 def _not_found(line: int, package: str | None, pixel: str | None, lookups: Lookups) -> LogEntry:

@@ -29,7 +29,7 @@ from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
 from eventport.control.event_settings import exclusion_rules
 from eventport.control.models import Account, Import, Package, TrackingPixel
-from eventport.control.packages import owned_package_for
+from eventport.control.packages import owned_package_for, writes_every_artifact
 from eventport.control.pixels import pixel_for
 from eventport.control.secrets import ORIGIN_KEY, server_secret
 from eventport.domain.access import Access
@@ -712,15 +712,21 @@ class ImportWorker:
             return look_up
 
         enrichment = None
-        if self.enricher is not None:
-            with self.control.session() as s:
-                rules = exclusion_rules(s, row.owner_id)
-            enrichment = self.enricher.for_import(rules)
+        with self.control.session() as s:
+            if self.enricher is not None:
+                enrichment = self.enricher.for_import(exclusion_rules(s, row.owner_id))
+            importer = s.get(Account, row.created_by)
+            # An importer who may not write all of the owner's artifacts may not replace the
+            # events of those they may not write (asked of the stored events a line's id names).
+            restricted = importer is None or not writes_every_artifact(s, importer, row.owner)
         return Lookups(
             package=writable(owned_package_for),
             pixel=writable(pixel_for),
             pixel_package=pixel_packages.get,
             stored_ids=lambda ids: self.events.stored_ids(row.owner_id, ids),
+            stored_targets=(
+                (lambda ids: self.events.stored_targets(row.owner_id, ids)) if restricted else None
+            ),
             enrichment=enrichment,
             keep_ip_addresses=self.keep_ip_addresses,
         )

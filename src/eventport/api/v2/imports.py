@@ -27,10 +27,14 @@ from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account, Import, utcnow
-from eventport.control.packages import owned_package_for, owner_for_listing
+from eventport.control.packages import (
+    owned_package_for,
+    owner_for_listing,
+    writes_some_artifact,
+)
 from eventport.control.pixels import pixel_for
 from eventport.domain.access import Access
-from eventport.domain.errors import BadRequest, NotFound, no_room
+from eventport.domain.errors import BadRequest, Forbidden, NotFound, no_room
 from eventport.imports import log_lines
 from eventport.settings import Settings
 
@@ -172,7 +176,12 @@ async def import_events(owner: str, request: Request, db: Db, actor: Actor) -> d
     """Each line names its ``$package`` and/or ``$tracking_pixel`` (or ``$pixel``)."""
 
     def resolve(s: Session) -> tuple[Account, str | None, str | None]:
-        return owner_for_listing(s, actor, owner), None, None
+        account = owner_for_listing(s, actor, owner)
+        # Those who may write nothing there may not queue imports in the owner's name (they
+        # would hold its places among the active imports, and every line would fail).
+        if not writes_some_artifact(s, actor, account):
+            raise Forbidden(f"you may not import into any package or tracking pixel of {owner!r}")
+        return account, None, None
 
     return await _start_import(request, db, actor, owner, "multi", resolve)
 
