@@ -8,6 +8,7 @@ fills a real disk).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -320,3 +321,47 @@ def test_a_batch_is_written_only_once_its_log_entries_are_stored(server: Server)
     warned = [e["line"] for e in log if e["type"] == "naive-time"]
     assert warned == list(range(1, EVENTS + 1))  # each line's entry once, in order
     assert [e["type"] for e in log].count("attempt-failed") == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "mend"),
+    [
+        ("data after the end", lambda body: body + b"GARBAGE"),
+        ("a cut trailer", lambda body: body[:-8]),
+    ],
+)
+def test_a_gzip_stream_found_unusable_late_leaves_nothing_stored(
+    server: Server, case: str, mend: Any
+) -> None:
+    """The stream's error comes after several batches' worth of good lines: the import fails
+    and has stored none of them (before, the batches ahead of the error stayed, and a retry of
+    the mended file doubled them: without $unique_id their ids come from the import)."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    # ~2 MB decoded from ~1 MB: the error is met blocks after the first batches were handed out.
+    lines = b"".join(
+        b'{"$time": %d, "pad": "%s"}\n' % (1717200000 + n, os.urandom(2000).hex().encode())
+        for n in range(EVENTS)
+    )
+    body = mend(compress(lines))
+    path = f"/v2/packages/alice/{package_id}/import"
+    started = start(alice, path, body, **{"Content-Encoding": "gzip"})
+    store = server.app.state.events
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+
+    finished, raised = run_in_thread(worker, timeout=30)
+
+    assert (finished, raised) == (True, None)
+    failed = wait_finished(alice, "alice", started["id"])
+    assert failed["status"] == "failed", case
+    assert "gzip stream" in failed["failure_reason"]
+    assert counts(failed)[1] == 0
+    with server.control.session() as s:
+        owner_id = s.scalar(select(Account.id).where(Account.name == "alice"))
+    assert server.app.state.events.rows(owner_id) == []
+    # The mended file then imports once, whole.
+    retried = start(alice, path, compress(lines), **{"Content-Encoding": "gzip"})
+    finished, raised = run_in_thread(worker, timeout=30)
+    assert (finished, raised) == (True, None)
+    assert counts(wait_finished(alice, "alice", retried["id"])) == (EVENTS, EVENTS, 0)
+    assert len(server.app.state.events.rows(owner_id)) == EVENTS

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
+from eventport.imports.formats import (
+    Chunk,
+    InputUnusable,
+    check_gzip,
+    iter_chunks,
+    refuse_pretty_json,
+)
 from eventport.imports.records import Code, CsvCells
 
 BOM = b"\xef\xbb\xbf"
@@ -260,6 +266,36 @@ def test_gzip_bomb(tmp_path: Path) -> None:
     assert "100:1" in caught.value.reason
     assert "bomb" in caught.value.reason
     assert peak < 16 << 20  # stopped early, not after inflating 200 MiB
+
+
+def test_check_gzip_reads_the_whole_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """check_gzip finds what a read would find at the end (before any chunk is imported),
+    holds little while it reads, and stops when asked."""
+    path = tmp_path / "bomb.gz"
+    bomb(path, 200 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputUnusable, match="bomb"):
+            check_gzip(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+    lines = b"".join(
+        b'{"n":%d,"r":"%s"}\n' % (n, random.randbytes(200).hex().encode()) for n in range(20_000)
+    )
+    whole = gzip.compress(lines)
+    good = tmp_path / "good.gz"
+    good.write_bytes(whole + gzip.compress(b'{"n":-1}\n') + b"\x00" * 64)  # members, padding
+    assert check_gzip(good) is True
+    asked: list[int] = []
+    assert check_gzip(good, stopped=lambda: not asked.append(1)) is False
+    assert len(asked) == 1
+    for broken, reason in ((whole[:-8], "truncated"), (whole + b"junk", "not gzip")):
+        bad = tmp_path / "bad.gz"
+        bad.write_bytes(broken)
+        with pytest.raises(InputUnusable, match=reason):
+            check_gzip(bad)
 
 
 def test_gzip_bomb_threshold_is_a_parameter(tmp_path: Path) -> None:

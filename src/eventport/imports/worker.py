@@ -38,7 +38,13 @@ from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
 from eventport.events.store import EventStore, PreparedBatch, StagedWrites, WriteInterrupted
 from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
-from eventport.imports.formats import Chunk, InputUnusable, iter_chunks, refuse_pretty_json
+from eventport.imports.formats import (
+    Chunk,
+    InputUnusable,
+    check_gzip,
+    iter_chunks,
+    refuse_pretty_json,
+)
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import ARTIFACT_NOT_FOUND, Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
@@ -49,6 +55,7 @@ from eventport.threads import name_this_thread
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+_START = (1, 0, 0, 0, 0, 0, 0, 0, 0)  # an import's checkpoint before its first line
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 ABORT_POLL_SECONDS = 0.25
 
@@ -436,7 +443,7 @@ class ImportWorker:
             with self.control.session() as s:  # those past it are made again
                 control_imports.drop_log_runs_from(s, row.id, checkpoint.line)
         else:
-            checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+            checkpoint = Checkpoint(row.id, *_START)
         is_csv = row.format == "csv"
         lookups = self._lookups(row)
         if (row.target == "package" and lookups.resolve_package(str(row.package_id)) is None) or (
@@ -498,6 +505,15 @@ class ImportWorker:
                 return writer.submit(item)
 
             try:
+                if row.compression == "gzip" and checkpoint == Checkpoint(row.id, *_START):
+                    # Checked whole before a batch is written, so that an import that fails
+                    # because its stream is unusable (truncated, corrupt, a bomb) has stored
+                    # nothing, whatever the batch size: before, the batches ahead of the error
+                    # stayed, and a retry of the mended file doubled them.
+                    check_gzip(
+                        Path(row.spool_path),
+                        stopped=lambda: heartbeat.stop.is_set() or self.stopping.is_set(),
+                    )
                 slices = iter_chunks(
                     Path(row.spool_path),
                     gzip=row.compression == "gzip",
