@@ -365,3 +365,32 @@ def test_a_gzip_stream_found_unusable_late_leaves_nothing_stored(
     assert (finished, raised) == (True, None)
     assert counts(wait_finished(alice, "alice", retried["id"])) == (EVENTS, EVENTS, 0)
     assert len(server.app.state.events.rows(owner_id)) == EVENTS
+
+
+def test_a_batch_of_wide_events_ends_at_its_byte_bound(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wide events end a batch before its row count does (BATCH_BYTES), so a batch never holds
+    ~1 GB of 16 KB events; nothing is lost or doubled across the extra batches."""
+    monkeypatch.setattr(worker_module, "SLICE_BYTES", 64 << 10)
+    monkeypatch.setattr(worker_module, "BATCH_BYTES", 256 << 10)
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"w-{n}", "pad": "y" * 4000})
+        + b"\n"
+        for n in range(EVENTS)
+    )  # ~2 MB of events, one batch by their count
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    counting = FailingStore(server.app.state.events, fail_on=0)  # fails no write: counts them
+    worker = ImportWorker(server.control, counting, lease=timedelta(seconds=30), chunk_lines=EVENTS)
+
+    finished, raised = run_in_thread(worker, timeout=60)
+
+    assert (finished, raised) == (True, None)
+    assert counts(wait_finished(alice, "alice", started["id"])) == (EVENTS, EVENTS, 0)
+    assert counting.writes >= 5  # ~2 MB in batches of ~256 KiB (one without the bound)
+    with server.control.session() as s:
+        owner_id = s.scalar(select(Account.id).where(Account.name == "alice"))
+    stored = sorted(row["id"] for row in server.app.state.events.rows(owner_id))
+    assert stored == sorted(f"w-{n}" for n in range(EVENTS))

@@ -752,3 +752,15 @@ def test_pretty_printed_json_is_refused(tmp_path: Path, data: bytes, refused: st
     else:
         with pytest.raises(InputUnusable, match=refused):
             list(refuse_pretty_json(iter(read)))
+
+
+def test_csv_chunks_end_at_their_byte_bound(tmp_path: Path) -> None:
+    """A CSV chunk ends at chunk_lines records or at the first record past chunk_bytes, so that
+    wide records are not held 20,480 at a time; every record still comes once, in order."""
+    wide = "x" * 1000
+    data = ("$time,v\n" + "".join(f"{n},{wide}\n" for n in range(100))).encode()
+    path = write(tmp_path, data, packed=False)
+    got = chunks(path, fmt="csv", chunk_lines=50, chunk_bytes=10_000)
+    assert [len(c.rows or []) for c in got] == [10] * 10
+    assert [row[0] for c in got for row in c.rows or []] == list(range(2, 102))
+    assert [len(c.rows or []) for c in chunks(path, fmt="csv", chunk_lines=50)] == [50, 50]

@@ -659,8 +659,12 @@ def _csv_chunks(
     header_stream: _Stream | None,
     start_line: int,
     chunk_lines: int,
+    chunk_bytes: int,
     max_line: int,
 ) -> Iterator[Chunk]:
+    """Chunks of ``chunk_lines`` records, or fewer: a chunk also ends at the first record
+    past ``chunk_bytes`` of them (records of 16 KB held 20,480 at a time made a CSV import's
+    memory ~3.6 times its file)."""
     header: list[str] | None = None
     if header_stream is not None:
         for line, raw, _, _ in _csv_records(header_stream, 1, max_line):
@@ -670,6 +674,7 @@ def _csv_chunks(
         if header is None:
             return
     pending: list[tuple[int, bytes | None]] = []
+    held = 0  # bytes of the pending records
     next_line, next_offset = start_line, stream.start
     for line, raw, next_line, next_offset in _csv_records(stream, start_line, max_line):
         if header is None:
@@ -677,11 +682,12 @@ def _csv_chunks(
                 header = _header(line, raw, max_line)
             continue
         pending.append((line, raw))
-        if len(pending) >= chunk_lines:
+        held += 0 if raw is None else len(raw)
+        if len(pending) >= chunk_lines or held >= chunk_bytes:
             yield Chunk(
                 next_line, next_offset, stream.consumed, header=header, rows=_cells(pending)
             )
-            pending = []
+            pending, held = [], 0
     if pending and header is not None:
         yield Chunk(next_line, next_offset, stream.consumed, header=header, rows=_cells(pending))
 
@@ -789,11 +795,15 @@ def iter_chunks(
         if csv.field_size_limit() < max_line_bytes:
             csv.field_size_limit(max_line_bytes)
         if start_offset == 0:
-            yield from _csv_chunks(stream, None, start_line, chunk_lines, max_line_bytes)
+            yield from _csv_chunks(
+                stream, None, start_line, chunk_lines, chunk_bytes, max_line_bytes
+            )
             return
         with path.open("rb") as hf:  # the header, from the start of the stream
             header_stream = open_stream(hf, 0)
-            yield from _csv_chunks(stream, header_stream, start_line, chunk_lines, max_line_bytes)
+            yield from _csv_chunks(
+                stream, header_stream, start_line, chunk_lines, chunk_bytes, max_line_bytes
+            )
 
 
 # --- NDJSON of a plain file, mapped -----------------------------------------------------------
