@@ -6,6 +6,7 @@ Processing is tested in test_import_pipeline.py; here imports stay waiting (EVEN
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,10 @@ def test_accepted_content_types(server: Server, content_type: str) -> None:
             415,
             "Content-Encoding",
         ),
+        # Parameters that would change how the body is read, which the server would ignore.
+        ({"Content-Type": "text/csv; charset=iso-8859-1"}, 415, "charset='iso-8859-1'"),
+        ({"Content-Type": 'application/x-ndjson; charset="UTF-16"'}, 415, "UTF-8"),
+        ({"Content-Type": "text/csv; header=absent"}, 415, "header row"),
     ],
 )
 def test_refused_uploads(
@@ -80,6 +85,46 @@ def test_refused_uploads(
     assert message in response.json()["message"]
     assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
     assert list(server.settings.spool_dir.glob("*")) == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/csv; charset=utf-8",
+        'text/csv; charset="UTF-8"; header=present',
+        "application/json; charset=us-ascii",
+    ],
+)
+def test_readable_content_type_parameters_are_taken(server: Server, content_type: str) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"$time\n2024-06-04T00:00:00Z\n" if content_type.startswith("text/csv") else NDJSON
+    ok(upload(alice, f"/v2/packages/alice/{package_id}/import", body, content_type))
+
+
+def test_a_transfer_coding_besides_chunked_is_refused(server: Server) -> None:
+    """uvicorn undoes only the chunking of ``Transfer-Encoding: gzip, chunked``: the body would
+    be spooled still compressed and read as text. (Sent over a socket: httpx will not.)"""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    packed = gzip.compress(NDJSON)
+    url = httpx.URL(server.base_url)
+    request = (
+        f"POST /v2/packages/alice/{package_id}/import HTTP/1.1\r\n"
+        f"Host: {url.host}:{url.port}\r\n"
+        f"Authorization: {alice.headers['Authorization']}\r\n"
+        "Content-Type: application/x-ndjson\r\n"
+        "Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 415"), answer[:300]
+    assert b"Transfer-Encoding" in body
+    assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
 
 
 def test_gzip_upload_is_spooled_as_sent(server: Server) -> None:

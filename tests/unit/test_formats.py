@@ -436,7 +436,7 @@ def test_csv_records(
     path = write(tmp_path, data, packed=packed)
     got = chunks(path, fmt="csv", max_line_bytes=60, block_size=block_size)
     assert [row for c in got for row in c.rows] == expected
-    assert all(c.header == header for c in got)
+    assert all(c.header == (header or []) for c in got)  # none: blank lines only
     assert all(c.lines == [] for c in got)
 
 
@@ -764,3 +764,18 @@ def test_csv_chunks_end_at_their_byte_bound(tmp_path: Path) -> None:
     assert [len(c.rows or []) for c in got] == [10] * 10
     assert [row[0] for c in got for row in c.rows or []] == list(range(2, 102))
     assert [len(c.rows or []) for c in chunks(path, fmt="csv", chunk_lines=50)] == [50, 50]
+
+
+@pytest.mark.parametrize(
+    ("data", "next_line"),
+    [(b"$time\n", 2), (b"\r\n\r\n\r\n", 4), (b"", None)],
+    ids=["header-only", "blank-lines", "empty"],
+)
+def test_a_csv_without_rows_still_reports_its_lines_read(
+    tmp_path: Path, data: bytes, next_line: int | None
+) -> None:
+    """A header, or blank lines, and no rows: one chunk without rows that resumes after them
+    (the import's lines_processed counts them, as NDJSON's blank lines are); an empty file
+    gives none."""
+    got = chunks(write(tmp_path, data, packed=False), fmt="csv")
+    assert [(c.next_line, c.rows) for c in got] == ([] if next_line is None else [(next_line, [])])

@@ -675,6 +675,7 @@ def _csv_chunks(
             return
     pending: list[tuple[int, bytes | None]] = []
     held = 0  # bytes of the pending records
+    handed = False  # a chunk was
     next_line, next_offset = start_line, stream.start
     for line, raw, next_line, next_offset in _csv_records(stream, start_line, max_line):
         if header is None:
@@ -688,8 +689,13 @@ def _csv_chunks(
                 next_line, next_offset, stream.consumed, header=header, rows=_cells(pending)
             )
             pending, held = [], 0
+            handed = True
     if pending and header is not None:
         yield Chunk(next_line, next_offset, stream.consumed, header=header, rows=_cells(pending))
+    elif not handed and next_line > start_line:
+        # Only a header, or blank lines: no rows, but the lines were read (lines_processed
+        # says so, as for an NDJSON file of blank lines).
+        yield Chunk(next_line, next_offset, stream.consumed, header=header or [], rows=[])
 
 
 # An NDJSON upload whose first line that is not blank is a lone "[" or "{" is pretty-printed
@@ -762,7 +768,8 @@ def iter_chunks(
     """Chunks of the upload at ``path``, from ``(start_line, start_offset)`` on.
 
     Raises :class:`InputUnusable` (possibly after some chunks) when the input as a whole
-    cannot be read. An empty input, or a CSV without a header, gives no chunks. ``mapped``:
+    cannot be read. An empty input gives no chunks; a CSV of only a header or blank lines, one
+    chunk without rows. ``mapped``:
     a plain NDJSON file is read through a memory mapping (:func:`_mapped_ndjson`; chunks'
     blocks are then views of it, and ``block_size`` does not apply).
     """

@@ -68,12 +68,34 @@ StatusFilter = Literal["importing", "done", "aborted", "failed"]
 Resolve = Callable[[Session], tuple[Account, str | None, str | None]]
 
 
+# Content-Type parameters that change how the body would have to be read: only UTF-8 text with
+# a header row is read (RFC 4180's header=absent would make the first row events).
+_READABLE_PARAMETERS = {"charset": {"utf-8", "utf8", "us-ascii"}, "header": {"present"}}
+
+
 def _format_of(request: Request) -> tuple[str, str]:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media, *parameters = request.headers.get("content-type", "").split(";")
+    media = media.strip().lower()
     if media not in FORMATS:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {media[:80]!r}: send application/x-ndjson, "
             "application/ndjson, application/json or text/csv"
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        name, value = name.strip().lower(), value.strip().strip('"').lower()
+        if name in _READABLE_PARAMETERS and value not in _READABLE_PARAMETERS[name]:
+            raise UnsupportedMediaType(
+                f"unsupported Content-Type parameter {name}={value[:40]!r}: uploads are read as "
+                "UTF-8" + (" with a header row" if media == "text/csv" else "")
+            )
+    # A transfer coding besides chunked would leave the body still coded (the server undoes
+    # only the chunking): gzip is sent as Content-Encoding.
+    transfer = request.headers.get("transfer-encoding", "").replace(" ", "").lower()
+    if transfer not in ("", "chunked"):
+        raise UnsupportedMediaType(
+            f"unsupported Transfer-Encoding {transfer[:80]!r}: send chunked or nothing, and a "
+            "compressed body with Content-Encoding: gzip"
         )
     encoding = request.headers.get("content-encoding", "").strip().lower()
     if encoding not in ENCODINGS:
