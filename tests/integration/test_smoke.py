@@ -68,3 +68,29 @@ def test_a_management_route_for_a_name_import_keeps_the_body_cap(server: Server)
         "/v2/alice/import", content=big, headers={"Content-Type": "application/x-ndjson"}
     )
     assert upload.status_code == 401, upload.text
+
+
+def test_a_request_without_a_valid_token_gets_401_before_its_body_is_judged(
+    server: Server,
+) -> None:
+    """A malformed body or parameter sent with no token (or a wrong one) is answered 401, as
+    any other request without one is: the body is not judged for a caller not let in."""
+    alice = server.user("alice")
+    for client in (server.client(), server.client("ep_not-a-token")):
+        for method, path, body in (
+            ("POST", "/v2/packages/alice", b"{bad"),
+            ("POST", "/v2/packages/alice", b'{"name": 1}'),
+            ("GET", "/v2/packages/alice?per_page=abc", None),
+            ("POST", "/api/v1/organizations", b"\xff\xfe"),
+        ):
+            response = client.request(
+                method, path, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 401, (method, path, body, response.text)
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+    # With a token, the same requests are judged on their bodies.
+    response = alice.post(
+        "/v2/packages/alice", content=b"{bad", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["message"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from eventport.api.errors import Unauthorized
 from eventport.control import accounts
@@ -31,6 +32,33 @@ def current_user(
     if user is None:
         raise Unauthorized("invalid or revoked API token")
     return user
+
+
+async def refused_caller(request: Request) -> Unauthorized | None:
+    """For a request refused before its route runs (a body or parameter FastAPI could not
+    read): the 401 its caller gets first, if the route takes a token and the request's is
+    missing, wrong or revoked (a malformed body sent with no token was answered 400); None
+    otherwise."""
+    if not _takes_token(request.scope.get("route")):
+        return None
+    try:
+        await run_in_threadpool(current_user, control_db(request), await bearer(request))
+    except Unauthorized as exc:
+        return exc
+    return None
+
+
+def _takes_token(route: Any) -> bool:
+    """Whether ``route`` (a matched route, or None) depends on :func:`current_user`."""
+    pending = [getattr(route, "dependant", None)]
+    while pending:
+        dependant = pending.pop()
+        if dependant is None:
+            continue
+        if dependant.call is current_user:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
 
 
 Db = Annotated[ControlDatabase, Depends(control_db)]

@@ -153,14 +153,20 @@ def install(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return error_response(status_of(exc), exc.message, exc.code)
 
+    from eventport.api.deps import refused_caller  # deps raises this module's errors
+
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := await refused_caller(request)) is not None:  # 401 comes first
+            return error_response(401, refused.message, refused.code)
         problems = list(dict.fromkeys(_describe(e) for e in exc.errors()))
         return error_response(400, "; ".join(problems[:5]), BadRequest.code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            if (refused := await refused_caller(request)) is not None:
+                return error_response(401, refused.message, refused.code)
             # FastAPI's bare "There was an error parsing the body": say what was wrong with it.
             reason = {
                 UnicodeDecodeError: "it is not UTF-8 text",
