@@ -485,6 +485,25 @@ def test_imports_go_on_while_an_export_streams(event_store: EventStore) -> None:
     assert event_store.count(owner_id=OWNER) == 202
 
 
+def test_a_request_s_aggregates_count_one_snapshot(small_windows: EventStore) -> None:
+    """The breakdowns of one request count the same events, though a write commits between
+    them: the events moved to another day after by-total was counted are still counted where
+    they were by by-version (before, each breakdown read its own snapshot)."""
+    store = small_windows
+    before = [ev(f"s{i}", at(2025, 1, 3, 12), package_id=P1, version="1.0") for i in range(4)]
+    write(store, OWNER, before, "import-1")
+    kinds: list[tuple[Rollup, str]] = [("daily", "by-total"), ("daily", "by-version")]
+    stream = store.aggregates(QUERY, kinds)
+    first = next(stream)
+    assert (first[0], first[1].breakdown, first[1].total) == ("daily", "by-total", 4)
+    moved = [{**event, "time": at(2025, 1, 20, 12)} for event in before]
+    in_thread(lambda: write(store, OWNER, moved, "import-2"))  # the same ids, another day
+    rest = [(rollup, row.breakdown, row.date, row.total) for rollup, row in stream]
+    assert rest == [("daily", "by-version", date(2025, 1, 3), 4)]
+    after = [(r.breakdown, r.date, r.total) for _, r in store.aggregates(QUERY, kinds)]
+    assert after == [("by-total", date(2025, 1, 20), 4), ("by-version", date(2025, 1, 20), 4)]
+
+
 def test_closing_an_export_early_releases_it(event_store: EventStore) -> None:
     # Enough events that the store is still sending when the reader stops.
     big = [{**event, "user_agent": "x" * 200} for event in many_events(20_000)]

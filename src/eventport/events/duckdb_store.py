@@ -1218,11 +1218,16 @@ class DuckDBEventStore:
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
     ) -> Iterator[AggregateRow]:
-        check_aggregate(rollup, breakdown)
+        return (row for _, row in self.aggregates(query, [(rollup, breakdown)]))
+
+    def aggregates(
+        self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]]
+    ) -> Iterator[tuple[Rollup, AggregateRow]]:
+        for rollup, breakdown in kinds:
+            check_aggregate(rollup, breakdown)
         params = _selection_params(query)
         self._connection()
-        rows = self._aggregate(query, rollup, breakdown, params)
-        return _within_memory(rows, self._memory_limit)
+        return _within_memory(self._aggregates(query, kinds, params), self._memory_limit)
 
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         with self._lock:
@@ -1472,12 +1477,17 @@ class DuckDBEventStore:
             if reading:
                 self._pool.read_ended()
 
-    def _aggregate(
-        self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
-    ) -> Iterator[AggregateRow]:
+    def _aggregates(
+        self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]], params: dict[str, object]
+    ) -> Iterator[tuple[Rollup, AggregateRow]]:
+        """Every aggregate of ``kinds`` counted in one snapshot: a request's breakdowns then
+        count the same events, though imports commit while they are counted."""
         if not (query.package_ids or query.pixel_ids):
             return
-        yield from self._aggregate_in_parts(query, rollup, breakdown, params)
+        with self._snapshot_readers(query, self._export_workers) as cursors:
+            for rollup, breakdown in kinds:
+                for row in self._aggregate_in_parts(cursors, query, rollup, breakdown, params):
+                    yield rollup, row
 
     def _variable_items(
         self,
@@ -1503,65 +1513,69 @@ class DuckDBEventStore:
         return items
 
     def _aggregate_in_parts(
-        self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, object]
+        self,
+        cursors: list[duckdb.DuckDBPyConnection],
+        query: EventQuery,
+        rollup: Rollup,
+        breakdown: str,
+        params: dict[str, object],
     ) -> Iterator[AggregateRow]:
         """The aggregate counted in parts of its range cut where periods begin, on a few
-        cursors of one snapshot, side by side: one query runs on one thread (see
+        cursors of one snapshot (``cursors``), side by side: one query runs on one thread (see
         :func:`default_export_workers`). The parts are planned from the range's events per
         hour, so that each counts at most ``aggregate_events`` events (a period with more is
         counted in shards of its origins, side by side too): a part's table of distinct
         origins then fits the buffer pool however long the range (before, the range was cut
         in as many parts as cursors, and a year of 10M events by month and client needed more
         than 64 MB). Each part's rows come out in order and after the previous part's."""
-        with self._snapshot_readers(query, self._export_workers) as cursors:
-            hours = _run(cursors[0], _EXPORT_PLAN, params)
-            artifacts: list[str] | None = None  # by-variable's rows name their artifacts
-            statements: dict[bool, str]  # whole parts (False) and shards (True)
-            if breakdown == "by-variable":
-                items = self._variable_items(cursors, rollup, params)
-                statements = {
-                    sharded: _BY_VARIABLE.format(items=items, in_shard=_in_shard("i", sharded))
-                    for sharded in (False, True)
-                }
-            else:
-                statements = {s: _aggregate_sql(rollup, breakdown, s) for s in (False, True)}
-                artifacts = _artifacts(query)
-            parts = plan_counted_parts(
-                hours,
-                query.start,
-                query.end,
-                rollup,
-                budget=self._aggregate_events,
-                workers=len(cursors),
+        hours = _run(cursors[0], _EXPORT_PLAN, params)
+        artifacts: list[str] | None = None  # by-variable's rows name their artifacts
+        statements: dict[bool, str]  # whole parts (False) and shards (True)
+        if breakdown == "by-variable":
+            items = self._variable_items(cursors, rollup, params)
+            statements = {
+                sharded: _BY_VARIABLE.format(items=items, in_shard=_in_shard("i", sharded))
+                for sharded in (False, True)
+            }
+        else:
+            statements = {s: _aggregate_sql(rollup, breakdown, s) for s in (False, True)}
+            artifacts = _artifacts(query)
+        parts = plan_counted_parts(
+            hours,
+            query.start,
+            query.end,
+            rollup,
+            budget=self._aggregate_events,
+            workers=len(cursors),
+        )
+        counted: WindowPipeline[pa.Table] = WindowPipeline(cursors)
+        shards = deque(
+            (
+                statements[part.shards > 1],
+                params
+                | {"start": _utc_text(part.low), "end": _utc_text(part.high)}
+                | ({"shards": part.shards, "shard": shard} if part.shards > 1 else {}),
             )
-            counted: WindowPipeline[pa.Table] = WindowPipeline(cursors)
-            shards = deque(
-                (
-                    statements[part.shards > 1],
-                    params
-                    | {"start": _utc_text(part.low), "end": _utc_text(part.high)}
-                    | ({"shards": part.shards, "shard": shard} if part.shards > 1 else {}),
-                )
-                for part in parts
-                for shard in range(part.shards)
-            )
+            for part in parts
+            for shard in range(part.shards)
+        )
 
-            def start_shards() -> None:
-                while shards and not counted.full:
-                    counted.submit(_counted_shard, *shards.popleft())
+        def start_shards() -> None:
+            while shards and not counted.full:
+                counted.submit(_counted_shard, *shards.popleft())
 
-            try:
-                start_shards()
-                for part in parts:  # its shards finish in the order they started
-                    tables = []
-                    for _ in range(part.shards):
-                        tables.append(counted.take_oldest())
-                        start_shards()  # before handing this one on, so that they overlap
-                    table = tables[0] if len(tables) == 1 else _added_up(tables)
-                    for batch in table.to_batches():
-                        yield from _aggregate_rows(batch, breakdown, artifacts)
-            finally:
-                counted.stop()
+        try:
+            start_shards()
+            for part in parts:  # its shards finish in the order they started
+                tables = []
+                for _ in range(part.shards):
+                    tables.append(counted.take_oldest())
+                    start_shards()  # before handing this one on, so that they overlap
+                table = tables[0] if len(tables) == 1 else _added_up(tables)
+                for batch in table.to_batches():
+                    yield from _aggregate_rows(batch, breakdown, artifacts)
+        finally:
+            counted.stop()
 
     def _before_commit(self) -> None:
         """Runs inside ``write_batch``'s transaction after every write; tests make it fail."""

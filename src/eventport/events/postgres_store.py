@@ -759,9 +759,14 @@ class PostgresEventStore:
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
     ) -> Iterator[AggregateRow]:
-        check_aggregate(rollup, breakdown)
-        params = _selection_params(query)
-        return self._aggregate(query, rollup, breakdown, params)
+        return (row for _, row in self.aggregates(query, [(rollup, breakdown)]))
+
+    def aggregates(
+        self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]]
+    ) -> Iterator[tuple[Rollup, AggregateRow]]:
+        for rollup, breakdown in kinds:
+            check_aggregate(rollup, breakdown)
+        return self._aggregates(query, kinds, _selection_params(query))
 
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         with self._pool.connection() as conn:
@@ -864,36 +869,19 @@ class PostgresEventStore:
                 if lines:
                     yield from _csv_batches(lines, schema)
 
-    def _aggregate(
-        self, query: EventQuery, rollup: Rollup, breakdown: str, params: dict[str, Any]
-    ) -> Iterator[AggregateRow]:
+    def _aggregates(
+        self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]], params: dict[str, Any]
+    ) -> Iterator[tuple[Rollup, AggregateRow]]:
+        """Every aggregate of ``kinds`` counted in one snapshot: a request's breakdowns then
+        count the same events, though imports commit while they are counted."""
         if not (query.package_ids or query.pixel_ids):
             return
         with self._snapshot(query, params) as (conn, ranges):
             if not ranges:
                 return
-            if breakdown != "by-variable":
-                statement = _aggregate_sql(rollup, breakdown, ranges)
-            else:
-                items = _items_sql(rollup, ranges)
-                escaped = [
-                    row[0] for row in conn.execute(_ESCAPED_ITEMS.format(items=items), params)
-                ]
-                pairs = [variable_pair(item) for item in escaped]
-                params = params | {
-                    "items": escaped,
-                    "variables": [pair[0].encode() for pair in pairs],
-                    "values": [pair[1].encode() for pair in pairs],
-                }
-                statement = _BY_VARIABLE.format(items=items)
-            with conn.cursor("eventport_aggregate", binary=True) as cursor:
-                cursor.execute(statement, params)
-                while rows := cursor.fetchmany(10_000):
-                    for row in rows:
-                        values = row[2:-2]
-                        if breakdown == "by-variable":
-                            values = tuple(bytes(v).decode() for v in values)
-                        yield AggregateRow(row[0], row[1], breakdown, values, row[-2], row[-1])
+            for rollup, breakdown in kinds:
+                for row in _aggregate_rows(conn, ranges, rollup, breakdown, params):
+                    yield rollup, row
 
     @staticmethod
     def _column_sql(name: str, type_: ColumnType, nullable: bool) -> sql.Composable:
@@ -996,3 +984,33 @@ def _copy_csv(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return sink.getvalue()
+
+
+def _aggregate_rows(
+    conn: Connection,
+    ranges: int,
+    rollup: Rollup,
+    breakdown: str,
+    params: dict[str, Any],
+) -> Iterator[AggregateRow]:
+    """One aggregate's rows, read in the snapshot of ``conn``'s transaction."""
+    if breakdown != "by-variable":
+        statement = _aggregate_sql(rollup, breakdown, ranges)
+    else:
+        items = _items_sql(rollup, ranges)
+        escaped = [row[0] for row in conn.execute(_ESCAPED_ITEMS.format(items=items), params)]
+        pairs = [variable_pair(item) for item in escaped]
+        params = params | {
+            "items": escaped,
+            "variables": [pair[0].encode() for pair in pairs],
+            "values": [pair[1].encode() for pair in pairs],
+        }
+        statement = _BY_VARIABLE.format(items=items)
+    with conn.cursor("eventport_aggregate", binary=True) as cursor:
+        cursor.execute(statement, params)
+        while rows := cursor.fetchmany(10_000):
+            for row in rows:
+                values = row[2:-2]
+                if breakdown == "by-variable":
+                    values = tuple(bytes(v).decode() for v in values)
+                yield AggregateRow(row[0], row[1], breakdown, values, row[-2], row[-1])

@@ -234,6 +234,15 @@ class EventStore(Protocol):
         :mod:`eventport.export.query` for the counting rules."""
         ...
 
+    def aggregates(
+        self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]]
+    ) -> Iterator[tuple[Rollup, AggregateRow]]:
+        """:meth:`aggregate` of each ``(rollup, breakdown)`` of ``kinds`` in turn, each row with
+        its rollup, all counted in one snapshot of the store: the breakdowns of one request
+        count the same events while imports commit (each read alone, by-total could count an
+        event where by-version no longer did)."""
+        ...
+
     def checkpoint(self, import_id: str) -> Checkpoint | None:
         """The last committed checkpoint of an import, or None when it has none."""
         ...

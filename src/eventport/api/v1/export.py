@@ -40,7 +40,7 @@ from eventport.control.pixels import list_pixels
 from eventport.domain.access import Access
 from eventport.export.csv import V1_LAYOUT
 from eventport.export.dates import MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
-from eventport.export.query import AggregateRow
+from eventport.export.query import AggregateRow, Rollup
 
 router = APIRouter(prefix="/api/v1", tags=["v1 data export"], responses=documented_as_json(503))
 
@@ -94,9 +94,10 @@ def _aggregates(
     def lines() -> Iterator[dict[str, Any]]:
         if selection.empty:
             return
-        for name, (breakdown, _) in V1_BREAKDOWNS.items():
-            for row in events.aggregate(query, "daily", breakdown):
-                yield aggregate_v1(name, row)
+        kinds: list[tuple[Rollup, str]] = [("daily", b) for b, _ in V1_BREAKDOWNS.values()]
+        names = {breakdown: name for name, (breakdown, _) in V1_BREAKDOWNS.items()}
+        for _, row in events.aggregates(query, kinds):  # one snapshot for every breakdown
+            yield aggregate_v1(names[row.breakdown], row)
 
     return ClosingStream(ndjson(primed(lines(), AGGREGATE_ROWS_AHEAD)), NDJSON)
 

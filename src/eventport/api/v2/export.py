@@ -325,10 +325,7 @@ def ndjson(lines: Iterable[dict[str, Any]], lines_per_chunk: int = 1000) -> Iter
 def aggregate_rows(
     events: EventStore, query: EventQuery, rollups: Iterable[Rollup], breakdowns: Iterable[str]
 ) -> Iterator[tuple[Rollup, AggregateRow]]:
-    for rollup in rollups:
-        for breakdown in breakdowns:
-            for row in events.aggregate(query, rollup, breakdown):
-                yield rollup, row
+    yield from events.aggregates(query, [(r, b) for r in rollups for b in breakdowns])
 
 
 def aggregate_line(rollup: str, row: AggregateRow) -> dict[str, Any]:
