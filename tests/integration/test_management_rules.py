@@ -4,6 +4,8 @@ that must keep what they do not name, and who may detach a pixel."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import Server
 from tests.integration.test_api_v2 import create_org, create_package, expect
 
@@ -108,3 +110,36 @@ def test_names_and_addresses_that_cannot_work_are_refused(server: Server) -> Non
     assert expect(alice.get("/v2/packages/alice"), 200)["results"] == []
     kept = {"name": "left-pad", "type": "npm", "website": "localhost:8080/docs"}
     assert expect(alice.post("/v2/packages/alice", json=kept), 201)["website"] == kept["website"]
+
+
+def test_only_the_namespace_s_owners_and_admins_block_or_unblock(server: Server) -> None:
+    """A package's admin grant lets its holder grant and revoke access, but not block (an
+    outsider holding it blocked an organization's admin out of the package, who could then
+    neither see nor undo it) nor lift a block the organization set."""
+    alice, bob, dave = server.user("alice"), server.user("bob"), server.user("dave")
+    carol = server.user("carol")
+    create_org(alice, "acme")
+    for name, role in (("bob", "admin"), ("carol", "member")):
+        member = {"username": name, "role": role}
+        expect(alice.post("/v2/organizations/acme/members", json=member), 201)
+    package = create_package(alice, "acme", "acme-cli")
+    v1 = f"/api/v1/packages/{package['id']}/permissions"
+    url = f"/v2/packages/acme/{package['id']}"
+
+    def grant(client: Any, user: str, level: str) -> Any:
+        return client.post(v1, json={"userQuery": user, "permissionLevel": level})
+
+    def answered(response: Any, status: int, words: str = "") -> None:  # v1: not Scarf's v2
+        assert response.status_code == status, response.text
+        assert words in response.text
+
+    answered(grant(alice, "dave", "admin"), 200)  # dave is no member of acme
+    answered(grant(dave, "bob", "blocked"), 403, "may block")
+    expect(bob.get(url), 200)  # bob still sees it
+    answered(grant(dave, "carol", "admin"), 200)  # granting stays open to the grant's holder
+    answered(grant(alice, "carol", "blocked"), 200)
+    answered(grant(dave, "carol", "default"), 403, "lift a block")
+    answered(dave.delete(f"{url}/permissions/carol"), 403, "lift a block")
+    expect(carol.get(url), 404)  # still blocked
+    answered(grant(bob, "carol", "default"), 200)  # the organization's admin may
+    expect(carol.get(url), 200)

@@ -21,7 +21,7 @@ from eventport.control.models import (
 )
 from eventport.domain import names
 from eventport.domain.access import ROLE_ACCESS, Access, OrgRole, PermissionLevel, package_access
-from eventport.domain.errors import InvalidInput, NotFound
+from eventport.domain.errors import Forbidden, InvalidInput, NotFound
 
 PACKAGE_TYPES = ("docker", "file", "python", "npm", "hackage", "other")
 DEFAULT_PYTHON_REPOSITORY = "https://pypi.org/simple/"
@@ -384,6 +384,7 @@ def set_permission(
             code="cannot-change-owner",
         )
     row = session.get(PackagePermission, (package.id, user.id))
+    _require_blocking_right(session, actor, package, level, row)
     if level is PermissionLevel.DEFAULT:
         # "default" means no explicit permission: whatever the owner's roles give.
         if row is not None:
@@ -399,6 +400,27 @@ def set_permission(
     return row
 
 
+def _require_blocking_right(
+    session: Session,
+    actor: Account,
+    package: Package,
+    level: PermissionLevel,
+    row: PackagePermission | None,
+) -> None:
+    """Blocking a user, or lifting a block, is for the owners and admins of the package's
+    namespace: a package's ``admin`` grant does not reach so far (its holder could otherwise
+    block an organization's admins out of the package, or let back in whom its owner
+    blocked)."""
+    blocked = PermissionLevel.BLOCKED.value
+    if (level.value == blocked) == (row is not None and row.level == blocked):
+        return  # no block is set or lifted
+    if namespace_access(session, actor, package.owner) < Access.ADMIN:
+        raise Forbidden(
+            f"only the owners and admins of {package.owner.name!r} may block a user from its "
+            "packages or lift a block"
+        )
+
+
 def delete_permission(session: Session, actor: Account, package: Package, username: str) -> None:
     require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
     user = account_by_name(session, username)
@@ -412,6 +434,7 @@ def delete_permission(session: Session, actor: Account, package: Package, userna
     row = session.get(PackagePermission, (package.id, user.id))
     if row is None:
         raise NotFound(f"{username!r} has no permission on this package")
+    _require_blocking_right(session, actor, package, PermissionLevel.DEFAULT, row)
     session.delete(row)
     session.flush()
 
