@@ -1001,11 +1001,10 @@ def test_tracking_pixels(server: Server) -> None:
     expect(alice.delete(f"{base}/{docs['id']}"), 404)
     assert [p["name"] for p in expect(alice.get(base), 200)["results"]] == ["readme"]
 
-    # Deleting the package keeps the pixel, now on its own.
+    # Deleting the package deletes the pixels attached to it (freed, they would follow the
+    # namespace's access: see test_management_rules.py).
     expect(alice.delete(f"/v2/packages/alice/{package['id']}"), 204)
-    orphan = expect(alice.get(f"{base}/{readme['id']}"), 200)
-    assert "package" not in orphan
-    assert orphan["name"] == "readme"
+    expect(alice.get(f"{base}/{readme['id']}"), 404)
 
 
 def test_a_pixel_only_joins_a_package_of_its_own_owner(server: Server) -> None:

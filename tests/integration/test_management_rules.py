@@ -143,3 +143,30 @@ def test_only_the_namespace_s_owners_and_admins_block_or_unblock(server: Server)
     expect(carol.get(url), 404)  # still blocked
     answered(grant(bob, "carol", "default"), 200)  # the organization's admin may
     expect(carol.get(url), 200)
+
+
+def test_deleting_a_package_deletes_its_pixels(server: Server) -> None:
+    """A pixel attached to a deleted package went free, and with it the events it recorded as
+    the package's, to users the package was kept from (one blocked on it got the pixel, its
+    past events and the right to change it)."""
+    alice, bob = server.user("alice"), server.user("bob")
+    create_org(alice, "acme")
+    expect(
+        alice.post("/v2/organizations/acme/members", json={"username": "bob", "role": "admin"}), 201
+    )
+    package = create_package(alice, "acme", "secret-cli")
+    pixel = expect(
+        alice.post(
+            "/v2/tracking-pixels/acme", json={"name": "secret", "package_id": package["id"]}
+        ),
+        201,
+    )
+    block = {"userQuery": "bob", "permissionLevel": "blocked"}
+    assert (
+        alice.post(f"/api/v1/packages/{package['id']}/permissions", json=block).status_code == 200
+    )
+    expect(bob.get(f"/v2/tracking-pixels/acme/{pixel['id']}"), 404)
+    expect(alice.delete(f"/v2/packages/acme/{package['id']}"), 204)
+    expect(bob.get(f"/v2/tracking-pixels/acme/{pixel['id']}"), 404)
+    expect(alice.get(f"/v2/tracking-pixels/acme/{pixel['id']}"), 404)
+    assert expect(alice.get("/v2/tracking-pixels/acme"), 200)["results"] == []

@@ -17,6 +17,7 @@ from eventport.control.models import (
     PackageDomain,
     PackagePermission,
     PackageRoute,
+    TrackingPixel,
     utcnow,
 )
 from eventport.domain import names
@@ -323,7 +324,15 @@ def update_package(
 
 
 def delete_package(session: Session, actor: Account, package: Package) -> None:
+    """The package goes with what belongs to it: its routes, domains and permissions, and the
+    tracking pixels attached to it. Freed instead, a pixel (and the events it recorded as the
+    package's) would follow the namespace's access, and reach users the package was kept from
+    (one blocked on it)."""
     require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    for pixel in session.scalars(
+        select(TrackingPixel).where(TrackingPixel.package_id == package.id)
+    ):
+        session.delete(pixel)
     session.delete(package)
     session.flush()
 
