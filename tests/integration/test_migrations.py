@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from eventport.control import accounts
@@ -117,5 +120,30 @@ def test_event_settings_migration_keeps_existing_rows(fresh_url: str) -> None:
             user = accounts.authenticate(s, "ep_old")
             assert user is not None
             assert (user.exclude_bots, user.excluded_user_agents) == (True, [])
+    finally:
+        db.dispose()
+
+
+def test_processes_starting_together_migrate_one_at_a_time(fresh_url: str) -> None:
+    """Servers and workers started at once on a new PostgreSQL database each migrate it at
+    start: they take turns (before, 1-2 of 3 died on alembic_version's unique key)."""
+    if not fresh_url.startswith("postgresql"):
+        pytest.skip("one process migrates an embedded (SQLite) store")
+    script = (
+        "import sys; from eventport.control.database import ControlDatabase; "
+        "ControlDatabase(sys.argv[1]).migrate()"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, fresh_url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, errors
+    db = ControlDatabase(fresh_url)
+    try:
+        with db.engine.connect() as connection:
+            (version,) = connection.execute(text("SELECT version_num FROM alembic_version")).one()
+        head = ScriptDirectory.from_config(alembic_config(db.engine)).get_current_head()
+        assert version == head
     finally:
         db.dispose()
