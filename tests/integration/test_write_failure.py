@@ -98,7 +98,11 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     (entry,) = [e for e in full_log(alice, "alice", started["id"]) if e["type"] != "progress"]
     assert entry["type"] == "attempt-failed"
     assert entry["class"] == "warning"
-    assert "attempt 1 of 5" in entry["human_friendly_message"]
+    # It committed a batch: no attempt in a row without one counts against the import.
+    assert (
+        "attempt 1 stopped (0 of 5 in a row without a committed batch)"
+        in entry["human_friendly_message"]
+    )
     assert "an error (InjectedFailure)" in entry["human_friendly_message"]
     assert "10.1.2.3" not in entry["human_friendly_message"]  # the server log has the text
 
@@ -149,8 +153,9 @@ def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server
     assert server.app.state.events.count(import_id=started["id"]) == 0
     log = full_log(alice, "alice", started["id"])
     logged = [e for e in log if e["type"] == "attempt-failed"]
-    assert [e["human_friendly_message"].split(" stopped")[0] for e in logged] == [
-        f"attempt {n} of {MAX_ATTEMPTS}" for n in range(1, MAX_ATTEMPTS + 1)
+    assert [e["human_friendly_message"].split(":")[0] for e in logged] == [
+        f"attempt {n} stopped ({n} of {MAX_ATTEMPTS} in a row without a committed batch)"
+        for n in range(1, MAX_ATTEMPTS + 1)
     ]
     # Nothing was committed, so nothing of the lines is logged (a progress entry of the batch
     # whose write failed said it was imported).
@@ -176,7 +181,10 @@ def test_an_upload_missing_from_the_spool_is_named_in_the_log(server: Server) ->
     (entry,) = [e for e in full_log(alice, "alice", started["id"]) if e["type"] != "progress"]
     assert entry["type"] == "attempt-failed"
     message = entry["human_friendly_message"]
-    assert message.startswith("attempt 1 of 5 stopped: the upload's file is not in this worker")
+    assert message.startswith(
+        "attempt 1 stopped (1 of 5 in a row without a committed batch): the upload's file is "
+        "not in this worker"
+    )
     assert str(server.settings.spool_dir) in message
     assert "EVENTPORT_DATA_DIR" in message
 
@@ -394,3 +402,110 @@ def test_a_batch_of_wide_events_ends_at_its_byte_bound(
         owner_id = s.scalar(select(Account.id).where(Account.name == "alice"))
     stored = sorted(row["id"] for row in server.app.state.events.rows(owner_id))
     assert stored == sorted(f"w-{n}" for n in range(EVENTS))
+
+
+class StoppingAfterEachWrite(WrappedStore):
+    """The real store; after each batch it writes, the worker is asked to stop (as a SIGTERM
+    would): the worker hands the import back at its next look."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self.worker: ImportWorker | None = None
+
+    def write_batch(self, owner_id: str, batch: Any, checkpoint: Any) -> None:
+        super().write_batch(owner_id, batch, checkpoint)
+        assert self.worker is not None
+        self.worker.stopping.set()
+
+    def commit_staged(self, staged: object, checkpoint: Any) -> None:
+        super().commit_staged(staged, checkpoint)
+        assert self.worker is not None
+        self.worker.stopping.set()
+
+
+def test_clean_hand_backs_and_attempts_that_commit_do_not_fail_an_import(server: Server) -> None:
+    """Only attempts in a row that commit nothing count against an import: handed back cleanly
+    after every batch or two (more often than MAX_ATTEMPTS), it still finishes, whole (before,
+    every claim counted, and the sixth failed the import)."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    events = BATCH * 4 * MAX_ATTEMPTS  # a claim commits a batch or two before it hands back
+    body = b"".join(
+        b'{"$time": %d, "$unique_id": "h-%d"}\n' % (1717200000 + n, n) for n in range(events)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = StoppingAfterEachWrite(server.app.state.events)
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+    store.worker = worker
+    claims = 0
+    while alice.get(f"/v2/imports/alice/{started['id']}").json()["status"] == "importing":
+        assert claims < 4 * MAX_ATTEMPTS, "the import is not progressing"
+        worker.stopping.clear()
+        finished, raised = run_in_thread(worker, timeout=30)
+        assert (finished, raised) == (True, None)
+        claims += 1
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done", done.get("failure_reason")
+    assert counts(done) == (events, events, 0)
+    assert claims > MAX_ATTEMPTS
+    assert server.app.state.events.count(import_id=started["id"]) == events
+
+
+def test_a_worker_that_cannot_read_an_upload_leaves_it_to_the_others(server: Server) -> None:
+    """Handed back at once (not held until its lease runs out) and not claimed again by that
+    worker for a while: a worker that can read the upload takes it."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", b'{"$time": 1717200000}\n')
+    spooled = server.settings.spool_dir / f"{started['id']}.upload"
+    hidden = spooled.with_suffix(".away")
+    spooled.rename(hidden)  # as for a worker with another data dir
+    store = server.app.state.events
+    blind = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+    assert blind.run_once() is True
+    assert blind.run_once() is False  # left to the others, not claimed again at once
+    hidden.rename(spooled)
+    seeing = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+    assert seeing.run_once() is True  # at once: no lease to wait out
+    done = wait_finished(alice, "alice", started["id"])
+    assert (done["status"], counts(done)) == ("done", (1, 1, 0))
+
+
+class FailingEverySecondWrite(WrappedStore):
+    """The real store, whose every second write fails (and leaves nothing of its batch)."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self.writes = 0
+
+    def before_write(self) -> None:
+        self.writes += 1
+        if self.writes % 2 == 0:
+            raise InjectedFailure("every second write fails (injected)")
+
+
+def test_attempts_that_fail_after_committing_do_not_fail_an_import(server: Server) -> None:
+    """Each attempt commits a batch and then fails: more attempts than MAX_ATTEMPTS, yet each
+    made progress, so the import finishes, whole."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    events = BATCH * (MAX_ATTEMPTS + 2)
+    body = b"".join(
+        b'{"$time": %d, "$unique_id": "f-%d"}\n' % (1717200000 + n, n) for n in range(events)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = FailingEverySecondWrite(server.app.state.events)
+    lease = timedelta(seconds=0.3)
+    claims = 0
+    while alice.get(f"/v2/imports/alice/{started['id']}").json()["status"] == "importing":
+        assert claims < 4 * MAX_ATTEMPTS, "the import is not progressing"
+        worker = ImportWorker(server.control, store, lease=lease, chunk_lines=BATCH)
+        if worker.run_once():
+            claims += 1
+        else:
+            time.sleep(0.1)  # the failed attempt's lease runs out
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done", done.get("failure_reason")
+    assert counts(done) == (events, events, 0)
+    assert claims > MAX_ATTEMPTS
+    assert server.app.state.events.count(import_id=started["id"]) == events

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any
@@ -118,7 +118,9 @@ def request_abort(session: Session, actor: Account, owner: str, import_id: str) 
 # --- workers ---------------------------------------------------------------------------------
 
 
-def claim_next(session: Session, worker: str, lease: timedelta) -> Import | None:
+def claim_next(
+    session: Session, worker: str, lease: timedelta, skip: Collection[str] = ()
+) -> Import | None:
     """Take the oldest waiting import, or a running one whose worker stopped renewing its lease,
     of an owner none of whose older imports is waiting or running.
 
@@ -130,7 +132,7 @@ def claim_next(session: Session, worker: str, lease: timedelta) -> Import | None
     write it), but the warnings were lost and which import's event stayed was left to chance.
 
     The claim is a compare-and-set UPDATE, so two workers never hold the same import, on
-    SQLite and PostgreSQL alike.
+    SQLite and PostgreSQL alike. Imports in ``skip`` are left to other workers.
     """
     now = utcnow()
     older = aliased(Import)
@@ -144,6 +146,8 @@ def claim_next(session: Session, worker: str, lease: timedelta) -> Import | None
         (Import.state == "waiting")
         | ((Import.state == "running") & (Import.lease_expires_at < now))
     ) & first_of_its_owner
+    if skip:
+        claimable = claimable & Import.id.not_in(list(skip))
     candidates = session.scalars(
         select(Import.id).where(claimable).order_by(Import.created_at, Import.id).limit(5)
     ).all()
@@ -179,14 +183,29 @@ def renew_lease(session: Session, import_id: str, worker: str, lease: timedelta)
     return not session.scalar(select(Import.abort_requested).where(Import.id == import_id))
 
 
-def release(session: Session, import_id: str, worker: str) -> None:
-    """Hand a running import back (on shutdown) so the next worker resumes it at once."""
+def release(session: Session, import_id: str, worker: str, *, failed: bool = False) -> None:
+    """Hand a running import back so the next worker resumes it at once: on shutdown (not an
+    attempt that failed: it is not counted), or ``failed`` (counted)."""
     session.execute(
         update(Import)
         .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
-        .values(state="waiting", lease_owner=None, lease_expires_at=None, updated_at=utcnow())
+        .values(
+            state="waiting",
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+            attempts=Import.attempts - (0 if failed else 1),
+        )
         .execution_options(synchronize_session=False)
     )
+
+
+def stalled_attempts(session: Session, import_id: str) -> int:
+    """Attempts since the last one that committed a batch (that one not counted)."""
+    row = session.execute(
+        select(Import.attempts, Import.progress_attempt).where(Import.id == import_id)
+    ).one()
+    return int(row[0] - row[1])
 
 
 def still_wanted(session: Session, import_id: str, worker: str) -> bool:
@@ -215,11 +234,17 @@ class Progress:
     do_not_track: int = 0
 
 
-def record_progress(session: Session, import_id: str, worker: str, progress: Progress) -> bool:
+def record_progress(
+    session: Session, import_id: str, worker: str, progress: Progress, *, committed: bool = True
+) -> bool:
+    """The counts of the import's last checkpoint; ``committed``: this attempt committed it
+    (not one it resumed from), so the attempts before it no longer count against the import."""
+    extra = {"progress_attempt": Import.attempts} if committed else {}
     result = session.execute(
         update(Import)
         .where(Import.id == import_id, Import.lease_owner == worker)
         .values(
+            **extra,
             lines_processed=progress.lines_processed,
             bytes_processed=progress.bytes_processed,
             events_total=progress.events_total,

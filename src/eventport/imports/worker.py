@@ -14,6 +14,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,7 +55,9 @@ from eventport.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # in a row that commit nothing: then the import fails
+# A worker that cannot read an import's upload leaves it to the other workers this long.
+UNREADABLE_SKIP_SECONDS = 60.0
 _START = (1, 0, 0, 0, 0, 0, 0, 0, 0)  # an import's checkpoint before its first line
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 ABORT_POLL_SECONDS = 0.25
@@ -137,7 +140,7 @@ class TargetGone(Exception):
         )
 
 
-def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
+def _attempt_failed(attempt: int, stalled: int, exc: Exception) -> LogEntry:
     """The log entry of an attempt ``exc`` stopped. Its message is not quoted (it may quote
     input, such as an address), only its type, or the system's words for a full disk."""
     full = no_room(exc)
@@ -153,8 +156,9 @@ def _attempt_failed(attempt: int, exc: Exception) -> LogEntry:
         "warning",
         ATTEMPT_FAILED,
         f"{ATTEMPT_FAILED}-{attempt}",  # one entry each: (import, line 0, code) is unique
-        f"attempt {attempt} of {MAX_ATTEMPTS} stopped: {cause}; a worker resumes the import "
-        "from its last committed batch once this attempt's lease runs out",
+        f"attempt {attempt} stopped ({stalled} of {MAX_ATTEMPTS} in a row without a committed "
+        f"batch): {cause}; a worker resumes the import from its last committed batch once "
+        "this attempt's lease runs out",
     )
 
 
@@ -374,6 +378,7 @@ class ImportWorker:
         # Big enough batches let DuckDB skip its write-ahead log (bench/event_store.py).
         self.chunk_lines = chunk_lines or events.capabilities.preferred_batch_rows
         self.stopping = threading.Event()
+        self._unreadable: dict[str, float] = {}  # import id -> monotonic time to claim it again
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Work until ``stop`` is set; idle workers look for new imports twice a second."""
@@ -393,18 +398,21 @@ class ImportWorker:
 
     def run_once(self) -> bool:
         """Claim and process one import; False when there was nothing to claim."""
+        now = time.monotonic()
+        self._unreadable = {i: until for i, until in self._unreadable.items() if until > now}
         with self.control.session() as s:
-            row = control_imports.claim_next(s, self.name, self.lease)
+            row = control_imports.claim_next(s, self.name, self.lease, self._unreadable)
         if row is None:
             return False
-        if row.attempts > MAX_ATTEMPTS:
+        if row.attempts - row.progress_attempt > MAX_ATTEMPTS:
             with self.control.session() as s:
                 self._end_log_at_commit(s, row)
             self._finish(
                 row,
                 "failed",
-                f"gave up after {MAX_ATTEMPTS} attempts that did not finish (stopped by errors "
-                "of the server or by its end; the import's log and the server's log say more)",
+                f"gave up after {MAX_ATTEMPTS} attempts in a row that committed nothing "
+                "(stopped by errors of the server or by its end; the import's log and the "
+                "server's log say more)",
             )
             return True
         try:
@@ -432,9 +440,18 @@ class ImportWorker:
             else:
                 log.exception("import %s: attempt %d stopped", row.id, row.attempts)
             try:
-                self._log(row.id, _log_rows([_attempt_failed(row.attempts, exc)]))
+                with self.control.session() as s:  # this attempt may have committed batches
+                    stalled = control_imports.stalled_attempts(s, row.id)
+                self._log(row.id, _log_rows([_attempt_failed(row.attempts, stalled, exc)]))
             except Exception:  # the control store itself may be what failed
                 log.warning("import %s: could not log the failed attempt", row.id, exc_info=True)
+            if isinstance(exc, UploadMissing):
+                # Another worker may see the file (this one has another data dir): handed back
+                # at once, and left to the others for a while (counted as an attempt all the
+                # same, so that an upload no worker can read ends the import in time).
+                self._unreadable[row.id] = time.monotonic() + UNREADABLE_SKIP_SECONDS
+                with self.control.session() as s:
+                    control_imports.release(s, row.id, self.name, failed=True)
         return True
 
     # --- one import ---------------------------------------------------------------------------
@@ -698,7 +715,7 @@ class ImportWorker:
             if not stop.is_set():
                 raise
             return True  # stopped meanwhile: the batch was rolled back, as a skipped one
-        return self._record(row, item.checkpoint)
+        return self._record(row, item.checkpoint, committed=True)
 
     def _discard(self, staged: Future[object] | None) -> None:
         """Roll back a staged batch that is not to be written (one that failed to stage left
@@ -765,7 +782,8 @@ class ImportWorker:
         with self.control.session() as s:
             control_imports.write_log_runs(s, import_id, runs)
 
-    def _record(self, row: Import, checkpoint: Checkpoint) -> bool:
+    def _record(self, row: Import, checkpoint: Checkpoint, *, committed: bool = False) -> bool:
+        """The checkpoint's counts into the control store; ``committed``: by this attempt."""
         progress = control_imports.Progress(
             lines_processed=checkpoint.line - 1,
             bytes_processed=checkpoint.source_offset,
@@ -777,7 +795,9 @@ class ImportWorker:
             do_not_track=checkpoint.do_not_track,
         )
         with self.control.session() as s:
-            return control_imports.record_progress(s, row.id, self.name, progress)
+            return control_imports.record_progress(
+                s, row.id, self.name, progress, committed=committed
+            )
 
     def _finish(self, row: Import, state: str, reason: str | None = None) -> None:
         with self.control.session() as s:
