@@ -7,9 +7,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
-from eventport.control import accounts
+from eventport.control import accounts, models
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account, Import
@@ -102,3 +103,29 @@ def test_an_aborted_waiting_import_lets_the_next_one_go(own_control: ControlData
     with own_control.session() as s:
         control_imports.request_abort(s, ana, "ana", first)
     assert _claim(own_control, "w1") == second
+
+
+def test_on_postgresql_the_database_clock_orders_imports_and_times_leases(
+    own_control: ControlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API and worker processes on hosts whose clocks differ: an upload taken by a host an hour
+    behind still runs after the one before it, and a lease taken by such a host does not look
+    run out to the others (before, each process stamped imports and leases with its own
+    clock)."""
+    if own_control.engine.dialect.name != "postgresql":
+        pytest.skip("an embedded (SQLite) store serves one host")
+    ana, ben = make_owner(own_control, "ana"), make_owner(own_control, "ben")
+    first = make_import(own_control, ana)
+    behind = models.utcnow() - timedelta(hours=1)
+    with monkeypatch.context() as slow:
+        slow.setattr(control_imports, "utcnow", lambda: behind)
+        slow.setattr(models, "utcnow", lambda: behind)
+        second = make_import(own_control, ana)
+        bens = make_import(own_control, ben)
+        assert _claim(own_control, "slow-worker") == first
+        assert _claim(own_control, "slow-worker") == bens
+    with own_control.session() as s:
+        listed = [row.id for row in s.query(Import).order_by(Import.created_at, Import.id)]
+    assert listed == [first, second, bens]
+    # Both leases are live by the database's clock: no other worker takes either.
+    assert _claim(own_control, "w2") is None

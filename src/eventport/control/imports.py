@@ -10,7 +10,7 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, delete, exists, func, select, tuple_, update
+from sqlalchemy import DateTime, Row, Select, delete, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -54,6 +54,16 @@ def ensure_capacity(session: Session, owner_id: str, limit: int) -> None:
         raise InvalidInput("too many active imports", code="too-many-active-imports")
 
 
+def clock(session: Session) -> Any:
+    """Now, for the times that order one owner's imports and time leases out: PostgreSQL's own
+    clock there, so that API and worker processes on hosts whose clocks differ still agree
+    (an upload stamped by a host 5 s behind ran beside the one before it, and its replacement
+    warnings were lost). SQLite: one host, this process's clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.clock_timestamp(type_=DateTime(timezone=True))
+    return utcnow()
+
+
 def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:
     hold_account(session, new.owner.id)  # uploads that end at once are counted one by one
     ensure_capacity(session, new.owner.id, limit)
@@ -68,6 +78,7 @@ def create_import(session: Session, actor: Account, new: NewImport, limit: int) 
         compression=new.compression,
         spool_path=new.spool_path,
         bytes_total=new.bytes_total,
+        created_at=clock(session),
     )
     session.add(row)
     session.flush()
@@ -110,7 +121,7 @@ def request_abort(session: Session, actor: Account, owner: str, import_id: str) 
     row.abort_requested = True
     if row.state == "waiting":
         row.state = "aborted"
-        row.finished_at = utcnow()
+        row.finished_at = clock(session)
     session.flush()
     return row
 
@@ -134,7 +145,7 @@ def claim_next(
     The claim is a compare-and-set UPDATE, so two workers never hold the same import, on
     SQLite and PostgreSQL alike. Imports in ``skip`` are left to other workers.
     """
-    now = utcnow()
+    now = clock(session)
     older = aliased(Import)
     first_of_its_owner = ~exists().where(
         older.owner_id == Import.owner_id,
@@ -175,7 +186,7 @@ def renew_lease(session: Session, import_id: str, worker: str, lease: timedelta)
     result = session.execute(
         update(Import)
         .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
-        .values(lease_expires_at=utcnow() + lease)
+        .values(lease_expires_at=clock(session) + lease)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -264,7 +275,7 @@ def finish(
     session: Session, import_id: str, worker: str, state: str, failure_reason: str | None = None
 ) -> bool:
     assert state in FINAL
-    now = utcnow()
+    now = clock(session)
     done = {"bytes_processed": Import.bytes_total} if state == "done" else {}
     result = session.execute(
         update(Import)
