@@ -107,8 +107,11 @@ class Settings(BaseSettings):
 
     @property
     def spool_dir(self) -> Path:
-        """Uploads wait here for a worker; each file is deleted when its import ends."""
-        return self.data_dir / "spool"
+        """Uploads wait here for a worker; each file is deleted when its import ends. Absolute
+        (an import keeps its upload's path): a relative data dir, such as the default
+        ``./eventport-data``, would otherwise name another place to a worker started in
+        another working directory with the same setting."""
+        return (self.data_dir / "spool").absolute()
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""

@@ -35,3 +35,14 @@ def test_postgres_urls_use_psycopg() -> None:
 @pytest.mark.parametrize("name", sorted(Settings.model_fields))
 def test_every_setting_is_documented(name: str) -> None:
     assert f"EVENTPORT_{name.upper()}" in README.read_text(), f"document EVENTPORT_{name.upper()}"
+
+
+def test_the_spool_is_an_absolute_path_whatever_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Imports keep their upload's path: from a relative data dir (the default), a worker in
+    another working directory would look somewhere else."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_dir=Path("eventport-data"), database_url=None)
+    assert settings.spool_dir == tmp_path / "eventport-data" / "spool"
+    assert settings.spool_dir.is_absolute()
