@@ -72,17 +72,7 @@ def writes_every_artifact(session: Session, actor: Account, account: Account) ->
     access = namespace_access(session, actor, account)
     if access is not Access.ADMIN:
         return access is Access.OWNER
-    blocked = session.scalar(
-        select(PackagePermission.package_id)
-        .join(Package, Package.id == PackagePermission.package_id)
-        .where(
-            Package.owner_id == account.id,
-            PackagePermission.user_id == actor.id,
-            PackagePermission.level == PermissionLevel.BLOCKED.value,
-        )
-        .limit(1)
-    )
-    return blocked is None
+    return not _holds_grant(session, actor, account, PermissionLevel.BLOCKED)
 
 
 def writes_some_artifact(session: Session, actor: Account, account: Account) -> bool:
@@ -90,17 +80,24 @@ def writes_some_artifact(session: Session, actor: Account, account: Account) -> 
     admin of its namespace, or the holder of an ``admin`` grant on one of its packages."""
     if namespace_access(session, actor, account) >= Access.ADMIN:
         return True
-    granted = session.scalar(
+    return _holds_grant(session, actor, account, PermissionLevel.ADMIN)
+
+
+def _holds_grant(
+    session: Session, actor: Account, account: Account, level: PermissionLevel
+) -> bool:
+    """Whether ``actor`` holds a ``level`` grant on some package of ``account``."""
+    found = session.scalar(
         select(PackagePermission.package_id)
         .join(Package, Package.id == PackagePermission.package_id)
         .where(
             Package.owner_id == account.id,
             PackagePermission.user_id == actor.id,
-            PackagePermission.level == PermissionLevel.ADMIN.value,
+            PackagePermission.level == level.value,
         )
         .limit(1)
     )
-    return granted is not None
+    return found is not None
 
 
 def package_for(session: Session, actor: Account, package_id: str, needed: Access) -> Package:

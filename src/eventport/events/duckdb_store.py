@@ -105,6 +105,7 @@ from eventport.events.store import (
     checked_batch,
     distinct_texts,
     micros_to_datetime,
+    one_aggregate,
 )
 from eventport.export.csv import CsvColumn, CsvLayout
 from eventport.export.periods import plan_counted_parts
@@ -1218,7 +1219,7 @@ class DuckDBEventStore:
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
     ) -> Iterator[AggregateRow]:
-        return (row for _, row in self.aggregates(query, [(rollup, breakdown)]))
+        return one_aggregate(self, query, rollup, breakdown)
 
     def aggregates(
         self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]]

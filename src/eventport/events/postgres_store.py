@@ -85,6 +85,7 @@ from eventport.events.store import (
     WriteInterrupted,
     batch_table,
     distinct_texts,
+    one_aggregate,
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
@@ -759,7 +760,7 @@ class PostgresEventStore:
     def aggregate(
         self, query: EventQuery, rollup: Rollup, breakdown: str
     ) -> Iterator[AggregateRow]:
-        return (row for _, row in self.aggregates(query, [(rollup, breakdown)]))
+        return one_aggregate(self, query, rollup, breakdown)
 
     def aggregates(
         self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]]

@@ -260,6 +260,14 @@ class EventStore(Protocol):
         """Release connections and files. Further calls raise :class:`EventStoreError`."""
 
 
+def one_aggregate(
+    store: EventStore, query: EventQuery, rollup: Rollup, breakdown: str
+) -> Iterator[AggregateRow]:
+    """:meth:`EventStore.aggregate` as the stores make it: one kind of their ``aggregates``
+    (checked at once, read as the rows are)."""
+    return (row for _, row in store.aggregates(query, [(rollup, breakdown)]))
+
+
 def batch_table(owner_id: str, batch: Batch) -> pa.Table:
     """A batch as a wide Arrow table of :data:`~eventport.events.schema.ARROW_SCHEMA`,
     checked (see :func:`checked_batch`)."""
