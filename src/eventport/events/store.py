@@ -173,7 +173,7 @@ class EventStore(Protocol):
         """The stored events of this owner that ``ids`` name: a table of
         :data:`STORED_TARGETS_SCHEMA` (``id``, ``package_id``, ``pixel_id``), a row an event.
         Asked only for an importer who may not write every package and pixel of the owner
-        (see imports/pipeline.py ``_held_by_others``), so it is not on the hot path."""
+        (see imports/pipeline.py ``_held_by_others``), in place of :meth:`stored_ids`."""
         ...
 
     def expect_events(self, count: int) -> None:

@@ -675,7 +675,7 @@ def _csv_chunks(
             return
     pending: list[tuple[int, bytes | None]] = []
     held = 0  # bytes of the pending records
-    handed = False  # a chunk was
+    handed = False  # a chunk with rows was handed out
     next_line, next_offset = start_line, stream.start
     for line, raw, next_line, next_offset in _csv_records(stream, start_line, max_line):
         if header is None:

@@ -320,8 +320,9 @@ def build_batch(
     undecodable = failed_line_count(logs)  # a line with several errors fails once
     total = events.num_rows
     not_found: list[LogEntry] = []
+    stored: pa.Array | None = None  # the batch's stored ids, when already asked for
     if lookups.stored_targets is not None:
-        events, not_found = _held_by_others(events, lookups, lookups.stored_targets)
+        events, not_found, stored = _held_by_others(events, lookups, lookups.stored_targets)
     others = None
     if target.kind == "multi":
         events, unresolved = _resolve_targets(events, lookups)
@@ -379,7 +380,10 @@ def build_batch(
     unique_hashes = with_unique_id.column("id_hash").combine_chunks()
     replaced = 0
     if with_unique_id.num_rows:
-        found = lookups.stored_ids(unique)
+        if stored is None:
+            found = lookups.stored_ids(unique)
+        else:  # asked with the targets: the ids still in the batch (not held, not refused)
+            found = pc.filter(stored, pc.is_in(stored, value_set=unique.cast(stored.type)))
         # Each recent batch asked apart: their ids are not copied into one array a batch.
         also = [_also_in(unique, unique_hashes, *recent) for recent in lookups.recent_ids]
         if len(found) or any(len(a) for a in also):
@@ -486,17 +490,16 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
 
 def _held_by_others(
     events: pa.Table, lookups: Lookups, stored_targets: Callable[[pa.Array], pa.Table]
-) -> tuple[pa.Table, list[LogEntry]]:
+) -> tuple[pa.Table, list[LogEntry], pa.Array]:
     """The lines whose ``$unique_id`` names a stored event the importer may not write (of a
     package or pixel of the owner they may not import into, or of none left), taken out with
     an error each: replacing that event would delete it from where it counts. (The error tells
-    that the id is in use, as a ``duplicate-unique-id`` warning would; not where.)"""
+    that the id is in use, as a ``duplicate-unique-id`` warning would; not where.) Also the
+    stored ids the importer may replace: the batch's look-up of stored ids, made here."""
     unique = events.column("unique_id")
     if unique.null_count == len(unique):
-        return events, []
+        return events, [], pa.array([], pa.string())
     stored = stored_targets(pc.unique(unique.combine_chunks()).drop_null().cast(pa.string()))
-    if not stored.num_rows:
-        return events, []
 
     def writable(package_id: str | None, pixel_id: str | None) -> bool:
         if package_id is None and pixel_id is None:
@@ -505,17 +508,23 @@ def _held_by_others(
             pixel_id is None or lookups.resolve_pixel(pixel_id) is not None
         )
 
-    held = [
-        event_id
-        for event_id, package_id, pixel_id in zip(
-            *(stored.column(name).to_pylist() for name in ("id", "package_id", "pixel_id")),
-            strict=True,
-        )
-        if not writable(package_id, pixel_id)
-    ]
-    if not held:
-        return events, []
-    refused = pc.fill_null(pc.is_in(unique, value_set=pa.array(held, pa.string())), False)
+    mine = pa.array(
+        [
+            writable(package_id, pixel_id)
+            for package_id, pixel_id in zip(
+                stored.column("package_id").to_pylist(),
+                stored.column("pixel_id").to_pylist(),
+                strict=True,
+            )
+        ],
+        pa.bool_(),
+    )
+    ids = stored.column("id").combine_chunks()
+    held = pc.filter(ids, pc.invert(mine))
+    if not len(held):
+        return events, [], ids
+    refused = pc.fill_null(pc.is_in(unique, value_set=held), False)
+    rejected = events.filter(refused)
     entries = [
         LogEntry(
             line=line,
@@ -528,12 +537,12 @@ def _held_by_others(
             ),
         )
         for line, event_id in zip(
-            events.filter(refused).column("line").to_pylist(),
-            events.filter(refused).column("unique_id").to_pylist(),
+            rejected.column("line").to_pylist(),
+            rejected.column("unique_id").to_pylist(),
             strict=True,
         )
     ]
-    return events.filter(pc.invert(refused)), entries
+    return events.filter(pc.invert(refused)), entries, pc.filter(ids, mine)
 
 
 def _not_found(line: int, package: str | None, pixel: str | None, lookups: Lookups) -> LogEntry:

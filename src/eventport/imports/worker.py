@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5  # in a row that commit nothing: then the import fails
 # A worker that cannot read an import's upload leaves it to the other workers this long.
 UNREADABLE_SKIP_SECONDS = 60.0
-_START = (1, 0, 0, 0, 0, 0, 0, 0, 0)  # an import's checkpoint before its first line
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 ABORT_POLL_SECONDS = 0.25
 
@@ -462,12 +461,13 @@ class ImportWorker:
         if not Path(row.spool_path).is_file():
             raise UploadMissing(Path(row.spool_path))
         checkpoint = self.events.checkpoint(row.id)
+        fresh = checkpoint is None  # no batch of it committed yet
         if checkpoint is not None:  # resuming: the control store may lag the last commit
             self._record(row, checkpoint)
             with self.control.session() as s:  # those past it are made again
                 control_imports.drop_log_runs_from(s, row.id, checkpoint.line)
         else:
-            checkpoint = Checkpoint(row.id, *_START)
+            checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
         lookups = self._lookups(row)
         if (row.target == "package" and lookups.resolve_package(str(row.package_id)) is None) or (
@@ -533,7 +533,7 @@ class ImportWorker:
                 return writer.submit(item)
 
             try:
-                if row.compression == "gzip" and checkpoint == Checkpoint(row.id, *_START):
+                if row.compression == "gzip" and fresh:
                     # Checked whole before a batch is written, so that an import that fails
                     # because its stream is unusable (truncated, corrupt, a bomb) has stored
                     # nothing, whatever the batch size: before, the batches ahead of the error
