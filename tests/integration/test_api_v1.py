@@ -124,10 +124,15 @@ def test_organization_create_get_and_rename(server: Server) -> None:
     assert set(updated) == ORGANIZATION_FIELDS
     assert updated["name"] == "acme-labs"
     assert updated["description"] == "Renamed"
-    assert updated["website"] is None
+    assert updated["website"] == "https://acme.example"  # left out, so kept
     assert updated["billingEmail"] == "money@acme.example"
     assert updated["createdAt"] == created["createdAt"]
     assert parse_time(updated["updatedAt"]) >= parse_time(created["updatedAt"])
+    # null clears the website.
+    body = organization_body("acme-labs", description="Renamed", website=None)
+    body["billingEmail"] = "Money@Acme.example"
+    updated = ok(alice.put("/api/v1/organizations/acme-labs", json=body))
+    assert updated["website"] is None
 
     failed(alice.get("/api/v1/organizations/acme"), 404, "acme")
     assert ok(alice.get("/api/v1/organizations/acme-labs")) == updated
@@ -283,10 +288,13 @@ def test_package_crud(server: Server) -> None:
     )
     assert updated["uuid"] == uuid
     assert updated["shortDescription"] == "Left padding"
-    assert updated["longDescription"] is None
+    # A field left out keeps its value; null clears it.
+    assert updated["longDescription"] == "Pads strings on the left."
     assert updated["website"] is None
     assert updated["libraryType"] == "npm"
     assert updated["createdAt"] == created["createdAt"]
+    body = {"name": "left-pad", "shortDescription": "t", "longDescription": None}
+    assert ok(alice.put(f"/api/v1/packages/{uuid}", json=body))["longDescription"] is None
     renamed = ok(alice.put(f"/api/v1/packages/{uuid}", json=package_body("right-pad", "npm")))
     assert renamed["name"] == "right-pad"
     failed(

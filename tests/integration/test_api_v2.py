@@ -298,10 +298,20 @@ def test_update_a_package(server: Server) -> None:
     assert expect(alice.get("/v2/packages/alice/npm/left-pad2"), 200)["id"] == package["id"]
     expect(alice.get("/v2/packages/alice/npm/left-pad"), 404)
 
-    # Fields left out of a PUT are cleared: it replaces the package's description.
-    cleared = expect(alice.put(url, json={"name": "left-pad2", "type": "npm"}), 200)
+    # Fields left out of a PUT keep their values (a script sends what Scarf requires: the name
+    # and type); an explicit null clears one.
+    kept = expect(alice.put(url, json={"name": "left-pad3", "type": "npm"}), 200)
+    assert (kept["name"], kept["short_description"], kept["website"]) == (
+        "left-pad3",
+        "new",
+        "https://left-pad.dev",
+    )
+    assert kept["long_description"] == "pads strings on the left"
+    body = {"name": "left-pad2", "type": "npm", "short_description": None, "website": None}
+    cleared = expect(alice.put(url, json=body), 200)
     assert "short_description" not in cleared
     assert "website" not in cleared
+    assert cleared["long_description"] == "pads strings on the left"
 
     # Renaming onto another package of the same type is refused, and says for which type.
     create_package(alice, "alice", "right-pad")
@@ -782,6 +792,16 @@ def test_organizations(server: Server) -> None:
     v1 = alice.get("/api/v1/organizations/acme").json()
     assert (v1["billingEmail"], v1["description"]) == ("money@acme.org", "Anvils only")
 
+    # Fields left out keep their values; null clears one.
+    kept = alice.put("/v2/organizations/acme", json={"name": "acme", "billing_email": "m@acme.org"})
+    assert (expect(kept, 200)["description"], kept.json()["website"]) == (
+        "Anvils only",
+        "https://acme.org",
+    )
+    body = {"name": "acme", "billing_email": "money@acme.org", "website": None}
+    cleared = expect(alice.put("/v2/organizations/acme", json=body), 200)
+    assert ("website" in cleared, cleared["description"]) == (False, "Anvils only")
+
     bad_email = alice.put("/v2/organizations/acme", json={"name": "acme", "billing_email": "nope"})
     expect(bad_email, 422, "invalid-billing-email")
     bad_name = alice.put(
@@ -893,7 +913,12 @@ def test_users(server: Server) -> None:
     alice, bob = server.user("alice"), server.user("bob")
     me = expect(alice.get("/v2/users/alice"), 200)
     assert (me["name"], me["type"]) == ("alice", "user")
-    expect(alice.get("/v2/users/bob"), 404)
+    # Scarf's "User's public information": any signed-in user may look up any account, and
+    # learns its id, name, type and dates, never its email.
+    bob_seen = expect(alice.get("/v2/users/bob"), 200)
+    assert bob_seen == expect(bob.get("/v2/users/bob"), 200)
+    assert set(bob_seen) == {"id", "name", "type", "created_at", "updated_at"}
+    assert "bob@" not in str(bob_seen)
     expect(alice.get("/v2/users/nobody"), 404)
     expect(server.client().get("/v2/users/alice"), 401)
     expect(server.client("ep_not-a-token").get("/v2/users/alice"), 401)
@@ -976,7 +1001,12 @@ def test_tracking_pixels(server: Server) -> None:
     assert when(moved["updated_at"]) > when(docs["updated_at"])
     on_package = expect(alice.get(f"/v2/packages/alice/{package['id']}/tracking-pixels"), 200)
     assert sorted(p["name"] for p in on_package) == ["docs-site", "readme"]
-    detached = expect(alice.put(f"{base}/{docs['id']}", json={"name": "docs-site"}), 200)
+    # A rename alone (Scarf requires only the name) keeps the pixel's package: detaching it
+    # would take the pixel's events out of the package's exports. Only null detaches.
+    renamed = expect(alice.put(f"{base}/{docs['id']}", json={"name": "docs-site2"}), 200)
+    assert (renamed["name"], renamed["package"]["id"]) == ("docs-site2", package["id"])
+    body = {"name": "docs-site", "package_id": None}
+    detached = expect(alice.put(f"{base}/{docs['id']}", json=body), 200)
     assert "package" not in detached
     renamed_onto = alice.put(f"{base}/{docs['id']}", json={"name": "readme"})
     expect(renamed_onto, 422, "name-already-exists")

@@ -277,7 +277,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", "/v2/organizations/{organization_name}/members/{organization_member}"): Row(
         "org-admin", 204
     ),
-    ("GET", "/v2/users/{username}"): Row("self", 200, {"username": "boss"}),
+    # Public information (id, name, type, dates), as on Scarf: any signed-in user may look.
+    ("GET", "/v2/users/{username}"): Row("any-user", 200, {"username": "boss"}),
     ("GET", "/v2/users/{username}/organizations"): Row("self", 200, {"username": "boss"}),
 }
 

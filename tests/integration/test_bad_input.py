@@ -190,6 +190,9 @@ CORPUS = [
     case("v2-list-type-cargo", "GET /v2/packages/alice?type=npm&type=cargo", 400, "type"),
     case("v2-list-permission-superuser", "GET /v2/packages/alice?permission=superuser", 400,
          "permission"),
+    # v1's grant levels are no v2 filter (Scarf's PackagePermissionLevel: member, admin, owner).
+    case("v2-list-permission-blocked", "GET /v2/packages/alice?permission=blocked", 400,
+         "permission: Input should be 'member', 'admin' or 'owner'"),
     case("v2-by-name-type-cargo", "GET /v2/packages/alice/cargo/left-pad", 404,
          "no such endpoint: GET /v2/packages/alice/cargo/left-pad"),
     case("v1-member-role-superuser", "POST /api/v1/acme/users", 400,

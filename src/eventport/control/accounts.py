@@ -134,6 +134,16 @@ def organization_for(session: Session, actor: Account, name: str, needed: Access
     return org
 
 
+def public_account(session: Session, name: str) -> Account:
+    """Any account, as far as its public information goes (Scarf's ``GET /v2/users/{name}``:
+    id, name, type and dates; never an email). Names are one public namespace: whether one
+    is taken already shows when an account or organization is created."""
+    account = account_by_name(session, name)
+    if account is None:
+        raise NotFound(f"user {name!r} not found")
+    return account
+
+
 def visible_account(session: Session, actor: Account, name: str) -> Account:
     """A user sees themselves and the organizations they belong to."""
     account = account_by_name(session, name)

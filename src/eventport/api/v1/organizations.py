@@ -40,7 +40,10 @@ def update_organization(
     organization_name: str, body: shapes.OrganizationUpsert, db: Db, actor: Actor
 ) -> dict[str, Any]:
     with db.session() as s:
-        org = store.update_organization(s, actor, organization_name, _fields(body))
+        fields = _fields(body)
+        org = store.organization_for(s, actor, organization_name, Access.ADMIN)
+        body.keep_omitted(fields, org, "website")
+        org = store.update_organization(s, actor, organization_name, fields)
         return shapes.organization(org)
 
 

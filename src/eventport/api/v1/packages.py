@@ -206,6 +206,7 @@ def update_package(
             )
         domains = [d.name for d in store.list_domains(s, package)]
         fields = _fields(body, package, domains)
+        body.keep_omitted(fields, package, "long_description", "website")
         return shapes.package(store.update_package(s, actor, package, fields))
 
 

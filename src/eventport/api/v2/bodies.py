@@ -24,6 +24,15 @@ class Body(BaseModel):
                 raise ValueError(reason)
         return value
 
+    def keep_omitted(self, fields: Any, stored: Any, *names: str) -> None:
+        """An update (PUT) keeps the stored value of each of ``names`` the request leaves
+        out, and sets ``fields`` (what the store will write) to it; an explicit ``null``
+        still clears it. A script that sends only what Scarf requires (a tracking pixel's
+        ``name``, say) then changes nothing it did not name."""
+        for name in names:
+            if name not in self.model_fields_set:
+                setattr(fields, name, getattr(stored, name))
+
 
 class PackageBody(Body):
     """CreatePackage / UpdatePackage: one flat shape, per-type rules checked by the store."""

@@ -31,6 +31,8 @@ def update_organization(
 ) -> dict[str, Any]:
     fields = OrganizationFields(body.name, body.description, body.website, body.billing_email)
     with db.session() as s:
+        org = store.organization_for(s, actor, organization_name, Access.ADMIN)
+        body.keep_omitted(fields, org, "description", "website")
         return shapes.organization(store.update_organization(s, actor, organization_name, fields))
 
 
@@ -95,7 +97,7 @@ def remove_member(
 @router.get("/users/{username}")
 def get_user(username: str, db: Db, actor: Actor) -> dict[str, Any]:
     with db.session() as s:
-        return shapes.user(store.visible_account(s, actor, username))
+        return shapes.user(store.public_account(s, username))
 
 
 @router.get("/users/{username}/organizations")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
@@ -44,7 +44,7 @@ def list_packages(
     db: Db,
     actor: Actor,
     type: Annotated[list[PackageType] | None, Query()] = None,
-    permission: Annotated[PermissionLevel | None, Query()] = None,
+    permission: Annotated[Literal["member", "admin", "owner"] | None, Query()] = None,
     after: After = None,
     per_page: PerPage = None,
 ) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def list_packages(
         rows = store.list_owner_packages(s, actor, owner, list(type) if type else None)
         if permission is not None:
             wanted = {"member": Access.READ, "admin": Access.ADMIN, "owner": Access.OWNER}
-            floor = wanted.get(permission.value, Access.READ)
+            floor = wanted[permission]
             rows = [p for p in rows if store.access_to(s, actor, p) >= floor]
         chunk, next_after = page(rows, after, per_page, lambda p: (p.id, p.name))
         return {
@@ -246,6 +246,7 @@ def update_package(
             package_type = package.type
             fields = _fields(body)
             fields.domains = []
+            body.keep_omitted(fields, package, "short_description", "long_description", "website")
             return shapes.package(request, store.update_package(s, actor, package, fields))
     except InvalidInput as exc:
         if package_type is None:
