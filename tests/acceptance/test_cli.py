@@ -252,6 +252,7 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         (("serve", "--port", "0"), {"ORIGIN_SECRET": "short"}, "origin_secret"),
         (("worker",), {"ORIGIN_SECRET": "short"}, "origin_secret"),
         (("enrichment", "info"), {"ORIGIN_SECRET": "short"}, "origin_secret"),
+        (("serve", "--port", "0"), {"ORIGIN_SECRET": "x" * 65}, "at most 64 bytes"),
         (("serve", "--port", "0"), {"GEOIP_CITY_DATABASE": "/no/such.mmdb"}, "no file at"),
         (("tokens", "list", "ann"), {"PORT": "abc"}, "eventport_port: input should be"),
     ],

@@ -8,6 +8,8 @@ control database of their own too, so that no other test server's worker claims 
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +66,9 @@ CHROME_WINDOWS = (
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 Imported = tuple[dict[str, Any], dict[int, dict[str, Any]]]
+
+
+JUNE_4 = {"start_date": "2024-06-04", "end_date": "2024-06-05"}
 
 
 def event(
@@ -276,8 +281,13 @@ def test_do_not_track_events_get_no_location_and_no_ids(api: Server) -> None:
         event("8.8.8.8", NPM, {"dnt": 1}),
         event("8.8.8.8", NPM, [{"name": "DNT", "value": "0"}]),
         event("8.8.8.8", NPM),
+        # Shapes other clients send: Go's http.Header (a list of values a name), a name with a
+        # blank after it, CGI's underscores, a number written as a float.
+        event("8.8.8.8", NPM, {"DNT": ["1"]}),
+        event("8.8.8.8", NPM, [{"name": "DNT ", "value": "1"}]),
+        event("8.8.8.8", NPM, {"SEC_GPC": 1.0}),
     )
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 6, 7, 8):
         row = rows[n]
         assert row["dnt"] is True, row
         assert (row["origin_id"], row["endpoint_id"]) == (None, None), row
@@ -288,7 +298,7 @@ def test_do_not_track_events_get_no_location_and_no_ids(api: Server) -> None:
         assert rows[n]["dnt"] is False
         assert rows[n]["origin_country"] == "US"
         assert HEX32.fullmatch(rows[n]["origin_id"])
-    assert done["events_do_not_track"] == 3
+    assert done["events_do_not_track"] == 6
     assert done["events_excluded"] == 0
 
 
@@ -450,6 +460,7 @@ def test_messages_that_quote_a_line_leave_its_addresses_out(api: Server) -> None
         b'{"$time": "2024-06-04T00:00:00Z", "$version": ["%s:8080"]}' % a[7].encode(),
         # cut off, and longer than a message shows: the address runs past the cut
         b'{"$time": "2024-06-04T00:00:00Z", "$remote_address": "%s", "x": ' % a[8].encode(),
+        b'{"$time": "2024-06-04T00:00:00Z", "$remote_address": 1357913579}',  # 80.240.27.235
     ]
     body = b"\n".join(lines) + b"\n"
     started = start(alice.client, f"/v2/packages/alice/{alice.package_id}/import", body)
@@ -457,12 +468,17 @@ def test_messages_that_quote_a_line_leave_its_addresses_out(api: Server) -> None
     assert done["status"] == "done", done
     log = full_log(alice.client, "alice", done["id"])
     quoting = [e for e in log if "<address>" in e["human_friendly_message"]]
-    assert {e["line"] for e in quoting} == set(range(1, len(lines) + 1)), log
+    # A $remote_address that is no string is not quoted at all (a number can be an address).
+    unquoted = {3, 4, len(lines)}
+    assert {e["line"] for e in quoting} == set(range(1, len(lines) + 1)) - unquoted, log
+    for entry in (e for e in log if e["line"] in unquoted and e["type"] != "progress"):
+        assert entry["human_friendly_message"].startswith('"$remote_address" should be a string')
     # What else the messages show is still there: the time, the header's name, the port.
     shown = orjson.dumps(log).decode()
     for kept in ("2024-06-04T00:00:00Z", "X-Real-IP", "<address>:8080", "[<address>]:443"):
         assert kept in shown, kept
     assert not [n for n in a if n[:12] in shown]  # not even a part of one
+    assert "1357913579" not in shown
     assert stored_anywhere(api, a) == {}
 
 
@@ -475,10 +491,32 @@ def test_address_headers_are_not_stored(api: Server) -> None:
         {"name": "CF-Connecting-IP", "value": "52.94.76.24"},
         {"name": "Accept", "value": "*/*"},
     ]
-    _, rows = alice.run(event("8.8.8.8", CURL, forwarded), event("8.8.8.8", CURL, forwarded[:2]))
+    # Spelled as proxies and clients spell them (a blank after the name, CGI's underscores, a
+    # list of values), the headers of other proxies, and an address in a header of any name.
+    spelled = {
+        "X-Forwarded-For ": "52.94.76.25",
+        "x_forwarded_for": "52.94.76.26",
+        "X-Envoy-External-Address": "52.94.76.27",
+        "Fly-Client-IP": "52.94.76.28",
+        "X-Azure-ClientIP": "2001:4860:4860::8846",
+        "X-Forwarded-For": ["52.94.76.29", "10.0.0.2"],
+        "X-Trace": "hop 52.94.76.30 then [2a03:2880:f10c:83:face:b00c:0:2549]:443",
+        "Via": "1.1 vegur",
+    }
+    _, rows = alice.run(
+        event("8.8.8.8", CURL, forwarded),
+        event("8.8.8.8", CURL, forwarded[:2]),
+        event("8.8.8.8", CURL, spelled),
+    )
     assert orjson.loads(rows[1]["headers"]) == [["Accept", "*/*"]]
     assert rows[2]["headers"] is None  # nothing left to keep
-    assert stored_anywhere(api, ["52.94.76.21", "52.94.76.22", "52.94.76.23"]) == {}
+    assert orjson.loads(rows[3]["headers"]) == [
+        ["X-Trace", "hop <address> then [<address>]:443"],
+        ["Via", "1.1 vegur"],
+    ]
+    sent = [f"52.94.76.{n}" for n in range(21, 31)]
+    sent += ["2001:4860:4860::8846", "2a03:2880:f10c:83:face:b00c:0:2549"]
+    assert stored_anywhere(api, sent) == {}
 
 
 def test_an_aborted_waiting_import_leaves_no_upload(backend: str, tmp_path: Path) -> None:
@@ -501,12 +539,23 @@ def test_keep_ip_addresses_stores_them(backend: str, tmp_path: Path) -> None:
         alice = Importer(server)
         _, rows = alice.run(
             *(event(address, CURL) for address in kept),
-            event("52.94.76.10", CURL, {"DNT": "1"}),
+            event("52.94.76.10", CURL, {"DNT": "1", "X-Forwarded-For": "52.94.76.13"}),
             event("52.94.76.11", CURL, [{"name": "X-Forwarded-For", "value": "52.94.76.12"}]),
         )
         assert [rows[n]["remote_address"] for n in (1, 2, 3)] == kept
-        assert rows[4]["remote_address"] is None  # not even kept when asked not to track
+        # Not even kept when asked not to track, in its headers neither.
+        assert rows[4]["remote_address"] is None
+        assert orjson.loads(rows[4]["headers"]) == [["DNT", "1"]]
+        assert stored_anywhere(server, ["52.94.76.10", "52.94.76.13"]) == {}
         assert orjson.loads(rows[5]["headers"]) == [["X-Forwarded-For", "52.94.76.12"]]
+        # Kept addresses are exported with eventport's own columns.
+        exported = alice.client.get(
+            f"/v2/packages/alice/{alice.package_id}/events",
+            params={**JUNE_4, "extra_columns": "true"},
+        )
+        assert exported.status_code == 200, exported.text
+        by_address = {r["remote_address"] for r in csv.DictReader(io.StringIO(exported.text))}
+        assert by_address == {*kept, "", "52.94.76.11"}
         assert rows[1]["origin_country"] == "US"  # enriched all the same
         assert HEX32.fullmatch(rows[2]["endpoint_id"])
         # The search the privacy test relies on finds addresses where they are kept.

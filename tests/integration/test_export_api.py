@@ -60,7 +60,7 @@ V2_HEADER = (
 )
 V2_EXTRA = (
     ",client,client_version,client_runtime,ci,cloud_provider_name,cloud_provider_domain,"
-    "excluded,import_id"
+    "excluded,import_id,remote_address"
 )
 V1_HEADER = (
     "type,package,version,time,referer,user_agent,variables,origin_id,origin_latitude,"

@@ -272,11 +272,14 @@ def test_headers_and_do_not_track_come_from_python(tmp_path: Path) -> None:
             "$headers": [{"name": "DNT", "value": "1"}, {"name": "X-Forwarded-For", "value": "x"}],
         }
     )
-    (chunk,) = chunks_of(tmp_path, data + b"\n" + line(**{"$time": T}))
+    tracked = line(**{"$time": T, "$headers": {"X-Forwarded-For": "x"}})
+    (chunk,) = chunks_of(tmp_path, data + b"\n" + line(**{"$time": T}) + b"\n" + tracked)
     for keep in (False, True):
         table = same_as_python(chunk, keep)
-        assert table.column("dnt").to_pylist() == [True, False]
-    assert table.column("headers").to_pylist()[0] == '[["DNT","1"],["X-Forwarded-For","x"]]'
+        assert table.column("dnt").to_pylist() == [True, False, False]
+        # Kept addresses are kept of the requests that did not ask not to be tracked.
+        kept = '[["X-Forwarded-For","x"]]' if keep else None
+        assert table.column("headers").to_pylist() == ['[["DNT","1"]]', None, kept]
 
 
 def test_without_the_scanner_python_decodes_everything(

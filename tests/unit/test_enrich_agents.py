@@ -85,6 +85,7 @@ TOOLS = [
         "unknownplatform",
     ),
     ("cargo 1.75.0 (1d8b05cdd 2023-11-20)", "cargo", "1.75.0", "unknownplatform"),
+    ("cargo/1.76.0 (c84b36747 2024-01-18)", "cargo", "1.76.0", "unknownplatform"),
     ("Apache-Maven/3.9.6 (Java 17.0.9; Linux 6.1.0-17-amd64)", "maven", "3.9.6", "linux"),
     ("Apache-Maven/3.8.8 (Java 11.0.21; Mac OS X 14.2)", "maven", "3.8.8", "macos"),
     (

@@ -78,6 +78,15 @@ def test_origin_key_prefers_the_setting_and_checks_its_length() -> None:
         origin_key("short", stored)
     with pytest.raises(ValueError, match="16 bytes"):
         Enricher(b"short", None)
+    # BLAKE2b's keys stop at 64 bytes: a longer secret is refused, not cut (two secrets that
+    # differ past the 64th byte would give the same ids).
+    assert origin_key("ab" * 64, stored) == b"\xab" * 64
+    assert origin_key("x" * 64, stored) == b"x" * 64
+    for longer in ("ab" * 65, "x" * 65):
+        with pytest.raises(ValueError, match="at most 64 bytes"):
+            origin_key(longer, stored)
+    with pytest.raises(ValueError, match="at most 64 bytes"):
+        Enricher(b"x" * 65, None)
 
 
 def test_disabled_enrichment_is_none() -> None:

@@ -57,6 +57,7 @@ V2_EXTRA = [
     "cloud_provider_domain",
     "excluded",
     "import_id",
+    "remote_address",
 ]
 # Scarf's v1 documentation lists these, in this order, first.
 V1_SEED = [

@@ -327,6 +327,8 @@ def test_aliases(obj: dict[str, Any], pixel: str | None, referer: str | None, wa
             id="repeated-names-kept",
         ),
         pytest.param([], None, id="empty-array"),
+        # Go's http.Header: a name's values, joined as HTTP joins a repeated header's
+        pytest.param({"a": ["b", "c"], "DNT": [1]}, [("a", "b, c"), ("DNT", "1")], id="go"),
         pytest.param({}, None, id="empty-object"),
         pytest.param(None, None, id="null"),
     ],
@@ -350,7 +352,8 @@ def test_good_headers(value: Any, expected: list[tuple[str, str]] | None) -> Non
         pytest.param([{"name": 1, "value": "a"}], id="number-name"),
         pytest.param([{"name": "a", "value": None}], id="null-value"),
         pytest.param([{"name": "a", "value": {"x": 1}}], id="object-value"),
-        pytest.param({"a": ["b"]}, id="object-of-arrays"),
+        pytest.param({"a": [["b"]]}, id="object-of-nested-arrays"),
+        pytest.param({"a": ["b", None]}, id="object-of-arrays-with-null"),
         pytest.param({"a": True}, id="object-of-bools"),
     ],
 )

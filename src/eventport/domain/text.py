@@ -53,3 +53,13 @@ def without_addresses(text: str) -> str:
     if "." not in text and ":" not in text:
         return text
     return _ADDRESS_LIKE.sub(_address_shown, text)
+
+
+QUOTED_CHARS: Final = 80
+ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
+
+
+def quoted(value: str) -> str:
+    """``value`` quoted for a message, its addresses shown as ``<address>`` first and then cut
+    to 80 characters: cut first, an address across the cut would be shown in part."""
+    return repr(without_addresses(value[: QUOTED_CHARS + ADDRESS_CHARS])[:QUOTED_CHARS])

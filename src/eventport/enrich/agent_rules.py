@@ -102,7 +102,7 @@ RULES: tuple[Rule, ...] = (
     _rule("go", r"Go-http-client/\d"),
     _rule("go-module-mirror", r"GoModuleMirror/" + _VERSION),
     # Rust, the JVM, .NET, PHP, Ruby
-    _rule("cargo", r"cargo " + _VERSION),
+    _rule("cargo", r"cargo[ /]" + _VERSION),  # "cargo/1.76.0 (…)"; older: "cargo 1.65.0 (…)"
     _rule(
         "maven",
         r"Apache-Maven/" + _VERSION + r"(?: \(Java (?P<runtime>[^;)]+); (?P<os>[^)]+)\))?",

@@ -50,6 +50,7 @@ except ImportError:  # not compiled: a regular expression, one text at a time
 #: its own endpoint id, then what its place gives.
 PLACE_COLUMNS = ("endpoint_id", *PLACE_FIELDS)
 NO_PLACE: tuple[object, ...] = (None,) * len(PLACE_COLUMNS)
+MAX_KEY_BYTES = 64  # BLAKE2b's longest key
 # Distinct places and agents remembered per import; cleared when full. (Addresses are
 # remembered by the import pipeline's address book.)
 _CACHE_MAX = 100_000
@@ -115,12 +116,20 @@ def canonical_addresses(texts: Sequence[str]) -> list[str | None]:
     ]
 
 
+def header_name(name: str) -> str:
+    """A header's name as compared: lowercase, without surrounding blanks, ``_`` as ``-``
+    (the way CGI and some proxies spell them)."""
+    return name.strip().lower().replace("_", "-")
+
+
 def do_not_track(headers: Sequence[tuple[str, str]] | None) -> bool:
-    """The request asked not to be tracked: ``DNT: 1`` or ``Sec-GPC: 1`` (names in any case)."""
+    """The request asked not to be tracked: ``DNT: 1`` or ``Sec-GPC: 1`` (names as
+    :func:`header_name` compares them; the value's first item, blanks aside, is 1)."""
     if not headers:
         return False
     return any(
-        name.lower() in ("dnt", "sec-gpc") and value.strip() == "1" for name, value in headers
+        header_name(name) in ("dnt", "sec-gpc") and value.split(",", 1)[0].strip() in ("1", "1.0")
+        for name, value in headers
     )
 
 
@@ -130,7 +139,9 @@ class Enricher:
     def __init__(self, key: bytes, ip: IpEnricher | None) -> None:
         if len(key) < 16:
             raise ValueError("the origin-id key must be at least 16 bytes")
-        self._key = key[:64]  # BLAKE2b takes keys of up to 64 bytes
+        if len(key) > MAX_KEY_BYTES:
+            raise ValueError(f"the origin-id key must be at most {MAX_KEY_BYTES} bytes")
+        self._key = key
         self.ip = ip
 
     def for_import(self, rules: ExclusionRules) -> ImportEnrichment:
@@ -390,6 +401,15 @@ def origin_key(configured: str | None, stored: Callable[[], bytes]) -> bytes:
     if len(key) < 16:
         raise ValueError(
             "EVENTPORT_ORIGIN_SECRET must be at least 16 bytes of text (or 32 hex digits)"
+        )
+    if len(key) > MAX_KEY_BYTES:
+        # BLAKE2b's keys stop at 64 bytes: a longer secret's tail would change nothing (a key
+        # rotated by its end would not rotate). Earlier versions used the first 64 bytes.
+        raise ValueError(
+            f"EVENTPORT_ORIGIN_SECRET must be at most {MAX_KEY_BYTES} bytes of text (or "
+            f"{2 * MAX_KEY_BYTES} hex digits), not {len(key)}: the hashes take no more (to keep "
+            f"the ids of an earlier eventport, which used only the first {MAX_KEY_BYTES}, set "
+            "those)"
         )
     return key
 

@@ -77,6 +77,7 @@ V2_EXTRA_COLUMNS: Final[tuple[CsvColumn, ...]] = _same(
     "cloud_provider_domain",
     "excluded",
     "import_id",
+    "remote_address",  # empty unless EVENTPORT_KEEP_IP_ADDRESSES kept it
 )
 #: The v1 file: the columns Scarf's v1 documentation lists, in its order; then the v2 columns
 #: it lacks, in v2 order; then eventport's own.

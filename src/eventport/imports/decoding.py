@@ -22,7 +22,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.enrich.enricher import do_not_track
+from eventport.domain.text import without_addresses
+from eventport.enrich.enricher import do_not_track, header_name
 from eventport.imports.formats import Chunk
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.records import (
@@ -71,18 +72,36 @@ _SCANNED: Final = (
     "variables",
 )
 
-# Request headers that carry a client's address: not stored unless addresses are kept.
+# Request headers that carry a client's address: not stored unless addresses are kept. Names
+# are compared as header_name() gives them. Other headers keep their values with any address
+# in them shown as <address> (a list of names alone would miss a proxy's own header).
 ADDRESS_HEADERS: Final = frozenset(
     {
         "x-forwarded-for",
-        "x-real-ip",
+        "x-forwarded",
+        "forwarded-for",
         "forwarded",
+        "x-original-forwarded-for",
+        "x-vercel-forwarded-for",
+        "x-real-ip",
         "cf-connecting-ip",
+        "cf-connecting-ipv6",
         "true-client-ip",
+        "client-ip",
         "x-client-ip",
         "x-cluster-client-ip",
         "fastly-client-ip",
+        "fly-client-ip",
+        "x-azure-clientip",
+        "x-azure-socketip",
+        "x-appengine-user-ip",
+        "x-envoy-external-address",
         "x-originating-ip",
+        "remote-addr",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "wl-proxy-client-ip",
+        "proxy-client-ip",
     }
 )
 
@@ -93,9 +112,16 @@ def scanner_available() -> bool:
 
 
 def headers_text(headers: Sequence[tuple[str, str]], keep_addresses: bool) -> str | None:
-    """``$headers`` as stored: JSON ``[[name, value], ...]``, None when nothing is left."""
+    """``$headers`` as stored: JSON ``[[name, value], ...]``, None when nothing is left.
+
+    Unless addresses are kept, the headers that carry a client's address are left out, and
+    any address in another header's name or value is shown as ``<address>``."""
     if not keep_addresses:
-        headers = [h for h in headers if h[0].lower() not in ADDRESS_HEADERS]
+        headers = [
+            (without_addresses(name), without_addresses(value))
+            for name, value in headers
+            if header_name(name) not in ADDRESS_HEADERS
+        ]
     return orjson.dumps(headers).decode() if headers else None
 
 
@@ -107,10 +133,13 @@ def parsed_table(events: Sequence[ParsedEvent], keep_addresses: bool) -> pa.Tabl
     }
     for name in _SCANNED:
         columns[name] = [getattr(e, name) for e in events]
+    dnt = [do_not_track(e.headers) for e in events]
     columns["headers"] = [
-        headers_text(e.headers, keep_addresses) if e.headers else None for e in events
+        # A request that asked not to be tracked keeps no address, whatever the setting.
+        headers_text(e.headers, keep_addresses and not private) if e.headers else None
+        for e, private in zip(events, dnt, strict=True)
     ]
-    columns["dnt"] = [do_not_track(e.headers) for e in events]
+    columns["dnt"] = dnt
     return pa.Table.from_pydict(columns, schema=DECODED_SCHEMA)
 
 

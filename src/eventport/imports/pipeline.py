@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.domain.text import without_addresses
+from eventport.domain.text import quoted
 from eventport.enrich.enricher import NO_PLACE, ImportEnrichment, canonical_addresses
 from eventport.events.batch import (
     AGENT_SCHEMA,
@@ -437,8 +437,7 @@ def _other_targets(events: pa.Table, target: Target, lookups: Lookups) -> LineWa
         return None
     refs, at = _distinct(named)
     texts = [
-        None if ref is None or resolve(ref) == own else without_addresses(f"{field} {ref[:80]!r}")
-        for ref in refs
+        None if ref is None or resolve(ref) == own else f"{field} {quoted(ref)}" for ref in refs
     ]
     if all(text is None for text in texts):
         return None
@@ -531,8 +530,8 @@ def _held_by_others(
             level="error",
             type=ARTIFACT_NOT_FOUND,
             code=UNIQUE_ID_NOT_WRITABLE,
-            message=without_addresses(
-                f"$unique_id {event_id[:80]!r} names an event of a package or tracking pixel "
+            message=(
+                f"$unique_id {quoted(event_id)} names an event of a package or tracking pixel "
                 "you may not import into: the line would replace it, so it is not imported"
             ),
         )
@@ -549,15 +548,14 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
     if package is None and pixel is None:
         message = "the line names no $package or $tracking_pixel"
     elif package is not None and lookups.resolve_package(package) is None:
-        message = f"package {package[:80]!r} not found, or you may not import into it"
+        message = f"package {quoted(package)} not found, or you may not import into it"
     elif package is not None and lookups.resolve_pixel(str(pixel)) is not None:
         message = (
-            f"tracking pixel {str(pixel)[:80]!r} belongs to another package than "
-            f"{package[:80]!r}: name the pixel's own package, or no $package"
+            f"tracking pixel {quoted(str(pixel))} belongs to another package than "
+            f"{quoted(package)}: name the pixel's own package, or no $package"
         )
     else:
-        message = f"tracking pixel {str(pixel)[:80]!r} not found, or you may not import into it"
-    message = without_addresses(message)  # the log keeps no raw address, whatever it quotes
+        message = f"tracking pixel {quoted(str(pixel))} not found, or you may not import into it"
     return LogEntry(
         line=line,
         level="error",

@@ -53,7 +53,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from eventport.domain.text import without_addresses, without_nul
+from eventport.domain.text import ADDRESS_CHARS, QUOTED_CHARS, without_addresses, without_nul
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -75,8 +75,7 @@ __all__ = [
 MAX_LINE_BYTES: Final = 1 << 20
 MAX_UNIQUE_ID_CHARS: Final = 512
 MS_THRESHOLD: Final = 100_000_000_000  # |timestamp| >= 1e11 is in milliseconds
-_SHOW_CHARS: Final = 80
-_ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
+_SHOW_CHARS: Final = QUOTED_CHARS
 
 Level = Literal["error", "warning", "info"]
 
@@ -193,7 +192,7 @@ def _cut(text: str, long: bool) -> str:
     """``text`` with its IP addresses shown as <address> (the import's log keeps no raw
     address), then cut to about 80 characters (so an address across the cut is not shown in
     part either)."""
-    text = without_addresses(text[: _SHOW_CHARS + _ADDRESS_CHARS])
+    text = without_addresses(text[: _SHOW_CHARS + ADDRESS_CHARS])
     if long or len(text) > _SHOW_CHARS:
         text = text[: _SHOW_CHARS - 1] + "…"
     return text
@@ -410,10 +409,10 @@ def _field(key: str, value: Any, line: int, entries: list[LogEntry]) -> str | No
     tv = type(value)
     if (tv is int or (tv is float and math.isfinite(value))) and key in _NUMBER_OK:
         return _number_text(value)
+    # An address may be written as a number (1357913579 is 80.240.27.235): not repeated.
+    shown = "" if key == "$remote_address" else f" ({_show(value)})"
     _invalid_field(
-        line,
-        f'"{key}" should be a string but is {_kind(value)} ({_show(value)}); it was ignored.',
-        entries,
+        line, f'"{key}" should be a string but is {_kind(value)}{shown}; it was ignored.', entries
     )
     return None
 
@@ -424,6 +423,10 @@ def _header_text(value: Any) -> str | None:
         return value  # type: ignore[no-any-return]
     if tv is int or (tv is float and math.isfinite(value)):
         return _number_text(value)
+    if tv is list:  # a header's values, as Go's http.Header holds them: joined as HTTP does
+        texts = [_header_text(item) for item in value if type(item) is not list]
+        if len(texts) == len(value) and None not in texts:
+            return ", ".join(texts)  # type: ignore[arg-type]
     return None
 
 
