@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventport.domain.text import without_addresses
+from eventport.domain.text import quoted, without_addresses
 
 
 @pytest.mark.parametrize(
@@ -34,3 +34,12 @@ from eventport.domain.text import without_addresses
 )
 def test_addresses_are_left_out(text: str, shown: str) -> None:
     assert without_addresses(text) == shown
+
+
+def test_quoted_hides_an_address_before_cutting() -> None:
+    """An address across the 80-character cut is hidden whole, not shown in part."""
+    across = "p" * 70 + " 81.169.145.105 and more"
+    assert quoted(across) == repr("p" * 70 + " <address>")
+    assert "81.169" not in quoted(across)
+    assert quoted("left-pad") == "'left-pad'"
+    assert quoted("x" * 200) == repr("x" * 80)
