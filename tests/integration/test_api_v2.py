@@ -250,6 +250,28 @@ def test_get_by_type_and_name(server: Server) -> None:
     expect(bob.get(f"/v2/packages/alice/{ubuntu['id']}"), 404)
 
 
+def test_package_names_get_their_types_codes(server: Server) -> None:
+    """Scarf's CreatePackageError codes of a docker or python name, not a generic one; docker
+    names run to 255 characters, others to 214."""
+    alice = server.user("alice")
+    docker = {"type": "docker", "backend_registry": "docker.io"}
+    for name, code in [
+        ("a//b", "docker-image-name-has-empty-segments"),
+        ("org/" + "a" * 252, "docker-image-name-is-longer-than-255-characters"),
+        ("Org/app", "docker-image-name-has-invalid-characters"),
+        ("", "package-name-is-empty"),
+    ]:
+        expect(alice.post("/v2/packages/alice", json={"name": name, **docker}), 422, code)
+    long_image = "org/" + "a" * 240
+    created = expect(alice.post("/v2/packages/alice", json={"name": long_image, **docker}), 201)
+    assert created["name"] == long_image
+    for name, code in [("-bad-", "invalid-python-project-name"), ("", "package-name-is-empty")]:
+        expect(alice.post("/v2/packages/alice", json={"name": name, "type": "python"}), 422, code)
+    # (eventport's own code: Scarf's list has none for an npm name)
+    too_long = alice.post("/v2/packages/alice", json={"name": "a" * 215, "type": "npm"})
+    assert (too_long.status_code, too_long.json()["code"]) == (422, "invalid-package-name")
+
+
 def test_package_names_are_unique_per_owner_and_type(server: Server) -> None:
     alice, bob = server.user("alice"), server.user("bob")
     create_package(alice, "alice", "left-pad")

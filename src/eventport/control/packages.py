@@ -206,16 +206,20 @@ def _check_fields(fields: PackageFields) -> None:
             f"unknown package type {fields.type[:40]!r}: one of {', '.join(PACKAGE_TYPES)}",
             code="invalid-package-type",
         )
-    names.check_package_name(fields.name)
+    # The type's own rules first, for Scarf's codes (docker-image-name-has-empty-segments,
+    # invalid-python-project-name); an empty name is package-name-is-empty whatever the type.
+    if fields.name and fields.type == "python":
+        names.check_python_name(fields.name)
+    if fields.name and fields.type == "docker" and fields.repository_name is None:
+        fields.repository_name = names.check_docker_image_name(fields.name)
+    longest = names.DOCKER_NAME_MAX if fields.type == "docker" else names.PACKAGE_NAME_MAX
+    names.check_package_name(fields.name, longest)
     names.check_text("short_description", fields.short_description)
     names.check_text("long_description", fields.long_description)
     fields.website = names.check_website(fields.website, code="invalid-website")
     if fields.type == "docker":
-        if fields.repository_name is None:
-            fields.repository_name = names.check_docker_image_name(fields.name)
         names.check_registry(fields.backend_registry)
     if fields.type == "python":
-        names.check_python_name(fields.name)
         fields.repository_url = names.check_repository_url(
             fields.repository_url or DEFAULT_PYTHON_REPOSITORY
         )

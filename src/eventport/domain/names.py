@@ -134,12 +134,12 @@ def check_website(website: str | None, *, code: str = "invalid-website-url") -> 
     return website
 
 
-def check_package_name(name: str) -> str:
+def check_package_name(name: str, longest: int = PACKAGE_NAME_MAX) -> str:
     if name == "":
         raise InvalidInput("package name is empty", code="package-name-is-empty")
-    if len(name) > PACKAGE_NAME_MAX:
+    if len(name) > longest:
         raise InvalidInput(
-            f"package name is too long: {len(name)} characters, at most {PACKAGE_NAME_MAX}",
+            f"package name is too long: {len(name)} characters, at most {longest}",
             code="invalid-package-name",
         )
     segments = name.split("/")
