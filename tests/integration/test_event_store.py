@@ -226,6 +226,36 @@ def test_existing_ids(event_store: EventStore) -> None:
     assert event_store.stored_ids("owner-a", pa.array([], pa.string())).to_pylist() == []
 
 
+def test_the_events_of_deleted_packages_and_pixels_go_and_free_their_ids(
+    event_store: EventStore,
+) -> None:
+    uuid_id = "0b0e6a55-2e7c-4f5e-8d8e-3f1d3c2b1a00"
+    for import_id, ids, target in [
+        ("i-p1", ["a", "b", uuid_id], {"package_id": "p1"}),
+        ("i-p2", ["c"], {"package_id": "p2"}),
+        ("i-x1", ["d", "e"], {"pixel_id": "x1"}),
+        ("i-x2", ["f"], {"pixel_id": "x2", "package_id": "p2"}),  # a pixel attached to p2
+    ]:
+        batch = make_batch(ids, import_id=import_id, **target)
+        event_store.write_batch("owner-a", batch, checkpoint(import_id))
+    other = make_batch(["a"], owner="owner-b", import_id="i-b", package_id="p1")
+    event_store.write_batch("owner-b", other, checkpoint("i-b"))
+
+    assert event_store.delete_events("owner-a") == 0  # nothing named: nothing deleted
+    assert event_store.delete_events("owner-a", package_ids=["p1"], pixel_ids=["x1"]) == 5
+    assert sorted(r["id"] for r in event_store.rows("owner-a")) == ["c", "f"]
+    assert event_store.rows("owner-b") == expected_rows(other)  # another owner's are theirs
+    assert existing_ids(event_store, "owner-a", ["a", "b", "d", uuid_id]) == set()
+    # Their ids are free: written again, they are new events, not replacements.
+    event_store.write_batch(
+        "owner-a", make_batch(["a", uuid_id], import_id="i-3"), checkpoint("i-3")
+    )
+    assert sorted(r["id"] for r in event_store.rows("owner-a")) == sorted(["a", "c", "f", uuid_id])
+    assert event_store.delete_events("owner-a", package_ids=["p2"]) == 2  # c, and f by package
+    assert event_store.delete_events("owner-a", pixel_ids=["x9"], package_ids=["p9"]) == 0
+    assert event_store.count() == 3
+
+
 def test_ids_of_every_form_round_trip_and_replace(event_store: EventStore) -> None:
     """UUIDs (which the embedded store keeps as numbers when canonical) and other texts."""
     batch = make_batch([*UUIDS, *NOT_UUIDS])

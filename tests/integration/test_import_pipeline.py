@@ -676,3 +676,112 @@ def test_an_importer_never_replaces_events_they_may_not_write(api: Server) -> No
     assert counts(done) == (1, 1, 0)
     assert [w["code"] for w in done["warning_log_sample"]] == ["duplicate-unique-id"]
     assert where()["p-2"] == (shared, None, None)
+
+
+# --- deletions and lost rights while an import runs ---------------------------------------------
+
+
+# Fractional times are decoded by Python, not the scanner: slow enough to act on midway.
+def slow_lines(count: int, **fields: str) -> list[bytes]:
+    extra = b"".join(b',"%s":"%s"' % (k.encode(), v.encode()) for k, v in fields.items())
+    return [b'{"$time":%d.5,"$nope":1%s}\n' % (i, extra) for i in range(1, count + 1)]
+
+
+def running(client: Any, owner: str, import_id: str) -> dict[str, Any]:
+    """The import once it has committed a batch (it is still running then)."""
+    deadline = time.monotonic() + 60
+    while True:
+        status = client.get(f"/v2/imports/{owner}/{import_id}").json()
+        if status["events_successfully_imported"] > 0:
+            assert status["status"] == "importing", status  # acted on midway, or no test
+            return dict(status)
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+
+
+def owner_id_of(server: Server, name: str) -> str:
+    from eventport.control.accounts import account_by_name
+
+    with server.control.session() as s:
+        account = account_by_name(s, name)
+        assert account is not None
+        return account.id
+
+
+def test_deleting_a_package_stops_its_running_import_and_takes_its_events(api: Server) -> None:
+    """Before, the import went on to 'done', writing the whole upload under a package that no
+    longer existed; its events (and a finished import's) stayed in the store for good, and
+    their $unique_ids still counted as stored: a later import of them was warned of
+    replacements, or refused to an importer with a grant."""
+    alice = api.user("alice")
+    package_id, other_id = setup_package(alice, "alice", "gone"), setup_package(alice, "alice")
+    day = "2024-06-04T00:00:00Z"
+    earlier = [{"$time": day, "$unique_id": f"old-{n}"} for n in range(3)]
+    first = import_lines(alice, "alice", f"/v2/packages/alice/{package_id}/import", earlier)
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", b"".join(slow_lines(400_000)))
+    running(alice, "alice", started["id"])
+    assert alice.delete(f"/v2/packages/alice/{package_id}").status_code == 204
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "failed", done
+    assert "deleted after the upload" in done["failure_reason"]
+    assert [e["type"] for e in done["error_log_sample"]] == ["artifact-not-found"]
+    assert 0 < done["events_successfully_imported"] < 400_000
+    for import_id in (first["id"], started["id"]):
+        assert stored(api, import_id=import_id) == 0
+    owner = owner_id_of(api, "alice")
+    assert api.app.state.events.delete_events(owner, package_ids=[package_id]) == 0
+    # The ids are free: imported again, nothing is replaced.
+    again = import_lines(alice, "alice", f"/v2/packages/alice/{other_id}/import", earlier)
+    assert (again["events_successfully_imported"], again["warnings_total"]) == (3, 0)
+
+
+def test_deleting_a_pixel_takes_its_events(api: Server) -> None:
+    alice = api.user("alice")
+    pixel = alice.post("/v2/tracking-pixels/alice", json={"name": "docs"}).json()["id"]
+    lines = [{"$time": "2024-06-04T00:00:00Z", "$unique_id": "seen"}]
+    done = import_lines(alice, "alice", f"/v2/tracking-pixels/alice/{pixel}/import", lines)
+    assert stored(api, import_id=done["id"]) == 1
+    assert alice.delete(f"/v2/tracking-pixels/alice/{pixel}").status_code == 204
+    assert stored(api, import_id=done["id"]) == 0
+
+
+def test_an_importer_who_loses_their_rights_is_stopped(api: Server) -> None:
+    """bob, an admin of alice's organization, is removed from it while his import into one of
+    its packages runs: the import stops at its next heartbeat (a lease's third: here < 1 s)
+    and fails; what it committed before stays, and is counted."""
+    alice, bob = api.user("alice"), api.user("bob")
+    org = {"name": "acme", "description": "d", "billingEmail": "b@acme.org"}
+    assert alice.post("/api/v1/organizations", json=org).status_code == 200
+    member = {"username": "bob", "role": "admin"}
+    assert alice.post("/v2/organizations/acme/members", json=member).status_code == 201
+    package_id = setup_package(alice, "acme")
+    started = start(bob, f"/v2/packages/acme/{package_id}/import", b"".join(slow_lines(400_000)))
+    running(bob, "acme", started["id"])
+    assert alice.delete("/v2/organizations/acme/members/bob").status_code == 204
+    done = wait_finished(alice, "acme", started["id"])
+    assert done["status"] == "failed", done
+    assert "may no longer import into it" in done["failure_reason"]
+    assert 0 < done["events_successfully_imported"] < 400_000
+    assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
+
+
+def test_an_owner_wide_import_keeps_nothing_of_a_package_deleted_meanwhile(api: Server) -> None:
+    """Lines naming a package deleted while the import runs: those after are refused, those
+    written before go (the deletion took only what was committed by then)."""
+    alice = api.user("alice")
+    kept, gone = setup_package(alice, "alice", "kept"), setup_package(alice, "alice", "gone")
+    lines = [
+        line.replace(b"GONE", gone.encode()).replace(b"KEPT", kept.encode())
+        for line in slow_lines(200_000, **{"$package": "GONE"})
+        + slow_lines(200_000, **{"$package": "KEPT"})
+    ]
+    lines[0::2], lines[1::2] = lines[:200_000], lines[200_000:]  # alternating
+    started = start(alice, "/v2/alice/import", b"".join(lines))
+    running(alice, "alice", started["id"])
+    assert alice.delete(f"/v2/packages/alice/{gone}").status_code == 204
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done", done
+    assert done["events_failed_to_import"] > 0  # lines after the deletion
+    assert stored(api, import_id=started["id"]) == 200_000  # only the kept package's
+    owner = owner_id_of(api, "alice")
+    assert api.app.state.events.delete_events(owner, package_ids=[gone]) == 0

@@ -77,9 +77,11 @@ def test_only_a_namespace_admin_detaches_a_pixel(server: Server) -> None:
     attached = {"name": "bobs", "package_id": package["id"]}
     pixel = expect(bob.post("/v2/tracking-pixels/alice", json=attached), 201)
     url = f"/v2/tracking-pixels/alice/{pixel['id']}"
-    expect(bob.put(url, json={"name": "bobs"}), 404)
+    detach = {"name": "bobs", "package_id": None}  # left out, the package is kept
+    assert "package" in expect(bob.put(url, json={"name": "bobs"}), 200)
+    expect(bob.put(url, json=detach), 404)
     assert "package" in expect(alice.get(url), 200)
-    assert "package" not in expect(alice.put(url, json={"name": "bobs"}), 200)
+    assert "package" not in expect(alice.put(url, json=detach), 200)
 
 
 def test_names_and_addresses_that_cannot_work_are_refused(server: Server) -> None:

@@ -12,6 +12,8 @@ from eventport.api.errors import Unauthorized
 from eventport.control import accounts
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account
+from eventport.control.packages import Deleted
+from eventport.events.store import EventStore
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `eventport tokens create`.")
 
@@ -19,6 +21,19 @@ bearer = HTTPBearer(auto_error=False, description="An API token from `eventport 
 def control_db(request: Request) -> ControlDatabase:
     db: ControlDatabase = request.app.state.control
     return db
+
+
+def event_store(request: Request) -> EventStore:
+    events: EventStore = request.app.state.events
+    return events
+
+
+def forget_events(events: EventStore, deleted: Deleted) -> None:
+    """After a deletion has committed: the events of the packages and pixels it took. (An
+    import that was writing into them, stopped by the deletion, deletes what it wrote after.)"""
+    events.delete_events(
+        deleted.owner_id, package_ids=deleted.package_ids, pixel_ids=deleted.pixel_ids
+    )
 
 
 def current_user(
@@ -63,3 +78,4 @@ def _takes_token(route: Any) -> bool:
 
 Db = Annotated[ControlDatabase, Depends(control_db)]
 Actor = Annotated[Account, Depends(current_user)]
+Events = Annotated[EventStore, Depends(event_store)]

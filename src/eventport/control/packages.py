@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from eventport.control.accounts import account_by_name, namespace_access, require, user_by_query
 from eventport.control.models import (
     Account,
+    Import,
     Membership,
     Package,
     PackageDomain,
@@ -324,18 +325,48 @@ def update_package(
     return package
 
 
-def delete_package(session: Session, actor: Account, package: Package) -> None:
+@dataclass(frozen=True)
+class Deleted:
+    """What a deletion took: the events of these packages and pixels are to go too (the
+    event store is not the control store's to change: the caller deletes them)."""
+
+    owner_id: str
+    package_ids: tuple[str, ...] = ()
+    pixel_ids: tuple[str, ...] = ()
+
+
+def stop_imports_into(session: Session, deleted: Deleted) -> None:
+    """Running imports into what was deleted stop as an abort does (within a second): their
+    worker then finds the target gone and fails them. (Waiting ones fail when claimed.)"""
+    into = [
+        (Import.target == "package") & Import.package_id.in_(deleted.package_ids),
+        (Import.target == "pixel") & Import.pixel_id.in_(deleted.pixel_ids),
+    ]
+    session.execute(
+        update(Import)
+        .where(Import.owner_id == deleted.owner_id, Import.state == "running", or_(*into))
+        .values(abort_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def delete_package(session: Session, actor: Account, package: Package) -> Deleted:
     """The package goes with what belongs to it: its routes, domains and permissions, and the
     tracking pixels attached to it. Freed instead, a pixel (and the events it recorded as the
     package's) would follow the namespace's access, and reach users the package was kept from
     (one blocked on it)."""
     require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    pixel_ids = []
     for pixel in session.scalars(
         select(TrackingPixel).where(TrackingPixel.package_id == package.id)
     ):
+        pixel_ids.append(pixel.id)
         session.delete(pixel)
+    deleted = Deleted(package.owner_id, (package.id,), tuple(pixel_ids))
     session.delete(package)
+    stop_imports_into(session, deleted)
     session.flush()
+    return deleted
 
 
 # --- permissions -----------------------------------------------------------------------------

@@ -7,7 +7,14 @@ from sqlalchemy.orm import Session
 
 from eventport.control.accounts import account_by_name, namespace_access, require
 from eventport.control.models import Account, TrackingPixel, utcnow
-from eventport.control.packages import access_to, owner_for_listing, package_for, parse_uuid
+from eventport.control.packages import (
+    Deleted,
+    access_to,
+    owner_for_listing,
+    package_for,
+    parse_uuid,
+    stop_imports_into,
+)
 from eventport.domain import names
 from eventport.domain.access import Access, pixel_access
 from eventport.domain.errors import InvalidInput, NotFound
@@ -125,6 +132,9 @@ def update_pixel(
     return pixel
 
 
-def delete_pixel(session: Session, pixel: TrackingPixel) -> None:
+def delete_pixel(session: Session, pixel: TrackingPixel) -> Deleted:
+    deleted = Deleted(pixel.owner_id, pixel_ids=(pixel.id,))
     session.delete(pixel)
+    stop_imports_into(session, deleted)
     session.flush()
+    return deleted

@@ -172,6 +172,14 @@ _FILL_IDS = (
     "md5(convert_to(owner_id, 'UTF8') || '\\x00'::bytea || convert_to(id, 'UTF8'))::uuid "
     f"FROM {EVENTS_TABLE}"
 )
+# The events of deleted packages and pixels, and their keys (as _FILL_IDS makes them).
+_DELETE_EVENTS = sql.SQL(
+    "WITH gone AS (DELETE FROM {} WHERE owner_id = %s "
+    "AND (package_id = ANY(%s) OR pixel_id = ANY(%s)) RETURNING owner_id, id), "
+    "freed AS (DELETE FROM {} WHERE key IN (SELECT md5(convert_to(owner_id, 'UTF8') "
+    "|| '\\x00'::bytea || convert_to(id, 'UTF8'))::uuid FROM gone) RETURNING 1) "
+    "SELECT count(*) FROM gone"
+).format(_T, sql.Identifier(EVENT_IDS_TABLE))
 _COLUMNS_SQL = sql.SQL(", ").join(sql.Identifier(n) for n in COLUMN_NAMES)
 _CHECKPOINT_COLUMNS = sql.SQL(", ").join(sql.Identifier(f) for f in CHECKPOINT_FIELDS)
 _UPSERT_CHECKPOINT = sql.SQL(
@@ -576,6 +584,20 @@ class PostgresEventStore:
             [dict(zip(STORED_TARGETS_SCHEMA.names, row, strict=True)) for row in rows],
             STORED_TARGETS_SCHEMA,
         )
+
+    def delete_events(
+        self, owner_id: str, *, package_ids: Sequence[str] = (), pixel_ids: Sequence[str] = ()
+    ) -> int:
+        """See :class:`~eventport.events.store.EventStore`: the events and their keys in
+        ``event_ids``, under the owner's lock (as a batch's commit takes it)."""
+        if not package_ids and not pixel_ids:
+            return 0
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner_id))
+            row = conn.execute(
+                _DELETE_EVENTS, (owner_id, list(package_ids), list(pixel_ids))
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def expect_events(self, count: int) -> None:
         """See :class:`~eventport.events.store.EventStore`: PostgreSQL keeps nothing per event

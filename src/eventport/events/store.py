@@ -176,6 +176,14 @@ class EventStore(Protocol):
         (see imports/pipeline.py ``_held_by_others``), in place of :meth:`stored_ids`."""
         ...
 
+    def delete_events(
+        self, owner_id: str, *, package_ids: Sequence[str] = (), pixel_ids: Sequence[str] = ()
+    ) -> int:
+        """Delete this owner's events of the packages ``package_ids`` and the pixels
+        ``pixel_ids`` (ones deleted from the control store): no export could reach them, and
+        their ``$unique_id``s are free again. The number of events deleted."""
+        ...
+
     def expect_events(self, count: int) -> None:
         """A hint: about ``count`` events are about to be written (an import's estimate of
         its remaining lines). A store that keeps memory per stored event sizes it once, instead

@@ -139,7 +139,7 @@ def parsed_table(events: Sequence[ParsedEvent], keep_addresses: bool) -> pa.Tabl
         headers_text(e.headers, keep_addresses and not private) if e.headers else None
         for e, private in zip(events, dnt, strict=True)
     ]
-    columns["dnt"] = dnt
+    columns["dnt"] = list[object](dnt)
     return pa.Table.from_pydict(columns, schema=DECODED_SCHEMA)
 
 

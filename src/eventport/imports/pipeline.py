@@ -102,6 +102,11 @@ class Lookups:
     pixel_package: Callable[[str], str | None] = lambda _pixel_id: None
     packages: dict[str, str | None] = field(default_factory=dict)
     pixels: dict[str, str | None] = field(default_factory=dict)
+    # Every package and pixel id found (an owner-wide import's targets), and when the worker
+    # next asks all of them afresh (time.monotonic(); see worker.py _recheck_targets).
+    seen_packages: set[str] = field(default_factory=set)
+    seen_pixels: set[str] = field(default_factory=set)
+    recheck_at: float = 0.0
     # $unique_ids of the batches built before this one that may not be committed yet (the
     # worker writes a batch while it builds the next; with a store's staged writes, two), so
     # the store may not show them yet: their ids and text_hashes, one pair a batch, the last
@@ -119,12 +124,16 @@ class Lookups:
 
     def resolve_package(self, ref: str) -> str | None:
         if ref not in self.packages:
-            self.packages[ref] = self.package(ref)
+            found = self.packages[ref] = self.package(ref)
+            if found is not None:
+                self.seen_packages.add(found)
         return self.packages[ref]
 
     def resolve_pixel(self, ref: str) -> str | None:
         if ref not in self.pixels:
-            self.pixels[ref] = self.pixel(ref)
+            found = self.pixels[ref] = self.pixel(ref)
+            if found is not None:
+                self.seen_pixels.add(found)
         return self.pixels[ref]
 
 

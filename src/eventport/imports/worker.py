@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import cast
 
 import pyarrow as pa
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from eventport.control import imports as control_imports
@@ -95,6 +96,8 @@ def _log_rows(entries: Iterable[LogEntry]) -> Iterator[control_imports.LogRow]:
 SLICE_LINES = 20_480
 SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
+# How long an owner-wide import keeps its answers to who may write which target.
+TARGETS_RECHECK_SECONDS = 30.0
 # A batch also ends once its decoded events hold this much: the benchmark's 61,440 events hold
 # ~13 MB, but events of 16 KB each (a large custom variable) would hold ~1 GB. A 128 MB CSV of
 # such events: server peak 465 MB at 32 MiB, 508 MB at 64 MiB, 756 MB with no bound (and
@@ -311,9 +314,13 @@ class Heartbeat:
         worker: str,
         lease: timedelta,
         on_stop: Callable[[], None] | None = None,
+        allowed: Callable[[], bool] | None = None,
     ):
         self.control, self.import_id, self.worker, self.lease = control, import_id, worker, lease
         self.on_stop = on_stop  # called on the heartbeat's thread once it has set stop
+        # Asked with each renewal: whether the import may still write where it goes (its
+        # target deleted, or its importer's rights taken away, it stops as an abort does).
+        self.allowed = allowed
         self.stop = threading.Event()  # set: the import must stop (abort, or lease lost)
         self._done = threading.Event()
         self._thread = threading.Thread(
@@ -340,7 +347,7 @@ class Heartbeat:
                         waited = 0.0
                         alive = control_imports.renew_lease(
                             s, self.import_id, self.worker, self.lease
-                        )
+                        ) and (self.allowed is None or self.allowed())
                     else:
                         alive = control_imports.still_wanted(s, self.import_id, self.worker)
             except Exception:  # a blip in the control store: try again next tick
@@ -417,6 +424,11 @@ class ImportWorker:
         try:
             self.process(row)
         except TargetGone as exc:
+            self._forget_gone_targets(row)
+            with self.control.session() as s:  # what it wrote before it stopped is counted
+                committed = self._end_log_at_commit(s, row)
+            if committed is not None:
+                self._record(row, committed)
             self._log(row.id, _log_rows([exc.entry]))
             self._finish(row, "failed", str(exc))
         except InputUnusable as exc:
@@ -470,9 +482,7 @@ class ImportWorker:
             checkpoint = Checkpoint(row.id, 1, 0, 0, 0, 0, 0, 0, 0, 0)
         is_csv = row.format == "csv"
         lookups = self._lookups(row)
-        if (row.target == "package" and lookups.resolve_package(str(row.package_id)) is None) or (
-            row.target == "pixel" and lookups.resolve_pixel(str(row.pixel_id)) is None
-        ):
+        if not self._may_write(row):
             raise TargetGone(row)
         batch = _Pending()
         first_batch = True
@@ -484,7 +494,10 @@ class ImportWorker:
             if self.events.capabilities.staged_writes
             else None
         )
-        with Heartbeat(self.control, row.id, self.name, self.lease, interrupt) as heartbeat:
+        allowed = None if row.target == "multi" else (lambda: self._may_write(row))
+        with Heartbeat(
+            self.control, row.id, self.name, self.lease, interrupt, allowed
+        ) as heartbeat:
 
             def stage(item: _Prepared) -> object:
                 if heartbeat.stop.is_set():  # stopped: not staged, only to be rolled back
@@ -568,6 +581,7 @@ class ImportWorker:
                     del chunk, decoded
                     full = batch.size >= self.chunk_lines or batch.bytes >= BATCH_BYTES
                     if full and not heartbeat.stop.is_set():
+                        self._recheck_targets(row, lookups)
                         prepared = self._prepare(row, batch, checkpoint, lookups)
                         if first_batch:
                             self._expect_events(row, checkpoint, batch, prepared.new_ids)
@@ -576,6 +590,7 @@ class ImportWorker:
                         del prepared
                         batch = _Pending()  # the writer has the last one; let it go here
                 if batch.last is not None and not heartbeat.stop.is_set():
+                    self._recheck_targets(row, lookups)
                     submit(self._prepare(row, batch, checkpoint, lookups))
             finally:
                 try:
@@ -584,6 +599,10 @@ class ImportWorker:
                     logger.shutdown()
             if writer.lost.is_set():
                 return  # the lease went to another worker: it carries on from the checkpoint
+        if row.target == "multi":  # lines it wrote into packages or pixels deleted meanwhile
+            self._forget_gone_targets(row, lookups.seen_packages, lookups.seen_pixels)
+        if heartbeat.stop.is_set() and not self._may_write(row):
+            raise TargetGone(row)
         if heartbeat.stop.is_set():
             with self.control.session() as s:
                 aborted = control_imports.abort_was_requested(s, row.id)
@@ -737,6 +756,79 @@ class ImportWorker:
         except BaseException:
             return
         cast(StagedWrites, self.events).discard_staged(held)
+
+    def _may_write(self, row: Import) -> bool:
+        """Whether the import's package or pixel still exists and its importer may still
+        write it (asked afresh; an owner-wide import checks each target in its lookups)."""
+        if row.target == "multi":
+            return True
+        find = owned_package_for if row.target == "package" else pixel_for
+        ref = row.package_id if row.target == "package" else row.pixel_id
+        with self.control.session() as s:
+            importer = s.get(Account, row.created_by)
+            if importer is None or ref is None:
+                return False
+            try:
+                find(s, importer, row.owner.name, ref, Access.ADMIN)
+            except DomainError:
+                return False
+        return True
+
+    def _forget_gone_targets(
+        self, row: Import, packages: Iterable[str] = (), pixels: Iterable[str] = ()
+    ) -> None:
+        """Delete the events written into packages or pixels that have been deleted: the
+        import's own target, and ``packages`` and ``pixels`` (an owner-wide import's). The
+        deletion deleted those stored before it; these are the ones written after."""
+        packages, pixels = set(packages), set(pixels)
+        if row.target == "package" and row.package_id is not None:
+            packages.add(row.package_id)
+        if row.target == "pixel" and row.pixel_id is not None:
+            pixels.add(row.pixel_id)
+        alive_packages, alive_pixels = self._existing(packages, pixels)
+        gone_packages, gone_pixels = packages - alive_packages, pixels - alive_pixels
+        if gone_packages or gone_pixels:
+            self.events.delete_events(
+                row.owner_id, package_ids=sorted(gone_packages), pixel_ids=sorted(gone_pixels)
+            )
+
+    def _existing(self, packages: set[str], pixels: set[str]) -> tuple[set[str], set[str]]:
+        """Those of the package and pixel ids that still exist (one query each)."""
+        with self.control.session() as s:
+            alive_packages = (
+                set(s.scalars(select(Package.id).where(Package.id.in_(packages))))
+                if packages
+                else set()
+            )
+            alive_pixels = (
+                set(s.scalars(select(TrackingPixel.id).where(TrackingPixel.id.in_(pixels))))
+                if pixels
+                else set()
+            )
+        return alive_packages, alive_pixels
+
+    def _recheck_targets(self, row: Import, lookups: Lookups) -> None:
+        """An owner-wide import, before each batch: a package or pixel deleted since it was
+        looked up is no longer written (one query); every TARGETS_RECHECK_SECONDS, every
+        target is looked up again (the importer's rights may have changed)."""
+        if row.target != "multi" or not (lookups.packages or lookups.pixels):
+            return
+        now = time.monotonic()
+        if not lookups.recheck_at:  # the first batch's look-ups are fresh
+            lookups.recheck_at = now + TARGETS_RECHECK_SECONDS
+        elif now >= lookups.recheck_at:
+            lookups.packages.clear()
+            lookups.pixels.clear()
+            lookups.recheck_at = now + TARGETS_RECHECK_SECONDS
+            return
+        alive_packages, alive_pixels = self._existing(
+            {found for found in lookups.packages.values() if found is not None},
+            {found for found in lookups.pixels.values() if found is not None},
+        )
+        for cache, alive in ((lookups.packages, alive_packages), (lookups.pixels, alive_pixels)):
+            for ref, found in cache.items():
+                if found is not None and found not in alive:
+                    cache[ref] = None
 
     def _lookups(self, row: Import) -> Lookups:
         """Who may write where, asked of the control store once per distinct value."""

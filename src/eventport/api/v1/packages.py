@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.orm import Session
 
-from eventport.api.deps import Actor, Db
+from eventport.api.deps import Actor, Db, Events, forget_events
 from eventport.api.routing import ControlRoute
 from eventport.api.v1 import shapes
 from eventport.control import packages as store
@@ -212,10 +212,15 @@ def update_package(
 
 @router.delete("/{package_ref}", status_code=204)
 def delete_package(
-    package_ref: Annotated[str, Path(description="The package's id")], db: Db, actor: Actor
+    package_ref: Annotated[str, Path(description="The package's id")],
+    db: Db,
+    actor: Actor,
+    events: Events,
 ) -> Response:
     with db.session() as s:
-        store.delete_package(s, actor, store.package_for(s, actor, package_ref, Access.ADMIN))
+        package = store.package_for(s, actor, package_ref, Access.ADMIN)
+        deleted = store.delete_package(s, actor, package)
+    forget_events(events, deleted)
     return Response(status_code=204)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Query, Request, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from eventport.api.deps import Actor, Db
+from eventport.api.deps import Actor, Db, Events, forget_events
 from eventport.api.errors import error_response
 from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.routing import ControlRoute
@@ -256,8 +256,9 @@ def update_package(
 
 
 @router.delete("/{owner}/{package_id}", status_code=204)
-def delete_package(owner: str, package_id: str, db: Db, actor: Actor) -> Response:
+def delete_package(owner: str, package_id: str, db: Db, actor: Actor, events: Events) -> Response:
     with db.session() as s:
         package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
-        store.delete_package(s, actor, package)
+        deleted = store.delete_package(s, actor, package)
+    forget_events(events, deleted)
     return Response(status_code=204)

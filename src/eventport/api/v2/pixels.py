@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from eventport.api.deps import Actor, Db
+from eventport.api.deps import Actor, Db, Events, forget_events
 from eventport.api.pagination import After, PerPage, links, page
 from eventport.api.routing import ControlRoute
 from eventport.api.v2 import shapes
@@ -58,7 +58,11 @@ def update_pixel(
 
 
 @router.delete("/{owner}/{tracking_pixel_id}", status_code=204)
-def delete_pixel(owner: str, tracking_pixel_id: str, db: Db, actor: Actor) -> Response:
+def delete_pixel(
+    owner: str, tracking_pixel_id: str, db: Db, actor: Actor, events: Events
+) -> Response:
     with db.session() as s:
-        store.delete_pixel(s, store.pixel_for(s, actor, owner, tracking_pixel_id, Access.ADMIN))
+        pixel = store.pixel_for(s, actor, owner, tracking_pixel_id, Access.ADMIN)
+        deleted = store.delete_pixel(s, pixel)
+    forget_events(events, deleted)
     return Response(status_code=204)
