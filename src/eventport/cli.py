@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,10 +155,15 @@ def _log_to_stderr(level: str) -> None:
 def _preflight(settings: Settings) -> None:
     """What the server needs before it starts, checked with a one-line error for each
     mistake (uvicorn would print a traceback for a failure in the app's start-up)."""
+    from eventport.enrich.ip import check_database
     from eventport.events.store import open_configured_event_store
 
     with user_errors("cannot use the data directory"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with user_errors("cannot write uploads to the spool directory"):
+        settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=settings.spool_dir):
+            pass
     control = _open_control(settings)
     try:
         with user_errors("cannot open the event store"):
@@ -171,6 +177,10 @@ def _preflight(settings: Settings) -> None:
     ):
         if settings.enrichment and path is not None and not Path(path).is_file():
             raise click.ClickException(f"{name}: no file at {path}")
+        if settings.enrichment and path is not None:  # read as the server will (its
+            # start-up would print a traceback for a file that is no MaxMind database)
+            with user_errors(name):
+                check_database(Path(path), "location" if "CITY" in name else "asn")
 
 
 @click.group(invoke_without_command=True)

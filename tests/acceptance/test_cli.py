@@ -254,6 +254,19 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         (("enrichment", "info"), {"ORIGIN_SECRET": "short"}, "origin_secret"),
         (("serve", "--port", "0"), {"ORIGIN_SECRET": "x" * 65}, "at most 64 bytes"),
         (("serve", "--port", "0"), {"GEOIP_CITY_DATABASE": "/no/such.mmdb"}, "no file at"),
+        # A file that is no MaxMind database (the server's start-up printed a traceback).
+        (
+            ("serve", "--port", "0"),
+            {"GEOIP_CITY_DATABASE": "{file}"},
+            "eventport_geoip_city_database: cannot read maxmind database",
+        ),
+        (
+            ("serve", "--port", "0"),
+            {"GEOIP_ASN_DATABASE": "{file}"},
+            "eventport_geoip_asn_database: cannot read maxmind database",
+        ),
+        # A spool that cannot be written (every upload was a 500).
+        (("serve", "--port", "0"), {"DATA_DIR": "{spooled}"}, "cannot write uploads to the spool"),
         (("tokens", "list", "ann"), {"PORT": "abc"}, "eventport_port: input should be"),
     ],
 )
@@ -271,7 +284,12 @@ def test_environment_mistakes_are_one_line(
     if not backend.startswith("sqlite"):
         pytest.skip("the cases set their own database; once is enough")
     (tmp_path / "afile").write_text("not a directory")
-    given = {f"EVENTPORT_{k}": v.format(file=tmp_path / "afile") for k, v in settings.items()}
+    (tmp_path / "spooled").mkdir()
+    (tmp_path / "spooled" / "spool").write_text("a file where the spool's directory goes")
+    given = {
+        f"EVENTPORT_{k}": v.format(file=tmp_path / "afile", spooled=tmp_path / "spooled")
+        for k, v in settings.items()
+    }
     result = run(*command, env={**env, **given}, check=False)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -330,3 +331,23 @@ def test_an_import_whose_target_was_deleted_fails_saying_so(server: Server, targ
     (entry,) = done["error_log_sample"]
     assert entry["type"] == "artifact-not-found"
     assert server.app.state.events.count(import_id=started["id"]) == 0
+
+
+def test_a_spool_that_cannot_be_written_is_a_clear_503(server: Server, tmp_path: Path) -> None:
+    """The data dir's spool became unwritable after the server started (``serve`` checks it at
+    start): each upload says so, where it was a bare 500, and leaves no import behind."""
+    settings = server.settings.model_copy(update={"data_dir": tmp_path, "workers": 0})
+    with running_server(settings, server.control) as broken:
+        alice = broken.user("alice")
+        package_id = setup_package(alice, "alice")
+        spool = settings.spool_dir
+        if spool.exists():
+            spool.rmdir()
+        spool.write_text("a file where the spool's directory goes")
+        response = upload(alice, f"/v2/packages/alice/{package_id}/import", NDJSON)
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "spool-unavailable"
+        assert "nothing was imported" in response.json()["message"]
+        assert alice.get("/v2/imports/alice").json()["event_imports"] == []
+        for client in broken.clients:
+            client.close()

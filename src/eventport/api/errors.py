@@ -44,10 +44,18 @@ class InsufficientStorage(DomainError):
     code = "insufficient-storage"
 
 
+class SpoolUnavailable(DomainError):
+    """The server cannot write uploads where it keeps them (a read-only file system, a
+    directory it may not write): its operator's to mend; nothing was kept."""
+
+    code = "spool-unavailable"
+
+
 STATUS: dict[type[DomainError], int] = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     InsufficientStorage: 507,
+    SpoolUnavailable: 503,
     OutOfMemory: 503,
     Unauthorized: 401,
     NotFound: 404,

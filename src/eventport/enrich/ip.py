@@ -234,6 +234,12 @@ def _open_database(path: Path, role: str) -> _Database:
     return _Database(reader, source, path)
 
 
+def check_database(path: Path, role: str) -> None:
+    """Whether ``path`` is a MaxMind database for ``role`` ("location" or "asn"): a
+    :class:`ValueError` that says why not."""
+    _open_database(path, role).reader.close()
+
+
 def _database_kind(database_type: str, role: str) -> str | None:
     if role == "asn":
         return "asn" if any(word in database_type for word in _OWNER_KINDS) else None

@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -363,6 +364,22 @@ class Heartbeat:
                 return
 
 
+def _let_go_of_frames(exc: BaseException) -> None:
+    """Clear the locals of the finished frames ``exc`` and the errors it chains hold, once it
+    is logged: among them the failed attempt's slices of the upload's mapped file, which kept
+    the file (and, deleted on a full disk, its space) until the garbage collector found the
+    cycle the error is in (minutes), or for as long as a log handler keeps the record."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        pending += [error.__cause__, error.__context__]
+
+
 class ImportWorker:
     def __init__(
         self,
@@ -456,6 +473,7 @@ class ImportWorker:
                 self._log(row.id, _log_rows([_attempt_failed(row.attempts, stalled, exc)]))
             except Exception:  # the control store itself may be what failed
                 log.warning("import %s: could not log the failed attempt", row.id, exc_info=True)
+            _let_go_of_frames(exc)
             if isinstance(exc, UploadMissing):
                 # Another worker may see the file (this one has another data dir): handed back
                 # at once, and left to the others for a while (counted as an attempt all the
@@ -545,6 +563,8 @@ class ImportWorker:
                 item.logged = logger.submit(log_batch, item)
                 return writer.submit(item)
 
+            slices: Iterator[Chunk] = iter(())
+            chunks = slices
             try:
                 if row.compression == "gzip" and fresh:
                     # Checked whole before a batch is written, so that an import that fails
@@ -555,7 +575,7 @@ class ImportWorker:
                         Path(row.spool_path),
                         stopped=lambda: heartbeat.stop.is_set() or self.stopping.is_set(),
                     )
-                slices = iter_chunks(
+                slices = chunks = iter_chunks(
                     Path(row.spool_path),
                     gzip=row.compression == "gzip",
                     fmt="csv" if is_csv else "ndjson",
@@ -597,6 +617,11 @@ class ImportWorker:
                     writer.close()
                 finally:
                     logger.shutdown()
+                    # The upload's file and its mapping are let go now, not when the garbage
+                    # collector next finds the failed attempt's frames (which hold the reader):
+                    # on a full disk the deleted file's space was held for minutes.
+                    for reader in (slices, chunks):  # generators
+                        getattr(reader, "close", lambda: None)()
             if writer.lost.is_set():
                 return  # the lease went to another worker: it carries on from the checkpoint
         if row.target == "multi":  # lines it wrote into packages or pixels deleted meanwhile

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from eventport.api.deps import Actor, Db
 from eventport.api.errors import (
     InsufficientStorage,
     PayloadTooLarge,
+    SpoolUnavailable,
     UnsupportedMediaType,
     documented,
 )
@@ -38,6 +41,7 @@ from eventport.domain.errors import BadRequest, Forbidden, NotFound, no_room
 from eventport.imports import log_lines
 from eventport.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["v2 event import"])
 
 FORMATS = {
@@ -121,7 +125,11 @@ async def _spool(request: Request, path: Path, limit: int) -> int:
                 spool.write(chunk)
     except OSError as exc:
         if (words := no_room(exc)) is None:
-            raise
+            log.error("cannot write an upload to %s: %s", path, exc)
+            raise SpoolUnavailable(
+                f"the server cannot store uploads ({exc.strerror or exc}); nothing was "
+                "imported: its operator must make the data directory's spool writable"
+            ) from exc
         raise InsufficientStorage(
             f"the server has no room to store the upload ({words}, after {size} bytes); "
             "nothing was imported: try again once there is room"
@@ -163,7 +171,8 @@ async def _start_import(
 
         body = await run_in_threadpool(create)
     except BaseException:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a spool that is no directory: said above)
+            path.unlink(missing_ok=True)
         raise
     wake = getattr(request.app.state, "wake_workers", None)
     if wake is not None:
