@@ -97,6 +97,14 @@ class Settings(BaseSettings):
         "raw addresses are kept nowhere once an import is done.",
     )
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _named_dir(cls, value: object) -> object:
+        # An empty EVENTPORT_DATA_DIR= would be the working directory, silently.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("data_dir is empty: name a directory, or leave it unset")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

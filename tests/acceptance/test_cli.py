@@ -268,6 +268,7 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         # A spool that cannot be written (every upload was a 500).
         (("serve", "--port", "0"), {"DATA_DIR": "{spooled}"}, "cannot write uploads to the spool"),
         (("tokens", "list", "ann"), {"PORT": "abc"}, "eventport_port: input should be"),
+        (("tokens", "list", "ann"), {"DATA_DIR": ""}, "data_dir is empty"),
     ],
 )
 def test_environment_mistakes_are_one_line(

@@ -15,7 +15,9 @@ from sqlalchemy import update
 
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Import
+from eventport.events.store import open_event_store
 from eventport.imports.spool import STALE_AFTER, sweep
+from eventport.imports.worker import WorkerPool
 from tests.integration.test_import_claims import make_import, make_owner
 
 
@@ -70,3 +72,22 @@ def test_the_sweep_deletes_what_no_import_will_read(
 
 def test_the_sweep_of_no_spool_does_nothing(own_control: ControlDatabase, tmp_path: Path) -> None:
     assert sweep(own_control, tmp_path / "spool") == []
+
+
+def test_an_embedded_servers_start_sweeps_uploads_cut_off_at_once(
+    own_control: ControlDatabase, store_database: str | None, tmp_path: Path
+) -> None:
+    """The embedded store's process is the only one using its data dir: when it starts, a file
+    of no import is an upload a kill cut off (with raw addresses in it), and goes at once. It
+    stayed for an hour before. A PostgreSQL deployment's other servers may be receiving one."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    cut_off = _file(spool, f"{uuid.uuid4()}.upload", age=timedelta(seconds=5))
+    events = open_event_store(store_database, tmp_path)
+    pool = WorkerPool(own_control, events, count=0, lease=timedelta(seconds=5), spool_dir=spool)
+    try:
+        pool.start()
+        pool.stop()
+    finally:
+        events.close()
+    assert cut_off.exists() is events.capabilities.multi_process

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from gzip import compress
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -204,15 +205,22 @@ def test_an_upload_missing_from_the_spool_is_named_in_the_log(server: Server) ->
     assert finished
     assert raised is None
     status = alice.get(f"/v2/imports/alice/{started['id']}").json()
-    assert status["status"] == "importing"  # another worker may see it, once the lease ends
     (entry,) = [e for e in full_log(alice, "alice", started["id"]) if e["type"] != "progress"]
     assert entry["type"] == "attempt-failed"
     message = entry["human_friendly_message"]
+    assert str(server.settings.spool_dir) in message
+    if not store.capabilities.multi_process:
+        # No other process uses the embedded store's data dir: no other worker could read
+        # the file, so the import fails at once (it held the owner's later imports behind it
+        # for five attempts, ~5 minutes).
+        assert status["status"] == "failed"
+        assert "it was deleted, or the data dir was moved without it" in status["failure_reason"]
+        return
+    assert status["status"] == "importing"  # another worker may see it, once the lease ends
     assert message.startswith(
         "attempt 1 stopped (1 of 5 in a row without a committed batch): the upload's file is "
         "not in this worker"
     )
-    assert str(server.settings.spool_dir) in message
     assert "EVENTPORT_DATA_DIR" in message
 
 
@@ -480,7 +488,10 @@ def test_clean_hand_backs_and_attempts_that_commit_do_not_fail_an_import(server:
 
 def test_a_worker_that_cannot_read_an_upload_leaves_it_to_the_others(server: Server) -> None:
     """Handed back at once (not held until its lease runs out) and not claimed again by that
-    worker for a while: a worker that can read the upload takes it."""
+    worker for a while: a worker that can read the upload takes it. (PostgreSQL: any number
+    of processes share it, each with its data dir.)"""
+    if not server.app.state.events.capabilities.multi_process:
+        pytest.skip("the embedded store's process is the only one that could read the upload")
     alice = server.user("alice")
     package_id = setup_package(alice, "alice")
     started = start(alice, f"/v2/packages/alice/{package_id}/import", b'{"$time": 1717200000}\n')
@@ -536,3 +547,24 @@ def test_attempts_that_fail_after_committing_do_not_fail_an_import(server: Serve
     assert counts(done) == (events, events, 0)
     assert claims > MAX_ATTEMPTS
     assert server.app.state.events.count(import_id=started["id"]) == events
+
+
+def test_a_moved_data_dirs_uploads_are_found_in_its_spool(server: Server, tmp_path: Path) -> None:
+    """An import keeps its upload's absolute path: after the data dir moved (or is mounted
+    elsewhere), a worker finds the upload in its own spool (before, the import failed after
+    five attempts, and the sweeper then deleted the upload)."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", b'{"$time": 1717200000}\n')
+    moved = tmp_path / "moved-spool"
+    moved.mkdir()
+    spooled = server.settings.spool_dir / f"{started['id']}.upload"
+    spooled.rename(moved / spooled.name)
+    store = server.app.state.events
+    worker = ImportWorker(
+        server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH, spool_dir=moved
+    )
+    assert worker.run_once() is True
+    done = wait_finished(alice, "alice", started["id"])
+    assert (done["status"], counts(done)) == ("done", (1, 1, 0))
+    assert not (moved / spooled.name).exists()  # deleted when the import ended

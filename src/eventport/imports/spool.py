@@ -81,14 +81,23 @@ class SpoolSweeper:
     """:func:`sweep` now, then every ``every`` on a thread of its own until :meth:`stop`."""
 
     def __init__(
-        self, control: ControlDatabase, spool_dir: Path, *, every: timedelta = SWEEP_EVERY
+        self,
+        control: ControlDatabase,
+        spool_dir: Path,
+        *,
+        every: timedelta = SWEEP_EVERY,
+        first_stale_after: timedelta | None = None,
     ) -> None:
         self.control, self.spool_dir, self.every = control, spool_dir, every
+        # The first sweep's stale_after (None: STALE_AFTER): 0 when no other process can be
+        # receiving an upload into this spool.
+        self.first_stale_after = first_stale_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._sweep()
+        first = self.first_stale_after
+        self._sweep(STALE_AFTER if first is None else first)
         self._thread = threading.Thread(target=self._run, name="spool-sweeper", daemon=True)
         self._thread.start()
 
@@ -101,8 +110,8 @@ class SpoolSweeper:
         while not self._stop.wait(self.every.total_seconds()):
             self._sweep()
 
-    def _sweep(self) -> None:
+    def _sweep(self, stale_after: timedelta = STALE_AFTER) -> None:
         try:
-            sweep(self.control, self.spool_dir)
+            sweep(self.control, self.spool_dir, stale_after=stale_after)
         except Exception:  # a lost database connection, say: the next sweep tries again
             log.warning("spool: sweep failed", exc_info=True)

@@ -8,6 +8,7 @@ are idempotent, so a replayed batch adds none twice.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -108,9 +109,18 @@ BATCH_BYTES = 32 << 20
 
 class UploadMissing(Exception):
     """The upload's file is not where the import says (the spool of this process's data dir);
-    its text says why that happens, for the import's log and the server's."""
+    its text says why that happens, for the import's log and the server's. ``alone``: this
+    process is the only one that could read it (the embedded store's), so no other worker
+    will: the import fails at once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, alone: bool = False) -> None:
+        self.alone = alone
+        if alone:
+            super().__init__(
+                f"the upload's file is not in the spool ({path.parent}): it was deleted, or "
+                "the data dir was moved without it"
+            )
+            return
         super().__init__(
             f"the upload's file is not in this worker's spool ({path.parent}): the worker runs "
             "with another EVENTPORT_DATA_DIR than the server that took the upload (workers must "
@@ -391,9 +401,11 @@ class ImportWorker:
         chunk_lines: int | None = None,
         enricher: Enricher | None = None,
         keep_ip_addresses: bool = False,
+        spool_dir: Path | None = None,
     ) -> None:
         self.control = control
         self.events = events
+        self.spool_dir = spool_dir  # this process's, where a moved data dir's uploads are
         self.enricher = enricher
         self.keep_ip_addresses = keep_ip_addresses
         self.lease = lease
@@ -474,7 +486,9 @@ class ImportWorker:
             except Exception:  # the control store itself may be what failed
                 log.warning("import %s: could not log the failed attempt", row.id, exc_info=True)
             _let_go_of_frames(exc)
-            if isinstance(exc, UploadMissing):
+            if isinstance(exc, UploadMissing) and exc.alone:  # no other worker could read it
+                self._finish(row, "failed", str(exc))
+            elif isinstance(exc, UploadMissing):
                 # Another worker may see the file (this one has another data dir): handed back
                 # at once, and left to the others for a while (counted as an attempt all the
                 # same, so that an upload no worker can read ends the import in time).
@@ -488,8 +502,7 @@ class ImportWorker:
     def process(self, row: Import) -> None:
         """Read and decode in slices, build batches, and commit each on a writer thread while
         the next is built; look for abort between slices."""
-        if not Path(row.spool_path).is_file():
-            raise UploadMissing(Path(row.spool_path))
+        upload = self._upload(row)
         checkpoint = self.events.checkpoint(row.id)
         fresh = checkpoint is None  # no batch of it committed yet
         if checkpoint is not None:  # resuming: the control store may lag the last commit
@@ -572,11 +585,11 @@ class ImportWorker:
                     # nothing, whatever the batch size: before, the batches ahead of the error
                     # stayed, and a retry of the mended file doubled them.
                     check_gzip(
-                        Path(row.spool_path),
+                        upload,
                         stopped=lambda: heartbeat.stop.is_set() or self.stopping.is_set(),
                     )
                 slices = chunks = iter_chunks(
-                    Path(row.spool_path),
+                    upload,
                     gzip=row.compression == "gzip",
                     fmt="csv" if is_csv else "ndjson",
                     start_line=checkpoint.line,
@@ -926,11 +939,28 @@ class ImportWorker:
                 s, row.id, self.name, progress, committed=committed
             )
 
+    def _upload(self, row: Import) -> Path:
+        """The upload's file: where the import says, or of the same name in this process's
+        spool (the data dir was moved since, or mounted elsewhere: an import keeps its
+        upload's absolute path)."""
+        for path in self._upload_paths(row):
+            if path.is_file():
+                return path
+        raise UploadMissing(Path(row.spool_path), alone=not self.events.capabilities.multi_process)
+
+    def _upload_paths(self, row: Import) -> list[Path]:
+        paths = [Path(row.spool_path)]
+        if self.spool_dir is not None:
+            paths.append(self.spool_dir / paths[0].name)
+        return paths
+
     def _finish(self, row: Import, state: str, reason: str | None = None) -> None:
         with self.control.session() as s:
             finished = control_imports.finish(s, row.id, self.name, state, reason)
         if finished:
-            Path(row.spool_path).unlink(missing_ok=True)
+            for path in self._upload_paths(row):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
 
 
 class WorkerPool:
@@ -948,7 +978,15 @@ class WorkerPool:
         keep_ip_addresses: bool = False,
         spool_dir: Path | None = None,
     ) -> None:
-        self._sweeper = None if spool_dir is None else SpoolSweeper(control, spool_dir)
+        # The embedded store's process is the only one using its data dir: at its start, no
+        # other is receiving an upload, so a file of no import is one cut off (by a kill), and
+        # goes at once rather than after STALE_AFTER.
+        alone = not events.capabilities.multi_process
+        self._sweeper = (
+            None
+            if spool_dir is None
+            else SpoolSweeper(control, spool_dir, first_stale_after=timedelta(0) if alone else None)
+        )
         self.workers = [
             ImportWorker(
                 control,
@@ -956,6 +994,7 @@ class WorkerPool:
                 lease=lease,
                 enricher=enricher,
                 keep_ip_addresses=keep_ip_addresses,
+                spool_dir=spool_dir,
             )
             for _ in range(count)
         ]
