@@ -23,7 +23,7 @@ from eventport.events.duckdb_store import (
     compact_file,
 )
 from eventport.events.schema import COLUMNS
-from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, existing_ids
+from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, EventStoreError, existing_ids
 from eventport.export.csv import v2_layout
 from eventport.export.query import AggregateRow, EventQuery
 from tests.integration.test_event_store import T0, checkpoint, expected_rows, make_batch
@@ -669,3 +669,30 @@ def test_a_file_from_before_uuid_numbers_is_upgraded_and_compacted(tmp_path: Pat
         assert existing_ids(store, "owner-a", UUIDS) == set(UUIDS[:3])
     finally:
         store.close()
+
+
+def test_compaction_refuses_a_store_a_newer_version_wrote(tmp_path: Path) -> None:
+    """A column or table this version does not know (a newer eventport's layout) would be
+    left out of the compacted file: before, its values were lost without a word. Refused, and
+    the store is left as it was."""
+    path = tmp_path / "events.duckdb"
+    store = opened(path)
+    try:
+        store.write_batch("owner-a", make_batch(["a", "b"]), checkpoint(line=3))
+    finally:
+        store.close()
+    made_older(  # newer, rather: a column and a table of a later layout
+        path,
+        f"ALTER TABLE {ROWS_TABLE} ADD COLUMN later_column VARCHAR DEFAULT 'kept'",
+        "CREATE TABLE later_table (x INTEGER)",
+    )
+    with pytest.raises(EventStoreError, match=r"does not know \(.*later_column.*later_table"):
+        compact_file(path)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        kept = con.execute(f"SELECT id, later_column FROM {ROWS_TABLE} ORDER BY id").fetchall()
+        assert kept == [("a", "kept"), ("b", "kept")]
+        assert con.execute("SELECT count(*) FROM later_table").fetchall() == [(0,)]
+    finally:
+        con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.duckdb"]

@@ -1674,7 +1674,7 @@ def compact_file(path: Path) -> tuple[int, int, int]:
     make every export and aggregate read more of the table than its time range (each row
     group's min and max times cover the whole range); after this, DuckDB skips the row groups
     outside it. The old file stays as it was, and locked, until the new one is complete; a
-    failure leaves it untouched (and a ``.compacting`` file that the next run replaces). A new
+    failure leaves it untouched (and deletes the new file). A new
     file, not a rewrite in place, so the store does not keep the old rows' space.
     """
     fresh_path = path.with_name(path.name + ".compacting")
@@ -1686,12 +1686,26 @@ def compact_file(path: Path) -> tuple[int, int, int]:
         before = _row_groups(old._connection())
     finally:
         old.close()
+    try:
+        events, after = _compacted_into(path, fresh_path)
+    except BaseException:  # the new file is of no use; the old one is as it was
+        for leftover in (fresh_path, fresh_path.with_name(fresh_path.name + ".wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        raise
+    fresh_path.replace(path)
+    return events, before, after
+
+
+def _compacted_into(path: Path, fresh_path: Path) -> tuple[int, int]:
+    """:func:`compact_file`'s new file, written: (events, row groups)."""
     fresh = DuckDBEventStore(fresh_path, row_group_rows=COMPACTED_ROW_GROUP_ROWS)
     try:
         fresh.setup()
         con = fresh._connection()
         _attach(con, path, _OLD_STORE, "READ_ONLY")
         try:
+            _refuse_unknown_layout(con)
             for table in (PLACES_TABLE, AGENTS_TABLE, CHECKPOINTS_TABLE):
                 names = ", ".join(_q(n) for n in _columns_in_order(con, table))
                 _run(
@@ -1723,8 +1737,32 @@ def compact_file(path: Path) -> tuple[int, int, int]:
                 _run(con, f"DETACH {_OLD_STORE}")
     finally:
         fresh.close()
-    fresh_path.replace(path)
-    return events, before, after
+    return events, after
+
+
+def _layout(con: duckdb.DuckDBPyConnection, catalog: str) -> set[tuple[str, str]]:
+    """(table, column) of every table and view of the database ``catalog``."""
+    found = _run(
+        con,
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_catalog = ? AND table_schema = 'main'",
+        [catalog],
+    )
+    return {(table, column) for table, column in found}
+
+
+def _refuse_unknown_layout(con: duckdb.DuckDBPyConnection) -> None:
+    """Compaction copies the tables and columns this version knows: a store with others (a
+    newer eventport's) would lose them, silently. It is refused, saying so."""
+    here = str(_run(con, "SELECT current_database()")[0][0])
+    unknown = sorted(_layout(con, _OLD_STORE) - _layout(con, here))
+    if unknown:
+        listed = ", ".join(f"{table}.{column}" for table, column in unknown[:5])
+        raise EventStoreError(
+            f"the event store holds what this version of eventport does not know ({listed}"
+            f"{', …' if len(unknown) > 5 else ''}): a newer version wrote it, and compacting "
+            "would lose it; compact it with that version. Nothing was changed."
+        )
 
 
 _OLD_STORE = "eventport_old_store"
