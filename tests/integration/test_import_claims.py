@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from eventport.control import accounts, models
 from eventport.control import imports as control_imports
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Account, Import
+from eventport.events.store import open_event_store
+from eventport.imports.worker import ImportWorker
 
 LEASE = timedelta(seconds=30)
 
@@ -129,3 +132,28 @@ def test_on_postgresql_the_database_clock_orders_imports_and_times_leases(
     assert listed == [first, second, bens]
     # Both leases are live by the database's clock: no other worker takes either.
     assert _claim(own_control, "w2") is None
+
+
+def test_workers_stop_once_a_newer_version_has_migrated_the_database(
+    own_control: ControlDatabase, store_database: str | None, tmp_path: Path
+) -> None:
+    """An upgrade's process started beside this one migrates the database: this process's
+    workers claim nothing more (an older version's went on writing events as its schema
+    wanted, beside the new one's: a rolling upgrade on PostgreSQL stored ids twice)."""
+    ana = make_owner(own_control, "ana")
+    import_id = make_import(own_control, ana)
+    assert own_control.schema_is_newer() is False
+    with own_control.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_a_later_version'"))
+    assert own_control.schema_is_newer() is True
+    events = open_event_store(store_database, tmp_path)
+    try:
+        worker = ImportWorker(own_control, events, lease=timedelta(seconds=5))
+        assert worker.run_once() is False
+        assert worker.stopping.is_set()
+    finally:
+        events.close()
+    with own_control.session() as s:
+        row = s.get(Import, import_id)
+        assert row is not None
+        assert row.state == "waiting"

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,6 +69,14 @@ class ControlDatabase:
 
         command.upgrade(alembic_config(self.engine), "head")
 
+    def schema_is_newer(self) -> bool:
+        """Whether a newer eventport has migrated this database past what this version knows:
+        then this process must not go on writing as the older schema wanted (on PostgreSQL, an
+        upgrade's process started beside this one migrates the database under it)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        return any(version not in known_revisions() for version in found)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed when the block ends, rolled back if it raises."""
@@ -97,6 +106,19 @@ def control_names_only(name: str | None, type_: str, parent_names: Any) -> bool:
     """Alembic filter by name, before reflecting: the event store's tables are not even read
     (one per month; and SQLAlchemy cannot reflect the default partition's ``NOT VALID`` check)."""
     return type_ != "table" or not is_event_store_table(name)
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every migration revision this version of eventport has."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(config).walk_revisions()
+    )
 
 
 def alembic_config(engine: Engine) -> Any:

@@ -98,6 +98,8 @@ def _log_rows(entries: Iterable[LogEntry]) -> Iterator[control_imports.LogRow]:
 SLICE_LINES = 20_480
 SLICE_BYTES = 8 << 20
 LOG_CHUNK = 20_000  # log entries written between two looks at the abort flag
+# How often a worker looks whether a newer eventport has migrated the control database.
+SCHEMA_CHECK_SECONDS = 10.0
 # How long an owner-wide import keeps its answers to who may write which target.
 TARGETS_RECHECK_SECONDS = 30.0
 # A batch also ends once its decoded events hold this much: the benchmark's 61,440 events hold
@@ -414,6 +416,7 @@ class ImportWorker:
         self.chunk_lines = chunk_lines or events.capabilities.preferred_batch_rows
         self.stopping = threading.Event()
         self._unreadable: dict[str, float] = {}  # import id -> monotonic time to claim it again
+        self._schema_checked_at = -SCHEMA_CHECK_SECONDS  # time.monotonic() of the last look
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Work until ``stop`` is set; idle workers look for new imports twice a second."""
@@ -431,8 +434,34 @@ class ImportWorker:
                 else:
                     stop.wait(0.5)
 
+    def _check_schema(self) -> None:
+        """Every SCHEMA_CHECK_SECONDS: if a newer eventport has migrated the control database
+        (an upgrade started beside this process), this process's workers stop (as on shutdown:
+        an import is handed back) and claim nothing more. An older version's workers kept
+        writing events as its schema wanted, beside the new one's: a rolling upgrade on
+        PostgreSQL stored 15,000 $unique_ids twice."""
+        now = time.monotonic()
+        if now < self._schema_checked_at + SCHEMA_CHECK_SECONDS:
+            return
+        self._schema_checked_at = now
+        try:
+            newer = self.control.schema_is_newer()
+        except Exception:  # a blip in the control store: the next look decides
+            log.warning("import worker %s: could not read the schema's version", self.name)
+            return
+        if newer and not self.stopping.is_set():
+            log.error(
+                "import worker %s: a newer version of eventport has migrated the control "
+                "database; this process's workers stop (restart it with the new version)",
+                self.name,
+            )
+            self.stopping.set()
+
     def run_once(self) -> bool:
         """Claim and process one import; False when there was nothing to claim."""
+        self._check_schema()
+        if self.stopping.is_set():
+            return False
         now = time.monotonic()
         self._unreadable = {i: until for i, until in self._unreadable.items() if until > now}
         with self.control.session() as s:
@@ -525,7 +554,11 @@ class ImportWorker:
             if self.events.capabilities.staged_writes
             else None
         )
-        allowed = None if row.target == "multi" else (lambda: self._may_write(row))
+
+        def allowed() -> bool:  # asked with each renewal of the lease
+            self._check_schema()  # outdated: the import is handed back, as on shutdown
+            return self._may_write(row)
+
         with Heartbeat(
             self.control, row.id, self.name, self.lease, interrupt, allowed
         ) as heartbeat:
