@@ -699,15 +699,6 @@ def running(client: Any, owner: str, import_id: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
-def owner_id_of(server: Server, name: str) -> str:
-    from eventport.control.accounts import account_by_name
-
-    with server.control.session() as s:
-        account = account_by_name(s, name)
-        assert account is not None
-        return account.id
-
-
 def test_deleting_a_package_stops_its_running_import_and_takes_its_events(api: Server) -> None:
     """Before, the import went on to 'done', writing the whole upload under a package that no
     longer existed; its events (and a finished import's) stayed in the store for good, and
@@ -728,7 +719,7 @@ def test_deleting_a_package_stops_its_running_import_and_takes_its_events(api: S
     assert 0 < done["events_successfully_imported"] < 400_000
     for import_id in (first["id"], started["id"]):
         assert stored(api, import_id=import_id) == 0
-    owner = owner_id_of(api, "alice")
+    owner = done_owner_id(api, "alice")
     assert api.app.state.events.delete_events(owner, package_ids=[package_id]) == 0
     # The ids are free: imported again, nothing is replaced.
     again = import_lines(alice, "alice", f"/v2/packages/alice/{other_id}/import", earlier)
@@ -783,5 +774,5 @@ def test_an_owner_wide_import_keeps_nothing_of_a_package_deleted_meanwhile(api: 
     assert done["status"] == "done", done
     assert done["events_failed_to_import"] > 0  # lines after the deletion
     assert stored(api, import_id=started["id"]) == 200_000  # only the kept package's
-    owner = owner_id_of(api, "alice")
+    owner = done_owner_id(api, "alice")
     assert api.app.state.events.delete_events(owner, package_ids=[gone]) == 0
