@@ -731,6 +731,49 @@ def test_a_stream_closes_its_source_when_the_client_goes_away(spec_version: str)
     assert closed_at_once
 
 
+def test_a_client_that_stops_reading_lets_go_of_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps its connection open but reads nothing (its sends never complete)
+    held the store's snapshot, and on the embedded store every other export's turn, for as
+    long as it liked. Past the send timeout the export is abandoned and its source closed."""
+    from eventport.api.v2 import export as export_module
+
+    monkeypatch.setattr(export_module, "SEND_TIMEOUT_SECONDS", 0.2)
+    closed = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 1000
+        finally:
+            closed.set()
+
+    async def serve() -> tuple[int, bool]:
+        chunks = 0
+
+        async def receive() -> dict[str, Any]:
+            await anyio.sleep_forever()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal chunks
+            if message["type"] == "http.response.body":
+                chunks += 1
+                if chunks == 2:
+                    await anyio.sleep_forever()  # the client's window stays full
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+        chunks_source = source()
+        with anyio.fail_after(10):  # no hang
+            await ClosingStream(primed(chunks_source), "text/csv")(scope, receive, send)
+        return chunks, closed.is_set()
+
+    sent, closed_at_once = anyio.run(serve)
+    assert sent == 2
+    assert closed_at_once
+
+
 def test_every_rollup_and_breakdown_of_scarfs_spec(world: World) -> None:
     schemas = spec_document()["components"]["schemas"]
     assert set(AGGREGATE_FIELDS) == set(BREAKDOWNS) == set(schemas["Breakdown"]["enum"])

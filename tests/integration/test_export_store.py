@@ -721,3 +721,33 @@ def test_aggregates_counted_in_shards_equal_those_counted_whole(
     sharded = {b: list(dataset.aggregate(QUERY, rollup, b)) for b in BREAKDOWNS}
     assert sharded == whole
     assert sum(len(rows) for rows in whole.values()) > len(BREAKDOWNS)  # not all empty
+
+
+def test_the_embedded_store_answers_one_read_at_a_time(
+    dataset: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each export or aggregate may use the whole DuckDB memory limit: side by side, requests
+    that fit alone ran out of it (19 of 20 concurrent ones got a 503 at 128 MB, and a CSV
+    ended midway). A read waits for the one before it, and says it is busy past a limit."""
+    if dataset.capabilities.multi_process:
+        pytest.skip("PostgreSQL sizes each query's memory itself")
+    from eventport.domain.errors import StoreBusy
+    from eventport.events import duckdb_store
+
+    monkeypatch.setattr(duckdb_store, "READ_WAIT_SECONDS", 0.3)
+    holding = dataset.export_batches(QUERY, ["id"], batch_rows=1)
+    next(holding)  # an export under way: its snapshot, and the turn, are held
+    with pytest.raises(StoreBusy, match="one at a time"):
+        list(dataset.aggregate(QUERY, "daily", "by-total"))
+    waited: list[list[Any]] = []
+    waiter = threading.Thread(
+        target=lambda: waited.append(aggregate(dataset, "monthly", "by-total"))
+    )
+    monkeypatch.setattr(duckdb_store, "READ_WAIT_SECONDS", 30.0)
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # waiting for its turn
+    holding.close()  # the export ends (or its client went away): the next read goes
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert waited == [aggregate(dataset, "monthly", "by-total")]

@@ -20,6 +20,7 @@ from eventport.domain.errors import (
     InvalidInput,
     NotFound,
     OutOfMemory,
+    StoreBusy,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ STATUS: dict[type[DomainError], int] = {
     InsufficientStorage: 507,
     SpoolUnavailable: 503,
     OutOfMemory: 503,
+    StoreBusy: 503,
     Unauthorized: 401,
     NotFound: 404,
     Forbidden: 403,

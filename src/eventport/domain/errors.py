@@ -62,3 +62,11 @@ class OutOfMemory(DomainError):
     succeeds."""
 
     code = "out-of-memory"
+
+
+class StoreBusy(DomainError):
+    """The event store answers one request of this kind at a time and was busy for longer than
+    a request waits: not the client's fault, and nothing was changed; the same request
+    succeeds later."""
+
+    code = "busy"

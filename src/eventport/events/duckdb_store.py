@@ -58,7 +58,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.domain.errors import OutOfMemory
+from eventport.domain.errors import OutOfMemory, StoreBusy
 from eventport.events.batch import AGENT_FIELDS, PLACE_FIELDS, ROW_PLACE_FIELDS, ROW_SCHEMA
 from eventport.events.duckdb_csv import (
     FIELDS,
@@ -1475,6 +1475,11 @@ class DuckDBEventStore:
         windows. DuckDB takes a transaction's snapshot when it first reads a table, not at
         BEGIN; every cursor reads one here while holding the lock under which ``write_batch``
         begins and commits, so no write can commit between them."""
+        if not self._shared.reads.acquire(timeout=READ_WAIT_SECONDS):
+            raise StoreBusy(
+                f"the embedded event store answered other exports and aggregates for "
+                f"{READ_WAIT_SECONDS:.0f} s, one at a time: try again"
+            )
         cursors: list[duckdb.DuckDBPyConnection] = []
         reading = False
         try:
@@ -1495,6 +1500,7 @@ class DuckDBEventStore:
                 cursor.close()
             if reading:
                 self._pool.read_ended()
+            self._shared.reads.release()
 
     def _aggregates(
         self, query: EventQuery, kinds: Sequence[tuple[Rollup, str]], params: dict[str, object]
@@ -1615,6 +1621,10 @@ class _SharedFile:
         # Place and agent keys this process has committed to the file (by table).
         self.known = {table: KnownKeys() for table, _, _ in _DIMENSION_TABLES}
         self.users = 0
+        # One export or aggregate at a time: each may use the whole memory limit (its parts
+        # and windows are sized as if it ran alone). Side by side, requests that fit alone ran
+        # out of it: 19 of 20 concurrent ones answered 503 at 128 MB, and a CSV ended midway.
+        self.reads = threading.BoundedSemaphore(1)
 
 
 _SHARED_FILES: dict[str, _SharedFile] = {}
@@ -1766,6 +1776,8 @@ def _refuse_unknown_layout(con: duckdb.DuckDBPyConnection) -> None:
 
 
 _OLD_STORE = "eventport_old_store"
+# How long an export or aggregate waits for the one before it (see _SharedFile.reads).
+READ_WAIT_SECONDS = 60.0
 # Compaction keeps the UUID ids an earlier version stored as text as their numbers, and its
 # derived ids not at all (_ID_UUID).
 _UUID_TEXT = IS_UUID_SQL.format(id="id")

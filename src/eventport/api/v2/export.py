@@ -20,6 +20,7 @@ found by type and name (``/v2/packages/{owner}/npm/events``).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
-from starlette.types import Send
+from starlette.types import Message, Send
 
 from eventport.api.dates import V2_DATES, EndDate, StartDate, documented_dates
 from eventport.api.deps import Actor, Db
@@ -46,6 +47,7 @@ from eventport.export.csv import CsvLayout, v2_layout
 from eventport.export.dates import INVALID, MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import BREAKDOWNS, ROLLUPS, AggregateRow, EventQuery, Rollup
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["v2 data export"], responses=documented_as_json(503))
 package_router = APIRouter(tags=["v2 data export"], responses=documented_as_json(503))
 _EVENT_DATES: Final = documented_dates(V2_DATES, MAX_EVENT_DAYS)
@@ -266,6 +268,11 @@ async def _from_thread(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
             await anyio.to_thread.run_sync(_close, chunks)
 
 
+# How long a chunk of an export may wait for its client to take it (at 100 KB/s, a chunk of
+# ~10 MB); past it the export is abandoned and the connection closed.
+SEND_TIMEOUT_SECONDS = 120.0
+
+
 class ClosingStream(StreamingResponse):
     """Streams a sync generator of chunks and closes it when the stream ends, completed or
     not (the client went away): the store's cursor is released at once, not when the garbage
@@ -276,8 +283,19 @@ class ClosingStream(StreamingResponse):
         super().__init__(self._body, media_type=media_type, **kwargs)
 
     async def stream_response(self, send: Send) -> None:
+        async def send_in_time(message: Message) -> None:
+            # A client that stops reading would hold the store's snapshot (and, embedded,
+            # its turn for reads) for as long as it kept the connection open.
+            with anyio.fail_after(SEND_TIMEOUT_SECONDS):
+                await send(message)
+
         try:
-            await super().stream_response(send)
+            await super().stream_response(send_in_time)
+        except TimeoutError:
+            log.warning(
+                "an export's client read nothing for %.0f s: the export was abandoned",
+                SEND_TIMEOUT_SECONDS,
+            )
         finally:
             await self._body.aclose()
 
