@@ -237,12 +237,16 @@ _SPLIT_VALUE = (
     "CASE WHEN strpos(i.item, '=') > 0 THEN substr(i.item, strpos(i.item, '=') + 1) ELSE '' END"
 )
 # Decoded pairs are bytea (a decoded %00 is a NUL); bytea order is the byte order of DuckDB's.
+# The events' items are a subquery of their own (OFFSET 0 keeps the planner from folding it
+# in): folded, the join to the decoded items ran inside the loop over each event's items,
+# unnesting them once per event: 25 events with 1,000 %-escaped values took a 3-day aggregate
+# of 300,000 events from ~5 s to ~35 s (a live probe saw 11 s become 70 s).
 _BY_VARIABLE = (
     "SELECT d, artifact, variable, value, count(DISTINCT id), count(DISTINCT origin_id) "
     "FROM (SELECT i.d, i.artifact, i.id, i.origin_id, "
     f"coalesce(m.variable, convert_to({_SPLIT_VARIABLE}, 'UTF8')) AS variable, "
     f"coalesce(m.value, convert_to({_SPLIT_VALUE}, 'UTF8')) AS value "
-    "FROM ({items}) i LEFT JOIN unnest(%(items)s::text[], %(variables)s::bytea[], "
+    "FROM ({items} OFFSET 0) i LEFT JOIN unnest(%(items)s::text[], %(variables)s::bytea[], "
     "%(values)s::bytea[]) AS m(item, variable, value) ON m.item = i.item) s "
     "GROUP BY d, artifact, variable, value ORDER BY d, artifact, variable, value"
 )
