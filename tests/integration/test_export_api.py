@@ -16,7 +16,7 @@ import csv
 import io
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -690,10 +690,15 @@ def test_the_aggregate_checker_rejects_drift(world: World) -> None:
 # --- streaming --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
-def test_a_stream_closes_its_source_when_the_client_goes_away(spec_version: str) -> None:
-    """However the client goes away (a disconnect message, or a failing send under ASGI 2.4),
-    the generator behind the answer is closed at once: the store's cursor is released."""
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def streamed(
+    spec_version: str, receive: Receive, on_body: Callable[[int], Awaitable[None]]
+) -> tuple[int, bool]:
+    """A ClosingStream of an endless source answered to a client whose ``on_body`` runs at
+    each body chunk (given its number): the chunks sent, and whether the source was closed
+    by the time the answer ended."""
     closed = threading.Event()
 
     def source() -> Iterator[bytes]:
@@ -704,29 +709,41 @@ def test_a_stream_closes_its_source_when_the_client_goes_away(spec_version: str)
             closed.set()
 
     async def serve() -> tuple[int, bool]:
-        gone = anyio.Event()
         chunks = 0
-
-        async def receive() -> dict[str, Any]:
-            await gone.wait()
-            return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
             nonlocal chunks
             if message["type"] == "http.response.body":
                 chunks += 1
-                if chunks == 3:
-                    gone.set()
-                    if spec_version == "2.4":
-                        raise OSError("connection reset")
+                await on_body(chunks)
 
         scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": spec_version}}
         chunks_source = source()  # held, so that no garbage collection closes it for us
-        with contextlib.suppress(ClientDisconnect):
+        with contextlib.suppress(ClientDisconnect), anyio.fail_after(10):  # and no hang
             await ClosingStream(primed(chunks_source), "text/csv")(scope, receive, send)
         return chunks, closed.is_set()
 
-    sent, closed_at_once = anyio.run(serve)
+    return anyio.run(serve)
+
+
+@pytest.mark.parametrize("spec_version", ["2.3", "2.4"])
+def test_a_stream_closes_its_source_when_the_client_goes_away(spec_version: str) -> None:
+    """However the client goes away (a disconnect message, or a failing send under ASGI 2.4),
+    the generator behind the answer is closed at once: the store's cursor is released."""
+    gone = threading.Event()
+
+    async def receive() -> dict[str, Any]:
+        while not gone.is_set():
+            await anyio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def on_body(chunk: int) -> None:
+        if chunk == 3:
+            gone.set()
+            if spec_version == "2.4":
+                raise OSError("connection reset")
+
+    sent, closed_at_once = streamed(spec_version, receive, on_body)
     assert sent >= 3
     assert closed_at_once
 
@@ -740,36 +757,16 @@ def test_a_client_that_stops_reading_lets_go_of_the_stream(
     from eventport.api.v2 import export as export_module
 
     monkeypatch.setattr(export_module, "SEND_TIMEOUT_SECONDS", 0.2)
-    closed = threading.Event()
 
-    def source() -> Iterator[bytes]:
-        try:
-            while True:
-                yield b"x" * 1000
-        finally:
-            closed.set()
+    async def receive() -> dict[str, Any]:
+        await anyio.sleep_forever()
+        return {"type": "http.disconnect"}
 
-    async def serve() -> tuple[int, bool]:
-        chunks = 0
+    async def on_body(chunk: int) -> None:
+        if chunk == 2:
+            await anyio.sleep_forever()  # the client's window stays full
 
-        async def receive() -> dict[str, Any]:
-            await anyio.sleep_forever()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            nonlocal chunks
-            if message["type"] == "http.response.body":
-                chunks += 1
-                if chunks == 2:
-                    await anyio.sleep_forever()  # the client's window stays full
-
-        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
-        chunks_source = source()
-        with anyio.fail_after(10):  # no hang
-            await ClosingStream(primed(chunks_source), "text/csv")(scope, receive, send)
-        return chunks, closed.is_set()
-
-    sent, closed_at_once = anyio.run(serve)
+    sent, closed_at_once = streamed("2.4", receive, on_body)
     assert sent == 2
     assert closed_at_once
 
