@@ -30,6 +30,16 @@ GRACEFUL_SHUTDOWN_SECONDS = 10
 _ESCAPES = {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 
 
+def _named_dir(_: click.Context, __: click.Parameter, value: str | None) -> Path | None:
+    """--data-dir as a Path; "" is refused (as a Path it would be the working directory,
+    silently; an empty EVENTPORT_DATA_DIR= is refused too)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("is empty: name a directory, or leave it out")
+    return Path(value)
+
+
 def store_options(func: F) -> F:
     """--data-dir and --database-url, shared by every command that opens the store."""
     func = click.option(
@@ -39,8 +49,9 @@ def store_options(func: F) -> F:
     )(func)
     func = click.option(
         "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False),
         default=None,
+        callback=_named_dir,
         help="Directory for embedded data [env EVENTPORT_DATA_DIR; default ./eventport-data].",
     )(func)
     return func

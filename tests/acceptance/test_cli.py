@@ -414,3 +414,11 @@ def test_a_stalled_upload_does_not_keep_the_server_from_stopping(
             raise AssertionError("the server did not stop while an upload stalled") from None
     assert code in (0, -signal.SIGTERM)
     assert list(spool.glob("*.upload")) == []
+
+
+def test_an_empty_data_dir_flag_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    """click reads --data-dir "" as the working directory: the server made its files there."""
+    result = run("tokens", "list", "ann", "--data-dir", "", env=env, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "--data-dir': is empty" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -501,6 +501,7 @@ def test_address_headers_are_not_stored(api: Server) -> None:
         "X-Azure-ClientIP": "2001:4860:4860::8846",
         "X-Forwarded-For": ["52.94.76.29", "10.0.0.2"],
         "X-Trace": "hop 52.94.76.30 then [2a03:2880:f10c:83:face:b00c:0:2549]:443",
+        "X-Client": "ip:52.94.76.19, proxy_52.94.76.18, client:2001:db8::abcd",
         "Via": "1.1 vegur",
     }
     _, rows = alice.run(
@@ -512,10 +513,11 @@ def test_address_headers_are_not_stored(api: Server) -> None:
     assert rows[2]["headers"] is None  # nothing left to keep
     assert orjson.loads(rows[3]["headers"]) == [
         ["X-Trace", "hop <address> then [<address>]:443"],
+        ["X-Client", "ip:<address>, proxy_<address>, client:<address>"],
         ["Via", "1.1 vegur"],
     ]
-    sent = [f"52.94.76.{n}" for n in range(21, 31)]
-    sent += ["2001:4860:4860::8846", "2a03:2880:f10c:83:face:b00c:0:2549"]
+    sent = [f"52.94.76.{n}" for n in range(18, 31)]
+    sent += ["2001:4860:4860::8846", "2a03:2880:f10c:83:face:b00c:0:2549", "2001:db8::abcd"]
     assert stored_anywhere(api, sent) == {}
 
 

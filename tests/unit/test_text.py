@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventport.domain.text import quoted, without_addresses
+from eventport.domain.text import quoted, without_addresses, without_any_addresses
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,30 @@ def test_quoted_hides_an_address_before_cutting() -> None:
     assert "81.169" not in quoted(across)
     assert quoted("left-pad") == "'left-pad'"
     assert quoted("x" * 200) == repr("x" * 80)
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        # glued to a word, which a message's search leaves alone (a live probe found them raw)
+        ("ip:203.0.113.99", "ip:<address>"),
+        ("client:2001:db8::abcd", "client:<address>"),
+        ("proxy_198.51.100.77", "proxy_<address>"),
+        (
+            "hop 52.94.76.30 then [2a03:2880:f10c:83:face:b00c:0:2549]:443",
+            "hop <address> then [<address>]:443",
+        ),
+        ("fe80::1%eth0 x", "<address> x"),
+        ("::ffff:1.2.3.4", "::ffff:<address>"),
+        # a version spelled as an address goes too: a header keeps no raw address
+        ("Chrome/120.0.0.0 Safari/537.36", "Chrome/<address> Safari/537.36"),
+        # not addresses
+        ("1.1 vegur", "1.1 vegur"),
+        ("Tue, 08 Dec 2026 08:12:31 GMT", "Tue, 08 Dec 2026 08:12:31 GMT"),
+        ("00:1a:2b:3c:4d:5e", "00:1a:2b:3c:4d:5e"),
+        ("10.0.19041.1", "10.0.19041.1"),
+        ("a::b::c", "a::b::c"),
+    ],
+)
+def test_stored_headers_keep_no_address_anywhere(text: str, stored: str) -> None:
+    assert without_any_addresses(text) == stored

@@ -55,6 +55,38 @@ def without_addresses(text: str) -> str:
     return _ADDRESS_LIKE.sub(_address_shown, text)
 
 
+# Stored request headers are searched harder than messages: an address glued to a word
+# (``ip:203.0.113.9``, ``proxy_198.51.100.7``, ``client:2001:db8::1``) is one all the same. So
+# is a version spelled like one (``Chrome/120.0.0.0``): a header keeps no raw address, whatever
+# else it loses.
+_IPV4_ANYWHERE: Final = re.compile(r"(?<![0-9])\d{1,3}(?:\.\d{1,3}){3}(?![0-9])")
+_IPV6_CANDIDATE: Final = re.compile(
+    r"[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}(?:\.\d{1,3}){0,3}(?:%[\w.-]+)?"
+)
+
+
+def _ipv6_shown(match: re.Match[str]) -> str:
+    token = match[0]
+    for start in (0, 1):  # a word's colon may lead it: "client:2001:db8::1"
+        candidate = token[start:]
+        if start and (not token.startswith(":") or token.startswith("::")):
+            break
+        try:
+            ipaddress.ip_address(candidate.split("%", 1)[0])
+        except ValueError:
+            continue
+        return token[:start] + ADDRESS_SHOWN
+    return token
+
+
+def without_any_addresses(text: str) -> str:
+    """``text`` with every IPv4-shaped run of four dotted numbers and every valid IPv6 address
+    shown as ``<address>``, wherever it stands: for stored request headers."""
+    if "." not in text and ":" not in text:
+        return text
+    return _IPV6_CANDIDATE.sub(_ipv6_shown, _IPV4_ANYWHERE.sub(ADDRESS_SHOWN, text))
+
+
 QUOTED_CHARS: Final = 80
 ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
 

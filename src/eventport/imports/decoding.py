@@ -22,7 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from eventport.domain.text import without_addresses
+from eventport.domain.text import without_any_addresses
 from eventport.enrich.enricher import do_not_track, header_name
 from eventport.imports.formats import Chunk
 from eventport.imports.log_lines import LineWarnings
@@ -118,7 +118,7 @@ def headers_text(headers: Sequence[tuple[str, str]], keep_addresses: bool) -> st
     any address in another header's name or value is shown as ``<address>``."""
     if not keep_addresses:
         headers = [
-            (without_addresses(name), without_addresses(value))
+            (without_any_addresses(name), without_any_addresses(value))
             for name, value in headers
             if header_name(name) not in ADDRESS_HEADERS
         ]
