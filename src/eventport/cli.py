@@ -182,16 +182,16 @@ def _preflight(settings: Settings) -> None:
     finally:
         control.dispose()
     _check_origin_secret(settings)
-    for name, path in (
-        ("EVENTPORT_GEOIP_CITY_DATABASE", settings.geoip_city_database),
-        ("EVENTPORT_GEOIP_ASN_DATABASE", settings.geoip_asn_database),
+    for name, path, role in (
+        ("EVENTPORT_GEOIP_CITY_DATABASE", settings.geoip_city_database, "location"),
+        ("EVENTPORT_GEOIP_ASN_DATABASE", settings.geoip_asn_database, "asn"),
     ):
-        if settings.enrichment and path is not None and not Path(path).is_file():
+        if not settings.enrichment or path is None:
+            continue
+        if not Path(path).is_file():
             raise click.ClickException(f"{name}: no file at {path}")
-        if settings.enrichment and path is not None:  # read as the server will (its
-            # start-up would print a traceback for a file that is no MaxMind database)
-            with user_errors(name):
-                check_database(Path(path), "location" if "CITY" in name else "asn")
+        with user_errors(name):  # read as the server will (its start-up would print a
+            check_database(Path(path), role)  # traceback for a file that is no MaxMind one)
 
 
 @click.group(invoke_without_command=True)

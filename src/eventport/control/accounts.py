@@ -190,10 +190,8 @@ def create_organization(session: Session, actor: Account, fields: OrganizationFi
     return org
 
 
-def update_organization(
-    session: Session, actor: Account, name: str, fields: OrganizationFields
-) -> Account:
-    org = organization_for(session, actor, name, Access.ADMIN)
+def update_organization(session: Session, org: Account, fields: OrganizationFields) -> Account:
+    """``org`` as found by :func:`organization_for` with admin access, changed to ``fields``."""
     fields = _check_org_fields(fields)
     if fields.name != org.name:
         _ensure_name_free(session, fields.name, code="entity-already-exists")

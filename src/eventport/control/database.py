@@ -111,20 +111,21 @@ def control_names_only(name: str | None, type_: str, parent_names: Any) -> bool:
 @cache
 def known_revisions() -> frozenset[str]:
     """Every migration revision this version of eventport has."""
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return frozenset(
-        script.revision for script in ScriptDirectory.from_config(config).walk_revisions()
-    )
+    scripts = ScriptDirectory.from_config(_migrations_config()).walk_revisions()
+    return frozenset(script.revision for script in scripts)
 
 
 def alembic_config(engine: Engine) -> Any:
+    config = _migrations_config()
+    config.attributes["engine"] = engine
+    return config
+
+
+def _migrations_config() -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["engine"] = engine
     return config

@@ -36,15 +36,19 @@ _IPV4_ONLY: Final = re.compile(_IPV4)
 ADDRESS_SHOWN: Final = "<address>"
 
 
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _address_shown(match: re.Match[str]) -> str:
     token = match[0]
-    if _IPV4_ONLY.fullmatch(token):
+    if _IPV4_ONLY.fullmatch(token) or _is_address(token):
         return ADDRESS_SHOWN
-    try:
-        ipaddress.ip_address(token)
-    except ValueError:
-        return token  # colons, but no address (a time, say)
-    return ADDRESS_SHOWN
+    return token  # colons, but no address (a time, say)
 
 
 def without_addresses(text: str) -> str:
@@ -59,7 +63,7 @@ def without_addresses(text: str) -> str:
 # (``ip:203.0.113.9``, ``proxy_198.51.100.7``, ``client:2001:db8::1``) is one all the same. So
 # is a version spelled like one (``Chrome/120.0.0.0``): a header keeps no raw address, whatever
 # else it loses.
-_IPV4_ANYWHERE: Final = re.compile(r"(?<![0-9])\d{1,3}(?:\.\d{1,3}){3}(?![0-9])")
+_IPV4_ANYWHERE: Final = re.compile(rf"(?<![0-9]){_IPV4}(?![0-9])")
 _IPV6_CANDIDATE: Final = re.compile(
     r"[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){2,}(?:\.\d{1,3}){0,3}(?:%[\w.-]+)?"
 )
@@ -67,15 +71,11 @@ _IPV6_CANDIDATE: Final = re.compile(
 
 def _ipv6_shown(match: re.Match[str]) -> str:
     token = match[0]
-    for start in (0, 1):  # a word's colon may lead it: "client:2001:db8::1"
-        candidate = token[start:]
-        if start and (not token.startswith(":") or token.startswith("::")):
-            break
-        try:
-            ipaddress.ip_address(candidate.split("%", 1)[0])
-        except ValueError:
-            continue
-        return token[:start] + ADDRESS_SHOWN
+    # a word's colon may lead it ("client:2001:db8::1"), where "::" would begin an address
+    glued = token.startswith(":") and not token.startswith("::")
+    for start in (0, 1) if glued else (0,):
+        if _is_address(token[start:].split("%", 1)[0]):
+            return token[:start] + ADDRESS_SHOWN
     return token
 
 
@@ -88,10 +88,16 @@ def without_any_addresses(text: str) -> str:
 
 
 QUOTED_CHARS: Final = 80
-ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
+_ADDRESS_CHARS: Final = 64  # past the cut, enough for the longest IPv6 address with a zone
+
+
+def head_without_addresses(text: str) -> str:
+    """The start of ``text``, enough for a message's cut to ``QUOTED_CHARS``, its addresses
+    shown as ``<address>``: hidden before the cut, so an address across it is not shown in
+    part."""
+    return without_addresses(text[: QUOTED_CHARS + _ADDRESS_CHARS])
 
 
 def quoted(value: str) -> str:
-    """``value`` quoted for a message, its addresses shown as ``<address>`` first and then cut
-    to 80 characters: cut first, an address across the cut would be shown in part."""
-    return repr(without_addresses(value[: QUOTED_CHARS + ADDRESS_CHARS])[:QUOTED_CHARS])
+    """``value`` quoted for a message, addresses hidden, cut to ``QUOTED_CHARS``."""
+    return repr(head_without_addresses(value)[:QUOTED_CHARS])

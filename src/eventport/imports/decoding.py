@@ -133,13 +133,13 @@ def parsed_table(events: Sequence[ParsedEvent], keep_addresses: bool) -> pa.Tabl
     }
     for name in _SCANNED:
         columns[name] = [getattr(e, name) for e in events]
-    dnt = [do_not_track(e.headers) for e in events]
+    dnt: list[object] = [do_not_track(e.headers) for e in events]
     columns["headers"] = [
         # A request that asked not to be tracked keeps no address, whatever the setting.
         headers_text(e.headers, keep_addresses and not private) if e.headers else None
         for e, private in zip(events, dnt, strict=True)
     ]
-    columns["dnt"] = list[object](dnt)
+    columns["dnt"] = dnt
     return pa.Table.from_pydict(columns, schema=DECODED_SCHEMA)
 
 

@@ -53,7 +53,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from eventport.domain.text import ADDRESS_CHARS, QUOTED_CHARS, without_addresses, without_nul
+from eventport.domain.text import QUOTED_CHARS, head_without_addresses, without_nul
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -192,7 +192,7 @@ def _cut(text: str, long: bool) -> str:
     """``text`` with its IP addresses shown as <address> (the import's log keeps no raw
     address), then cut to about 80 characters (so an address across the cut is not shown in
     part either)."""
-    text = without_addresses(text[: _SHOW_CHARS + ADDRESS_CHARS])
+    text = head_without_addresses(text)
     if long or len(text) > _SHOW_CHARS:
         text = text[: _SHOW_CHARS - 1] + "…"
     return text
@@ -418,15 +418,20 @@ def _field(key: str, value: Any, line: int, entries: list[LogEntry]) -> str | No
 
 
 def _header_text(value: Any) -> str | None:
+    """A header's value as text: a string or a number, or a list of them (a header's values,
+    as Go's http.Header holds them), joined as HTTP joins a repeated header's."""
+    if type(value) is not list:
+        return _header_item(value)
+    texts = [_header_item(item) for item in value]
+    return None if None in texts else ", ".join(texts)  # type: ignore[arg-type]
+
+
+def _header_item(value: Any) -> str | None:
     tv = type(value)
     if tv is str:
         return value  # type: ignore[no-any-return]
     if tv is int or (tv is float and math.isfinite(value)):
         return _number_text(value)
-    if tv is list:  # a header's values, as Go's http.Header holds them: joined as HTTP does
-        texts = [_header_text(item) for item in value if type(item) is not list]
-        if len(texts) == len(value) and None not in texts:
-            return ", ".join(texts)  # type: ignore[arg-type]
     return None
 
 

@@ -86,18 +86,17 @@ class SpoolSweeper:
         spool_dir: Path,
         *,
         every: timedelta = SWEEP_EVERY,
-        first_stale_after: timedelta | None = None,
+        first_stale_after: timedelta = STALE_AFTER,
     ) -> None:
         self.control, self.spool_dir, self.every = control, spool_dir, every
-        # The first sweep's stale_after (None: STALE_AFTER): 0 when no other process can be
-        # receiving an upload into this spool.
+        # The first sweep's stale_after: 0 when no other process can be receiving an upload
+        # into this spool.
         self.first_stale_after = first_stale_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        first = self.first_stale_after
-        self._sweep(STALE_AFTER if first is None else first)
+        self._sweep(self.first_stale_after)
         self._thread = threading.Thread(target=self._run, name="spool-sweeper", daemon=True)
         self._thread.start()
 

@@ -52,7 +52,7 @@ from eventport.imports.formats import (
 from eventport.imports.log_lines import LineWarnings
 from eventport.imports.pipeline import ARTIFACT_NOT_FOUND, Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
-from eventport.imports.spool import SpoolSweeper
+from eventport.imports.spool import STALE_AFTER, SpoolSweeper
 from eventport.settings import Settings
 from eventport.threads import name_this_thread
 
@@ -483,10 +483,7 @@ class ImportWorker:
             self.process(row)
         except TargetGone as exc:
             self._forget_gone_targets(row)
-            with self.control.session() as s:  # what it wrote before it stopped is counted
-                committed = self._end_log_at_commit(s, row)
-            if committed is not None:
-                self._record(row, committed)
+            self._end_at_commit(row)
             self._log(row.id, _log_rows([exc.entry]))
             self._finish(row, "failed", str(exc))
         except InputUnusable as exc:
@@ -677,13 +674,19 @@ class ImportWorker:
         if heartbeat.stop.is_set():
             with self.control.session() as s:
                 aborted = control_imports.abort_was_requested(s, row.id)
-                committed = self._end_log_at_commit(s, row) if aborted else None
             if aborted:
-                if committed is not None:  # the counts too, whatever the last write answered
-                    self._record(row, committed)
+                self._end_at_commit(row)
                 self._finish(row, "aborted")
             return
         self._finish(row, "done")
+
+    def _end_at_commit(self, row: Import) -> None:
+        """An import stopped before its upload's end: its log and its counts end where its
+        committed events do, whatever the last write answered."""
+        with self.control.session() as s:
+            committed = self._end_log_at_commit(s, row)
+        if committed is not None:
+            self._record(row, committed)
 
     def _end_log_at_commit(self, session: Session, row: Import) -> Checkpoint | None:
         """An import that ends before its upload does (aborted, or given up): its log ends
@@ -835,15 +838,21 @@ class ImportWorker:
             return True
         find = owned_package_for if row.target == "package" else pixel_for
         ref = row.package_id if row.target == "package" else row.pixel_id
+        return ref is not None and self._writable(row, find, ref) is not None
+
+    def _writable(
+        self, row: Import, find: Callable[..., Package | TrackingPixel], ref: str
+    ) -> Package | TrackingPixel | None:
+        """The package or pixel ``ref`` names (``find``: by the control store's own rule),
+        if the import's importer may write it: admin access, and the import's owner's."""
         with self.control.session() as s:
             importer = s.get(Account, row.created_by)
-            if importer is None or ref is None:
-                return False
+            if importer is None:
+                return None
             try:
-                find(s, importer, row.owner.name, ref, Access.ADMIN)
+                return find(s, importer, row.owner.name, ref, Access.ADMIN)
             except DomainError:
-                return False
-        return True
+                return None
 
     def _forget_gone_targets(
         self, row: Import, packages: Iterable[str] = (), pixels: Iterable[str] = ()
@@ -911,17 +920,10 @@ class ImportWorker:
             and it must belong to the import's owner."""
 
             def look_up(ref: str) -> str | None:
-                with self.control.session() as s:
-                    importer = s.get(Account, row.created_by)
-                    if importer is None:
-                        return None
-                    try:
-                        found = find(s, importer, row.owner.name, ref, Access.ADMIN)
-                    except DomainError:
-                        return None
-                    if isinstance(found, TrackingPixel):
-                        pixel_packages[found.id] = found.package_id
-                    return found.id
+                found = self._writable(row, find, ref)
+                if isinstance(found, TrackingPixel):
+                    pixel_packages[found.id] = found.package_id
+                return None if found is None else found.id
 
             return look_up
 
@@ -1018,7 +1020,9 @@ class WorkerPool:
         self._sweeper = (
             None
             if spool_dir is None
-            else SpoolSweeper(control, spool_dir, first_stale_after=timedelta(0) if alone else None)
+            else SpoolSweeper(
+                control, spool_dir, first_stale_after=timedelta(0) if alone else STALE_AFTER
+            )
         )
         self.workers = [
             ImportWorker(

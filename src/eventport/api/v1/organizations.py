@@ -43,7 +43,7 @@ def update_organization(
         fields = _fields(body)
         org = store.organization_for(s, actor, organization_name, Access.ADMIN)
         body.keep_omitted(fields, org, "website")
-        org = store.update_organization(s, actor, organization_name, fields)
+        org = store.update_organization(s, org, fields)
         return shapes.organization(org)
 
 

@@ -24,14 +24,16 @@ class Body(BaseModel):
                 raise ValueError(reason)
         return value
 
+    def given(self, name: str, stored: Any) -> Any:
+        """An update's (PUT's) value of ``name``: the request's, or ``stored``'s when the
+        request leaves it out (an explicit ``null`` still clears it). A script that sends only
+        what Scarf requires (a tracking pixel's ``name``, say) changes nothing it did not name."""
+        return getattr(self if name in self.model_fields_set else stored, name)
+
     def keep_omitted(self, fields: Any, stored: Any, *names: str) -> None:
-        """An update (PUT) keeps the stored value of each of ``names`` the request leaves
-        out, and sets ``fields`` (what the store will write) to it; an explicit ``null``
-        still clears it. A script that sends only what Scarf requires (a tracking pixel's
-        ``name``, say) then changes nothing it did not name."""
+        """:meth:`given` for each of ``names``, set on ``fields`` (what the store will write)."""
         for name in names:
-            if name not in self.model_fields_set:
-                setattr(fields, name, getattr(stored, name))
+            setattr(fields, name, self.given(name, stored))
 
 
 class PackageBody(Body):

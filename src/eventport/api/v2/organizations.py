@@ -33,7 +33,7 @@ def update_organization(
     with db.session() as s:
         org = store.organization_for(s, actor, organization_name, Access.ADMIN)
         body.keep_omitted(fields, org, "description", "website")
-        return shapes.organization(store.update_organization(s, actor, organization_name, fields))
+        return shapes.organization(store.update_organization(s, org, fields))
 
 
 @router.get("/organizations/{organization_name}/members")

@@ -53,7 +53,7 @@ def update_pixel(
 ) -> dict[str, Any]:
     with db.session() as s:
         pixel = store.pixel_for(s, actor, owner, tracking_pixel_id, Access.ADMIN)
-        package_id = body.package_id if "package_id" in body.model_fields_set else pixel.package_id
+        package_id = body.given("package_id", pixel)
         return shapes.pixel(store.update_pixel(s, actor, pixel, body.name, package_id))
 
 
