@@ -263,7 +263,9 @@ def test_multi_artifact_import(api: Server) -> None:
 def test_a_pixel_named_beside_another_package_is_refused(api: Server) -> None:
     """A pixel attached to package A named with $package B: which artifact the event counts
     under depended on who asked (an export counts A's own events and its pixels'). Such a
-    line is an artifact-not-found error; a pixel with its own package, or alone, is fine."""
+    line is an artifact-not-found error; a pixel with its own package, or alone, is fine. So
+    is a free-standing pixel beside a package: its events, with the package's id, went to
+    every reader of the pixel, someone blocked on the package too."""
     alice = api.user("alice")
     a = setup_package(alice, "alice", "a")
     b = setup_package(alice, "alice", "b")
@@ -277,15 +279,16 @@ def test_a_pixel_named_beside_another_package_is_refused(api: Server) -> None:
         {"$time": 4, "$package": b, "$tracking_pixel": pixel_free},
     ]
     done = import_lines(alice, "alice", "/v2/alice/import", lines)
-    assert counts(done) == (4, 3, 1)
-    (error,) = done["error_log_sample"]
-    assert (error["line"], error["type"]) == (1, "artifact-not-found")
-    assert "belongs to another package" in error["human_friendly_message"]
+    assert counts(done) == (4, 2, 2)
+    attached, free_one = done["error_log_sample"]
+    assert (attached["line"], attached["type"]) == (1, "artifact-not-found")
+    assert "belongs to another package" in attached["human_friendly_message"]
+    assert (free_one["line"], free_one["type"]) == (4, "artifact-not-found")
+    assert "belongs to no package" in free_one["human_friendly_message"]
     rows = api.app.state.events.rows(done_owner_id(api, "alice"))
     assert sorted((r["line"], r["package_id"], r["pixel_id"]) for r in rows) == [
         (2, a, pixel_a),
         (3, None, pixel_a),
-        (4, b, pixel_free),
     ]
 
 
@@ -754,6 +757,35 @@ def test_an_importer_who_loses_their_rights_is_stopped(api: Server) -> None:
     assert "may no longer import into it" in done["failure_reason"]
     assert 0 < done["events_successfully_imported"] < 400_000
     assert stored(api, import_id=started["id"]) == done["events_successfully_imported"]
+
+
+def test_a_block_set_during_an_import_binds_its_replacements(api: Server) -> None:
+    """bob, an admin of acme, is blocked on package A while his owner-wide import runs: its
+    lines reusing A's $unique_ids moved A's events into package B (the rule against replacing
+    events one may not write was decided once, when the import started)."""
+    alice, bob = api.user("alice"), api.user("bob")
+    org = {"name": "acme", "description": "d", "billingEmail": "b@acme.org"}
+    assert alice.post("/api/v1/organizations", json=org).status_code == 200
+    member = {"username": "bob", "role": "admin"}
+    assert alice.post("/v2/organizations/acme/members", json=member).status_code == 201
+    a, b = setup_package(alice, "acme", "a"), setup_package(alice, "acme", "b")
+    day = "2024-06-04T00:00:00Z"
+    kept = [{"$time": day, "$unique_id": f"a-{n}"} for n in range(1000)]
+    first = import_lines(alice, "acme", f"/v2/packages/acme/{a}/import", kept)
+    filler = slow_lines(400_000, **{"$package": b})
+    taking = [
+        b'{"$time":"%s","$package":"%s","$unique_id":"a-%d"}\n' % (day.encode(), b.encode(), n)
+        for n in range(1000)
+    ]
+    started = start(bob, "/v2/acme/import", b"".join(filler + taking))
+    running(bob, "acme", started["id"])
+    block = {"userQuery": "bob", "permissionLevel": "blocked"}
+    assert alice.post(f"/api/v1/packages/{a}/permissions", json=block).status_code == 200
+    done = wait_finished(alice, "acme", started["id"])
+    assert done["status"] == "done", done
+    assert counts(done) == (401_000, 400_000, 1000)
+    assert {e["code"] for e in done["error_log_sample"]} == {"unique-id-not-writable"}
+    assert stored(api, import_id=first["id"]) == 1000
 
 
 def test_an_owner_wide_import_keeps_nothing_of_a_package_deleted_meanwhile(api: Server) -> None:

@@ -262,11 +262,21 @@ def _owner_count(session: Session, org: Account) -> int:
 
 
 def upsert_member(
-    session: Session, actor: Account, org_name: str, username: str, role: OrgRole
+    session: Session,
+    actor: Account,
+    org_name: str,
+    username: str,
+    role: OrgRole,
+    *,
+    must_be_member: bool = False,
 ) -> Membership:
-    """Add a member or change their role. Only owners grant or take away ownership."""
+    """Add a member or change their role. Only owners grant or take away ownership. With
+    ``must_be_member``, only a role change: checked under the members' lock, so that one sent
+    as the user leaves never adds them back."""
     org = organization_for(session, actor, org_name, Access.ADMIN)
     _hold_members(session, org)
+    if must_be_member:
+        _membership(session, org, username)
     access = namespace_access(session, actor, org)
     user = account_by_name(session, username)
     if user is None or user.kind != "user":
@@ -294,9 +304,7 @@ def upsert_member(
 def set_member_role(
     session: Session, actor: Account, org_name: str, username: str, role: OrgRole
 ) -> Membership:
-    org = organization_for(session, actor, org_name, Access.ADMIN)
-    _membership(session, org, username)
-    return upsert_member(session, actor, org_name, username, role)
+    return upsert_member(session, actor, org_name, username, role, must_be_member=True)
 
 
 def remove_member(session: Session, actor: Account, org_name: str, username: str) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased
 
 from eventport.control.accounts import hold_account, namespace_access
 from eventport.control.models import Account, Import, ImportLog, ImportLogRun, utcnow
-from eventport.control.packages import owner_for_listing, parse_uuid
+from eventport.control.packages import owner_for_listing, parse_uuid, sees_owner
 from eventport.domain.access import Access
 from eventport.domain.errors import InvalidInput, NotFound
 from eventport.domain.text import without_nul
@@ -87,7 +87,11 @@ def create_import(session: Session, actor: Account, new: NewImport, limit: int) 
 
 
 def _can_see(session: Session, actor: Account, row: Import) -> bool:
-    return row.created_by == actor.id or namespace_access(session, actor, row.owner) >= Access.ADMIN
+    """The owner's admins see every import; its starter theirs, while they may still see the
+    owner (not once removed from the organization or stripped of their grants: as the list)."""
+    if namespace_access(session, actor, row.owner) >= Access.ADMIN:
+        return True
+    return row.created_by == actor.id and sees_owner(session, actor, row.owner)
 
 
 def import_for(session: Session, actor: Account, owner: str, import_id: str) -> Import:

@@ -141,18 +141,27 @@ def list_visible_packages(session: Session, actor: Account) -> list[Package]:
 def owner_for_listing(session: Session, actor: Account, owner: str) -> Account:
     """The owner whose packages are listed: visible through membership or through a grant."""
     account = account_by_name(session, owner)
-    if account is None:
+    if account is None or not sees_owner(session, actor, account):
         raise NotFound(f"owner {owner!r} not found")
-    if namespace_access(session, actor, account) is Access.NONE:
-        granted = session.scalar(
-            select(PackagePermission.package_id)
-            .join(Package, Package.id == PackagePermission.package_id)
-            .where(Package.owner_id == account.id, PackagePermission.user_id == actor.id)
-            .limit(1)
-        )
-        if granted is None:
-            raise NotFound(f"owner {owner!r} not found")
     return account
+
+
+def sees_owner(session: Session, actor: Account, account: Account) -> bool:
+    """Whether ``actor`` may know of ``account``'s packages at all: a member of its namespace,
+    or the holder of a grant (other than a block) on one of its packages."""
+    if namespace_access(session, actor, account) is not Access.NONE:
+        return True
+    granted = session.scalar(
+        select(PackagePermission.package_id)
+        .join(Package, Package.id == PackagePermission.package_id)
+        .where(
+            Package.owner_id == account.id,
+            PackagePermission.user_id == actor.id,
+            PackagePermission.level != PermissionLevel.BLOCKED.value,
+        )
+        .limit(1)
+    )
+    return granted is not None
 
 
 def list_owner_packages(
@@ -405,10 +414,32 @@ def effective_permissions(session: Session, package: Package) -> list[tuple[Acco
     return sorted(result, key=lambda pair: pair[0].name)
 
 
+def _names_actor(actor: Account, user_query: str) -> bool:
+    """Whether a permission's user query (a username or an email) names ``actor``."""
+    query = user_query.lower()
+    return query == actor.name or (actor.email is not None and query == actor.email)
+
+
+def _require_grant_right(
+    session: Session, actor: Account, package: Package, *, own_grant_dropped: bool
+) -> None:
+    """Grants are changed by the package's admins; anyone may give up a grant of their own
+    (as anyone may leave an organization): a grant needs no consent, so its holder must be
+    able to get rid of it. A block is not theirs to lift (see _require_blocking_right)."""
+    if own_grant_dropped and access_to(session, actor, package) >= Access.READ:
+        return
+    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+
+
 def set_permission(
     session: Session, actor: Account, package: Package, user_query: str, level: PermissionLevel
 ) -> PackagePermission | None:
-    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    _require_grant_right(
+        session,
+        actor,
+        package,
+        own_grant_dropped=level is PermissionLevel.DEFAULT and _names_actor(actor, user_query),
+    )
     user = user_by_query(session, user_query)
     if level is PermissionLevel.OWNER:
         raise InvalidInput(
@@ -463,7 +494,7 @@ def _require_blocking_right(
 
 
 def delete_permission(session: Session, actor: Account, package: Package, username: str) -> None:
-    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    _require_grant_right(session, actor, package, own_grant_dropped=_names_actor(actor, username))
     user = account_by_name(session, username)
     if user is None:
         raise NotFound(f"user {username[:80]!r} not found")

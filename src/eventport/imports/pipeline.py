@@ -473,15 +473,17 @@ def _resolve_targets(events: pa.Table, lookups: Lookups) -> tuple[pa.Table, list
             pc.and_(pc.is_valid(pixel), pc.is_null(pixel_id)),
         ),
     )
-    # A pixel attached to one package, named beside another: which artifact the event counts
-    # under would depend on who asks (an export counts a package's own events and its
-    # pixels'), so such a line is refused.
-    pixels_package = [None if p is None else lookups.pixel_package(p) for p in pixel_ids]
-    if any(p is not None for p in pixels_package):
+    # A pixel attached to one package, or to none, named beside another package: which
+    # artifact the event counts under would depend on who asks (an export counts a package's
+    # own events and its pixels'; a pixel's export shows its events with their package, to
+    # people the package may block), so such a line is refused.
+    if pc.any(pc.and_(pc.is_valid(package_id), pc.is_valid(pixel_id))).as_py():
+        pixels_package = [None if p is None else lookups.pixel_package(p) for p in pixel_ids]
         elsewhere = pc.not_equal(
-            _encoded(pixel_at, pixels_package).cast(pa.string()), package_id.cast(pa.string())
+            pc.fill_null(_encoded(pixel_at, pixels_package).cast(pa.string()), ""),
+            package_id.cast(pa.string()),
         )
-        bad = pc.or_(bad, pc.fill_null(elsewhere, False))
+        bad = pc.or_(bad, pc.and_(pc.is_valid(pixel_id), pc.fill_null(elsewhere, False)))
     entries: list[LogEntry] = []
     if pc.any(bad).as_py():
         rejected = events.filter(bad)
@@ -558,10 +560,15 @@ def _not_found(line: int, package: str | None, pixel: str | None, lookups: Looku
         message = "the line names no $package or $tracking_pixel"
     elif package is not None and lookups.resolve_package(package) is None:
         message = f"package {quoted(package)} not found, or you may not import into it"
-    elif package is not None and lookups.resolve_pixel(str(pixel)) is not None:
+    elif package is not None and (pixel_id := lookups.resolve_pixel(str(pixel))) is not None:
+        owned_by = (
+            "belongs to another package than"
+            if lookups.pixel_package(pixel_id) is not None
+            else "belongs to no package, so it cannot count for"
+        )
         message = (
-            f"tracking pixel {quoted(str(pixel))} belongs to another package than "
-            f"{quoted(package)}: name the pixel's own package, or no $package"
+            f"tracking pixel {quoted(str(pixel))} {owned_by} {quoted(package)}: name the "
+            "pixel's own package, or no $package"
         )
     else:
         message = f"tracking pixel {quoted(str(pixel))} not found, or you may not import into it"

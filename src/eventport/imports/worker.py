@@ -554,6 +554,8 @@ class ImportWorker:
 
         def allowed() -> bool:  # asked with each renewal of the lease
             self._check_schema()  # outdated: the import is handed back, as on shutdown
+            # A block set since the last renewal binds the next batch's replacements too.
+            lookups.stored_targets = self._stored_targets(row)
             return self._may_write(row)
 
         with Heartbeat(
@@ -928,24 +930,29 @@ class ImportWorker:
             return look_up
 
         enrichment = None
-        with self.control.session() as s:
-            if self.enricher is not None:
+        if self.enricher is not None:
+            with self.control.session() as s:
                 enrichment = self.enricher.for_import(exclusion_rules(s, row.owner_id))
-            importer = s.get(Account, row.created_by)
-            # An importer who may not write all of the owner's artifacts may not replace the
-            # events of those they may not write (asked of the stored events a line's id names).
-            restricted = importer is None or not writes_every_artifact(s, importer, row.owner)
         return Lookups(
             package=writable(owned_package_for),
             pixel=writable(pixel_for),
             pixel_package=pixel_packages.get,
             stored_ids=lambda ids: self.events.stored_ids(row.owner_id, ids),
-            stored_targets=(
-                (lambda ids: self.events.stored_targets(row.owner_id, ids)) if restricted else None
-            ),
+            stored_targets=self._stored_targets(row),
             enrichment=enrichment,
             keep_ip_addresses=self.keep_ip_addresses,
         )
+
+    def _stored_targets(self, row: Import) -> Callable[[pa.Array], pa.Table] | None:
+        """For an importer who may not write all of the owner's artifacts (now: asked again
+        at each lease renewal), the look-up of the stored events a batch's ids name, so that a
+        line never replaces an event of a package or pixel they may not write; None for one
+        who may write them all."""
+        with self.control.session() as s:
+            importer = s.get(Account, row.created_by)
+            if importer is not None and writes_every_artifact(s, importer, row.owner):
+                return None
+        return lambda ids: self.events.stored_targets(row.owner_id, ids)
 
     def _log(self, import_id: str, rows: Iterable[control_imports.LogRow]) -> None:
         """Store the log rows ``rows`` (made as they go in) in one transaction."""

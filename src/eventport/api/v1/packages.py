@@ -12,6 +12,7 @@ from eventport.api.deps import Actor, Db, Events, forget_events
 from eventport.api.routing import ControlRoute
 from eventport.api.v1 import shapes
 from eventport.control import packages as store
+from eventport.control.accounts import namespace_access
 from eventport.control.models import Account, Package
 from eventport.control.packages import PackageFields
 from eventport.domain import names
@@ -84,10 +85,12 @@ def _package(
     if not matches:
         raise NotFound(f"package {ref[:80]!r} not found")
     if len(matches) > 1:
-        # The caller's own package wins over same-named ones others let them see (an
-        # organization's, a granted one): a grant must not break the caller's scripts.
+        # The caller's own package wins over same-named ones others let them see, and an
+        # organization's they belong to over one only a grant shows them: anyone may grant
+        # anyone a package, and such a grant must not break the caller's scripts.
         own = [p for p in matches if p.owner_id == actor.id]
-        matches = own or matches
+        joined = [p for p in matches if namespace_access(s, actor, p.owner) > Access.NONE]
+        matches = own or joined or matches
     if len(matches) > 1:
         kinds = sorted({shapes.V1_TYPE.get(p.type, p.type) for p in matches})
         if len(kinds) > 1 and package_type is None:
@@ -133,10 +136,13 @@ def set_permissions(
 ) -> list[dict[str, Any]]:
     changes = body if isinstance(body, list) else [body]
     with db.session() as s:
-        package = store.package_for(s, actor, package_id, Access.ADMIN)
+        # Admins change grants; anyone may give up their own (store.set_permission decides).
+        package = store.package_for(s, actor, package_id, Access.READ)
         for change in changes:
             level = PermissionLevel(change.permission_level)
             store.set_permission(s, actor, package, change.user_query, level)
+        if store.access_to(s, actor, package) < Access.READ:
+            return []  # the caller gave up the grant that let them see the package
         return [
             {"username": p.user.name, "permissionLevel": p.level}
             for p in store.explicit_permissions(s, package)

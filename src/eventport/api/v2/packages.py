@@ -214,7 +214,9 @@ def set_permission(
     owner: str, package_id: str, body: PermissionBody, db: Db, actor: Actor
 ) -> Response:
     with db.session() as s:
-        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
+        # Changing grants is for the package's admins; giving up one's own grant is for
+        # anyone who holds one (store.set_permission decides).
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
         level = PermissionLevel(body.permission_level)
         store.set_permission(s, actor, package, body.username, level)
     return Response(status_code=204)
@@ -223,8 +225,8 @@ def set_permission(
 @router.delete("/{owner}/{package_id}/permissions/{username}", status_code=204)
 def delete_permission(owner: str, package_id: str, username: str, db: Db, actor: Actor) -> Response:
     with db.session() as s:
-        package = store.owned_package_for(s, actor, owner, package_id, Access.ADMIN)
-        store.delete_permission(s, actor, package, username)
+        package = store.owned_package_for(s, actor, owner, package_id, Access.READ)
+        store.delete_permission(s, actor, package, username)  # an admin's, or one's own
     return Response(status_code=204)
 
 
