@@ -361,6 +361,28 @@ def test_csv_import(api: Server) -> None:
     assert rows["u2"]["time"].isoformat() == "2024-06-04T00:00:00+00:00"
 
 
+def test_a_stray_quote_in_a_csv_fails_its_row_only(api: Server) -> None:
+    """A quote opened and never closed took every later row into one value of one event:
+    the import said done, nothing failed, and those events did not exist."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = (
+        b"$time,$unique_id,v\n"
+        b"2024-06-05T00:00:00Z,ut1,a\n"
+        b'2024-06-05T00:00:00Z,"ut2,b\n'
+        b"2024-06-05T00:00:00Z,ut3,c\n"
+        b"2024-06-05T00:00:00Z,ut4,d\n"
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body, "text/csv")
+    done = wait_finished(alice, "alice", started["id"])
+    assert counts(done) == (4, 3, 1)
+    (error,) = done["error_log_sample"]
+    assert (error["line"], error["code"]) == (3, "unclosed-quote")
+    assert "never closed" in error["human_friendly_message"]
+    ids = sorted(r["id"] for r in api.app.state.events.rows(done_owner_id(api, "alice")))
+    assert ids == ["ut1", "ut3", "ut4"]
+
+
 def gzip_bomb() -> bytes:
     return gzip.compress(b"\n" * (300 * 1024 * 1024), compresslevel=9)
 

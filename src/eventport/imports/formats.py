@@ -48,7 +48,7 @@ import os
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
@@ -271,6 +271,7 @@ class _Stream:
     ) -> None:
         self._f = f
         self._gz = _Gunzip(f, max_ratio, ratio_grace_bytes) if gzip else None
+        self._ratio = (max_ratio, ratio_grace_bytes)
         self._block = block_size
         self.start = start_offset  # decoded offset of the first byte handed out
         if self._gz is None:
@@ -295,6 +296,20 @@ class _Stream:
             first = first[len(BOM) :]
             self.start = len(BOM)
         self._first: bytes | None = first
+
+    def restart(self, offset: int) -> None:
+        """Hand out the blocks from ``offset`` (decoded) on, afresh: a gzip stream is read
+        again from its start up to there."""
+        if self._gz is not None:
+            self._f.seek(0)
+        self.__init__(  # type: ignore[misc]
+            self._f,
+            gzip=self._gz is not None,
+            start_offset=offset,
+            block_size=self._block,
+            max_ratio=self._ratio[0],
+            ratio_grace_bytes=self._ratio[1],
+        )
 
     @property
     def consumed(self) -> int:
@@ -514,17 +529,48 @@ def _physical_lines(blocks: Iterator[bytes], max_line: int) -> Iterator[tuple[by
         yield carry, _LAST
 
 
+# A record (bytes), or why it has none: too long, or a quote it opens is never closed.
+CsvRecord = bytes | Literal[Code.LINE_TOO_LONG, Code.UNCLOSED_QUOTE]
+# How many times one read of a file starts again after a quote left open at its end.
+_MAX_RESTARTS: Final = 100
+
+
 def _csv_records(
     stream: _Stream, start_line: int, max_line: int
-) -> Iterator[tuple[int, bytes | None, int, int]]:
-    """(line where the record starts, its bytes or None if too long, next line, next offset)."""
+) -> Iterator[tuple[int, CsvRecord, int, int]]:
+    """(line where the record starts, the record, next line, next offset).
+
+    A quote that opens a value and is still open when the file ends is a stray one (a value
+    cannot hold the rest of the file): its record is an UNCLOSED_QUOTE, and the lines after
+    the record's first are read again as records of their own (before, the rest of the file
+    went into one value of one event, with no word of it)."""
+    restarts = 0
+    while True:
+        unclosed = yield from _records_to_the_end(stream, start_line, max_line)
+        if unclosed is None:
+            return
+        line, after_line = unclosed
+        yield line, Code.UNCLOSED_QUOTE, line + 1, after_line
+        restarts += 1
+        if restarts > _MAX_RESTARTS:  # reported, but no longer read again (quadratic)
+            return
+        stream.restart(after_line)
+        start_line = line + 1
+
+
+def _records_to_the_end(
+    stream: _Stream, start_line: int, max_line: int
+) -> Generator[tuple[int, CsvRecord, int, int], None, tuple[int, int] | None]:
+    """:func:`_csv_records` up to a quote the stream leaves open: then nothing of that record
+    is yielded, and the answer is its line and the offset after that line (None: no quote
+    was left open)."""
     line_no = start_line
     pos = stream.start
     state = -1  # no record open
     parts: list[bytes] = []
     size = 0
     too_long = False
-    rec_line = 0
+    rec_line = rec_line_end = 0
     whole = _WHOLE_RECORD.fullmatch
     for data, kind in _physical_lines(stream.blocks(), max_line):
         pos += len(data) + (kind == _LINE)
@@ -538,6 +584,7 @@ def _csv_records(
                 yield line_no - 1, data, line_no, pos
                 continue
             rec_line = line_no
+            rec_line_end = -1
             state = _FIELD_START
             parts = []
             size = -1
@@ -552,14 +599,18 @@ def _csv_records(
                 parts.append(data)
         if kind == _PIECE:
             continue
+        if rec_line_end < 0:
+            rec_line_end = pos
         line_no += 1
         if kind == _LINE and state == _IN_QUOTES:
             continue  # the quoted field goes on on the next line
-        yield rec_line, None if too_long else b"\n".join(parts), line_no, pos
+        if state == _IN_QUOTES:  # the last line, without a newline, ends inside quotes
+            return rec_line, rec_line_end
+        yield rec_line, Code.LINE_TOO_LONG if too_long else b"\n".join(parts), line_no, pos
         state = -1
     if state >= 0:  # the stream ended after a newline inside quotes
-        too_long = too_long or size + 1 > max_line
-        yield rec_line, None if too_long else b"\n".join(parts) + b"\n", line_no, pos
+        return rec_line, rec_line_end
+    return None
 
 
 def _parse_records(texts: list[str]) -> list[list[str] | Code]:
@@ -589,13 +640,13 @@ def _parse_records(texts: list[str]) -> list[list[str] | Code]:
     return out
 
 
-def _cells(records: list[tuple[int, bytes | None]]) -> list[tuple[int, CsvCells]]:
+def _cells(records: list[tuple[int, CsvRecord]]) -> list[tuple[int, CsvCells]]:
     texts: list[str] = []
     where: list[int] = []
     rows: list[tuple[int, CsvCells]] = []
     for line, raw in records:
-        if raw is None:
-            rows.append((line, Code.LINE_TOO_LONG))
+        if not isinstance(raw, bytes):
+            rows.append((line, raw))
             continue
         try:
             texts.append(raw.decode())
@@ -609,18 +660,23 @@ def _cells(records: list[tuple[int, bytes | None]]) -> list[tuple[int, CsvCells]
     return rows
 
 
-def _is_blank(raw: bytes | None) -> bool:
-    return raw is not None and not raw.replace(b",", b"").strip()
+def _is_blank(raw: CsvRecord) -> bool:
+    return isinstance(raw, bytes) and not raw.replace(b",", b"").strip()
 
 
 TIME_FIELD: Final = "$time"  # the one column a CSV header must have
 
 
-def _header(line: int, raw: bytes | None, max_line: int) -> list[str]:
-    if raw is None:
+def _header(line: int, raw: CsvRecord, max_line: int) -> list[str]:
+    if raw == Code.LINE_TOO_LONG:
         raise InputUnusable(
             f"The CSV header (line {line}) is longer than {max_line:,} bytes, "
             "so the file cannot be read."
+        )
+    if not isinstance(raw, bytes):
+        raise InputUnusable(
+            f"The CSV header (line {line}) opens a quoted name that is never closed, so the "
+            "file cannot be read."
         )
     row = _cells([(line, raw)])[0][1]
     if row == Code.INVALID_UTF8:
@@ -673,7 +729,7 @@ def _csv_chunks(
                 break
         if header is None:
             return
-    pending: list[tuple[int, bytes | None]] = []
+    pending: list[tuple[int, CsvRecord]] = []
     held = 0  # bytes of the pending records
     handed = False  # a chunk with rows was handed out
     next_line, next_offset = start_line, stream.start
@@ -683,7 +739,7 @@ def _csv_chunks(
                 header = _header(line, raw, max_line)
             continue
         pending.append((line, raw))
-        held += 0 if raw is None else len(raw)
+        held += len(raw) if isinstance(raw, bytes) else 0
         if len(pending) >= chunk_lines or held >= chunk_bytes:
             yield Chunk(
                 next_line, next_offset, stream.consumed, header=header, rows=_cells(pending)

@@ -100,6 +100,7 @@ class Code(StrEnum):
     INVALID_UTF8 = "invalid-utf8"
     LINE_TOO_LONG = "line-too-long"
     INVALID_CSV = "invalid-csv"
+    UNCLOSED_QUOTE = "unclosed-quote"
     MISSING_TIME = "missing-time"
     INVALID_TIME = "invalid-time"
     INVALID_UNIQUE_ID = "invalid-unique-id"
@@ -117,6 +118,7 @@ ERROR_CODES: Final = frozenset(
         Code.INVALID_UTF8,
         Code.LINE_TOO_LONG,
         Code.INVALID_CSV,
+        Code.UNCLOSED_QUOTE,
         Code.MISSING_TIME,
         Code.INVALID_TIME,
         Code.INVALID_UNIQUE_ID,
@@ -793,6 +795,10 @@ _ROW_PROBLEMS: Final = {
     Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
     Code.INVALID_CSV: (
         "The row is not valid CSV (a carriage return outside quotes, or text after a quoted value)."
+    ),
+    Code.UNCLOSED_QUOTE: (
+        "The row opens a quoted value that is never closed (the file ends first), so it was not "
+        "imported; the lines after this one were read again as rows of their own."
     ),
 }
 
