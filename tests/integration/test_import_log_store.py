@@ -281,7 +281,7 @@ def test_the_whole_log_merges_single_entries_and_runs_in_order(
     messages = {(line, code): message for line, code, message in got}
     assert messages[(7, "duplicate-unique-id")] == "duplicate-unique-id 7"  # the single entry
     assert messages[(9, "duplicate-unique-id")] == log_lines.replaced_message(
-        "id9", "an event imported earlier"
+        "id9", "an event stored before (by an earlier import, or from further up this file)"
     )
     assert messages[(53, "invalid-remote-address")].startswith("$remote_address is not")
     with control.session() as s:

@@ -167,7 +167,7 @@ def test_an_id_stored_before_and_repeated_in_the_file_warns_each_line_once(
     warned = [(e["line"], e["human_friendly_message"]) for e in log if e["class"] == "warning"]
     used = "$unique_id 'x' was used before: this event replaces"
     assert warned == [
-        (1, f"{used} an event imported earlier"),
+        (1, f"{used} an event stored before (by an earlier import, or from further up this file)"),
         (3, f"{used} the event from line 1 of this file"),
         (4, f"{used} the event from line 3 of this file"),
     ]

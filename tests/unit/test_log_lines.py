@@ -25,7 +25,9 @@ def test_runs_give_back_every_line_and_message() -> None:
         "warning",
         "duplicate-unique-id",
         "duplicate-unique-id",
-        replaced_message("id-0", "an event imported earlier"),
+        replaced_message(
+            "id-0", "an event stored before (by an earlier import, or from further up this file)"
+        ),
         None,
         None,
         None,
@@ -33,7 +35,10 @@ def test_runs_give_back_every_line_and_message() -> None:
     )
     assert [entry[0] for entry in got] == lines
     assert [entry[4] for entry in got] == [
-        replaced_message(i, "an event imported earlier") for i in ids
+        replaced_message(
+            i, "an event stored before (by an earlier import, or from further up this file)"
+        )
+        for i in ids
     ]
 
 

@@ -818,15 +818,35 @@ def test_nul_characters_are_replaced_in_every_text() -> None:
     from eventport.imports.records import decode_csv, decode_ndjson
 
     events, entries = decode_ndjson(
-        [(1, b'{"$time":1,"$unique_id":"a\\u0000b","$user_agent":"x\\u0000","k\\u0000":"v"}')]
+        [(1, b'{"$time":1,"$unique_id":"ab","$user_agent":"x\\u0000","k\\u0000":"v"}')]
     )
     assert entries == []
-    assert events[0].unique_id == "a\ufffdb"
     assert events[0].user_agent == "x\ufffd"
     assert events[0].variables is not None
     assert "\x00" not in events[0].variables
     events, _ = decode_csv(["$time", "$version"], [(2, ["1", "1.0\x00"])])
     assert events[0].version == "1.0\ufffd"
+
+
+def test_a_nul_in_a_unique_id_fails_the_line() -> None:
+    """Replaced by U+FFFD like elsewhere, "x\\u0000y" became the id "x\ufffdy": a later,
+    different id of that spelling replaced its event (or was refused as not writable)."""
+    from eventport.imports.records import decode_csv, decode_ndjson
+
+    events, entries = decode_ndjson(
+        [
+            (1, b'{"$time":1,"$unique_id":"x\\u0000y"}'),
+            (2, b'{"$time":1,"$unique_id":"x\xef\xbf\xbdy","v":"a\\u0000"}'),
+        ]
+    )
+    assert [(e.line, e.code) for e in entries] == [(1, "invalid-unique-id")]
+    assert "NUL" in entries[0].message
+    assert [e.unique_id for e in events] == ["x\ufffdy"]
+    events, entries = decode_csv(
+        [" $unique_id ", "$time", "v"], [(2, ["x\x00y", "1", ""]), (3, ["z", "1", "\x00"])]
+    )
+    assert [(e.line, e.code) for e in entries] == [(2, "invalid-unique-id")]
+    assert [e.unique_id for e in events] == ["z"]
 
 
 @pytest.mark.parametrize(

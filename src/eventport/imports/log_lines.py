@@ -66,7 +66,10 @@ def replaced_message(unique_id: str, what: str) -> str:
 
 
 def _replaced_earlier(unique_id: str | None) -> str:
-    return replaced_message(str(unique_id), "an event imported earlier")
+    return replaced_message(
+        str(unique_id),
+        "an event stored before (by an earlier import, or from further up this file)",
+    )
 
 
 def _bad_address(_: str | None) -> str:

@@ -471,6 +471,20 @@ def _headers(value: Any, line: int, entries: list[LogEntry]) -> list[tuple[str, 
     return out or None
 
 
+def _nul_in_unique_id(obj: Any, line: int) -> LogEntry | None:
+    """The error of a line whose ``$unique_id`` holds a NUL character. Elsewhere a NUL becomes
+    U+FFFD (no store keeps NUL); in an id that made two different ids one."""
+    value = obj.get("$unique_id") if type(obj) is dict else None
+    if type(value) is not str or "\x00" not in value:
+        return None
+    return _error(
+        line,
+        Code.INVALID_UNIQUE_ID,
+        f'"$unique_id" holds a NUL character (\\u0000), which no id may: '
+        f"{_show(without_nul(value))}.",
+    )
+
+
 def _unique_id(value: Any, line: int, entries: list[LogEntry]) -> str | None:
     tv = type(value)
     if tv is int or (tv is float and math.isfinite(value)):
@@ -775,6 +789,9 @@ def decode_ndjson(
         if _LONG_DIGITS.search(raw) is not None:
             obj = _exact_numbers(raw, obj)
         if b"\\u0000" in raw:
+            if (nul_id := _nul_in_unique_id(obj, line)) is not None:
+                entries.append(nul_id)
+                continue
             obj = without_nul(obj)
         if type(obj) is not dict:
             entries.append(
@@ -824,6 +841,10 @@ def decode_csv(
                 entries.append(_error(line, cells, problem))
             continue
         if any("\x00" in cell for cell in cells):
+            named = dict(zip(names, cells, strict=False))
+            if (nul_id := _nul_in_unique_id(named, line)) is not None:
+                entries.append(nul_id)
+                continue
             cells = without_nul(cells)
         obj: dict[str, Any] = {name: cell for name, cell in zip(names, cells, strict=False) if cell}
         when = obj.get("$time")
