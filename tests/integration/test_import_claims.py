@@ -4,6 +4,7 @@ on a control database of its own (no other server's workers may claim its import
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -132,6 +133,37 @@ def test_on_postgresql_the_database_clock_orders_imports_and_times_leases(
     assert listed == [first, second, bens]
     # Both leases are live by the database's clock: no other worker takes either.
     assert _claim(own_control, "w2") is None
+
+
+def test_on_postgresql_an_imports_rate_and_updates_go_by_the_database_clock(
+    own_control: ControlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API host whose clock is 5 s behind the database's measured a running import's rate
+    against its own clock: 1e11 events/s and an ETA of 0 (a clock ahead: too slow a rate);
+    and a worker on such a host stamped updated_at before the import's created_at."""
+    if own_control.engine.dialect.name != "postgresql":
+        pytest.skip("an embedded (SQLite) store serves one host")
+    from eventport.api.v2 import imports as api_imports
+
+    ana = make_owner(own_control, "ana")
+    import_id = make_import(own_control, ana)
+    assert _claim(own_control, "w1") == import_id
+    time.sleep(0.05)  # so that 1000 events take at least that long
+    behind = models.utcnow() - timedelta(seconds=5)
+    with monkeypatch.context() as slow:
+        for module in (control_imports, models, api_imports):
+            slow.setattr(module, "utcnow", lambda: behind)
+        with own_control.session() as s:
+            s.execute(update(Import).where(Import.id == import_id).values(events_total=1000))
+            control_imports.release(s, import_id, "w1")
+        with own_control.session() as s:
+            row = s.get(Import, import_id)
+            assert row is not None
+            assert row.updated_at >= row.created_at
+            row.state = "running"  # as claimed again, the start kept
+            s.flush()
+            body = api_imports.event_import(s, row)
+    assert body["events_per_second"] < 1_000_000, body  # 1000 events over >= ~0 s, not 1 us
 
 
 def test_workers_stop_once_a_newer_version_has_migrated_the_database(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -73,7 +74,7 @@ GOOD_TIMES = [
     pytest.param(100_000_000_000, 100_000_000_000_000, False, id="1e11-is-millis"),
     pytest.param(-100_000_000_000, -100_000_000_000_000, False, id="minus-1e11-is-millis"),
     pytest.param("0001-01-01T00:00:00Z", MIN_TIME_US, False, id="year-1"),
-    pytest.param("9999-12-31T23:59:59.999999Z", MAX_TIME_US, False, id="year-9999"),
+    pytest.param("9999-12-30T23:59:59.999999Z", MAX_TIME_US, False, id="year-9999"),
     pytest.param(-62_135_596_800, MIN_TIME_US, False, id="year-1-as-seconds"),
     pytest.param("20240604", 20_240_604_000_000, False, id="all-digits-is-a-timestamp"),
 ]
@@ -854,6 +855,18 @@ def test_a_nul_in_a_unique_id_fails_the_line() -> None:
     [
         pytest.param("2024-02-01T23:59:60Z", "leap second", id="leap-second"),
         pytest.param("10000-01-01T00:00:00Z", "out of range", id="year-10000"),
+        pytest.param("9999-12-31T00:00:00Z", "out of range", id="the-last-day-of-9999"),
+        pytest.param("2026-01-01T24:00:00Z", "not a real date-time", id="hour-24"),
+        # fromisoformat took any character between date and time, and more (a time hunt)
+        pytest.param("2024-06-04X12:00:00Z", "ISO 8601 date-time eventport reads", id="X"),
+        pytest.param("2024-06-04512:00:00Z", "ISO 8601 date-time eventport reads", id="digit"),
+        pytest.param("2024-06-04Z12:00:00", "ISO 8601 date-time eventport reads", id="Z-sep"),
+        pytest.param("2024-06-04+12:00:00", "ISO 8601 date-time eventport reads", id="plus"),
+        pytest.param("2024-06-04T12:00:00.Z", "ISO 8601 date-time eventport reads", id="dot"),
+        pytest.param("2024-06-04T12:00:00 Z", "ISO 8601 date-time eventport reads", id="spaceZ"),
+        pytest.param("2024-06-04T12:00+05:30:15", "ISO 8601 date-time eventport reads", id="s"),
+        pytest.param("2024-06-04T12:00+05:30.5", "ISO 8601 date-time eventport reads", id="f"),
+        pytest.param("2026-001", "ISO 8601 date-time eventport reads", id="ordinal-date"),
         pytest.param("+12024-01-01T00:00:00Z", "out of range", id="signed-long-year"),
         pytest.param("2024-02-30T00:00:00Z", "not a real date-time", id="february-30"),
         pytest.param("yesterday", "neither an ISO 8601", id="words"),
@@ -863,3 +876,28 @@ def test_a_bad_time_is_named_for_what_is_wrong(value: str, says: str) -> None:
     _, entries = decode_object({"$time": value}, 1)
     assert codes(entries) == ["invalid-time"]
     assert says in entries[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-06-04T12:00:00Z", "2024-06-04T12:00:00+00:00"),
+        ("2024-06-04t12:00:00z", "2024-06-04T12:00:00+00:00"),
+        ("2024-06-04 12:00:00.123456789+0530", "2024-06-04T06:30:00.123456+00:00"),
+        ("20240604T1200Z", "2024-06-04T12:00:00+00:00"),
+        ("2026-W01-1T00:00Z", "2025-12-29T00:00:00+00:00"),
+        ("2024-06-04T12:00:00,5-02", "2024-06-04T14:00:00.500000+00:00"),
+        ("9999-12-30T23:59:59.999999Z", "9999-12-30T23:59:59.999999+00:00"),
+    ],
+)
+def test_iso_forms_still_read(value: str, expected: str) -> None:
+    parsed = records.parse_time(value)
+    assert parsed is not None, value
+    got = records._EPOCH + timedelta(microseconds=parsed[0])
+    assert got.isoformat() == expected
+
+
+def test_a_number_too_large_says_so_not_inf() -> None:
+    _, entries = decode_object({"$time": float("inf")}, 1)
+    assert codes(entries) == ["invalid-time"]
+    assert entries[0].message == '"$time" value is a number too large to be a time.'

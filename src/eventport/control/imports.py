@@ -6,7 +6,7 @@ import itertools
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -64,6 +64,16 @@ def clock(session: Session) -> Any:
     return utcnow()
 
 
+def clock_now(session: Session) -> datetime:
+    """:func:`clock`'s now as a value (one query on PostgreSQL): what an import's times (all
+    stamped by :func:`clock`) are measured against, such as a running import's rate."""
+    now = clock(session)
+    if isinstance(now, datetime):
+        return now
+    found: datetime = session.execute(select(now)).scalar_one()
+    return found
+
+
 def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:
     hold_account(session, new.owner.id)  # uploads that end at once are counted one by one
     ensure_capacity(session, new.owner.id, limit)
@@ -79,6 +89,7 @@ def create_import(session: Session, actor: Account, new: NewImport, limit: int) 
         spool_path=new.spool_path,
         bytes_total=new.bytes_total,
         created_at=clock(session),
+        updated_at=clock(session),
     )
     session.add(row)
     session.flush()
@@ -125,7 +136,7 @@ def request_abort(session: Session, actor: Account, owner: str, import_id: str) 
     row.abort_requested = True
     if row.state == "waiting":
         row.state = "aborted"
-        row.finished_at = clock(session)
+        row.finished_at = row.updated_at = clock(session)
     session.flush()
     return row
 
@@ -208,7 +219,7 @@ def release(session: Session, import_id: str, worker: str, *, failed: bool = Fal
             state="waiting",
             lease_owner=None,
             lease_expires_at=None,
-            updated_at=utcnow(),
+            updated_at=clock(session),
             attempts=Import.attempts - (0 if failed else 1),
         )
         .execution_options(synchronize_session=False)
@@ -268,7 +279,7 @@ def record_progress(
             warnings=progress.warnings,
             excluded=progress.excluded,
             do_not_track=progress.do_not_track,
-            updated_at=utcnow(),
+            updated_at=clock(session),
         )
         .execution_options(synchronize_session=False)
     )

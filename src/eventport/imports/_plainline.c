@@ -18,7 +18,7 @@
  *     ones, pairs are left to Python);
  *   - $time is a string YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}][Z|z|+HH:MM|-HH:MM] naming a real
  *     date-time (without a zone: UTC, and a naive-time warning), or an integer of at most 15
- *     digits (seconds, or milliseconds from 1e11 on), and lies in years 1 to 9999 in UTC;
+ *     digits (seconds, or milliseconds from 1e11 on), and lies in 0001-01-01 to 9999-12-30 in UTC;
  *   - the known text fields are strings or null; $unique_id has 1 to 512 characters.
  * Custom variables (keys not starting with '$') become quote_plus(key)=quote_plus(text) joined
  * by '&' in the line's key order, null values skipped, booleans as true/false, integers as
@@ -105,9 +105,10 @@ enum {
 #define MAX_VARIABLES 64
 #define MAX_UNIQUE_ID_CHARS 512
 #define MS_THRESHOLD 100000000000LL
-/* years 1 to 9999 in UTC, as records.MIN_TIME_US and MAX_TIME_US */
+/* 0001-01-01 to 9999-12-30 in UTC, as records.MIN_TIME_US and MAX_TIME_US (the last day of
+ * 9999 is left out: an export's exclusive end date cannot be after it) */
 #define MIN_TIME_US (-62135596800000000LL)
-#define MAX_TIME_US 253402300799999999LL
+#define MAX_TIME_US 253402214399999999LL
 
 enum { V_ABSENT = 0, V_NULL, V_STRING, V_INT, V_TRUE, V_FALSE };
 

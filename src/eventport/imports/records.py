@@ -16,7 +16,7 @@ Rules chosen here (where Scarf's documentation leaves a choice):
   UTC with a ``naive-time`` warning. A UNIX timestamp is a JSON number or a string of only
   ``[+-]digits[.digits][e±digits]`` (so ``"20240604"`` is a timestamp, not a basic-format
   date); ``|value| >= 1e11`` means milliseconds, otherwise seconds. Strings are stripped of
-  surrounding whitespace first. Anything else, or a time outside years 1..9999 (after
+  surrounding whitespace first. Anything else, or a time outside 0001-01-01..9999-12-30 (after
   conversion to UTC), is ``invalid-time``; so is a number too large for a double (``1e400``,
   which orjson refuses; such a line is re-read with the standard library to say so).
 * ``null`` for any ``$`` field other than ``$time`` means the field is absent (no warning).
@@ -261,10 +261,19 @@ _UTC: Final = UTC
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
 _ONE_US: Final = timedelta(microseconds=1)
 MIN_TIME_US: Final = (datetime(1, 1, 1, tzinfo=_UTC) - _EPOCH) // _ONE_US
-MAX_TIME_US: Final = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=_UTC) - _EPOCH) // _ONE_US
+# The last day of year 9999 is left out: an export's end date (exclusive) cannot be after it.
+MAX_TIME_US: Final = (datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=_UTC) - _EPOCH) // _ONE_US
 _FLOAT_LIMIT: Final = 1e20  # beyond any valid timestamp in seconds or milliseconds
 _NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _INT_TEXT = re.compile(r"[+-]?\d{1,30}", re.ASCII)
+# The ISO 8601 forms datetime.fromisoformat reads that are ISO 8601: a calendar or week date,
+# then optionally T (or t, or a space), a time and a zone (Z or an offset of hours and
+# minutes). fromisoformat alone took any character between date and time ("2024-06-04X12:00",
+# "2024-06-04Z12:00" as a naive time), "... Z", a bare "." and offsets with seconds.
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-W\d{2}(?:-\d)?|\d{4}W\d{2}\d?"
+_ISO_TIME = r"\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?)?|\d{4}(?:\d{2}(?:[.,]\d+)?)?"
+_ISO_ZONE = r"Z|[+-]\d{2}(?::?\d{2})?"
+_ISO = re.compile(rf"(?:{_ISO_DATE})(?:[Tt ](?:{_ISO_TIME})(?:{_ISO_ZONE})?)?", re.ASCII)
 
 # Aware time strings already parsed -> microseconds. Imports are usually sorted by time and
 # repeat each second many times, so this answers most lines with one dict lookup. Cleared when
@@ -300,6 +309,8 @@ def _text_us(text: str) -> tuple[int, bool] | None:
         return None if us is None else (us, False)
     if s[-1] == "z":
         s = s[:-1] + "Z"
+    if _ISO.fullmatch(s) is None:
+        return None
     try:
         dt = datetime.fromisoformat(s)
     except ValueError:
@@ -349,18 +360,33 @@ def _time_problem(value: Any, line: int) -> LogEntry:
             detail = "is empty"
         elif _looks_iso(stripped) and _LEAP_SECOND.search(stripped):
             detail = "is a leap second (:60), which UNIX time has not: write :59 or the next :00"
-        elif _NUMERIC.fullmatch(stripped) or _looks_iso(stripped):
-            detail = "is out of range (years 1 to 9999) or not a real date-time"
+        elif _NUMERIC.fullmatch(stripped) or _LONG_YEAR.match(stripped):
+            detail = f"is out of range ({_TIME_RANGE})"
+        elif _looks_iso(stripped) and _ISO.fullmatch(stripped[:-1] + stripped[-1].upper()):
+            detail = (
+                f"is out of range ({_TIME_RANGE}) or not a real date-time (such as February 30 "
+                "or 24:00)"
+            )
+        elif _looks_iso(stripped):
+            detail = (
+                "is not an ISO 8601 date-time eventport reads: a date (2024-06-04), then T or "
+                "a space, a time (12:00:00, fractions allowed) and a zone (Z, or an offset such "
+                "as +02:00)"
+            )
         else:
             detail = "is neither an ISO 8601 date-time nor a UNIX timestamp"
+    elif type(value) is float and not math.isfinite(value):
+        return _error(line, Code.INVALID_TIME, '"$time" value is a number too large to be a time.')
     elif type(value) is int or type(value) is float:
-        detail = "is out of range (years 1 to 9999) as a UNIX timestamp in seconds or milliseconds"
+        detail = f"is out of range ({_TIME_RANGE}) as a UNIX timestamp in seconds or milliseconds"
     else:
         detail = f"is {_kind(value)}, not an ISO 8601 date-time string or a UNIX timestamp"
     return _error(line, Code.INVALID_TIME, f'"$time" value {_show(value)} {detail}.')
 
 
 _LOOKS_ISO = re.compile(r"[+-]?\d{4,}-\d")  # a year (of any length) and a month
+_LONG_YEAR = re.compile(r"[+-]\d{4,}-\d|\d{5,}-\d")  # a year past 9999, or signed
+_TIME_RANGE: Final = "0001-01-01 to 9999-12-30 in UTC"
 _LEAP_SECOND = re.compile(r"T\d\d:\d\d:60(?!\d)")
 
 
