@@ -9,7 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+import psycopg
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -24,6 +26,9 @@ from eventport.domain.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The Retry-After of a 503 database-unavailable (a PostgreSQL restart takes a few seconds).
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class Unauthorized(DomainError):
@@ -84,7 +89,8 @@ _MEANINGS = {
     413: "The request body is larger than the server takes.",
     415: "The body's Content-Type is not one this route reads.",
     422: "A well-formed request that breaks a rule (a name taken, too many active imports).",
-    503: "The server lacks the memory for this request now; it may succeed later.",
+    503: "The server lacks the memory, the database or the store for this request now "
+    "(busy, out-of-memory, database-unavailable); it may succeed later.",
     507: "The server has no room to store the upload; nothing of it was kept.",
 }
 #: The errors every API route may answer (its own JSON error body, not FastAPI's 422 shape).
@@ -203,6 +209,18 @@ def install(app: FastAPI) -> None:
         log.warning("a request lost every retry to concurrent changes: %s", exc.orig)
         message = "a concurrent request changed the same resource; nothing was changed: try again"
         return error_response(409, message, "conflict")
+
+    @app.exception_handler(SQLAlchemyOperationalError)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL restarting or out of reach, SQLite locked past its wait: the same request
+        # will likely work in a moment (before, a 500 and a dropped connection).
+        log.warning("a request found the database unavailable: %s", exc)
+        response = error_response(
+            503, "the database is unavailable for the moment; try again", "database-unavailable"
+        )
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
