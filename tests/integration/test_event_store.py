@@ -535,6 +535,50 @@ def test_an_interrupted_commit_keeps_nothing_and_its_connection_is_not_reused(
     assert [row["id"] for row in event_store.rows("owner-a")] == ["c"]
 
 
+def test_a_frozen_writers_transaction_is_ended_and_its_lock_let_go(
+    event_store: EventStore, open_store: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker frozen in a batch's commit (stopped, swapping, its host cut off) held the
+    owner's lock as long as it stayed frozen: the worker that took its import over waited on
+    that lock forever. PostgreSQL now ends a write transaction idle past WRITE_IDLE_SECONDS."""
+    from eventport.events import postgres_store
+
+    stages = staged_store(event_store)
+    monkeypatch.setattr(postgres_store, "WRITE_IDLE_SECONDS", 1)
+    staged = stages.stage_batch("owner-a", make_batch(["a", "b"]))
+    frozen = threading.Event()
+    raised: list[BaseException] = []
+
+    def freeze() -> None:  # after the lock is taken, before the commit
+        frozen.set()
+        time.sleep(4)
+
+    monkeypatch.setattr(event_store, "_before_commit", freeze)
+
+    def commit() -> None:
+        try:
+            stages.commit_staged(staged, checkpoint(line=3))
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    assert frozen.wait(10)
+    url = libpq_url(cast(str, open_store.url))
+    with psycopg.connect(url, autocommit=True) as other:
+        began = time.monotonic()
+        other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_OWNER_LOCK, "owner-a"))
+        waited = time.monotonic() - began
+        other.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_OWNER_LOCK, "owner-a"))
+    assert waited < 3.5, waited  # let go after ~1 s idle, not when the freeze ended (4 s)
+    thread.join(10)
+    monkeypatch.undo()  # no more freezing
+    assert len(raised) == 1, raised
+    assert (event_store.count(), event_store.checkpoint("import-1")) == (0, None)
+    event_store.write_batch("owner-a", make_batch(["c"]), checkpoint(line=2))
+    assert [row["id"] for row in event_store.rows("owner-a")] == ["c"]
+
+
 def test_the_same_batch_written_again_replaces_itself(event_store: EventStore) -> None:
     """The rows a staged batch's transaction wrote are kept, not those of the same import and
     lines committed before (a store written twice with the same batch holds it once)."""

@@ -130,6 +130,13 @@ _OLD_INDEX = f"{EVENTS_TABLE}_owner_id_id_idx"  # dropped by setup once the two 
 _SETUP_LOCK = 0x65767374_6F7265
 _PARTITION_LOCK = 0x65767061_727473
 _OWNER_LOCK = 0x65766F77
+# How long a batch's transaction may sit idle between its statements before PostgreSQL ends
+# it. A healthy worker's waits between them are a batch's time at most (a batch staged while
+# the one before commits); a worker that froze (stopped, swapping, its host cut off) held the
+# owner's lock for as long as it stayed frozen, and the worker that took its import over
+# waited on that lock forever, its heartbeat keeping the import running. Not set on exports:
+# a slow client holds their snapshot between slices (SEND_TIMEOUT_SECONDS bounds that).
+WRITE_IDLE_SECONDS = 120
 
 
 _T = sql.Identifier(EVENTS_TABLE)
@@ -400,7 +407,12 @@ class _Connections:
                 self._conninfo,
                 autocommit=True,
                 application_name="eventport events",
-                options="-c TimeZone=UTC",
+                # The server notices a client host that went away within ~a minute (its
+                # default, the system's: two hours), and ends what that session held.
+                options=(
+                    "-c TimeZone=UTC -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+                    "-c tcp_keepalives_count=3"
+                ),
             )
         return conn
 
@@ -663,6 +675,8 @@ class PostgresEventStore:
         try:
             with self._interruptible(owner_id, conn):
                 conn.execute("BEGIN")
+                idle_ms = int(WRITE_IDLE_SECONDS * 1000)
+                conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}")
                 if rows.data:
                     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                         _T, _COLUMNS_SQL
