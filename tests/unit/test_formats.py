@@ -465,6 +465,11 @@ def test_csv_records(
         pytest.param(b"$time\t$unique_id\n1\ta\n", "separated by tabs", id="tabs"),
         pytest.param(b"2024-06-01T00:00:00Z,a\n", "looks like an event", id="no-header"),
         pytest.param(b"time,id\n1,a\n", "columns: 'time', 'id'", id="no-time-column"),
+        pytest.param(
+            b"$time,v, $time ,v,v\n1,a,2,b,c\n",
+            r"names '\$time' more than once \(columns 1, 3\)",
+            id="repeated-name",
+        ),
     ],
 )
 def test_csv_bad_header(tmp_path: Path, data: bytes, reason: str) -> None:

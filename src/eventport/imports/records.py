@@ -33,10 +33,11 @@ Rules chosen here (where Scarf's documentation leaves a choice):
   reported, and :func:`failed_line_count` counts each failed line once.
 * CSV: cells map to the header's names (whitespace around a name is stripped). Empty cells are
   absent fields. Non-empty cells beyond the header, or under a column whose name is empty, are
-  ignored with one ``extra-cells`` warning per row. With duplicate column names the last
-  non-empty cell wins. A row whose cells are all empty or whitespace is blank (skipped,
+  ignored with one ``extra-cells`` warning per row. A header naming a field twice makes the
+  file unusable (formats.py). A row whose cells are all empty or whitespace is blank (skipped,
   uncounted), like a blank NDJSON line. A record the CSV reader could not split or decode
-  arrives as its error code (``line-too-long``, ``invalid-utf8``, ``invalid-csv``).
+  arrives as its error code (``line-too-long``, ``invalid-utf8``, ``invalid-csv``,
+  ``unclosed-quote``).
 """
 
 from __future__ import annotations
@@ -837,7 +838,7 @@ def decode_ndjson(
 _ROW_PROBLEMS: Final = {
     Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
     Code.INVALID_CSV: (
-        "The row is not valid CSV (a carriage return outside quotes, or text after a quoted value)."
+        "The row is not valid CSV (a carriage return outside quotes)."
     ),
     Code.UNCLOSED_QUOTE: (
         "The row opens a quoted value that is never closed (the file ends first), so it was not "
