@@ -163,6 +163,9 @@ def test_on_postgresql_an_imports_rate_and_updates_go_by_the_database_clock(
             row.state = "running"  # as claimed again, the start kept
             s.flush()
             body = api_imports.event_import(s, row)
+        with own_control.session() as s:
+            aborted = control_imports.request_abort(s, ana, "ana", import_id)
+            assert aborted.updated_at >= aborted.created_at
     assert body["events_per_second"] < 1_000_000, body  # 1000 events over >= ~0 s, not 1 us
 
 

@@ -134,9 +134,10 @@ def request_abort(session: Session, actor: Account, owner: str, import_id: str) 
     if row.state in FINAL:
         return row
     row.abort_requested = True
+    row.updated_at = clock(session)
     if row.state == "waiting":
         row.state = "aborted"
-        row.finished_at = row.updated_at = clock(session)
+        row.finished_at = row.updated_at
     session.flush()
     return row
 

@@ -347,6 +347,8 @@ class Deleted:
 def stop_imports_into(session: Session, deleted: Deleted) -> None:
     """Running imports into what was deleted stop as an abort does (within a second): their
     worker then finds the target gone and fails them. (Waiting ones fail when claimed.)"""
+    from eventport.control.imports import clock  # (that module imports this one)
+
     into = [
         (Import.target == "package") & Import.package_id.in_(deleted.package_ids),
         (Import.target == "pixel") & Import.pixel_id.in_(deleted.pixel_ids),
@@ -354,7 +356,7 @@ def stop_imports_into(session: Session, deleted: Deleted) -> None:
     session.execute(
         update(Import)
         .where(Import.owner_id == deleted.owner_id, Import.state == "running", or_(*into))
-        .values(abort_requested=True)
+        .values(abort_requested=True, updated_at=clock(session))
         .execution_options(synchronize_session=False)
     )
 

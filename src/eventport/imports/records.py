@@ -837,9 +837,7 @@ def decode_ndjson(
 
 _ROW_PROBLEMS: Final = {
     Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
-    Code.INVALID_CSV: (
-        "The row is not valid CSV (a carriage return outside quotes)."
-    ),
+    Code.INVALID_CSV: ("The row is not valid CSV (a carriage return outside quotes)."),
     Code.UNCLOSED_QUOTE: (
         "The row opens a quoted value that is never closed (the file ends first), so it was not "
         "imported; the lines after this one were read again as rows of their own."
