@@ -127,7 +127,9 @@ class Fuzzer:
         header = rng.choice(
             [b"$time,$unique_id,$remote_address,custom", b"$time,$time,x", b"$time", b"a,b"]
         )
-        self.unusable = b"$time" not in header  # a CSV header no line can pass
+        names = header.split(b",")
+        # a CSV header no line can pass, or one naming a field twice
+        self.unusable = b"$time" not in names or len(set(names)) < len(names)
         rows = [header]
         for _ in range(count):
             cells = [
@@ -177,7 +179,7 @@ def test_fuzzed_uploads_end_with_counts_that_add_up(api: Server, seed: int) -> N
         done = wait_finished(alice, "alice", import_id)
         total, imported, failed = counts(done)
         if done["status"] == "failed":  # the input as a whole: a corrupt gzip, a CSV header
-            # without $time, or pretty-printed JSON (no line could be imported)
+            # without $time or naming a field twice, or pretty-printed JSON
             assert "Content-Encoding" in headers or fuzzer.unusable, (where, done)
             assert done["failure_reason"], (where, done)
         else:
