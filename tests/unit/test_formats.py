@@ -20,7 +20,7 @@ from eventport.imports.formats import (
     iter_chunks,
     refuse_pretty_json,
 )
-from eventport.imports.records import Code, CsvCells
+from eventport.imports.records import Code, CsvCells, SpanProblem
 
 BOM = b"\xef\xbb\xbf"
 
@@ -165,7 +165,10 @@ def test_csv_huge_record_is_never_held(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert got == [(2, Code.LINE_TOO_LONG), (2 + 128 * 64 + 1, ["2", "b"])]
+    assert got == [
+        (2, SpanProblem(Code.LINE_TOO_LONG, 2 + 128 * 64)),
+        (2 + 128 * 64 + 1, ["2", "b"]),
+    ]
     assert peak < 1 << 20
 
 
@@ -371,24 +374,24 @@ CSV_CASES = [
         [(2, ["1", "abc"]), (3, ["2", "d"])],
         id="text-after-closing-quote",
     ),
-    # A quote still open at the end of the file: its record is an error, and the lines after
-    # its first are read again as rows (before, they went into its value, with no word).
+    # A quote still open at the end of the file: its record is an error naming the lines it
+    # took (before, they went into its value, with no word).
     pytest.param(
         b'$time,a\n1,"open\n2,d\n',
         ["$time", "a"],
-        [(2, Code.UNCLOSED_QUOTE), (3, ["2", "d"])],
+        [(2, SpanProblem(Code.UNCLOSED_QUOTE, 3))],
         id="unclosed-quote-runs-to-the-end",
     ),
     pytest.param(
         b'$time,a\n1,"open\n2,d\n3,e"\n4,"last',
         ["$time", "a"],
-        [(2, ["1", "open\n2,d\n3,e"]), (5, Code.UNCLOSED_QUOTE)],
+        [(2, ["1", "open\n2,d\n3,e"]), (5, SpanProblem(Code.UNCLOSED_QUOTE, 5))],
         id="unclosed-quote-on-the-last-line-without-newline",
     ),
     pytest.param(
         b'$time,a\n1,"' + b"x" * 70 + b"\n2,b\n",
         ["$time", "a"],
-        [(2, Code.UNCLOSED_QUOTE), (3, ["2", "b"])],
+        [(2, SpanProblem(Code.UNCLOSED_QUOTE, 3))],
         id="unclosed-quote-on-a-too-long-line",
     ),
     pytest.param(
@@ -418,13 +421,13 @@ CSV_CASES = [
     pytest.param(
         b'$time,a\n1,"' + b"x\n" * 40 + b'"\n2,b\n',
         ["$time", "a"],
-        [(2, Code.LINE_TOO_LONG), (43, ["2", "b"])],
+        [(2, SpanProblem(Code.LINE_TOO_LONG, 42)), (43, ["2", "b"])],
         id="too-long-multiline-record",
     ),
     pytest.param(
         b'$time,a\n1,"' + b'x""\n' * 5 + b'y""' * 30 + b'\n,"\n2,b\n',
         ["$time", "a"],
-        [(2, Code.LINE_TOO_LONG), (9, ["2", "b"])],
+        [(2, SpanProblem(Code.LINE_TOO_LONG, 8)), (9, ["2", "b"])],
         id="quotes-tracked-through-a-too-long-line",
     ),
     pytest.param(
@@ -525,23 +528,19 @@ def test_csv_splitting_agrees_with_the_csv_module(tmp_path: Path) -> None:
         data = b"$time,h2\n" + body
         path.write_bytes(data)
         expected = csv_module_rows(data.decode(), 1)[1:]  # the header
-        unclosed += any(row == Code.UNCLOSED_QUOTE for _, row in expected)
+        unclosed += any(isinstance(row, SpanProblem) for _, row in expected)
         assert csv_rows(path, block_size=rng.choice([1, 3, 1 << 20])) == expected, (case, data)
     assert unclosed > 100  # the cases do leave quotes open
 
 
 def csv_module_rows(text: str, first_line: int) -> list[tuple[int, CsvCells]]:
     """The records csv.reader sees in ``text`` (numbered from ``first_line``), except that a
-    last record still inside quotes at the end is an UNCLOSED_QUOTE, and the text after its
-    first line is read again, the same way."""
-    rows = _csv_module_records(text)
-    if not rows or len(_csv_module_records(text + "\nZ")) != len(rows):
-        return [(first_line + at, row) for at, row in rows]  # "Z" was a record: no quote open
-    last_at = rows[-1][0]
-    rest = text.split("\n", last_at + 1)[last_at + 1] if text.count("\n") > last_at else None
-    ending = [(first_line + last_at, Code.UNCLOSED_QUOTE)]
-    again = [] if rest is None else csv_module_rows(rest, first_line + last_at + 1)
-    return [(first_line + at, row) for at, row in rows[:-1]] + ending + again
+    last record still inside quotes at the end is a SpanProblem naming its lines."""
+    rows = [(first_line + at, row) for at, row in _csv_module_records(text)]
+    if rows and len(_csv_module_records(text + "\nZ")) == len(rows):  # "Z" joined the quotes
+        last_line = first_line + text.count("\n") - (1 if text.endswith("\n") else 0)
+        rows[-1] = (rows[-1][0], SpanProblem(Code.UNCLOSED_QUOTE, last_line))
+    return rows
 
 
 def _csv_module_records(text: str) -> list[tuple[int, CsvCells]]:

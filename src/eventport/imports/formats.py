@@ -48,13 +48,13 @@ import os
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
 from eventport.domain.text import without_addresses
-from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells, parse_time
+from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells, SpanProblem, parse_time
 
 
 def count_lines_py(buffer: bytes, start: int = 0, stop: int = -1, /) -> int:
@@ -271,7 +271,6 @@ class _Stream:
     ) -> None:
         self._f = f
         self._gz = _Gunzip(f, max_ratio, ratio_grace_bytes) if gzip else None
-        self._ratio = (max_ratio, ratio_grace_bytes)
         self._block = block_size
         self.start = start_offset  # decoded offset of the first byte handed out
         if self._gz is None:
@@ -296,20 +295,6 @@ class _Stream:
             first = first[len(BOM) :]
             self.start = len(BOM)
         self._first: bytes | None = first
-
-    def restart(self, offset: int) -> None:
-        """Hand out the blocks from ``offset`` (decoded) on, afresh: a gzip stream is read
-        again from its start up to there."""
-        if self._gz is not None:
-            self._f.seek(0)
-        self.__init__(  # type: ignore[misc]
-            self._f,
-            gzip=self._gz is not None,
-            start_offset=offset,
-            block_size=self._block,
-            max_ratio=self._ratio[0],
-            ratio_grace_bytes=self._ratio[1],
-        )
 
     @property
     def consumed(self) -> int:
@@ -529,10 +514,9 @@ def _physical_lines(blocks: Iterator[bytes], max_line: int) -> Iterator[tuple[by
         yield carry, _LAST
 
 
-# A record (bytes), or why it has none: too long, or a quote it opens is never closed.
-CsvRecord = bytes | Literal[Code.LINE_TOO_LONG, Code.UNCLOSED_QUOTE]
-# How many times one read of a file starts again after a quote left open at its end.
-_MAX_RESTARTS: Final = 100
+# A record (bytes), or why it has none: too long (one line), or a problem of a record that a
+# quoted value stretched over several lines.
+CsvRecord = bytes | Literal[Code.LINE_TOO_LONG] | SpanProblem
 
 
 def _csv_records(
@@ -540,37 +524,20 @@ def _csv_records(
 ) -> Iterator[tuple[int, CsvRecord, int, int]]:
     """(line where the record starts, the record, next line, next offset).
 
-    A quote that opens a value and is still open when the file ends is a stray one (a value
-    cannot hold the rest of the file): its record is an UNCLOSED_QUOTE, and the lines after
-    the record's first are read again as records of their own (before, the rest of the file
-    went into one value of one event, with no word of it)."""
-    restarts = 0
-    while True:
-        unclosed = yield from _records_to_the_end(stream, start_line, max_line)
-        if unclosed is None:
-            return
-        line, after_line = unclosed
-        yield line, Code.UNCLOSED_QUOTE, line + 1, after_line
-        restarts += 1
-        if restarts > _MAX_RESTARTS:  # reported, but no longer read again (quadratic)
-            return
-        stream.restart(after_line)
-        start_line = line + 1
-
-
-def _records_to_the_end(
-    stream: _Stream, start_line: int, max_line: int
-) -> Generator[tuple[int, CsvRecord, int, int], None, tuple[int, int] | None]:
-    """:func:`_csv_records` up to a quote the stream leaves open: then nothing of that record
-    is yielded, and the answer is its line and the offset after that line (None: no quote
-    was left open)."""
+    A record that a quoted value stretches over lines and that cannot be read (the file ends
+    inside the quotes, or it runs past ``max_line``) is a :class:`SpanProblem` naming the
+    lines it took: a stray quote takes the lines after it into one value, which a CSV reader
+    cannot tell from a real one until the quotes fail to close. (Before, a record the file
+    ended inside was read as if closed, with no word of the lines it took. Reading those lines
+    again as rows of their own was tried: a re-read of the rest of the file for each stray
+    quote, quadratic in a file with many.)"""
     line_no = start_line
     pos = stream.start
     state = -1  # no record open
     parts: list[bytes] = []
     size = 0
     too_long = False
-    rec_line = rec_line_end = 0
+    rec_line = 0
     whole = _WHOLE_RECORD.fullmatch
     for data, kind in _physical_lines(stream.blocks(), max_line):
         pos += len(data) + (kind == _LINE)
@@ -584,7 +551,6 @@ def _records_to_the_end(
                 yield line_no - 1, data, line_no, pos
                 continue
             rec_line = line_no
-            rec_line_end = -1
             state = _FIELD_START
             parts = []
             size = -1
@@ -599,18 +565,22 @@ def _records_to_the_end(
                 parts.append(data)
         if kind == _PIECE:
             continue
-        if rec_line_end < 0:
-            rec_line_end = pos
         line_no += 1
         if kind == _LINE and state == _IN_QUOTES:
             continue  # the quoted field goes on on the next line
+        record: CsvRecord
         if state == _IN_QUOTES:  # the last line, without a newline, ends inside quotes
-            return rec_line, rec_line_end
-        yield rec_line, Code.LINE_TOO_LONG if too_long else b"\n".join(parts), line_no, pos
+            record = SpanProblem(Code.UNCLOSED_QUOTE, line_no - 1)
+        elif too_long and line_no - rec_line > 1:
+            record = SpanProblem(Code.LINE_TOO_LONG, line_no - 1)
+        elif too_long:
+            record = Code.LINE_TOO_LONG
+        else:
+            record = b"\n".join(parts)
+        yield rec_line, record, line_no, pos
         state = -1
     if state >= 0:  # the stream ended after a newline inside quotes
-        return rec_line, rec_line_end
-    return None
+        yield rec_line, SpanProblem(Code.UNCLOSED_QUOTE, line_no - 1), line_no, pos
 
 
 def _parse_records(texts: list[str]) -> list[list[str] | Code]:
@@ -673,10 +643,10 @@ def _header(line: int, raw: CsvRecord, max_line: int) -> list[str]:
             f"The CSV header (line {line}) is longer than {max_line:,} bytes, "
             "so the file cannot be read."
         )
-    if not isinstance(raw, bytes):
+    if isinstance(raw, SpanProblem):
         raise InputUnusable(
-            f"The CSV header (line {line}) opens a quoted name that is never closed, so the "
-            "file cannot be read."
+            f"The CSV header (line {line}) has a quoted name that runs over lines {line} to "
+            f"{raw.last_line} (never closed, or past the limit), so the file cannot be read."
         )
     row = _cells([(line, raw)])[0][1]
     if row == Code.INVALID_UTF8:

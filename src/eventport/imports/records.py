@@ -36,8 +36,9 @@ Rules chosen here (where Scarf's documentation leaves a choice):
   ignored with one ``extra-cells`` warning per row. A header naming a field twice makes the
   file unusable (formats.py). A row whose cells are all empty or whitespace is blank (skipped,
   uncounted), like a blank NDJSON line. A record the CSV reader could not split or decode
-  arrives as its error code (``line-too-long``, ``invalid-utf8``, ``invalid-csv``,
-  ``unclosed-quote``).
+  arrives as its error code (``line-too-long``, ``invalid-utf8``, ``invalid-csv``); one that a
+  quoted value stretched over lines and that ends the file inside the quotes
+  (``unclosed-quote``) or runs past the limit, as a :class:`SpanProblem` naming its lines.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ __all__ = [
     "LogEntry",
     "LogType",
     "ParsedEvent",
+    "SpanProblem",
     "decode_csv",
     "decode_ndjson",
     "decode_object",
@@ -127,9 +129,20 @@ ERROR_CODES: Final = frozenset(
 )
 WARNING_CODES: Final = frozenset(Code) - ERROR_CODES
 
+
 # A CSV row as the reader hands it over: its cells, or the error code of a record it could not
 # read (line-too-long, invalid-utf8, invalid-csv).
-CsvCells = list[str] | Code
+@dataclass(frozen=True, slots=True)
+class SpanProblem:
+    """A CSV record that a quoted value stretched over several lines, and that could not be
+    read: ``code`` is UNCLOSED_QUOTE (the file ended inside the quotes) or LINE_TOO_LONG; its
+    lines run from the record's own to ``last_line``, and none of them gives an event."""
+
+    code: Code
+    last_line: int
+
+
+CsvCells = list[str] | Code | SpanProblem
 
 
 @dataclass(slots=True)
@@ -838,11 +851,27 @@ def decode_ndjson(
 _ROW_PROBLEMS: Final = {
     Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
     Code.INVALID_CSV: ("The row is not valid CSV (a carriage return outside quotes)."),
-    Code.UNCLOSED_QUOTE: (
-        "The row opens a quoted value that is never closed (the file ends first), so it was not "
-        "imported; the lines after this one were read again as rows of their own."
-    ),
 }
+
+
+def _span_problem(line: int, problem: SpanProblem, max_line_bytes: int) -> LogEntry:
+    lines = f"lines {line} to {problem.last_line}"
+    if problem.code == Code.UNCLOSED_QUOTE:
+        why = (
+            f"The row opens a quoted value that is never closed: the file ends inside it, so "
+            f"{lines} were read as one row, and none of them was imported"
+        )
+    else:
+        why = (
+            f"A quoted value of this row runs over {lines}, longer together than the limit of "
+            f"{max_line_bytes:,} bytes, so none of them was imported"
+        )
+    return _error(
+        line,
+        problem.code,
+        f"{why}. A stray quote (a value that starts with one, not doubled) opens such a value; "
+        'write it as "" inside a quoted value.',
+    )
 
 
 def decode_csv(
@@ -858,6 +887,9 @@ def decode_csv(
     events: list[ParsedEvent] = []
     entries: list[LogEntry] = []
     for line, cells in rows:
+        if isinstance(cells, SpanProblem):
+            entries.append(_span_problem(line, cells, max_line_bytes))
+            continue
         if not isinstance(cells, list):
             if cells == Code.LINE_TOO_LONG:
                 entries.append(_too_long(line, max_line_bytes))
