@@ -168,3 +168,40 @@ def test_a_grant_holder_still_cannot_change_other_grants_below_admin(
     assert _grant(alice, package["id"], "bob", level).status_code == 200
     answer = _grant(bob, package["id"], "carol", "member")
     assert answer.status_code == (200 if level == "admin" else 403), answer.text
+
+
+def test_a_block_set_as_its_holder_gives_up_the_grant_is_never_lost(server: Server) -> None:
+    """A block and its holder's giving up of their grant, sent at once, both read the grant
+    before either wrote: the block answered 200 and the deletion then took it (bob kept his
+    organization's access to the package), or one of them answered 500."""
+    alice, bob = server.user("alice"), server.user("bob")
+    create_org(alice, "acme")
+    _member(alice, "acme", "bob", "member")
+    package = create_package(alice, "acme", "acme-cli")
+    url = f"/v2/packages/acme/{package['id']}"
+    for attempt in range(30):
+        assert _grant(alice, package["id"], "bob", "member").status_code == 200
+        answers: dict[str, int] = {}
+        go = threading.Barrier(2)
+
+        def block() -> None:
+            go.wait()
+            answers["block"] = _grant(alice, package["id"], "bob", "blocked").status_code
+
+        def give_up() -> None:
+            go.wait()
+            answers["give_up"] = bob.delete(f"{url}/permissions/bob").status_code
+
+        threads = [threading.Thread(target=block), threading.Thread(target=give_up)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers["block"] == 200, (attempt, answers)
+        assert answers["give_up"] in (204, 404), (attempt, answers)  # 404: blocked by then
+        assert bob.get(url).status_code == 404, (attempt, answers)  # the block holds
+        lift = {"userQuery": "bob", "permissionLevel": "default"}
+        assert (
+            alice.post(f"/api/v1/packages/{package['id']}/permissions", json=lift).status_code
+            == 200
+        )

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from eventport.control.accounts import account_by_name, namespace_access, require, user_by_query
+from eventport.control.accounts import (
+    account_by_name,
+    hold_account,
+    namespace_access,
+    require,
+    user_by_query,
+)
 from eventport.control.models import (
     Account,
     Import,
@@ -427,7 +433,13 @@ def _require_grant_right(
 ) -> None:
     """Grants are changed by the package's admins; anyone may give up a grant of their own
     (as anyone may leave an organization): a grant needs no consent, so its holder must be
-    able to get rid of it. A block is not theirs to lift (see _require_blocking_right)."""
+    able to get rid of it. A block is not theirs to lift (see _require_blocking_right).
+
+    Holds the owner first (hold_account), so that grant changes take turns and each reads
+    the grants afresh: a block set while its holder gave up their grant was lost (the block
+    answered 200, the grant's deletion then took it), or answered 500."""
+    hold_account(session, package.owner_id)
+    session.expire_all()
     if own_grant_dropped and access_to(session, actor, package) >= Access.READ:
         return
     require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
