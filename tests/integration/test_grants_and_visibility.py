@@ -184,11 +184,11 @@ def test_a_block_set_as_its_holder_gives_up_the_grant_is_never_lost(server: Serv
         answers: dict[str, int] = {}
         go = threading.Barrier(2)
 
-        def block() -> None:
+        def block(go: threading.Barrier = go, answers: dict[str, int] = answers) -> None:
             go.wait()
             answers["block"] = _grant(alice, package["id"], "bob", "blocked").status_code
 
-        def give_up() -> None:
+        def give_up(go: threading.Barrier = go, answers: dict[str, int] = answers) -> None:
             go.wait()
             answers["give_up"] = bob.delete(f"{url}/permissions/bob").status_code
 
