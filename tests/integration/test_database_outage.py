@@ -72,3 +72,41 @@ def test_a_database_out_of_reach_answers_503_then_recovers(
                 assert client.get("/v2/packages/alice").status_code == 200
     finally:
         control.dispose()
+
+
+def test_only_a_database_out_of_reach_is_a_503(database_url: str, tmp_path: Path) -> None:
+    """A statement that is wrong (a missing table, a deadlock) raises the same classes as a
+    database out of reach: those stay 500s, with their traceback in the log, not a 503 that
+    says to try again."""
+    import sqlite3
+
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from eventport.api.errors import database_unreachable
+
+    def raised(url: str, statement: str) -> BaseException:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(statement))
+        except Exception as exc:
+            return exc
+        finally:
+            engine.dispose()
+        raise AssertionError(f"{statement} raised nothing")
+
+    sqlite_url = f"sqlite:///{tmp_path / 'c.sqlite3'}"
+    missing = raised(sqlite_url, "SELECT nothing FROM nowhere")
+    assert isinstance(missing, OperationalError)
+    assert not database_unreachable(missing)
+    locked = OperationalError("UPDATE", {}, sqlite3.OperationalError("database is locked"))
+    assert database_unreachable(locked)
+    deadlock = raised(database_url, "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40P01'; END $$")
+    assert isinstance(deadlock, OperationalError)
+    assert isinstance(deadlock.orig, psycopg.errors.DeadlockDetected)
+    assert not database_unreachable(deadlock)
+    refused = raised("postgresql+psycopg://postgres@127.0.0.1:1/none", "SELECT 1")
+    assert database_unreachable(refused)
+    shutdown = raised(database_url, "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '57P01'; END $$")
+    assert database_unreachable(shutdown)

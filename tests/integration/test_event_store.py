@@ -579,6 +579,21 @@ def test_a_frozen_writers_transaction_is_ended_and_its_lock_let_go(
     assert [row["id"] for row in event_store.rows("owner-a")] == ["c"]
 
 
+def test_a_staged_batch_may_wait_idle_past_the_write_idle_limit(
+    event_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged batch waits idle, by design, while the batch before it commits: the idle
+    limit (set at staging, at first) cost a healthy import an attempt when that took long."""
+    from eventport.events import postgres_store
+
+    stages = staged_store(event_store)
+    monkeypatch.setattr(postgres_store, "WRITE_IDLE_SECONDS", 1)
+    staged = stages.stage_batch("owner-a", make_batch(["a", "b"]))
+    time.sleep(1.5)  # the batch before it committing
+    stages.commit_staged(staged, checkpoint(line=3))
+    assert [row["id"] for row in event_store.rows("owner-a")] == ["a", "b"]
+
+
 def test_the_same_batch_written_again_replaces_itself(event_store: EventStore) -> None:
     """The rows a staged batch's transaction wrote are kept, not those of the same import and
     lines committed before (a store written twice with the same batch holds it once)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sqlite3
+from typing import Any, Final
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -95,6 +96,26 @@ _MEANINGS = {
 }
 #: The errors every API route may answer (its own JSON error body, not FastAPI's 422 shape).
 COMMON_ERRORS = (400, 401, 403, 404, 413, 422)
+
+
+# SQLSTATEs of a database out of reach for a while: connection exceptions (class 08), an
+# administrator's or a crash's shutdown, a server starting up, too many connections.
+_UNREACHABLE_STATES: Final = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (a restart, a failover, SQLite
+    locked by another process past the wait), rather than that a statement was wrong."""
+    if isinstance(exc, SQLAlchemyOperationalError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc.orig, sqlite3.OperationalError):
+            return str(exc.orig).startswith(("database is locked", "database table is locked"))
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith(_UNREACHABLE_STATES)
+    return False
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -212,9 +233,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyOperationalError)
     @app.exception_handler(psycopg.OperationalError)
-    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # PostgreSQL restarting or out of reach, SQLite locked past its wait: the same request
-        # will likely work in a moment (before, a 500 and a dropped connection).
+        # will likely work in a moment (before, a 500 and a dropped connection). Any other
+        # error of these classes (a missing column, a deadlock) is the server's: a 500.
+        if not database_unreachable(exc):
+            return await unexpected(request, exc)
         log.warning("a request found the database unavailable: %s", exc)
         response = error_response(
             503, "the database is unavailable for the moment; try again", "database-unavailable"

@@ -130,9 +130,9 @@ _OLD_INDEX = f"{EVENTS_TABLE}_owner_id_id_idx"  # dropped by setup once the two 
 _SETUP_LOCK = 0x65767374_6F7265
 _PARTITION_LOCK = 0x65767061_727473
 _OWNER_LOCK = 0x65766F77
-# How long a batch's transaction may sit idle between its statements before PostgreSQL ends
-# it. A healthy worker's waits between them are a batch's time at most (a batch staged while
-# the one before commits); a worker that froze (stopped, swapping, its host cut off) held the
+# How long a batch's transaction may sit idle between its statements, once it holds the
+# owner's lock, before PostgreSQL ends it. A healthy worker's commit runs its statements one
+# after the other; a worker that froze (stopped, swapping, its host cut off) held the
 # owner's lock for as long as it stayed frozen, and the worker that took its import over
 # waited on that lock forever, its heartbeat keeping the import running. Not set on exports:
 # a slow client holds their snapshot between slices (SEND_TIMEOUT_SECONDS bounds that).
@@ -675,8 +675,6 @@ class PostgresEventStore:
         try:
             with self._interruptible(owner_id, conn):
                 conn.execute("BEGIN")
-                idle_ms = int(WRITE_IDLE_SECONDS * 1000)
-                conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}")
                 if rows.data:
                     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                         _T, _COLUMNS_SQL
@@ -738,6 +736,10 @@ class PostgresEventStore:
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_OWNER_LOCK, owner_id)
                 )
+                # Only now: a staged batch waits idle for this lock by design, held by the
+                # batch before it (a 120 s hold cost a healthy import an attempt).
+                idle_ms = int(WRITE_IDLE_SECONDS * 1000)
+                cur.execute(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}")
                 if len(rows.ids):
                     found = cur.execute(_ADD_IDS, rows.keys).fetchall()
                     if found:  # the events of the ids the batch replaces, not its own

@@ -283,11 +283,13 @@ _INT_TEXT = re.compile(r"[+-]?\d{1,30}", re.ASCII)
 # The ISO 8601 forms datetime.fromisoformat reads that are ISO 8601: a calendar or week date,
 # then optionally T (or t, or a space), a time and a zone (Z or an offset of hours and
 # minutes). fromisoformat alone took any character between date and time ("2024-06-04X12:00",
-# "2024-06-04Z12:00" as a naive time), "... Z", a bare "." and offsets with seconds.
+# "2024-06-04Z12:00" as a naive time), a bare ".", offsets with seconds, and fractions of a
+# minute as fractions of a second ("12:30.5" as 12:30:00.5).
 _ISO_DATE = r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}-W\d{2}(?:-\d)?|\d{4}W\d{2}\d?"
 _ISO_TIME = r"\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?)?|\d{4}(?:\d{2}(?:[.,]\d+)?)?"
 _ISO_ZONE = r"Z|[+-]\d{2}(?::?\d{2})?"
-_ISO = re.compile(rf"(?:{_ISO_DATE})(?:[Tt ](?:{_ISO_TIME})(?:{_ISO_ZONE})?)?", re.ASCII)
+# A space before the zone is git's and Ruby's form ("2024-06-04 12:00:00 +0200").
+_ISO = re.compile(rf"(?:{_ISO_DATE})(?:[Tt ](?:{_ISO_TIME})(?: ?(?:{_ISO_ZONE}))?)?", re.ASCII)
 
 # Aware time strings already parsed -> microseconds. Imports are usually sorted by time and
 # repeat each second many times, so this answers most lines with one dict lookup. Cleared when
@@ -376,6 +378,8 @@ def _time_problem(value: Any, line: int) -> LogEntry:
             detail = "is a leap second (:60), which UNIX time has not: write :59 or the next :00"
         elif _NUMERIC.fullmatch(stripped) or _LONG_YEAR.match(stripped):
             detail = f"is out of range ({_TIME_RANGE})"
+            if stripped[0] in "+-" and not _NUMERIC.fullmatch(stripped):
+                detail = "has a signed year, which eventport does not read (years 1 to 9999)"
         elif _looks_iso(stripped) and _ISO.fullmatch(stripped[:-1] + stripped[-1].upper()):
             detail = (
                 f"is out of range ({_TIME_RANGE}) or not a real date-time (such as February 30 "
