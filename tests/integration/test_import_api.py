@@ -6,8 +6,10 @@ Processing is tested in test_import_pipeline.py; here imports stay waiting (EVEN
 from __future__ import annotations
 
 import gzip
+import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -90,6 +92,69 @@ def test_refused_uploads(
     assert message in response.json()["message"]
     assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
     assert list(server.settings.spool_dir.glob("*")) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        # Two Content-Encoding lines are two codings (RFC 9110), as "gzip, gzip" is: the
+        # second line was overlooked and the still-coded body read as text.
+        (
+            [("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")],
+            "Content-Encoding 'gzip, gzip'",
+        ),
+        (
+            [("Content-Type", "application/x-ndjson"), ("Content-Type", "text/csv")],
+            "2 different Content-Type headers",
+        ),
+    ],
+)
+def test_repeated_headers_are_read_whole(
+    server: Server, headers: list[tuple[str, str]], message: str
+) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    if not any(name == "Content-Type" for name, _ in headers):
+        headers = [("Content-Type", "application/x-ndjson"), *headers]
+    response = alice.post(
+        f"/v2/packages/alice/{package_id}/import",
+        content=gzip.compress(gzip.compress(NDJSON)),
+        headers=headers,
+    )
+    assert response.status_code == 415, response.text
+    assert message in response.json()["message"]
+    assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
+
+
+def test_an_upload_its_client_cuts_off_keeps_nothing_and_logs_no_error(
+    server: Server, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client went away mid-upload: logged as an unhandled ERROR with two tracebacks."""
+    # (the CLI's tests, run in this process, may have kept eventport's log to themselves)
+    monkeypatch.setattr(logging.getLogger("eventport"), "propagate", True)
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    token = alice.headers["Authorization"].split()[1]
+    host, port = server.base_url.removeprefix("http://").split(":")
+    request = (
+        f"POST /v2/packages/alice/{package_id}/import HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/x-ndjson\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    ).encode()
+    with caplog.at_level(logging.INFO), caplog.at_level(logging.INFO, logger="eventport"):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(request + NDJSON)
+            deadline = time.monotonic() + 10
+            while not list(server.settings.spool_dir.glob("*.upload")):
+                assert time.monotonic() < deadline, "the upload never reached the spool"
+                time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while "cut off by its client" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert list(server.settings.spool_dir.glob("*")) == []
+    assert ok(alice.get("/v2/imports/alice"))["event_imports"] == []
 
 
 def test_a_transfer_coding_besides_chunked_is_refused(server: Server) -> None:

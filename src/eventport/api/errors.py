@@ -95,7 +95,7 @@ _MEANINGS = {
     507: "The server has no room to store the upload; nothing of it was kept.",
 }
 #: The errors every API route may answer (its own JSON error body, not FastAPI's 422 shape).
-COMMON_ERRORS = (400, 401, 403, 404, 413, 422)
+COMMON_ERRORS = (400, 401, 403, 404, 413, 422, 503)  # 503: database-unavailable, anywhere
 
 
 # SQLSTATEs of a database out of reach for a while: connection exceptions (class 08), an

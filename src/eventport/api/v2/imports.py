@@ -16,16 +16,20 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from eventport.api.deps import Actor, Db
 from eventport.api.errors import (
+    COMMON_ERRORS,
     InsufficientStorage,
     PayloadTooLarge,
     SpoolUnavailable,
     UnsupportedMediaType,
     documented,
+    documented_as_json,
 )
 from eventport.api.pagination import After, PerPage, page
+from eventport.api.v2.export import NdjsonAnswer
 from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
 from eventport.control.database import ControlDatabase
@@ -77,8 +81,19 @@ Resolve = Callable[[Session], tuple[Account, str | None, str | None]]
 _READABLE_PARAMETERS = {"charset": {"utf-8", "utf8", "us-ascii"}, "header": {"present"}}
 
 
+def _header(request: Request, name: str) -> str:
+    """A header's value, all of its lines joined as one list (RFC 9110 5.3): a second
+    Content-Encoding line is a second coding, not one to overlook."""
+    return ", ".join(request.headers.getlist(name))
+
+
 def _format_of(request: Request) -> tuple[str, str]:
-    media, *parameters = request.headers.get("content-type", "").split(";")
+    types = request.headers.getlist("content-type")
+    if len(set(types)) > 1:
+        raise UnsupportedMediaType(
+            f"the upload has {len(types)} different Content-Type headers: send one"
+        )
+    media, *parameters = (types[0] if types else "").split(";")
     media = media.strip().lower()
     if media not in FORMATS:
         raise UnsupportedMediaType(
@@ -95,13 +110,13 @@ def _format_of(request: Request) -> tuple[str, str]:
             )
     # A transfer coding besides chunked would leave the body still coded (the server undoes
     # only the chunking): gzip is sent as Content-Encoding.
-    transfer = request.headers.get("transfer-encoding", "").replace(" ", "").lower()
+    transfer = _header(request, "transfer-encoding").replace(" ", "").lower()
     if transfer not in ("", "chunked"):
         raise UnsupportedMediaType(
             f"unsupported Transfer-Encoding {transfer[:80]!r}: send chunked or nothing, and a "
             "compressed body with Content-Encoding: gzip"
         )
-    encoding = request.headers.get("content-encoding", "").strip().lower()
+    encoding = _header(request, "content-encoding").strip().lower()
     if encoding not in ENCODINGS:
         raise UnsupportedMediaType(
             f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or nothing"
@@ -123,6 +138,14 @@ async def _spool(request: Request, path: Path, limit: int) -> int:
                 if size > limit:
                     raise PayloadTooLarge(f"the upload is larger than the limit of {limit} bytes")
                 spool.write(chunk)
+    except ClientDisconnect:
+        # The client went away mid-upload: nothing is kept, and no one is left to answer (an
+        # error, with two tracebacks, in the log before).
+        log.info("an upload was cut off by its client after %d bytes; nothing was kept", size)
+        raise BadRequest(
+            f"the upload was cut off after {size} bytes; nothing was imported",
+            code="upload-incomplete",
+        ) from None
     except OSError as exc:
         if (words := no_room(exc)) is None:
             log.error("cannot write an upload to %s: %s", path, exc)
@@ -257,7 +280,11 @@ def get_import(owner: str, event_import_id: str, db: Db, actor: Actor) -> dict[s
         return event_import(s, store.import_for(s, actor, owner, event_import_id))
 
 
-@router.get("/v2/imports/{owner}/{event_import_id}/log")
+@router.get(
+    "/v2/imports/{owner}/{event_import_id}/log",
+    response_class=NdjsonAnswer,
+    responses=documented_as_json(*COMMON_ERRORS),
+)
 def get_import_log(owner: str, event_import_id: str, db: Db, actor: Actor) -> StreamingResponse:
     """Every log entry, streamed as NDJSON page by page (never the whole log in memory)."""
     with db.session() as s:
