@@ -209,8 +209,8 @@ def test_a_reimport_warns_on_every_line_once(api: Server) -> None:
     ]
     assert [line for line, _ in replaced] == list(range(1, events + 1))
     assert replaced[-1][1] == (
-        f"$unique_id 'id-{events - 1}' was used before: this event replaces an event imported "
-        "earlier"
+        f"$unique_id 'id-{events - 1}' was used before: this event replaces an event stored "
+        "before (by an earlier import, or from further up this file)"
     )
     assert [e["line"] for e in log if e["type"] == "invalid-remote-address"] == bad_lines
     # The whole log in (line, code) order, each once, the warnings held in stored runs among
