@@ -91,16 +91,24 @@ def writes_some_artifact(session: Session, actor: Account, account: Account) -> 
 
 
 def _holds_grant(
-    session: Session, actor: Account, account: Account, level: PermissionLevel
+    session: Session,
+    actor: Account,
+    account: Account,
+    level: PermissionLevel,
+    *,
+    other_than: bool = False,
 ) -> bool:
-    """Whether ``actor`` holds a ``level`` grant on some package of ``account``."""
+    """Whether ``actor`` holds a ``level`` grant (``other_than``: a grant of another level)
+    on some package of ``account``."""
     found = session.scalar(
         select(PackagePermission.package_id)
         .join(Package, Package.id == PackagePermission.package_id)
         .where(
             Package.owner_id == account.id,
             PackagePermission.user_id == actor.id,
-            PackagePermission.level == level.value,
+            (PackagePermission.level != level.value)
+            if other_than
+            else (PackagePermission.level == level.value),
         )
         .limit(1)
     )
@@ -157,17 +165,7 @@ def sees_owner(session: Session, actor: Account, account: Account) -> bool:
     or the holder of a grant (other than a block) on one of its packages."""
     if namespace_access(session, actor, account) is not Access.NONE:
         return True
-    granted = session.scalar(
-        select(PackagePermission.package_id)
-        .join(Package, Package.id == PackagePermission.package_id)
-        .where(
-            Package.owner_id == account.id,
-            PackagePermission.user_id == actor.id,
-            PackagePermission.level != PermissionLevel.BLOCKED.value,
-        )
-        .limit(1)
-    )
-    return granted is not None
+    return _holds_grant(session, actor, account, PermissionLevel.BLOCKED, other_than=True)
 
 
 def list_owner_packages(
