@@ -205,3 +205,34 @@ def test_a_block_set_as_its_holder_gives_up_the_grant_is_never_lost(server: Serv
             alice.post(f"/api/v1/packages/{package['id']}/permissions", json=lift).status_code
             == 200
         )
+
+
+def test_a_user_blocked_on_a_package_no_longer_sees_their_import_into_it(
+    server: Server,
+) -> None:
+    """bob, blocked on package A but holding a grant on package B of the same owner, still
+    read his import into A and its log (which names A's events)."""
+    alice, bob = server.user("alice"), server.user("bob")
+    create_org(alice, "acme")
+    a = create_package(alice, "acme", "a")
+    b = create_package(alice, "acme", "b")
+    for package in (a, b):
+        assert _grant(alice, package["id"], "bob", "admin").status_code == 200
+    line = b'{"$time": "2026-01-01T00:00:00Z"}\n'
+    started = expect(
+        bob.post(
+            f"/v2/packages/acme/{a['id']}/import",
+            content=line,
+            headers={"Content-Type": "application/x-ndjson"},
+        ),
+        200,
+    )
+    url = f"/v2/imports/acme/{started['id']}"
+    expect(bob.get(url), 200)
+    assert _grant(alice, a["id"], "bob", "blocked").status_code == 200
+    for response in (bob.get(url), bob.get(f"{url}/log"), bob.post(f"{url}/abort")):
+        expect(response, 404)
+    assert expect(bob.get("/v2/imports/acme"), 200)["event_imports"] == []
+    expect(bob.get("/v2/packages/acme"), 200)  # b is still his to see
+    expect(alice.delete(f"/v2/packages/acme/{a['id']}"), 204)
+    expect(bob.get(url), 200)  # gone: the import says why it failed

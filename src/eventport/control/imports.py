@@ -16,8 +16,17 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from eventport.control.accounts import hold_account, namespace_access
-from eventport.control.models import Account, Import, ImportLog, ImportLogRun, utcnow
-from eventport.control.packages import owner_for_listing, parse_uuid, sees_owner
+from eventport.control.models import (
+    Account,
+    Import,
+    ImportLog,
+    ImportLogRun,
+    Package,
+    TrackingPixel,
+    utcnow,
+)
+from eventport.control.packages import access_to, owner_for_listing, parse_uuid, sees_owner
+from eventport.control.pixels import access_to_pixel
 from eventport.domain.access import Access
 from eventport.domain.errors import InvalidInput, NotFound
 from eventport.domain.text import without_nul
@@ -99,10 +108,20 @@ def create_import(session: Session, actor: Account, new: NewImport, limit: int) 
 
 def _can_see(session: Session, actor: Account, row: Import) -> bool:
     """The owner's admins see every import; its starter theirs, while they may still see the
-    owner (not once removed from the organization or stripped of their grants: as the list)."""
+    owner (not once removed from the organization or stripped of their grants: as the list)
+    and the import's package or pixel (not once blocked on it: its log names the events it
+    holds; one deleted since leaves the import to say why it failed)."""
     if namespace_access(session, actor, row.owner) >= Access.ADMIN:
         return True
-    return row.created_by == actor.id and sees_owner(session, actor, row.owner)
+    if row.created_by != actor.id or not sees_owner(session, actor, row.owner):
+        return False
+    if row.target == "package" and row.package_id is not None:
+        package = session.get(Package, row.package_id)
+        return package is None or access_to(session, actor, package) >= Access.READ
+    if row.target == "pixel" and row.pixel_id is not None:
+        pixel = session.get(TrackingPixel, row.pixel_id)
+        return pixel is None or access_to_pixel(session, actor, pixel) >= Access.READ
+    return True
 
 
 def import_for(session: Session, actor: Account, owner: str, import_id: str) -> Import:
@@ -121,11 +140,13 @@ def list_imports(
     """Newest first. An owner's admins see every import; others see the ones they started."""
     account = owner_for_listing(session, actor, owner)
     query = select(Import).where(Import.owner_id == account.id)
-    if namespace_access(session, actor, account) < Access.ADMIN:
+    admin = namespace_access(session, actor, account) >= Access.ADMIN
+    if not admin:
         query = query.where(Import.created_by == actor.id)
     if states:
         query = query.where(Import.state.in_(states))
-    return list(session.scalars(query.order_by(Import.created_at.desc(), Import.id.desc())))
+    rows = session.scalars(query.order_by(Import.created_at.desc(), Import.id.desc()))
+    return list(rows) if admin else [row for row in rows if _can_see(session, actor, row)]
 
 
 def request_abort(session: Session, actor: Account, owner: str, import_id: str) -> Import:
