@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
 from eventport.api.app import create_app
+from eventport.api.protocol import http_protocol
 from eventport.control import accounts
 from eventport.control.database import ControlDatabase
 from eventport.control.models import Base
@@ -150,7 +151,14 @@ def running_server(settings: Settings, control: ControlDatabase) -> Iterator[Ser
     """A real uvicorn server on a free port, in a thread, serving the app with ``settings``."""
     port = free_port()
     app = create_app(settings)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http=http_protocol(),  # as eventport serve runs it
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -224,6 +224,7 @@ def serve(
     import uvicorn
 
     from eventport.api.app import create_app
+    from eventport.api.protocol import http_protocol
     from eventport.arrow_memory import use_server_pool
 
     use_server_pool()
@@ -237,6 +238,7 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=http_protocol(),  # its own 400s in the API's error body too
         log_level=settings.log_level,
         # A request still open (a stalled upload) must not keep the server from stopping: it
         # is cut off after this (an upload cut off leaves nothing; the client sends it again).
