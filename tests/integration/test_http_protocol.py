@@ -44,7 +44,8 @@ def serving(server: Server, protocol: type[asyncio.Protocol]) -> Iterator[int]:
     thread.start()
     deadline = time.monotonic() + 30
     while not running.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        assert time.monotonic() < deadline, "server did not start"
+        assert thread.is_alive(), "server did not start"
         time.sleep(0.02)
     try:
         yield port
