@@ -27,6 +27,19 @@ def _grant(client: Any, package_id: str, user: str, level: str) -> Any:
     return client.post(url, json={"userQuery": user, "permissionLevel": level})
 
 
+def _started_import(client: Any, package_id: str) -> str:
+    """The URL of an import of one event into acme's package, started by ``client``."""
+    started = expect(
+        client.post(
+            f"/v2/packages/acme/{package_id}/import",
+            content=b'{"$time": "2026-01-01T00:00:00Z"}\n',
+            headers={"Content-Type": "application/x-ndjson"},
+        ),
+        200,
+    )
+    return f"/v2/imports/acme/{started['id']}"
+
+
 def test_anyone_may_give_up_a_grant_made_to_them(server: Server) -> None:
     """Anyone may grant anyone their package, with no consent: the grantee's v1 look-up by
     name then answered 422 ambiguous-package-name, and they could not remove the grant (403)."""
@@ -95,16 +108,7 @@ def test_a_removed_member_no_longer_sees_the_imports_they_started(server: Server
     create_org(alice, "acme")
     _member(alice, "acme", "bob", "admin")
     package = create_package(alice, "acme", "acme-cli")
-    line = b'{"$time": "2026-01-01T00:00:00Z"}\n'
-    started = expect(
-        bob.post(
-            f"/v2/packages/acme/{package['id']}/import",
-            content=line,
-            headers={"Content-Type": "application/x-ndjson"},
-        ),
-        200,
-    )
-    url = f"/v2/imports/acme/{started['id']}"
+    url = _started_import(bob, package["id"])
     expect(bob.get(url), 200)  # the shared server runs no workers: it waits
     expect(alice.delete("/v2/organizations/acme/members/bob"), 204)
     for response in (bob.get(url), bob.get(f"{url}/log"), bob.post(f"{url}/abort")):
@@ -218,16 +222,7 @@ def test_a_user_blocked_on_a_package_no_longer_sees_their_import_into_it(
     b = create_package(alice, "acme", "b")
     for package in (a, b):
         assert _grant(alice, package["id"], "bob", "admin").status_code == 200
-    line = b'{"$time": "2026-01-01T00:00:00Z"}\n'
-    started = expect(
-        bob.post(
-            f"/v2/packages/acme/{a['id']}/import",
-            content=line,
-            headers={"Content-Type": "application/x-ndjson"},
-        ),
-        200,
-    )
-    url = f"/v2/imports/acme/{started['id']}"
+    url = _started_import(bob, a["id"])
     expect(bob.get(url), 200)
     assert _grant(alice, a["id"], "bob", "blocked").status_code == 200
     for response in (bob.get(url), bob.get(f"{url}/log"), bob.post(f"{url}/abort")):
