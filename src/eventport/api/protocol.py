@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -36,8 +37,6 @@ def _head(body: bytes) -> list[tuple[bytes, bytes]]:
 
 class JsonH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
-        import h11
-
         body = json_400(msg)
         event = h11.Response(status_code=400, headers=_head(body), reason=b"Bad Request")
         for output in (

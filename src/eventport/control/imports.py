@@ -6,11 +6,11 @@ import itertools
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, Row, Select, delete, exists, func, select, tuple_, update
+from sqlalchemy import Row, Select, delete, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -23,6 +23,7 @@ from eventport.control.models import (
     ImportLogRun,
     Package,
     TrackingPixel,
+    clock,
     utcnow,
 )
 from eventport.control.packages import access_to, owner_for_listing, parse_uuid, sees_owner
@@ -63,26 +64,6 @@ def ensure_capacity(session: Session, owner_id: str, limit: int) -> None:
         raise InvalidInput("too many active imports", code="too-many-active-imports")
 
 
-def clock(session: Session) -> Any:
-    """Now, for the times that order one owner's imports and time leases out: PostgreSQL's own
-    clock there, so that API and worker processes on hosts whose clocks differ still agree
-    (an upload stamped by a host 5 s behind ran beside the one before it, and its replacement
-    warnings were lost). SQLite: one host, this process's clock."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.clock_timestamp(type_=DateTime(timezone=True))
-    return utcnow()
-
-
-def clock_now(session: Session) -> datetime:
-    """:func:`clock`'s now as a value (one query on PostgreSQL): what an import's times (all
-    stamped by :func:`clock`) are measured against, such as a running import's rate."""
-    now = clock(session)
-    if isinstance(now, datetime):
-        return now
-    found: datetime = session.execute(select(now)).scalar_one()
-    return found
-
-
 def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:
     hold_account(session, new.owner.id)  # uploads that end at once are counted one by one
     ensure_capacity(session, new.owner.id, limit)
@@ -113,8 +94,15 @@ def _can_see(session: Session, actor: Account, row: Import) -> bool:
     holds; one deleted since leaves the import to say why it failed)."""
     if namespace_access(session, actor, row.owner) >= Access.ADMIN:
         return True
-    if row.created_by != actor.id or not sees_owner(session, actor, row.owner):
-        return False
+    return (
+        row.created_by == actor.id
+        and sees_owner(session, actor, row.owner)
+        and _sees_target(session, actor, row)
+    )
+
+
+def _sees_target(session: Session, actor: Account, row: Import) -> bool:
+    """Whether ``actor`` may read the import's package or pixel (or it is gone)."""
     if row.target == "package" and row.package_id is not None:
         package = session.get(Package, row.package_id)
         return package is None or access_to(session, actor, package) >= Access.READ
@@ -146,7 +134,8 @@ def list_imports(
     if states:
         query = query.where(Import.state.in_(states))
     rows = session.scalars(query.order_by(Import.created_at.desc(), Import.id.desc()))
-    return list(rows) if admin else [row for row in rows if _can_see(session, actor, row)]
+    # (the rest of _can_see is the query's and owner_for_listing's)
+    return list(rows) if admin else [row for row in rows if _sees_target(session, actor, row)]
 
 
 def request_abort(session: Session, actor: Account, owner: str, import_id: str) -> Import:

@@ -25,6 +25,7 @@ from eventport.control.models import (
     PackagePermission,
     PackageRoute,
     TrackingPixel,
+    clock,
     utcnow,
 )
 from eventport.domain import names
@@ -351,8 +352,6 @@ class Deleted:
 def stop_imports_into(session: Session, deleted: Deleted) -> None:
     """Running imports into what was deleted stop as an abort does (within a second): their
     worker then finds the target gone and fails them. (Waiting ones fail when claimed.)"""
-    from eventport.control.imports import clock  # (that module imports this one)
-
     into = [
         (Import.target == "package") & Import.package_id.in_(deleted.package_ids),
         (Import.target == "pixel") & Import.pixel_id.in_(deleted.pixel_ids),
@@ -438,9 +437,9 @@ def _require_grant_right(
     answered 200, the grant's deletion then took it), or answered 500."""
     hold_account(session, package.owner_id)
     session.expire_all()
-    if own_grant_dropped and access_to(session, actor, package) >= Access.READ:
-        return
-    require(access_to(session, actor, package), Access.ADMIN, f"package {package.id!r}")
+    access = access_to(session, actor, package)
+    if not (own_grant_dropped and access >= Access.READ):
+        require(access, Access.ADMIN, f"package {package.id!r}")
 
 
 def set_permission(

@@ -653,20 +653,21 @@ def _header(line: int, raw: CsvRecord, max_line: int) -> list[str]:
         raise InputUnusable(f"The CSV header (line {line}) is not valid UTF-8 text.")
     if not isinstance(row, list):
         raise InputUnusable(f"The CSV header (line {line}) is not valid CSV.")
-    if TIME_FIELD not in (name.strip() for name in row):
+    names = [name.strip() for name in row]
+    if TIME_FIELD not in names:
         raise InputUnusable(_no_time_column(line, row))
-    _refuse_repeated_names(line, row)
+    _refuse_repeated_names(line, names)
     return row
 
 
-def _refuse_repeated_names(line: int, header: list[str]) -> None:
+def _refuse_repeated_names(line: int, names: list[str]) -> None:
     """A header naming a field twice makes the file unusable: which of the two cells is the
     event's? (Before, the last one not empty, with no word: a $version of 1.0 beside 2.0 was
     dropped, a bad $time overridden by another column.)"""
     columns: dict[str, list[int]] = {}
-    for column, name in enumerate(header, start=1):
-        if name.strip():
-            columns.setdefault(name.strip(), []).append(column)
+    for column, name in enumerate(names, start=1):
+        if name:
+            columns.setdefault(name, []).append(column)
     repeated = [(name, at) for name, at in columns.items() if len(at) > 1]
     if repeated:
         name, at = repeated[0]

@@ -323,8 +323,7 @@ def _text_us(text: str) -> tuple[int, bool] | None:
     if _NUMERIC.fullmatch(s):
         us = _number_us(int(s)) if _INT_TEXT.fullmatch(s) else _number_us(float(s))
         return None if us is None else (us, False)
-    if s[-1] == "z":
-        s = s[:-1] + "Z"
+    s = _zone_upper(s)
     if _ISO.fullmatch(s) is None:
         return None
     try:
@@ -338,6 +337,11 @@ def _text_us(text: str) -> tuple[int, bool] | None:
     if not MIN_TIME_US <= us <= MAX_TIME_US:
         return None
     return us, naive
+
+
+def _zone_upper(s: str) -> str:
+    """A trailing ``z`` as ``Z`` (fromisoformat and _ISO read only the capital)."""
+    return s[:-1] + "Z" if s[-1] == "z" else s
 
 
 def parse_time(value: Any) -> tuple[int, bool] | None:
@@ -378,9 +382,9 @@ def _time_problem(value: Any, line: int) -> LogEntry:
             detail = "is a leap second (:60), which UNIX time has not: write :59 or the next :00"
         elif _NUMERIC.fullmatch(stripped) or _LONG_YEAR.match(stripped):
             detail = f"is out of range ({_TIME_RANGE})"
-            if stripped[0] in "+-" and not _NUMERIC.fullmatch(stripped):
-                detail = "has a signed year, which eventport does not read (years 1 to 9999)"
-        elif _looks_iso(stripped) and _ISO.fullmatch(stripped[:-1] + stripped[-1].upper()):
+        elif _SIGNED_YEAR.match(stripped):
+            detail = "has a signed year, which eventport does not read (years 1 to 9999)"
+        elif _looks_iso(stripped) and _ISO.fullmatch(_zone_upper(stripped)):
             detail = (
                 f"is out of range ({_TIME_RANGE}) or not a real date-time (such as February 30 "
                 "or 24:00)"
@@ -403,7 +407,8 @@ def _time_problem(value: Any, line: int) -> LogEntry:
 
 
 _LOOKS_ISO = re.compile(r"[+-]?\d{4,}-\d")  # a year (of any length) and a month
-_LONG_YEAR = re.compile(r"[+-]\d{4,}-\d|\d{5,}-\d")  # a year past 9999, or signed
+_LONG_YEAR = re.compile(r"\d{5,}-\d")  # a year past 9999
+_SIGNED_YEAR = re.compile(r"[+-]\d{4,}-\d")
 _TIME_RANGE: Final = "0001-01-01 to 9999-12-30 in UTC"
 _LEAP_SECOND = re.compile(r"T\d\d:\d\d:60(?!\d)")
 
@@ -854,7 +859,7 @@ def decode_ndjson(
 
 _ROW_PROBLEMS: Final = {
     Code.INVALID_UTF8: "The row is not valid UTF-8 text.",
-    Code.INVALID_CSV: ("The row is not valid CSV (a carriage return outside quotes)."),
+    Code.INVALID_CSV: "The row is not valid CSV (a carriage return outside quotes).",
 }
 
 

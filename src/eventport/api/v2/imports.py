@@ -33,7 +33,7 @@ from eventport.api.v2.export import NdjsonAnswer
 from eventport.api.v2.shapes import timestamp
 from eventport.control import imports as store
 from eventport.control.database import ControlDatabase
-from eventport.control.models import Account, Import, utcnow
+from eventport.control.models import Account, Import, clock_now
 from eventport.control.packages import (
     owned_package_for,
     owner_for_listing,
@@ -270,7 +270,7 @@ def list_imports(
             return lambda row: (row.created_at, row.id) < (seen.created_at, seen.id)
 
         chunk, _ = page(rows, after, per_page, lambda row: (row.id,), newer_first)
-        now = store.clock_now(s) if any(row.finished_at is None for row in chunk) else None
+        now = clock_now(s) if any(map(_running_since_start, chunk)) else None  # asked once
         return {"event_imports": [event_import(s, row, now) for row in chunk]}
 
 
@@ -335,19 +335,25 @@ def log_entry(entry: Sequence[Any]) -> dict[str, Any]:
     return body
 
 
-def _seconds(start: datetime | None, end: datetime | None, now: datetime) -> float | None:
-    if start is None:
+def _running_since_start(row: Import) -> bool:
+    """Started and not finished: its elapsed time runs to now."""
+    return row.started_at is not None and row.finished_at is None
+
+
+def _seconds(s: Session, row: Import, now: datetime | None) -> float | None:
+    """From the import's start to its end, or to ``now`` (asked of the clock that stamped its
+    times when not given: the database's, on PostgreSQL, where an API host whose clock was
+    5 s behind showed 1e11 events/s)."""
+    if row.started_at is None:
         return None
-    return max((end or now) - start, timedelta(microseconds=1)).total_seconds()
+    end = row.finished_at or now or clock_now(s)
+    return max(end - row.started_at, timedelta(microseconds=1)).total_seconds()
 
 
 def event_import(s: Session, row: Import, now: datetime | None = None) -> dict[str, Any]:
-    """Scarf's EventImport, plus progress, rate and ETA. A running import's are measured to
-    ``now`` by the clock that stamped its times (the database's, on PostgreSQL: an API host
-    whose clock was 5 s behind showed 1e11 events/s); asked once per list if not given."""
-    if row.started_at is not None and row.finished_at is None and now is None:
-        now = store.clock_now(s)
-    elapsed = _seconds(row.started_at, row.finished_at, now or utcnow())
+    """Scarf's EventImport, plus progress, rate and ETA (a running import's measured to
+    ``now``, see :func:`_seconds`)."""
+    elapsed = _seconds(s, row, now)
     finished = row.state in store.FINAL
     rate = round(row.events_total / elapsed, 1) if elapsed else None
     eta: float | None = None
