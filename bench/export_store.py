@@ -38,7 +38,8 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from eventport.events.duckdb_store import ROW_GROUP_ROWS, DuckDBEventStore
+from eventport.events.duckdb_layout import ROW_GROUP_ROWS
+from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.postgres_store import PostgresEventStore
 from eventport.events.schema import COLUMN_NAMES, Batch, Checkpoint
 from eventport.events.store import EventStore, libpq_url

@@ -25,7 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from eventport.events.batch import AGENT_SCHEMA, PLACE_SCHEMA, ROW_SCHEMA, EventBatch
-from eventport.events.duckdb_store import ROW_GROUP_ROWS, DuckDBEventStore
+from eventport.events.duckdb_layout import ROW_GROUP_ROWS
+from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.schema import Checkpoint
 
 BATCH = ROW_GROUP_ROWS  # what an import writes

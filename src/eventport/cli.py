@@ -310,7 +310,7 @@ def compact(data_dir: Path | None, database_url: str | None) -> None:
     """
     import time
 
-    from eventport.events.duckdb_store import compact_file
+    from eventport.events.duckdb_compact import compact_file
     from eventport.events.store import EVENTS_FILE, EventStoreError, is_postgres_url
 
     settings = load_settings(data_dir=data_dir, database_url=database_url)

@@ -9,19 +9,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from eventport.events.duckdb_store import (
-    _BATCH_AGENTS,
-    _BATCH_PLACES,
-    _SQL_TYPES,
+from eventport.events.duckdb_compact import compact_file
+from eventport.events.duckdb_layout import (
     AGENTS_TABLE,
+    BATCH_AGENTS,
+    BATCH_PLACES,
     COMPACTED_ROW_GROUP_ROWS,
     PLACES_TABLE,
     ROWS_TABLE,
-    DuckDBEventStore,
-    _DimensionTexts,
-    _selection_params,
-    compact_file,
+    SQL_TYPES,
 )
+from eventport.events.duckdb_queries import DimensionTexts, selection_params
+from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.schema import COLUMNS
 from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, EventStoreError, existing_ids
 from eventport.export.csv import v2_layout
@@ -107,16 +106,16 @@ def test_places_and_agents_committed_are_not_inserted_again(tmp_path: Path) -> N
         assert (len(known[PLACES_TABLE]), len(known[AGENTS_TABLE])) == (1, 1)
         again = make_batch(["c"], first_line=3, origin_country="DE", origin_city="Berlin")
         tables = dict(store.prepare_batch("owner-a", again).take(store, "owner-a"))
-        assert _BATCH_PLACES not in tables
-        assert _BATCH_AGENTS not in tables
+        assert BATCH_PLACES not in tables
+        assert BATCH_AGENTS not in tables
         both = make_batch(
             ["c", "d"], first_line=3, origin_country="FR", origin_city="Lyon", client="pip"
         )
         both["origin_city"][0] = "Berlin"
         both["origin_country"][0] = "DE"
         tables = dict(store.prepare_batch("owner-a", both).take(store, "owner-a"))
-        assert tables[_BATCH_PLACES].column("origin_city").to_pylist() == ["Lyon"]
-        assert _BATCH_AGENTS not in tables
+        assert tables[BATCH_PLACES].column("origin_city").to_pylist() == ["Lyon"]
+        assert BATCH_AGENTS not in tables
 
         def fail() -> None:
             raise RuntimeError("disk on fire")
@@ -139,7 +138,7 @@ def test_a_file_with_the_wide_events_table_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "events.duckdb"
     old = [c for c in COLUMNS if c.name not in ("client_runtime", "ci", "remote_address")]
     con = duckdb.connect(str(path))
-    columns = ", ".join(f'"{c.name}" {_SQL_TYPES[c.type]}' for c in old)
+    columns = ", ".join(f'"{c.name}" {SQL_TYPES[c.type]}' for c in old)
     con.execute(f"CREATE TABLE {EVENTS_TABLE} (id_key UHUGEINT NOT NULL, {columns})")
     batches = [
         make_batch(["a", "b"], origin_country="DE", origin_city="Berlin", platform="linux"),
@@ -207,9 +206,9 @@ def test_unique_counts_keep_origin_ids_apart(tmp_path: Path) -> None:
 
 def test_ids_are_stored_uncompressed_and_rarely_set_columns_in_one_text(tmp_path: Path) -> None:
     """Event ids are nearly all distinct: compressing them costs the write more than it saves
-    (see duckdb_store._COMPRESSION); the other texts keep DuckDB's compression. Origin and
+    (see duckdb_layout._COMPRESSION); the other texts keep DuckDB's compression. Origin and
     endpoint ids that do not spell a key, and the other columns imports (nearly) never set,
-    live in the row's ``extras`` (see duckdb_store._EXTRAS), not in columns of their own."""
+    live in the row's ``extras`` (see duckdb_layout.EXTRAS), not in columns of their own."""
     store = DuckDBEventStore(tmp_path / "events.duckdb")
     store.setup()
     try:
@@ -234,7 +233,7 @@ def test_the_keys_time_and_line_are_stored_with_the_compression_named_for_them(
 ) -> None:
     """A new file's row table names the compression of its 128-bit keys (uncompressed) and of
     the time and line (bit packing), so DuckDB does not try the others on every row group it
-    writes (see duckdb_store._COMPRESSION); the stored segments are what was named. (A
+    writes (see duckdb_layout._COMPRESSION); the stored segments are what was named. (A
     segment of one value is still stored as a constant.)"""
     store = DuckDBEventStore(tmp_path / "events.duckdb")
     store.setup()
@@ -541,7 +540,7 @@ def test_a_csv_export_reads_the_texts_of_the_places_and_agents_its_events_name(
             owner_id="owner-a", start=start, end=start + timedelta(days=10), package_ids=("pkg",)
         )
         with store._snapshot_readers(query, 1) as (cursor,):
-            tables = _DimensionTexts(v2_layout()).tables(cursor, _selection_params(query))
+            tables = DimensionTexts(v2_layout()).tables(cursor, selection_params(query))
         read = {name: table.num_rows for name, table in tables.items()}
         assert read == {"eventport_place_texts": 1, "eventport_agent_texts": 1}  # Berlin, pip
         lines = b"".join(store.export_csv(query, v2_layout())).decode().splitlines()

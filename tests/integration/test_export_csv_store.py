@@ -129,7 +129,7 @@ def awkward_events(store: EventStore) -> list[dict[str, Any]]:
 def event_id(i: int, text: str | None) -> str:
     """The ``i``th awkward event's id: texts, every third a UUID, some the id derived for the
     event's line (DuckDB keeps a canonical UUID as its number and no text for a derived id:
-    duckdb_store._ID_UUID), some of them at the same times as texts."""
+    duckdb_layout.ID_UUID), some of them at the same times as texts."""
     if i % 3 == 0:
         return str(uuid.UUID(int=i * 0x1F3D5B79 << 64 | i))
     if i % 3 == 1:
@@ -188,7 +188,7 @@ def test_a_line_as_written(event_store: EventStore) -> None:
 
 
 def test_hex_origin_and_endpoint_ids_come_back_as_written(event_store: EventStore) -> None:
-    """The embedded store keeps such ids as the numbers they spell (duckdb_store._SPELLED):
+    """The embedded store keeps such ids as the numbers they spell (duckdb_layout._SPELLED):
     both CSV writers give the text back, leading zeros included."""
     origin, endpoint = "00" + "ab" * 15, "0" * 31 + "7"
     event = ev("id-1", at(2024, 6, 4), package_id=P1, origin_id=origin, endpoint_id=endpoint)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from eventport.control.database import ControlDatabase
-from eventport.events.duckdb_store import ROW_GROUP_ROWS
+from eventport.events.duckdb_layout import ROW_GROUP_ROWS
 from eventport.imports.worker import LOG_CHUNK
 from eventport.settings import Settings
 from tests.conftest import Server, running_server

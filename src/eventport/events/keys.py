@@ -1,6 +1,6 @@
 """The DuckDB event store's 128-bit keys, computed before a batch reaches DuckDB.
 
-Two keys live beside each stored event (see events/duckdb_store.py):
+Two keys live beside each stored event (see events/duckdb_store.py and duckdb_layout.py):
 
 * ``id_key``: ``md5_number(owner_id || chr(0) || id)``, how an id is found again;
 * ``origin_key``: an origin id of 32 lowercase hex digits (enrichment's keyed hashes) read as

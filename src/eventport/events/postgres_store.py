@@ -77,8 +77,10 @@ from eventport.events.schema import COLUMN_NAMES, COLUMNS, Batch, Checkpoint, Co
 from eventport.events.store import (
     CHECKPOINT_FIELDS,
     CHECKPOINTS_TABLE,
+    COUNTED_SQL,
     EVENTS_TABLE,
     STORED_TARGETS_SCHEMA,
+    BreakdownSql,
     EventStoreError,
     PreparedBatch,
     StoreCapabilities,
@@ -89,8 +91,6 @@ from eventport.events.store import (
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
-    BREAKDOWNS,
-    ORGANIZATION_KINDS,
     AggregateRow,
     EventQuery,
     Rollup,
@@ -224,8 +224,6 @@ _ARTIFACT = (
     "CASE WHEN e.package_id = ANY(%(packages)s::text[]) THEN e.package_id "
     'ELSE x.artifact COLLATE "C" END'
 )
-_COUNTED = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
-_DO_NOT_TRACK = "coalesce(e.dnt, false)"
 _UTC = "(e.time AT TIME ZONE 'UTC')"
 _PERIODS: dict[str, str] = {
     "daily": f"{_UTC}::date",
@@ -269,33 +267,17 @@ def _items_sql(rollup: Rollup, ranges: int) -> str:
     """by-variable: one row per non-empty item of a counted event's ``variables``."""
     return (
         f"SELECT {_PERIODS[rollup]} AS d, {_ARTIFACT} AS artifact, e.id, e.origin_id, i.item "
-        f"{_selection(ranges, _ITEMS_JOIN)} AND {_COUNTED} AND e.variables <> '' "
+        f"{_selection(ranges, _ITEMS_JOIN)} AND {COUNTED_SQL} AND e.variables <> '' "
         "AND i.item <> ''"
     )
 
 
-def _values_sql(breakdown: str) -> list[str]:
-    """The breakdown's value expressions over the events (aliased ``e``)."""
-    kind = ORGANIZATION_KINDS.get(breakdown)
-    if kind is None:
-        return [f'e."{name}"' for name in BREAKDOWNS[breakdown]]
-    return [
-        f"CASE WHEN e.origin_connection_type = '{kind}' THEN e.\"{name}\" END"
-        for name in BREAKDOWNS[breakdown]
-    ]
-
-
 def _aggregate_sql(rollup: Rollup, breakdown: str, ranges: int) -> str:
-    values = _values_sql(breakdown)
-    counted = _DO_NOT_TRACK if breakdown == "by-total-do-not-track" else _COUNTED
-    names = [f"v{i}" for i in range(len(values))]
-    select = "".join(f", {expr} AS {name}" for expr, name in zip(values, names, strict=True))
-    keys = ", ".join(["d", "artifact", *names])
-    order = ", ".join(["d", "artifact", *(f"{name} NULLS LAST" for name in names)])
+    sql = BreakdownSql.of(breakdown)
     return (
-        f"SELECT {keys}, count(*), count(DISTINCT origin_id) FROM ("
-        f"SELECT {_PERIODS[rollup]} AS d, {_ARTIFACT} AS artifact, e.origin_id{select} "
-        f"{_selection(ranges)} AND {counted}) s GROUP BY {keys} ORDER BY {order}"
+        f"SELECT {sql.keys}, count(*), count(DISTINCT origin_id) FROM ("
+        f"SELECT {_PERIODS[rollup]} AS d, {_ARTIFACT} AS artifact, e.origin_id{sql.select} "
+        f"{_selection(ranges)} AND {sql.counted}) s GROUP BY {sql.keys} ORDER BY {sql.order}"
     )
 
 

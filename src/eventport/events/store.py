@@ -40,7 +40,13 @@ from eventport.events.schema import (
     Checkpoint,
 )
 from eventport.export.csv import CsvLayout
-from eventport.export.query import AggregateRow, EventQuery, Rollup
+from eventport.export.query import (
+    BREAKDOWNS,
+    ORGANIZATION_KINDS,
+    AggregateRow,
+    EventQuery,
+    Rollup,
+)
 from eventport.positions import distinct, index_of
 
 if TYPE_CHECKING:
@@ -79,7 +85,7 @@ class StoreCapabilities:
     #: Text columns may hold U+0000. PostgreSQL text cannot: such a batch fails as a whole.
     text_allows_nul: bool
     #: Batch size this backend writes fastest. Any size works; for DuckDB, a batch of one row
-    #: group (``duckdb_store.ROW_GROUP_ROWS``) is compressed straight into the file instead of
+    #: group (``duckdb_layout.ROW_GROUP_ROWS``) is compressed straight into the file instead of
     #: going through the write-ahead log (twice the rows/s of a batch of half a row group).
     preferred_batch_rows: int
     #: The store writes a batch in two steps that a writer can overlap with the batch before
@@ -274,6 +280,46 @@ def one_aggregate(
     """:meth:`EventStore.aggregate` as the stores make it: one kind of their ``aggregates``
     (checked at once, read as the rows are)."""
     return (row for _, row in store.aggregates(query, [(rollup, breakdown)]))
+
+
+#: The events an aggregate counts (aliased ``e``): neither asking not to be tracked nor excluded.
+COUNTED_SQL = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
+
+
+@dataclass(frozen=True)
+class BreakdownSql:
+    """An aggregate's breakdown in SQL over the events (aliased ``e``), the same on every store:
+    its values selected as ``v0``, ``v1``, ... (``select``, to follow other select items), the
+    group keys (the period ``d`` and ``artifact`` first), their order, and which events it
+    counts (``by-total-do-not-track``: those that asked not to be tracked)."""
+
+    select: str
+    keys: str
+    order: str
+    counted: str
+
+    @classmethod
+    def of(cls, breakdown: str) -> BreakdownSql:
+        kind = ORGANIZATION_KINDS.get(breakdown)
+        names = BREAKDOWNS[breakdown]
+        if kind is None:
+            values = [f'e."{name}"' for name in names]
+        else:  # an organization breakdown counts only the origins of that kind
+            values = [
+                f"CASE WHEN e.origin_connection_type = '{kind}' THEN e.\"{name}\" END"
+                for name in names
+            ]
+        aliases = [f"v{i}" for i in range(len(values))]
+        return cls(
+            select="".join(
+                f", {value} AS {alias}" for value, alias in zip(values, aliases, strict=True)
+            ),
+            keys=", ".join(["d", "artifact", *aliases]),
+            order=", ".join(["d", "artifact", *(f"{alias} NULLS LAST" for alias in aliases)]),
+            counted=(
+                "coalesce(e.dnt, false)" if breakdown == "by-total-do-not-track" else COUNTED_SQL
+            ),
+        )
 
 
 def batch_table(owner_id: str, batch: Batch) -> pa.Table:
