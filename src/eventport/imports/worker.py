@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -20,7 +19,6 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import cast
@@ -40,8 +38,9 @@ from eventport.domain.access import Access
 from eventport.domain.errors import DomainError, no_room
 from eventport.enrich.enricher import Enricher, open_enricher, origin_key
 from eventport.events.schema import Checkpoint
-from eventport.events.store import EventStore, PreparedBatch, StagedWrites, WriteInterrupted
-from eventport.imports.decoding import DECODED_SCHEMA, decode_chunk
+from eventport.events.store import EventStore, StagedWrites, WriteInterrupted
+from eventport.imports.batches import BatchWriter, BuiltBatch, PendingBatch
+from eventport.imports.decoding import decode_chunk
 from eventport.imports.formats import (
     Chunk,
     InputUnusable,
@@ -49,7 +48,7 @@ from eventport.imports.formats import (
     iter_chunks,
     refuse_pretty_json,
 )
-from eventport.imports.log_lines import LineWarnings
+from eventport.imports.heartbeat import Heartbeat
 from eventport.imports.pipeline import ARTIFACT_NOT_FOUND, Lookups, Target, build_batch
 from eventport.imports.records import LogEntry
 from eventport.imports.spool import STALE_AFTER, SpoolSweeper
@@ -62,7 +61,6 @@ MAX_ATTEMPTS = 5  # in a row that commit nothing: then the import fails
 # A worker that cannot read an import's upload leaves it to the other workers this long.
 UNREADABLE_SKIP_SECONDS = 60.0
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
-ABORT_POLL_SECONDS = 0.25
 
 
 def slice_lines(batch_lines: int) -> int:
@@ -175,205 +173,6 @@ def _attempt_failed(attempt: int, stalled: int, exc: Exception) -> LogEntry:
         f"batch): {cause}; a worker resumes the import from its last committed batch once "
         "this attempt's lease runs out",
     )
-
-
-class _Pending:
-    """Decoded slices waiting to be committed together as one batch."""
-
-    def __init__(self) -> None:
-        self.tables: list[pa.Table] = []
-        self.rows = 0
-        self.bytes = 0  # of the decoded events' Arrow buffers
-        self.entries: list[LogEntry] = []
-        self.line_warnings: list[LineWarnings] = []
-        self.last: Chunk | None = None
-
-    @property
-    def size(self) -> int:
-        """What is held against the batch's size: its events and its log entries (those of the
-        lines that failed stand for those lines). Warnings held as columns do not count: a
-        file whose times have no zone makes batches as large as any other."""
-        return self.rows + len(self.entries)
-
-    def take_events(self) -> pa.Table:
-        """The events, handed over (this batch keeps no reference to them)."""
-        tables, self.tables = self.tables, []
-        return pa.concat_tables(tables) if tables else DECODED_SCHEMA.empty_table()
-
-    def add(
-        self,
-        chunk: Chunk,
-        events: pa.Table,
-        entries: list[LogEntry],
-        line_warnings: list[LineWarnings],
-    ) -> None:
-        self.tables.append(events)
-        self.rows += events.num_rows
-        self.bytes += events.nbytes
-        self.entries.extend(entries)
-        self.line_warnings.extend(line_warnings)
-        self.last = chunk
-
-
-@dataclass
-class _Prepared:
-    """A built batch, its log entries and the checkpoint it takes the import to. The store
-    takes the prepared batch's tables from it once (PreparedBatch.take), so this item keeps no
-    reference to their memory while they are written (see EventStore.write_batch)."""
-
-    logs: list[LogEntry]
-    line_warnings: list[LineWarnings]
-    checkpoint: Checkpoint
-    batch: PreparedBatch
-    new_ids: float  # the share of its events whose ids the store does not hold yet
-    # The logger's work on the entries (see ImportWorker.process): True once they are stored,
-    # False when it stopped first (an abort, a lost lease, a failed write), or its error.
-    logged: Future[bool] | None = None
-
-
-class _Writer:
-    """Commits prepared batches in order on a thread of its own, so that the next batch is
-    read, decoded and built while one is written (DuckDB and psycopg release the GIL).
-
-    At most one batch is being written and one waits for it: memory holds two batches (three
-    with ``stage``, below). A failed write is raised again by :meth:`submit` or
-    :meth:`close`; a write that finds the lease lost sets :attr:`lost`, and later batches are
-    dropped.
-
-    With ``stage`` (a store with staged writes, see events/store.py StagedWrites), a batch is
-    staged on a thread of its own as soon as it is submitted, while the batch before it
-    commits: the write gets the staged batch's future, and two batches are in the writer's
-    hands (the reading thread builds a third). ``drop`` is given the staged batch's future (or
-    None) of a batch that is not written (a lost lease, a failed write before it), to roll it
-    back.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[_Prepared, Future[object] | None], bool],
-        drop: Callable[[Future[object] | None], None],
-        stage: Callable[[_Prepared], object] | None = None,
-    ) -> None:
-        self._write, self._drop, self._stage = write, drop, stage
-        self._stager = ThreadPoolExecutor(1, "import-stager", initializer=name_this_thread)
-        self._queue: queue.Queue[tuple[_Prepared, Future[object] | None] | None] = queue.Queue()
-        self._slots = 2 if stage else 1
-        self._free = threading.Semaphore(self._slots)  # released when a write is done
-        self._failure: BaseException | None = None
-        self.failed = threading.Event()  # a write failed: later batches are dropped
-        self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def unwritten(self) -> int:
-        """How many batches submitted before the one being built may not be committed yet."""
-        return self._slots
-
-    def submit(self, item: _Prepared) -> Checkpoint:
-        """Queue a batch once there is room for it; its checkpoint."""
-        self._free.acquire()
-        if self._failure is not None:
-            # Nothing is queued, so the writer is idle: give the slot back, or close() would
-            # wait for it forever (and the import's heartbeat would keep it "importing").
-            self._free.release()
-            self._raise()
-        staged = None if self._stage is None else self._stager.submit(self._stage, item)
-        self._queue.put((item, staged))
-        return item.checkpoint
-
-    def close(self) -> None:
-        """Wait for the queued batches to be written (or dropped)."""
-        try:
-            if self._thread.is_alive():
-                for _ in range(self._slots):
-                    self._free.acquire()
-                self._queue.put(None)
-                self._thread.join()
-        finally:
-            self._stager.shutdown()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
-
-    def _run(self) -> None:
-        name_this_thread()
-        while (entry := self._queue.get()) is not None:
-            item, staged = entry
-            try:
-                if self.failed.is_set() or self.lost.is_set():
-                    self._drop(staged)
-                elif not self._write(item, staged):
-                    self.lost.set()
-            except BaseException as exc:  # handed to the import's thread
-                if self._failure is None:  # the first failure is the one that matters
-                    self._failure = exc
-                self.failed.set()
-            finally:
-                del item, staged, entry
-                self._free.release()
-
-
-class Heartbeat:
-    """Renews the lease in the background and notices an abort or a lost lease within ~0.25 s."""
-
-    def __init__(
-        self,
-        control: ControlDatabase,
-        import_id: str,
-        worker: str,
-        lease: timedelta,
-        on_stop: Callable[[], None] | None = None,
-        allowed: Callable[[], bool] | None = None,
-    ):
-        self.control, self.import_id, self.worker, self.lease = control, import_id, worker, lease
-        self.on_stop = on_stop  # called on the heartbeat's thread once it has set stop
-        # Asked with each renewal: whether the import may still write where it goes (its
-        # target deleted, or its importer's rights taken away, it stops as an abort does).
-        self.allowed = allowed
-        self.stop = threading.Event()  # set: the import must stop (abort, or lease lost)
-        self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"heartbeat-{import_id[:8]}", daemon=True
-        )
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        name_this_thread("heartbeat")
-        renew_every = self.lease.total_seconds() / 3
-        waited = 0.0
-        while not self._done.wait(ABORT_POLL_SECONDS):
-            waited += ABORT_POLL_SECONDS
-            try:
-                with self.control.session() as s:
-                    if waited >= renew_every:
-                        waited = 0.0
-                        alive = control_imports.renew_lease(
-                            s, self.import_id, self.worker, self.lease
-                        ) and (self.allowed is None or self.allowed())
-                    else:
-                        alive = control_imports.still_wanted(s, self.import_id, self.worker)
-            except Exception:  # a blip in the control store: try again next tick
-                log.warning("heartbeat for import %s failed", self.import_id, exc_info=True)
-                continue
-            if not alive:
-                self.stop.set()
-                if self.on_stop is not None:
-                    try:
-                        self.on_stop()
-                    except Exception:  # the batch in flight is then waited for, as before
-                        log.warning("import %s: could not interrupt its writes", self.import_id)
-                return
 
 
 def _let_go_of_frames(exc: BaseException) -> None:
@@ -541,7 +340,7 @@ class ImportWorker:
         lookups = self._lookups(row)
         if not self._may_write(row):
             raise TargetGone(row)
-        batch = _Pending()
+        batch = PendingBatch()
         first_batch = True
         stages = cast(StagedWrites, self.events)
         # Stopped (aborted, or the lease lost), the batches in flight will not count: a store
@@ -562,12 +361,12 @@ class ImportWorker:
             self.control, row.id, self.name, self.lease, interrupt, allowed
         ) as heartbeat:
 
-            def stage(item: _Prepared) -> object:
+            def stage(item: BuiltBatch) -> object:
                 if heartbeat.stop.is_set():  # stopped: not staged, only to be rolled back
                     raise WriteInterrupted("the import stopped before the batch was staged")
                 return stages.stage_batch(row.owner_id, item.batch)
 
-            writer = _Writer(
+            writer = BatchWriter(
                 lambda item, staged: self._write(row, item, heartbeat.stop, staged, interrupt),
                 self._discard,
                 stage if self.events.capabilities.staged_writes else None,
@@ -587,7 +386,7 @@ class ImportWorker:
                     or log_failed.is_set()
                 )
 
-            def log_batch(item: _Prepared) -> bool:
+            def log_batch(item: BuiltBatch) -> bool:
                 try:
                     return self._log_batch(row, item, stopped)
                 except BaseException:
@@ -596,7 +395,7 @@ class ImportWorker:
 
             # Log entries are stored on a thread of their own, in order, ahead of the writer:
             # a batch's entries go into the control store while the batch before it is written
-            # to the event store, and the writer waits for them (_Prepared.logged) before it
+            # to the event store, and the writer waits for them (BuiltBatch.logged) before it
             # commits the batch, so that a checkpoint never passes entries that are not stored
             # (a batch made again after a crash writes its entries again; those already there
             # are kept). Written by the writer before its batch, 1M entries took it ~4.4 s of a
@@ -604,7 +403,7 @@ class ImportWorker:
             # took ~1.3 s and the reading thread ~3.3 s.
             logger = ThreadPoolExecutor(1, "import-logger", initializer=name_this_thread)
 
-            def submit(item: _Prepared) -> Checkpoint:
+            def submit(item: BuiltBatch) -> Checkpoint:
                 item.logged = logger.submit(log_batch, item)
                 return writer.submit(item)
 
@@ -653,7 +452,7 @@ class ImportWorker:
                             first_batch = False
                         checkpoint = submit(prepared)
                         del prepared
-                        batch = _Pending()  # the writer has the last one; let it go here
+                        batch = PendingBatch()  # the writer has the last one; let it go here
                 if batch.last is not None and not heartbeat.stop.is_set():
                     self._recheck_targets(row, lookups)
                     submit(self._prepare(row, batch, checkpoint, lookups))
@@ -702,7 +501,7 @@ class ImportWorker:
         return committed
 
     def _expect_events(
-        self, row: Import, before: Checkpoint, pending: _Pending, new_ids: float
+        self, row: Import, before: Checkpoint, pending: PendingBatch, new_ids: float
     ) -> None:
         """Tell the store how many events with new ids the rest of the upload holds,
         estimated from the bytes its first batch's lines took, with a tenth more for lines that
@@ -722,8 +521,8 @@ class ImportWorker:
             self.events.expect_events(int(pending.size * new_ids) * remaining * 11 // (read * 10))
 
     def _prepare(
-        self, row: Import, pending: _Pending, before: Checkpoint, lookups: Lookups
-    ) -> _Prepared:
+        self, row: Import, pending: PendingBatch, before: Checkpoint, lookups: Lookups
+    ) -> BuiltBatch:
         """The batch built from decoded slices, with its log entries and checkpoint."""
         chunk = pending.last
         assert chunk is not None
@@ -753,9 +552,9 @@ class ImportWorker:
         # enriched events: the writer busy ~12 s of ~13, the reader waiting ~2 s for it).
         prepared = self.events.prepare_batch(row.owner_id, result.batch)
         new_ids = 1 - result.replaced / result.imported if result.imported else 1.0
-        return _Prepared(result.logs, result.line_warnings, checkpoint, prepared, new_ids)
+        return BuiltBatch(result.logs, result.line_warnings, checkpoint, prepared, new_ids)
 
-    def _log_batch(self, row: Import, item: _Prepared, stop: Callable[[], bool]) -> bool:
+    def _log_batch(self, row: Import, item: BuiltBatch, stop: Callable[[], bool]) -> bool:
         """A batch's log entries, then its progress entry (on the logger's thread). False when
         ``stop()`` came first: the batch is not to be written."""
         checkpoint = item.checkpoint
@@ -787,7 +586,7 @@ class ImportWorker:
     def _write(
         self,
         row: Import,
-        item: _Prepared,
+        item: BuiltBatch,
         stop: threading.Event,
         staged: Future[object] | None = None,
         interrupt: Callable[[], None] | None = None,
