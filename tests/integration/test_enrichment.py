@@ -482,6 +482,36 @@ def test_messages_that_quote_a_line_leave_its_addresses_out(api: Server) -> None
     assert stored_anywhere(api, a) == {}
 
 
+def test_messages_hide_addresses_glued_to_a_word_or_a_colon(api: Server) -> None:
+    """A JSON value written without quotes follows its colon; a header value or a custom
+    variable may glue an address to a word. An enrichment hunt found each kept raw in the
+    import's log (and so in the control database); a $unique_id quoted by a replacement too."""
+    alice = Importer(api)
+    glued = ["52.94.76.50", "2600:1f18::51", "52.94.76.52", "52.94.76.53", "52.94.76.54"]
+    lines = [
+        b'{"$time":"2024-06-04T00:00:00Z","$remote_address":%s,"x":1}' % glued[0].encode(),
+        b'{"$time":"2024-06-04T00:00:00Z","$remote_address":%s,"x":1}' % glued[1].encode(),
+        b'{"$time":"2024-06-04T00:00:00Z","$headers":[{"name":5,"value":"ip_%s"}]}'
+        % glued[2].encode(),
+        b'{"$time":"2024-06-04T00:00:00Z","$headers":[{"name":7,"value":"x:%s"}]}'
+        % glued[3].encode(),
+        b'{"$time":"2024-06-04T00:00:00Z","$unique_id":"id-%s"}' % glued[4].encode(),
+        b'{"$time":"2024-06-04T00:00:01Z","$unique_id":"id-%s"}' % glued[4].encode(),
+    ]
+    started = start(
+        alice.client, f"/v2/packages/alice/{alice.package_id}/import", b"\n".join(lines)
+    )
+    done = wait_finished(alice.client, "alice", started["id"])
+    assert done["status"] == "done", done
+    log = [e for e in full_log(alice.client, "alice", done["id"]) if e["type"] != "progress"]
+    assert [e["line"] for e in log] == [1, 2, 3, 4, 6], log
+    assert all("<address>" in e["human_friendly_message"] for e in log), log
+    shown = orjson.dumps(log).decode()
+    assert not [n for n in glued if n in shown], shown
+    # The id itself is the user's data, kept as the event's id; the log keeps none of the rest.
+    assert stored_anywhere(api, glued[:4]) == {}
+
+
 def test_address_headers_are_not_stored(api: Server) -> None:
     alice = Importer(api)
     forwarded = [

@@ -21,14 +21,21 @@ from eventport.domain.text import quoted, without_addresses, without_any_address
         ("::ffff:52.94.76.46", "<address>"),
         ("[2001:db8::1]:443", "[<address>]:443"),
         ("fe80::1%eth0 and ::1", "<address> and <address>"),
+        # glued to a word or a colon (an enrichment hunt found these kept raw in the log)
+        ('{"$remote_address":45.33.88.99,"$time":1}', '{"$remote_address":<address>,"$time":1}'),
+        ('{"$remote_address":2600:3c00::beef,"x":1}', '{"$remote_address":<address>,"x":1}'),
+        ('{"a":2600:1f18::1}', '{"a":<address>}'),
+        ("client:2001:db8::abcd", "client:<address>"),
+        ("ip_45.79.33.44 x:45.33.77.7", "ip_<address> x:<address>"),
+        ("v1.2.3.4", "v<address>"),
         # not addresses: left as they are
         ("2024-06-04T00:00:00.123Z", "2024-06-04T00:00:00.123Z"),
         ("12:30:00", "12:30:00"),
         ("1.2.3", "1.2.3"),
         ("1.2.3.4.5", "1.2.3.4.5"),
-        ("v1.2.3.4", "v1.2.3.4"),
         ("std::vector", "std::vector"),
         ("deadbeef::", "deadbeef::"),
+        ("00:1a:2b:3c:4d:5e", "00:1a:2b:3c:4d:5e"),
         ("no address here", "no address here"),
     ],
 )

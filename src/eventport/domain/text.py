@@ -25,12 +25,14 @@ def without_nul(value: Any) -> Any:
 # Anything in a text shaped like an IPv4 address (four dotted numbers of 1-3 digits, valid or
 # not: an address like 152.241.796.177 is still someone's attempt at theirs), or a valid IPv6
 # address (hex groups and colons, an IPv4 tail and a zone allowed; a time such as 12:30:00 is
-# not one). A match must stand alone: not part of a longer dotted number or of a word (a
-# sentence's full stop after it is not part of it).
+# not one). An IPv4 address glued to a word counts (``ip_203.0.113.9``, ``client:203.0.113.9``,
+# and a JSON value written without quotes: ``"$remote_address":203.0.113.9``), not one inside a
+# longer dotted number (a sentence's full stop after it is not part of it); an IPv6 address may
+# follow a colon (``"a":2001:db8::1``), not a word (``std::vector``).
 _IPV4: Final = r"\d{1,3}(?:\.\d{1,3}){3}"
 _ADDRESS_LIKE: Final = re.compile(
-    rf"(?<![\w:])(?<!\d\.)(?:{_IPV4}(?!\w|\.\d)|"
-    r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:%[\w-]+)?(?![\w:]|\.\d))"
+    rf"(?<![0-9])(?<!\d\.){_IPV4}(?![0-9]|\.\d)|"
+    r"(?<!\w)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:%[\w-]+)?(?![\w:]|\.\d)"
 )
 _IPV4_ONLY: Final = re.compile(_IPV4)
 ADDRESS_SHOWN: Final = "<address>"
@@ -46,9 +48,9 @@ def _is_address(text: str) -> bool:
 
 def _address_shown(match: re.Match[str]) -> str:
     token = match[0]
-    if _IPV4_ONLY.fullmatch(token) or _is_address(token):
+    if _IPV4_ONLY.fullmatch(token):
         return ADDRESS_SHOWN
-    return token  # colons, but no address (a time, say)
+    return _ipv6_shown(match)  # or colons, but no address (a time, say)
 
 
 def without_addresses(text: str) -> str:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from eventport.control import imports as control_imports
 from eventport.control.imports import RunRow
+from eventport.domain.text import quoted
 from eventport.imports.records import Code, naive_time_message
 
 __all__ = [
@@ -62,7 +63,7 @@ Sessions = Callable[[], AbstractContextManager[Session]]
 
 
 def replaced_message(unique_id: str, what: str) -> str:
-    return f"$unique_id {unique_id[:80]!r} was used before: this event replaces {what}"
+    return f"$unique_id {quoted(unique_id)} was used before: this event replaces {what}"
 
 
 def _replaced_earlier(unique_id: str | None) -> str:
