@@ -286,8 +286,14 @@ def test_do_not_track_events_get_no_location_and_no_ids(api: Server) -> None:
         event("8.8.8.8", NPM, {"DNT": ["1"]}),
         event("8.8.8.8", NPM, [{"name": "DNT ", "value": "1"}]),
         event("8.8.8.8", NPM, {"SEC_GPC": 1.0}),
+        # Found by an enrichment hunt, each tracked before: a malformed header beside DNT
+        # (the whole field was dropped), CGI's environment names, a JSON true.
+        event("8.8.8.8", NPM, {"X": "y", "DNT": "1", "Z": {"a": 1}}),
+        event("8.8.8.8", NPM, {"HTTP_DNT": "1"}),
+        event("8.8.8.8", NPM, {"HTTP_SEC_GPC": "1"}),
+        event("8.8.8.8", NPM, {"DNT": True}),
     )
-    for n in (1, 2, 3, 6, 7, 8):
+    for n in (1, 2, 3, 6, 7, 8, 9, 10, 11, 12):
         row = rows[n]
         assert row["dnt"] is True, row
         assert (row["origin_id"], row["endpoint_id"]) == (None, None), row
@@ -298,8 +304,9 @@ def test_do_not_track_events_get_no_location_and_no_ids(api: Server) -> None:
         assert rows[n]["dnt"] is False
         assert rows[n]["origin_country"] == "US"
         assert HEX32.fullmatch(rows[n]["origin_id"])
-    assert done["events_do_not_track"] == 6
+    assert done["events_do_not_track"] == 10
     assert done["events_excluded"] == 0
+    assert [e["line"] for e in done["warning_log_sample"]] == [9]  # the malformed header
 
 
 # --- bots and the owner's exclusions ----------------------------------------------------------

@@ -18,7 +18,9 @@ from eventport.enrich.enricher import (
     open_enricher,
 )
 from eventport.imports import pipeline
+from eventport.imports.decoding import parsed_table
 from eventport.imports.pipeline import AddressBook
+from eventport.imports.records import decode_ndjson
 
 KEY = bytes(range(32))
 RAW = ["8.8.8.8", " 8.8.8.8 ", "::ffff:8.8.8.8", "152.241.796.177", "10.0.0.1", "2001:db8::1"]
@@ -148,3 +150,28 @@ def test_origins_are_the_single_origins_and_survive_a_full_book(
         assert len(book.raw) <= max(3, largest)
         cleared += book.raw[: len(before)] != before
     assert cleared  # the book was cleared at least once
+
+
+def test_an_event_that_asked_not_to_be_tracked_is_not_looked_up(run: CountingEnrichment) -> None:
+    """DNT: 1 or Sec-GPC: 1: no look-up of the address at all, not only nothing kept of it (an
+    enrichment hunt found every address of a batch looked up, then dropped)."""
+    lines = [
+        b'{"$time": 1717459200, "$remote_address": "93.184.216.34", "$headers": {"DNT": "1"}}',
+        b'{"$time": 1717459200, "$remote_address": "8.8.4.4", "$headers": {"HTTP_SEC_GPC": "1"}}',
+        b'{"$time": 1717459200, "$remote_address": "1.1.1.1"}',
+    ]
+    parsed, entries = decode_ndjson(list(enumerate(lines, start=1)))
+    assert entries == []
+    lookups = pipeline.Lookups(
+        package=lambda _: None, pixel=lambda _: None, stored_ids=lambda ids: ids[:0], enrichment=run
+    )
+    result = pipeline.build_batch(
+        parsed_table(parsed, keep_addresses=False),
+        [],
+        import_id="import",
+        owner_id="owner",
+        target=pipeline.Target("package", package_id="package"),
+        lookups=lookups,
+    )
+    assert run.asked == ["1.1.1.1"]
+    assert result.do_not_track == 2

@@ -61,6 +61,10 @@ def test_canonical_address(text: str, canonical: str | None) -> None:
         ([("DNT", "0")], False),
         ([("X-DNT", "1")], False),
         ([("Accept", "*/*"), ("sec-gpc", "1")], True),
+        # CGI's environment names (an enrichment hunt: not honoured before)
+        ([("HTTP_DNT", "1")], True),
+        ([("http_sec_gpc", "1")], True),
+        ([("HTTP-DNT", "1")], False),  # no CGI name: a header of its own
     ],
 )
 def test_do_not_track(headers: list[tuple[str, str]] | None, dnt: bool) -> None:

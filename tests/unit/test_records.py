@@ -332,6 +332,8 @@ def test_aliases(obj: dict[str, Any], pixel: str | None, referer: str | None, wa
         pytest.param({"a": ["b", "c"], "DNT": [1]}, [("a", "b, c"), ("DNT", "1")], id="go"),
         pytest.param({}, None, id="empty-object"),
         pytest.param(None, None, id="null"),
+        # a JSON yes or no, as a sender may write DNT: 1
+        pytest.param({"DNT": True, "x": False}, [("DNT", "1"), ("x", "0")], id="bools"),
     ],
 )
 def test_good_headers(value: Any, expected: list[tuple[str, str]] | None) -> None:
@@ -355,7 +357,6 @@ def test_good_headers(value: Any, expected: list[tuple[str, str]] | None) -> Non
         pytest.param([{"name": "a", "value": {"x": 1}}], id="object-value"),
         pytest.param({"a": [["b"]]}, id="object-of-nested-arrays"),
         pytest.param({"a": ["b", None]}, id="object-of-arrays-with-null"),
-        pytest.param({"a": True}, id="object-of-bools"),
     ],
 )
 def test_bad_headers(value: Any) -> None:
@@ -363,6 +364,29 @@ def test_bad_headers(value: Any) -> None:
     assert event.headers is None
     assert codes(entries) == ["invalid-field"]
     assert "$headers" in entries[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        pytest.param(
+            {"X": "y", "DNT": "1", "Z": {"a": 1}}, [("X", "y"), ("DNT", "1")], id="object"
+        ),
+        pytest.param(
+            [{"name": "DNT", "value": "1"}, {"name": "X", "value": None}, 5],
+            [("DNT", "1")],
+            id="array",
+        ),
+    ],
+)
+def test_a_bad_header_costs_only_itself(value: Any, kept: list[tuple[str, str]]) -> None:
+    """The well-formed headers are kept beside a malformed one, so that DNT: 1 is honoured
+    whatever else is wrong (an enrichment hunt: one bad header dropped them all, and the
+    request was tracked)."""
+    event, entries = one({"$time": GOOD_TIME, "$headers": value})
+    assert event.headers == kept
+    assert codes(entries) == ["invalid-field"]
+    assert "the other headers were kept" in entries[0].message
 
 
 # --- unknown $ fields -----------------------------------------------------------------------------

@@ -118,8 +118,12 @@ def canonical_addresses(texts: Sequence[str]) -> list[str | None]:
 
 def header_name(name: str) -> str:
     """A header's name as compared: lowercase, without surrounding blanks, ``_`` as ``-``
-    (the way CGI and some proxies spell them)."""
-    return name.strip().lower().replace("_", "-")
+    (the way some proxies spell them), and without CGI's ``HTTP_`` before it (``HTTP_DNT``,
+    ``HTTP_X_FORWARDED_FOR``: the names of a CGI or PHP server's environment)."""
+    name = name.strip()
+    if name[:5].upper() == "HTTP_":
+        name = name[5:]
+    return name.lower().replace("_", "-")
 
 
 def do_not_track(headers: Sequence[tuple[str, str]] | None) -> bool:

@@ -349,6 +349,10 @@ def build_batch(
         ids = pc.coalesce(unique_ids, derived_ids(import_id, lines))
 
     raw = events.column("remote_address")
+    dnt = events.column("dnt")
+    if dnt.true_count if isinstance(dnt, pa.Array) else pc.any(dnt).as_py():
+        # A request that asked not to be tracked gets no look-up of its address at all.
+        raw = pc.if_else(pc.fill_null(dnt, False), pa.scalar(None, raw.type), raw)
     values, raw_at = _encode(raw, nulls=False)
     book = lookups.addresses
     book_at = book.rows(values).take(raw_at)

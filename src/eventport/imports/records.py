@@ -481,42 +481,48 @@ def _header_item(value: Any) -> str | None:
     tv = type(value)
     if tv is str:
         return value  # type: ignore[no-any-return]
+    if tv is bool:  # a header's yes or no, as DNT and Sec-GPC spell them
+        return "1" if value else "0"
     if tv is int or (tv is float and math.isfinite(value)):
         return _number_text(value)
     return None
 
 
 def _headers(value: Any, line: int, entries: list[LogEntry]) -> list[tuple[str, str]] | None:
+    """The request's headers, as (name, value) texts. An item that is not a header is left
+    out, with a warning naming the first such, and the others are kept: a malformed header
+    beside ``DNT: 1`` must not cost the request its wish not to be tracked."""
     out: list[tuple[str, str]] = []
-    problem = None
+    problems: list[str] = []
     if type(value) is list:
         for item in value:
             if type(item) is not dict:
-                problem = f"an item is {_kind(item)}, not an object"
-                break
+                problems.append(f"an item is {_kind(item)}, not an object")
+                continue
             name = item.get("name")
             text = _header_text(item.get("value"))
             if type(name) is not str or text is None:
-                problem = f'the item {_show(item)} lacks a string "name" and "value"'
-                break
+                problems.append(f'the item {_show(item)} lacks a string "name" and "value"')
+                continue
             out.append((name, text))
     elif type(value) is dict:
         for name, raw in value.items():
             text = _header_text(raw)
             if text is None:
-                problem = f"the value of header {_show(name)} is {_kind(raw)}"
-                break
+                problems.append(f"the value of header {_show(name)} is {_kind(raw)}")
+                continue
             out.append((name, text))
     else:
-        problem = f"it is {_kind(value)}"
-    if problem is not None:
+        problems.append(f"it is {_kind(value)}")
+    if problems:
+        others = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        kept = "the other headers were kept" if out else "it was ignored"
         _invalid_field(
             line,
             '"$headers" should be an array of {"name": …, "value": …} objects or an object '
-            f"of names to values, but {problem}; it was ignored.",
+            f"of names to values, but {problems[0]}{others}; {kept}.",
             entries,
         )
-        return None
     return out or None
 
 
