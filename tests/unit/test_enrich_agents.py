@@ -121,6 +121,35 @@ TOOLS = [
         "3.4.19",
         "windows",
     ),
+    # as it reaches a server, after Net::HTTP's own "Ruby" (an enrichment hunt: not recognised)
+    (
+        "Ruby, RubyGems/3.5.3 x86_64-linux Ruby/3.3.0 (2023-12-25 patchlevel 0)",
+        "rubygems",
+        "3.5.3",
+        "linux",
+    ),
+    # ua-parser's spiders (an enrichment hunt: excluded as bots by default)
+    ("python-urllib3/2.1.0", "python-urllib3", "2.1.0", "unknownplatform"),
+    (
+        "aws-cli/1.32.0 Python/3.11.7 Linux/6.5.0-14-generic botocore/1.34.0",
+        "aws-cli",
+        "1.32.0",
+        "linux",
+    ),
+    (
+        "Boto3/1.34.14 md/Botocore#1.34.14 ua/2.0 os/linux#6.5.0 md/arch#x86_64 "
+        "lang/python#3.11.7 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.14",
+        "boto3",
+        "1.34.14",
+        "linux",
+    ),
+    ("Boto3/1.26.0 Python/3.9.7 Windows/10 Botocore/1.29.0", "boto3", "1.26.0", "windows"),
+    (
+        "Botocore/1.34.14 ua/2.0 os/macos#23.2.0 md/arch#arm64 lang/python#3.12.1",
+        "botocore",
+        "1.34.14",
+        "macos",
+    ),
     (
         "bundler/v2.5.3 rubygems/v3.5.3 ruby/v3.3.0 (x86_64-pc-linux-gnu) command/install "
         "options/jobs,retry 3c3d2d0b7c4b6b1e",
@@ -242,6 +271,17 @@ BOTS = [
     "HeadlessChrome/120.0.6099.109 Safari/537.36",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
     "Safari/537.36 DatadogSynthetics",
+    # not flagged before (an enrichment hunt)
+    "Mozilla/5.0 (compatible; GoogleOther)",
+    "FeedFetcher-Google; (+http://www.google.com/feedfetcher.html)",
+    "APIs-Google (+https://developers.google.com/webmasters/APIs-Google.html)",
+    "Google-Site-Verification/1.0",
+    "Mozilla/5.0 (Linux; Android 10) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+    "Mobile Safari/537.36 (compatible; Yeti)",
+    "cohere-ai",
+    "ELB-HealthChecker/2.0",
+    "kube-probe/1.29",
+    "GoogleHC/1.0",
 ]
 
 UNKNOWN = Agent(None, None, "unknownplatform", False)
@@ -364,6 +404,9 @@ def test_bots(agent: str) -> None:
         "Java/17.0.9",
         "Go-http-client/2.0",
         PIP_LINUX,
+        # tools built on AWS's SDK, whose "Boto…" ua-parser takes for a bot's name
+        "s3fs/2023.12.2 aiobotocore/2.9.0 botocore/1.33.13",
+        "dvc/3.38.1 Boto3/1.34.0",
     ],
 )
 def test_download_tools_are_not_bots(agent: str) -> None:
@@ -372,6 +415,25 @@ def test_download_tools_are_not_bots(agent: str) -> None:
 
 def test_bot_names_are_clients() -> None:
     assert parse_agent(BOTS[0]) == Agent("googlebot", "2.1", "unknownplatform", bot=True)
+
+
+@pytest.mark.parametrize(
+    ("agent", "client", "version"),
+    [
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ChatGPT-User/1.0; "
+            "+https://openai.com/bot)",
+            "chatgpt-user",
+            "1.0",
+        ),
+        ("Barkrowler/0.9 (+https://babbar.tech/crawler)", "barkrowler", "0.9"),
+    ],
+)
+def test_a_crawler_ua_parser_names_by_its_kind_is_named_by_its_product(
+    agent: str, client: str, version: str
+) -> None:
+    """ua-parser calls these "com/bot" and "crawler" (clients "com-bot" and "crawler")."""
+    assert parse_agent(agent) == Agent(client, version, "unknownplatform", bot=True)
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,12 @@ _PYTHON_TAIL = (
     r"(?: (?P<json>\{.*)"
     r"| (?P<runtime>(?:CPython|PyPy|GraalPy|Jython|IronPython)/\S+) (?P<os>\w+)/)?"
 )
+# AWS's SDKs since 2023: "Boto3/1.34.14 md/Botocore#1.34.14 ua/2.0 os/linux#6.5.0 md/arch#x86_64
+# lang/python#3.11.7 …"; older ones "Boto3/1.26.0 Python/3.9.7 Linux/5.15.0 Botocore/1.29.0".
+_AWS_SDK_TAIL = (
+    r"(?:.*? os/(?P<os>[a-z]+)#(?:.*? lang/python#(?P<runtime>[\d.]+))?"
+    r"| Python/[^\s/]+ (?P<old_os>\w+)/)?"
+)
 # JavaScript package managers copy npm's "node/v20.11.0 linux x64 workspaces/false ci/…".
 _NODE_TAIL = (
     r"(?:(?: npm/\?)? node/v?(?P<runtime>[^\s/]+) (?P<os>\w+)(?:.*? ci/(?P<ci>[\w.,-]+))?)?"
@@ -77,6 +83,16 @@ RULES: tuple[Rule, ...] = (
     _rule("aiohttp", r"Python/(?P<runtime>\d[\d.]*) aiohttp/" + _VERSION, runtime_name="Python"),
     # ua-parser calls this one a spider; it is Python's standard library downloading something.
     _rule("python-urllib", r"Python-urllib/(?P<runtime>\d[\d.]*)", runtime_name="Python"),
+    # ua-parser calls these spiders too ("urllib", "Boto…"): an HTTP library, and AWS's CLI and
+    # SDK, whose agents carry the platform and Python as "os/linux#6.5.0 lang/python#3.11.7".
+    _rule("python-urllib3", r"python-urllib3/" + _VERSION),
+    _rule(
+        "aws-cli",
+        r"aws-cli/" + _VERSION + r"(?: Python/(?P<runtime>[^\s/]+) (?P<os>\w+)/)?",
+        runtime_name="Python",
+    ),
+    _rule("boto3", r"Boto3/" + _VERSION + _AWS_SDK_TAIL, runtime_name="Python"),
+    _rule("botocore", r"Botocore/" + _VERSION + _AWS_SDK_TAIL, runtime_name="Python"),
     # JavaScript
     _rule("npm", r"npm/" + _VERSION + _NODE_TAIL, runtime_name="node"),
     _rule("yarn", r"yarn/" + _VERSION + _NODE_TAIL, runtime_name="node"),
@@ -124,6 +140,13 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "rubygems",
         r"RubyGems/" + _VERSION + r"(?: (?P<os>\S+) Ruby/(?P<runtime>[^\s/]+))?",
+        runtime_name="Ruby",
+    ),
+    # ... as it reaches a server: Ruby's Net::HTTP sends its own "Ruby" first, and gem adds its
+    # agent to it ("Ruby, RubyGems/3.5.3 x86_64-linux Ruby/3.3.0 (…)"; rubygems.org reads this).
+    _rule(
+        "rubygems",
+        r"Ruby, RubyGems/" + _VERSION + r"(?: (?P<os>\S+) Ruby/(?P<runtime>[^\s/]+))?",
         runtime_name="Ruby",
     ),
     _rule(
@@ -315,4 +338,20 @@ BOT_MARKERS: tuple[str, ...] = (
     "datadog/synthetics",
     "datadogsynthetics",
     "headlesschrome",
+    # Google's other fetchers, Naver's (its mobile agent ends "(compatible; Yeti)"), Cohere's
+    "googleother",
+    "feedfetcher-google",
+    "apis-google",
+    "google-site-verification",
+    "compatible; yeti",
+    "cohere-ai",
+    # health checks of load balancers and orchestrators
+    "elb-healthchecker",
+    "kube-probe",
+    "googlehc/",
 )
+
+# Libraries whose agents ua-parser takes for spiders ("Bot…", "…urllib…"), though they are how
+# scripts download: an agent naming one is not a bot unless a marker above says so. AWS's SDKs
+# name themselves inside other tools' agents ("s3fs/… aiobotocore/… botocore/…").
+NOT_SPIDERS: tuple[str, ...] = ("botocore", "boto3", "urllib3", "aws-cli", "aws-sdk")

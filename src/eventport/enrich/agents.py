@@ -35,6 +35,7 @@ from eventport.enrich.agent_rules import (
     CI_ALIASES,
     CI_MARKERS,
     CLIENT_FAMILIES,
+    NOT_SPIDERS,
     OS_FAMILY_PLATFORMS,
     PLATFORM_HINTS,
     PLATFORM_WORDS,
@@ -95,6 +96,13 @@ _JSON_IMPLEMENTATION = re.compile(
 _JSON_SYSTEM = re.compile(r'"system"\s*:\s*\{\s*"name"\s*:\s*"([^"]+)"')
 _JSON_CI = re.compile(r'"ci"\s*:\s*true\b')
 _NOT_IN_NAME = re.compile(r"[^a-z0-9.]+")
+# ua-parser's names for a crawler it knows only by a word of its agent ("…; ChatGPT-User/1.0;
+# +https://openai.com/bot)" is "com/bot"), and the product such an agent names: after
+# "compatible; ", else its first one that is not Mozilla's.
+_GENERIC_SPIDERS = frozenset({"com/bot", "crawler", "bot", "spider", "robot"})
+_PRODUCT = re.compile(
+    r"compatible; ([A-Za-z][\w.-]*)/(\d[\w.]*)|^(?!Mozilla/)([A-Za-z][\w.-]*)/(\d[\w.]*)"
+)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -133,7 +141,7 @@ def matches_any(user_agent: str | None, substrings: Sequence[str]) -> bool:
 
 def _tool_agent(rule: Rule, match: re.Match[str]) -> Agent:
     groups = match.groupdict()
-    platform = _platform_from_text(groups.get("os"))
+    platform = _platform_from_text(groups.get("os") or groups.get("old_os"))
     runtime = _runtime(groups.get("runtime"), rule.runtime_name)
     ci = rule.ci or _ci_name(groups.get("ci"))
     if (linehaul := groups.get("json")) is not None:
@@ -187,11 +195,19 @@ def _other_agent(text: str) -> Agent:
     ):
         platform = "darwin"
     browser = result.user_agent
+    spider = result.device is not None and result.device.family == "Spider"
+    generic = spider and browser is not None and browser.family.lower() in _GENERIC_SPIDERS
+    if generic and (product := _PRODUCT.search(text)):
+        # ua-parser names the kind, not the crawler: the product the agent names instead
+        name, version = product[1] or product[3], product[2] or product[4]
+        return Agent(name.lower(), version, platform, True)
+    if spider and any(library in text.lower() for library in NOT_SPIDERS):
+        spider = False
     return Agent(
         _client_name(browser.family) if browser else None,
         _browser_version(browser) if browser else None,
         platform,
-        result.device is not None and result.device.family == "Spider",
+        spider,
     )
 
 
