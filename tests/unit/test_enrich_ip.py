@@ -79,6 +79,15 @@ def test_a_country_level_location_has_no_coordinates(enricher: IpEnricher) -> No
         ("151.101.1.69", "Fastly", "fastly.com", "US"),
         ("140.82.112.3", "GitHub", "github.com", "US"),
         ("62.171.128.1", "Contabo", "contabo.com", "DE"),
+        # names of the same providers' other networks (an enrichment hunt: not recognised)
+        ("23.19.0.1", "Leaseweb", "leaseweb.com", "US"),
+        ("5.61.32.1", "Leaseweb", "leaseweb.com", "DE"),
+        ("2.16.37.1", "Akamai", "akamai.com", "GB"),
+        ("23.4.92.1", "Akamai", "akamai.com", "US"),
+        ("1.92.0.1", "Huawei Cloud", "huaweicloud.com", "CN"),
+        ("208.167.225.1", "Vultr", "vultr.com", "US"),
+        ("137.75.122.1", "Google Cloud", "cloud.google.com", "US"),
+        ("2.57.88.1", "Hostinger", "hostinger.com", "NL"),
     ],
 )
 def test_cloud_traffic_is_hosting_with_the_provider_as_company(
@@ -142,8 +151,8 @@ def test_a_2018_city_in_another_country_than_todays_is_dropped(enricher: IpEnric
         ("5.44.128.1", "Ministry of Justice of Georgia", "government"),
         ("2.58.102.1", "Deutsche Telekom AG", "isp"),
         ("23.24.0.1", "COMCAST", "isp"),
-        ("2.57.88.1", "Hostinger International Limited", "hosting"),
         ("17.0.0.1", "Apple", "business"),
+        ("64.15.113.1", "Google", "business"),  # Google's offices, not its cloud
         ("31.13.24.1", "Meta", "business"),
     ],
 )
@@ -271,6 +280,7 @@ def test_a_curated_as_number_wins_over_the_name() -> None:
         ("Police Bank Limited", "business"),
         ("Government Savings Bank", "business"),
         ("Federal Ministry of the Interior", "government"),
+        ("IDC Frontier Inc.", "hosting"),  # a data centre, not the US ISP (an enrichment hunt)
     ],
 )
 def test_connection_type_rules(name: str, connection_type: str | None) -> None:

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 #: When the curated table was last checked against the bundled data (reported as its date).
-TABLE_REVIEWED = "2026-11-22"
+TABLE_REVIEWED = "2026-12-07"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ KNOWN_NETWORKS: tuple[KnownNetwork, ...] = (
            ("AMAZON-02", "AMAZON-AES", "Amazon Data Services Ireland Ltd")),
     _cloud("Google Cloud", "cloud.google.com", "google.com", (15169, 396982, 19527, 139070),
            ("GOOGLE", "GOOGLE-CLOUD-PLATFORM", "GOOGLE-2", "Google Asia Pacific Pte. Ltd.",
-            "GOOGLE CLOUD NETWORKING")),
+            "GOOGLE CLOUD NETWORKING", "Google Singapore Pte. Ltd.", "GOOGLE-PRIVATE-CLOUD")),
     _cloud("Microsoft Azure", "azure.microsoft.com", "microsoft.com", (8075,),
            ("MICROSOFT-CORP-MSN-AS-BLOCK",)),
     _cloud("DigitalOcean", "digitalocean.com", "digitalocean.com", (14061,), ("DIGITALOCEAN-ASN",)),
@@ -81,7 +81,7 @@ KNOWN_NETWORKS: tuple[KnownNetwork, ...] = (
     _cloud("Akamai Cloud (Linode)", "linode.com", "akamai.com", (63949,),
            ("Akamai Connected Cloud",)),
     _cloud("Akamai", "akamai.com", "akamai.com", (20940, 16625),
-           ("Akamai International B.V.", "AKAMAI-AS")),
+           ("Akamai International B.V.", "AKAMAI-AS", "AKAMAI", "Akamai Technologies Tokyo ASN")),
     _cloud("Oracle Cloud", "cloud.oracle.com", "oracle.com", (31898,), ("ORACLE-BMC-31898",)),
     _cloud("Alibaba Cloud", "alibabacloud.com", "alibabacloud.com", (45102, 37963),
            ("Alibaba US Technology Co., Ltd.", "Hangzhou Alibaba Advertising Co.,Ltd.",
@@ -89,7 +89,7 @@ KNOWN_NETWORKS: tuple[KnownNetwork, ...] = (
     _cloud("Cloudflare", "cloudflare.com", "cloudflare.com", (13335, 209242),
            ("CLOUDFLARENET", "Cloudflare London, LLC", "Cloudflare, Inc.", "Cloudflare Inc",
             "CLOUDFLARENET-SFO", "CLOUDFLARENET-SFO05", "Cloudflare Sydney, LLC")),
-    _cloud("Vultr", "vultr.com", "vultr.com", (20473,), ("AS-CHOOPA",)),
+    _cloud("Vultr", "vultr.com", "vultr.com", (20473,), ("AS-CHOOPA", "AS-CHOOPA3")),
     _cloud("Scaleway", "scaleway.com", "scaleway.com", (12876,), ("Scaleway S.a.s.",)),
     _cloud("Tencent Cloud", "tencentcloud.com", "tencent.com", (132203, 45090),
            ("Tencent Building, Kejizhongyi Avenue",
@@ -99,13 +99,29 @@ KNOWN_NETWORKS: tuple[KnownNetwork, ...] = (
     _cloud("GitHub", "github.com", "github.com", (36459,), ("GITHUB",)),
     _cloud("Contabo", "contabo.com", "contabo.com", (51167, 141995),
            ("Contabo GmbH", "Contabo Asia Private Limited")),
-    _cloud("Huawei Cloud", "huaweicloud.com", "huawei.com", (136907,), ("HUAWEI CLOUDS",)),
+    _cloud("Huawei Cloud", "huaweicloud.com", "huawei.com", (136907,),
+           ("HUAWEI CLOUDS", "Huawei Cloud Service data center")),
     _cloud("Leaseweb", "leaseweb.com", "leaseweb.com", (60781, 16265),
-           ("LeaseWeb Netherlands B.V.", "LeaseWeb Network B.V.")),
+           ("LeaseWeb Netherlands B.V.", "LeaseWeb Network B.V.", "Leaseweb Deutschland GmbH",
+            "Leaseweb Uk Limited", "Leaseweb Asia Pacific pte. ltd.", "Leaseweb Japan K.K.",
+            "LEASEWEB AUSTRALIA PTY LIMITED", "LEASEWEB-USA-WDC", "LEASEWEB-USA-LAX",
+            "LEASEWEB-USA-SEA", "LEASEWEB-USA-PHX", "LEASEWEB-USA-SFO", "LEASEWEB-USA-MIA",
+            "LEASEWEB-USA-CHI", "LEASEWEB-USA-DAL", "LEASEWEB-USA-NYC")),
+    # names only: their AS numbers are not checked here (a wrong one would claim a network)
+    _cloud("IONOS", "ionos.com", "ionos.com", (), ("IONOS SE",)),
+    _cloud("netcup", "netcup.com", "netcup.com", (), ("netcup GmbH",)),
+    _cloud("Kamatera", "kamatera.com", "kamatera.com", (),
+           ("KAMATERA", "Kamatera Inc", "Kamatera, Inc.")),
+    _cloud("UpCloud", "upcloud.com", "upcloud.com", (), ("UpCloud Ltd", "UPCLOUDUSA")),
+    _cloud("Hostwinds", "hostwinds.com", "hostwinds.com", (), ("HOSTWINDS",)),
+    _cloud("Hostinger", "hostinger.com", "hostinger.com", (),
+           ("Hostinger International Limited",)),
     # companies whose own networks carry their staff and services, not customers' machines
     _business("Apple", "apple.com", (714, 6185), ("APPLE-ENGINEERING", "APPLE-AUSTIN")),
     _business("Meta", "meta.com", (32934,), ("FACEBOOK",)),
     _business("Microsoft", "microsoft.com", (3598,), ("MICROSOFT-CORP-AS",)),
+    _business("Google", "google.com", (), ("GOOGLE-IT", "Google Ireland Limited",
+                                           "Google Switzerland GmbH")),
 )
 
 # First match wins, so the more specific kinds come first ("Federal University" is education,
@@ -123,7 +139,8 @@ CONNECTION_TYPE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("government", r"government|\bgov\b|\.gov\b|\bministry\b|ministerio|minist[eè]re|federal"
                        r"|state agency|department of|\bcounty\b|municipal|city of |parliament"
                        r"|\bdod\b|armed forces|military|police|tribunal|prefeitura|procuradoria"),
-        ("hosting", r"hosting|\bhost\b|data ?cent(er|re)|colocation|\bcolo\b|\bvps\b"
+        # "IDC": an internet data centre, as Asian hosts name themselves ("IDC Frontier")
+        ("hosting", r"hosting|\bhost\b|data ?cent(er|re)|colocation|\bcolo\b|\bvps\b|\bidc\b"
                     r"|\bservers?\b|\bclouds?\b|\bcdn\b"),
         ("isp", r"tele(com|kom|communica|comunica|fon|phone)|broadband|\bcable|communications?\b"
                 r"|mobile|wireless|cellular|\bisp\b|internet service|internet provider|\bdsl\b"
