@@ -192,6 +192,21 @@ def test_known_addresses_are_located(api: Server) -> None:
     assert done["warnings_total"] == 0
 
 
+def test_an_address_with_its_port_or_in_a_list_is_located(api: Server) -> None:
+    """As load balancers' logs and X-Forwarded-For write them (an enrichment hunt: each was an
+    invalid address, the event without location or ids)."""
+    alice = Importer(api)
+    done, rows = alice.run(
+        event("8.8.8.8:443", CURL),
+        event("[2a01:4f8::1]:8443", CURL),
+        event("8.8.8.8, 10.0.0.1", CURL),
+    )
+    assert done["warning_log_sample"] == []
+    assert [rows[n]["origin_country"] for n in (1, 2, 3)] == ["US", "DE", "US"]
+    assert rows[1]["origin_id"] == rows[3]["origin_id"]  # the same address, the same agent
+    assert rows[1]["endpoint_id"] == rows[3]["endpoint_id"] is not None
+
+
 def test_private_reserved_and_invalid_addresses_get_no_location(api: Server) -> None:
     alice = Importer(api)
     invalid = "152.241.796.177"

@@ -44,6 +44,17 @@ def enricher() -> Enricher:
         ("152.241.796.177", None),
         ("", None),
         ("example.com", None),
+        # with a port, or a list (an enrichment hunt: refused as invalid before)
+        ("45.33.21.77:443", "45.33.21.77"),
+        ("[2600:3c00::42]:443", "2600:3c00::42"),
+        ("[::ffff:8.8.8.8]", "8.8.8.8"),
+        ("129.146.77.88, 10.0.0.1", "129.146.77.88"),
+        (" 2001:db8::1 ,8.8.8.8", "2001:db8::1"),
+        ("1.2.3.4:65536", None),
+        ("1.2.3.4:", None),
+        ("[1.2.3.4]:80", None),
+        (", 8.8.8.8", None),
+        ("example.com:443", None),
     ],
 )
 def test_canonical_address(text: str, canonical: str | None) -> None:

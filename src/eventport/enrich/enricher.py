@@ -88,20 +88,36 @@ _PLAIN_IPV4 = re.compile(  # ASCII digits only: fullwidth or Arabic-Indic digits
 
 
 def canonical_address(text: str) -> str | None:
-    """The address in canonical form (IPv4-mapped IPv6 as IPv4), or None if not an address."""
+    """The address in canonical form (IPv4-mapped IPv6 as IPv4), or None if not an address.
+
+    Also read as their address: one with its port, as load balancers' logs write the client
+    (``203.0.113.9:443``, ``[2001:db8::1]:443``), and a list, as ``X-Forwarded-For`` holds
+    one (``203.0.113.9, 10.0.0.1``: its first, the client)."""
     text = text.strip()
     if _PLAIN_IPV4.fullmatch(text):
         return text
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        if "," in text:
+            return canonical_address(text.split(",", 1)[0])
+        with_port = _WITH_PORT.fullmatch(text)
+        if with_port is None or int(with_port["port"] or with_port["port6"] or 0) > 65535:
+            return None
+        return canonical_address(with_port["ipv4"] or with_port["ipv6"])
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
         if address.scope_id is not None:  # '%eth0': the sender's interface, not the address
             return str(ipaddress.IPv6Address(int(address)))
     return str(address)
+
+
+# An IPv4 address and its port, or an IPv6 address in brackets and maybe a port (RFC 3986's form).
+_WITH_PORT = re.compile(
+    r"(?P<ipv4>\d{1,3}(?:\.\d{1,3}){3}):(?P<port>\d{1,5})"
+    r"|\[(?P<ipv6>[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%[\w.-]+)?)\](?::(?P<port6>\d{1,5}))?"
+)
 
 
 def canonical_addresses(texts: Sequence[str]) -> list[str | None]:
