@@ -1,4 +1,10 @@
-"""The date range of an export: ``YYYY-MM-DD`` dates, start inclusive, end exclusive, UTC.
+"""The date range of an export: ``YYYY-MM-DD`` dates, start inclusive, end exclusive, UTC;
+an end equal to the start asks for that one day.
+
+Scarf's own PostgreSQL exporter asks for the days after the last one it holds "through the end
+of yesterday", with ``start_date`` and ``end_date`` both yesterday on its daily run; refused
+(an empty range), that run failed every day. The day it names is what it wants, and no other
+request meant anything by an empty range.
 
 Both API versions use these rules; only the parameter names differ (v1 ``startDate``, v2
 ``start_date``). Errors carry Scarf's export error codes (its ``PackageEventExportError``):
@@ -43,15 +49,18 @@ def parse_range(
     max_days: int,
     names: tuple[str, str] = ("start_date", "end_date"),
 ) -> tuple[datetime, datetime]:
-    """``[start, end)`` as aware UTC datetimes at midnight, at most ``max_days`` long."""
+    """``[start, end)`` as aware UTC datetimes at midnight, at most ``max_days`` long (an end
+    equal to the start: that day)."""
     first = parse_date(names[0], start)
     last = parse_date(names[1], end)
-    if last <= first:
+    if last < first:
         raise BadRequest(
-            f"{names[1]} {last.isoformat()} must be after {names[0]} {first.isoformat()} "
-            f"(the end date is exclusive)",
+            f"{names[1]} {last.isoformat()} must not be before {names[0]} {first.isoformat()} "
+            f"(the end date is exclusive; the same date asks for that one day)",
             code=INVALID,
         )
+    if last == first:
+        last += timedelta(days=1)
     if last - first > timedelta(days=max_days):
         raise BadRequest(
             f"the range from {first.isoformat()} to {last.isoformat()} is "
