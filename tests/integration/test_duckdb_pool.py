@@ -3,6 +3,8 @@ one while an export or aggregate runs (events/duckdb_pool.py), on real DuckDB fi
 
 from __future__ import annotations
 
+import random
+import string
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +200,37 @@ def test_a_commit_that_runs_out_of_the_write_limit_fails_and_widens_the_limit(
         _write(store, 0, 1_000)  # the next attempt: whole, at the full limit
         assert store.count(owner_id="owner-a") == 1_000
         assert store.checkpoint("import-1") == checkpoint(line=1_001)
+    finally:
+        store.close()
+
+
+def test_a_commit_of_large_texts_that_runs_out_of_the_write_limit_widens_it(
+    tmp_path: Path,
+) -> None:
+    """For real, not made to fail: 45 events of 1 MB of random letters each, at the default
+    write limit. DuckDB's commit then cannot pin a block and says so as a TransactionException,
+    not an out-of-memory error: the limit was never widened, and every attempt of such an import
+    failed the same way until it gave up (a line-reader hunt)."""
+    rng = random.Random(7)
+
+    def batch() -> Any:
+        made = make_batch([f"e{i}" for i in range(45)], package_id="pkg")
+        made["variables"] = [
+            "p=" + "".join(rng.choices(string.ascii_letters, k=1_000_000)) for _ in range(45)
+        ]
+        return made
+
+    store = DuckDBEventStore(
+        tmp_path / "events.duckdb", memory_limit="512MB", write_memory_limit="40MB"
+    )
+    try:
+        store.setup()
+        with pytest.raises(EventStoreError, match="resumes from its last checkpoint"):
+            store.write_batch("owner-a", batch(), checkpoint(line=46))
+        assert store.count(owner_id="owner-a") == 0
+        assert _setting(store) == _shown("512MB")
+        store.write_batch("owner-a", batch(), checkpoint(line=46))  # the import's next attempt
+        assert store.count(owner_id="owner-a") == 45
     finally:
         store.close()
 

@@ -341,6 +341,25 @@ def test_a_custom_variable_keeps_an_integer_of_any_size(api: Server) -> None:
     assert rows[2]["variables"] == "id=12345678901234567890123&small=1.5"
 
 
+def test_negative_integers_below_64_bits_stay_exact(api: Server) -> None:
+    """-2**63 - 1 has 19 digits only, which the read-again rule (20) missed: orjson made two
+    such $unique_ids one double, and the second event replaced the first (a line-reader hunt)."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = (
+        b'{"$time":1,"$unique_id":-9223372036854775809,"n":-9223372036854775809}\n'
+        b'{"$time":2,"$unique_id":-9223372036854775810}\n'
+    )
+    done = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", body)["id"]
+    )
+    assert counts(done) == (2, 2, 0)
+    assert done["warning_log_sample"] == []
+    rows = {r["line"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    assert (rows[1]["id"], rows[2]["id"]) == ("-9223372036854775809", "-9223372036854775810")
+    assert rows[1]["variables"] == "n=-9223372036854775809"
+
+
 def test_csv_import(api: Server) -> None:
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")

@@ -107,3 +107,12 @@ class PoolLimit:
         if self._now != limit:
             set_limit(limit)
             self._now = limit
+
+
+def ran_out_of_memory(exc: BaseException) -> bool:
+    """Whether DuckDB failed for want of memory: an out-of-memory error, or a commit that could
+    not pin a block (DuckDB 2.0 raises that as a TransactionException: "Failed to commit:
+    failed to pin block of size 980.0 KiB (37.8 MiB/38.1 MiB used)")."""
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return True
+    return isinstance(exc, duckdb.TransactionException) and "failed to pin block" in str(exc)

@@ -39,7 +39,7 @@ from eventport.events.duckdb_layout import (
     quoted,
     row_value,
 )
-from eventport.events.duckdb_pool import size_bytes
+from eventport.events.duckdb_pool import ran_out_of_memory, size_bytes
 from eventport.events.schema import (
     COLUMNS,
     ColumnType,
@@ -363,7 +363,9 @@ def within_memory(items: Iterator[T], limit: str) -> Iterator[T]:
     what to do), not as an internal error."""
     try:
         yield from items
-    except duckdb.OutOfMemoryException as exc:
+    except duckdb.Error as exc:
+        if not ran_out_of_memory(exc):
+            raise
         raise OutOfMemory(
             f"the event store needs more memory for this request than it may use ({limit}, "
             "EVENTPORT_DUCKDB_MEMORY_MB): ask for a shorter time range, or raise the limit"

@@ -103,7 +103,7 @@ from eventport.events.duckdb_layout import (
     with_keys,
 )
 from eventport.events.duckdb_pipeline import WindowPipeline
-from eventport.events.duckdb_pool import PoolLimit, set_memory_limit, size_bytes
+from eventport.events.duckdb_pool import PoolLimit, ran_out_of_memory, set_memory_limit, size_bytes
 from eventport.events.duckdb_queries import (
     ARTIFACT,
     BY_VARIABLE,
@@ -576,7 +576,9 @@ class DuckDBEventStore:
         limit if it ran out of the write limit (see events/duckdb_pool.py)."""
         try:
             return attempt()
-        except duckdb.OutOfMemoryException:
+        except duckdb.Error as exc:
+            if not ran_out_of_memory(exc):
+                raise
             if not self._pool.widen(lambda limit: set_memory_limit(cursor, limit)):
                 raise  # the full limit was not enough either
             return attempt()

@@ -804,7 +804,7 @@ def _json_fallback(raw: bytes, exc: orjson.JSONDecodeError) -> Any:
 
 # A run of digits longer than any integer orjson reads exactly (it turns those past 64 bits
 # into doubles, silently: 12345678901234567890123 became 1.2345678901234568e+22).
-_LONG_DIGITS = re.compile(rb"\d{20}")
+_LONG_DIGITS = re.compile(rb"\d{20}|-\d{19}")
 
 
 def _exact_numbers(raw: bytes, obj: Any) -> Any:
