@@ -117,9 +117,12 @@ class Fuzzer:
                 lines.append(self.mutate(self.event()))
         end = rng.choice([b"\n", b"\r\n"])
         body = end.join(lines) + rng.choice([b"", end, end + end])
-        # a lone "{" or "[" first: pretty-printed JSON, which no line could pass
-        first = next((line.strip() for line in lines if line.strip()), b"")
-        self.unusable = first in (b"{", b"[")
+        # a lone "{" or "[" first: pretty-printed JSON, which no line could pass, unless the
+        # next two lines (or the one) are objects: a stray bracket before NDJSON
+        filled = [line.strip() for line in lines if line.strip()]
+        self.unusable = bool(filled) and filled[0] in (b"{", b"[")
+        if self.unusable and filled[1:]:
+            self.unusable = not all(_an_object(line) for line in filled[1:3])
         return b"\xef\xbb\xbf" + body if rng.random() < 0.05 else body
 
     def csv(self, count: int) -> bytes:
@@ -192,3 +195,10 @@ def test_fuzzed_uploads_end_with_counts_that_add_up(api: Server, seed: int) -> N
         assert len({e["line"] for e in errors}) == failed, (where, done)
         stored = api.app.state.events.count(import_id=import_id)
         assert stored == imported, (where, stored, done)
+
+
+def _an_object(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

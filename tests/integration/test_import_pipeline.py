@@ -442,6 +442,9 @@ HOSTILE: list[tuple[str, bytes, dict[str, str], str, tuple[int, int, int]]] = [
     ("raw nul", b'{"$time":1,"a":"x\x00y"}\n{"$time":2}\n', {}, "done", (2, 1, 1)),
     # U+2028 is a line break to str.splitlines(), not to NDJSON.
     ("u+2028", '{"$time":1,"a":"x\u2028y"\n{"$time":2}\n'.encode(), {}, "done", (2, 1, 1)),
+    # A stray bracket before NDJSON lines is that line's error (a line-reader hunt: the whole
+    # import failed as pretty-printed JSON).
+    ("stray brace", b'{\n{"$time": 1}\n{"$time": 2}\n', {}, "done", (3, 2, 1)),
     # A pretty-printed JSON array: no line could be imported, so the file is unusable as a whole
     # (an array on one line is that line's error).
     (

@@ -781,6 +781,11 @@ def test_a_mapped_file_reads_as_the_streamed_one(tmp_path: Path, seed: int) -> N
         pytest.param(b'[{"$time": 1}]\n', None, id="array-on-a-line"),
         pytest.param(b'{"$time": 1}\n{\n', None, id="a-lone-brace-later"),
         pytest.param(b"[1,\n2]\n", None, id="not-alone-on-its-line"),
+        # a stray bracket before NDJSON lines: an error of its own, the rest imported (a
+        # line-reader hunt: the whole import failed, "no line of it could be imported")
+        pytest.param(b'{\n{"$time": 1}\n\n{"$time": 2}\n', None, id="a-stray-brace"),
+        pytest.param(b'[\r\n{"$time": 1}\r\n{"$time": 2}', None, id="a-stray-bracket"),
+        pytest.param(b'[\n  {"$time": 1},\n  {"$time": 2}\n]\n', "JSON array", id="items"),
     ],
 )
 def test_pretty_printed_json_is_refused(tmp_path: Path, data: bytes, refused: str | None) -> None:

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final, Literal
 
+import orjson
+
 from eventport.domain.text import without_addresses
 from eventport.imports.records import MAX_LINE_BYTES, Code, CsvCells, SpanProblem, parse_time
 
@@ -788,10 +790,32 @@ def refuse_pretty_json(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
     first = next(chunks, None)  # only the first chunk can start the file
     if first is None:
         return
-    if first.first_line == 1 and (opened := _JSON_OPENED.match(first.block[:_LOOK])):
+    head = first.block[:_LOOK]
+    opened = _JSON_OPENED.match(head) if first.first_line == 1 else None
+    if opened and not _one_object_a_line(bytes(head[opened.end() :])):
         raise InputUnusable(_SPREAD_OVER_LINES[opened[1]])
     yield first
     yield from chunks
+
+
+def _one_object_a_line(after: bytes) -> bool:
+    """Whether the (up to) two lines with something on them after a file's opening bracket are
+    JSON objects whole: then the bracket is a stray line of an NDJSON file (an error of its
+    own), not the start of JSON spread over lines, whose lines are members, items followed by
+    commas, or the closing bracket."""
+    seen = 0
+    for line in after.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            if not isinstance(orjson.loads(line), dict):
+                return False
+        except orjson.JSONDecodeError:
+            return False
+        seen += 1
+        if seen == 2:
+            break
+    return seen > 0
 
 
 # --- entry point ------------------------------------------------------------------------------
