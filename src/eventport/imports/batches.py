@@ -16,7 +16,7 @@ from eventport.events.store import PreparedBatch
 from eventport.imports.decoding import DECODED_SCHEMA
 from eventport.imports.formats import Chunk
 from eventport.imports.log_lines import LineWarnings
-from eventport.imports.records import LogEntry
+from eventport.imports.records import LogEntry, failed_line_count
 from eventport.threads import name_this_thread
 
 
@@ -28,15 +28,18 @@ class PendingBatch:
         self.rows = 0
         self.bytes = 0  # of the decoded events' Arrow buffers
         self.entries: list[LogEntry] = []
+        self.failed = 0  # lines that failed (their entries stand for them)
         self.line_warnings: list[LineWarnings] = []
         self.last: Chunk | None = None
 
     @property
     def size(self) -> int:
-        """What is held against the batch's size: its events and its log entries (those of the
-        lines that failed stand for those lines). Warnings held as columns do not count: a
-        file whose times have no zone makes batches as large as any other."""
-        return self.rows + len(self.entries)
+        """What is held against the batch's size: its events and the lines that failed.
+        Warnings do not count, neither as entries nor held as columns: a file whose times have
+        no zone makes batches as large as any other, whether its lines are read in C (their
+        warnings columns) or in Python (entries). Counted, the two ended batches at different
+        lines, and a replaced id's message then differed (a line-reader hunt)."""
+        return self.rows + self.failed
 
     def take_events(self) -> pa.Table:
         """The events, handed over (this batch keeps no reference to them)."""
@@ -54,6 +57,7 @@ class PendingBatch:
         self.rows += events.num_rows
         self.bytes += events.nbytes
         self.entries.extend(entries)
+        self.failed += failed_line_count(entries)
         self.line_warnings.extend(line_warnings)
         self.last = chunk
 
