@@ -362,6 +362,18 @@ def test_get_by_name_disambiguates_with_package_type(server: Server) -> None:
     assert ok(alice.get("/api/v1/packages/tool")) == pypi
 
 
+@pytest.mark.parametrize("name", ["routes", "domains", "permissions", "tool"])
+def test_a_scoped_npm_package_is_found_by_name(server: Server, name: str) -> None:
+    """ "@acme/routes" (its %2F decoded before routing) was taken for the routes of a package
+    "@acme": 404 (a compatibility hunt)."""
+    alice = server.user("alice")
+    scoped = make_package(alice, package_body(f"@acme/{name}", "npm"))
+    for path in (f"/api/v1/packages/@acme/{name}", f"/api/v1/packages/%40acme%2F{name}"):
+        assert ok(alice.get(path)) == scoped
+        assert ok(alice.get(path, params={"packageType": "npm"})) == scoped
+    failed(server.user("bob").get(f"/api/v1/packages/@acme/{name}"), 404, "not found")
+
+
 def test_docker_urls(server: Server) -> None:
     alice = server.user("alice")
     created = make_package(

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import IntegrityError
+from starlette.convertors import Convertor, register_url_convertor
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,20 @@ class ControlRoute(APIRoute):
         if not inspect.iscoroutinefunction(endpoint):
             endpoint = retrying_conflicts(endpoint)
         super().__init__(path, endpoint, **kwargs)
+
+
+def register_segment(name: str, pattern: str) -> None:
+    """Routes may then name ``{param:name}``: a segment that matches ``pattern`` only, taken as
+    it is, so that a route of such a segment can come before, and leave the others to, a wider
+    one."""
+
+    class Segment(Convertor[str]):
+        regex = pattern
+
+        def convert(self, value: str) -> str:
+            return value
+
+        def to_string(self, value: str) -> str:
+            return value
+
+    register_url_convertor(name, Segment())

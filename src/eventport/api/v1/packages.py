@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.orm import Session
 
 from eventport.api.deps import Actor, Db, Events, forget_events
-from eventport.api.routing import ControlRoute
+from eventport.api.routing import ControlRoute, register_segment
 from eventport.api.v1 import shapes
 from eventport.control import packages as store
 from eventport.control.accounts import namespace_access
@@ -115,6 +115,24 @@ def list_packages(db: Db, actor: Actor) -> list[dict[str, Any]]:
 def create_package(body: shapes.PackageUpsert, db: Db, actor: Actor) -> dict[str, Any]:
     with db.session() as s:
         return shapes.package(create_in(s, actor, actor.name, body))
+
+
+# The scope of an npm package's name (``@acme`` of ``@acme/routes``): no package id, and no
+# name of its own (npm's names put no ``@`` first but a scope's).
+register_segment("npm_scope", "@[^/]+")
+
+
+# Before the /{package_id}/... routes: a scoped npm package may be named "@acme/routes" (its
+# %2F decoded before routing), a package by name, not the routes of a package "@acme".
+@router.get("/{scope:npm_scope}/{name:path}")
+def get_scoped_package(
+    scope: str,
+    name: str,
+    db: Db,
+    actor: Actor,
+    package_type: Annotated[shapes.LibraryType | None, Query(alias="packageType")] = None,
+) -> dict[str, Any]:
+    return get_package(f"{scope}/{name}", db, actor, package_type)
 
 
 @router.get("/{package_id}/permissions")

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.convertors import Convertor, register_url_convertor
 
 from eventport.api.deps import Actor, Db, Events, forget_events
 from eventport.api.errors import error_response
 from eventport.api.pagination import After, PerPage, links, page
-from eventport.api.routing import ControlRoute
+from eventport.api.routing import ControlRoute, register_segment
 from eventport.api.v2 import shapes
 from eventport.api.v2.bodies import DomainBody, PackageBody, PackageType, PermissionBody, RouteBody
 from eventport.control import packages as store
@@ -75,19 +74,8 @@ def create_package(owner: str, body: PackageBody, request: Request, db: Db, acto
         return shapes.package(request, store.create_package(s, actor, owner, _fields(body)))
 
 
-class PackageTypeSegment(Convertor[str]):
-    """A path segment naming a package type. A package id is a UUID, so never one of these."""
-
-    regex = "|".join(get_args(PackageType))
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("package_type", PackageTypeSegment())
+# A path segment naming a package type. A package id is a UUID, so never one of these.
+register_segment("package_type", "|".join(get_args(PackageType)))
 
 
 # Before the /{owner}/{package_id}/... routes: an npm package may be named "routes" or "domains",
