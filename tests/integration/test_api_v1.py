@@ -374,6 +374,19 @@ def test_a_scoped_npm_package_is_found_by_name(server: Server, name: str) -> Non
     failed(server.user("bob").get(f"/api/v1/packages/@acme/{name}"), 404, "not found")
 
 
+def test_the_package_list_with_a_trailing_slash_is_redirected(server: Server) -> None:
+    """As every route's trailing slash is; it was a 404 "package '' not found" (a compatibility
+    hunt)."""
+    alice = server.user("alice")
+    make_package(alice, package_body("tool", "npm"))
+    response = alice.get("/api/v1/packages/", follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"].endswith("/api/v1/packages")
+    assert [p["name"] for p in ok(alice.get("/api/v1/packages/", follow_redirects=True))] == [
+        "tool"
+    ]
+
+
 def test_docker_urls(server: Server) -> None:
     alice = server.user("alice")
     created = make_package(

@@ -248,7 +248,12 @@ def delete_package(
     return Response(status_code=204)
 
 
-@router.get("/{package_ref:path}")
+# A name with a slash ("@acme/tool", "acme/app"), never none: "/api/v1/packages/" is redirected
+# to the list, as every route's trailing slash is (it was a 404 "package '' not found").
+register_segment("package_ref", ".+")
+
+
+@router.get("/{package_ref:package_ref}")
 def get_package(
     package_ref: str,
     db: Db,
