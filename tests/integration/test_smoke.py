@@ -94,3 +94,25 @@ def test_a_request_without_a_valid_token_gets_401_before_its_body_is_judged(
     )
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["message"]
+
+
+def test_every_get_route_answers_head(server: Server) -> None:
+    """As GET, without the body (a compatibility hunt: every route but /healthz answered 405,
+    a CSV export's too)."""
+    alice = server.user("alice")
+    created = alice.post("/v2/packages/alice", json={"name": "head-pad", "type": "npm"})
+    assert created.status_code == 201, created.text
+    for path in (
+        "/v2/packages/alice",
+        f"/v2/packages/alice/{created.json()['id']}",
+        "/v2/packages/alice/events?start_date=2024-06-01&end_date=2024-06-02",
+        "/api/v1/packages",
+        "/v2/packages/nobody",  # an error too
+    ):
+        got, head = alice.get(path), alice.head(path)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        if "content-length" in got.headers:
+            assert head.headers["content-length"] == got.headers["content-length"], path
+    refused = alice.head("/v2/imports/alice/none/abort")  # a POST route: not a GET
+    assert (refused.status_code, refused.headers["allow"]) == (405, "POST")

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from eventport import __version__
 from eventport.api import errors
-from eventport.api.middleware import BodyLimit, RejectNulInUrl
+from eventport.api.middleware import BodyLimit, HeadAsGet, RejectNulInUrl
 from eventport.api.v1 import export as v1_export
 from eventport.api.v1 import organizations as v1_organizations
 from eventport.api.v1 import packages as v1_packages
@@ -55,14 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, streaming=v2_imports.UPLOADS)
     app.add_middleware(RejectNulInUrl)
+    app.add_middleware(HeadAsGet)  # outermost: HEAD is a GET to everything after it
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         """Liveness: answers 200 once the server has started and migrated its store."""
         return {"status": "ok", "version": __version__}
-
-    # HEAD too (no body): load balancers and uptime checks often probe with it.
-    app.head("/healthz", include_in_schema=False)(healthz)
 
     # Every API route may answer these, with the API's own error body (exports add 503, uploads
     # 415 and 507, on their routers and routes).

@@ -1,4 +1,4 @@
-"""ASGI middleware that guards every request before routing: URL hygiene and body size."""
+"""ASGI middleware that sees every request before routing: URL hygiene, body size, HEAD."""
 
 from __future__ import annotations
 
@@ -89,4 +89,20 @@ class RejectNulInUrl:
             )
             await response(scope, receive, send)
             return
+        await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET is, without the body (RFC 9110: a server that
+    answers GET answers HEAD), on every route, where FastAPI's routes take only the methods
+    they name (a HEAD of a CSV export was a 405). The app sees a GET; uvicorn, whose scope
+    still says HEAD, sends the headers and no body. A streamed answer (an export) is still
+    made whole, and its body dropped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
         await self.app(scope, receive, send)
