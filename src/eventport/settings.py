@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         "EVENTPORT_DUCKDB_MEMORY_MB) of the blocks it frees for reuse instead of returning "
         "them to the system.",
     )
+    csv_escape_formulas: bool = Field(
+        True,
+        description="In CSV exports, put a ' before a text that a spreadsheet would read as a "
+        "formula (one starting =, +, -, @, a tab or a carriage return), as OWASP advises. "
+        "Off: texts exactly as stored, for exports read by programs (Scarf's PostgreSQL "
+        "exporter, say) rather than spreadsheets; a scoped npm name then stays @scope/name.",
+    )
     keep_ip_addresses: bool = Field(
         False,
         description="Store each event's raw IP address (column remote_address). Off by default: "

@@ -345,6 +345,24 @@ def test_formula_injection_is_escaped(world: World) -> None:
     assert (v1["user_agent"], v1["package"]) == ("'" + FORMULA, "widget")
 
 
+def test_formulas_as_stored_where_the_operator_says(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EVENTPORT_CSV_ESCAPE_FORMULAS=false: for files programs read, not spreadsheets (Scarf's
+    PostgreSQL exporter stored "'@scope/name" and "'-": a compatibility hunt)."""
+    w = world
+    monkeypatch.setattr(w.server.settings, "csv_escape_formulas", False)
+    params = {"start_date": "2024-07-01", "end_date": "2024-07-02"}
+    _, [w6] = csv_rows(w.alice.get(f"/v2/packages/acme/{w.widget}/events", params=params))
+    assert w6["user_agent"] == FORMULA
+    assert (w6["referer"], w6["version"], w6["type"]) == ("@SUM(A1)", "-1", "+download")
+    v1_params = {"startDate": "2024-07-01", "endDate": "2024-07-02"}
+    _, [v1] = csv_rows(
+        w.alice.get(f"/api/v1/packages/{w.widget}/events/july.csv", params=v1_params)
+    )
+    assert v1["user_agent"] == FORMULA
+
+
 # --- v1 event CSVs ----------------------------------------------------------------------------
 
 

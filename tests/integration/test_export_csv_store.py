@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventport.events.store import EventStore
-from eventport.export.csv import V1_LAYOUT, CsvLayout, csv_lines, v2_layout
+from eventport.export.csv import V1_LAYOUT, CsvLayout, csv_lines, v1_layout, v2_layout
 from eventport.export.query import EventQuery
 from tests.integration.test_event_store import open_store as open_store  # the fixture
 from tests.integration.test_export_store import (
@@ -40,7 +40,13 @@ from tests.integration.test_export_store import (
 from tests.integration.test_export_store import event_store as event_store  # the fixture
 from tests.integration.test_export_store import small_windows as small_windows  # the fixture
 
-LAYOUTS = {"v2": v2_layout(), "v2-extra": v2_layout(extra_columns=True), "v1": V1_LAYOUT}
+LAYOUTS = {
+    "v2": v2_layout(),
+    "v2-extra": v2_layout(extra_columns=True),
+    "v1": V1_LAYOUT,
+    "v2-unescaped": v2_layout(extra_columns=True, escape_formulas=False),
+    "v1-unescaped": v1_layout(escape_formulas=False),
+}
 NAMES = {P1: "@scope/widget", P2: 'tool "2", v1', "pkg-unknown": "=cmd"}
 EVERYTHING = EventQuery(
     OWNER, at(1, 1, 1), datetime.max.replace(tzinfo=UTC), (P1, P2), (X1, X2), {X1: P1}
@@ -185,6 +191,11 @@ def test_a_line_as_written(event_store: EventStore) -> None:
     )
     v1 = written(event_store, EVERYTHING, V1_LAYOUT).decode()
     assert v1.startswith('"download","\'@scope/widget","","2024-06-04T13:05:09.250000Z",')
+    # EVENTPORT_CSV_ESCAPE_FORMULAS=false: as stored, for programs that read the file
+    plain = written(event_store, EVERYTHING, v2_layout(escape_formulas=False)).decode()
+    assert plain == text.replace("'=HYPERLINK()", "=HYPERLINK()")
+    v1 = written(event_store, EVERYTHING, v1_layout(escape_formulas=False)).decode()
+    assert v1.startswith('"download","@scope/widget","","2024-06-04T13:05:09.250000Z",')
 
 
 def test_hex_origin_and_endpoint_ids_come_back_as_written(event_store: EventStore) -> None:

@@ -28,6 +28,11 @@ def event_store(request: Request) -> EventStore:
     return events
 
 
+def csv_escape_formulas(request: Request) -> bool:
+    """Whether CSV exports escape what a spreadsheet would read as a formula (a setting)."""
+    return bool(request.app.state.settings.csv_escape_formulas)
+
+
 def forget_events(events: EventStore, deleted: Deleted) -> None:
     """After a deletion has committed: the events of the packages and pixels it took. (An
     import that was writing into them, stopped by the deletion, deletes what it wrote after.)"""
@@ -77,5 +82,6 @@ def _takes_token(route: Any) -> bool:
 
 
 Db = Annotated[ControlDatabase, Depends(control_db)]
+EscapeFormulas = Annotated[bool, Depends(csv_escape_formulas)]
 Actor = Annotated[Account, Depends(current_user)]
 Events = Annotated[EventStore, Depends(event_store)]

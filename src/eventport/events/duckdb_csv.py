@@ -50,12 +50,13 @@ _FORMULA_START: Final = "(61, 43, 45, 64, 9, 13)"
 # its own (half the time on a 32-character id), and a NULL value is no piece at all.
 
 
-def text_field(value: str) -> Pieces:
-    """A text value: quoted, quotes doubled, formula starts escaped; NULL is empty. ``replace``
-    copies every string it is given, so only the strings that hold a quote go through it."""
+def text_field(value: str, escape: bool = True) -> Pieces:
+    """A text value: quoted, quotes doubled, formula starts escaped (with ``escape``); NULL is
+    empty. ``replace`` copies every string it is given, so only the strings that hold a quote
+    go through it."""
+    escaped = f"WHEN ascii({value}) IN {_FORMULA_START} THEN '\"''' " if escape else ""
     return (
-        f"CASE WHEN {value} IS NULL THEN '' WHEN ascii({value}) IN {_FORMULA_START} "
-        "THEN '\"''' ELSE '\"' END",
+        f"CASE WHEN {value} IS NULL THEN '' {escaped}ELSE '\"' END",
         f"CASE WHEN contains({value}, '\"') THEN replace({value}, '\"', '\"\"') ELSE {value} END",
         f"CASE WHEN {value} IS NULL THEN '' ELSE '\"' END",
     )

@@ -23,6 +23,7 @@ from eventport.events.duckdb_csv import (
     Pieces,
     fields_sql,
     sorted_lines,
+    text_field,
     text_of,
 )
 from eventport.events.duckdb_layout import (
@@ -164,14 +165,16 @@ NAMES_VIEW = "eventport_package_names"
 _LOGICAL_TYPES: dict[str, ColumnType] = {c.name: c.type for c in COLUMNS}
 
 
-def _csv_field(column: CsvColumn, table: str = "e") -> Pieces:
+def _csv_field(column: CsvColumn, escape: bool, table: str = "e") -> Pieces:
     """A CSV column's field, of its value cast to its logical type (a no-op while the stored
     column has it): the package's name for a v1 package column, else the column of the
-    events (or of the dimension table) aliased ``table``."""
+    events (or of the dimension table) aliased ``table``; texts' formulas escaped with
+    ``escape``."""
     if column.package_name:  # the event's package, else its pixel's (package_names)
-        return FIELDS["text"](f"CAST(coalesce(n.name, pn.name) AS {SQL_TYPES['text']})")
+        return text_field(f"CAST(coalesce(n.name, pn.name) AS {SQL_TYPES['text']})", escape)
     kind = _LOGICAL_TYPES[column.source]
-    return FIELDS[kind](f"CAST({row_value(column.source, table)} AS {SQL_TYPES[kind]})")
+    value = f"CAST({row_value(column.source, table)} AS {SQL_TYPES[kind]})"
+    return text_field(value, escape) if kind == "text" else FIELDS[kind](value)
 
 
 _PLACE_TEXTS = "eventport_place_texts"
@@ -190,6 +193,7 @@ class DimensionTexts:
     """
 
     def __init__(self, layout: CsvLayout) -> None:
+        self._escape = layout.escape_formulas
         runs: list[tuple[str, list[CsvColumn]]] = []  # ("row" | "place" | "agent", columns)
         for column in layout.columns:
             # A place's fields are all written from its texts, the row's country included.
@@ -202,7 +206,7 @@ class DimensionTexts:
         fields: list[Pieces] = []
         for kind, columns in runs:
             if kind == "row":
-                fields.append(_csv_field(columns[0]))
+                fields.append(_csv_field(columns[0], self._escape))
                 continue
             alias = "fp" if kind == "place" else "fa"
             number = len(self._runs[kind])
@@ -230,7 +234,7 @@ class DimensionTexts:
             if not self._runs[kind]:
                 continue
             listed = ", ".join(
-                f"{fields_sql(_csv_field(c, 'd') for c in columns)} AS t{n}"
+                f"{fields_sql(_csv_field(c, self._escape, 'd') for c in columns)} AS t{n}"
                 for n, columns in enumerate(self._runs[kind])
             )
             named = f"SELECT e.{key} {_SELECTION}"

@@ -11,7 +11,8 @@ written without holding more than one batch. Every value is converted column by 
 * a text value that begins with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
   leading ``'``, so that a spreadsheet opening the file shows it instead of evaluating it as a
   formula (OWASP's advice against CSV injection). This applies to every text column, the v1
-  package name included (so a scoped npm name reads ``'@scope/name``).
+  package name included (so a scoped npm name reads ``'@scope/name``), unless the layout says
+  otherwise (``escape_formulas``: EVENTPORT_CSV_ESCAPE_FORMULAS, for files programs read).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ _WHOLE_SECONDS = r"\.000000$"
 @dataclass(frozen=True)
 class CsvLayout:
     columns: tuple[CsvColumn, ...]
+    escape_formulas: bool = True
 
     @property
     def headers(self) -> tuple[str, ...]:
@@ -141,8 +143,14 @@ class CsvLayout:
 V1_LAYOUT: Final = CsvLayout(V1_COLUMNS)
 
 
-def v2_layout(*, extra_columns: bool = False) -> CsvLayout:
-    return CsvLayout(V2_COLUMNS + V2_EXTRA_COLUMNS if extra_columns else V2_COLUMNS)
+def v2_layout(*, extra_columns: bool = False, escape_formulas: bool = True) -> CsvLayout:
+    return CsvLayout(
+        V2_COLUMNS + V2_EXTRA_COLUMNS if extra_columns else V2_COLUMNS, escape_formulas
+    )
+
+
+def v1_layout(*, escape_formulas: bool = True) -> CsvLayout:
+    return CsvLayout(V1_COLUMNS, escape_formulas)
 
 
 def csv_chunks(
@@ -187,7 +195,7 @@ def encode_batch(
                 values = pc.coalesce(
                     values, names_of(batch.column("pixel_id"), package_names or {})
                 )
-        arrays.append(csv_values(values))
+        arrays.append(csv_values(values, escape=layout.escape_formulas))
     table = pa.RecordBatch.from_arrays(arrays, names=list(layout.headers))
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
@@ -195,13 +203,15 @@ def encode_batch(
     return data
 
 
-def csv_values(values: Any) -> Any:
-    """One column made ready for writing: times formatted, text escaped, the rest as is."""
+def csv_values(values: Any, *, escape: bool = True) -> Any:
+    """One column made ready for writing: times formatted, text escaped (with ``escape``), the
+    rest as is."""
     kind = values.type
     if pa.types.is_timestamp(kind):
         return iso_times(values)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-        return escape_formulas(values.cast(pa.string()))
+        texts = values.cast(pa.string())
+        return escape_formulas(texts) if escape else texts
     return values
 
 

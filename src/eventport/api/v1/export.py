@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from eventport.api.dates import V1_DATES, V1EndDate, V1StartDate, documented_dates
-from eventport.api.deps import Actor, Db
+from eventport.api.deps import Actor, Db, EscapeFormulas
 from eventport.api.errors import documented_as_json
 from eventport.api.v2.export import (
     AGGREGATE_ROWS_AHEAD,
@@ -38,7 +38,7 @@ from eventport.control.models import Account
 from eventport.control.packages import list_visible_packages, package_for
 from eventport.control.pixels import list_pixels
 from eventport.domain.access import Access
-from eventport.export.csv import V1_LAYOUT
+from eventport.export.csv import v1_layout
 from eventport.export.dates import MAX_AGGREGATE_DAYS, MAX_EVENT_DAYS, parse_range
 from eventport.export.query import AggregateRow, Rollup
 
@@ -145,6 +145,7 @@ def package_events(
     db: Db,
     actor: Actor,
     events: Events,
+    escape: EscapeFormulas,
     start_date: V1StartDate = None,
     end_date: V1EndDate = None,
 ) -> StreamingResponse:
@@ -153,7 +154,9 @@ def package_events(
     with db.session() as s:
         package = package_for(s, actor, package_id, Access.READ)
         selection = packages_selection(s, package.owner, [package])
-    return events_csv(events, [selection], start, end, V1_LAYOUT, f"{filename}.csv")
+    return events_csv(
+        events, [selection], start, end, v1_layout(escape_formulas=escape), f"{filename}.csv"
+    )
 
 
 @router.get("/pixels/events/{filename}.csv", openapi_extra=_EVENT_DATES, response_class=CsvAnswer)
@@ -162,6 +165,7 @@ def pixel_events(
     db: Db,
     actor: Actor,
     events: Events,
+    escape: EscapeFormulas,
     start_date: V1StartDate = None,
     end_date: V1EndDate = None,
 ) -> StreamingResponse:
@@ -169,7 +173,9 @@ def pixel_events(
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS, names=V1_DATES)
     with db.session() as s:
         selections = visible_pixels(s, actor)
-    return events_csv(events, selections, start, end, V1_LAYOUT, f"{filename}.csv")
+    return events_csv(
+        events, selections, start, end, v1_layout(escape_formulas=escape), f"{filename}.csv"
+    )
 
 
 def visible_pixels(s: Session, actor: Account) -> list[Selection]:

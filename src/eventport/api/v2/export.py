@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from starlette.types import Message, Send
 
 from eventport.api.dates import V2_DATES, EndDate, StartDate, documented_dates
-from eventport.api.deps import Actor, Db
+from eventport.api.deps import Actor, Db, EscapeFormulas
 from eventport.api.errors import documented_as_json
 from eventport.control.models import Account, Package, TrackingPixel
 from eventport.control.packages import list_owner_packages, owned_package_for, owner_for_listing
@@ -372,6 +372,7 @@ def export_owner_package_events(
     db: Db,
     actor: Actor,
     events: Events,
+    escape: EscapeFormulas,
     start_date: StartDate = None,
     end_date: EndDate = None,
     query: str | None = None,
@@ -381,7 +382,7 @@ def export_owner_package_events(
     CSV. ``extra_columns=true`` appends eventport's own columns to Scarf's."""
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
     reject_query(query)
-    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns), escape_formulas=escape)
     with db.session() as s:
         selection = owner_packages(s, actor, owner)
     name = f"{owner}-packages-{start_date}-{end_date}.csv"
@@ -430,13 +431,14 @@ def export_owner_pixel_events(
     db: Db,
     actor: Actor,
     events: Events,
+    escape: EscapeFormulas,
     start_date: StartDate = None,
     end_date: EndDate = None,
     extra_columns: str | None = None,
 ) -> StreamingResponse:
     """Events of every tracking pixel of the owner the caller may read, as CSV."""
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
-    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns), escape_formulas=escape)
     with db.session() as s:
         account = owner_for_listing(s, actor, owner)
         selection = pixels_selection(account, list_pixels(s, actor, owner))
@@ -455,6 +457,7 @@ def export_package_events(
     db: Db,
     actor: Actor,
     events: Events,
+    escape: EscapeFormulas,
     start_date: StartDate = None,
     end_date: EndDate = None,
     extra_columns: str | None = None,
@@ -462,7 +465,7 @@ def export_package_events(
     """Events of one package, its tracking pixels' included (or of one tracking pixel), as
     CSV."""
     start, end = parse_range(start_date, end_date, max_days=MAX_EVENT_DAYS)
-    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns))
+    layout = v2_layout(extra_columns=flag("extra_columns", extra_columns), escape_formulas=escape)
     with db.session() as s:
         selection, label = package_or_pixel(s, actor, owner, package_id)
     name = f"{owner}-{label}-{start_date}-{end_date}.csv"
