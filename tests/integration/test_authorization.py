@@ -134,6 +134,10 @@ MATRIX: dict[tuple[str, str], Row] = {
         "any-user", 200, body={"name": "mine", "shortDescription": "s", "libraryType": "npm"}
     ),
     ("GET", "/api/v1/packages/{package_ref}"): Row("package-read", 200, {"package_ref": "{npm}"}),
+    # a scoped npm package by name ("@acme/routes": not the routes of a package "@acme")
+    ("GET", "/api/v1/packages/{scope}/{name}"): Row(
+        "package-read", 200, {"scope": "@acme", "name": "routes"}
+    ),
     ("PUT", "/api/v1/packages/{package_ref}"): Row(
         "package-admin",
         200,
@@ -358,10 +362,14 @@ def build_world(server: Server) -> dict[str, str]:
                 outgoing_url="https://dl.example/{version}",
             ),
         )
-        for package in (npm, file):
+        scoped = packages.create_package(
+            s, boss, "acme", PackageFields(name="@acme/routes", type="npm")
+        )
+        for package in (npm, file, scoped):
             packages.set_permission(s, boss, package, "padm", PermissionLevel.ADMIN)
             packages.set_permission(s, boss, package, "blk", PermissionLevel.BLOCKED)
-        packages.set_permission(s, boss, npm, "grantee", PermissionLevel.MEMBER)
+        for package in (npm, scoped):
+            packages.set_permission(s, boss, package, "grantee", PermissionLevel.MEMBER)
         world["npm"], world["file"] = npm.id, file.id
         world["domain_id"] = packages.create_domain(s, npm, "widget.example").id
         world["route_id"] = packages.list_routes(s, file)[0].id
