@@ -314,6 +314,48 @@ def test_a_second_server_on_the_same_embedded_store_is_one_line(
     assert "Traceback" not in result.stderr
 
 
+def test_a_second_embedded_server_on_a_shared_sqlite_control_file_is_one_line(
+    env: dict[str, str], tmp_path: Path, backend: str
+) -> None:
+    """Two servers with data dirs of their own and one SQLite control file each took the
+    other's imports into its own DuckDB file, where the other's exports never looked: every
+    import done, half the owners' events not found (an operations hunt)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("PostgreSQL is shared by any number of servers")
+    shared = {**env, "EVENTPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.sqlite3'}"}
+    first = {**shared, "EVENTPORT_DATA_DIR": str(tmp_path / "a"), "EVENTPORT_WORKERS": "0"}
+    port, log = free_port(), tmp_path / "first.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [EVENTPORT, "serve", "--port", str(port)], env=first, stdout=output, stderr=output
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        second = {**shared, "EVENTPORT_DATA_DIR": str(tmp_path / "b")}
+        result = run("serve", "--port", str(free_port()), env=second, check=False)
+        assert result.returncode == 1, result.stderr
+        assert "another eventport process uses the control database" in result.stderr
+        assert str(tmp_path / "a" / "events.duckdb") in result.stderr  # whose it is
+        assert "Traceback" not in result.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    # Once the first has stopped, the control file may go with another data dir.
+    port, log = free_port(), tmp_path / "second.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [EVENTPORT, "serve", "--port", str(port)],
+            env={**second, "EVENTPORT_WORKERS": "0"},
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+
+
 def test_a_token_label_cannot_forge_a_line_of_the_listing(env: dict[str, str]) -> None:
     name = _unique("lab")
     run("users", "create", name, "--email", f"{name}@example.com", env=env)

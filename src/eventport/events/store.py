@@ -13,6 +13,8 @@ all of it is visible afterwards or none of it is.
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy.engine import make_url
 
 from eventport.events.batch import (
     AGENT_SCHEMA,
@@ -479,6 +482,9 @@ def open_event_store(
 def open_configured_event_store(settings: Settings) -> EventStore:
     """:func:`open_event_store` as the settings say (database URL, data dir, the embedded
     store's id filter and DuckDB memory), set up: what the server and the workers open."""
+    url = settings.database_url
+    if url is not None and not is_postgres_url(url):
+        _claim_control_file(make_url(url).database or "", settings.data_dir / EVENTS_FILE)
     return open_event_store(
         settings.database_url,
         settings.data_dir,
@@ -487,6 +493,43 @@ def open_configured_event_store(settings: Settings) -> EventStore:
         duckdb_write_memory_mb=settings.duckdb_write_memory_mb,
         workers=settings.workers,
     )
+
+
+# The control files this process holds for its embedded event store (see _claim_control_file).
+_CLAIMED: dict[str, int] = {}
+
+
+def _claim_control_file(control: str, events: Path) -> None:
+    """Hold the SQLite control file (a lock on ``<file>.lock``, kept until the process ends)
+    for the embedded event store at ``events``; :class:`EventStoreError` when another process
+    holds it.
+
+    An embedded store belongs to one process, and its imports' rows to the control database:
+    two servers with data dirs of their own and one SQLite control file
+    (``EVENTPORT_DATABASE_URL=sqlite:///…``) each claimed the other's imports and wrote their
+    events into its own DuckDB file, where the other's exports never looked (an operations
+    hunt). A PostgreSQL deployment shares its events; the default keeps the control file in
+    the data dir, which DuckDB's own lock guards. A POSIX record lock is the process's: the
+    servers a test runs in one process, one after another, share it."""
+    path = str(Path(control).resolve())
+    if path in _CLAIMED:
+        return
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another data dir"
+        os.close(fd)
+        raise EventStoreError(
+            f"another eventport process uses the control database {path}, with the embedded "
+            f"event store at {other}: an embedded store belongs to one process, and a second "
+            "one would take imports whose events the first never sees. Give each server a "
+            "control database of its own (leave EVENTPORT_DATABASE_URL unset), or share one "
+            "PostgreSQL database for both control data and events"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(events.resolve()).encode(), 0)
+    _CLAIMED[path] = fd
 
 
 def existing_ids(store: EventStore, owner_id: str, ids: Sequence[str] | pa.Array) -> set[str]:
