@@ -112,6 +112,22 @@ class Settings(BaseSettings):
             raise ValueError("data_dir is empty: name a directory, or leave it unset")
         return value
 
+    @field_validator("geoip_city_database", "geoip_asn_database", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # EVENTPORT_GEOIP_CITY_DATABASE= (empty) was the path ".", "no file at ."
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("data_dir", "geoip_city_database", "geoip_asn_database")
+    @classmethod
+    def _home_expanded(cls, value: Path | None) -> Path | None:
+        # "~/x" from a systemd unit or an .env file, which expand nothing: pathlib took it
+        # for a directory named "~" under the working one, and DuckDB, which expands "~"
+        # itself, put the event store in the home directory: one data dir in two places.
+        return None if value is None else value.expanduser()
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

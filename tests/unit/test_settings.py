@@ -46,3 +46,23 @@ def test_the_spool_is_an_absolute_path_whatever_the_data_dir(
     settings = Settings(data_dir=Path("eventport-data"), database_url=None)
     assert settings.spool_dir == tmp_path / "eventport-data" / "spool"
     assert settings.spool_dir.is_absolute()
+
+
+def test_a_home_directory_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """"~/x" as a systemd unit or an .env file passes it: the control file and spool went to
+    ./~/x and the event store (DuckDB expands "~" itself) to $HOME/x (an operations hunt)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("EVENTPORT_DATA_DIR", "~/x")
+    monkeypatch.setenv("EVENTPORT_GEOIP_ASN_DATABASE", "~/asn.mmdb")
+    settings = Settings()
+    assert settings.data_dir == tmp_path / "x"
+    assert settings.geoip_asn_database == tmp_path / "asn.mmdb"
+    assert settings.resolved_database_url() == f"sqlite:///{tmp_path / 'x' / 'control.sqlite3'}"
+
+
+def test_an_empty_geoip_database_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was the path ".", and "no file at ." (an operations hunt)."""
+    monkeypatch.setenv("EVENTPORT_GEOIP_CITY_DATABASE", "")
+    monkeypatch.setenv("EVENTPORT_GEOIP_ASN_DATABASE", " ")
+    settings = Settings()
+    assert (settings.geoip_city_database, settings.geoip_asn_database) == (None, None)
