@@ -5,6 +5,7 @@ dropped."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def test_only_a_database_out_of_reach_is_a_503(database_url: str, tmp_path: Path
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    from eventport.api.errors import database_unreachable
+    from eventport.control.database import database_unreachable
 
     def raised(url: str, statement: str) -> BaseException:
         engine = create_engine(url)
@@ -110,3 +111,33 @@ def test_only_a_database_out_of_reach_is_a_503(database_url: str, tmp_path: Path
     assert database_unreachable(refused)
     shutdown = raised(database_url, "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '57P01'; END $$")
     assert database_unreachable(shutdown)
+
+
+def test_idle_workers_say_once_that_the_database_is_out_of_reach(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each look for new imports logged a full traceback, twice a second a worker: ~27,000
+    lines a minute with two (an operations hunt). Now one line a worker, no traceback, and one
+    when the database is back."""
+    control = ControlDatabase(database_url)
+    control.migrate()
+    name = database_url.rsplit("/", 1)[1]
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", workers=2)
+    try:
+        with running_server(settings, control), caplog.at_level("INFO", "eventport"):
+            time.sleep(0.5)
+            _accepting(name, False)
+            try:
+                time.sleep(4)  # ~16 looks at the old pace
+            finally:
+                _accepting(name, True)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and caplog.text.count("database is back") < 2:
+                time.sleep(0.2)
+        workers = [r for r in caplog.records if r.name == "eventport.imports.worker"]
+        out = [r for r in workers if "out of reach" in r.getMessage()]
+        assert len(out) == 2, [r.getMessage() for r in workers]
+        assert all(r.exc_info is None for r in workers), [r.getMessage() for r in workers]
+        assert len([r for r in workers if "database is back" in r.getMessage()]) == 2
+    finally:
+        control.dispose()

@@ -49,7 +49,7 @@ def test_the_spool_is_an_absolute_path_whatever_the_data_dir(
 
 
 def test_a_home_directory_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """"~/x" as a systemd unit or an .env file passes it: the control file and spool went to
+    """ "~/x" as a systemd unit or an .env file passes it: the control file and spool went to
     ./~/x and the event store (DuckDB expands "~" itself) to $HOME/x (an operations hunt)."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("EVENTPORT_DATA_DIR", "~/x")

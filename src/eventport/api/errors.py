@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
-from typing import Any, Final
+from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -16,6 +15,7 @@ from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from eventport.control.database import database_unreachable
 from eventport.domain.errors import (
     BadRequest,
     DomainError,
@@ -96,26 +96,6 @@ _MEANINGS = {
 }
 #: The errors every API route may answer (its own JSON error body, not FastAPI's 422 shape).
 COMMON_ERRORS = (400, 401, 403, 404, 413, 422, 503)  # 503: database-unavailable, anywhere
-
-
-# SQLSTATEs of a database out of reach for a while: connection exceptions (class 08), an
-# administrator's or a crash's shutdown, a server starting up, too many connections.
-_UNREACHABLE_STATES: Final = ("08", "57P01", "57P02", "57P03", "53300")
-
-
-def database_unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached now (a restart, a failover, SQLite
-    locked by another process past the wait), rather than that a statement was wrong."""
-    if isinstance(exc, SQLAlchemyOperationalError):
-        if exc.connection_invalidated:
-            return True
-        if isinstance(exc.orig, sqlite3.OperationalError):
-            return str(exc.orig).startswith(("database is locked", "database table is locked"))
-        exc = exc.orig if exc.orig is not None else exc
-    if isinstance(exc, psycopg.OperationalError):
-        state = exc.sqlstate
-        return state is None or state.startswith(_UNREACHABLE_STATES)
-    return False
 
 
 def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError as SQLAlchemyOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -129,3 +132,23 @@ def _migrations_config() -> Any:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+# SQLSTATEs of a database out of reach for a while: connection exceptions (class 08), an
+# administrator's or a crash's shutdown, a server starting up, too many connections.
+_UNREACHABLE_STATES: Final = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (a restart, a failover, SQLite
+    locked by another process past the wait), rather than that a statement was wrong."""
+    if isinstance(exc, SQLAlchemyOperationalError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc.orig, sqlite3.OperationalError):
+            return str(exc.orig).startswith(("database is locked", "database table is locked"))
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith(_UNREACHABLE_STATES)
+    return False

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from eventport.control import imports as control_imports
-from eventport.control.database import ControlDatabase
+from eventport.control.database import ControlDatabase, database_unreachable
 from eventport.control.event_settings import exclusion_rules
 from eventport.control.models import Account, Import, Package, TrackingPixel
 from eventport.control.packages import owned_package_for, writes_every_artifact
@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5  # in a row that commit nothing: then the import fails
 # A worker that cannot read an import's upload leaves it to the other workers this long.
 UNREADABLE_SKIP_SECONDS = 60.0
+# How often, at most, an idle worker looks for the database while it is out of reach.
+UNREACHABLE_WAIT_SECONDS = 5.0
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 
 
@@ -218,20 +220,47 @@ class ImportWorker:
         self._schema_checked_at = -SCHEMA_CHECK_SECONDS  # time.monotonic() of the last look
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
-        """Work until ``stop`` is set; idle workers look for new imports twice a second."""
+        """Work until ``stop`` is set; idle workers look for new imports twice a second.
+
+        While the database is out of reach (a restart, a failover) a worker says so once, in
+        one line, looks again less and less often (up to every UNREACHABLE_WAIT_SECONDS), and
+        says when it is back: each look logged a full traceback, twice a second a worker,
+        ~27,000 lines a minute (an operations hunt)."""
         self.stopping = stop
+        unreachable_since: float | None = None
         while not stop.is_set():
+            wait = 0.5
             try:
                 worked = self.run_once()
-            except Exception:
-                log.exception("import worker %s: unexpected error", self.name)
+            except Exception as exc:
                 worked = False
+                if not database_unreachable(exc):
+                    log.exception("import worker %s: unexpected error", self.name)
+                else:
+                    if unreachable_since is None:
+                        unreachable_since = time.monotonic()
+                        log.warning(
+                            "import worker %s: the database is out of reach (%s); looking "
+                            "again every few seconds",
+                            self.name,
+                            type(getattr(exc, "orig", None) or exc).__name__,
+                        )
+                    waited = time.monotonic() - unreachable_since
+                    wait = min(UNREACHABLE_WAIT_SECONDS, max(0.5, waited / 2))
+            else:
+                if unreachable_since is not None:
+                    log.info(
+                        "import worker %s: the database is back after %.0f s",
+                        self.name,
+                        time.monotonic() - unreachable_since,
+                    )
+                    unreachable_since = None
             if not worked:
                 if wake is not None:
-                    wake.wait(0.5)
+                    wake.wait(wait)
                     wake.clear()
                 else:
-                    stop.wait(0.5)
+                    stop.wait(wait)
 
     def _check_schema(self) -> None:
         """Every SCHEMA_CHECK_SECONDS: if a newer eventport has migrated the control database
