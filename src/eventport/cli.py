@@ -91,7 +91,9 @@ def user_errors(doing: str) -> Iterator[None]:
     """Mistakes in the environment (a data dir that is a file or read-only, a bad or
     unreachable database URL, a short origin secret, a store another process holds) end the
     command with one line saying what went wrong while ``doing`` it, not a traceback."""
-    from sqlalchemy.exc import ArgumentError
+    from alembic.util import CommandError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.exc import DatabaseError as SqlDatabaseError
     from sqlalchemy.exc import OperationalError as SqlOperationalError
 
     from eventport.events.store import EventStoreError
@@ -111,10 +113,22 @@ def user_errors(doing: str) -> Iterator[None]:
         ) from exc
     except SqlOperationalError as exc:
         raise click.ClickException(f"{doing} ({_first_line(exc.orig or exc)})") from exc
-    except (EventStoreError, ValueError) as exc:
+    except (ImportError, NoSuchModuleError) as exc:  # postgresql+psycopg2://, say
+        raise click.ClickException(
+            f"{doing}: EVENTPORT_DATABASE_URL names a driver eventport does not ship "
+            f"({_first_line(exc)}); write postgresql://… (psycopg 3) or leave it unset"
+        ) from exc
+    except CommandError as exc:  # a revision this version does not know
+        raise click.ClickException(
+            f"{doing}: a newer version of eventport has migrated this database "
+            f"({_first_line(exc)}); run that version, or a newer one"
+        ) from exc
+    except SqlDatabaseError as exc:  # not a database, a bad connection parameter
+        raise click.ClickException(f"{doing} ({_first_line(exc.orig or exc)})") from exc
+    except (EventStoreError, ValueError, OverflowError) as exc:
         raise click.ClickException(f"{doing}: {_first_line(exc)}") from exc
     except Exception as exc:
-        if type(exc).__module__.startswith("psycopg"):  # the event store's connection
+        if type(exc).__module__.startswith(("psycopg", "duckdb", "_duckdb")):
             raise click.ClickException(
                 f"{doing}: the database cannot be used ({_first_line(exc)})"
             ) from exc

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -269,6 +270,23 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         (("serve", "--port", "0"), {"DATA_DIR": "{spooled}"}, "cannot write uploads to the spool"),
         (("tokens", "list", "ann"), {"PORT": "abc"}, "eventport_port: input should be"),
         (("tokens", "list", "ann"), {"DATA_DIR": ""}, "data_dir is empty"),
+        # found by an operations hunt, each a traceback before
+        (
+            ("tokens", "list", "ann"),
+            {"DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1:5432/x"},
+            "names a driver eventport does not ship",
+        ),
+        (
+            ("tokens", "list", "ann"),
+            {"DATABASE_URL": "sqlite:///{file}"},  # a file that is no database
+            "file is not a database",
+        ),
+        (
+            ("serve", "--port", "0"),
+            {"DUCKDB_MEMORY_MB": "9999999999999999999999"},
+            "cannot open the event store",
+        ),
+        (("serve", "--port", "0"), {"DATA_DIR": "{eventsdir}"}, "cannot open the event store"),
     ],
 )
 def test_environment_mistakes_are_one_line(
@@ -287,8 +305,13 @@ def test_environment_mistakes_are_one_line(
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "spooled").mkdir()
     (tmp_path / "spooled" / "spool").write_text("a file where the spool's directory goes")
+    (tmp_path / "eventsdir" / "events.duckdb").mkdir(parents=True)  # a directory
     given = {
-        f"EVENTPORT_{k}": v.format(file=tmp_path / "afile", spooled=tmp_path / "spooled")
+        f"EVENTPORT_{k}": v.format(
+            file=tmp_path / "afile",
+            spooled=tmp_path / "spooled",
+            eventsdir=tmp_path / "eventsdir",
+        )
         for k, v in settings.items()
     }
     result = run(*command, env={**env, **given}, check=False)
@@ -464,3 +487,21 @@ def test_an_empty_data_dir_flag_is_refused(env: dict[str, str], tmp_path: Path) 
     assert result.returncode == 2, result.stderr
     assert "--data-dir': is empty" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_database_a_newer_version_migrated_is_one_line(
+    env: dict[str, str], tmp_path: Path, backend: str
+) -> None:
+    """It refused with alembic's ~100-line traceback (an operations hunt)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("the embedded control file is enough to show it")
+    run("users", "create", "ann", "--email", "ann@example.com", env=env)
+    control = sqlite3.connect(tmp_path / "data" / "control.sqlite3")
+    with control:
+        control.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    control.close()
+    for command in (("tokens", "list", "ann"), ("serve", "--port", "0")):
+        result = run(*command, env=env, check=False)
+        assert result.returncode == 1, result.stderr
+        assert "a newer version of eventport has migrated" in result.stderr
+        assert "Traceback" not in result.stderr
