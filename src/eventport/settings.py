@@ -36,9 +36,11 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = Field(
         15.0,
-        gt=0,
+        ge=1,
+        le=86_400,
         description="How long a worker's claim on an import lasts without a heartbeat; a dead "
-        "worker's import is resumed by another after this.",
+        "worker's import is resumed by another after this. From 1 s (the heartbeat looks every "
+        "0.25 s and renews at a third of it) to a day.",
     )
 
     enrichment: bool = Field(
@@ -103,6 +105,14 @@ class Settings(BaseSettings):
         description="Store each event's raw IP address (column remote_address). Off by default: "
         "raw addresses are kept nowhere once an import is done.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _named_host(cls, value: str) -> str:
+        # uvicorn binds an empty host to every interface, IPv4 and IPv6: that takes 0.0.0.0.
+        if not value.strip():
+            raise ValueError("host is empty: name an address (0.0.0.0 for every interface)")
+        return value
 
     @field_validator("data_dir", mode="before")
     @classmethod

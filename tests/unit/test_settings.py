@@ -66,3 +66,21 @@ def test_an_empty_geoip_database_is_unset(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("EVENTPORT_GEOIP_ASN_DATABASE", " ")
     settings = Settings()
     assert (settings.geoip_city_database, settings.geoip_asn_database) == (None, None)
+
+
+@pytest.mark.parametrize("lease", ["0.05", "0.5", "inf", "1e15", "nan"])
+def test_a_lease_the_heartbeat_cannot_keep_is_refused(
+    monkeypatch: pytest.MonkeyPatch, lease: str
+) -> None:
+    """Under ~0.25 s every import failed five attempts with nothing logged; inf and 1e15
+    overflowed at start-up, with a traceback (an operations hunt)."""
+    monkeypatch.setenv("EVENTPORT_LEASE_SECONDS", lease)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        Settings()
+
+
+def test_an_empty_host_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn bound it to every interface, IPv4 and IPv6 (an operations hunt)."""
+    monkeypatch.setenv("EVENTPORT_HOST", "")
+    with pytest.raises(ValueError, match="host is empty"):
+        Settings()

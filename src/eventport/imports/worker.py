@@ -495,8 +495,15 @@ class ImportWorker:
                     # on a full disk the deleted file's space was held for minutes.
                     for reader in (slices, chunks):  # generators
                         getattr(reader, "close", lambda: None)()
-            if writer.lost.is_set():
-                return  # the lease went to another worker: it carries on from the checkpoint
+            if writer.lost.is_set():  # the lease went to another worker, which carries on
+                log.warning(
+                    "import %s: worker %s lost its lease (not renewed within %.1f s); the "
+                    "import goes on from its last committed batch",
+                    row.id,
+                    self.name,
+                    self.lease.total_seconds(),
+                )
+                return
         if row.target == "multi":  # lines it wrote into packages or pixels deleted meanwhile
             self._forget_gone_targets(row, lookups.seen_packages, lookups.seen_pixels)
         if heartbeat.stop.is_set() and not self._may_write(row):
