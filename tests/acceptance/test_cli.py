@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -477,8 +478,15 @@ def test_a_stalled_upload_does_not_keep_the_server_from_stopping(
         except subprocess.TimeoutExpired:
             process.kill()
             raise AssertionError("the server did not stop while an upload stalled") from None
+        answer = stalled.recv(65536)
     assert code in (0, -signal.SIGTERM)
     assert list(spool.glob("*.upload")) == []
+    # The API's error, not uvicorn's plain-text 500 and a traceback (an operations hunt).
+    head_lines, _, body = answer.partition(b"\r\n\r\n")
+    assert head_lines.startswith(b"HTTP/1.1 503"), answer
+    assert b"retry-after: 5" in head_lines.lower(), answer
+    assert orjson.loads(body)["code"] == "server-shutting-down"
+    assert "Traceback" not in log.read_text()
 
 
 def test_an_empty_data_dir_flag_is_refused(env: dict[str, str], tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from eventport import __version__
 from eventport.api import errors
-from eventport.api.middleware import BodyLimit, HeadAsGet, RejectNulInUrl
+from eventport.api.middleware import AnswerWhenCutOff, BodyLimit, HeadAsGet, RejectNulInUrl
 from eventport.api.v1 import export as v1_export
 from eventport.api.v1 import organizations as v1_organizations
 from eventport.api.v1 import packages as v1_packages
@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, streaming=v2_imports.UPLOADS)
     app.add_middleware(RejectNulInUrl)
-    app.add_middleware(HeadAsGet)  # outermost: HEAD is a GET to everything after it
+    app.add_middleware(HeadAsGet)  # HEAD is a GET to everything after it
+    app.add_middleware(AnswerWhenCutOff)  # outermost: whatever a shutdown cuts off
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

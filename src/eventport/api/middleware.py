@@ -1,7 +1,10 @@
-"""ASGI middleware that sees every request before routing: URL hygiene, body size, HEAD."""
+"""ASGI middleware that sees every request before routing: URL hygiene, body size, HEAD, and
+requests the server's shutdown cuts off."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -9,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventport.api.errors import error_response
 from eventport.domain.errors import BadRequest
+
+log = logging.getLogger(__name__)
 
 MAX_MANAGEMENT_BODY = 1024 * 1024
 
@@ -106,3 +111,41 @@ class HeadAsGet:
         if scope["type"] == "http" and scope["method"] == "HEAD":
             scope = {**scope, "method": "GET"}
         await self.app(scope, receive, send)
+
+
+class AnswerWhenCutOff:
+    """ASGI middleware: a request still running when the server's graceful shutdown runs out
+    (an upload slower than its wait, say) is answered 503 ``server-shutting-down`` with a
+    Retry-After, the API's JSON error, where it was uvicorn's plain-text 500 and an error with
+    a traceback in the log (an operations hunt). What the request had begun is undone as for
+    any error (an upload leaves nothing); the task ends right after, as the server does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            log.info(
+                "%s %s was cut off by the server's shutdown: answered 503",
+                scope["method"],
+                scope["path"],
+            )
+            response = error_response(
+                503, "the server is shutting down: send the request again", "server-shutting-down"
+            )
+            response.headers["Retry-After"] = "5"
+            await response(scope, receive, send)
