@@ -323,20 +323,26 @@ def test_a_line_naming_another_target_is_warned_and_imported_into_the_imports(
     assert [(w["line"], w["type"]) for w in done["warning_log_sample"]] == [(1, "other-target")]
 
 
-def test_a_custom_variable_keeps_an_integer_of_any_size(api: Server) -> None:
-    """orjson reads integers past 64 bits as doubles: 12345678901234567890123 was kept as
-    1.2345678901234568e+22. Such a line is read again by the standard library."""
+def _imported_by_alice(api: Server, body: bytes) -> tuple[dict[str, Any], dict[int, Any]]:
+    """``body`` imported into a package of alice's: the import, and its stored rows by line."""
     alice = api.user("alice")
     package_id = setup_package(alice, "alice")
-    body = (
-        b'{"$time":1,"big":12345678901234567890123,"n":{"deep":-99999999999999999999999}}\n'
-        b'{"$time":2,"id":"12345678901234567890123","small":1.5}\n'
-    )
     done = wait_finished(
         alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", body)["id"]
     )
-    assert counts(done) == (2, 2, 0)
     rows = {r["line"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
+    return done, rows
+
+
+def test_a_custom_variable_keeps_an_integer_of_any_size(api: Server) -> None:
+    """orjson reads integers past 64 bits as doubles: 12345678901234567890123 was kept as
+    1.2345678901234568e+22. Such a line is read again by the standard library."""
+    done, rows = _imported_by_alice(
+        api,
+        b'{"$time":1,"big":12345678901234567890123,"n":{"deep":-99999999999999999999999}}\n'
+        b'{"$time":2,"id":"12345678901234567890123","small":1.5}\n',
+    )
+    assert counts(done) == (2, 2, 0)
     assert rows[1]["variables"] == "big=12345678901234567890123&n.deep=-99999999999999999999999"
     assert rows[2]["variables"] == "id=12345678901234567890123&small=1.5"
 
@@ -344,18 +350,13 @@ def test_a_custom_variable_keeps_an_integer_of_any_size(api: Server) -> None:
 def test_negative_integers_below_64_bits_stay_exact(api: Server) -> None:
     """-2**63 - 1 has 19 digits only, which the read-again rule (20) missed: orjson made two
     such $unique_ids one double, and the second event replaced the first (a line-reader hunt)."""
-    alice = api.user("alice")
-    package_id = setup_package(alice, "alice")
-    body = (
+    done, rows = _imported_by_alice(
+        api,
         b'{"$time":1,"$unique_id":-9223372036854775809,"n":-9223372036854775809}\n'
-        b'{"$time":2,"$unique_id":-9223372036854775810}\n'
-    )
-    done = wait_finished(
-        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", body)["id"]
+        b'{"$time":2,"$unique_id":-9223372036854775810}\n',
     )
     assert counts(done) == (2, 2, 0)
     assert done["warning_log_sample"] == []
-    rows = {r["line"]: r for r in api.app.state.events.rows(done_owner_id(api, "alice"))}
     assert (rows[1]["id"], rows[2]["id"]) == ("-9223372036854775809", "-9223372036854775810")
     assert rows[1]["variables"] == "n=-9223372036854775809"
 

@@ -45,7 +45,7 @@ from eventport.events.schema import (
     COLUMNS,
     ColumnType,
 )
-from eventport.events.store import COUNTED_SQL, BreakdownSql
+from eventport.events.store import COUNTED_SQL, BreakdownSql, periods_sql
 from eventport.export.csv import CsvColumn, CsvLayout
 from eventport.export.query import (
     BREAKDOWNS,
@@ -97,12 +97,7 @@ ARTIFACT = "coalesce(p.id, x.artifact)"
 _ARTIFACT_NUMBER = "coalesce(p.n, x.n)"  # its place in sorted_artifacts(query): the same order
 # A naive TIMESTAMP of the UTC wall clock: periods then do not depend on the session time zone.
 _UTC = "make_timestamp(epoch_us(e.time))"
-PERIODS: dict[str, str] = {
-    "daily": f"CAST({_UTC} AS DATE)",
-    "weekly": f"CAST(date_trunc('week', {_UTC}) AS DATE)",  # ISO weeks: Monday
-    "monthly": f"CAST(date_trunc('month', {_UTC}) AS DATE)",
-    "yearly": f"CAST(date_trunc('year', {_UTC}) AS DATE)",
-}
+PERIODS = periods_sql(_UTC)
 _COUNTS = ("total", "total_unique")  # an aggregate's two counts, after its group keys
 _SHARDS_VIEW = "aggregate_shards"  # the rows of a part's shards, added up
 # The events of one shard of an aggregate's part (see added_up); hash(NULL) is a number

@@ -88,6 +88,7 @@ from eventport.events.store import (
     batch_table,
     distinct_texts,
     one_aggregate,
+    periods_sql,
 )
 from eventport.export.csv import CsvLayout, csv_lines
 from eventport.export.query import (
@@ -225,12 +226,7 @@ _ARTIFACT = (
     'ELSE x.artifact COLLATE "C" END'
 )
 _UTC = "(e.time AT TIME ZONE 'UTC')"
-_PERIODS: dict[str, str] = {
-    "daily": f"{_UTC}::date",
-    "weekly": f"date_trunc('week', {_UTC})::date",  # ISO weeks: Monday
-    "monthly": f"date_trunc('month', {_UTC})::date",
-    "yearly": f"date_trunc('year', {_UTC})::date",
-}
+_PERIODS = periods_sql(_UTC)
 _ITEMS_JOIN = "CROSS JOIN LATERAL unnest(string_to_array(e.variables, '&')) AS i(item) "
 _ESCAPED_ITEMS = (
     "SELECT DISTINCT item FROM ({items}) i WHERE strpos(item, '%%') > 0 OR strpos(item, '+') > 0"

@@ -285,6 +285,18 @@ def one_aggregate(
     return (row for _, row in store.aggregates(query, [(rollup, breakdown)]))
 
 
+def periods_sql(utc: str) -> dict[str, str]:
+    """Each rollup's period of an event as a DATE (its first day), in SQL both stores read,
+    from ``utc``, the event's time as a naive timestamp of the UTC wall clock (so periods do
+    not depend on the session's time zone). Weeks are ISO weeks: they begin on Monday."""
+    return {
+        "daily": f"CAST({utc} AS DATE)",
+        "weekly": f"CAST(date_trunc('week', {utc}) AS DATE)",
+        "monthly": f"CAST(date_trunc('month', {utc}) AS DATE)",
+        "yearly": f"CAST(date_trunc('year', {utc}) AS DATE)",
+    }
+
+
 #: The events an aggregate counts (aliased ``e``): neither asking not to be tracked nor excluded.
 COUNTED_SQL = "NOT coalesce(e.dnt, false) AND NOT coalesce(e.excluded, false)"
 
