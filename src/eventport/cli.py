@@ -83,7 +83,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return text.splitlines()[0][:800]
 
 
 @contextmanager

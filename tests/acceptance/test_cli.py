@@ -360,6 +360,8 @@ def test_a_second_embedded_server_on_a_shared_sqlite_control_file_is_one_line(
         assert result.returncode == 1, result.stderr
         assert "another eventport process uses the control database" in result.stderr
         assert str(tmp_path / "a" / "events.duckdb") in result.stderr  # whose it is
+        # and what to do, whole (a verification hunt: cut at 300 characters)
+        assert "for both control data and events" in result.stderr
         assert "Traceback" not in result.stderr
     finally:
         process.send_signal(signal.SIGTERM)

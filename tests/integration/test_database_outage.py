@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from eventport.control import accounts
 from eventport.control.database import ControlDatabase
+from eventport.imports import worker
 from eventport.settings import Settings
 from tests.conftest import PG_ADMIN_URL, postgres_database, running_server
 
@@ -114,11 +115,15 @@ def test_only_a_database_out_of_reach_is_a_503(database_url: str, tmp_path: Path
 
 
 def test_idle_workers_say_once_that_the_database_is_out_of_reach(
-    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each look for new imports logged a full traceback, twice a second a worker: ~27,000
     lines a minute with two (an operations hunt). Now one line a worker, no traceback, and one
     when the database is back."""
+    monkeypatch.setattr(worker, "SCHEMA_CHECK_SECONDS", 0.5)  # a look at each turn
     control = ControlDatabase(database_url)
     control.migrate()
     name = database_url.rsplit("/", 1)[1]
@@ -137,6 +142,8 @@ def test_idle_workers_say_once_that_the_database_is_out_of_reach(
         workers = [r for r in caplog.records if r.name == "eventport.imports.worker"]
         out = [r for r in workers if "out of reach" in r.getMessage()]
         assert len(out) == 2, [r.getMessage() for r in workers]
+        # nor every 10 s that the schema's version could not be read (a verification hunt)
+        assert not [r for r in workers if "schema" in r.getMessage()]
         assert all(r.exc_info is None for r in workers), [r.getMessage() for r in workers]
         assert len([r for r in workers if "database is back" in r.getMessage()]) == 2
     finally:

@@ -458,6 +458,8 @@ def test_aggregates_allow_ten_years(world: World) -> None:
         ({"start_date": "2024-06-01", "end_date": "yesterday"}, ["end_date", "not a date"]),
         ({"start_date": "2024-06-01T00:00:00Z", "end_date": "2024-07-01"}, ["not a date"]),
         ({"start_date": "2024-06-10", "end_date": "2024-06-01"}, ["must not be before"]),
+        # that one day would end in the year 10000 (a verification hunt: a 500)
+        ({"start_date": "9999-12-31", "end_date": "9999-12-31"}, ["past the last day"]),
     ],
 )
 def test_bad_dates(world: World, params: dict[str, str], words: list[str]) -> None:

@@ -28,6 +28,9 @@ from eventport.domain.text import quoted, without_addresses, without_any_address
         ("client:2001:db8::abcd", "client:<address>"),
         ("ip_45.79.33.44 x:45.33.77.7", "ip_<address> x:<address>"),
         ("v1.2.3.4", "v<address>"),
+        # an IPv6 address after an underscore (a verification hunt: raw, or its first group)
+        ("ip_2600:1f18:abcd:1234:5678:9abc:def0:1234", "ip_<address>"),
+        ("leak ip_2001:db8::1", "leak ip_<address>"),
         # not addresses: left as they are
         ("2024-06-04T00:00:00.123Z", "2024-06-04T00:00:00.123Z"),
         ("12:30:00", "12:30:00"),

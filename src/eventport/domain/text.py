@@ -28,11 +28,12 @@ def without_nul(value: Any) -> Any:
 # not one). An IPv4 address glued to a word counts (``ip_203.0.113.9``, ``client:203.0.113.9``,
 # and a JSON value written without quotes: ``"$remote_address":203.0.113.9``), not one inside a
 # longer dotted number (a sentence's full stop after it is not part of it); an IPv6 address may
-# follow a colon (``"a":2001:db8::1``), not a word (``std::vector``).
+# follow a colon (``"a":2001:db8::1``) or an underscore (``ip_2001:db8::1``), not a letter or
+# a digit (``std::vector``).
 _IPV4: Final = r"\d{1,3}(?:\.\d{1,3}){3}"
 _ADDRESS_LIKE: Final = re.compile(
     rf"(?<![0-9])(?<!\d\.){_IPV4}(?![0-9]|\.\d)|"
-    r"(?<!\w)[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:%[\w-]+)?(?![\w:]|\.\d)"
+    r"(?<![A-Za-z0-9])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}(?:%[\w-]+)?(?![\w:]|\.\d)"
 )
 _IPV4_ONLY: Final = re.compile(_IPV4)
 ADDRESS_SHOWN: Final = "<address>"

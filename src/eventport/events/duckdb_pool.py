@@ -109,10 +109,18 @@ class PoolLimit:
             self._now = limit
 
 
+# How DuckDB 2.0 words a commit that ran out of memory, which it raises as a
+# TransactionException: "Failed to commit: failed to pin block of size 980.0 KiB (37.8 MiB/38.1
+# MiB used)", or "... could not allocate block of size 1.0 MiB (37.3 MiB/38.1 MiB used)".
+_COMMIT_OUT_OF_MEMORY = ("failed to pin block", "could not allocate block", "out of memory")
+
+
 def ran_out_of_memory(exc: BaseException) -> bool:
-    """Whether DuckDB failed for want of memory: an out-of-memory error, or a commit that could
-    not pin a block (DuckDB 2.0 raises that as a TransactionException: "Failed to commit:
-    failed to pin block of size 980.0 KiB (37.8 MiB/38.1 MiB used)")."""
+    """Whether DuckDB failed for want of memory: an out-of-memory error, or a commit that ran
+    out (see _COMMIT_OUT_OF_MEMORY)."""
     if isinstance(exc, duckdb.OutOfMemoryException):
         return True
-    return isinstance(exc, duckdb.TransactionException) and "failed to pin block" in str(exc)
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.TransactionException) and any(
+        words in text for words in _COMMIT_OUT_OF_MEMORY
+    )

@@ -60,6 +60,8 @@ def parse_range(
             code=INVALID,
         )
     if last == first:
+        if last == date.max:  # its end, 10000-01-01, is no date
+            raise BadRequest(f"{names[1]} {last.isoformat()} is past the last day", code=INVALID)
         last += timedelta(days=1)
     if last - first > timedelta(days=max_days):
         raise BadRequest(

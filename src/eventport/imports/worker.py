@@ -274,8 +274,9 @@ class ImportWorker:
         self._schema_checked_at = now
         try:
             newer = self.control.schema_is_newer()
-        except Exception:  # a blip in the control store: the next look decides
-            log.warning("import worker %s: could not read the schema's version", self.name)
+        except Exception as exc:  # a blip in the control store: the next look decides
+            if not database_unreachable(exc):  # (out of reach: run() says so, once)
+                log.warning("import worker %s: could not read the schema's version", self.name)
             return
         if newer and not self.stopping.is_set():
             log.error(
