@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -181,8 +182,16 @@ def _preflight(settings: Settings) -> None:
     """What the server needs before it starts, checked with a one-line error for each
     mistake (uvicorn would print a traceback for a failure in the app's start-up)."""
     from eventport.enrich.ip import check_database
-    from eventport.events.store import open_configured_event_store
+    from eventport.events.store import is_postgres_url, open_configured_event_store
 
+    if settings.workers == 0 and not is_postgres_url(settings.database_url or ""):
+        click.echo(
+            "Warning: EVENTPORT_WORKERS=0 with the embedded store: no process can run its "
+            "imports (separate workers need PostgreSQL), so uploads wait until a server with "
+            "workers starts on this data dir",
+            err=True,
+        )
+    _check_port(settings.host, settings.port)
     with user_errors("cannot use the data directory"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     with user_errors("cannot write uploads to the spool directory"):
@@ -206,6 +215,28 @@ def _preflight(settings: Settings) -> None:
             raise click.ClickException(f"{name}: no file at {path}")
         with user_errors(name):  # read as the server will (its start-up would print a
             check_database(Path(path), role)  # traceback for a file that is no MaxMind one)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port another process listens on is one line, before the app starts up (uvicorn
+    started the app, then said "address already in use" and exited with 3). Bound as uvicorn
+    binds it (SO_REUSEADDR), and let go at once."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server "
+                "running there? EVENTPORT_PORT or --port chooses another)"
+            ) from exc
 
 
 @click.group(invoke_without_command=True)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -515,3 +516,22 @@ def test_a_database_a_newer_version_migrated_is_one_line(
         assert result.returncode == 1, result.stderr
         assert "a newer version of eventport has migrated" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line(env: dict[str, str], backend: str) -> None:
+    """uvicorn started the app, then said "address already in use" and exited with 3 (an
+    operations hunt). And no worker with the embedded store is said to leave uploads waiting
+    (it was accepted silently)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("once is enough")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "serve", "--port", str(port), env={**env, "EVENTPORT_WORKERS": "0"}, check=False
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "EVENTPORT_WORKERS=0 with the embedded store" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from eventport.control import accounts
+from eventport.domain.errors import NotFound
 from tests.conftest import Server
 from tests.integration.test_api_v2 import create_org, create_package, expect
 
@@ -172,3 +176,16 @@ def test_deleting_a_package_deletes_its_pixels(server: Server) -> None:
     expect(bob.get(f"/v2/tracking-pixels/acme/{pixel['id']}"), 404)
     expect(alice.get(f"/v2/tracking-pixels/acme/{pixel['id']}"), 404)
     assert expect(alice.get("/v2/tracking-pixels/acme"), 200)["results"] == []
+
+
+@pytest.mark.parametrize("spelled", [str.upper, lambda i: i.replace("-", ""), "{{{}}}".format])
+def test_a_token_is_revoked_by_its_id_however_spelled(server: Server, spelled: Any) -> None:
+    """Only the id exactly as printed was found; another spelling was "no token with id"
+    (an operations hunt)."""
+    with server.control.session() as s:
+        accounts.create_user(s, "tokened", "tokened@example.com")
+        row, _ = accounts.issue_token(s, "tokened")
+        revoked = accounts.revoke_token(s, spelled(row.id))
+        assert (revoked.id, revoked.revoked_at is not None) == (row.id, True)
+        with pytest.raises(NotFound, match="no token with id"):
+            accounts.revoke_token(s, "not-a-token")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, text
@@ -75,6 +77,10 @@ def issue_token(session: Session, username: str, label: str | None = None) -> tu
 
 
 def revoke_token(session: Session, token_id: str) -> ApiToken:
+    """Revoke the token ``token_id``, a UUID however it is spelled (upper case, without
+    dashes, in braces: ids are stored in its canonical form)."""
+    with contextlib.suppress(ValueError):  # not a UUID: no token has that id, as it says
+        token_id = str(uuid.UUID(token_id.strip()))
     row = session.get(ApiToken, token_id)
     if row is None:
         raise NotFound(f"no token with id {token_id!r}")
