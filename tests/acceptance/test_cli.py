@@ -443,8 +443,6 @@ def test_a_stalled_upload_does_not_keep_the_server_from_stopping(
     """A client that announced a body and stopped sending: SIGTERM still stops the server,
     after its graceful wait (it waited for the client for ever), and the upload leaves
     nothing in the spool."""
-    import socket
-
     name = _unique("stall")
     token = run("users", "create", name, "--email", f"{name}@example.com", env=env).stdout.split()[
         -1
