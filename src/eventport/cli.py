@@ -158,9 +158,21 @@ def _check_origin_secret(settings: Settings) -> None:
 
 
 @contextmanager
-def store_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
-    """One unit of work on the control store; domain errors become clean CLI errors."""
-    db = _open_control(load_settings(data_dir=data_dir, database_url=database_url))
+def store_session(
+    data_dir: Path | None, database_url: str | None, *, new: bool = False
+) -> Iterator[Session]:
+    """One unit of work on the control store; domain errors become clean CLI errors. Unless
+    ``new`` (a command that may make the first account), an embedded store must be there
+    already: a mistyped data dir was made, and answered "no user named …"."""
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
+    control_file = settings.data_dir / "control.sqlite3"
+    missing = not control_file.exists() and settings.data_dir.parent.is_dir()
+    if not new and settings.database_url is None and missing:
+        raise click.ClickException(
+            f"no eventport data at {settings.data_dir} (no {control_file.name}): "
+            "EVENTPORT_DATA_DIR or --data-dir names the server's data dir"
+        )
+    db = _open_control(settings)
     try:
         with user_errors("cannot use the control database"), db.session() as session:
             yield session
@@ -389,7 +401,7 @@ def users() -> None:
 @store_options
 def users_create(name: str, email: str, data_dir: Path | None, database_url: str | None) -> None:
     """Create a user; the last line printed is their API token (shown only once)."""
-    with store_session(data_dir, database_url) as session:
+    with store_session(data_dir, database_url, new=True) as session:
         user, token = accounts.create_user(session, name, email)
     click.echo(f"created user {user.name} ({user.id})")
     click.echo("API token (store it now, it is not shown again):")

@@ -199,6 +199,9 @@ def test_tokens_are_stored_hashed(env: dict[str, str], backend: str) -> None:
     ],
 )
 def test_cli_errors_are_clear(env: dict[str, str], args: tuple[str, ...], message: str) -> None:
+    if args[0] == "tokens":  # about the token, in a data dir that is there
+        first = _unique("first")
+        run("users", "create", first, "--email", f"{first}@example.com", env=env)
     result = run(*args, env=env, check=False)
     assert result.returncode != 0
     assert message in result.stderr.lower()
@@ -533,3 +536,16 @@ def test_a_port_in_use_is_one_line(env: dict[str, str], backend: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "EVENTPORT_WORKERS=0 with the embedded store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_mistyped_data_dir_is_not_made(env: dict[str, str], tmp_path: Path, backend: str) -> None:
+    """A command about what a data dir holds made an empty one there, and answered "no user
+    named …" (an operations hunt)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("the embedded store's data dir")
+    typo = tmp_path / "dat"
+    for command in (("tokens", "list", "ann"), ("tokens", "revoke", "x")):
+        result = run(*command, "--data-dir", str(typo), env=env, check=False)
+        assert result.returncode == 1, result.stderr
+        assert f"no eventport data at {typo}" in result.stderr
+    assert not typo.exists()
