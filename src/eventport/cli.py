@@ -165,7 +165,7 @@ def store_session(
     ``new`` (a command that may make the first account), an embedded store must be there
     already: a mistyped data dir was made, and answered "no user named …"."""
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    control_file = settings.data_dir / "control.sqlite3"
+    control_file = settings.control_file
     missing = not control_file.exists() and settings.data_dir.parent.is_dir()
     if not new and settings.database_url is None and missing:
         raise click.ClickException(

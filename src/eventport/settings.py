@@ -154,11 +154,16 @@ class Settings(BaseSettings):
         another working directory with the same setting."""
         return (self.data_dir / "spool").absolute()
 
+    @property
+    def control_file(self) -> Path:
+        """The embedded control database's file (the SQLite one when no URL says otherwise)."""
+        return self.data_dir / "control.sqlite3"
+
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
         if self.database_url:
             return normalize_database_url(self.database_url)
-        return f"sqlite:///{(self.data_dir / 'control.sqlite3').resolve()}"
+        return f"sqlite:///{self.control_file.resolve()}"
 
 
 def normalize_database_url(url: str) -> str:

@@ -201,7 +201,8 @@ def _other_agent(text: str) -> Agent:
         # ua-parser names the kind, not the crawler: the product the agent names instead
         name, version = product[1] or product[3], product[2] or product[4]
         return Agent(name.lower(), version, platform, True)
-    if spider and any(library in text.lower() for library in NOT_SPIDERS):
+    lowered = text.lower()
+    if spider and any(library in lowered for library in NOT_SPIDERS):
         spider = False
     return Agent(
         _client_name(browser.family) if browser else None,

@@ -140,9 +140,6 @@ class CsvLayout:
         return (",".join(self.headers) + "\n").encode()
 
 
-V1_LAYOUT: Final = CsvLayout(V1_COLUMNS)
-
-
 def v2_layout(*, extra_columns: bool = False, escape_formulas: bool = True) -> CsvLayout:
     return CsvLayout(
         V2_COLUMNS + V2_EXTRA_COLUMNS if extra_columns else V2_COLUMNS, escape_formulas
@@ -151,6 +148,9 @@ def v2_layout(*, extra_columns: bool = False, escape_formulas: bool = True) -> C
 
 def v1_layout(*, escape_formulas: bool = True) -> CsvLayout:
     return CsvLayout(V1_COLUMNS, escape_formulas)
+
+
+V1_LAYOUT: Final = v1_layout()
 
 
 def csv_chunks(

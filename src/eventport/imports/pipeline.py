@@ -350,8 +350,9 @@ def build_batch(
 
     raw = events.column("remote_address")
     dnt = events.column("dnt")
-    if dnt.true_count if isinstance(dnt, pa.Array) else pc.any(dnt).as_py():
-        # A request that asked not to be tracked gets no look-up of its address at all.
+    if pc.any(dnt).as_py():
+        # A request that asked not to be tracked gets no look-up of its address at all (so no
+        # address row, no place and no ids: _columns need not take them away again).
         raw = pc.if_else(pc.fill_null(dnt, False), pa.scalar(None, raw.type), raw)
     values, raw_at = _encode(raw, nulls=False)
     book = lookups.addresses
@@ -658,9 +659,7 @@ def _columns(
     rows = table.num_rows
     dnt = table.column("dnt")
     dnt_count = int(pc.sum(dnt).as_py() or 0)
-    address_at = table.column("address_at")
-    if dnt_count:  # do-not-track events: no look-up and no ids
-        address_at = pc.if_else(dnt, pa.scalar(None, pa.int32()), address_at)
+    address_at = table.column("address_at")  # none for do-not-track events (build_batch)
     columns: dict[str, Any] = {
         "id": table.column("id"),
         "owner_id": _constant(owner_id, rows),
