@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from eventport.control.imports import RunRow
 from eventport.control.models import Account, Import
-from eventport.events.store import EventStore
+from eventport.events.store import EventStore, WriteInterrupted
 from eventport.imports import worker as worker_module
 from eventport.imports.worker import MAX_ATTEMPTS, ImportWorker
 from tests.conftest import Server
@@ -147,6 +147,65 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     assert sorted(row["id"] for row in store.rows(owner_id)) == sorted(
         f"e-{n}" for n in range(EVENTS)
     )
+
+
+class LeaseTakingStore(WrappedStore):
+    """The real store, except that before its second write another worker takes the import
+    over (as one does once a frozen worker's lease has run out). ``noticed_by`` "the write":
+    the write goes on, and recording its checkpoint finds the lease gone; "the heartbeat":
+    the write waits until the heartbeat has seen it and is then cut off, as the heartbeat's
+    interruption of the store's statements cuts a real one off."""
+
+    def __init__(self, store: EventStore, control: Any, import_id: str, noticed_by: str) -> None:
+        super().__init__(store)
+        self._control, self._import_id, self._noticed_by = control, import_id, noticed_by
+        self.writes = 0
+
+    def before_write(self) -> None:
+        self.writes += 1
+        if self.writes != 2:
+            return
+        with self._control.session() as s:
+            s.execute(
+                update(Import)
+                .where(Import.id == self._import_id)
+                .values(lease_owner="another-host:1:worker-0")
+            )
+        if self._noticed_by == "the heartbeat":
+            time.sleep(1.0)  # the heartbeat looks every 0.25 s
+            raise WriteInterrupted("cancelled by the heartbeat (injected)")
+
+
+@pytest.mark.parametrize("noticed_by", ["the write", "the heartbeat"])
+def test_a_worker_that_lost_its_lease_says_so_and_leaves_the_import_to_its_taker(
+    server: Server, caplog: pytest.LogCaptureFixture, noticed_by: str
+) -> None:
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}"}) + b"\n"
+        for n in range(EVENTS)
+    )
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    store = LeaseTakingStore(server.app.state.events, server.control, started["id"], noticed_by)
+    worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
+    with caplog.at_level("WARNING", logger="eventport"):
+        finished, raised = run_in_thread(worker, timeout=60)
+    assert finished
+    assert raised is None
+    (said,) = [r.getMessage() for r in caplog.records if "lost its lease" in r.getMessage()]
+    assert said.startswith(f"import {started['id']}: worker {worker.name} lost its lease")
+    assert "goes on from its last committed batch" in said
+    with server.control.session() as s:
+        row = s.get(Import, started["id"])
+        assert row is not None
+        assert (row.state, row.lease_owner) == ("running", "another-host:1:worker-0")
+        assert row.finished_at is None  # left to the worker that took it over
+    # The write that found the lease gone was the last: its batch, committed with its
+    # checkpoint, is where the taker resumes (the same derived ids, so nothing doubles); one
+    # the heartbeat cut off was rolled back.
+    written = 2 if noticed_by == "the write" else 1
+    assert store.count(import_id=started["id"]) == written * BATCH
 
 
 def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server) -> None:

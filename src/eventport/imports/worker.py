@@ -497,13 +497,7 @@ class ImportWorker:
                     for reader in (slices, chunks):  # generators
                         getattr(reader, "close", lambda: None)()
             if writer.lost.is_set():  # the lease went to another worker, which carries on
-                log.warning(
-                    "import %s: worker %s lost its lease (not renewed within %.1f s); the "
-                    "import goes on from its last committed batch",
-                    row.id,
-                    self.name,
-                    self.lease.total_seconds(),
-                )
+                self._say_lease_lost(row)
                 return
         if row.target == "multi":  # lines it wrote into packages or pixels deleted meanwhile
             self._forget_gone_targets(row, lookups.seen_packages, lookups.seen_pixels)
@@ -515,8 +509,19 @@ class ImportWorker:
             if aborted:
                 self._end_at_commit(row)
                 self._finish(row, "aborted")
+            else:  # the heartbeat found the lease gone before a write did
+                self._say_lease_lost(row)
             return
         self._finish(row, "done")
+
+    def _say_lease_lost(self, row: Import) -> None:
+        log.warning(
+            "import %s: worker %s lost its lease (not renewed within %.1f s); the import goes "
+            "on from its last committed batch",
+            row.id,
+            self.name,
+            self.lease.total_seconds(),
+        )
 
     def _end_at_commit(self, row: Import) -> None:
         """An import stopped before its upload's end: its log and its counts end where its
