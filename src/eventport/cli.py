@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -180,14 +181,34 @@ def store_session(
         db.dispose()
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _log_to_stderr(level: str) -> None:
     """eventport's own log messages at ``level`` (EVENTPORT_LOG_LEVEL), as uvicorn's are."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("eventport")
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+
+
+def _uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging (its handlers: messages on stderr, requests on stdout), each line
+    in eventport's format: a time, the level and the logger (uvicorn's lines had neither time
+    nor logger, so a log read later could not be put in order against eventport's)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"].update(fmt=LOG_FORMAT, use_colors=False)
+    config["formatters"]["access"].update(
+        fmt=LOG_FORMAT.replace(
+            "%(message)s", '%(client_addr)s - "%(request_line)s" %(status_code)s'
+        ),
+        use_colors=False,
+    )
+    return config
 
 
 def _preflight(settings: Settings) -> None:
@@ -297,6 +318,7 @@ def serve(
         port=settings.port,
         http=http_protocol(),  # its own 400s in the API's error body too
         log_level=settings.log_level,
+        log_config=_uvicorn_log_config(),
         # A request still open (a stalled upload) must not keep the server from stopping: it
         # is cut off after this (an upload cut off leaves nothing; the client sends it again).
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -85,7 +86,16 @@ def serve(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
         process.send_signal(signal.SIGTERM)
         # uvicorn exits by re-raising the signal once its graceful shutdown is complete.
         assert process.wait(timeout=15) in (0, -signal.SIGTERM)
-        assert "shutdown complete" in log.read_text()
+        said = log.read_text()
+        assert "shutdown complete" in said
+        # uvicorn's lines, its requests' too, in eventport's format: time, level, logger.
+        stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
+        for logger, what in (
+            ("uvicorn.error", "Application startup complete."),
+            ("uvicorn.access", '"GET /healthz HTTP/1.1" 200 OK'),
+            ("uvicorn.error", "Application shutdown complete."),
+        ):
+            assert re.search(f"{stamp}{re.escape(logger)}: .*{re.escape(what)}$", said, re.M), said
 
 
 def _unique(name: str) -> str:
