@@ -22,9 +22,16 @@ from eventport.events.duckdb_layout import (
 from eventport.events.duckdb_queries import DimensionTexts, selection_params
 from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.schema import COLUMNS
-from eventport.events.store import CHECKPOINTS_TABLE, EVENTS_TABLE, EventStoreError, existing_ids
+from eventport.events.store import (
+    CHECKPOINTS_TABLE,
+    EVENTS_TABLE,
+    EventStoreError,
+    existing_ids,
+    open_configured_event_store,
+)
 from eventport.export.csv import v2_layout
 from eventport.export.query import AggregateRow, EventQuery
+from eventport.settings import Settings
 from tests.integration.test_event_store import T0, checkpoint, expected_rows, make_batch
 from tests.unit.test_keys import NOT_UUIDS, UUIDS
 
@@ -695,3 +702,30 @@ def test_compaction_refuses_a_store_a_newer_version_wrote(tmp_path: Path) -> Non
     finally:
         con.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.duckdb"]
+
+
+def test_the_server_deletes_what_a_stopped_compaction_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`eventport compact` killed half-way leaves its new file (as large as the store) and
+    its log: the next server to open the store deletes them, and says so (they stayed until
+    the next compaction). The store itself is as it was."""
+    store = opened(tmp_path / "events.duckdb")
+    try:
+        store.write_batch("owner-a", make_batch(["a", "b"]), checkpoint(line=3))
+    finally:
+        store.close()
+    for name in ("events.duckdb.compacting", "events.duckdb.compacting.wal"):
+        (tmp_path / name).write_bytes(b"\0" * 4096)
+    with caplog.at_level("WARNING", logger="eventport"):
+        server = open_configured_event_store(Settings(data_dir=tmp_path, workers=0))
+    try:
+        assert server.count() == 2
+    finally:
+        server.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if "compacting" in p.name) == []
+    said = [
+        r.getMessage() for r in caplog.records if "left by an `eventport compact`" in r.getMessage()
+    ]
+    assert len(said) == 2, said
+    assert str(tmp_path / "events.duckdb.compacting") in said[0]

@@ -27,6 +27,25 @@ from eventport.events.store import (
 )
 
 
+def leftovers(path: Path) -> tuple[Path, Path]:
+    """The files a compaction of the store at ``path`` writes before the new one replaces
+    it: the new file and its write-ahead log."""
+    fresh = path.with_name(path.name + ".compacting")
+    return fresh, fresh.with_name(fresh.name + ".wal")
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Delete what an interrupted compaction of the store at ``path`` left (a copy as large
+    as the store); those it found. Only while the store is this process's: a compaction
+    running holds it."""
+    removed = []
+    for leftover in leftovers(path):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
+
+
 def compact_file(path: Path) -> tuple[int, int, int]:
     """Rewrite the embedded store at ``path`` into a new file, events in time order and whole
     row groups (of :data:`COMPACTED_ROW_GROUP_ROWS`), with this version's layout; the new file
@@ -40,9 +59,8 @@ def compact_file(path: Path) -> tuple[int, int, int]:
     failure leaves it untouched (and deletes the new file). A new
     file, not a rewrite in place, so the store does not keep the old rows' space.
     """
-    fresh_path = path.with_name(path.name + ".compacting")
-    for leftover in (fresh_path, fresh_path.with_name(fresh_path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+    fresh_path, _ = leftovers(path)
+    remove_leftovers(path)
     old = DuckDBEventStore(path)  # its setup brings an older file's columns up to date
     try:
         old.setup()
@@ -52,9 +70,8 @@ def compact_file(path: Path) -> tuple[int, int, int]:
     try:
         events, after = _compacted_into(path, fresh_path)
     except BaseException:  # the new file is of no use; the old one is as it was
-        for leftover in (fresh_path, fresh_path.with_name(fresh_path.name + ".wal")):
-            with contextlib.suppress(OSError):
-                leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            remove_leftovers(path)
         raise
     fresh_path.replace(path)
     return events, before, after

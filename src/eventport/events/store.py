@@ -14,6 +14,7 @@ all of it is visible afterwards or none of it is.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -70,6 +71,8 @@ _REQUIRED = tuple(c.name for c in COLUMNS if not c.nullable)
 STORED_TARGETS_SCHEMA = pa.schema(
     [("id", pa.string()), ("package_id", pa.string()), ("pixel_id", pa.string())]
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -497,7 +500,7 @@ def open_configured_event_store(settings: Settings) -> EventStore:
     url = settings.database_url
     if url is not None and not is_postgres_url(url):
         _claim_control_file(make_url(url).database or "", settings.data_dir / EVENTS_FILE)
-    return open_event_store(
+    store = open_event_store(
         settings.database_url,
         settings.data_dir,
         id_filter_mb=settings.id_filter_mb,
@@ -505,6 +508,12 @@ def open_configured_event_store(settings: Settings) -> EventStore:
         duckdb_write_memory_mb=settings.duckdb_write_memory_mb,
         workers=settings.workers,
     )
+    if url is None or not is_postgres_url(url):  # the store is now this process's
+        from eventport.events.duckdb_compact import remove_leftovers
+
+        for leftover in remove_leftovers(settings.data_dir / EVENTS_FILE):
+            log.warning("removed %s, left by an `eventport compact` that was stopped", leftover)
+    return store
 
 
 # The control files this process holds for its embedded event store (see _claim_control_file).
