@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eventport.enrich.agents import PLATFORMS, Agent, matches_any, parse_agent
+from eventport.enrich import agents as agents_module
+from eventport.enrich.agents import MAX_AGENT_CHARS, PLATFORMS, Agent, matches_any, parse_agent
 
 PIP_LINUX = (
     'pip/23.2.1 {"ci":null,"cpu":"x86_64","distro":{"id":"bookworm","libc":{"lib":"glibc",'
@@ -467,6 +468,32 @@ def test_every_platform_is_scarfs() -> None:
 
 def test_parse_is_memoized() -> None:
     assert parse_agent(PIP_LINUX) is parse_agent(PIP_LINUX)
+
+
+def test_a_huge_agent_is_read_only_as_far_as_any_client_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ua-parser's native resolver holds the GIL for as long as it reads: a hostile agent of
+    1 MB (an import line may hold one) took seconds, and the whole server, its HTTP answers
+    too, stalled meanwhile. Only the first MAX_AGENT_CHARS characters are read, so such an
+    agent reads as its beginning does; and the memo keeps no longer key."""
+    given: list[int] = []
+    resolve = agents_module._resolve
+    monkeypatch.setattr(
+        agents_module, "_resolve", lambda text: given.append(len(text)) or resolve(text)
+    )
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36 "
+    )
+    for filler in ("abot", "Mozilla/5.0 ", " x"):
+        huge = chrome + filler * (1_000_000 // len(filler))
+        assert parse_agent(huge) == parse_agent(huge[:MAX_AGENT_CHARS])
+    read = parse_agent(chrome + " x" * 500_000)
+    assert (read.client, read.platform) == ("chrome", "windows")
+    assert given
+    assert max(given) <= MAX_AGENT_CHARS
+    assert len(PIP_LINUX) <= MAX_AGENT_CHARS  # the longest agents clients send, read whole
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pytest
 
 from eventport.domain.exclusions import ExclusionRules
 from eventport.enrich import enricher as enricher_module
+from eventport.enrich.agents import MAX_AGENT_CHARS
 from eventport.enrich.enricher import (
     NO_PLACE,
     PLACE_COLUMNS,
@@ -201,6 +202,19 @@ def test_agents_and_owner_rules(enricher: Enricher) -> None:
     )
     assert custom.agent(googlebot)[1] is False
     assert custom.agent(monitor)[1] is True
+
+
+def test_a_huge_agent_is_matched_whole_and_not_remembered(enricher: Enricher) -> None:
+    """An owner's substrings are looked for in the whole agent (its reading is of the first
+    MAX_AGENT_CHARS characters), and an agent longer than that is not kept in the import's
+    memo: 100,000 agents of up to 1 MiB each would have been."""
+    rules = ExclusionRules(exclude_bots=False, user_agent_substrings=("tail-marker",))
+    custom = enricher.for_import(rules)
+    huge = "curl/8.5.0 " + "x" * 100_000 + " tail-marker"
+    assert custom.agent(huge) == (("unknownplatform", "curl", "8.5.0", None, None), True)
+    assert custom.agent(huge[:MAX_AGENT_CHARS])[1] is False
+    assert huge not in custom._agents
+    assert huge[:MAX_AGENT_CHARS] in custom._agents
 
 
 TEXTS = [

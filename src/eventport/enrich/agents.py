@@ -15,7 +15,8 @@ Platforms follow Scarf's list. ``darwin`` is kept for agents that name only the 
 such an agent could be either, and ua-parser's guess of iOS would be a guess. Developer tools
 that say darwin (npm, pip, conda, RubyGems) run on a Mac, so they get ``macos``.
 
-Imports repeat a few agents millions of times, so :func:`parse_agent` is memoized.
+Imports repeat a few agents millions of times, so :func:`parse_agent` is memoized (on the
+agent's first :data:`MAX_AGENT_CHARS` characters, all it reads).
 """
 
 from __future__ import annotations
@@ -105,10 +106,22 @@ _PRODUCT = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=65536)
+#: How much of a user agent is read. ua-parser's expressions take longer on longer texts, and
+#: its native resolver holds the GIL meanwhile (the whole server stalled): a hostile 1 MB agent
+#: took 1-3.5 s, 2,048 characters up to ~5 ms, 1,024 at most ~0.1 ms (a resource hunt). No
+#: client sends more: pip's, with its JSON, is ~500 characters. Also the memo's key is no
+#: longer than this.
+MAX_AGENT_CHARS = 1024
+
+
 def parse_agent(user_agent: str | None) -> Agent:
-    """Parse a user agent; never raises, and an empty or unreadable one is :data:`UNKNOWN`."""
-    text = (user_agent or "").strip()
+    """Parse a user agent (its first :data:`MAX_AGENT_CHARS` characters); never raises, and an
+    empty or unreadable one is :data:`UNKNOWN`."""
+    return _parsed((user_agent or "").strip()[:MAX_AGENT_CHARS].rstrip())
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str) -> Agent:
     if not text:
         return UNKNOWN
     lowered = text.lower()

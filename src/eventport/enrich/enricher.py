@@ -31,7 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from eventport.domain.exclusions import ExclusionRules
-from eventport.enrich.agents import load_agent_parser, matches_any, parse_agent
+from eventport.enrich.agents import (
+    MAX_AGENT_CHARS,
+    load_agent_parser,
+    matches_any,
+    parse_agent,
+)
 from eventport.enrich.ip import DataSource, IpEnricher, Place, PlaceSignature
 from eventport.events.batch import PLACE_FIELDS, dimension_key
 from eventport.events.keys import string_buffers
@@ -398,6 +403,9 @@ class ImportEnrichment:
                 ),
                 excluded,
             )
+            if user_agent is not None and len(user_agent) > MAX_AGENT_CHARS:
+                return found  # not kept: 100,000 agents of up to 1 MiB each would be (the
+                # owner's substrings are looked for in the whole agent, so it is the key)
             if len(self._agents) >= _CACHE_MAX:
                 self._agents.clear()
             self._agents[user_agent] = found
