@@ -13,10 +13,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from eventport.events.duckdb_layout import ROWS_TABLE
 from eventport.events.duckdb_pool import PoolLimit, ran_out_of_memory, set_memory_limit, size_bytes
 from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.store import EventStoreError, open_configured_event_store
 from eventport.export.query import EventQuery
+from eventport.imports.records import MAX_TEXT_BYTES
 from eventport.settings import Settings
 from tests.integration.test_duckdb_memory_setting import _shown
 from tests.integration.test_event_store import T0, checkpoint, make_batch
@@ -374,3 +376,45 @@ def test_duckdb_keeps_freed_blocks_up_to_twice_the_write_limit(
 )
 def test_what_is_running_out_of_memory(error: duckdb.Error, out_of_memory: bool) -> None:
     assert ran_out_of_memory(error) is out_of_memory
+
+
+def test_the_store_holds_more_of_the_longest_kept_texts_than_its_memory(tmp_path: Path) -> None:
+    """Texts of records.MAX_TEXT_BYTES, more of them than the buffer pool holds, each batch
+    with the rows' own: committed, and folded into the file by DuckDB's checkpoints. A
+    committed text of more than ~52 KB stays in memory, pinned, until a checkpoint, and with
+    ~100 MB of them held every commit failed ("failed to pin block"); so no longer text is
+    kept (a resource hunt: events of 1 MB user agents failed their import)."""
+    store = DuckDBEventStore(
+        tmp_path / "events.duckdb",
+        memory_limit="128MB",
+        write_memory_limit="40MB",
+        checkpoint_threshold="64MB",  # DuckDB's checkpoints after every other batch
+    )
+    try:
+        store.setup()
+        per, batches = 1_000, 6  # 192 MB of texts
+        widened: list[str] = []
+        for b in range(batches):
+            first = b * per
+            for _ in range(2):  # the write limit widened, the batch is written again
+                batch = make_batch([f"e{first + i}" for i in range(per)], first_line=first + 1)
+                batch["variables"] = [
+                    f"{first + i:08d}" + "v" * (MAX_TEXT_BYTES - 8) for i in range(per)
+                ]
+                try:
+                    store.write_batch("owner-a", batch, checkpoint(line=first + per + 1))
+                    break
+                except EventStoreError as exc:  # as an import's next attempt does
+                    widened.append(str(exc))
+        assert len(widened) <= 1
+        assert all("ran out of memory in its commit" in text for text in widened)
+        assert store.count(owner_id="owner-a") == per * batches
+    finally:
+        store.close()
+    with duckdb.connect(str(tmp_path / "events.duckdb"), read_only=True) as con:
+        ((longest, total),) = con.execute(
+            f"SELECT max(strlen(variables)), count(*) FROM {ROWS_TABLE} "
+            "WHERE strlen(variables) = ?",
+            [MAX_TEXT_BYTES],
+        ).fetchall()
+    assert (longest, total) == (MAX_TEXT_BYTES, per * batches)

@@ -13,6 +13,7 @@ import pytest
 
 from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_layout import ROW_GROUP_ROWS
+from eventport.imports.records import MAX_TEXT_BYTES
 from eventport.imports.worker import LOG_CHUNK
 from eventport.settings import Settings
 from tests.conftest import Server, running_server
@@ -121,6 +122,37 @@ def test_bad_lines_are_logged_with_line_numbers(api: Server) -> None:
     assert [e for e in log if e["type"] == "progress"][-1]["events_count"] == 3
     assert {e["line"] for e in log if e["class"] == "error"} == {2, 4, 5, 6, 8}
     assert stored(api, import_id=started["id"]) == 3
+
+
+def test_a_text_too_long_to_keep_fails_only_its_line(api: Server) -> None:
+    """Events of 1 MB user agents failed their whole import on the embedded store (its
+    commits ran out of memory once ~100 MB of such texts were held; a resource hunt): each
+    such line is now an error of its own, on both stores, and texts of the longest size
+    kept are kept."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    huge, kept = "x" * ((1 << 20) - 100), "k" * MAX_TEXT_BYTES
+    lines = [
+        {"$time": 1717459200, "$unique_id": "a", "$user_agent": "curl/8.5.0"},
+        {"$time": 1717459201, "$unique_id": "b", "$user_agent": huge},
+        {"$time": 1717459202, "$unique_id": "c", "$user_agent": kept, "note": kept[5:]},
+        {"$time": 1717459203, "$unique_id": "d", "payload": {"blob": huge}},
+    ]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    done = wait_finished(alice, "alice", started["id"])
+    assert done["status"] == "done"
+    assert counts(done) == (4, 2, 2)
+    errors = [(e["line"], e["code"]) for e in done["error_log_sample"]]
+    assert errors == [(2, "text-too-long"), (4, "text-too-long")]
+    assert done["error_log_sample"][0]["human_friendly_message"].startswith(
+        '"$user_agent" takes 1,048,476 bytes'
+    )
+    owner = done_owner_id(api, "alice")
+    stored_rows = {row["id"]: row for row in api.app.state.events.rows(owner)}
+    assert sorted(stored_rows) == ["a", "c"]
+    assert stored_rows["c"]["user_agent"] == kept
+    assert stored_rows["c"]["variables"] == "note=" + kept[5:]
 
 
 def test_unique_ids_replace_earlier_events(api: Server) -> None:

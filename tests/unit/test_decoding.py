@@ -118,6 +118,11 @@ PLAIN = [
     line(**{"$time": "0001-01-01T00:00:00.000001"}),
     line(**{"$time": "9999-12-30T23:59:59.999999"}),
     b'{"$time":"2024-06-04T00:00:0\\u0030"}',
+    # texts of MAX_TEXT_BYTES exactly, in bytes of UTF-8 (records.MAX_TEXT_BYTES)
+    line(**{"$time": T, "$user_agent": "a" * 32768}),
+    line(**{"$time": T, "$referrer": "é" * 16384}),
+    line(**{"$time": T, "v": "x" * 32766}),  # v=xxx…: 32,768 as stored
+    line(**{"$time": T, "v": "&" * 10922}),  # v=%26%26…: 2 + 32,766 as stored
 ]
 
 NOT_PLAIN = [
@@ -202,6 +207,13 @@ NOT_PLAIN = [
     b'{"$time":"2024-06-04T00:00:00Z","a":nul}',
     b'{"$time":"2024-06-04T00:00:00Z","a":"\\u12"}',
     b'{"$time":"2024-06-04T00:00:00Z","a":"unterminated}',
+    # a text over MAX_TEXT_BYTES: Python's, which fails the line (text-too-long)
+    line(**{"$time": T, "$user_agent": "a" * 32769}),
+    line(**{"$time": T, "$domain": "é" * 16385}),
+    line(**{"$time": T, "$pixel": "p" * 40000}),
+    line(**{"$time": T, "v": "x" * 32767}),
+    line(**{"$time": T, "v": "&" * 10923}),  # v=%26%26…: 2 + 32,769 as stored
+    line(**{"$time": T, **{f"k{i}": "y" * 600 for i in range(60)}}),  # 60 small ones
 ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from eventport.imports import records
 from eventport.imports.records import (
     ERROR_CODES,
+    MAX_TEXT_BYTES,
     MAX_TIME_US,
     MIN_TIME_US,
     WARNING_CODES,
@@ -707,6 +708,55 @@ def test_ndjson_matches_decode_object() -> None:
     event, expected_entries = decode_object(json.loads(raw), 3)
     assert events == [event]
     assert entries == expected_entries
+
+
+# --- texts too long to keep ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"$user_agent": "a" * (MAX_TEXT_BYTES + 1)}, '"$user_agent" takes 32,769 bytes'),
+        ({"$referer": "é" * (MAX_TEXT_BYTES // 2 + 1)}, '"$referrer" takes 32,770 bytes'),
+        ({"$type": "t" * 40000}, '"$type" takes 40,000 bytes'),
+        ({"v": "x" * (MAX_TEXT_BYTES - 1)}, "The custom variables take 32,769 bytes"),
+        ({"a": {"b": "&" * 11000}}, "The custom variables take 33,004 bytes"),  # a.b=%26…
+        ({"$headers": {"X-Big": "h" * MAX_TEXT_BYTES}}, '"$headers" takes 32,782 bytes (as JSON)'),
+    ],
+)
+def test_a_text_too_long_to_keep_fails_its_line(extra: dict[str, Any], named: str) -> None:
+    """A text of more than MAX_TEXT_BYTES (UTF-8) fails its line with a message naming it:
+    stored, ~100 MB of such texts failed every later commit of the embedded store."""
+    event, entries = decode_object({"$time": GOOD_TIME, **extra}, 9)
+    assert event is None
+    assert [(e.line, e.level, e.type, e.code) for e in entries] == [
+        (9, "error", "failed-to-decode", "text-too-long")
+    ]
+    assert entries[0].message.startswith(named), entries[0].message
+    assert "texts of up to 32,768 bytes each (UTF-8), so the line was not imported" in (
+        entries[0].message
+    )
+
+
+def test_texts_of_the_longest_kept_size_are_kept() -> None:
+    event, entries = one(
+        {
+            "$time": GOOD_TIME,
+            "$user_agent": "a" * MAX_TEXT_BYTES,
+            "$domain": "é" * (MAX_TEXT_BYTES // 2),
+            "v": "x" * (MAX_TEXT_BYTES - 2),
+            "$headers": {"X-Big": "h" * (MAX_TEXT_BYTES - 14)},  # [["X-Big","hh…"]]
+        }
+    )
+    assert entries == []
+    assert event.user_agent is not None
+    assert len(event.user_agent) == MAX_TEXT_BYTES
+    assert event.variables is not None
+    assert len(event.variables) == MAX_TEXT_BYTES
+    assert event.headers == [("X-Big", "h" * (MAX_TEXT_BYTES - 14))]
+    rows, problems = decode_csv(["$time", "$user_agent"], [(2, ["1", "u" * (MAX_TEXT_BYTES + 1)])])
+    assert rows == []
+    assert [(e.line, e.code) for e in problems] == [(2, "text-too-long")]
 
 
 # --- CSV ------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@
  *   - $time is a string YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}][Z|z|+HH:MM|-HH:MM] naming a real
  *     date-time (without a zone: UTC, and a naive-time warning), or an integer of at most 15
  *     digits (seconds, or milliseconds from 1e11 on), and lies in 0001-01-01 to 9999-12-30 in UTC;
- *   - the known text fields are strings or null; $unique_id has 1 to 512 characters.
+ *   - the known text fields are strings or null; $unique_id has 1 to 512 characters;
+ *   - no known text field, nor the custom variables as stored, is over 32 KiB (UTF-8).
  * Custom variables (keys not starting with '$') become quote_plus(key)=quote_plus(text) joined
  * by '&' in the line's key order, null values skipped, booleans as true/false, integers as
  * their digits: what records.py writes.
@@ -104,6 +105,9 @@ enum {
 
 #define MAX_VARIABLES 64
 #define MAX_UNIQUE_ID_CHARS 512
+/* records.MAX_TEXT_BYTES: a line with a longer text (a field, or its custom variables as
+ * stored) goes back to Python, which fails it */
+#define MAX_TEXT_BYTES 32768
 #define MS_THRESHOLD 100000000000LL
 /* 0001-01-01 to 9999-12-30 in UTC, as records.MIN_TIME_US and MAX_TIME_US (the last day of
  * 9999 is left out: an export's exclusive end date cannot be after it) */
@@ -560,6 +564,44 @@ static int put_variables(Column *col, const Line *line, Buf *tmp) {
     return column_put(col, tmp->data, tmp->len, parts > 0);
 }
 
+static inline size_t quoted_len(const char *text, size_t len) {
+    /* what quote_plus writes for it */
+    size_t n = len;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '.' || ch == '-' || ch == '~' || ch == ' '))
+            n += 2;
+    }
+    return n;
+}
+
+/* Whether the line's custom variables, as put_variables writes them, fit MAX_TEXT_BYTES:
+ * measured only when three bytes a byte (quote_plus's most) could pass it. */
+static int variables_fit(const Line *line) {
+    size_t bound = 0;
+    for (int i = 0; i < line->var_count; i++) {
+        const Value *v = &line->vars[i].value; /* true, false, null: at most five */
+        size_t len = v->kind == V_STRING || v->kind == V_INT ? v->len : 5;
+        bound += 2 + 3 * (line->vars[i].key_len + len);
+    }
+    if (bound <= MAX_TEXT_BYTES) return 1;
+    size_t n = 0;
+    int parts = 0;
+    for (int i = 0; i < line->var_count; i++) {
+        const Variable *var = &line->vars[i];
+        size_t len;
+        switch (var->value.kind) {
+        case V_NULL: continue;
+        case V_TRUE: len = 4; break;
+        case V_FALSE: len = 5; break;
+        default: len = quoted_len(var->value.text, var->value.len); break;
+        }
+        n += (parts++ ? 1 : 0) + quoted_len(var->key, var->key_len) + 1 + len;
+    }
+    return n <= MAX_TEXT_BYTES;
+}
+
 static size_t utf8_chars(const char *s, size_t len) {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) n += ((unsigned char)s[i] & 0xC0) != 0x80;
@@ -571,8 +613,11 @@ static int plain(const Line *line, int64_t *us, int *naive) {
     const Value *k = line->known;
     if (time_value(&k[F_TIME], us, naive)) return -1;
     if (k[F_HEADERS].kind != V_ABSENT && k[F_HEADERS].kind != V_NULL) return -1;
-    for (int f = F_UNIQUE_ID; f < F_HEADERS; f++)
+    for (int f = F_UNIQUE_ID; f < F_HEADERS; f++) {
         if (k[f].kind != V_ABSENT && k[f].kind != V_NULL && k[f].kind != V_STRING) return -1;
+        if (k[f].kind == V_STRING && k[f].len > MAX_TEXT_BYTES) return -1;
+    }
+    if (!variables_fit(line)) return -1;
     if (k[F_UNIQUE_ID].kind == V_STRING) {
         size_t bytes = k[F_UNIQUE_ID].len; /* characters <= bytes: count only long ones */
         if (bytes < 1) return -1;

@@ -60,6 +60,7 @@ from eventport.domain.text import QUOTED_CHARS, head_without_addresses, without_
 __all__ = [
     "KNOWN_FIELDS",
     "MAX_LINE_BYTES",
+    "MAX_TEXT_BYTES",
     "MAX_UNIQUE_ID_CHARS",
     "Code",
     "CsvCells",
@@ -77,6 +78,14 @@ __all__ = [
 
 MAX_LINE_BYTES: Final = 1 << 20
 MAX_UNIQUE_ID_CHARS: Final = 512
+#: The longest text an event keeps, in UTF-8 bytes: each of its fields, its custom variables
+#: together (as stored: ``name=value`` pairs joined by ``&``) and its ``$headers`` (as JSON).
+#: DuckDB keeps a committed text of more than ~52 KB in memory, pinned, until its next
+#: checkpoint: once ~100 MB of them were held every later commit of the embedded store failed
+#: (events of 1 MB user agents: an import failed with most of its events lost; a resource
+#: hunt), and a checkpoint that runs out of memory closes the database. Both stores keep the
+#: same rule, so an import means the same on either.
+MAX_TEXT_BYTES: Final = 32 << 10
 MS_THRESHOLD: Final = 100_000_000_000  # |timestamp| >= 1e11 is in milliseconds
 _SHOW_CHARS: Final = QUOTED_CHARS
 
@@ -107,6 +116,7 @@ class Code(StrEnum):
     MISSING_TIME = "missing-time"
     INVALID_TIME = "invalid-time"
     INVALID_UNIQUE_ID = "invalid-unique-id"
+    TEXT_TOO_LONG = "text-too-long"
     # warnings: the event is kept
     NAIVE_TIME = "naive-time"
     UNKNOWN_FIELD = "unknown-field"
@@ -125,6 +135,7 @@ ERROR_CODES: Final = frozenset(
         Code.MISSING_TIME,
         Code.INVALID_TIME,
         Code.INVALID_UNIQUE_ID,
+        Code.TEXT_TOO_LONG,
     }
 )
 WARNING_CODES: Final = frozenset(Code) - ERROR_CODES
@@ -744,6 +755,23 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
 
     if failed or us is None:
         return None
+    too_long = _text_too_long(
+        (
+            ("$version", version),
+            ("$type", type_),
+            ("$remote_address", remote),
+            ("$user_agent", agent),
+            ("$package", package),
+            ("$tracking_pixel", pixel),
+            ("$domain", domain),
+            ("$referrer", referer),
+            ("the custom variables", variables),
+        ),
+        headers,
+    )
+    if too_long is not None:
+        entries.append(_error(line, Code.TEXT_TOO_LONG, too_long))
+        return None
     return ParsedEvent(
         line,
         us,
@@ -759,6 +787,35 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
         headers,
         variables,
     )
+
+
+def _text_too_long(
+    texts: tuple[tuple[str, str | None], ...], headers: list[tuple[str, str]] | None
+) -> str | None:
+    """The message for an event's first text of more than :data:`MAX_TEXT_BYTES`, if any."""
+    for name, text in texts:
+        # A character is at most four bytes: only a long text is measured.
+        if text is not None and len(text) > MAX_TEXT_BYTES // 4:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            if size > MAX_TEXT_BYTES:
+                quoted = name if name.startswith("the ") else f'"{name}"'
+                held = "take" if name.startswith("the ") else "takes"
+                return (
+                    f"{quoted[0].upper()}{quoted[1:]} {held} {size:,} bytes; an event keeps "
+                    f"texts of up to {MAX_TEXT_BYTES:,} bytes each (UTF-8), so the line was not "
+                    "imported."
+                )
+    # JSON writes a character in at most six bytes (a control character as \u001f), and a
+    # pair in eight more.
+    bound = 6 * sum(len(n) + len(v) for n, v in headers or ()) + 8 * len(headers or ())
+    if headers and bound > MAX_TEXT_BYTES:
+        size = len(orjson.dumps(headers))
+        if size > MAX_TEXT_BYTES:
+            return (
+                f'"$headers" takes {size:,} bytes (as JSON); an event keeps texts of up to '
+                f"{MAX_TEXT_BYTES:,} bytes each (UTF-8), so the line was not imported."
+            )
+    return None
 
 
 def decode_object(obj: dict[str, Any], line: int) -> tuple[ParsedEvent | None, list[LogEntry]]:
