@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -719,9 +720,10 @@ def test_ndjson_matches_decode_object() -> None:
         ({"$user_agent": "a" * (MAX_TEXT_BYTES + 1)}, '"$user_agent" takes 32,769 bytes'),
         ({"$referer": "é" * (MAX_TEXT_BYTES // 2 + 1)}, '"$referrer" takes 32,770 bytes'),
         ({"$type": "t" * 40000}, '"$type" takes 40,000 bytes'),
-        ({"v": "x" * (MAX_TEXT_BYTES - 1)}, "The custom variables take 32,769 bytes"),
-        ({"a": {"b": "&" * 11000}}, "The custom variables take 33,004 bytes"),  # a.b=%26…
-        ({"$headers": {"X-Big": "h" * MAX_TEXT_BYTES}}, '"$headers" takes 32,782 bytes (as JSON)'),
+        ({"v": "x" * (MAX_TEXT_BYTES - 1)}, "The custom variables take more than 32,768"),
+        ({"a": {"b": "&" * 11000}}, "The custom variables take more than 32,768"),  # a.b=%26…
+        ({"a": "1" * 20000, "b": "2" * 20000}, "The custom variables take more than 32,768"),
+        ({"$headers": {"X-Big": "h" * MAX_TEXT_BYTES}}, '"$headers" takes 32,782 bytes as JSON'),
     ],
 )
 def test_a_text_too_long_to_keep_fails_its_line(extra: dict[str, Any], named: str) -> None:
@@ -736,6 +738,37 @@ def test_a_text_too_long_to_keep_fails_its_line(extra: dict[str, Any], named: st
     assert "texts of up to 32,768 bytes each (UTF-8), so the line was not imported" in (
         entries[0].message
     )
+
+
+def test_nested_names_cannot_blow_a_line_up() -> None:
+    """Each leaf of nested objects is named by its whole path: 200 levels of 1,250-character
+    names over 1,000 leaves (a 0.25 MB line) made ~250 MB of variables before, and a half-MB
+    one took the server to 2.5 GB. The parts stop as soon as they pass MAX_TEXT_BYTES."""
+    inner: dict[str, Any] = {str(i): 1 for i in range(1000)}
+    for level in range(200):
+        inner = {f"k{level:03d}" + "a" * 1246: inner}
+    raw = orjson.dumps({"$time": GOOD_TIME, "v": inner})
+    assert len(raw) < 300_000
+    tracemalloc.start()
+    try:
+        events, entries = decode_ndjson([(3, raw)], max_line_bytes=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert events == []
+    assert [(e.line, e.code) for e in entries] == [(3, "text-too-long")]
+    assert peak < 20 * len(raw), peak  # about the line's own decoding, not its leaves' paths
+
+
+def test_a_warning_names_ten_unknown_fields_at_most() -> None:
+    """A CSV header of 500 long $-names made a 41 KB warning for every row (a resource hunt)."""
+    header = ["$time", *(f"$c{i:03d}" + "x" * 2000 for i in range(500))]
+    events, entries = decode_csv(header, [(2, ["1", *("d" for _ in range(500))])])
+    assert len(events) == 1
+    (warning,) = entries
+    assert warning.code == "unknown-field"
+    assert "and 490 more" in warning.message
+    assert len(warning.message) < 1500
 
 
 def test_texts_of_the_longest_kept_size_are_kept() -> None:

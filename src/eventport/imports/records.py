@@ -586,6 +586,7 @@ _QUOTED: dict[str, str] = {}  # short texts already quoted (repeated values, nes
 _QUOTED_MAX: Final = 4096
 _NAMES: dict[str, str] = {}  # top-level custom variable name -> its quoted "name="
 _NAMES_MAX: Final = 4096
+_NAMES_SHOWN: Final = 10  # unknown $ fields a warning names (a CSV header may hold thousands)
 
 
 def _quote(text: str) -> str:
@@ -621,22 +622,32 @@ def _variable_text(value: Any) -> str | None:
         return str(value)
 
 
-def _flatten(prefix: str, value: dict[str, Any], parts: list[str]) -> None:
+def _flatten(prefix: str, value: dict[str, Any], parts: list[str], room: int) -> int:
     """Nested objects as ``a.b`` names, depth first in input order (iterative: no recursion
-    limit, whatever the nesting depth)."""
+    limit, whatever the nesting depth). ``room``: what the parts may still take, each with
+    its ``&``; what is left, negative once they would take more (then it stops: a half-MB
+    line of deeply nested names gave each of its leaves the whole path, ~500 MB of text, and
+    the server 2.5 GB; a resource hunt)."""
     stack = [(prefix, iter(value.items()))]
     while stack:
         name, items = stack[-1]
         for key, item in items:
             full = f"{name}.{key}"
+            if len(full) >= room:  # not even its name fits
+                return -1
             if type(item) is dict:
                 stack.append((full, iter(item.items())))
                 break
             text = _variable_text(item)
             if text is not None:
-                parts.append(_quote(full) + "=" + _quote(text))
+                part = _quote(full) + "=" + _quote(text)
+                room -= len(part) + 1
+                if room < 0:
+                    return room
+                parts.append(part)
         else:
             stack.pop()
+    return room
 
 
 # --- one record -------------------------------------------------------------------------------
@@ -713,9 +724,11 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
         package = pixel = domain = referer = headers = None
 
     variables = None
+    over = False  # the custom variables take more than MAX_TEXT_BYTES
     if obj:  # custom variables (and unknown $ fields) are what is left
         parts: list[str] = []
         unknown: list[str] | None = None
+        room = MAX_TEXT_BYTES + 1  # each part takes its length and an "&" (the first: none)
         for key, value in obj.items():
             name = _NAMES.get(key)
             if name is None:
@@ -725,25 +738,37 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
                     else:
                         unknown.append(key)
                     continue
+                if over:
+                    continue
                 name = _quote(key) + "="
                 if len(key) <= _CACHED_TEXT_MAX:
                     if len(_NAMES) >= _NAMES_MAX:
                         _NAMES.clear()
                     _NAMES[key] = name
+            if over:
+                continue
             if type(value) is str:
-                parts.append(
-                    name + value if value.isalnum() and value.isascii() else name + _quote(value)
-                )
+                part = name + value if value.isalnum() and value.isascii() else name + _quote(value)
             elif type(value) is dict:
-                _flatten(key, value, parts)
+                room = _flatten(key, value, parts, room)
+                over = room < 0
+                continue
             else:
                 text = _variable_text(value)
-                if text is not None:
-                    parts.append(name + _quote(text))
-        if parts:
+                if text is None:
+                    continue
+                part = name + _quote(text)
+            room -= len(part) + 1
+            if room < 0:
+                over = True
+            else:
+                parts.append(part)
+        if parts and not over:
             variables = "&".join(parts)
         if unknown is not None:
-            names = ", ".join(_show(k) for k in sorted(unknown))
+            names = ", ".join(_show(k) for k in sorted(unknown)[:_NAMES_SHOWN])
+            if len(unknown) > _NAMES_SHOWN:
+                names += f" and {len(unknown) - _NAMES_SHOWN:,} more"
             entries.append(
                 _warning(
                     line,
@@ -765,8 +790,8 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
             ("$tracking_pixel", pixel),
             ("$domain", domain),
             ("$referrer", referer),
-            ("the custom variables", variables),
         ),
+        over,
         headers,
     )
     if too_long is not None:
@@ -789,32 +814,38 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
     )
 
 
+_KEPT = (
+    f"an event keeps texts of up to {MAX_TEXT_BYTES:,} bytes each (UTF-8), so the line was "
+    "not imported."
+)
+
+
 def _text_too_long(
-    texts: tuple[tuple[str, str | None], ...], headers: list[tuple[str, str]] | None
+    texts: tuple[tuple[str, str | None], ...],
+    variables_over: bool,
+    headers: list[tuple[str, str]] | None,
 ) -> str | None:
-    """The message for an event's first text of more than :data:`MAX_TEXT_BYTES`, if any."""
+    """The message for an event's first text of more than :data:`MAX_TEXT_BYTES`, if any:
+    a field of ``texts``, the custom variables (``variables_over``: their parts, as stored,
+    passed it), ``$headers``."""
     for name, text in texts:
         # A character is at most four bytes: only a long text is measured.
         if text is not None and len(text) > MAX_TEXT_BYTES // 4:
             size = len(text.encode("utf-8", "surrogatepass"))
             if size > MAX_TEXT_BYTES:
-                quoted = name if name.startswith("the ") else f'"{name}"'
-                held = "take" if name.startswith("the ") else "takes"
-                return (
-                    f"{quoted[0].upper()}{quoted[1:]} {held} {size:,} bytes; an event keeps "
-                    f"texts of up to {MAX_TEXT_BYTES:,} bytes each (UTF-8), so the line was not "
-                    "imported."
-                )
+                return f'"{name}" takes {size:,} bytes; {_KEPT}'
+    if variables_over:
+        return (
+            f"The custom variables take more than {MAX_TEXT_BYTES:,} bytes as stored "
+            f'(name=value pairs joined by "&", nested names written a.b); {_KEPT}'
+        )
     # JSON writes a character in at most six bytes (a control character as \u001f), and a
     # pair in eight more.
     bound = 6 * sum(len(n) + len(v) for n, v in headers or ()) + 8 * len(headers or ())
     if headers and bound > MAX_TEXT_BYTES:
         size = len(orjson.dumps(headers))
         if size > MAX_TEXT_BYTES:
-            return (
-                f'"$headers" takes {size:,} bytes (as JSON); an event keeps texts of up to '
-                f"{MAX_TEXT_BYTES:,} bytes each (UTF-8), so the line was not imported."
-            )
+            return f'"$headers" takes {size:,} bytes as JSON; {_KEPT}'
     return None
 
 
