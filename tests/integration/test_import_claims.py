@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text, update
@@ -109,6 +110,58 @@ def test_an_aborted_waiting_import_lets_the_next_one_go(own_control: ControlData
     assert _claim(own_control, "w1") == second
 
 
+def test_an_abort_racing_a_claim_leaves_the_import_to_its_worker(
+    own_control: ControlDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker claims the import between the abort's read of it (waiting) and its write: the
+    worker keeps it and is told to stop, and the caller is not told to delete its upload.
+    Written from the row read, the claim was overwritten (aborted, the worker's lease kept)
+    and the API deleted the upload the worker was reading (an import-lifecycle hunt)."""
+    ana = make_owner(own_control, "ana")
+    import_id = make_import(own_control, ana)
+    read = control_imports.import_for
+
+    def read_then_claimed(session: Any, *args: Any) -> Import:
+        row = read(session, *args)
+        assert row.state == "waiting"
+        assert _claim(own_control, "w1") == import_id  # a worker, in between
+        return row
+
+    monkeypatch.setattr(control_imports, "import_for", read_then_claimed)
+    with own_control.session() as s:
+        row, at_once = control_imports.request_abort(s, ana, "ana", import_id)
+        assert at_once is False
+        assert (row.state, row.lease_owner, row.abort_requested) == ("running", "w1", True)
+    with own_control.session() as s:
+        assert control_imports.still_wanted(s, import_id, "w1") is False  # it stops
+
+
+def test_an_abort_asked_as_the_import_ends_ends_it_aborted(own_control: ControlDatabase) -> None:
+    """The worker's last look at the abort flag came before the abort, its finish after: the
+    import ends aborted, everything it committed counted (it ended done: the abort, answered
+    204, was dropped)."""
+    ana = make_owner(own_control, "ana")
+    import_id, other = make_import(own_control, ana), make_import(own_control, ana)
+    assert _claim(own_control, "w1") == import_id
+    with own_control.session() as s:
+        _, at_once = control_imports.request_abort(s, ana, "ana", import_id)
+    assert at_once is False
+    with own_control.session() as s:
+        assert control_imports.finish(s, import_id, "w1", "done") is True
+    with own_control.session() as s:
+        row = s.get(Import, import_id)
+        assert row is not None
+        assert (row.state, row.lease_owner) == ("aborted", None)
+        assert row.finished_at is not None
+        assert row.bytes_processed == row.bytes_total
+    assert _claim(own_control, "w2") == other  # and the owner's next goes
+    with own_control.session() as s:
+        assert control_imports.finish(s, other, "w2", "done") is True
+        ended = s.get(Import, other)
+        assert ended is not None
+        assert ended.state == "done"
+
+
 def test_on_postgresql_the_database_clock_orders_imports_and_times_leases(
     own_control: ControlDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,7 +218,7 @@ def test_on_postgresql_an_imports_rate_and_updates_go_by_the_database_clock(
             s.flush()
             body = api_imports.event_import(s, row)
         with own_control.session() as s:
-            aborted = control_imports.request_abort(s, ana, "ana", import_id)
+            aborted, _ = control_imports.request_abort(s, ana, "ana", import_id)
             assert aborted.updated_at >= aborted.created_at
     assert body["events_per_second"] < 1_000_000, body  # 1000 events over >= ~0 s, not 1 us
 

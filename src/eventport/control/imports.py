@@ -10,7 +10,7 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, Select, delete, exists, func, select, tuple_, update
+from sqlalchemy import Row, Select, case, delete, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -138,18 +138,37 @@ def list_imports(
     return list(rows) if admin else [row for row in rows if _sees_target(session, actor, row)]
 
 
-def request_abort(session: Session, actor: Account, owner: str, import_id: str) -> Import:
-    """A waiting import is aborted at once; a running one when its worker next looks (< 1 s)."""
+def request_abort(
+    session: Session, actor: Account, owner: str, import_id: str
+) -> tuple[Import, bool]:
+    """A waiting import is aborted at once; a running one when its worker next looks (< 1 s),
+    or, if it ends first, as it ends (see :func:`finish`). The import, and whether it was
+    aborted at once (then no worker holds it, nor ever will: its upload is the caller's to
+    delete).
+
+    Each change is a compare-and-set UPDATE: a worker that claimed the import after it was
+    read (the row said waiting) keeps it, and is told to stop. Written from the row read,
+    the claim was overwritten: the import ended aborted while its worker read the upload the
+    caller then deleted (an import-lifecycle hunt: 9 of 60 races on PostgreSQL)."""
     row = import_for(session, actor, owner, import_id)  # its starter or the owner's admins
     if row.state in FINAL:
-        return row
-    row.abort_requested = True
-    row.updated_at = clock(session)
-    if row.state == "waiting":
-        row.state = "aborted"
-        row.finished_at = row.updated_at
-    session.flush()
-    return row
+        return row, False
+    now = clock(session)
+    at_once = session.execute(
+        update(Import)
+        .where(Import.id == row.id, Import.state == "waiting")
+        .values(abort_requested=True, state="aborted", finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    if not at_once:
+        session.execute(
+            update(Import)
+            .where(Import.id == row.id, Import.state.not_in(FINAL))
+            .values(abort_requested=True, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    session.refresh(row)
+    return row, bool(at_once)
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -300,15 +319,23 @@ def record_progress(
 def finish(
     session: Session, import_id: str, worker: str, state: str, failure_reason: str | None = None
 ) -> bool:
+    """End a running import that ``worker`` holds as ``state``; whether it did. One that
+    would end ``done`` but whose abort was asked meanwhile (after the worker's last look)
+    ends ``aborted``, every event counted: the abort was answered 204, and the import said
+    ``done`` (an import-lifecycle hunt)."""
     assert state in FINAL
     now = clock(session)
-    done = {"bytes_processed": Import.bytes_total} if state == "done" else {}
+    ended: Any = state
+    done: dict[str, Any] = {}
+    if state == "done":
+        done = {"bytes_processed": Import.bytes_total}
+        ended = case((Import.abort_requested, "aborted"), else_="done")
     result = session.execute(
         update(Import)
         .where(Import.id == import_id, Import.lease_owner == worker, Import.state == "running")
         .values(
             **done,
-            state=state,
+            state=ended,
             failure_reason=failure_reason,
             finished_at=now,
             updated_at=now,

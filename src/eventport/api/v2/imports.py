@@ -301,8 +301,7 @@ def get_import_log(owner: str, event_import_id: str, db: Db, actor: Actor) -> St
 @router.post("/v2/imports/{owner}/{event_import_id}/abort", status_code=204)
 def abort_import(owner: str, event_import_id: str, db: Db, actor: Actor) -> Response:
     with db.session() as s:
-        row = store.request_abort(s, actor, owner, event_import_id)
-        unclaimed = row.state == "aborted" and row.lease_owner is None
+        row, unclaimed = store.request_abort(s, actor, owner, event_import_id)
         spool = Path(row.spool_path)
     if unclaimed:  # no worker ever had it, so none will delete its upload (raw IPs and all)
         spool.unlink(missing_ok=True)
