@@ -14,7 +14,7 @@ import pytest
 from eventport.control.database import ControlDatabase
 from eventport.events.duckdb_layout import ROW_GROUP_ROWS
 from eventport.imports.records import MAX_TEXT_BYTES
-from eventport.imports.worker import LOG_CHUNK
+from eventport.imports.worker import LOG_CHUNK, UNREADABLE_LINES
 from eventport.settings import Settings
 from tests.conftest import Server, running_server
 from tests.importing import counts, full_log, import_lines, setup_package, start, wait_finished
@@ -591,6 +591,35 @@ def test_gzip_bomb_fails_cleanly(api: Server) -> None:
     )
     assert done["status"] == "failed"
     assert "100:1" in done["failure_reason"] or "ratio" in done["failure_reason"]
+
+
+def test_a_file_none_of_whose_first_100000_lines_can_be_read_fails(api: Server) -> None:
+    """3M lines of "{}" stored 3M errors, ~300 bytes of the control database for each 3-byte
+    line (a resource hunt); a file that holds no event eventport can read fails once the
+    batch that passes UNREADABLE_LINES of them is committed, its errors so far kept. One
+    good line among them is enough to go on."""
+    alice = api.user("alice")
+    package_id = setup_package(alice, "alice")
+    garbage = b"{}\n" * 200_000
+    failed = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", garbage)["id"]
+    )
+    assert failed["status"] == "failed"
+    read = failed["events_total"]
+    assert UNREADABLE_LINES <= read < 200_000  # stopped at the batch that passed the limit
+    assert counts(failed) == (read, 0, read)
+    assert failed["failure_reason"].startswith(f"none of its first {read:,} lines could be")
+    log = full_log(alice, "alice", failed["id"])
+    assert len([e for e in log if e.get("code") == "missing-time"]) == read
+    (unusable,) = [e for e in log if e.get("code") == "input-unusable"]
+    assert "none of its first" in unusable["human_friendly_message"]
+
+    readable = b'{"$time":1717459200}\n' + b"{}\n" * 150_000
+    done = wait_finished(
+        alice, "alice", start(alice, f"/v2/packages/alice/{package_id}/import", readable)["id"]
+    )
+    assert done["status"] == "done"
+    assert counts(done) == (150_001, 1, 150_000)
 
 
 def test_abort_a_running_import(api: Server, tmp_path: Path) -> None:

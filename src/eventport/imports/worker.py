@@ -65,6 +65,25 @@ UNREACHABLE_WAIT_SECONDS = 5.0
 ATTEMPT_FAILED = "attempt-failed"  # the log entry of an attempt that an error stopped
 
 
+# An import none of whose first this many lines (or more: it is looked at after each batch)
+# could be imported fails: 3M lines of "{}" each stored an error, ~300 bytes of the control
+# database for a 3-byte line (918 MB for a 9 MB upload, a resource hunt), and a file that is not
+# one of events (a "time" field where "$time" was meant, another export) took its whole length
+# to say so. A single bad line, or a bad part after good ones, still never fails an import.
+UNREADABLE_LINES = 100_000
+
+
+def _refuse_unreadable(submitted: Checkpoint) -> None:
+    """:class:`InputUnusable` once :data:`UNREADABLE_LINES` lines or more have been read and
+    each failed (``submitted``: the checkpoint of the batch just submitted)."""
+    if submitted.imported == 0 and submitted.failed >= UNREADABLE_LINES:
+        raise InputUnusable(
+            f"none of its first {submitted.failed:,} lines could be imported (the log holds "
+            "their errors), so it was stopped rather than logging every line of a file that "
+            "holds no event eventport can read"
+        )
+
+
 def slice_lines(batch_lines: int) -> int:
     """Lines per slice: the most, up to SLICE_LINES, that divides ``batch_lines`` evenly, so
     that a batch of clean lines holds exactly ``batch_lines`` events. The DuckDB store keeps a
@@ -316,6 +335,7 @@ class ImportWorker:
             self._log(row.id, _log_rows([exc.entry]))
             self._finish(row, "failed", str(exc))
         except InputUnusable as exc:
+            self._end_at_commit(row)  # what it committed before stays, and is counted
             unusable = LogEntry(
                 None,
                 "error",
@@ -483,6 +503,7 @@ class ImportWorker:
                         checkpoint = submit(prepared)
                         del prepared
                         batch = PendingBatch()  # the writer has the last one; let it go here
+                        _refuse_unreadable(checkpoint)
                 if batch.last is not None and not heartbeat.stop.is_set():
                     self._recheck_targets(row, lookups)
                     submit(self._prepare(row, batch, checkpoint, lookups))
