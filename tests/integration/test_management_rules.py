@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from eventport.control import accounts
+from eventport.control import accounts, models
 from eventport.domain.errors import NotFound
 from tests.conftest import Server
 from tests.integration.test_api_v2 import create_org, create_package, expect
@@ -116,6 +116,24 @@ def test_names_and_addresses_that_cannot_work_are_refused(server: Server) -> Non
     assert expect(alice.get("/v2/packages/alice"), 200)["results"] == []
     kept = {"name": "left-pad", "type": "npm", "website": "localhost:8080/docs"}
     assert expect(alice.post("/v2/packages/alice", json=kept), 201)["website"] == kept["website"]
+
+
+def test_an_update_keeps_a_website_an_older_version_accepted(server: Server) -> None:
+    """An older eventport took any text as a website; after the upgrade, an update that
+    leaves the website out keeps it and succeeds (it failed with invalid-website, about a
+    field the client never sent); one that changes it is checked as on create."""
+    alice = server.user("alice")
+    package = expect(alice.post("/v2/packages/alice", json={"name": "old", "type": "npm"}), 201)
+    with server.control.session() as s:  # as the older version stored it
+        stored = s.get(models.Package, package["id"])
+        assert stored is not None
+        stored.website = "javascript:alert(1)"
+    path = f"/v2/packages/alice/{package['id']}"
+    changed = {"name": "old", "type": "npm", "short_description": "changed"}
+    updated = expect(alice.put(path, json=changed), 200)
+    assert (updated["short_description"], updated["website"]) == ("changed", "javascript:alert(1)")
+    fixed = expect(alice.put(path, json={**changed, "website": "https://example.com"}), 200)
+    assert fixed["website"] == "https://example.com"
 
 
 def test_only_the_namespace_s_owners_and_admins_block_or_unblock(server: Server) -> None:

@@ -215,7 +215,10 @@ def package_by_type_and_name(
 # --- create, update, delete ------------------------------------------------------------------
 
 
-def _check_fields(fields: PackageFields) -> None:
+def _check_fields(fields: PackageFields, stored: Package | None = None) -> None:
+    """The rules of a package's fields; ``stored``: the package an update changes, whose
+    website is not checked again if kept as it is (an older eventport accepted any text, and
+    every update that left the website out then failed on it; an upgrade hunt)."""
     if fields.type not in PACKAGE_TYPES:
         raise InvalidInput(
             f"unknown package type {fields.type[:40]!r}: one of {', '.join(PACKAGE_TYPES)}",
@@ -231,7 +234,8 @@ def _check_fields(fields: PackageFields) -> None:
     names.check_package_name(fields.name, longest)
     names.check_text("short_description", fields.short_description)
     names.check_text("long_description", fields.long_description)
-    fields.website = names.check_website(fields.website, code="invalid-website")
+    if stored is None or fields.website != stored.website:
+        fields.website = names.check_website(fields.website, code="invalid-website")
     if fields.type == "docker":
         names.check_registry(fields.backend_registry)
     if fields.type == "python":
@@ -325,7 +329,7 @@ def update_package(
         # else the image's name follows the package's, checked as on create
     if fields.type == "python" and not fields.repository_url:
         fields.repository_url = package.repository_url  # v1 updates cannot even send it
-    _check_fields(fields)
+    _check_fields(fields, stored=package)
     _ensure_unique(session, package.owner, fields, exclude=package.id)
     package.name = fields.name
     package.short_description = fields.short_description
