@@ -653,8 +653,12 @@ def _flatten(prefix: str, value: dict[str, Any], parts: list[str], room: int) ->
 # --- one record -------------------------------------------------------------------------------
 
 
-def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEvent | None:
-    """Decode one object, appending log entries; None when the line has an error.
+def _decode(
+    obj: dict[str, Any], line: int, entries: list[LogEntry], long: bool = True
+) -> ParsedEvent | None:
+    """Decode one object, appending log entries; None when the line has an error. ``long``:
+    the record may hold a text of more than :data:`MAX_TEXT_BYTES` (False: its caller knows
+    it is too short to, and the texts are not measured).
 
     Consumes ``obj``: known fields are popped, so what is left are the custom variables (and
     unknown ``$`` fields). Popping costs what ``get`` would, and spares a second pass over
@@ -780,20 +784,22 @@ def _decode(obj: dict[str, Any], line: int, entries: list[LogEntry]) -> ParsedEv
 
     if failed or us is None:
         return None
-    too_long = _text_too_long(
-        (
-            ("$version", version),
-            ("$type", type_),
-            ("$remote_address", remote),
-            ("$user_agent", agent),
-            ("$package", package),
-            ("$tracking_pixel", pixel),
-            ("$domain", domain),
-            ("$referrer", referer),
-        ),
-        over,
-        headers,
-    )
+    too_long = None
+    if long or over:
+        too_long = _text_too_long(
+            (
+                ("$version", version),
+                ("$type", type_),
+                ("$remote_address", remote),
+                ("$user_agent", agent),
+                ("$package", package),
+                ("$tracking_pixel", pixel),
+                ("$domain", domain),
+                ("$referrer", referer),
+            ),
+            over,
+            headers,
+        )
     if too_long is not None:
         entries.append(_error(line, Code.TEXT_TOO_LONG, too_long))
         return None
@@ -945,7 +951,9 @@ def decode_ndjson(
                 )
             )
             continue
-        event = _decode(obj, line, entries)
+        # A text decoded from a line takes at most the line's bytes (headers as pairs: a
+        # third more): only a long line's are measured.
+        event = _decode(obj, line, entries, len(raw) > MAX_TEXT_BYTES // 2)
         if event is not None:
             append(event)
     return events, entries
@@ -1033,7 +1041,10 @@ def decode_csv(
             else:
                 if type(decoded) is list or type(decoded) is dict:
                     obj["$headers"] = decoded
-        event = _decode(obj, line, entries)
+        # A cell's characters take at most four bytes each: only a row with long cells is
+        # measured.
+        long = max(map(len, cells), default=0) > MAX_TEXT_BYTES // 8
+        event = _decode(obj, line, entries, long)
         if event is not None:
             events.append(event)
     return events, entries
