@@ -231,12 +231,21 @@ def _preflight(settings: Settings) -> None:
         settings.spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=settings.spool_dir):
             pass
-    control = _open_control(settings)
-    try:
+    if is_postgres_url(settings.database_url or ""):
+        _open_control(settings).dispose()  # migrated (stop older processes first: README)
         with user_errors("cannot open the event store"):
             open_configured_event_store(settings).close()
-    finally:
-        control.dispose()
+    else:
+        # The embedded event store first: its lock says whether another server (an older
+        # version, say) runs on this data dir, and then its control database must stay as it
+        # is (migrated first, a refused start left the running server on a schema it did not
+        # know, and unable to start again; an upgrade hunt).
+        with user_errors("cannot open the event store"):
+            events = open_configured_event_store(settings)
+        try:
+            _open_control(settings).dispose()
+        finally:
+            events.close()
     _check_origin_secret(settings)
     for name, path, role in (
         ("EVENTPORT_GEOIP_CITY_DATABASE", settings.geoip_city_database, "location"),
@@ -356,16 +365,19 @@ def worker(workers: int | None, data_dir: Path | None, database_url: str | None)
     settings = load_settings(workers=workers, data_dir=data_dir, database_url=database_url)
     _log_to_stderr(settings.log_level)
     click.echo("starting import workers", nl=True)
-    control = _open_control(settings)
-    try:
+    try:  # the event store first: a refused start migrates nothing (see _preflight)
         events = open_configured_event_store(settings)
     except Exception as exc:
-        control.dispose()
         raise click.ClickException(
             f"cannot open the event store ({_first_line(exc)}); with the embedded store, is "
             "`eventport serve` running? Separate workers need "
             "EVENTPORT_DATABASE_URL=postgresql://..."
         ) from exc
+    try:
+        control = _open_control(settings)
+    except BaseException:
+        events.close()
+        raise
     with user_errors("cannot start the workers"):
         pool = WorkerPool.from_settings(settings, control, events, count=max(settings.workers, 1))
     pool.start()

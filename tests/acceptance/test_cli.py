@@ -352,6 +352,40 @@ def test_a_second_server_on_the_same_embedded_store_is_one_line(
     assert "Traceback" not in result.stderr
 
 
+def test_a_refused_start_leaves_an_older_servers_control_database_as_it_is(
+    env: dict[str, str], backend: str
+) -> None:
+    """An upgrade's server started while an older one still runs on the data dir is refused
+    (the event store is the other's), and migrates nothing: migrated first, the older server
+    ran on a schema it did not know and could not start again (an upgrade hunt)."""
+    if not backend.startswith("sqlite"):
+        pytest.skip("PostgreSQL deployments stop older processes before migrating (README)")
+    from alembic import command
+
+    from eventport.control.database import ControlDatabase, alembic_config
+    from eventport.events.duckdb_store import DuckDBEventStore
+
+    run("users", "create", _unique("old"), "--email", "old@example.com", env=env)
+    data = Path(env["EVENTPORT_DATA_DIR"])
+    control = ControlDatabase(f"sqlite:///{data / 'control.sqlite3'}")
+    try:
+        command.downgrade(alembic_config(control.engine), "-1")  # as an older version left it
+        with control.engine.connect() as conn:
+            older = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        running = DuckDBEventStore(data / "events.duckdb")  # the older server's, held
+        try:
+            result = run("serve", "--port", str(free_port()), env=env, check=False)
+        finally:
+            running.close()
+        assert result.returncode == 1, result.stderr
+        assert "cannot open the event store" in result.stderr
+        with control.engine.connect() as conn:
+            now = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert now == older
+    finally:
+        control.dispose()
+
+
 def test_a_second_embedded_server_on_a_shared_sqlite_control_file_is_one_line(
     env: dict[str, str], tmp_path: Path, backend: str
 ) -> None:
