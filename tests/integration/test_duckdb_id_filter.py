@@ -5,10 +5,13 @@ everything, or absent without the C extension — a reused id replaces its event
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 
-from eventport.events import id_filter
+from eventport.events import duckdb_store, id_filter
+from eventport.events.duckdb_layout import BATCH_MAYBE
 from eventport.events.duckdb_store import DuckDBEventStore
 from eventport.events.store import existing_ids
 from tests.integration.test_event_store import checkpoint, make_batch
@@ -183,5 +186,34 @@ def test_writing_the_same_ids_again_adds_no_keys(tmp_path: Path) -> None:
         assert existing_ids(store, "owner-a", ["e0", "e1999", "new", "x"]) == {"e0", "e1999", "new"}
         assert store.count() == 2001
         assert versions(store)["e1999"] == "2"
+    finally:
+        store.close()
+
+
+def test_a_failed_delete_of_replaced_events_raises_its_own_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DELETE of the events a batch replaces fails inside the write's transaction (in a
+    server: out of memory at the write limit). That error reaches the caller, so a write that
+    ran out of memory is made again at the full limit; DuckDB's refusal to unregister the
+    batch's candidate ids in the aborted transaction replaced it (a resource hunt: the
+    attempt was lost and the import waited out its lease). The store then writes on."""
+    store = open_store(tmp_path / "events.duckdb")
+    try:
+        write(store, [f"e{i}" for i in range(100)], "1")
+        real = duckdb_store.fetch_all
+
+        def failing_delete(con: Any, query: str, *args: Any) -> Any:
+            if query.startswith("DELETE FROM") and BATCH_MAYBE in query:
+                return real(con, "SELECT error('the delete ran out (injected)')")
+            return real(con, query, *args)
+
+        monkeypatch.setattr(duckdb_store, "fetch_all", failing_delete)
+        with pytest.raises(duckdb.InvalidInputException, match="the delete ran out"):
+            write(store, [f"e{i}" for i in range(50, 150)], "2", line=101)
+        monkeypatch.setattr(duckdb_store, "fetch_all", real)
+        write(store, [f"e{i}" for i in range(50, 150)], "2", line=101)
+        found = versions(store)
+        assert found == {f"e{i}": "1" for i in range(50)} | {f"e{i}": "2" for i in range(50, 150)}
     finally:
         store.close()

@@ -570,6 +570,7 @@ class DuckDBEventStore:
             raise
         finally:
             batch.unregister(con)
+            con.unregister(BATCH_MAYBE)  # if _delete_replaced failed (else: nothing to do)
 
     def _widening(self, cursor: duckdb.DuckDBPyConnection, attempt: Callable[[], T]) -> T:
         """``attempt()`` (a write's, or an import's look-up), made again at the full memory
@@ -721,13 +722,15 @@ class DuckDBEventStore:
                 return
             con.register(BATCH_MAYBE, keyed.select(["id_hi", "id_lo"]).take(maybe))
             source = BATCH_MAYBE
-        try:
-            fetch_all(
-                con, f"DELETE FROM {ROWS_TABLE} WHERE id_key IN (SELECT {ID_KEY} FROM {source})"
-            )
-        finally:
-            if source == BATCH_MAYBE:
-                con.unregister(BATCH_MAYBE)
+        fetch_all(
+            con, f"DELETE FROM {ROWS_TABLE} WHERE id_key IN (SELECT {ID_KEY} FROM {source})"
+        )
+        # Not in a finally: a DELETE that failed (ran out of memory) leaves the transaction
+        # aborted, where DuckDB refuses to unregister, and that error replaced the first, so
+        # the write was not made again at the full limit (a resource hunt); the transaction's
+        # end unregisters it (_write_transaction).
+        if source == BATCH_MAYBE:
+            con.unregister(BATCH_MAYBE)
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
