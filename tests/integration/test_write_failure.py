@@ -149,6 +149,17 @@ def test_a_failed_write_neither_hangs_nor_loses_or_doubles_events(server: Server
     )
 
 
+def started_import(server: Server) -> tuple[Any, dict[str, Any]]:
+    """alice, and her waiting import of EVENTS events (ids e-0, e-1, …) into a package."""
+    alice = server.user("alice")
+    package_id = setup_package(alice, "alice")
+    body = b"".join(
+        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}"}) + b"\n"
+        for n in range(EVENTS)
+    )
+    return alice, start(alice, f"/v2/packages/alice/{package_id}/import", body)
+
+
 class LeaseTakingStore(WrappedStore):
     """The real store, except that before its second write another worker takes the import
     over (as one does once a frozen worker's lease has run out). ``noticed_by`` "the write":
@@ -180,13 +191,7 @@ class LeaseTakingStore(WrappedStore):
 def test_a_worker_that_lost_its_lease_says_so_and_leaves_the_import_to_its_taker(
     server: Server, caplog: pytest.LogCaptureFixture, noticed_by: str
 ) -> None:
-    alice = server.user("alice")
-    package_id = setup_package(alice, "alice")
-    body = b"".join(
-        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}"}) + b"\n"
-        for n in range(EVENTS)
-    )
-    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    _, started = started_import(server)
     store = LeaseTakingStore(server.app.state.events, server.control, started["id"], noticed_by)
     worker = ImportWorker(server.control, store, lease=timedelta(seconds=30), chunk_lines=BATCH)
     with caplog.at_level("WARNING", logger="eventport"):
@@ -209,13 +214,7 @@ def test_a_worker_that_lost_its_lease_says_so_and_leaves_the_import_to_its_taker
 
 
 def test_an_import_that_no_attempt_can_finish_fails_with_a_reason(server: Server) -> None:
-    alice = server.user("alice")
-    package_id = setup_package(alice, "alice")
-    body = b"".join(
-        orjson.dumps({"$time": 1_717_200_000 + n, "$unique_id": f"e-{n}"}) + b"\n"
-        for n in range(EVENTS)
-    )
-    started = start(alice, f"/v2/packages/alice/{package_id}/import", body)
+    alice, started = started_import(server)
     store = FailingStore(server.app.state.events, fail_on=1)
     lease = timedelta(seconds=0.5)
     attempts = 0

@@ -722,9 +722,7 @@ class DuckDBEventStore:
                 return
             con.register(BATCH_MAYBE, keyed.select(["id_hi", "id_lo"]).take(maybe))
             source = BATCH_MAYBE
-        fetch_all(
-            con, f"DELETE FROM {ROWS_TABLE} WHERE id_key IN (SELECT {ID_KEY} FROM {source})"
-        )
+        fetch_all(con, f"DELETE FROM {ROWS_TABLE} WHERE id_key IN (SELECT {ID_KEY} FROM {source})")
         # Not in a finally: a DELETE that failed (ran out of memory) leaves the transaction
         # aborted, where DuckDB refuses to unregister, and that error replaced the first, so
         # the write was not made again at the full limit (a resource hunt); the transaction's
