@@ -173,12 +173,47 @@ def store_session(
             f"no eventport data at {settings.data_dir} (no {control_file.name}): "
             "EVENTPORT_DATA_DIR or --data-dir names the server's data dir"
         )
+    _refuse_migrating_under_a_server(settings)
     db = _open_control(settings)
     try:
         with user_errors("cannot use the control database"), db.session() as session:
             yield session
     finally:
         db.dispose()
+
+
+def _refuse_migrating_under_a_server(settings: Settings) -> None:
+    """A command of a newer eventport must not migrate an embedded control database that an
+    older server still runs on (its event store held): that server then ran on a schema it
+    did not know, and could not start again (an upgrade hunt). Read-only looks only."""
+    import duckdb
+
+    from eventport.events.store import EVENTS_FILE, is_postgres_url
+
+    events = settings.data_dir / EVENTS_FILE
+    if is_postgres_url(settings.database_url or ""):
+        return  # shared by any number of processes: stop older ones first (README)
+    if not settings.control_file.exists() or not events.exists():
+        return
+    with user_errors("cannot open the control database"):
+        control = ControlDatabase(settings.resolved_database_url())
+    try:
+        with user_errors("cannot use the control database"):
+            older = control.schema_is_older()
+    finally:
+        control.dispose()
+    if not older:
+        return
+    try:
+        duckdb.connect(str(events), read_only=True).close()
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise click.ClickException(
+            f"the control database in {settings.data_dir} is an older eventport's, and a "
+            "server of that version still runs on it (its event store is open): stop it and "
+            "start this version's `eventport serve`, which upgrades it, then run this again"
+        ) from exc
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -352,7 +352,7 @@ def test_a_second_server_on_the_same_embedded_store_is_one_line(
     assert "Traceback" not in result.stderr
 
 
-def test_a_refused_start_leaves_an_older_servers_control_database_as_it_is(
+def test_a_new_version_leaves_a_running_older_servers_control_database_as_it_is(
     env: dict[str, str], backend: str
 ) -> None:
     """An upgrade's server started while an older one still runs on the data dir is refused
@@ -375,13 +375,25 @@ def test_a_refused_start_leaves_an_older_servers_control_database_as_it_is(
         running = DuckDBEventStore(data / "events.duckdb")  # the older server's, held
         try:
             result = run("serve", "--port", str(free_port()), env=env, check=False)
+            # nor does a command of the new version (users create, as the README runs it)
+            made = run(
+                "users", "create", _unique("new"), "--email", "n@example.com", env=env, check=False
+            )
         finally:
             running.close()
         assert result.returncode == 1, result.stderr
         assert "cannot open the event store" in result.stderr
+        assert made.returncode == 1, made.stderr
+        assert "a server of that version still runs on it" in made.stderr
+        assert "Traceback" not in made.stderr
         with control.engine.connect() as conn:
             now = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         assert now == older
+        # with the older server stopped, the command upgrades the database and goes on
+        run("users", "create", _unique("new"), "--email", "n@example.com", env=env)
+        with control.engine.connect() as conn:
+            upgraded = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert upgraded != older
     finally:
         control.dispose()
 

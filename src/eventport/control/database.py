@@ -72,6 +72,17 @@ class ControlDatabase:
 
         command.upgrade(alembic_config(self.engine), "head")
 
+    def schema_is_older(self) -> bool:
+        """Whether this database was migrated by an older eventport (some of this version's
+        migrations are still to run): False for a new one, and for a newer version's."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        with self.engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        heads = set(ScriptDirectory.from_config(_migrations_config()).get_heads())
+        return bool(current) and current != heads and current <= known_revisions()
+
     def schema_is_newer(self) -> bool:
         """Whether a newer eventport has migrated this database past what this version knows:
         then this process must not go on writing as the older schema wanted (on PostgreSQL, an
