@@ -341,6 +341,44 @@ def test_the_active_imports_limit_holds_for_uploads_at_once(strict_server: Serve
     assert len(active["event_imports"]) == 2
 
 
+def test_uploads_being_received_count_against_the_limit(strict_server: Server) -> None:
+    """Two uploads still arriving hold the limit's two places: a third is refused before its
+    body is read. Counted only once their imports were made, the third was admitted, and all
+    of them past the limit were spooled whole before being refused (a resource hunt). Once
+    the two have arrived, their imports hold the places."""
+    alice = strict_server.user("alice")
+    path = f"/v2/packages/alice/{setup_package(alice, 'alice')}/import"
+    token = alice.headers["Authorization"].split()[1]
+    arriving = threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield NDJSON[:10]
+        arriving.wait(30)
+        yield NDJSON[10:]
+
+    def send_slowly(client: httpx.Client) -> httpx.Response:
+        return client.post(
+            path, content=slow_body(), headers={"Content-Type": "application/x-ndjson"}
+        )
+
+    spool = strict_server.settings.spool_dir
+    before = set(spool.glob("*.upload"))
+    slow = [strict_server.client(token) for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(send_slowly, client) for client in slow]
+        deadline = time.monotonic() + 10
+        while len(set(spool.glob("*.upload")) - before) < 2:  # both are being received
+            assert time.monotonic() < deadline, "the two uploads never started"
+            time.sleep(0.02)
+        third = upload(alice, path, NDJSON)
+        arriving.set()
+        answers = [future.result(timeout=30) for future in pending]
+    assert third.status_code == 422
+    assert third.json()["message"] == "too many active imports"
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert upload(alice, path, NDJSON).status_code == 422  # now their imports hold them
+
+
 def test_upload_over_the_cap(strict_server: Server) -> None:
     alice = strict_server.user("alice")
     package_id = setup_package(alice, "alice")

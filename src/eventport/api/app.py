@@ -20,6 +20,7 @@ from eventport.api.v2 import packages as v2_packages
 from eventport.api.v2 import pixels as v2_pixels
 from eventport.api.v2 import settings as v2_settings
 from eventport.control.database import ControlDatabase
+from eventport.control.imports import Receiving
 from eventport.events.store import open_configured_event_store
 from eventport.imports.worker import WorkerPool
 from eventport.settings import Settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.receiving = Receiving()
     errors.install(app)
     app.add_middleware(BodyLimit, streaming=v2_imports.UPLOADS)
     app.add_middleware(RejectNulInUrl)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import threading
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -62,6 +64,32 @@ def active_count(session: Session, owner_id: str) -> int:
 def ensure_capacity(session: Session, owner_id: str, limit: int) -> None:
     if active_count(session, owner_id) >= limit:
         raise InvalidInput("too many active imports", code="too-many-active-imports")
+
+
+class Receiving:
+    """The uploads this process is receiving, by owner: each counts against its owner's
+    active imports from before its first byte is read. Counted only once their imports were
+    made, uploads at once past the limit were all admitted, spooled whole, and then refused
+    (25 at once against 15: ten bodies written for nothing; a resource hunt). Uploads another
+    process receives (PostgreSQL) count once their imports are made."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count: Counter[str] = Counter()
+
+    def admit(self, session: Session, owner_id: str, limit: int) -> None:
+        """Count one more upload of ``owner_id``, or refuse it as :func:`ensure_capacity`
+        does when the owner's active imports and uploads being received reach ``limit``."""
+        with self._lock:
+            ensure_capacity(session, owner_id, limit - self._count[owner_id])
+            self._count[owner_id] += 1
+
+    def done(self, owner_id: str) -> None:
+        """An admitted upload was received (its import made) or given up."""
+        with self._lock:
+            self._count[owner_id] -= 1
+            if self._count[owner_id] <= 0:
+                del self._count[owner_id]
 
 
 def create_import(session: Session, actor: Account, new: NewImport, limit: int) -> Import:

@@ -169,12 +169,13 @@ async def _start_import(
     resolve: Resolve,
 ) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
+    receiving: store.Receiving = request.app.state.receiving
     fmt, compression = _format_of(request)
 
     def authorize() -> tuple[Account, str | None, str | None]:
         with db.session() as s:
             account, package_id, pixel_id = resolve(s)
-            store.ensure_capacity(s, account.id, settings.max_active_imports)
+            receiving.admit(s, account.id, settings.max_active_imports)
             return account, package_id, pixel_id
 
     account, package_id, pixel_id = await run_in_threadpool(authorize)
@@ -197,6 +198,8 @@ async def _start_import(
         with contextlib.suppress(OSError):  # (a spool that is no directory: said above)
             path.unlink(missing_ok=True)
         raise
+    finally:
+        receiving.done(account.id)
     wake = getattr(request.app.state, "wake_workers", None)
     if wake is not None:
         wake()
