@@ -452,7 +452,10 @@ def compact(data_dir: Path | None, database_url: str | None) -> None:
     try:
         count, before, after = compact_file(path)
     except EventStoreError as exc:
-        raise click.ClickException(f"{exc}; stop `eventport serve` first") from exc
+        held = "open in another process" in str(exc)  # else the store's own words say it
+        raise click.ClickException(
+            f"{exc}; stop `eventport serve` first" if held else str(exc)
+        ) from exc
     click.echo(
         f"{count:,} events rewritten in time order in {time.monotonic() - started:.1f} s: "
         f"{before} row groups before, {after} now"

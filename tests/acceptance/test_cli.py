@@ -244,6 +244,31 @@ def test_compact_rewrites_the_embedded_store(env: dict[str, str], backend: str) 
         again.close()
 
 
+def test_compact_of_a_store_it_does_not_know_says_only_that(
+    env: dict[str, str], backend: str
+) -> None:
+    """No server runs: the refusal does not tell the operator to stop one (an upgrade hunt
+    found it saying so after every refusal)."""
+    if backend.startswith("postgresql"):
+        pytest.skip("compact is for the embedded store")
+    from eventport.events.duckdb_layout import ROWS_TABLE
+    from eventport.events.duckdb_store import DuckDBEventStore
+    from tests.integration.test_duckdb_layout import made_older
+    from tests.integration.test_event_store import checkpoint, make_batch
+
+    path = Path(env["EVENTPORT_DATA_DIR"]) / "events.duckdb"
+    store = DuckDBEventStore(path)
+    store.setup()
+    store.write_batch("owner-a", make_batch(["a"]), checkpoint(line=2))
+    store.close()
+    made_older(path, f"ALTER TABLE {ROWS_TABLE} ADD COLUMN later_column VARCHAR")
+    result = run("compact", env=env, check=False)
+    assert result.returncode == 1
+    assert "does not know" in result.stderr
+    assert "stop `eventport serve`" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # --- mistakes in the environment, and stopping (found by running the CLI as an operator) ----
 
 
