@@ -137,12 +137,16 @@ def user_errors(doing: str) -> Iterator[None]:
         raise
 
 
-def _open_control(settings: Settings) -> ControlDatabase:
-    """The control store, migrated; a mistake in its URL or an unreachable database is one
-    line (see :func:`user_errors`)."""
+def _open_control(
+    settings: Settings, check: Callable[[ControlDatabase], None] | None = None
+) -> ControlDatabase:
+    """The control store, migrated (after ``check``, which may refuse it); a mistake in its
+    URL or an unreachable database is one line (see :func:`user_errors`)."""
     with user_errors("cannot open the control database"):
         control = ControlDatabase(settings.resolved_database_url())
     try:
+        if check is not None:
+            check(control)
         with user_errors("cannot use the control database"):
             control.migrate()
     except BaseException:
@@ -173,8 +177,9 @@ def store_session(
             f"no eventport data at {settings.data_dir} (no {control_file.name}): "
             "EVENTPORT_DATA_DIR or --data-dir names the server's data dir"
         )
-    _refuse_migrating_under_a_server(settings)
-    db = _open_control(settings)
+    db = _open_control(
+        settings, lambda control: _refuse_migrating_under_a_server(settings, control)
+    )
     try:
         with user_errors("cannot use the control database"), db.session() as session:
             yield session
@@ -182,7 +187,7 @@ def store_session(
         db.dispose()
 
 
-def _refuse_migrating_under_a_server(settings: Settings) -> None:
+def _refuse_migrating_under_a_server(settings: Settings, control: ControlDatabase) -> None:
     """A command of a newer eventport must not migrate an embedded control database that an
     older server still runs on (its event store held): that server then ran on a schema it
     did not know, and could not start again (an upgrade hunt). Read-only looks only."""
@@ -195,15 +200,9 @@ def _refuse_migrating_under_a_server(settings: Settings) -> None:
         return  # shared by any number of processes: stop older ones first (README)
     if not settings.control_file.exists() or not events.exists():
         return
-    with user_errors("cannot open the control database"):
-        control = ControlDatabase(settings.resolved_database_url())
-    try:
-        with user_errors("cannot use the control database"):
-            older = control.schema_is_older()
-    finally:
-        control.dispose()
-    if not older:
-        return
+    with user_errors("cannot use the control database"):
+        if not control.schema_is_older():
+            return
     try:
         duckdb.connect(str(events), read_only=True).close()
     except duckdb.IOException as exc:

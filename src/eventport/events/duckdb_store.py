@@ -567,10 +567,10 @@ class DuckDBEventStore:
             # A failed COMMIT has already ended the transaction; the first error matters.
             with contextlib.suppress(duckdb.Error):
                 fetch_all(con, "ROLLBACK")
+                con.unregister(BATCH_MAYBE)  # if _delete_replaced failed (else: nothing)
             raise
         finally:
             batch.unregister(con)
-            con.unregister(BATCH_MAYBE)  # if _delete_replaced failed (else: nothing to do)
 
     def _widening(self, cursor: duckdb.DuckDBPyConnection, attempt: Callable[[], T]) -> T:
         """``attempt()`` (a write's, or an import's look-up), made again at the full memory
